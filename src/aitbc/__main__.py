@@ -1,0 +1,3 @@
+from aitbc.cli.main import app
+
+app(prog_name="aitbc")

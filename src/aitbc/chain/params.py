@@ -1,0 +1,33 @@
+"""Chain parameters and their presets; part of genesis, so every node agrees on them."""
+
+from __future__ import annotations
+
+import msgspec
+
+from aitbc.protocol.types import U64, Amount
+
+
+class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    block_time_ms: U64 = 1000
+    max_block_txs: U64 = 20_000
+    max_block_bytes: U64 = 8 * 1024 * 1024
+    max_tx_bytes: U64 = 16 * 1024
+    min_fee: Amount = 1
+    """Smallest fee (base units) a tx may pay; fees go to the block proposer."""
+    mempool_max_txs: U64 = 200_000
+    mempool_nonce_window: U64 = 1_024
+    """A tx's nonce may run at most this far ahead of its sender's committed nonce."""
+    mempool_max_per_sender: U64 = 1_024
+
+
+PRESETS: dict[str, ChainParams] = {
+    "devnet": ChainParams(),
+    "mainnet": ChainParams(block_time_ms=2000, max_block_txs=10_000, min_fee=100, mempool_max_txs=100_000),
+}
+
+
+def get_preset(name: str) -> ChainParams:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,1 @@
+"""The ``aitbc`` command line: one binary, a subcommand per role."""

@@ -1,0 +1,106 @@
+"""``aitbc chain``: read the chain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from aitbc.cli.common import DevnetOpt, RpcOpt, console, handle_errors, load_devnet, node_client, print_json
+from aitbc.protocol.amounts import format_aitbc
+from aitbc.protocol.errors import RemoteError
+
+app = typer.Typer(help="Inspect the chain.", no_args_is_help=True)
+
+
+@app.command("head")
+@handle_errors
+def head(devnet: DevnetOpt = None, rpc: RpcOpt = None) -> None:
+    """The last committed block header."""
+    with node_client(devnet, rpc) as node:
+        print_json(node.get_head())
+
+
+@app.command("block")
+@handle_errors
+def block(
+    ref: Annotated[str, typer.Argument(help="Height or block hash")],
+    txs: Annotated[bool, typer.Option("--txs/--no-txs", help="Include the txs")] = True,
+    devnet: DevnetOpt = None,
+    rpc: RpcOpt = None,
+) -> None:
+    """A block by height or hash."""
+    with node_client(devnet, rpc) as node:
+        print_json(node.get_block(int(ref) if ref.isdigit() else ref, txs))
+
+
+@app.command("account")
+@handle_errors
+def account(
+    address: Annotated[str, typer.Argument(help="Address (ait1…)")],
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check a Merkle proof of it")] = True,
+    devnet: DevnetOpt = None,
+    rpc: RpcOpt = None,
+) -> None:
+    """Balance and nonce of an account, checked against the state root."""
+    with node_client(devnet, rpc) as node:
+        info = node.get_account(address)
+        console.print(
+            f"{address}\n  balance: [bold]{format_aitbc(info['balance'])}[/] AITBC\n  nonce:   {info['nonce']}"
+        )
+        if verify:
+            _, proof = node.get_verified_account(address)
+            console.print(
+                f"  [green]proof verified[/] against state root {proof['state_root'][:16]}… of block {proof['height']}"
+            )
+
+
+def _blocks_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("height", "hash", "txs", "proposer", "time", title="live blocks (Ctrl-C to stop)")
+    for row in rows[-20:]:
+        table.add_row(
+            str(row["height"]),
+            row["hash"][:16] + "…",
+            str(row["tx_count"]),
+            row["proposer"][:14] + "…",
+            str(row["time_ms"]),
+        )
+    return table
+
+
+@app.command("watch")
+@handle_errors
+def watch(
+    count: Annotated[int, typer.Option(help="Stop after this many blocks (0: forever)")] = 0,
+    devnet: DevnetOpt = None,
+    ws: Annotated[str | None, typer.Option("--ws", help="WebSocket URL (default: the devnet's)")] = None,
+) -> None:
+    """Stream new blocks from the WebSocket as a live table."""
+    url = ws or load_devnet(devnet).ws_url
+
+    async def follow() -> None:
+        from websockets.asyncio.client import connect
+
+        rows: list[dict[str, Any]] = []
+        try:
+            async with connect(url) as conn:
+                await conn.send(orjson.dumps({"method": "subscribe", "params": ["new_blocks"], "id": 1}).decode())
+                with Live(_blocks_table(rows), console=console, refresh_per_second=4) as live:
+                    async for raw in conn:
+                        message = orjson.loads(raw)
+                        if message.get("method") != "new_blocks":
+                            continue
+                        rows.append(message["params"])
+                        live.update(_blocks_table(rows))
+                        if count and len(rows) >= count:
+                            return
+        except OSError as exc:
+            raise RemoteError(f"cannot connect to {url}: {exc}", reason="unreachable") from None
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())

@@ -1,0 +1,91 @@
+"""What every command shares: where the devnet is, how keys are found, how errors are shown."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from aitbc.client.node import NodeClient
+from aitbc.devnet.config import DEVNET_ENV, DevnetInfo, default_devnet_dir, read_devnet_info
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import AitbcError, ConfigError, RemoteError
+from aitbc.runtime.keyfile import read_keyfile
+
+console = Console()
+err_console = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DevnetOpt = Annotated[
+    Path | None,
+    typer.Option("--devnet", help=f"Devnet directory (default: ${DEVNET_ENV} or ~/.aitbc/devnet)", show_default=False),
+]
+RpcOpt = Annotated[
+    str | None, typer.Option("--rpc", help="Node JSON-RPC URL (default: the devnet's)", show_default=False)
+]
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Show AITBC errors as one red line and exit 1, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except AitbcError as exc:
+            reason = f" [{exc.reason}]" if exc.reason not in ("error",) else ""
+            err_console.print(f"[bold red]error{reason}:[/] {exc.message}")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def resolve_devnet(devnet: Path | None) -> Path:
+    return devnet if devnet is not None else default_devnet_dir()
+
+
+def load_devnet(devnet: Path | None) -> DevnetInfo:
+    return read_devnet_info(resolve_devnet(devnet))
+
+
+def node_client(devnet: Path | None, rpc: str | None) -> NodeClient:
+    if rpc is None:
+        rpc = os.environ.get("AITBC_RPC_URL") or load_devnet(devnet).rpc_url
+    return NodeClient(rpc)
+
+
+def keys_dir(devnet: Path | None, explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("AITBC_KEYS_DIR")
+    if env:
+        return Path(env)
+    return resolve_devnet(devnet) / "keys"
+
+
+def load_key(name_or_path: str | None, devnet: Path | None, keys: Path | None = None) -> KeyPair:
+    """A key by file path, by name in the keys directory, or (default) the devnet faucet."""
+    if name_or_path is None:
+        return read_keyfile(Path(load_devnet(devnet).faucet_key))
+    path = Path(name_or_path)
+    if path.suffix == ".key" and path.exists():
+        return read_keyfile(path)
+    named = keys_dir(devnet, keys) / f"{name_or_path}.key"
+    if named.exists():
+        return read_keyfile(named)
+    raise ConfigError(f"no key named {name_or_path!r} (looked for {named} and the path itself)")
+
+
+def print_json(data: Any) -> None:
+    console.print_json(data=data)
+
+
+def remote_reason(exc: RemoteError) -> str:
+    return exc.reason or str(exc.code)

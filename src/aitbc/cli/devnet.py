@@ -1,0 +1,105 @@
+"""``aitbc devnet up``: the platform on this machine, on embedded defaults."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from aitbc.cli.common import console, handle_errors, resolve_devnet
+from aitbc.client.node import NodeClient
+from aitbc.devnet.config import DEVNET_ENV
+from aitbc.devnet.runner import Devnet
+from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC, format_aitbc
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.tx import Transfer, sign_tx
+from aitbc.runtime.keyfile import read_keyfile, write_keyfile
+
+app = typer.Typer(help="Run the whole platform locally.", no_args_is_help=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _demo_transfer(devnet: Devnet, rpc_url: str) -> None:
+    """Show the chain working: the faucet funds a 'demo' key and the transfer commits."""
+    faucet = read_keyfile(devnet.node_dir / "faucet.key")
+    demo_path = devnet.data_dir / "keys" / "demo.key"
+    demo = read_keyfile(demo_path) if demo_path.exists() else KeyPair.generate()
+    if not demo_path.exists():
+        write_keyfile(demo_path, demo)
+    with NodeClient(rpc_url) as node:
+        chain_id = node.get_chain_info()["chain_id"]
+        tx = Transfer(
+            chain_id=chain_id,
+            sender=faucet.address,
+            nonce=node.next_nonce(faucet.address),
+            fee=1000,
+            recipient=demo.address,
+            amount=10 * BASE_UNITS_PER_AITBC,
+            memo="devnet demo",
+        )
+        tx_hash = node.send_tx(sign_tx(tx, faucet))
+        status = node.wait_for_tx(tx_hash, timeout=15)
+        balance = node.get_account(demo.address)["balance"]
+    console.print(
+        f"  demo: faucet → {demo.address[:16]}… 10 AITBC, tx {tx_hash[:16]}… "
+        f"[green]{status['status']}[/] in block {status.get('height')}; demo balance {format_aitbc(balance)} AITBC"
+    )
+
+
+@app.command("up")
+@handle_errors
+def up(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help=f"Devnet directory (default: ${DEVNET_ENV} or ~/.aitbc/devnet)", show_default=False
+        ),
+    ] = None,
+    rpc_port: Annotated[int, typer.Option(help="Node JSON-RPC port")] = 9080,
+    ws_port: Annotated[int, typer.Option(help="Node WebSocket port")] = 9081,
+    p2p_port: Annotated[int, typer.Option(help="Node p2p port")] = 9082,
+    demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Send a demo transfer once up")] = True,
+    detach: Annotated[bool, typer.Option("--exit-after-start", help="Start, print, then stop (smoke test)")] = False,
+) -> None:
+    """Start a node (and, as they land, the other services) and keep them running until Ctrl-C."""
+    devnet = Devnet(resolve_devnet(data_dir), rpc_port=rpc_port, ws_port=ws_port, p2p_port=p2p_port)
+    created = devnet.prepare()
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with console.status("starting the devnet…") as status:
+            info = devnet.start(on_step=lambda step: status.update(step + "…"))
+        console.print(f"[bold green]AITBC devnet {'created' if created else 'resumed'}[/] in {devnet.data_dir}")
+        console.print(f"  chain id:     {info.chain_id}")
+        console.print(f"  JSON-RPC:     {info.rpc_url}   (REST under /v1, OpenAPI at /openapi.json)")
+        console.print(f"  WebSocket:    {info.ws_url}")
+        console.print(f"  faucet key:   {info.faucet_key}")
+        console.print(f"  devnet.json:  {devnet.data_dir / 'devnet.json'}")
+        if demo:
+            _demo_transfer(devnet, info.rpc_url)
+        if detach:
+            return
+        console.print("[dim]running; Ctrl-C stops everything (data is kept for the next `devnet up`)[/]")
+        while True:
+            exited = devnet.first_exited()
+            if exited is not None:
+                console.print(f"[red]{exited.name} exited unexpectedly; see {exited.log_path}[/]")
+                raise typer.Exit(1)
+            time.sleep(0.5)
+    except _Stop:
+        console.print("stopping…")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        devnet.stop()
+        console.print("devnet stopped")

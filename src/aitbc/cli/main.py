@@ -1,0 +1,19 @@
+"""The ``aitbc`` command: one binary, a subcommand per role."""
+
+from __future__ import annotations
+
+import typer
+
+from aitbc.cli import chain, devnet, keys, node, tx
+
+app = typer.Typer(
+    name="aitbc",
+    help="AITBC: verifiable, paid AI compute. Start with `aitbc devnet up`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(node.app, name="node")
+app.add_typer(keys.app, name="keys")
+app.add_typer(tx.app, name="tx")
+app.add_typer(chain.app, name="chain")
+app.add_typer(devnet.app, name="devnet")

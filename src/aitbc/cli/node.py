@@ -1,0 +1,55 @@
+"""``aitbc node``: initialize and run a chain node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aitbc.cli.common import console, handle_errors
+from aitbc.node.config import DEFAULT_P2P_PORT, DEFAULT_RPC_PORT, DEFAULT_WS_PORT, NodeSettings
+
+app = typer.Typer(help="Run a chain node (Proof-of-Authority validator).", no_args_is_help=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Node data directory (genesis, keys, chain.db)")]
+
+
+@app.command("init")
+@handle_errors
+def init(
+    data_dir: DataDir,
+    chain_id: Annotated[str, typer.Option(help="Chain id written into genesis")] = "aitbc-devnet",
+    preset: Annotated[str, typer.Option(help="Parameter preset: devnet or mainnet")] = "devnet",
+    block_time_ms: Annotated[int | None, typer.Option(help="Override the preset's block time")] = None,
+) -> None:
+    """Write a ready single-validator genesis: a fresh authority key and a funded faucet key."""
+    from aitbc.node.init import init_data_dir
+
+    genesis = init_data_dir(data_dir, chain_id=chain_id, preset=preset, block_time_ms=block_time_ms)
+    console.print(f"[green]initialized[/] {data_dir} for chain [bold]{genesis.chain_id}[/]")
+    console.print(f"  authority: {genesis.authorities[0]}  ({data_dir / 'validator.key'})")
+    console.print(f"  faucet:    {genesis.balances[0].address}  ({data_dir / 'faucet.key'})")
+
+
+@app.command("run")
+@handle_errors
+def run(
+    data_dir: DataDir,
+    rpc_port: Annotated[int, typer.Option(help="JSON-RPC + REST port")] = DEFAULT_RPC_PORT,
+    ws_port: Annotated[int, typer.Option(help="WebSocket port (path /ws)")] = DEFAULT_WS_PORT,
+    p2p_port: Annotated[
+        int, typer.Option(help="Peer-to-peer port (reserved for multi-validator networks)")
+    ] = DEFAULT_P2P_PORT,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the node until Ctrl-C / SIGTERM; it resumes from its data directory."""
+    from aitbc.node.app import run_node
+    from aitbc.runtime.logging import configure_logging
+
+    settings = NodeSettings(
+        data_dir=data_dir, rpc_port=rpc_port, ws_port=ws_port, p2p_port=p2p_port, host=host, log_level=log_level
+    )
+    configure_logging("node", settings.log_level)
+    run_node(settings)

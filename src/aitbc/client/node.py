@@ -1,0 +1,137 @@
+"""``NodeClient``: the chain node's JSON-RPC, plus light verification of what it returns."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import httpx
+import msgspec
+
+from aitbc.chain.smt import SmtProof
+from aitbc.chain.state import Account, is_valid_account_proof
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import AitbcError, RemoteError
+from aitbc.protocol.tx import Tx, sign_tx, tx_to_json_obj
+
+
+class NodeClient:
+    def __init__(self, rpc_url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.rpc_url = rpc_url.rstrip("/") + "/"
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._ids = itertools.count(1)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _post(self, payload: Any) -> Any:
+        try:
+            response = self._http.post(self.rpc_url, json=payload)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach node at {self.rpc_url}: {exc}", reason="unreachable") from None
+        if response.status_code == 204:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise RemoteError(
+                f"node answered HTTP {response.status_code} without JSON", code=response.status_code
+            ) from None
+
+    @staticmethod
+    def _unwrap(reply: dict[str, Any]) -> Any:
+        error = reply.get("error")
+        if error is not None:
+            data = error.get("data")
+            reason = data.get("reason") if isinstance(data, dict) else None
+            raise RemoteError(error.get("message", "error"), code=error.get("code"), reason=reason, data=data)
+        return reply.get("result")
+
+    def call(self, method: str, *params: Any) -> Any:
+        reply = self._post({"jsonrpc": "2.0", "method": method, "params": list(params), "id": next(self._ids)})
+        return self._unwrap(reply)
+
+    def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any | RemoteError]:
+        """Send calls in one request; each result is a value or the ``RemoteError`` for that call."""
+        ids = [next(self._ids) for _ in calls]
+        replies = self._post(
+            [{"jsonrpc": "2.0", "method": m, "params": p, "id": i} for (m, p), i in zip(calls, ids, strict=True)]
+        )
+        if isinstance(replies, dict):  # the whole batch was refused
+            self._unwrap(replies)
+        by_id = {r.get("id"): r for r in replies}
+        out: list[Any | RemoteError] = []
+        for i in ids:
+            try:
+                out.append(self._unwrap(by_id[i]))
+            except RemoteError as exc:
+                out.append(exc)
+        return out
+
+    # -- typed helpers ----------------------------------------------------
+    def get_head(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("get_head")
+        return result
+
+    def get_chain_info(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("get_chain_info")
+        return result
+
+    def get_block(self, ref: int | str, include_txs: bool = True) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("get_block", ref, include_txs)
+        return result
+
+    def get_account(self, address: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("get_account", address)
+        return result
+
+    def get_tx_status(self, tx_hash: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("get_tx_status", tx_hash)
+        return result
+
+    def send_tx(self, tx: Tx) -> str:
+        result = self.call("send_tx", tx_to_json_obj(tx))
+        return str(result["tx_hash"])
+
+    def sign_and_send(self, key: KeyPair, tx: Tx) -> str:
+        return self.send_tx(sign_tx(tx, key))
+
+    def next_nonce(self, address: str) -> int:
+        return int(self.get_account(address)["pending_nonce"])
+
+    def wait_for_tx(self, tx_hash: str, timeout: float = 30.0, poll: float = 0.1) -> dict[str, Any]:
+        """Poll until the tx is committed or rejected; raise ``RemoteError`` on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get_tx_status(tx_hash)
+            if status["status"] in ("committed", "rejected"):
+                return status
+            if time.monotonic() > deadline:
+                raise RemoteError(f"tx {tx_hash} not committed after {timeout:.0f}s", reason="timeout")
+            time.sleep(poll)
+
+    def get_verified_account(self, address: str) -> tuple[Account | None, dict[str, Any]]:
+        """Fetch an account with its Merkle proof and check the proof against the block header it names."""
+        payload: dict[str, Any] = self.call("get_account_proof", address)
+        header = self.get_block(payload["height"], False)
+        if header["state_root"] != payload["state_root"]:
+            raise AitbcError("proof's state root differs from the block header's", reason="bad_proof")
+        account = None if payload["account"] is None else msgspec.convert(payload["account"], Account)
+        if not is_valid_account_proof(payload["state_root"], address, account, proof_from_json(payload["proof"])):
+            raise AitbcError("account proof does not verify against the state root", reason="bad_proof")
+        return account, payload
+
+
+def proof_from_json(proof: dict[str, Any]) -> SmtProof:
+    return SmtProof(
+        siblings=tuple(bytes.fromhex(s) for s in proof["siblings"]),
+        leaf_key=None if proof["leaf_key"] is None else bytes.fromhex(proof["leaf_key"]),
+        leaf_value_hash=None if proof["leaf_value_hash"] is None else bytes.fromhex(proof["leaf_value_hash"]),
+    )

@@ -1,0 +1,1 @@
+"""``aitbc devnet up``: the whole platform as local processes on embedded defaults."""

@@ -1,0 +1,135 @@
+"""Start, watch and stop the devnet's processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from aitbc.chain.genesis import load_genesis
+from aitbc.devnet.config import DevnetInfo, write_devnet_info
+from aitbc.node.init import init_data_dir
+from aitbc.protocol.errors import ConfigError
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    args: list[str]
+    log_path: Path
+    health_url: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ConfigError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.health_url, timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise ConfigError(f"{self.name} did not become healthy within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class Devnet:
+    data_dir: Path
+    rpc_port: int = 9080
+    ws_port: int = 9081
+    p2p_port: int = 9082
+    host: str = "127.0.0.1"
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def node_dir(self) -> Path:
+        return self.data_dir / "node"
+
+    def prepare(self) -> bool:
+        """Initialize on first use; return True when this call created the chain."""
+        if (self.node_dir / "genesis.json").exists():
+            return False
+        init_data_dir(self.node_dir)
+        (self.data_dir / "keys").mkdir(parents=True, exist_ok=True)
+        return True
+
+    def start(self, on_step: Callable[[str], None] = lambda _: None) -> DevnetInfo:
+        python = sys.executable
+        node = ManagedProcess(
+            "node",
+            [
+                python,
+                "-m",
+                "aitbc",
+                "node",
+                "run",
+                "--data-dir",
+                str(self.node_dir),
+                "--host",
+                self.host,
+                "--rpc-port",
+                str(self.rpc_port),
+                "--ws-port",
+                str(self.ws_port),
+                "--p2p-port",
+                str(self.p2p_port),
+            ],
+            self.data_dir / "logs" / "node.log",
+            f"http://{self.host}:{self.rpc_port}/healthz",
+        )
+        self.processes.append(node)
+        on_step("starting node")
+        node.start()
+        node.wait_healthy(timeout=30)
+        genesis = load_genesis(self.node_dir / "genesis.json")
+        info = DevnetInfo(
+            chain_id=genesis.chain_id,
+            rpc_url=f"http://{self.host}:{self.rpc_port}/",
+            ws_url=f"ws://{self.host}:{self.ws_port}/ws",
+            node_data_dir=str(self.node_dir),
+            faucet_key=str(self.node_dir / "faucet.key"),
+            validator_key=str(self.node_dir / "validator.key"),
+            keys_dir=str(self.data_dir / "keys"),
+            pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
+        )
+        write_devnet_info(self.data_dir, info)
+        return info
+
+    def first_exited(self) -> ManagedProcess | None:
+        return next((p for p in self.processes if p.proc is not None and p.proc.poll() is not None), None)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

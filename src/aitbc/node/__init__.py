@@ -1,0 +1,1 @@
+"""The chain node shell: store, block production, JSON-RPC/REST/WebSocket."""

@@ -1,0 +1,139 @@
+"""The node's HTTP face on the RPC port: JSON-RPC at ``/``, REST under ``/v1``, health and metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import orjson
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aitbc.node.rpc import INVALID_REQUEST, RpcError, handle_rpc_body, parse_block_ref
+from aitbc.node.service import NodeService
+from aitbc.protocol.address import decode_address
+from aitbc.protocol.errors import InvalidAddress
+
+MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read the body, refusing (without buffering it all) anything over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _problem(http_status: int, reason: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"reason": reason, "message": message, **extra}}, status_code=http_status)
+
+
+def _check_address(address: str) -> JSONResponse | None:
+    try:
+        decode_address(address)
+    except InvalidAddress as exc:
+        return _problem(400, "invalid_address", exc.message)
+    return None
+
+
+HashPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="64-character hex hash")]
+
+
+def create_http_app(node: NodeService) -> FastAPI:
+    app = FastAPI(
+        title="AITBC node",
+        version="0.1.0",
+        description="JSON-RPC 2.0 at POST / (get_head, get_block, get_tx, get_tx_status, get_account, "
+        "get_account_proof, send_tx, get_chain_info) and the same reads as REST under /v1.",
+    )
+
+    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)")
+    async def json_rpc(request: Request) -> Response:
+        try:
+            body = await read_limited_body(request)
+        except BodyTooLarge:
+            error = RpcError(INVALID_REQUEST, f"request body larger than {MAX_BODY_BYTES} bytes")
+            return Response(
+                orjson.dumps({"jsonrpc": "2.0", "error": error.to_json(), "id": None}),
+                status_code=413,
+                media_type="application/json",
+            )
+        reply = await handle_rpc_body(node, body)
+        if reply is None:
+            return Response(status_code=204)
+        return Response(reply, media_type="application/json")
+
+    @app.get("/healthz", summary="Liveness and head height")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "chain_id": node.chain_id, "height": node.head.height}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/head", summary="The last committed block header")
+    async def head() -> dict[str, Any]:
+        return node.head_json()
+
+    @app.get("/v1/chain", summary="Chain id, genesis, authorities and parameters")
+    async def chain_info() -> dict[str, Any]:
+        return node.chain_info()
+
+    @app.get("/v1/blocks/{ref}", summary="A block by height or hash")
+    async def get_block(ref: str, include_txs: Annotated[bool, Query()] = True) -> Response:
+        try:
+            parsed = parse_block_ref(ref)
+        except RpcError as exc:
+            return _problem(400, "invalid_params", exc.message)
+        block = node.get_block(parsed)
+        if block is None:
+            return _problem(404, "not_found", f"no block {ref}")
+        return JSONResponse(node.block_json(block, include_txs=include_txs))
+
+    @app.get("/v1/txs/{tx_hash}", summary="A committed or pending tx")
+    async def get_tx(tx_hash: HashPath) -> Response:
+        found = node.get_tx(tx_hash.lower())
+        if found is None:
+            return _problem(404, "not_found", f"no tx {tx_hash}", status=node.tx_status(tx_hash.lower()))
+        return JSONResponse(found)
+
+    @app.get("/v1/txs/{tx_hash}/status", summary="pending | committed | rejected | unknown")
+    async def get_tx_status(tx_hash: HashPath) -> dict[str, Any]:
+        return node.tx_status(tx_hash.lower())
+
+    @app.post("/v1/txs", status_code=202, summary="Submit a signed tx (JSON object)")
+    async def post_tx(request: Request) -> Response:
+        try:
+            body = await read_limited_body(request, limit=1024 * 1024)
+        except BodyTooLarge:
+            return _problem(413, "too_large", "tx body larger than 1 MiB")
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _problem(400, "malformed", f"body is not valid JSON: {exc}")
+        (result,) = await node.submit([raw])
+        if result.error is not None:
+            return _problem(400, result.error.reason, result.error.message, tx_hash=result.tx_hash)
+        return JSONResponse({"tx_hash": result.tx_hash, "status": "pending"}, status_code=202)
+
+    @app.get("/v1/accounts/{address}", summary="Balance and nonces of an account")
+    async def get_account(address: str) -> Response:
+        return _check_address(address) or JSONResponse(node.account_json(address))
+
+    @app.get("/v1/accounts/{address}/proof", summary="Merkle proof of an account against the head state root")
+    async def get_account_proof(address: str) -> Response:
+        return _check_address(address) or JSONResponse(node.account_proof_json(address))
+
+    return app

@@ -1,0 +1,48 @@
+"""Prometheus metrics of one node, on a registry of its own (no module globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.height = Gauge("aitbc_chain_height", "Height of the last committed block", registry=self.registry)
+        self.committed_txs = Counter("aitbc_committed_txs", "Txs committed in blocks", registry=self.registry)
+        self.committed_tps = Gauge(
+            "aitbc_committed_tx_per_second",
+            "Txs in the last block divided by the block interval",
+            registry=self.registry,
+        )
+        self.mempool_size = Gauge("aitbc_mempool_size", "Txs waiting in the mempool", registry=self.registry)
+        self.block_interval = Histogram(
+            "aitbc_block_interval_seconds",
+            "Time between consecutive committed blocks",
+            buckets=(0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2, 3, 5, 10),
+            registry=self.registry,
+        )
+        self.block_build_seconds = Histogram(
+            "aitbc_block_build_seconds",
+            "Time to build, persist and apply a block",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+            registry=self.registry,
+        )
+        self.rejected_txs = Counter(
+            "aitbc_rejected_txs", "Txs refused at admission, by reason", ["reason"], registry=self.registry
+        )
+        self.rpc_requests = Counter(
+            "aitbc_rpc_requests", "JSON-RPC calls by method", ["method"], registry=self.registry
+        )
+        self.ws_subscribers = Gauge("aitbc_ws_subscribers", "Connected WebSocket clients", registry=self.registry)
+        self.ws_dropped = Counter(
+            "aitbc_ws_dropped_subscribers", "WebSocket clients dropped for not keeping up", registry=self.registry
+        )
+
+    def on_block(self, height: int, tx_count: int, interval: float | None, mempool_size: int) -> None:
+        self.height.set(height)
+        self.committed_txs.inc(tx_count)
+        self.mempool_size.set(mempool_size)
+        if interval is not None and interval > 0:
+            self.block_interval.observe(interval)
+            self.committed_tps.set(tx_count / interval)

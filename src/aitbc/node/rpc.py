@@ -1,0 +1,264 @@
+"""JSON-RPC 2.0 over HTTP: a method → handler map over ``NodeService``.
+
+Standard codes: -32700 parse error, -32600 invalid request, -32601 method not
+found, -32602 invalid params, -32603 internal error. Application codes:
+-32001 tx rejected (``data.reason`` is the machine-readable reason),
+-32004 not found. Batches are answered in order; notifications (no ``id``)
+get no answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+
+from aitbc.node.service import NodeService
+from aitbc.protocol.address import decode_address
+from aitbc.protocol.errors import AitbcError, InvalidAddress, InvalidTx, NotFound
+
+log = logging.getLogger("aitbc.node.rpc")
+
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+TX_REJECTED: Final = -32001
+NOT_FOUND: Final = -32004
+
+MAX_BATCH: Final = 10_000
+_HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def _params(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
+    """Positional or named params → a list of ``len(names)`` values (missing optional ones are None)."""
+    if params is None:
+        params = []
+    if isinstance(params, dict):
+        unknown = set(params) - set(names)
+        if unknown:
+            raise RpcError(INVALID_PARAMS, f"unknown params: {', '.join(sorted(unknown))}")
+        values = [params.get(n) for n in names]
+    elif isinstance(params, list):
+        if len(params) > len(names):
+            raise RpcError(INVALID_PARAMS, f"expected at most {len(names)} params, got {len(params)}")
+        values = list(params) + [None] * (len(names) - len(params))
+    else:
+        raise RpcError(INVALID_PARAMS, "params must be an array or an object")
+    for name, value in zip(names[:required], values[:required], strict=True):
+        if value is None:
+            raise RpcError(INVALID_PARAMS, f"missing param '{name}'")
+    return values
+
+
+def _hash_param(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not _HASH_RE.match(value.lower()):
+        raise RpcError(INVALID_PARAMS, f"'{name}' must be a 64-character hex hash")
+    return value.lower()
+
+
+def _address_param(value: Any) -> str:
+    if not isinstance(value, str):
+        raise RpcError(INVALID_PARAMS, "'address' must be a string")
+    try:
+        decode_address(value)
+    except InvalidAddress as exc:
+        raise RpcError(INVALID_PARAMS, f"invalid address: {exc.message}") from None
+    return value
+
+
+def parse_block_ref(value: Any) -> int | str:
+    """A height (int or decimal string) or a 64-hex block hash."""
+    if isinstance(value, bool):
+        raise RpcError(INVALID_PARAMS, "block reference must be a height or a hash")
+    if isinstance(value, int):
+        if value < 0:
+            raise RpcError(INVALID_PARAMS, "height must be non-negative")
+        return value
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        return _hash_param(value, "block")
+    raise RpcError(INVALID_PARAMS, "block reference must be a height or a hash")
+
+
+Handler = Callable[[NodeService, Any], Awaitable[Any]]
+
+
+async def rpc_get_head(node: NodeService, params: Any) -> Any:
+    _params(params, (), 0)
+    return node.head_json()
+
+
+async def rpc_get_chain_info(node: NodeService, params: Any) -> Any:
+    _params(params, (), 0)
+    return node.chain_info()
+
+
+async def rpc_get_block(node: NodeService, params: Any) -> Any:
+    ref, include_txs = _params(params, ("block", "include_txs"), 1)
+    block = node.get_block(parse_block_ref(ref))
+    if block is None:
+        raise RpcError(NOT_FOUND, f"no block {ref}")
+    return node.block_json(block, include_txs=include_txs is not False)
+
+
+async def rpc_get_tx(node: NodeService, params: Any) -> Any:
+    (tx_hash,) = _params(params, ("tx_hash",), 1)
+    found = node.get_tx(_hash_param(tx_hash, "tx_hash"))
+    if found is None:
+        raise RpcError(NOT_FOUND, f"no tx {tx_hash}", node.tx_status(tx_hash.lower()))
+    return found
+
+
+async def rpc_get_tx_status(node: NodeService, params: Any) -> Any:
+    (tx_hash,) = _params(params, ("tx_hash",), 1)
+    return node.tx_status(_hash_param(tx_hash, "tx_hash"))
+
+
+async def rpc_get_account(node: NodeService, params: Any) -> Any:
+    (address,) = _params(params, ("address",), 1)
+    return node.account_json(_address_param(address))
+
+
+async def rpc_get_account_proof(node: NodeService, params: Any) -> Any:
+    (address,) = _params(params, ("address",), 1)
+    return node.account_proof_json(_address_param(address))
+
+
+async def rpc_send_tx(node: NodeService, params: Any) -> Any:
+    (tx,) = _params(params, ("tx",), 1)
+    (result,) = await node.submit([tx])
+    if result.error is not None:
+        raise RpcError(
+            TX_REJECTED,
+            f"tx rejected: {result.error.message}",
+            {"reason": result.error.reason, "tx_hash": result.tx_hash},
+        )
+    return {"tx_hash": result.tx_hash, "status": "pending"}
+
+
+METHODS: Final[dict[str, Handler]] = {
+    "get_head": rpc_get_head,
+    "get_chain_info": rpc_get_chain_info,
+    "get_block": rpc_get_block,
+    "get_tx": rpc_get_tx,
+    "get_tx_status": rpc_get_tx_status,
+    "get_account": rpc_get_account,
+    "get_account_proof": rpc_get_account_proof,
+    "send_tx": rpc_send_tx,
+}
+
+
+def _error(id_: Any, error: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": error.to_json(), "id": id_}
+
+
+def _check_request(request: Any) -> tuple[str, Any, Any, bool]:
+    if not isinstance(request, dict) or request.get("jsonrpc") != "2.0":
+        raise RpcError(INVALID_REQUEST, 'invalid request: expected an object with "jsonrpc": "2.0"')
+    method = request.get("method")
+    if not isinstance(method, str):
+        raise RpcError(INVALID_REQUEST, "invalid request: 'method' must be a string")
+    id_ = request.get("id")
+    if (id_ is not None and not isinstance(id_, str | int)) or isinstance(id_, bool):
+        raise RpcError(INVALID_REQUEST, "invalid request: 'id' must be a string, a number or null")
+    return method, request.get("params"), id_, "id" in request
+
+
+async def _call(node: NodeService, request: Any) -> dict[str, Any] | None:
+    try:
+        method, params, id_, wants_reply = _check_request(request)
+    except RpcError as exc:
+        return _error(request.get("id") if isinstance(request, dict) else None, exc)
+    handler = METHODS.get(method)
+    try:
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, f"method not found: {method}")
+        node.metrics.rpc_requests.labels(method).inc()
+        result = await handler(node, params)
+    except RpcError as exc:
+        return _error(id_, exc) if wants_reply else None
+    except NotFound as exc:
+        return _error(id_, RpcError(NOT_FOUND, exc.message)) if wants_reply else None
+    except InvalidTx as exc:
+        return _error(id_, RpcError(TX_REJECTED, exc.message, exc.to_dict())) if wants_reply else None
+    except AitbcError as exc:
+        return _error(id_, RpcError(INVALID_PARAMS, exc.message, exc.to_dict())) if wants_reply else None
+    except Exception:
+        log.exception("rpc handler failed", extra={"method": method})
+        return _error(id_, RpcError(INTERNAL_ERROR, "internal error")) if wants_reply else None
+    return {"jsonrpc": "2.0", "result": result, "id": id_} if wants_reply else None
+
+
+async def _send_tx_batch(node: NodeService, requests: list[Any]) -> list[dict[str, Any] | None]:
+    """Fast path for a batch of send_tx calls: one parallel verification pass for all of them."""
+    replies: list[dict[str, Any] | None] = []
+    ids: list[tuple[Any, bool]] = []
+    txs: list[Any] = []
+    for request in requests:
+        _method, params, id_, wants_reply = _check_request(request)
+        (tx,) = _params(params, ("tx",), 1)
+        ids.append((id_, wants_reply))
+        txs.append(tx)
+    node.metrics.rpc_requests.labels("send_tx").inc(len(txs))
+    for (id_, wants_reply), result in zip(ids, await node.submit(txs), strict=True):
+        if not wants_reply:
+            replies.append(None)
+        elif result.error is not None:
+            replies.append(
+                _error(
+                    id_,
+                    RpcError(
+                        TX_REJECTED,
+                        f"tx rejected: {result.error.message}",
+                        {"reason": result.error.reason, "tx_hash": result.tx_hash},
+                    ),
+                )
+            )
+        else:
+            replies.append({"jsonrpc": "2.0", "result": {"tx_hash": result.tx_hash, "status": "pending"}, "id": id_})
+    return replies
+
+
+async def handle_rpc_body(node: NodeService, body: bytes) -> bytes | None:
+    """Answer one HTTP body; ``None`` means nothing to send (only notifications)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return orjson.dumps(_error(None, RpcError(PARSE_ERROR, f"parse error: {exc}")))
+    if isinstance(payload, list):
+        if not payload:
+            return orjson.dumps(_error(None, RpcError(INVALID_REQUEST, "invalid request: empty batch")))
+        if len(payload) > MAX_BATCH:
+            return orjson.dumps(_error(None, RpcError(INVALID_REQUEST, f"batch larger than {MAX_BATCH}")))
+        replies: list[dict[str, Any] | None]
+        if all(isinstance(r, dict) and r.get("method") == "send_tx" for r in payload):
+            try:
+                replies = await _send_tx_batch(node, payload)
+            except RpcError:
+                replies = [await _call(node, r) for r in payload]
+        else:
+            replies = [await _call(node, r) for r in payload]
+        answered = [r for r in replies if r is not None]
+        return orjson.dumps(answered) if answered else None
+    reply = await _call(node, payload)
+    return None if reply is None else orjson.dumps(reply)

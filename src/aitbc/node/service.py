@@ -1,0 +1,280 @@
+"""The node's shell around the pure core: admission, block production, commit, queries.
+
+Everything here runs on the event loop thread except signature checks (a
+thread pool: libsodium releases the GIL, so both cores verify) and the
+block commit (one writer thread, so SQLite's fsync never stalls the RPC).
+The committed state is swapped in only after the block is durable, so every
+read sees exactly one committed height.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
+from aitbc.chain.state import Account, ChainState, commit_delta
+from aitbc.chain.transition import BlockOutcome, build_block
+from aitbc.mempool import Mempool
+from aitbc.node.metrics import NodeMetrics
+from aitbc.node.store import NodeStore
+from aitbc.protocol.block import Block, BlockHeader, block_hash
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import InvalidTx, StorageError, TxRejection
+from aitbc.protocol.tx import Tx, VerifiedTx, tx_from_json_obj, tx_to_json_obj, verify_tx
+
+log = logging.getLogger("aitbc.node")
+
+EventListener = Callable[[str, dict[str, Any]], None]
+
+_VERIFY_CHUNK = 128
+_REJECTED_MEMORY = 100_000
+
+
+def _verify_chunk(txs: Sequence[Tx]) -> list[VerifiedTx | InvalidTx]:
+    out: list[VerifiedTx | InvalidTx] = []
+    for tx in txs:
+        try:
+            out.append(verify_tx(tx))
+        except InvalidTx as exc:
+            out.append(exc)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    tx_hash: str | None
+    error: InvalidTx | None = None
+
+
+def header_to_json(header: BlockHeader, hash_: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = msgspec.to_builtins(header)
+    body["hash"] = hash_ or block_hash(header)
+    body["time"] = header.time_ms / 1000
+    return body
+
+
+class NodeService:
+    def __init__(self, genesis: Genesis, store: NodeStore, key: KeyPair, metrics: NodeMetrics) -> None:
+        if key.address not in genesis.authorities:
+            raise StorageError(f"validator key {key.address} is not a genesis authority")
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.params = genesis.params
+        self.genesis_hash = compute_genesis_hash(genesis)
+        self.store = store
+        self.key = key
+        self.metrics = metrics
+        self.state, self.head = self._load_or_init()
+        self.head_hash = block_hash(self.head)
+        self.mempool = Mempool(self.chain_id, self.params)
+        self._rejected: OrderedDict[str, str] = OrderedDict()
+        self._listeners: list[EventListener] = []
+        self._verifier = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._last_block_monotonic: float | None = None
+        metrics.height.set(self.head.height)
+
+    def _load_or_init(self) -> tuple[ChainState, BlockHeader]:
+        if self.store.is_empty():
+            state = genesis_state(self.genesis)
+            block0 = genesis_block(self.genesis, state)
+            self.store.initialize(
+                self.genesis_hash, self.chain_id, block0, block_hash(block0.header), dict(state.accounts)
+            )
+            log.info("initialized chain from genesis", extra={"chain_id": self.chain_id})
+            return state, block0.header
+        self.store.check_identity(self.genesis_hash)
+        head = self.store.head_header()
+        state = ChainState.from_accounts(self.store.load_accounts())
+        if state.state_root != head.state_root:
+            raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
+        log.info("resumed chain", extra={"height": head.height, "chain_id": self.chain_id})
+        return state, head
+
+    def close(self) -> None:
+        self._verifier.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        self.store.close()
+
+    # -- events ----------------------------------------------------------
+    def add_listener(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, topic: str, payload: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            listener(topic, payload)
+
+    # -- admission -------------------------------------------------------
+    async def submit(self, raw_txs: Sequence[Any]) -> list[SubmitResult]:
+        """Parse, verify (in parallel) and admit txs; one result per input, in order."""
+        results: list[SubmitResult | None] = [None] * len(raw_txs)
+        parsed: list[tuple[int, Tx]] = []
+        for i, raw in enumerate(raw_txs):
+            try:
+                parsed.append((i, tx_from_json_obj(raw)))
+            except InvalidTx as exc:
+                results[i] = SubmitResult(None, exc)
+        loop = asyncio.get_running_loop()
+        txs = [tx for _, tx in parsed]
+        chunks = [txs[j : j + _VERIFY_CHUNK] for j in range(0, len(txs), _VERIFY_CHUNK)]
+        if len(chunks) == 1:
+            verified = _verify_chunk(chunks[0])
+        else:
+            parts = await asyncio.gather(*(loop.run_in_executor(self._verifier, _verify_chunk, c) for c in chunks))
+            verified = [v for part in parts for v in part]
+        admitted: list[VerifiedTx] = []
+        for (i, _), outcome in zip(parsed, verified, strict=True):
+            if isinstance(outcome, InvalidTx):
+                results[i] = SubmitResult(None, outcome)
+                self.metrics.rejected_txs.labels(outcome.reason).inc()
+                continue
+            try:
+                displaced = self.mempool.admit(outcome, self.state.get_account(outcome.tx.sender))
+            except InvalidTx as exc:
+                results[i] = SubmitResult(outcome.hash, exc)
+                self.metrics.rejected_txs.labels(exc.reason).inc()
+                continue
+            for old in displaced:
+                self._remember_rejected(old.hash, TxRejection.REPLACEMENT_UNDERPRICED.value)
+            self._rejected.pop(outcome.hash, None)
+            admitted.append(outcome)
+            results[i] = SubmitResult(outcome.hash)
+        self.metrics.mempool_size.set(len(self.mempool))
+        if admitted:
+            self._emit("new_txs", {"txs": [_tx_summary(v) for v in admitted]})
+        return [r for r in results if r is not None]
+
+    def _remember_rejected(self, tx_hash: str, reason: str) -> None:
+        self._rejected[tx_hash] = reason
+        if len(self._rejected) > _REJECTED_MEMORY:
+            self._rejected.popitem(last=False)
+
+    # -- block production -------------------------------------------------
+    async def produce_block(self, now_ms: int | None = None) -> BlockOutcome:
+        started = time.perf_counter()
+        candidates = self.mempool.reap(self.params.max_block_txs, self.params.max_block_bytes)
+        outcome = build_block(
+            self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.params
+        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self.store.commit_block, outcome)
+        self._apply_committed(outcome)
+        self.metrics.block_build_seconds.observe(time.perf_counter() - started)
+        return outcome
+
+    def _apply_committed(self, outcome: BlockOutcome) -> None:
+        commit_delta(self.state, outcome.delta, outcome.tree)
+        self.head = outcome.block.header
+        self.head_hash = outcome.hash
+        dropped = [vtx for vtx, _ in outcome.dropped]
+        for vtx, exc in outcome.dropped:
+            self._remember_rejected(vtx.hash, exc.reason)
+        for vtx in self.mempool.update(outcome.included, dropped, self.state.get_account):
+            self._remember_rejected(vtx.hash, TxRejection.NONCE_TOO_LOW.value)
+        now = time.monotonic()
+        interval = None if self._last_block_monotonic is None else now - self._last_block_monotonic
+        self._last_block_monotonic = now
+        self.metrics.on_block(self.head.height, len(outcome.included), interval, len(self.mempool))
+        self._emit("new_blocks", header_to_json(self.head, self.head_hash))
+
+    # -- queries ---------------------------------------------------------
+    def chain_info(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "genesis_hash": self.genesis_hash,
+            "authorities": list(self.genesis.authorities),
+            "height": self.head.height,
+            "head_hash": self.head_hash,
+            "block_time_ms": self.params.block_time_ms,
+            "params": msgspec.to_builtins(self.params),
+            "consensus": "poa",
+        }
+
+    def head_json(self) -> dict[str, Any]:
+        return header_to_json(self.head, self.head_hash)
+
+    def get_block(self, ref: int | str) -> Block | None:
+        if isinstance(ref, int):
+            return self.store.block_by_height(ref)
+        return self.store.block_by_hash(ref)
+
+    def block_json(self, block: Block, include_txs: bool = True) -> dict[str, Any]:
+        body = header_to_json(block.header)
+        body["proposer_signature"] = block.proposer_signature
+        if include_txs:
+            body["txs"] = [tx_to_json_obj(tx) for tx in block.txs]
+        return body
+
+    def tx_status(self, tx_hash: str) -> dict[str, Any]:
+        location = self.store.tx_location(tx_hash)
+        if location is not None:
+            height, index = location
+            return {
+                "tx_hash": tx_hash,
+                "status": "committed",
+                "height": height,
+                "index": index,
+                "confirmations": self.head.height - height + 1,
+            }
+        if tx_hash in self.mempool:
+            return {"tx_hash": tx_hash, "status": "pending"}
+        reason = self._rejected.get(tx_hash)
+        if reason is not None:
+            return {"tx_hash": tx_hash, "status": "rejected", "reason": reason}
+        return {"tx_hash": tx_hash, "status": "unknown"}
+
+    def get_tx(self, tx_hash: str) -> dict[str, Any] | None:
+        found = self.store.tx_by_hash(tx_hash)
+        if found is not None:
+            tx, height, index = found
+            return {
+                "tx_hash": tx_hash,
+                "tx": tx_to_json_obj(tx),
+                "status": "committed",
+                "height": height,
+                "index": index,
+            }
+        pending = self.mempool.get(tx_hash)
+        if pending is not None:
+            return {"tx_hash": tx_hash, "tx": tx_to_json_obj(pending.tx), "status": "pending"}
+        return None
+
+    def account_json(self, address: str) -> dict[str, Any]:
+        account = self.state.get_account(address)
+        return {
+            "address": address,
+            "balance": account.balance,
+            "nonce": account.nonce,
+            "pending_nonce": self.mempool.pending_nonce(address, account.nonce),
+            "height": self.head.height,
+        }
+
+    def account_proof_json(self, address: str) -> dict[str, Any]:
+        account: Account | None = self.state.accounts.get(address)
+        proof = self.state.prove_account(address)
+        return {
+            "address": address,
+            "account": None if account is None else msgspec.to_builtins(account),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": {
+                "siblings": [s.hex() for s in proof.siblings],
+                "leaf_key": None if proof.leaf_key is None else proof.leaf_key.hex(),
+                "leaf_value_hash": None if proof.leaf_value_hash is None else proof.leaf_value_hash.hex(),
+            },
+        }
+
+
+def _tx_summary(vtx: VerifiedTx) -> dict[str, Any]:
+    tx = vtx.tx
+    return {"hash": vtx.hash, "type": "transfer", "sender": tx.sender, "nonce": tx.nonce, "fee": tx.fee}

@@ -1,0 +1,187 @@
+"""The node's SQLite store: one database transaction per committed block.
+
+WAL mode with ``synchronous=FULL``: a block is durable when ``commit_block``
+returns (one fsync per block, about one per second), and a ``kill -9`` at any
+moment leaves the database at the last committed block, never in between.
+Blocks are stored as msgpack (fast to write and read back); the canonical
+encoding is only for hashing and signing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from aitbc.chain.state import Account
+from aitbc.chain.transition import BlockOutcome
+from aitbc.protocol.block import Block, BlockHeader
+from aitbc.protocol.errors import StorageError
+from aitbc.protocol.tx import Tx
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    header BLOB NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    hash BLOB PRIMARY KEY,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (
+    address TEXT PRIMARY KEY,
+    balance INTEGER NOT NULL,
+    nonce INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_block_encoder = msgspec.msgpack.Encoder()
+_block_decoder = msgspec.msgpack.Decoder(Block)
+_header_decoder = msgspec.msgpack.Decoder(BlockHeader)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class NodeStore:
+    """Blocks, the tx index and the account table of one chain.
+
+    ``commit_block`` is called from one writer thread; the read methods from
+    the event loop thread over a second connection (WAL lets both run).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(path)
+        self._writer.executescript(_SCHEMA)
+        self._reader = _connect(path)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._reader.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._reader.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def is_empty(self) -> bool:
+        return self._reader.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is None
+
+    def initialize(
+        self, genesis_hash: str, chain_id: str, block0: Block, block0_hash: str, accounts: dict[str, Account]
+    ) -> None:
+        """Write genesis (block 0 and the initial accounts) in one transaction."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("genesis_hash", genesis_hash), ("chain_id", chain_id)],
+            )
+            conn.execute(
+                "INSERT INTO blocks (height, hash, header, data) VALUES (0, ?, ?, ?)",
+                (bytes.fromhex(block0_hash), _block_encoder.encode(block0.header), _block_encoder.encode(block0)),
+            )
+            conn.executemany(
+                "INSERT INTO accounts (address, balance, nonce) VALUES (?, ?, ?)",
+                [(a, acc.balance, acc.nonce) for a, acc in accounts.items()],
+            )
+
+    def check_identity(self, genesis_hash: str) -> None:
+        stored = self.get_meta("genesis_hash")
+        if stored != genesis_hash:
+            raise StorageError(
+                f"{self.path} belongs to another chain (genesis {stored}, expected {genesis_hash}); "
+                "use a fresh --data-dir or the matching genesis.json"
+            )
+        version = self.get_meta("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise StorageError(f"{self.path}: unsupported schema version {version}")
+
+    # -- writes ----------------------------------------------------------
+    def commit_block(self, outcome: BlockOutcome) -> None:
+        block = outcome.block
+        height = block.header.height
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO blocks (height, hash, header, data) VALUES (?, ?, ?, ?)",
+                (
+                    height,
+                    bytes.fromhex(outcome.hash),
+                    _block_encoder.encode(block.header),
+                    _block_encoder.encode(block),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO txs (hash, height, idx) VALUES (?, ?, ?)",
+                [(bytes.fromhex(v.hash), height, i) for i, v in enumerate(outcome.included)],
+            )
+            conn.executemany(
+                "INSERT INTO accounts (address, balance, nonce) VALUES (?, ?, ?) "
+                "ON CONFLICT (address) DO UPDATE SET balance = excluded.balance, nonce = excluded.nonce",
+                [(a, acc.balance, acc.nonce) for a, acc in outcome.delta.accounts.items()],
+            )
+
+    # -- reads -----------------------------------------------------------
+    def head_header(self) -> BlockHeader:
+        row = self._reader.execute("SELECT header FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        if row is None:
+            raise StorageError(f"{self.path} holds no blocks")
+        return _header_decoder.decode(row[0])
+
+    def load_accounts(self) -> dict[str, Account]:
+        return {
+            address: Account(balance=balance, nonce=nonce)
+            for address, balance, nonce in self._reader.execute("SELECT address, balance, nonce FROM accounts")
+        }
+
+    def block_by_height(self, height: int) -> Block | None:
+        row = self._reader.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else _block_decoder.decode(row[0])
+
+    def block_by_hash(self, block_hash: str) -> Block | None:
+        row = self._reader.execute("SELECT data FROM blocks WHERE hash = ?", (bytes.fromhex(block_hash),)).fetchone()
+        return None if row is None else _block_decoder.decode(row[0])
+
+    def header_by_height(self, height: int) -> BlockHeader | None:
+        row = self._reader.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else _header_decoder.decode(row[0])
+
+    def tx_location(self, tx_hash: str) -> tuple[int, int] | None:
+        row = self._reader.execute("SELECT height, idx FROM txs WHERE hash = ?", (bytes.fromhex(tx_hash),)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def tx_by_hash(self, tx_hash: str) -> tuple[Tx, int, int] | None:
+        location = self.tx_location(tx_hash)
+        if location is None:
+            return None
+        block = self.block_by_height(location[0])
+        if block is None:  # pragma: no cover - the index and blocks are written together
+            raise StorageError(f"tx index points at missing block {location[0]}")
+        return block.txs[location[1]], location[0], location[1]

@@ -1,0 +1,68 @@
+"""Blocks: a signed header committing to the txs (Merkle root) and the state after them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from aitbc.protocol import codec
+from aitbc.protocol.crypto import KeyPair, SigningKind, sha256, verify_signature
+from aitbc.protocol.merkle import compute_merkle_root
+from aitbc.protocol.tx import Tx, tx_bytes
+from aitbc.protocol.types import U64, Address, ChainId, Hash32, Height, SignatureHex, TimestampMs
+
+ZERO_HASH: Final = "00" * 32
+
+
+class BlockHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    chain_id: ChainId
+    height: Height
+    time_ms: TimestampMs
+    prev_hash: Hash32
+    tx_root: Hash32
+    tx_count: U64
+    state_root: Hash32
+    proposer: Address
+
+
+class Block(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    header: BlockHeader
+    proposer_signature: SignatureHex
+    txs: list[Tx]
+
+
+def header_bytes(header: BlockHeader) -> bytes:
+    return codec.encode(header)
+
+
+def block_hash(header: BlockHeader) -> str:
+    """The block id: sha256 of the canonical header (the signature is not part of it)."""
+    return sha256(header_bytes(header)).hex()
+
+
+def compute_tx_root(tx_hashes: list[bytes]) -> str:
+    return compute_merkle_root(tx_hashes).hex()
+
+
+def compute_tx_root_of(txs: list[Tx]) -> str:
+    return compute_tx_root([sha256(tx_bytes(tx)) for tx in txs])
+
+
+def sign_header(header: BlockHeader, key: KeyPair) -> str:
+    return key.sign(header.chain_id, SigningKind.BLOCK, header_bytes(header)).hex()
+
+
+def verify_header_signature(header: BlockHeader, signature_hex: str) -> None:
+    verify_signature(
+        header.proposer, header.chain_id, SigningKind.BLOCK, header_bytes(header), bytes.fromhex(signature_hex)
+    )
+
+
+def block_bytes(block: Block) -> bytes:
+    return codec.encode(block)
+
+
+def block_from_bytes(raw: bytes) -> Block:
+    block: Block = codec.decode(Block, raw)
+    return block

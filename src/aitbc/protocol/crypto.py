@@ -1,0 +1,110 @@
+"""Hashing, Ed25519 keys and domain-separated signatures.
+
+Every signature signs ``signing_domain(chain_id, kind) || message`` where
+``kind`` names the purpose ("tx", "block", "receipt", ...). A signature made
+for one chain or one purpose therefore never verifies for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Final
+
+import nacl.bindings
+import nacl.exceptions
+
+from aitbc.protocol.address import decode_address, encode_address
+from aitbc.protocol.errors import InvalidSignature
+
+SEED_LEN: Final = 32
+SIGNATURE_LEN: Final = 64
+_DOMAIN_MAGIC: Final = b"AITBC-SIG-v1\x00"
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def blake2b256(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class SigningKind(StrEnum):
+    """The purposes a key may sign for; each is its own signature domain."""
+
+    TX = "tx"
+    BLOCK = "block"
+    VOTE = "vote"
+    RECEIPT = "receipt"
+    RECEIPT_COSIGN = "receipt-cosign"
+    MINER_REQUEST = "miner-request"
+
+
+@lru_cache(maxsize=256)
+def signing_domain(chain_id: str, kind: SigningKind) -> bytes:
+    """Prefix bytes binding a signature to one chain and one purpose."""
+    chain = chain_id.encode("utf-8")
+    purpose = kind.value.encode("ascii")
+    return _DOMAIN_MAGIC + len(chain).to_bytes(1, "big") + chain + len(purpose).to_bytes(1, "big") + purpose
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """An Ed25519 key pair; the seed is the secret, the address its public face."""
+
+    seed: bytes
+    public_key: bytes
+    _secret: bytes
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> KeyPair:
+        if len(seed) != SEED_LEN:
+            raise ValueError(f"Ed25519 seed must be {SEED_LEN} bytes")
+        public_key, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+        return cls(seed=seed, public_key=public_key, _secret=secret)
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        return cls.from_seed(os.urandom(SEED_LEN))
+
+    @property
+    def address(self) -> str:
+        return encode_address(self.public_key)
+
+    def sign(self, chain_id: str, kind: SigningKind, message: bytes) -> bytes:
+        signed = nacl.bindings.crypto_sign(signing_domain(chain_id, kind) + message, self._secret)
+        return signed[:SIGNATURE_LEN]
+
+    def __repr__(self) -> str:  # never print the seed
+        return f"KeyPair(address={self.address!r})"
+
+
+def verify_signature(address: str, chain_id: str, kind: SigningKind, message: bytes, signature: bytes) -> None:
+    """Raise ``InvalidSignature`` unless ``signature`` is ``address``'s over the domain + message."""
+    if len(signature) != SIGNATURE_LEN:
+        raise InvalidSignature(f"signature must be {SIGNATURE_LEN} bytes, got {len(signature)}")
+    public_key = decode_address(address)
+    try:
+        nacl.bindings.crypto_sign_open(signature + signing_domain(chain_id, kind) + message, public_key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
+        raise InvalidSignature(f"signature does not verify for {address} ({kind.value} on {chain_id})") from None
+
+
+def is_valid_signature(address: str, chain_id: str, kind: SigningKind, message: bytes, signature: bytes) -> bool:
+    try:
+        verify_signature(address, chain_id, kind, message, signature)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def address_of(public_key: bytes) -> str:
+    return encode_address(public_key)

@@ -1,0 +1,109 @@
+"""The one error hierarchy of AITBC.
+
+Every failure the platform reports on purpose is an ``AitbcError``; shells map
+the tree onto transport codes (HTTP status, JSON-RPC error code) in one place
+each, so a caller always gets a machine-readable ``reason`` plus a sentence a
+person understands.
+
+    AitbcError
+    ├── EncodingError            bytes/JSON that do not decode to a protocol type
+    ├── InvalidAddress           bad bech32m string, prefix or checksum
+    ├── InvalidSignature         a signature that does not verify for its domain
+    ├── InvalidTx                a tx that breaks a chain rule (reason: TxRejection)
+    │   └── MempoolRejected      a tx the mempool refuses (full, duplicate, window)
+    ├── InvalidBlock             a block that breaks a chain rule
+    ├── NotFound                 unknown block / tx / account / key
+    ├── ConfigError              bad settings, genesis or data directory
+    ├── StorageError             the store is missing, corrupt or from another chain
+    └── RemoteError              a service answered with an error (code + reason), or could not be reached
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TxRejection(StrEnum):
+    """Machine-readable reasons for refusing a tx; stable public strings."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_TX_TYPE = "unknown_tx_type"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_CHAIN_ID = "wrong_chain_id"
+    NONCE_TOO_LOW = "nonce_too_low"
+    NONCE_TOO_HIGH = "nonce_too_high"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    ZERO_AMOUNT = "zero_amount"
+    AMOUNT_OVERFLOW = "amount_overflow"
+    FEE_TOO_LOW = "fee_too_low"
+    TX_TOO_LARGE = "tx_too_large"
+    DUPLICATE = "duplicate"
+    REPLACEMENT_UNDERPRICED = "replacement_underpriced"
+    MEMPOOL_FULL = "mempool_full"
+    SENDER_LIMIT = "sender_limit"
+
+
+class AitbcError(Exception):
+    """Root of every deliberate AITBC failure."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        return {"reason": self.reason, "message": self.message}
+
+
+class EncodingError(AitbcError):
+    reason = "malformed"
+
+
+class InvalidAddress(AitbcError):
+    reason = "invalid_address"
+
+
+class InvalidSignature(AitbcError):
+    reason = "bad_signature"
+
+
+class InvalidTx(AitbcError):
+    def __init__(self, rejection: TxRejection, message: str) -> None:
+        super().__init__(message, reason=rejection.value)
+        self.rejection = rejection
+
+
+class MempoolRejected(InvalidTx):
+    pass
+
+
+class InvalidBlock(AitbcError):
+    reason = "invalid_block"
+
+
+class NotFound(AitbcError):
+    reason = "not_found"
+
+
+class ConfigError(AitbcError):
+    reason = "config_error"
+
+
+class StorageError(AitbcError):
+    reason = "storage_error"
+
+
+class RemoteError(AitbcError):
+    """An error reported by another AITBC service (JSON-RPC error or HTTP problem), or no answer at all."""
+
+    reason = "remote_error"
+
+    def __init__(
+        self, message: str, *, code: int | None = None, reason: str | None = None, data: object = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.code = code
+        self.data = data

@@ -1,0 +1,140 @@
+"""Transactions: wire types, hashing, signing and signature checks.
+
+Every tx carries ``chain_id``, ``sender``, ``nonce`` and ``fee`` so that replay
+and double spends are refused by the state transition itself. The JSON form
+has a ``type`` tag; the canonical bytes (``aitbc.protocol.codec``) are what is
+hashed (tx hash) and, without the signature, what the sender signs under the
+``tx`` signature domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+import msgspec
+
+from aitbc.protocol import codec
+from aitbc.protocol.address import is_valid_address
+from aitbc.protocol.crypto import KeyPair, SigningKind, sha256_hex, verify_signature
+from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
+from aitbc.protocol.types import U64, Address, Amount, ChainId, Memo, SignatureHex
+
+_UNSIGNED: Final = frozenset({"signature"})
+
+
+class TxBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
+    chain_id: ChainId
+    sender: Address
+    nonce: U64
+    fee: Amount
+
+    def __post_init__(self) -> None:
+        # msgspec checks the alphabet; the bech32m checksum is checked here, on every decode.
+        for name in self.__address_fields__:
+            if not is_valid_address(getattr(self, name)):
+                raise ValueError(f"`{name}` is not a valid address (bad checksum or length)")
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender",)
+
+
+class Transfer(TxBase, frozen=True, kw_only=True, tag="transfer"):
+    """Move ``amount`` base units from ``sender`` to ``recipient``; ``fee`` goes to the proposer."""
+
+    recipient: Address
+    amount: Amount
+    memo: Memo = ""
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "recipient")
+
+
+Tx = Transfer
+"""Union of every tx kind (grows with later tx kinds)."""
+
+TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer,)
+
+_json_decoder: Final = msgspec.json.Decoder(Tx)
+
+for _tx_type in TX_TYPES:
+    assert _tx_type.__struct_fields__[-1] == "signature", f"{_tx_type.__name__}: signature must be the last field"
+
+
+def tx_signing_bytes(tx: TxBase) -> bytes:
+    return codec.encode(tx, omit=_UNSIGNED)
+
+
+def tx_bytes(tx: TxBase) -> bytes:
+    return codec.encode(tx)
+
+
+def tx_hash(tx: TxBase) -> str:
+    return sha256_hex(tx_bytes(tx))
+
+
+def sign_tx(tx: Tx, key: KeyPair) -> Tx:
+    if key.address != tx.sender:
+        raise ValueError("key does not belong to the tx sender")
+    signature = key.sign(tx.chain_id, SigningKind.TX, tx_signing_bytes(tx))
+    return msgspec.structs.replace(tx, signature=signature.hex())
+
+
+def tx_to_json_obj(tx: TxBase) -> dict[str, Any]:
+    return msgspec.to_builtins(tx)  # type: ignore[no-any-return]
+
+
+def tx_from_json_obj(obj: Any) -> Tx:
+    """Strictly parse a JSON object (already decoded) into a tx; unknown fields are refused."""
+    if not isinstance(obj, dict):
+        raise InvalidTx(TxRejection.MALFORMED, "a tx must be a JSON object")
+    tag = obj.get("type")
+    if tag is None:
+        raise InvalidTx(TxRejection.MALFORMED, "tx has no 'type' field")
+    if tag not in {codec.struct_tag(t) for t in TX_TYPES}:
+        raise InvalidTx(TxRejection.UNKNOWN_TX_TYPE, f"unknown tx type {tag!r}")
+    try:
+        tx: Tx = msgspec.convert(obj, Tx)
+    except msgspec.ValidationError as exc:
+        raise InvalidTx(TxRejection.MALFORMED, f"invalid tx: {exc}") from None
+    return tx
+
+
+def tx_from_json(raw: bytes | str) -> Tx:
+    try:
+        return _json_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidTx(TxRejection.MALFORMED, f"invalid tx: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidTx(TxRejection.MALFORMED, f"tx is not valid JSON: {exc}") from None
+
+
+def tx_from_bytes(raw: bytes) -> Tx:
+    try:
+        tx: Tx = codec.decode(Tx, raw)
+    except EncodingError as exc:
+        raise InvalidTx(TxRejection.MALFORMED, f"invalid tx bytes: {exc.message}") from None
+    return tx
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedTx:
+    """A tx whose signature has been checked; only these enter a mempool or a block we build."""
+
+    tx: Tx
+    hash: str
+    size: int
+
+
+def verify_tx(tx: Tx) -> VerifiedTx:
+    """Check the sender's signature over the tx; the result carries hash and encoded size."""
+    if not tx.signature:
+        raise InvalidTx(TxRejection.BAD_SIGNATURE, "tx is not signed")
+    signing_bytes = tx_signing_bytes(tx)
+    signature = bytes.fromhex(tx.signature)
+    try:
+        verify_signature(tx.sender, tx.chain_id, SigningKind.TX, signing_bytes, signature)
+    except InvalidSignature as exc:
+        raise InvalidTx(TxRejection.BAD_SIGNATURE, exc.message) from None
+    # The signature is every tx kind's last field, so the full encoding is the signed part plus it.
+    encoded = signing_bytes + len(signature).to_bytes(4, "big") + signature
+    return VerifiedTx(tx=tx, hash=sha256_hex(encoded), size=len(encoded))

@@ -1,0 +1,15 @@
+"""The one configuration system: typed pydantic-settings objects, one per service.
+
+Precedence: explicit values (CLI flags) > ``AITBC_<SERVICE>_*`` environment > defaults.
+Each service receives its settings object as an argument; nothing reads a global.
+"""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    log_level: str = "INFO"
