@@ -11,6 +11,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DEVNET_ENV, DevnetInfo, default_devnet_dir, read_devnet_info
 from aitbc.protocol.crypto import KeyPair
@@ -26,6 +27,15 @@ R = TypeVar("R")
 DevnetOpt = Annotated[
     Path | None,
     typer.Option("--devnet", help=f"Devnet directory (default: ${DEVNET_ENV} or ~/.aitbc/devnet)", show_default=False),
+]
+CoordinatorOpt = Annotated[
+    str | None, typer.Option("--coordinator", help="Coordinator URL (default: the devnet's)", show_default=False)
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="AITBC_API_KEY", help="Client API key (default: the devnet's)", show_default=False
+    ),
 ]
 RpcOpt = Annotated[
     str | None, typer.Option("--rpc", help="Node JSON-RPC URL (default: the devnet's)", show_default=False)
@@ -59,6 +69,19 @@ def node_client(devnet: Path | None, rpc: str | None) -> NodeClient:
     if rpc is None:
         rpc = os.environ.get("AITBC_RPC_URL") or load_devnet(devnet).rpc_url
     return NodeClient(rpc)
+
+
+def coordinator_client(devnet: Path | None, url: str | None, api_key: str | None) -> CoordinatorClient:
+    """The coordinator and API key from flags, $AITBC_COORDINATOR_URL / $AITBC_API_KEY, or the devnet."""
+    url = url or os.environ.get("AITBC_COORDINATOR_URL")
+    api_key = api_key or os.environ.get("AITBC_API_KEY")
+    if url is None or api_key is None:
+        info = load_devnet(devnet)
+        url = url or info.coordinator_url
+        api_key = api_key or info.api_key
+    if url is None:
+        raise ConfigError("no coordinator URL: pass --coordinator or start a devnet with a coordinator")
+    return CoordinatorClient(url, api_key)
 
 
 def keys_dir(devnet: Path | None, explicit: Path | None = None) -> Path:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from aitbc.cli.common import console, handle_errors, resolve_devnet
+from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DEVNET_ENV
 from aitbc.devnet.runner import Devnet
@@ -57,6 +58,31 @@ def _demo_transfer(devnet: Devnet, rpc_url: str) -> None:
     )
 
 
+def _demo_job(coordinator_url: str, api_key: str) -> None:
+    """Show a real job end to end: prompt → miner → text, with its signed receipt."""
+    prompt = "In one sentence, what is a blockchain?"
+    with CoordinatorClient(coordinator_url, api_key) as client:
+        model = next(m["name"] for m in client.models() if m["kind"] == "text")
+        job = client.submit_inference(model, prompt, params={"max_tokens": 48, "temperature": 0, "seed": 42})
+        console.print(f"  demo job: {job['job_id']} on {model}: [italic]{prompt}[/]")
+        answer = []
+        for event, data in client.events(job["job_id"], timeout=120):
+            if event == "token":
+                answer.append(data["text"])
+                console.print(data["text"], end="", style="cyan", highlight=False)
+        console.print()
+        done = client.job(job["job_id"])
+        if done["state"] != "completed":
+            console.print(f"  [red]demo job {done['state']}: {done.get('error')}[/]")
+            return
+        receipt = client.receipt(job["job_id"])
+    units = receipt["receipt"]["units"]
+    console.print(
+        f"  [green]completed[/]: {units['completion_tokens']} tokens in {units['compute_ms']} ms, "
+        f"receipt {receipt['receipt_hash'][:16]}… signed by miner and coordinator"
+    )
+
+
 @app.command("up")
 @handle_errors
 def up(
@@ -69,11 +95,22 @@ def up(
     rpc_port: Annotated[int, typer.Option(help="Node JSON-RPC port")] = 9080,
     ws_port: Annotated[int, typer.Option(help="Node WebSocket port")] = 9081,
     p2p_port: Annotated[int, typer.Option(help="Node p2p port")] = 9082,
+    coordinator_port: Annotated[int, typer.Option(help="Coordinator port")] = 8011,
+    miner_backend: Annotated[
+        str, typer.Option(help="Backend of the devnet miner: builtin (SmolLM2 + MiniLM), echo (instant test), none")
+    ] = "builtin",
     demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Send a demo transfer once up")] = True,
     detach: Annotated[bool, typer.Option("--exit-after-start", help="Start, print, then stop (smoke test)")] = False,
 ) -> None:
     """Start a node (and, as they land, the other services) and keep them running until Ctrl-C."""
-    devnet = Devnet(resolve_devnet(data_dir), rpc_port=rpc_port, ws_port=ws_port, p2p_port=p2p_port)
+    devnet = Devnet(
+        resolve_devnet(data_dir),
+        rpc_port=rpc_port,
+        ws_port=ws_port,
+        p2p_port=p2p_port,
+        coordinator_port=coordinator_port,
+        miner_backend=None if miner_backend == "none" else miner_backend,
+    )
     created = devnet.prepare()
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -83,10 +120,14 @@ def up(
         console.print(f"  chain id:     {info.chain_id}")
         console.print(f"  JSON-RPC:     {info.rpc_url}   (REST under /v1, OpenAPI at /openapi.json)")
         console.print(f"  WebSocket:    {info.ws_url}")
+        console.print(f"  coordinator:  {info.coordinator_url}   (OpenAPI at /openapi.json)")
+        console.print(f"  API key:      {info.api_key}")
         console.print(f"  faucet key:   {info.faucet_key}")
         console.print(f"  devnet.json:  {devnet.data_dir / 'devnet.json'}")
         if demo:
             _demo_transfer(devnet, info.rpc_url)
+            if devnet.miner_backend is not None:
+                _demo_job(info.coordinator_url or "", info.api_key or "")
         if detach:
             return
         console.print("[dim]running; Ctrl-C stops everything (data is kept for the next `devnet up`)[/]")

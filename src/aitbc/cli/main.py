@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aitbc.cli import chain, devnet, keys, node, tx
+from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, tx
 
 app = typer.Typer(
     name="aitbc",
@@ -17,3 +17,6 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(tx.app, name="tx")
 app.add_typer(chain.app, name="chain")
 app.add_typer(devnet.app, name="devnet")
+app.add_typer(coordinator.app, name="coordinator")
+app.add_typer(miner.app, name="miner")
+app.add_typer(job.app, name="job")

@@ -1,5 +1,6 @@
 """Typed clients of the AITBC services (the Python SDK); transports are injectable."""
 
+from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 
-__all__ = ["NodeClient"]
+__all__ = ["CoordinatorClient", "NodeClient"]

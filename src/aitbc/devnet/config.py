@@ -27,6 +27,10 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     faucet_key: str
     validator_key: str
     keys_dir: str
+    coordinator_url: str | None = None
+    api_key: str | None = None
+    """A client API key for the devnet's coordinator (send as X-Api-Key)."""
+    miner_key: str | None = None
     pids: dict[str, int] = msgspec.field(default_factory=dict)
 
 

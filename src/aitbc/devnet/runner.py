@@ -18,6 +18,7 @@ from aitbc.chain.genesis import load_genesis
 from aitbc.devnet.config import DevnetInfo, write_devnet_info
 from aitbc.node.init import init_data_dir
 from aitbc.protocol.errors import ConfigError
+from aitbc.runtime.files import atomic_write
 
 
 @dataclass
@@ -62,8 +63,35 @@ class Devnet:
     rpc_port: int = 9080
     ws_port: int = 9081
     p2p_port: int = 9082
+    coordinator_port: int = 8011
+    miner_backend: str | None = "builtin"
+    """Backend of the devnet's one miner (None: no miner)."""
     host: str = "127.0.0.1"
     processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def coordinator_dir(self) -> Path:
+        return self.data_dir / "coordinator"
+
+    @property
+    def miner_dir(self) -> Path:
+        return self.data_dir / "miner"
+
+    def client_api_key(self) -> str:
+        """The devnet client's API key, created once and kept in the coordinator's directory."""
+        path = self.coordinator_dir / "client.apikey"
+        if path.exists():
+            return path.read_text().strip()
+        from aitbc.coordinator.app import open_repo
+        from aitbc.coordinator.auth import new_api_key
+        from aitbc.coordinator.config import CoordinatorSettings
+
+        repo = open_repo(CoordinatorSettings(data_dir=self.coordinator_dir))
+        token, row = new_api_key("devnet", None, 1000.0, 2000)
+        repo.insert_api_key(row)
+        repo.engine.dispose()
+        atomic_write(path, token.encode() + b"\n", mode=0o600)
+        return token
 
     @property
     def node_dir(self) -> Path:
@@ -106,6 +134,55 @@ class Devnet:
         node.start()
         node.wait_healthy(timeout=30)
         genesis = load_genesis(self.node_dir / "genesis.json")
+        api_key = self.client_api_key()
+        coordinator_url = f"http://{self.host}:{self.coordinator_port}"
+        coordinator = ManagedProcess(
+            "coordinator",
+            [
+                python,
+                "-m",
+                "aitbc",
+                "coordinator",
+                "run",
+                "--data-dir",
+                str(self.coordinator_dir),
+                "--host",
+                self.host,
+                "--port",
+                str(self.coordinator_port),
+                "--chain-id",
+                genesis.chain_id,
+            ],
+            self.data_dir / "logs" / "coordinator.log",
+            f"{coordinator_url}/healthz",
+        )
+        self.processes.append(coordinator)
+        on_step("starting coordinator")
+        coordinator.start()
+        coordinator.wait_healthy(timeout=30)
+        if self.miner_backend is not None:
+            miner = ManagedProcess(
+                "miner",
+                [
+                    python,
+                    "-m",
+                    "aitbc",
+                    "miner",
+                    "run",
+                    "--coordinator",
+                    coordinator_url,
+                    "--backend",
+                    self.miner_backend,
+                    "--data-dir",
+                    str(self.miner_dir),
+                ],
+                self.data_dir / "logs" / "miner.log",
+                f"{coordinator_url}/healthz",
+            )
+            self.processes.append(miner)
+            on_step(f"starting miner ({self.miner_backend} backend)")
+            miner.start()
+            wait_for_miner(coordinator_url, miner, timeout=120)
         info = DevnetInfo(
             chain_id=genesis.chain_id,
             rpc_url=f"http://{self.host}:{self.rpc_port}/",
@@ -114,6 +191,9 @@ class Devnet:
             faucet_key=str(self.node_dir / "faucet.key"),
             validator_key=str(self.node_dir / "validator.key"),
             keys_dir=str(self.data_dir / "keys"),
+            coordinator_url=coordinator_url,
+            api_key=api_key,
+            miner_key=str(self.miner_dir / "miner.key") if self.miner_backend else None,
             pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
         )
         write_devnet_info(self.data_dir, info)
@@ -125,6 +205,19 @@ class Devnet:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+def wait_for_miner(coordinator_url: str, miner: ManagedProcess, timeout: float) -> None:
+    """Until the miner has registered its models (it loads them first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if miner.proc is not None and miner.proc.poll() is not None:
+            raise ConfigError(f"miner exited with code {miner.proc.returncode}; see {miner.log_path}")
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            if httpx.get(f"{coordinator_url}/api/v1/models", timeout=1.0).json().get("models"):
+                return
+        time.sleep(0.2)
+    raise ConfigError(f"miner did not register within {timeout:.0f}s; see {miner.log_path}")
 
 
 def pid_alive(pid: int) -> bool:

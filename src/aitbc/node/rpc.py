@@ -32,6 +32,7 @@ NOT_FOUND: Final = -32004
 
 MAX_BATCH: Final = 10_000
 _HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+_MAX_HEIGHT: Final = 2**63 - 1  # SQLite INTEGER
 
 
 class RpcError(Exception):
@@ -89,14 +90,16 @@ def parse_block_ref(value: Any) -> int | str:
     """A height (int or decimal string) or a 64-hex block hash."""
     if isinstance(value, bool):
         raise RpcError(INVALID_PARAMS, "block reference must be a height or a hash")
-    if isinstance(value, int):
-        if value < 0:
-            raise RpcError(INVALID_PARAMS, "height must be non-negative")
-        return value
     if isinstance(value, str):
-        if value.isdigit():
-            return int(value)
-        return _hash_param(value, "block")
+        # 64 characters is a hash even when every one is a digit; heights are ASCII decimal
+        if len(value) != 64 and value.isascii() and value.isdigit():
+            value = int(value)
+        else:
+            return _hash_param(value, "block")
+    if isinstance(value, int):
+        if not 0 <= value <= _MAX_HEIGHT:
+            raise RpcError(INVALID_PARAMS, f"height must be between 0 and {_MAX_HEIGHT}")
+        return value
     raise RpcError(INVALID_PARAMS, "block reference must be a height or a hash")
 
 

@@ -62,7 +62,10 @@ def struct_tag(cls: type[msgspec.Struct]) -> str:
 
 
 def _enc_str(value: str) -> bytes:
-    raw = value.encode("utf-8")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodingError("string is not encodable as UTF-8 (lone surrogate)") from None
     return _pack_u32(len(raw)) + raw
 
 

@@ -34,8 +34,15 @@ class TxBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         for name in self.__address_fields__:
             if not is_valid_address(getattr(self, name)):
                 raise ValueError(f"`{name}` is not a valid address (bad checksum or length)")
+        # A str holding a lone surrogate (possible from a decoded JSON object) has no UTF-8 bytes to sign.
+        for name in self.__text_fields__:
+            try:
+                getattr(self, name).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"`{name}` is not valid unicode (lone surrogate)") from None
 
     __address_fields__: ClassVar[tuple[str, ...]] = ("sender",)
+    __text_fields__: ClassVar[tuple[str, ...]] = ()
 
 
 class Transfer(TxBase, frozen=True, kw_only=True, tag="transfer"):
@@ -47,14 +54,13 @@ class Transfer(TxBase, frozen=True, kw_only=True, tag="transfer"):
     signature: SignatureHex = ""
 
     __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "recipient")
+    __text_fields__: ClassVar[tuple[str, ...]] = ("memo",)
 
 
 Tx = Transfer
 """Union of every tx kind (grows with later tx kinds)."""
 
 TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer,)
-
-_json_decoder: Final = msgspec.json.Decoder(Tx)
 
 for _tx_type in TX_TYPES:
     assert _tx_type.__struct_fields__[-1] == "signature", f"{_tx_type.__name__}: signature must be the last field"
@@ -88,8 +94,8 @@ def tx_from_json_obj(obj: Any) -> Tx:
     if not isinstance(obj, dict):
         raise InvalidTx(TxRejection.MALFORMED, "a tx must be a JSON object")
     tag = obj.get("type")
-    if tag is None:
-        raise InvalidTx(TxRejection.MALFORMED, "tx has no 'type' field")
+    if not isinstance(tag, str):
+        raise InvalidTx(TxRejection.MALFORMED, "tx has no 'type' string field")
     if tag not in {codec.struct_tag(t) for t in TX_TYPES}:
         raise InvalidTx(TxRejection.UNKNOWN_TX_TYPE, f"unknown tx type {tag!r}")
     try:
@@ -100,12 +106,12 @@ def tx_from_json_obj(obj: Any) -> Tx:
 
 
 def tx_from_json(raw: bytes | str) -> Tx:
+    """Parse JSON text with exactly the rules (and rejection reasons) of ``tx_from_json_obj``."""
     try:
-        return _json_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidTx(TxRejection.MALFORMED, f"invalid tx: {exc}") from None
+        obj = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidTx(TxRejection.MALFORMED, f"tx is not valid JSON: {exc}") from None
+    return tx_from_json_obj(obj)
 
 
 def tx_from_bytes(raw: bytes) -> Tx:

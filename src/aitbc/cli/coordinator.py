@@ -1,0 +1,111 @@
+"""``aitbc coordinator``: run the job coordinator and manage client API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from aitbc.cli.common import console, handle_errors
+from aitbc.coordinator.config import DEFAULT_COORDINATOR_PORT, CoordinatorSettings
+
+app = typer.Typer(help="Run the job coordinator; manage client API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Client API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Coordinator data directory (database, key)")]
+DbUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)", show_default=False),
+]
+
+
+@app.command("run")
+@handle_errors
+def run(
+    data_dir: DataDir,
+    port: Annotated[int, typer.Option(help="HTTP port")] = DEFAULT_COORDINATOR_PORT,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    database_url: DbUrl = None,
+    chain_id: Annotated[str, typer.Option(help="Chain id receipts are signed for")] = "aitbc-devnet",
+    lease_seconds: Annotated[float, typer.Option(help="Seconds a miner may stay silent on a job")] = 15.0,
+    max_attempts: Annotated[int, typer.Option(help="Runs of a job before it fails")] = 3,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C."""
+    from aitbc.coordinator.app import run_coordinator
+    from aitbc.runtime.logging import configure_logging
+
+    settings = CoordinatorSettings(
+        data_dir=data_dir,
+        port=port,
+        host=host,
+        database_url=database_url,
+        chain_id=chain_id,
+        lease_seconds=lease_seconds,
+        max_attempts=max_attempts,
+        log_level=log_level,
+    )
+    configure_logging("coordinator", settings.log_level)
+    run_coordinator(settings)
+
+
+@keys_app.command("create")
+@handle_errors
+def create_key(
+    data_dir: DataDir,
+    name: Annotated[str, typer.Option(help="A label for the key")] = "default",
+    client: Annotated[str | None, typer.Option(help="Client id or ait1 address the key acts for")] = None,
+    rate: Annotated[float, typer.Option(help="Requests per second allowed")] = 200.0,
+    burst: Annotated[int, typer.Option(help="Requests allowed in a burst")] = 400,
+    database_url: DbUrl = None,
+) -> None:
+    """Create a client API key; the key is printed once (only its hash is stored)."""
+    from aitbc.coordinator.app import open_repo
+    from aitbc.coordinator.auth import new_api_key
+
+    repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
+    token, row = new_api_key(name, client, rate, burst)
+    repo.insert_api_key(row)
+    repo.engine.dispose()
+    console.print(f"[green]created API key[/] {row['id']} ({name}); send it as the X-Api-Key header:")
+    print(token)
+
+
+@keys_app.command("list")
+@handle_errors
+def list_keys(data_dir: DataDir, database_url: DbUrl = None) -> None:
+    """List API keys (ids and limits, never secrets)."""
+    from aitbc.coordinator.app import open_repo
+
+    repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
+    table = Table("id", "name", "client", "rate/s", "burst", "revoked")
+    for row in repo.list_api_keys():
+        table.add_row(
+            row["id"],
+            row["name"],
+            row["client"],
+            f"{row['rate_per_second']:g}",
+            str(row["burst"]),
+            "yes" if row["revoked"] else "",
+        )
+    repo.engine.dispose()
+    console.print(table)
+
+
+@keys_app.command("revoke")
+@handle_errors
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="Key id")], data_dir: DataDir, database_url: DbUrl = None
+) -> None:
+    """Revoke an API key (takes effect when the coordinator next loads it)."""
+    from aitbc.coordinator.app import open_repo
+
+    repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
+    found = repo.revoke_api_key(key_id)
+    repo.engine.dispose()
+    console.print(f"revoked {key_id}" if found else f"[red]no key {key_id}[/]")
+    if not found:
+        raise typer.Exit(1)

@@ -1,0 +1,60 @@
+"""``aitbc miner``: run a compute provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aitbc.cli.common import handle_errors
+
+app = typer.Typer(help="Run a miner (compute provider).", no_args_is_help=True)
+
+
+@app.command("run")
+@handle_errors
+def run(
+    coordinator: Annotated[str, typer.Option("--coordinator", help="Coordinator URL")] = "http://127.0.0.1:8011",
+    backend: Annotated[str, typer.Option(help="builtin | ollama | openai | echo (instant test backend)")] = "builtin",
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Miner data directory (its key)")] = Path.home()
+    / ".aitbc"
+    / "miner",
+    key: Annotated[Path | None, typer.Option("--key", help="Miner key file (default: DATA_DIR/miner.key)")] = None,
+    price: Annotated[int, typer.Option(help="Price per token in base units")] = 1,
+    region: Annotated[str, typer.Option(help="Region label offered to clients")] = "",
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 1,
+    ollama_url: Annotated[str, typer.Option(help="Ollama server (backend ollama)")] = "http://127.0.0.1:11434",
+    openai_url: Annotated[
+        str, typer.Option(help="OpenAI-compatible server (backend openai)")
+    ] = "http://127.0.0.1:8000",
+    openai_api_key: Annotated[str | None, typer.Option(envvar="AITBC_OPENAI_API_KEY", show_default=False)] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Register with the coordinator and run jobs until Ctrl-C (unfinished jobs are handed back)."""
+    import uvloop
+
+    from aitbc.miner.daemon import MinerConfig
+    from aitbc.miner.runner import BACKENDS, build_backend, detect_hardware_dict, load_or_create_miner_key, serve_miner
+    from aitbc.protocol.errors import ConfigError
+    from aitbc.runtime.logging import configure_logging
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}")
+    configure_logging("miner", log_level)
+    options: dict[str, object] = {}
+    if backend == "ollama":
+        options["base_url"] = ollama_url
+    elif backend == "openai":
+        options["base_url"] = openai_url
+        options["api_key"] = openai_api_key
+    miner_key = load_or_create_miner_key(key or data_dir / "miner.key")
+    config = MinerConfig(
+        coordinator_url=coordinator,
+        backend_name=backend,
+        unit_price=price,
+        region=region,
+        max_concurrency=concurrency,
+        hardware=detect_hardware_dict(),
+    )
+    uvloop.run(serve_miner(config, miner_key, build_backend(backend, options)))

@@ -1,0 +1,130 @@
+"""``CoordinatorClient``: the Python SDK for submitting jobs and reading results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+
+from aitbc.protocol.errors import RemoteError
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+
+
+def _raise_for(response: httpx.Response) -> Any:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        raise RemoteError(
+            error.get("message") or f"HTTP {response.status_code}",
+            code=response.status_code,
+            reason=error.get("reason"),
+            data=data,
+        )
+    return data
+
+
+class CoordinatorClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"X-Api-Key": api_key} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach the coordinator at {self.base_url}: {exc}", reason="unreachable") from None
+        return _raise_for(response)
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/healthz")
+        return result
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/api/v1/models")["models"])
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/api/v1/jobs", json=body)
+        return result
+
+    def submit_inference(
+        self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None, **options: Any
+    ) -> dict[str, Any]:
+        job_input: dict[str, Any] = {"prompt": prompt} if messages is None else {"messages": messages}
+        return self.submit({"type": "inference", "model": model, "input": job_input, **options})
+
+    def submit_embedding(self, model: str, texts: list[str], **options: Any) -> dict[str, Any]:
+        return self.submit({"type": "embedding", "model": model, "input": {"texts": texts}, **options})
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}")
+        return result
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}/result")
+        return result
+
+    def receipt(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}/receipt")
+        return result
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/api/v1/jobs/{job_id}/cancel")
+        return result
+
+    def list_jobs(
+        self, *, state: str | None = None, model: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        params = {k: v for k, v in {"state": state, "model": model, "limit": limit, "cursor": cursor}.items() if v}
+        result: dict[str, Any] = self._request("GET", "/api/v1/jobs", params=params)
+        return result
+
+    def wait(self, job_id: str, timeout: float = 300.0, poll: float = 0.2) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["state"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise RemoteError(f"job {job_id} still {job['state']} after {timeout:.0f}s", reason="timeout")
+            time.sleep(poll)
+
+    def events(self, job_id: str, timeout: float = 600.0) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Follow the job's server-sent events until it finishes: (event, data) pairs."""
+        try:
+            with self._http.stream("GET", f"/api/v1/jobs/{job_id}/events", timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                event = "message"
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        yield event, orjson.loads(line[6:])
+                        event = "message"
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"event stream broke: {exc}", reason="unreachable") from None

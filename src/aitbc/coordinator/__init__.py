@@ -1,0 +1,1 @@
+"""The coordinator: job submission, miner registration, assignment with leases, receipts."""

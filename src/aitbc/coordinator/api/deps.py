@@ -1,0 +1,40 @@
+"""Request-scoped helpers: the service, the calling client, the calling miner."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from aitbc.coordinator.auth import ApiKey
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+
+
+def get_service(request: Request) -> CoordinatorService:
+    service: CoordinatorService = request.app.state.service
+    return service
+
+
+Service = Annotated[CoordinatorService, Depends(get_service)]
+
+
+def get_client(service: Service, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
+    return service.authenticate_client(x_api_key)
+
+
+Client = Annotated[ApiKey, Depends(get_client)]
+
+
+async def get_miner(request: Request, service: Service) -> str:
+    body = await request.body()
+    headers = {
+        "miner": request.headers.get(HEADER_MINER),
+        "timestamp": request.headers.get(HEADER_TIMESTAMP),
+        "nonce": request.headers.get(HEADER_NONCE),
+        "signature": request.headers.get(HEADER_SIGNATURE),
+    }
+    return service.authenticate_miner(headers, request.method, request.url.path, body)
+
+
+Miner = Annotated[str, Depends(get_miner)]

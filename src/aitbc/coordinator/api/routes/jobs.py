@@ -1,0 +1,159 @@
+"""Client API: submit, inspect, stream, cancel jobs; results and receipts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from aitbc.coordinator.api.deps import Client, Service
+from aitbc.coordinator.schemas import JobCreate
+from aitbc.coordinator.services import job_view
+from aitbc.market.lifecycle import TERMINAL_STATES, JobState
+from aitbc.protocol.job import JobInput, JobOutput, Message, Params, unpack_vectors
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+
+
+def to_job_input(body: JobCreate) -> JobInput:
+    params = body.params
+    return JobInput(
+        type=body.type,
+        model=body.model,
+        prompt=body.input.prompt,
+        messages=None if body.input.messages is None else [Message(m.role, m.content) for m in body.input.messages],
+        texts=body.input.texts,
+        params=Params(
+            max_tokens=params.max_tokens,
+            temperature_milli=round(params.temperature * 1000),
+            seed=params.seed,
+            stop=list(params.stop),
+        ),
+    )
+
+
+@router.post("/jobs", status_code=201, summary="Submit a job")
+async def submit_job(body: JobCreate, client: Client, service: Service) -> dict[str, Any]:
+    return await service.submit_job(
+        client,
+        to_job_input(body),
+        model_digest=body.model_digest,
+        max_price=body.max_price,
+        ttl_seconds=body.ttl_seconds,
+        constraints=body.constraints.model_dump(exclude_none=True),
+    )
+
+
+@router.get("/jobs", summary="List your jobs, newest first")
+async def list_jobs(
+    client: Client,
+    service: Service,
+    state: Annotated[JobState | None, Query()] = None,
+    model: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    before = None
+    if cursor:
+        created, _, job_id = cursor.partition(":")
+        if not created.isdigit() or not job_id:
+            return JSONResponse({"error": {"reason": "invalid_cursor", "message": "malformed cursor"}}, status_code=400)  # type: ignore[return-value]
+        before = (int(created), job_id)
+    rows = await service.list_jobs(client, None if state is None else state.value, model, limit, before)
+    next_cursor = f"{rows[-1]['created_at_ms']}:{rows[-1]['id']}" if len(rows) == limit else None
+    return {"jobs": [job_view(r) for r in rows], "next_cursor": next_cursor}
+
+
+@router.get("/jobs/{job_id}", summary="Job status with timestamps and attempts")
+async def get_job(job_id: str, client: Client, service: Service) -> dict[str, Any]:
+    return job_view(await service.get_job_row(client, job_id))
+
+
+@router.get("/jobs/{job_id}/result", summary="The result (409 while running, 410 if it never will be)")
+async def get_result(job_id: str, client: Client, service: Service) -> JSONResponse:
+    row = await service.get_job_row(client, job_id)
+    state = row["state"]
+    if state != JobState.COMPLETED.value:
+        gone = state in {s.value for s in TERMINAL_STATES}
+        return JSONResponse(
+            {
+                "error": {
+                    "reason": f"job_{state}" if gone else "not_ready",
+                    "state": state,
+                    "message": f"job is {state}"
+                    + (f": {row['error']}" if gone and row["error"] else "; the result is not ready yet"),
+                }
+            },
+            status_code=410 if gone else 409,
+        )
+    output = msgspec.convert(row["result"], JobOutput)
+    receipt = await service.get_receipt(client, job_id)
+    body: dict[str, Any] = {
+        "job_id": job_id,
+        "state": state,
+        "model": row["model"],
+        "model_digest": row["served_digest"],
+        "receipt_hash": receipt["receipt_hash"],
+        "usage": receipt["receipt"]["units"],
+        "total_price": receipt["receipt"]["total_price"],
+    }
+    if output.text is not None:
+        body["output"] = {"text": output.text}
+    else:
+        body["output"] = {
+            "dimensions": output.dimensions,
+            "embeddings": unpack_vectors(output.dimensions, output.vectors_f32),
+        }
+    return JSONResponse(body)
+
+
+@router.get("/jobs/{job_id}/receipt", summary="The miner-signed, coordinator-countersigned receipt")
+async def get_receipt(job_id: str, client: Client, service: Service) -> dict[str, Any]:
+    return await service.get_receipt(client, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a job that has not finished")
+async def cancel_job(job_id: str, client: Client, service: Service) -> dict[str, Any]:
+    return await service.cancel_job(client, job_id)
+
+
+def _sse(event: str, seq: int, data: dict[str, Any]) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event.encode(), orjson.dumps(data))
+
+
+@router.get("/jobs/{job_id}/events", summary="Server-sent events: status changes and generated tokens")
+async def job_events(job_id: str, request: Request, client: Client, service: Service) -> StreamingResponse:
+    row = await service.get_job_row(client, job_id)
+    history, queue = service.events.subscribe(job_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            for item in history:
+                yield _sse(item.event, item.seq, item.data)
+            if queue is None:
+                if not history or history[-1].data.get("state") not in {s.value for s in TERMINAL_STATES}:
+                    latest = await service.get_job_row(client, job_id)
+                    yield _sse("status", 0, job_view(latest))
+                return
+            if row["state"] in {s.value for s in TERMINAL_STATES} and not history:
+                yield _sse("status", 0, job_view(row))
+                return
+            while True:
+                pushed = await queue.get()
+                if pushed is None:
+                    return
+                yield _sse(pushed.event, pushed.seq, pushed.data)
+        finally:
+            if queue is not None:
+                service.events.unsubscribe(job_id, queue)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/models", summary="Models served by live miners, with digests and prices")
+async def list_models(service: Service) -> dict[str, Any]:
+    return {"models": service.served_models()}

@@ -1,0 +1,158 @@
+"""``create_app(settings)``: the coordinator's only wiring point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aitbc.coordinator.api.routes import jobs, miners
+from aitbc.coordinator.auth import AuthError, RateLimited
+from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.engine import create_db_engine, migrate
+from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.services import BadResult, CoordinatorService, InputTooLarge, UnknownMiner, UnknownModel
+from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import AitbcError, NotFound
+from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.runtime.keyfile import read_keyfile, write_keyfile
+
+log = logging.getLogger("aitbc.coordinator")
+
+MAX_BODY_BYTES: Final = 2 * 1024 * 1024
+
+_STATUS: Final[list[tuple[type[AitbcError], int]]] = [
+    (AuthError, 401),
+    (UnknownMiner, 403),
+    (RateLimited, 429),
+    (NotFound, 404),
+    (InputTooLarge, 413),
+    (UnknownModel, 422),
+    (InvalidReceipt, 422),
+    (BadResult, 422),
+    (JobRuleViolation, 409),
+]
+
+
+def status_for(exc: AitbcError) -> int:
+    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
+
+
+def load_or_create_key(settings: CoordinatorSettings) -> KeyPair:
+    if settings.key_path.exists():
+        return read_keyfile(settings.key_path)
+    key = KeyPair.generate()
+    write_keyfile(settings.key_path, key)
+    return key
+
+
+def open_repo(settings: CoordinatorSettings) -> CoordinatorRepo:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    return CoordinatorRepo(engine)
+
+
+def create_app(settings: CoordinatorSettings) -> FastAPI:
+    repo = open_repo(settings)
+    metrics = CoordinatorMetrics()
+    service = CoordinatorService(settings, repo, load_or_create_key(settings), metrics)
+    service.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def sweeper() -> None:
+            while True:
+                await asyncio.sleep(0.25)
+                try:
+                    await service.sweep()
+                except Exception:
+                    log.exception("sweep failed")
+
+        task = asyncio.create_task(sweeper())
+        log.info("coordinator started", extra={"address": service.key.address, "db": settings.sqlalchemy_url})
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            service.close()
+            repo.engine.dispose()
+
+    app = FastAPI(
+        title="AITBC coordinator",
+        version="0.1.0",
+        description="Job submission (X-Api-Key), miner registration and assignment (signed requests), receipts.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.include_router(jobs.router)
+    app.include_router(miners.router)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            metrics.http_rejections.labels("too_large").inc()
+            return JSONResponse(
+                {"error": {"reason": "too_large", "message": f"request body larger than {MAX_BODY_BYTES} bytes"}},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.exception_handler(AitbcError)
+    async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
+        metrics.http_rejections.labels(exc.reason).inc()
+        headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
+        return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.http_rejections.labels("invalid_request").inc()
+        details: list[dict[str, Any]] = [
+            {"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'][1:])}: {d['message']}" for d in details[:5])
+        return JSONResponse(
+            {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
+        )
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "coordinator": service.key.address,
+            "chain_id": settings.chain_id,
+            "miners_online": len(service.live_miners()),
+        }
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def run_coordinator(settings: CoordinatorSettings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=30,
+    )

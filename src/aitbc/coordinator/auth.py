@@ -1,0 +1,177 @@
+"""Who is calling: client API keys (with per-key rate limits) and signed miner requests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.protocol.auth import MAX_REQUEST_AGE_MS, MinerRequest, miner_request_bytes
+from aitbc.protocol.crypto import SigningKind, is_valid_signature, sha256_hex
+from aitbc.protocol.errors import AitbcError
+
+KEY_PREFIX: Final = "aitbc"
+
+
+class AuthError(AitbcError):
+    """Missing or invalid credentials (HTTP 401)."""
+
+    reason = "unauthorized"
+
+
+class RateLimited(AitbcError):
+    reason = "rate_limited"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limit exceeded; retry in {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    secret_hash: str
+    client: str
+    rate_per_second: float
+    burst: int
+    revoked: bool
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_api_key(name: str, client: str | None, rate_per_second: float, burst: int) -> tuple[str, dict[str, object]]:
+    """A fresh key: the full token (shown once) and the row to store (only the secret's hash)."""
+    key_id = os.urandom(6).hex()
+    secret = os.urandom(24).hex()
+    row: dict[str, object] = {
+        "id": key_id,
+        "name": name,
+        "secret_hash": hash_secret(secret),
+        "client": client or f"key_{key_id}",
+        "rate_per_second": rate_per_second,
+        "burst": burst,
+        "created_at_ms": int(time.time() * 1000),
+        "revoked": False,
+    }
+    return f"{KEY_PREFIX}_{key_id}_{secret}", row
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class ApiKeyAuthenticator:
+    """Checks ``X-Api-Key`` tokens against the store (cached) and applies a token bucket per key."""
+
+    def __init__(self, repo: CoordinatorRepo) -> None:
+        self.repo = repo
+        self._cache: dict[str, ApiKey] = {}
+        self._buckets: dict[str, _Bucket] = {}
+
+    def lookup(self, key_id: str) -> ApiKey | None:
+        cached = self._cache.get(key_id)
+        if cached is not None:
+            return cached
+        row = self.repo.get_api_key(key_id)
+        if row is None:
+            return None
+        key = ApiKey(
+            row["id"],
+            row["name"],
+            row["secret_hash"],
+            row["client"],
+            row["rate_per_second"],
+            row["burst"],
+            bool(row["revoked"]),
+        )
+        self._cache[key_id] = key
+        return key
+
+    def authenticate(self, token: str | None, now: float) -> ApiKey:
+        if not token:
+            raise AuthError("missing X-Api-Key header; create a key with `aitbc coordinator keys create`")
+        parts = token.split("_")
+        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+            raise AuthError("malformed API key")
+        key = self.lookup(parts[1])
+        if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(parts[2])):
+            raise AuthError("invalid API key")
+        if key.revoked:
+            raise AuthError("API key revoked")
+        self._take(key, now)
+        return key
+
+    def _take(self, key: ApiKey, now: float) -> None:
+        bucket = self._buckets.get(key.id)
+        if bucket is None:
+            bucket = self._buckets[key.id] = _Bucket(float(key.burst), now)
+        bucket.tokens = min(float(key.burst), bucket.tokens + (now - bucket.stamp) * key.rate_per_second)
+        bucket.stamp = now
+        if bucket.tokens < 1:
+            raise RateLimited((1 - bucket.tokens) / key.rate_per_second)
+        bucket.tokens -= 1
+
+
+class MinerRequestVerifier:
+    """Checks signed miner requests: valid signature, fresh timestamp, never-seen nonce."""
+
+    def __init__(self, chain_id: str, started_at_ms: int, max_age_ms: int = MAX_REQUEST_AGE_MS) -> None:
+        self.chain_id = chain_id
+        self.started_at_ms = started_at_ms
+        self.max_age_ms = max_age_ms
+        self._seen: OrderedDict[str, int] = OrderedDict()
+
+    def verify(
+        self,
+        miner: str | None,
+        timestamp: str | None,
+        nonce: str | None,
+        signature: str | None,
+        method: str,
+        path: str,
+        body: bytes,
+        now_ms: int,
+    ) -> str:
+        """Return the authenticated miner address or raise ``AuthError``."""
+        if not (miner and timestamp and nonce and signature):
+            raise AuthError("miner requests must be signed (X-Aitbc-Miner, -Timestamp, -Nonce, -Signature)")
+        if not timestamp.isdigit() or len(nonce) > 64 or len(signature) != 128:
+            raise AuthError("malformed miner auth headers")
+        ts = int(timestamp)
+        # Requests older than the window, or from before this process started, could be replays.
+        if abs(now_ms - ts) > self.max_age_ms or ts < self.started_at_ms - 1000:
+            raise AuthError("miner request timestamp is outside the accepted window (check the clock)")
+        try:
+            request = MinerRequest(
+                miner=miner,
+                method=method.upper(),
+                path=path,
+                timestamp_ms=ts,
+                nonce=nonce,
+                body_sha256=sha256_hex(body),
+            )
+            message = miner_request_bytes(request)
+            sig = bytes.fromhex(signature)
+        except (ValueError, AitbcError):
+            raise AuthError("malformed miner auth headers") from None
+        if not is_valid_signature(miner, self.chain_id, SigningKind.MINER_REQUEST, message, sig):
+            raise AuthError("miner request signature does not verify")
+        replay_key = f"{miner}:{nonce}"
+        if replay_key in self._seen:
+            raise AuthError("replayed miner request (nonce already used)")
+        self._seen[replay_key] = ts
+        while self._seen and next(iter(self._seen.values())) < now_ms - 2 * self.max_age_ms:
+            self._seen.popitem(last=False)
+        return miner

@@ -1,0 +1,41 @@
+"""Settings of ``aitbc coordinator run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from aitbc.runtime.settings import ServiceSettings
+
+DEFAULT_COORDINATOR_PORT = 8011
+
+
+class CoordinatorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AITBC_COORDINATOR_", extra="forbid", frozen=True)
+
+    data_dir: Path
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///DATA_DIR/coordinator.db``. PostgreSQL: ``postgresql+psycopg://…``."""
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_COORDINATOR_PORT, ge=0, le=65535)
+    chain_id: str = "aitbc-devnet"
+    lease_seconds: float = Field(15.0, gt=0)
+    """A claimed job is lost if the miner sends nothing for this long."""
+    max_attempts: int = Field(3, ge=1)
+    default_ttl_seconds: int = Field(600, ge=1)
+    max_ttl_seconds: int = Field(86_400, ge=1)
+    miner_timeout_seconds: float = Field(15.0, gt=0)
+    """A miner that has not been heard from for this long is offline."""
+    max_claim_wait_seconds: float = Field(30.0, gt=0)
+    default_rate_per_second: float = Field(200.0, gt=0)
+    default_burst: int = Field(400, ge=1)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'coordinator.db'}"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "coordinator.key"

@@ -1,0 +1,1 @@
+"""Coordinator persistence: SQLAlchemy Core tables, Alembic migrations, one repository."""

@@ -1,0 +1,35 @@
+"""Prometheus metrics of the coordinator, on its own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class CoordinatorMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.jobs_by_state = Gauge("aitbc_jobs", "Jobs by state", ["state"], registry=r)
+        self.queue_depth = Gauge("aitbc_job_queue_depth", "Jobs waiting for a miner", registry=r)
+        self.jobs_submitted = Counter("aitbc_jobs_submitted", "Jobs accepted", registry=r)
+        self.jobs_finished = Counter("aitbc_jobs_finished", "Jobs that reached a final state", ["state"], registry=r)
+        self.jobs_requeued = Counter("aitbc_jobs_requeued", "Jobs handed back to the queue", registry=r)
+        self.assignment_latency = Histogram(
+            "aitbc_job_assignment_seconds",
+            "Submission to claim by a miner",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "aitbc_job_duration_seconds",
+            "Claim to completed result",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "aitbc_job_tokens_per_second",
+            "Generated tokens per second of compute, per job",
+            buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000, 5000),
+            registry=r,
+        )
+        self.miners_online = Gauge("aitbc_miners_online", "Miners heard from recently", registry=r)
+        self.http_rejections = Counter("aitbc_http_rejections", "Requests refused, by reason", ["reason"], registry=r)

@@ -1,0 +1,104 @@
+"""Request bodies of the coordinator API (pydantic, so they document themselves in /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobParams(Strict):
+    max_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+
+
+class ChatMessageIn(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class JobInputIn(Strict):
+    prompt: str | None = None
+    messages: list[ChatMessageIn] | None = None
+    texts: list[str] | None = None
+
+
+class JobConstraints(Strict):
+    min_vram_gb: float | None = Field(None, ge=0)
+    gpu: str | None = Field(None, max_length=64)
+    region: str | None = Field(None, max_length=32)
+
+
+class JobCreate(Strict):
+    type: Literal["inference", "embedding"]
+    model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+    model_digest: str | None = Field(None, max_length=200)
+    input: JobInputIn
+    params: JobParams = Field(default_factory=lambda: JobParams())
+    max_price: int | None = Field(None, ge=0, le=2**63 - 1, description="Most the client pays, in base units")
+    ttl_seconds: int | None = Field(None, ge=1, description="Give up if no miner starts the job by then")
+    constraints: JobConstraints = Field(default_factory=lambda: JobConstraints())
+
+
+class ServedModelIn(Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+    digest: str = Field(min_length=1, max_length=200)
+    kind: Literal["text", "embedding"]
+    unit_price: int = Field(ge=0, le=2**40, description="Base units per token")
+    context_length: int | None = None
+    dimensions: int | None = None
+
+
+class HardwareIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["gpu", "cpu"]
+    gpu_name: str | None = None
+    vram_gb: float | None = None
+    cpu_model: str | None = None
+    cpu_cores: int | None = None
+    ram_gb: float | None = None
+
+
+class MinerRegistration(Strict):
+    models: list[ServedModelIn] = Field(min_length=1, max_length=64)
+    backend: str = Field(max_length=32)
+    hardware: HardwareIn
+    region: str = Field("", max_length=32)
+    max_concurrency: int = Field(1, ge=1, le=256)
+    version: str = Field("", max_length=32)
+
+
+class ClaimRequest(Strict):
+    wait_seconds: float = Field(20.0, ge=0, le=60)
+
+
+class HeartbeatRequest(Strict):
+    leases: dict[str, str] = Field(default_factory=dict, description="job_id → lease_id of running jobs")
+
+
+class ProgressRequest(Strict):
+    lease_id: str
+    tokens: list[str] = Field(default_factory=list, max_length=4096)
+    first_index: int = Field(0, ge=0)
+
+
+class ResultRequest(Strict):
+    lease_id: str
+    output: dict[str, Any]
+    receipt: dict[str, Any]
+
+
+class FailRequest(Strict):
+    lease_id: str
+    error: str = Field(max_length=4000)
+    retryable: bool = True
+
+
+class ReleaseRequest(Strict):
+    lease_id: str

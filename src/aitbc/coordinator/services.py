@@ -1,0 +1,619 @@
+"""The coordinator's shell around the pure lifecycle and matching rules.
+
+Database calls run off the event loop: writes on one thread (SQLite has one
+writer anyway, and it keeps commits ordered), reads on a small pool. A miner
+waiting for work long-polls on an in-process event that every new or
+requeued job fires, so a claim follows a submission within milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import msgspec
+
+from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
+from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.repo import CoordinatorRepo, Row
+from aitbc.coordinator.events import JobEventBroker
+from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.market.lifecycle import (
+    JobLifecycle,
+    JobRuleViolation,
+    JobState,
+    is_lease_expired,
+    on_cancel,
+    on_claim,
+    on_failure,
+    on_lease_expired,
+    on_progress,
+    on_release,
+    on_result,
+    on_ttl_expired,
+)
+from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel, find_served_model, get_ineligibility
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import AitbcError, NotFound
+from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_output_hash
+from aitbc.protocol.receipt import (
+    Receipt,
+    ReceiptExpectation,
+    compute_receipt_hash,
+    countersign_receipt,
+    verify_receipt,
+)
+
+log = logging.getLogger("aitbc.coordinator")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CLAIM_SCAN_LIMIT = 50
+
+
+class UnknownModel(AitbcError):
+    reason = "unknown_model"
+
+
+class InputTooLarge(AitbcError):
+    reason = "input_too_large"
+
+
+class UnknownMiner(AitbcError):
+    reason = "unknown_miner"
+
+
+class BadResult(AitbcError):
+    reason = "bad_result"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class LiveMiner:
+    offer: MinerOffer
+    registration: dict[str, Any]
+    max_concurrency: int
+    last_seen_ms: int
+    active: set[str] = field(default_factory=set)
+
+
+def lifecycle_from_row(row: Row) -> JobLifecycle:
+    return JobLifecycle(
+        state=JobState(row["state"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        created_at_ms=row["created_at_ms"],
+        expires_at_ms=row["expires_at_ms"],
+        miner=row["miner"],
+        lease_id=row["lease_id"],
+        lease_expires_at_ms=row["lease_expires_at_ms"],
+        assigned_at_ms=row["assigned_at_ms"],
+        started_at_ms=row["started_at_ms"],
+        finished_at_ms=row["finished_at_ms"],
+        error=row["error"],
+    )
+
+
+def lifecycle_changes(job: JobLifecycle) -> Row:
+    return {
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "miner": job.miner,
+        "lease_id": job.lease_id,
+        "lease_expires_at_ms": job.lease_expires_at_ms,
+        "assigned_at_ms": job.assigned_at_ms,
+        "started_at_ms": job.started_at_ms,
+        "finished_at_ms": job.finished_at_ms,
+        "error": job.error,
+    }
+
+
+def requirements_from_row(row: Row) -> JobRequirements:
+    job_input = row["input"]
+    chars = (
+        len(job_input.get("prompt") or "")
+        + sum(len(m["content"]) for m in job_input.get("messages") or [])
+        + sum(len(t) for t in job_input.get("texts") or [])
+    )
+    constraints = row["constraints"] or {}
+    return JobRequirements(
+        job_type=row["type"],
+        model=row["model"],
+        input_chars=chars,
+        max_tokens=int(job_input.get("params", {}).get("max_tokens", 128)),
+        model_digest=row["model_digest"],
+        max_price=row["max_price"],
+        min_vram_gb=constraints.get("min_vram_gb"),
+        gpu=constraints.get("gpu"),
+        region=constraints.get("region"),
+    )
+
+
+def job_view(row: Row) -> dict[str, Any]:
+    """What clients see of a job (never the miner's lease id)."""
+    return {
+        "job_id": row["id"],
+        "type": row["type"],
+        "model": row["model"],
+        "state": row["state"],
+        "attempts": row["attempts"],
+        "max_attempts": row["max_attempts"],
+        "client": row["client"],
+        "miner": row["miner"],
+        "model_digest": row["served_digest"] or row["model_digest"],
+        "input_hash": row["input_hash"],
+        "max_price": row["max_price"],
+        "constraints": row["constraints"],
+        "created_at_ms": row["created_at_ms"],
+        "assigned_at_ms": row["assigned_at_ms"],
+        "started_at_ms": row["started_at_ms"],
+        "finished_at_ms": row["finished_at_ms"],
+        "expires_at_ms": row["expires_at_ms"],
+        "error": row["error"],
+    }
+
+
+def offer_from_registration(address: str, registration: dict[str, Any]) -> MinerOffer:
+    hardware = registration.get("hardware") or {}
+    return MinerOffer(
+        miner=address,
+        models=tuple(
+            ServedModel(m["name"], m["digest"], m["kind"], int(m["unit_price"])) for m in registration.get("models", [])
+        ),
+        region=registration.get("region") or "",
+        gpu_name=hardware.get("gpu_name"),
+        vram_gb=float(hardware.get("vram_gb") or 0.0),
+    )
+
+
+class CoordinatorService:
+    def __init__(
+        self, settings: CoordinatorSettings, repo: CoordinatorRepo, key: KeyPair, metrics: CoordinatorMetrics
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.key = key
+        self.metrics = metrics
+        self.api_keys = ApiKeyAuthenticator(repo)
+        self.miner_auth = MinerRequestVerifier(settings.chain_id, now_ms())
+        self.events = JobEventBroker()
+        self.miners: dict[str, LiveMiner] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="db-read")
+        self._claim_lock = asyncio.Lock()
+        self._work_event = asyncio.Event()
+        self._lease_ms = int(settings.lease_seconds * 1000)
+
+    # -- plumbing ----------------------------------------------------------------
+    async def _write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+
+    async def _read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, lambda: fn(*args, **kwargs))
+
+    def _notify_work(self) -> None:
+        event, self._work_event = self._work_event, asyncio.Event()
+        event.set()
+
+    def load(self) -> None:
+        """Know previously registered miners (offline until they call again)."""
+        for row in self.repo.load_miners():
+            registration = row["registration"]
+            self.miners[row["address"]] = LiveMiner(
+                offer_from_registration(row["address"], registration),
+                registration,
+                int(registration.get("max_concurrency", 1)),
+                last_seen_ms=0,
+            )
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+
+    # -- clients -------------------------------------------------------------------
+    def authenticate_client(self, token: str | None) -> ApiKey:
+        return self.api_keys.authenticate(token, time.monotonic())
+
+    def live_miners(self, at_ms: int | None = None) -> list[LiveMiner]:
+        cutoff = (at_ms or now_ms()) - int(self.settings.miner_timeout_seconds * 1000)
+        return [m for m in self.miners.values() if m.last_seen_ms >= cutoff]
+
+    def served_models(self) -> list[dict[str, Any]]:
+        models: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for miner in self.live_miners():
+            for model in miner.offer.models:
+                entry = models.setdefault(
+                    (model.name, model.kind, model.digest),
+                    {
+                        "name": model.name,
+                        "kind": model.kind,
+                        "digest": model.digest,
+                        "miners": 0,
+                        "min_unit_price": model.unit_price,
+                        "max_unit_price": model.unit_price,
+                    },
+                )
+                entry["miners"] += 1
+                entry["min_unit_price"] = min(entry["min_unit_price"], model.unit_price)
+                entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
+        return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))
+
+    async def submit_job(
+        self,
+        api_key: ApiKey,
+        job_input: JobInput,
+        *,
+        model_digest: str | None,
+        max_price: int | None,
+        ttl_seconds: int | None,
+        constraints: dict[str, Any],
+    ) -> dict[str, Any]:
+        try:
+            check_job_input(job_input)
+        except OverflowError as exc:
+            raise InputTooLarge(str(exc)) from None
+        except ValueError as exc:
+            raise AitbcError(str(exc), reason="invalid_input") from None
+        kind = "embedding" if job_input.type == "embedding" else "text"
+        served = [
+            m
+            for m in self.served_models()
+            if m["name"] == job_input.model
+            and m["kind"] == kind
+            and (model_digest is None or m["digest"] == model_digest)
+        ]
+        if not served:
+            available = sorted({m["name"] for m in self.served_models() if m["kind"] == kind})
+            raise UnknownModel(
+                f"no live miner serves {kind} model {job_input.model!r}"
+                + (f" with digest {model_digest}" if model_digest else "")
+                + f"; available: {', '.join(available) or 'none'}"
+            )
+        ttl = min(ttl_seconds or self.settings.default_ttl_seconds, self.settings.max_ttl_seconds)
+        created = now_ms()
+        row: Row = {
+            "id": "job_" + os.urandom(10).hex(),
+            "api_key_id": api_key.id,
+            "client": api_key.client,
+            "type": job_input.type,
+            "model": job_input.model,
+            "model_digest": model_digest,
+            "input": msgspec.to_builtins(job_input),
+            "input_hash": compute_input_hash(job_input),
+            "max_price": max_price,
+            "constraints": constraints,
+            "state": JobState.QUEUED.value,
+            "attempts": 0,
+            "max_attempts": self.settings.max_attempts,
+            "miner": None,
+            "lease_id": None,
+            "lease_expires_at_ms": None,
+            "expires_at_ms": created + ttl * 1000,
+            "created_at_ms": created,
+            "assigned_at_ms": None,
+            "started_at_ms": None,
+            "finished_at_ms": None,
+            "error": None,
+            "served_digest": None,
+            "result": None,
+        }
+        await self._write(self.repo.insert_job, row)
+        self.metrics.jobs_submitted.inc()
+        view = job_view(row)
+        self.events.publish(row["id"], "status", view)
+        self._notify_work()
+        return view
+
+    async def get_job_row(self, api_key: ApiKey | None, job_id: str) -> Row:
+        row = await self._read(self.repo.get_job, job_id)
+        if row is None or (api_key is not None and row["api_key_id"] != api_key.id):
+            raise NotFound(f"no job {job_id}")
+        return row
+
+    async def list_jobs(
+        self, api_key: ApiKey, state: str | None, model: str | None, limit: int, before: tuple[int, str] | None
+    ) -> list[Row]:
+        return await self._read(self.repo.list_jobs, api_key.id, state, model, limit, before)
+
+    async def cancel_job(self, api_key: ApiKey, job_id: str) -> dict[str, Any]:
+        row = await self.get_job_row(api_key, job_id)
+        job = lifecycle_from_row(row)
+        cancelled = on_cancel(job, now_ms())
+        ok = await self._write(
+            self.repo.update_job_if, job_id, (job.state.value,), job.lease_id, lifecycle_changes(cancelled)
+        )
+        if not ok:
+            raise JobRuleViolation("job changed state while cancelling; retry", reason="conflict")
+        self._release_active(job.miner, job_id)
+        row.update(lifecycle_changes(cancelled))
+        view = job_view(row)
+        self.events.publish(job_id, "status", view, final=True)
+        self.metrics.jobs_finished.labels("cancelled").inc()
+        return view
+
+    async def get_receipt(self, api_key: ApiKey | None, job_id: str) -> dict[str, Any]:
+        row = await self.get_job_row(api_key, job_id)
+        receipt = await self._read(self.repo.get_receipt, job_id)
+        if receipt is None:
+            raise NotFound(f"job {job_id} has no receipt (state: {row['state']})")
+        return {"job_id": job_id, "receipt_hash": receipt["receipt_hash"], "receipt": receipt["receipt"]}
+
+    # -- miners --------------------------------------------------------------------
+    def authenticate_miner(self, headers: dict[str, str | None], method: str, path: str, body: bytes) -> str:
+        return self.miner_auth.verify(
+            headers.get("miner"),
+            headers.get("timestamp"),
+            headers.get("nonce"),
+            headers.get("signature"),
+            method,
+            path,
+            body,
+            now_ms(),
+        )
+
+    def _live(self, miner: str) -> LiveMiner:
+        live = self.miners.get(miner)
+        if live is None:
+            raise UnknownMiner(f"miner {miner} is not registered; register first")
+        live.last_seen_ms = now_ms()
+        return live
+
+    async def register_miner(self, miner: str, registration: dict[str, Any]) -> dict[str, Any]:
+        offer = offer_from_registration(miner, registration)
+        previous = self.miners.get(miner)
+        live = LiveMiner(
+            offer,
+            registration,
+            int(registration.get("max_concurrency", 1)),
+            now_ms(),
+            active=previous.active if previous else set(),
+        )
+        await self._write(self.repo.upsert_miner, miner, registration, live.last_seen_ms)
+        self.miners[miner] = live
+        self.metrics.miners_online.set(len(self.live_miners()))
+        self._notify_work()
+        log.info("miner registered", extra={"miner": miner, "models": [m.name for m in offer.models]})
+        return {
+            "miner": miner,
+            "coordinator": self.key.address,
+            "chain_id": self.settings.chain_id,
+            "lease_seconds": self.settings.lease_seconds,
+            "heartbeat_seconds": self.settings.miner_timeout_seconds / 3,
+        }
+
+    async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
+        """Mark the miner alive and extend the leases of the jobs it says it is still running."""
+        self._live(miner)
+        extended: dict[str, int] = {}
+        lost: list[str] = []
+        for job_id, lease_id in leases.items():
+            try:
+                extended[job_id] = await self._extend_lease(miner, job_id, lease_id)
+            except (JobRuleViolation, NotFound):
+                lost.append(job_id)
+        self.metrics.miners_online.set(len(self.live_miners()))
+        return {"extended": extended, "lost": lost}
+
+    async def _extend_lease(self, miner: str, job_id: str, lease_id: str) -> int:
+        row = await self.get_job_row(None, job_id)
+        job = lifecycle_from_row(row)
+        now = now_ms()
+        progressed = on_progress(job, miner, lease_id, now, self._lease_ms)
+        ok = await self._write(
+            self.repo.update_job_if, job_id, (job.state.value,), lease_id, lifecycle_changes(progressed)
+        )
+        if not ok:
+            raise JobRuleViolation("lease is no longer valid", reason="lease_lost")
+        if job.state != progressed.state:
+            row.update(lifecycle_changes(progressed))
+            self.events.publish(job_id, "status", job_view(row))
+        assert progressed.lease_expires_at_ms is not None
+        return progressed.lease_expires_at_ms
+
+    async def claim(self, miner: str, wait_seconds: float) -> dict[str, Any] | None:
+        live = self._live(miner)
+        deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
+        while True:
+            event = self._work_event
+            if len(live.active) < live.max_concurrency:
+                async with self._claim_lock:
+                    claimed = await self._write(self._try_claim, live, now_ms())
+                if claimed is not None:
+                    return self._on_claimed(live, claimed)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(event.wait(), timeout=remaining)
+            except TimeoutError:
+                return None
+            live.last_seen_ms = now_ms()
+
+    def _try_claim(self, live: LiveMiner, now: int) -> Row | None:
+        models = sorted({m.name for m in live.offer.models})
+        for row in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
+            requirements = requirements_from_row(row)
+            if get_ineligibility(live.offer, requirements) is not None:
+                continue
+            served = find_served_model(live.offer, requirements)
+            assert served is not None
+            claimed = on_claim(lifecycle_from_row(row), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
+            changes = {**lifecycle_changes(claimed), "served_digest": served.digest}
+            if self.repo.update_job_if(row["id"], ("queued",), None, changes):
+                row.update(changes)
+                return row
+        return None
+
+    def _on_claimed(self, live: LiveMiner, row: Row) -> dict[str, Any]:
+        live.active.add(row["id"])
+        self.metrics.assignment_latency.observe((row["assigned_at_ms"] - row["created_at_ms"]) / 1000)
+        self.events.publish(row["id"], "status", job_view(row))
+        served = next(m for m in live.offer.models if m.name == row["model"] and m.digest == row["served_digest"])
+        return {
+            "job": {
+                "job_id": row["id"],
+                "type": row["type"],
+                "model": row["model"],
+                "model_digest": row["served_digest"],
+                "input": row["input"],
+                "input_hash": row["input_hash"],
+                "client": row["client"],
+                "max_price": row["max_price"],
+                "unit_price": served.unit_price,
+                "attempt": row["attempts"],
+                "chain_id": self.settings.chain_id,
+                "coordinator": self.key.address,
+                "assigned_at_ms": row["assigned_at_ms"],
+            },
+            "lease": {
+                "lease_id": row["lease_id"],
+                "expires_at_ms": row["lease_expires_at_ms"],
+                "lease_seconds": self.settings.lease_seconds,
+            },
+        }
+
+    def _release_active(self, miner: str | None, job_id: str) -> None:
+        if miner is not None and miner in self.miners:
+            self.miners[miner].active.discard(job_id)
+
+    async def progress(
+        self, miner: str, job_id: str, lease_id: str, tokens: list[str], first_index: int
+    ) -> dict[str, Any]:
+        self._live(miner)
+        expires = await self._extend_lease(miner, job_id, lease_id)
+        for offset, text in enumerate(tokens):
+            self.events.publish(job_id, "token", {"index": first_index + offset, "text": text})
+        return {"lease_expires_at_ms": expires}
+
+    async def submit_result(
+        self, miner: str, job_id: str, lease_id: str, output: JobOutput, receipt: Receipt
+    ) -> dict[str, Any]:
+        self._live(miner)
+        row = await self.get_job_row(None, job_id)
+        job = lifecycle_from_row(row)
+        now = now_ms()
+        completed = on_result(job, miner, lease_id, now)
+        self._check_output(row, output)
+        verify_receipt(
+            receipt,
+            ReceiptExpectation(
+                chain_id=self.settings.chain_id,
+                job_id=job_id,
+                miner=miner,
+                client=row["client"],
+                coordinator=self.key.address,
+                model=row["model"],
+                model_digest=row["served_digest"],
+                input_hash=row["input_hash"],
+                output_hash=compute_output_hash(output),
+                max_total_price=row["max_price"],
+                earliest_start_ms=row["assigned_at_ms"],
+                latest_finish_ms=now,
+                require_coordinator_signature=False,
+            ),
+        )
+        cosigned = countersign_receipt(receipt, self.key)
+        receipt_json = msgspec.to_builtins(cosigned)
+        receipt_hash = compute_receipt_hash(cosigned)
+        changes = {**lifecycle_changes(completed), "result": msgspec.to_builtins(output)}
+        receipt_row = {
+            "job_id": job_id,
+            "receipt_hash": receipt_hash,
+            "miner": miner,
+            "receipt": receipt_json,
+            "created_at_ms": now,
+        }
+        if not await self._write(self.repo.complete_job, job_id, lease_id, changes, receipt_row):
+            raise JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
+        self._release_active(miner, job_id)
+        row.update(changes)
+        self.metrics.jobs_finished.labels("completed").inc()
+        if row["assigned_at_ms"] is not None:
+            self.metrics.job_duration.observe((now - row["assigned_at_ms"]) / 1000)
+        if receipt.units.compute_ms > 0 and receipt.units.completion_tokens:
+            self.metrics.tokens_per_second.observe(receipt.units.completion_tokens * 1000 / receipt.units.compute_ms)
+        self.events.publish(job_id, "receipt", {"receipt_hash": receipt_hash, "receipt": receipt_json})
+        self.events.publish(job_id, "status", job_view(row), final=True)
+        return {"job_id": job_id, "receipt_hash": receipt_hash, "receipt": receipt_json}
+
+    @staticmethod
+    def _check_output(row: Row, output: JobOutput) -> None:
+        if row["type"] == "inference":
+            if output.text is None or output.vectors_f32:
+                raise BadResult("an inference result must carry text and no vectors")
+            return
+        texts = row["input"].get("texts") or []
+        if output.text is not None or output.dimensions == 0:
+            raise BadResult("an embedding result must carry vectors and no text")
+        if len(output.vectors_f32) != 8 * output.dimensions * len(texts):
+            raise BadResult(f"expected {len(texts)} vectors of {output.dimensions} float32 values")
+
+    async def fail(self, miner: str, job_id: str, lease_id: str, error: str, retryable: bool) -> dict[str, Any]:
+        self._live(miner)
+        row = await self.get_job_row(None, job_id)
+        job = lifecycle_from_row(row)
+        failed = on_failure(job, miner, lease_id, now_ms(), error[:2000], retryable)
+        await self._apply_transition(row, job, failed, expect_lease=lease_id)
+        return job_view(row)
+
+    async def release(self, miner: str, job_id: str, lease_id: str) -> dict[str, Any]:
+        self._live(miner)
+        row = await self.get_job_row(None, job_id)
+        job = lifecycle_from_row(row)
+        released = on_release(job, miner, lease_id, now_ms())
+        await self._apply_transition(row, job, released, expect_lease=lease_id)
+        return job_view(row)
+
+    async def _apply_transition(
+        self, row: Row, before: JobLifecycle, after: JobLifecycle, expect_lease: str | None
+    ) -> None:
+        ok = await self._write(
+            self.repo.update_job_if, row["id"], (before.state.value,), expect_lease, lifecycle_changes(after)
+        )
+        if not ok:
+            raise JobRuleViolation("job changed state concurrently", reason="conflict")
+        self._release_active(before.miner, row["id"])
+        row.update(lifecycle_changes(after))
+        final = after.state in (JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED)
+        self.events.publish(row["id"], "status", job_view(row), final=final)
+        if final:
+            self.metrics.jobs_finished.labels(after.state.value).inc()
+        if after.state == JobState.QUEUED:
+            self.metrics.jobs_requeued.inc()
+            self._notify_work()
+
+    # -- housekeeping --------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Requeue or fail jobs whose lease ran out; expire jobs nobody took in time."""
+        now = now_ms()
+        for row in await self._read(self.repo.jobs_with_expired_leases, now):
+            job = lifecycle_from_row(row)
+            if not is_lease_expired(job, now):
+                continue
+            try:
+                await self._apply_transition(row, job, on_lease_expired(job, now), expect_lease=job.lease_id)
+                log.warning("lease expired", extra={"job_id": row["id"], "miner": job.miner, "state": row["state"]})
+            except JobRuleViolation:
+                continue
+        for row in await self._read(self.repo.jobs_past_ttl, now):
+            job = lifecycle_from_row(row)
+            try:
+                await self._apply_transition(row, job, on_ttl_expired(job, now), expect_lease=None)
+            except JobRuleViolation:
+                continue
+        self.events.prune()
+        counts = await self._read(self.repo.count_by_state)
+        for state in JobState:
+            self.metrics.jobs_by_state.labels(state.value).set(counts.get(state.value, 0))
+        self.metrics.queue_depth.set(counts.get(JobState.QUEUED.value, 0))
+        self.metrics.miners_online.set(len(self.live_miners(now)))

@@ -1,0 +1,350 @@
+"""The miner daemon: register → heartbeat → claim → run the backend → sign the receipt → deliver.
+
+Every request to the coordinator is signed with the miner's key. Work runs
+in worker threads (backends are blocking); generated tokens flow back to the
+event loop and out as progress reports, which also keep the job's lease.
+On shutdown the daemon stops claiming, aborts running jobs and hands them
+back so another miner can take them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import orjson
+
+from aitbc.miner.backends.base import (
+    ChatMessage,
+    GenerationParams,
+    InferenceBackend,
+    ModelInfo,
+)
+from aitbc.protocol.auth import sign_miner_request
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import RemoteError
+from aitbc.protocol.job import JobInput, JobOutput, compute_output_hash, pack_vectors
+from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
+
+log = logging.getLogger("aitbc.miner")
+
+PROGRESS_INTERVAL_S = 0.1
+MAX_BACKOFF_S = 10.0
+
+
+class JobAborted(Exception):
+    """Raised inside the backend's token callback to stop a generation early."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class MinerConfig:
+    coordinator_url: str
+    backend_name: str
+    unit_price: int = 1
+    region: str = ""
+    max_concurrency: int = 1
+    claim_wait_seconds: float = 20.0
+    version: str = "0.1.0"
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _ActiveJob:
+    job_id: str
+    lease_id: str
+    aborted: bool = False
+
+
+class CoordinatorLink:
+    """Signed HTTP calls to the coordinator's miner API."""
+
+    def __init__(self, base_url: str, key: KeyPair, chain_id: str, transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.chain_id = chain_id
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(70.0, connect=5.0), transport=transport
+        )
+
+    async def post(self, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        body = orjson.dumps(payload)
+        headers = sign_miner_request(self.key, self.chain_id, "POST", path, body, now_ms())
+        headers["Content-Type"] = "application/json"
+        response = await self.http.post(path, content=body, headers=headers)
+        if response.status_code == 204:
+            return 204, None
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"error": {"reason": "bad_reply", "message": response.text[:200]}}
+        return response.status_code, data
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def _error_reason(data: Any) -> str:
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return str(data["error"].get("reason", "error"))
+    return "error"
+
+
+class MinerDaemon:
+    def __init__(
+        self, config: MinerConfig, key: KeyPair, backend: InferenceBackend, link: CoordinatorLink | None = None
+    ) -> None:
+        self.config = config
+        self.key = key
+        self.backend = backend
+        self.link = link
+        self.models: list[ModelInfo] = []
+        self.active: dict[str, _ActiveJob] = {}
+        self.completed = 0
+        self._stopping = asyncio.Event()
+        self._registered = asyncio.Event()
+
+    async def _connect(self) -> CoordinatorLink:
+        if self.link is not None:
+            return self.link
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            health = (await http.get(self.config.coordinator_url.rstrip("/") + "/healthz")).json()
+        self.link = CoordinatorLink(self.config.coordinator_url, self.key, str(health["chain_id"]))
+        return self.link
+
+    def registration(self) -> dict[str, Any]:
+        return {
+            "models": [
+                {
+                    "name": m.name,
+                    "digest": m.digest,
+                    "kind": m.kind,
+                    "unit_price": self.config.unit_price,
+                    **({"context_length": m.context_length} if m.context_length else {}),
+                    **({"dimensions": m.dimensions} if m.dimensions else {}),
+                }
+                for m in self.models
+            ],
+            "backend": self.config.backend_name,
+            "hardware": self.config.hardware or {"kind": "cpu"},
+            "region": self.config.region,
+            "max_concurrency": self.config.max_concurrency,
+            "version": self.config.version,
+        }
+
+    async def register(self) -> None:
+        """Register, retrying with backoff until the coordinator answers."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                link = await self._connect()
+                status, data = await link.post("/api/v1/miners/register", self.registration())
+                if status == 200:
+                    self._registered.set()
+                    log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
+                    return
+                raise RemoteError(f"registration refused: {data}", code=status, reason=_error_reason(data))
+            except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+                log.warning("coordinator unreachable; retrying", extra={"error": str(exc), "backoff_s": backoff})
+            await self._sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2) * (0.8 + 0.4 * random.random())
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def run(self) -> None:
+        self.models = await asyncio.to_thread(self.backend.list_models)
+        if not self.models:
+            raise RemoteError("the backend serves no models; nothing to offer", reason="no_models")
+        await self.register()
+        workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
+        heartbeat = asyncio.create_task(self._heartbeat())
+        await self._stopping.wait()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        if self.link is not None:
+            await self.link.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _heartbeat(self) -> None:
+        assert self.link is not None
+        while not self._stopping.is_set():
+            await self._sleep(2.0)
+            try:
+                leases = {a.job_id: a.lease_id for a in self.active.values()}
+                status, data = await self.link.post("/api/v1/miners/heartbeat", {"leases": leases})
+                if status == 403:
+                    await self.register()
+                elif status == 200:
+                    for job_id in data.get("lost", []):
+                        if job_id in self.active:
+                            self.active[job_id].aborted = True
+                            log.warning("lease lost; aborting job", extra={"job_id": job_id})
+            except (httpx.HTTPError, OSError) as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+
+    async def _worker(self, index: int) -> None:
+        assert self.link is not None
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                status, data = await self.link.post(
+                    "/api/v1/miners/claim", {"wait_seconds": self.config.claim_wait_seconds}
+                )
+                backoff = 0.5
+            except (httpx.HTTPError, OSError) as exc:
+                log.warning("claim failed; backing off", extra={"error": str(exc), "worker": index})
+                await self._sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            if status == 204:
+                continue
+            if status == 403:
+                await self.register()
+                continue
+            if status != 200:
+                log.warning("claim refused", extra={"status": status, "reason": _error_reason(data)})
+                await self._sleep(1.0)
+                continue
+            try:
+                await self._run_job(data["job"], data["lease"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job handling failed", extra={"job_id": data["job"]["job_id"]})
+
+    async def _run_job(self, job: dict[str, Any], lease: dict[str, Any]) -> None:
+        assert self.link is not None
+        job_id = job["job_id"]
+        active = _ActiveJob(job_id, lease["lease_id"])
+        self.active[job_id] = active
+        loop = asyncio.get_running_loop()
+        tokens: list[str] = []
+        sent = 0
+
+        def on_token(text: str) -> None:
+            if active.aborted or self._stopping.is_set():
+                raise JobAborted
+            loop.call_soon_threadsafe(tokens.append, text)
+
+        async def push_progress() -> None:
+            nonlocal sent
+            batch = tokens[sent:]
+            status, data = await self.link.post(  # type: ignore[union-attr]
+                f"/api/v1/miners/jobs/{job_id}/progress",
+                {"lease_id": active.lease_id, "tokens": batch, "first_index": sent},
+            )
+            sent += len(batch)
+            if status != 200:
+                active.aborted = True
+                log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": _error_reason(data)})
+
+        try:
+            job_input = msgspec.convert(job["input"], JobInput)
+            await push_progress()  # tells the coordinator the job is running
+            started = now_ms()
+            work = asyncio.create_task(asyncio.to_thread(self._execute, job_input, on_token))
+            while not work.done():
+                await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
+                if len(tokens) > sent and not active.aborted:
+                    await push_progress()
+            output, units = work.result()
+            finished = max(now_ms(), started + units.compute_ms)
+            if active.aborted:
+                return
+            if len(tokens) > sent:
+                await push_progress()
+            receipt = Receipt(
+                chain_id=self.link.chain_id,
+                job_id=job_id,
+                miner=self.key.address,
+                client=job["client"],
+                coordinator=job["coordinator"],
+                model=job["model"],
+                model_digest=job["model_digest"],
+                input_hash=job["input_hash"],
+                output_hash=compute_output_hash(output),
+                units=units,
+                unit_price=job["unit_price"],
+                total_price=compute_total_price(units, job["unit_price"]),
+                started_at_ms=started,
+                finished_at_ms=finished,
+            )
+            receipt = sign_receipt_as_miner(receipt, self.key)
+            status, data = await self.link.post(
+                f"/api/v1/miners/jobs/{job_id}/result",
+                {
+                    "lease_id": active.lease_id,
+                    "output": msgspec.to_builtins(output),
+                    "receipt": msgspec.to_builtins(receipt),
+                },
+            )
+            if status == 200:
+                self.completed += 1
+                log.info(
+                    "job completed",
+                    extra={"job_id": job_id, "tokens": units.completion_tokens, "receipt_hash": data["receipt_hash"]},
+                )
+            else:
+                log.warning("result refused", extra={"job_id": job_id, "status": status, "error": data})
+        except JobAborted:
+            pass
+        except (asyncio.CancelledError, GeneratorExit):
+            active.aborted = True
+            raise
+        except Exception as exc:
+            log.exception("job failed", extra={"job_id": job_id})
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                await self.link.post(
+                    f"/api/v1/miners/jobs/{job_id}/fail",
+                    {"lease_id": active.lease_id, "error": f"{type(exc).__name__}: {exc}", "retryable": True},
+                )
+        finally:
+            self.active.pop(job_id, None)
+            if (active.aborted or self._stopping.is_set()) and self.link is not None:
+                with contextlib.suppress(httpx.HTTPError, OSError):
+                    await asyncio.shield(
+                        self.link.post(f"/api/v1/miners/jobs/{job_id}/release", {"lease_id": active.lease_id})
+                    )
+
+    def _execute(self, job: JobInput, on_token: Any) -> tuple[JobOutput, ReceiptUnits]:
+        """Run the job on the backend (in a worker thread); returns the output and measured units."""
+        started = time.perf_counter()
+        if job.type == "embedding":
+            result = self.backend.embed(job.model, list(job.texts or []))
+            dims, packed = pack_vectors(result.vectors)
+            output = JobOutput(dimensions=dims, vectors_f32=packed)
+            prompt_tokens, completion_tokens = result.prompt_tokens, 0
+        else:
+            params = GenerationParams(
+                max_tokens=job.params.max_tokens,
+                temperature=job.params.temperature_milli / 1000,
+                seed=job.params.seed,
+                stop=tuple(job.params.stop),
+            )
+            messages = None if job.messages is None else [ChatMessage(m.role, m.content) for m in job.messages]  # type: ignore[arg-type]
+            generated = self.backend.generate(
+                job.model, prompt=job.prompt, messages=messages, params=params, on_token=on_token
+            )
+            output = JobOutput(text=generated.text)
+            prompt_tokens, completion_tokens = generated.prompt_tokens, generated.completion_tokens
+        compute_ms = max(1, round((time.perf_counter() - started) * 1000))
+        return output, ReceiptUnits(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, compute_ms=compute_ms
+        )

@@ -1,0 +1,116 @@
+"""AI jobs on the wire: what a client asks for, and what a miner returns.
+
+The coordinator, the miner and the wallet hash the same values the same way:
+``compute_input_hash`` over the canonical encoding of ``JobInput`` (job type,
+model, the input and the generation params) and ``compute_output_hash`` over
+``JobOutput`` (text, or embedding vectors packed as little-endian float32).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+from aitbc.protocol import codec
+from aitbc.protocol.crypto import sha256_hex
+from aitbc.protocol.types import U64, HexBytes, Wire
+
+JobType = Literal["inference", "embedding"]
+JOB_TYPES: Final = ("inference", "embedding")
+
+MAX_PROMPT_CHARS: Final = 32_000
+MAX_MESSAGES: Final = 64
+MAX_EMBED_TEXTS: Final = 256
+MAX_TOKENS_LIMIT: Final = 4096
+
+ModelName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"), Wire.STR]
+Text = Annotated[str, Wire.STR]
+JobId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$"), Wire.STR]
+ClientId = Annotated[str, Meta(min_length=1, max_length=90, pattern=r"^[A-Za-z0-9_-]+$"), Wire.STR]
+"""Who pays: the client's ``ait1…`` address, or its API key id when it has none."""
+ModelDigest = Annotated[str, Meta(min_length=1, max_length=200), Wire.STR]
+"""``sha256:<hex>`` of the exact weights a miner serves."""
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    role: Annotated[str, Meta(pattern=r"^(system|user|assistant)$"), Wire.STR]
+    content: Text
+
+
+class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Generation parameters; temperature is in thousandths (700 = 0.7) so it hashes exactly."""
+
+    max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT), Wire.U64] = 128
+    temperature_milli: Annotated[int, Meta(ge=0, le=2000), Wire.U64] = 0
+    seed: Annotated[int, Meta(ge=0, le=2**31 - 1), Wire.U64] | None = None
+    stop: list[Annotated[str, Meta(min_length=1, max_length=64), Wire.STR]] = msgspec.field(default_factory=list)
+
+
+class JobInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Exactly what the miner must run: one of prompt / messages (inference) or texts (embedding)."""
+
+    type: Annotated[str, Meta(pattern=r"^(inference|embedding)$"), Wire.STR]
+    model: ModelName
+    prompt: Text | None = None
+    messages: list[Message] | None = None
+    texts: list[Text] | None = None
+    params: Params = msgspec.field(default_factory=Params)
+
+
+class JobOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    text: Text | None = None
+    dimensions: U64 = 0
+    vectors_f32: HexBytes = ""
+    """All vectors concatenated, each value a little-endian IEEE-754 float32."""
+
+
+def check_job_input(job: JobInput) -> None:
+    """Shape rules a request must meet before it becomes a job; raises ValueError with the reason."""
+    if job.type == "inference":
+        if (job.prompt is None) == (job.messages is None):
+            raise ValueError("an inference job needs exactly one of input.prompt or input.messages")
+        if job.texts is not None:
+            raise ValueError("input.texts is only for embedding jobs")
+        if job.prompt is not None and not job.prompt.strip():
+            raise ValueError("input.prompt is empty")
+        if job.messages is not None and not 1 <= len(job.messages) <= MAX_MESSAGES:
+            raise ValueError(f"input.messages must hold 1..{MAX_MESSAGES} messages")
+        size = len(job.prompt or "") + sum(len(m.content) for m in job.messages or [])
+    else:
+        if job.texts is None or job.prompt is not None or job.messages is not None:
+            raise ValueError("an embedding job needs input.texts (a list of strings) and nothing else")
+        if not 1 <= len(job.texts) <= MAX_EMBED_TEXTS:
+            raise ValueError(f"input.texts must hold 1..{MAX_EMBED_TEXTS} strings")
+        size = sum(len(t) for t in job.texts)
+    if size > MAX_PROMPT_CHARS:
+        raise OverflowError(f"input is {size} characters; the limit is {MAX_PROMPT_CHARS}")
+
+
+def compute_input_hash(job: JobInput) -> str:
+    return sha256_hex(codec.encode(job))
+
+
+def pack_vectors(vectors: list[list[float]]) -> tuple[int, str]:
+    """(dimensions, hex of packed float32) — the exact bytes both sides hash."""
+    if not vectors:
+        return 0, ""
+    dims = len(vectors[0])
+    if any(len(v) != dims for v in vectors):
+        raise ValueError("all vectors must have the same dimension")
+    flat = [x for v in vectors for x in v]
+    return dims, struct.pack(f"<{len(flat)}f", *flat).hex()
+
+
+def unpack_vectors(dimensions: int, vectors_f32: str) -> list[list[float]]:
+    raw = bytes.fromhex(vectors_f32)
+    if not raw:
+        return []
+    values = struct.unpack(f"<{len(raw) // 4}f", raw)
+    return [list(values[i : i + dimensions]) for i in range(0, len(values), dimensions)]
+
+
+def compute_output_hash(output: JobOutput) -> str:
+    return sha256_hex(codec.encode(output))
