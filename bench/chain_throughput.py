@@ -149,6 +149,22 @@ def rpc(port: int, method: str, *params: Any, timeout: float = 30.0) -> Any:
     return reply["result"]
 
 
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The node's Prometheus metrics without labels, name -> value."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            out[name] = float(value)
+    return out
+
+
 def wait_ready(port: int, node: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,17 +179,52 @@ def wait_ready(port: int, node: subprocess.Popen[bytes], timeout: float = 60.0) 
 
 
 def cpu_seconds_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of a process and all its live descendants (the node's signature workers)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process, plus ``worker processes`` for all its descendants."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (task / "comm").read_text().strip()
+        except FileNotFoundError:
+            continue
+        # Python 3.11 does not name OS threads: "main" is the event loop, the rest are pool threads
+        name = "event loop" if task.name == str(pid) else "other threads"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    children = cpu_seconds_of(pid) - sum(out.values())
+    if children > 0:
+        out["worker processes"] = children
+    return out
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds spent non-idle by the whole machine so far (all processes, all cores)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 # -- client workers --------------------------------------------------------------------------------------------
 _BODIES: list[bytes] = []  # filled before fork; workers read their share from here
 
 
-def _worker(
-    port: int, indices: list[int], start: Any, results: Any, ready: Any
-) -> None:  # runs in a forked process
+def _worker(port: int, indices: list[int], start: Any, results: Any, ready: Any) -> None:  # runs in a forked process
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     conn.connect()
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -241,14 +292,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--txs", type=int, default=50_000)
     parser.add_argument("--accounts", type=int, default=1_000)
     parser.add_argument("--batch", type=int, default=500, help="txs per JSON-RPC batch")
     parser.add_argument("--workers", type=int, default=2, help="client processes posting batches")
     parser.add_argument("--block-time-ms", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="smoke run: 5,000 txs from 500 accounts")
-    parser.add_argument("--profile", type=Path, help="run the node under py-spy; write collapsed stacks here")
+    parser.add_argument("--profile", type=Path, help="sample the node with py-spy while timed; collapsed stacks here")
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir and node log")
     args = parser.parse_args()
     if args.quick:
@@ -256,14 +307,15 @@ def main() -> int:
     if args.txs % args.accounts:
         parser.error("--txs must be a multiple of --accounts")
     per_account = args.txs // args.accounts
+    cores = os.cpu_count() or 1
 
     print(f"== chain throughput: {args.txs:,} transfers from {args.accounts:,} accounts ==", flush=True)
-    verify_rate = measure_verify_rate()
-    print(f"raw Ed25519 verify (PyNaCl, 1 thread, 150-byte msgs): {verify_rate:,.0f}/s", flush=True)
+    verify_before = measure_verify_rate()
+    print(f"raw Ed25519 verify (PyNaCl, 1 thread, 150-byte msgs): {verify_before:,.0f}/s", flush=True)
 
     t = time.perf_counter()
     keys = account_keys(args.accounts)
-    txs = presign(args.accounts, per_account, os.cpu_count() or 1)
+    txs = presign(args.accounts, per_account, cores)
     global _BODIES
     _BODIES = make_batches(txs, args.batch)
     print(f"pre-signed {len(txs):,} txs into {len(_BODIES)} batches in {time.perf_counter() - t:.1f}s", flush=True)
@@ -279,23 +331,13 @@ def main() -> int:
     rpc_port, ws_port, p2p_port = free_ports(3)
     cmd = [sys.executable, "-m", "aitbc", "node", "run", "--data-dir", str(data_dir)]
     cmd += ["--rpc-port", str(rpc_port), "--ws-port", str(ws_port), "--p2p-port", str(p2p_port)]
-    if os.environ.get("BENCH_NODE_SETUP"):  # TEMP experiment hook
-        code = os.environ["BENCH_NODE_SETUP"] + "; import runpy; sys.argv = " + repr(["aitbc", *cmd[3:]]) + "; runpy.run_module('aitbc', run_name='__main__')"
-        cmd = [sys.executable, "-c", "import sys; " + code]
-    if args.profile:
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        cmd = [py_spy, "record", "--format", "raw", "--rate", "200", "--threads", "-o", str(args.profile), "--", *cmd]
     log_path = tmp / "node.log"
     with log_path.open("wb") as log_file:
         node = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-    node_pid = node.pid
+    profiler: subprocess.Popen[bytes] | None = None
     rc: int | None = None
     try:
         wait_ready(rpc_port, node)
-        if args.profile:  # the python child of py-spy
-            children = Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split()
-            node_pid = int(children[0]) if children else node.pid
-
         watcher = Watcher(ws_port, args.txs)
         watch_thread = threading.Thread(target=watcher.run, daemon=True)
         watch_thread.start()
@@ -311,8 +353,32 @@ def main() -> int:
             p.start()
         for _ in procs:
             ready.get(timeout=60)
+        if args.profile:
+            py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            profiler = subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(node.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--threads",
+                    "--nonblocking",
+                    "-o",
+                    str(args.profile),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # let py-spy attach
 
-        node_cpu0 = cpu_seconds_of(node_pid)
+        metrics0 = scrape_metrics(rpc_port)
+        node_cpu0 = cpu_seconds_of(node.pid)
+        threads0 = cpu_by_thread(node.pid)
+        busy0 = busy_cpu_seconds()
         self_cpu0 = time.process_time()
         t0 = time.monotonic()
         start.set()
@@ -330,14 +396,20 @@ def main() -> int:
         if watcher.committed >= watcher.target:
             watcher.done.set()
         watcher.done.wait(timeout=60 + args.txs / 1000)
+        node_cpu = cpu_seconds_of(node.pid) - node_cpu0
+        threads1 = cpu_by_thread(node.pid)
+        busy = busy_cpu_seconds() - busy0
+        client_cpu += time.process_time() - self_cpu0
         watcher.done.set()
         watch_thread.join(5)
         t_end = max((b[2] for b in watcher.blocks), default=time.monotonic())
-        node_cpu = cpu_seconds_of(node_pid) - node_cpu0
-        client_cpu += time.process_time() - self_cpu0
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
         if watcher.error:
             raise watcher.error
 
+        metrics1 = scrape_metrics(rpc_port)
         # Which block committed which tx: read back after the run, so it costs the measurement nothing.
         sent_at: dict[tuple[str, int], float] = {}
         for idx, t_send, _t_recv, _errs, _first in batches:
@@ -352,7 +424,7 @@ def main() -> int:
                 if sent is not None:
                     latencies.append(arrival[height] - sent)
 
-        # Stop the node and check it ends cleanly.
+        # Stop the node the way an operator does (Ctrl-C) and check it ends cleanly.
         node.send_signal(signal.SIGINT)
         try:
             rc = node.wait(timeout=60)
@@ -360,14 +432,17 @@ def main() -> int:
             node.kill()
             rc = node.wait()
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+        for proc in (profiler, node):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
+    verify_after = measure_verify_rate()
+    verify_rate = max(verify_before, verify_after)
     log_text = log_path.read_text(errors="replace")
     stopped_cleanly = rc == 0 and '"node stopped"' in log_text
     committed = watcher.committed
@@ -377,16 +452,20 @@ def main() -> int:
     submit_elapsed = t_submitted - t0
     rtts = [b[2] - b[1] for b in batches]
     first_errors = sorted({b[4] for b in batches if b[4]})
+    window = max(1e-9, elapsed)
+    others = max(0.0, busy - node_cpu - client_cpu)
+    ratio = tps / verify_rate
+    verdict = "MEETS" if ratio >= 0.5 else "BELOW"
 
     print()
     print("-- result --")
     print(f"committed           {committed:,} / {args.txs:,} txs  (rejected at submit: {rejected:,})")
-    print(f"committed tx/s      {tps:,.0f}   (first submit → last commit: {elapsed:.2f}s)")
+    print(f"committed tx/s      {tps:,.0f}   (first submit -> last commit: {elapsed:.2f}s)")
     print(f"submit rate         {args.txs / submit_elapsed:,.0f} tx/s accepted over RPC ({submit_elapsed:.2f}s)")
     if latencies:
         print(
-            f"latency submit→commit  p50 {pct(latencies, 50) * 1000:,.0f} ms   p99 {pct(latencies, 99) * 1000:,.0f} ms"
-            f"   max {max(latencies) * 1000:,.0f} ms   (n={len(latencies):,})"
+            f"latency             p50 {pct(latencies, 50) * 1000:,.0f} ms   p99 {pct(latencies, 99) * 1000:,.0f} ms"
+            f"   max {max(latencies) * 1000:,.0f} ms   (submit -> commit event, n={len(latencies):,})"
         )
     print(
         f"batch round trip    p50 {statistics.median(rtts) * 1000:,.0f} ms   p99 {pct(rtts, 99) * 1000:,.0f} ms"
@@ -396,15 +475,35 @@ def main() -> int:
         f"blocks              {len(counts)} with txs; txs/block mean {statistics.mean(counts) if counts else 0:,.0f}"
         f"  min {min(counts, default=0):,}  max {max(counts, default=0):,}"
     )
-    print(f"raw verify rate     {verify_rate:,.0f}/s  (1 core, PyNaCl crypto_sign_open, 150-byte msgs)")
-    ratio = tps / verify_rate
-    verdict = "MEETS" if ratio >= 0.5 else "BELOW"
-    print(f"ratio               {ratio:.2f} of the single-core verify rate  ({verdict} target ≥ 0.50)")
-    cores = os.cpu_count() or 1
+    n_blocks = metrics1["aitbc_block_build_seconds_count"] - metrics0["aitbc_block_build_seconds_count"]
+    build_s = metrics1["aitbc_block_build_seconds_sum"] - metrics0["aitbc_block_build_seconds_sum"]
     print(
-        f"CPU during the run  node {node_cpu / elapsed * 100:.0f}%  client {client_cpu / elapsed * 100:.0f}%"
-        f"  (of one core; {cores} cores = {cores * 100}%; client share of all CPU used"
-        f" {client_cpu / max(1e-9, client_cpu + node_cpu) * 100:.0f}%)"
+        f"block production    {build_s / max(1, n_blocks) * 1000:,.0f} ms mean to build + persist + apply a block"
+        f" ({n_blocks:.0f} blocks, {build_s / max(1e-9, elapsed) * 100:.0f}% of the run's wall time)"
+    )
+    print(
+        f"raw verify rate     {verify_rate:,.0f}/s  (best of before {verify_before:,.0f} / after {verify_after:,.0f};"
+        " 1 thread, PyNaCl crypto_sign_open, 150-byte msgs)"
+    )
+    print(f"ratio               {ratio:.2f} x the single-core verify rate  ({verdict} target >= 0.50)")
+    print(
+        f"node CPU            {node_cpu / window * 100:.0f}% of one core, {node_cpu / max(1, committed) * 1e6:,.0f} us"
+        " per committed tx (node process and its workers)"
+    )
+    split = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
+    split = {k: v for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+    print(
+        "node CPU by thread  "
+        + ", ".join(f"{k} {v / max(1e-9, node_cpu) * 100:.0f}%" for k, v in split.items())
+        + " of the node's CPU"
+    )
+    print(
+        f"client CPU          {client_cpu / window * 100:.0f}% of one core"
+        f" ({client_cpu / max(1e-9, client_cpu + node_cpu) * 100:.0f}% of the CPU node + client used)"
+    )
+    print(
+        f"other processes     {others / window * 100:.0f}% of one core during the run"
+        f" (machine busy {busy / window / cores * 100:.0f}% of {cores} cores)"
     )
     print(f"node exit           rc={rc}  {'clean (node stopped logged)' if stopped_cleanly else 'NOT CLEAN'}")
     if first_errors:
@@ -414,6 +513,8 @@ def main() -> int:
         f"block time {args.block_time_ms} ms, batch {args.batch}, {args.workers} client worker processes, "
         f"{args.accounts} accounts x {per_account} txs"
     )
+    if args.profile:
+        print(f"profile             {args.profile} (py-spy, collapsed stacks, timed window only)")
     if args.keep:
         print(f"data dir and node log kept in {tmp}")
     else:

@@ -46,9 +46,15 @@ def free_ports(n: int) -> list[int]:
     return sorted(ports)
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: no AITBC_* settings leaking in from the developer's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")}
+    return {**env, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb", **extra}
+
+
 def run_cli(*args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m aitbc ARGS`` as a subprocess (wide terminal so rich does not wrap lines)."""
-    full_env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb", **(env or {})}
+    full_env = clean_env(**(env or {}))
     return subprocess.run(
         [PYTHON, "-m", "aitbc", *args], capture_output=True, text=True, timeout=timeout, env=full_env, check=False
     )
@@ -94,6 +100,11 @@ class NodeProcess:
         return f"ws://127.0.0.1:{self.ws_port}/ws"
 
     @property
+    def faucet_key(self) -> KeyPair:
+        """The funded genesis key (``DATA_DIR/faucet.key``)."""
+        return self.faucet
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
@@ -135,6 +146,7 @@ class NodeProcess:
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env=clean_env(),
                 )
             try:
                 self._wait_healthy()
@@ -310,15 +322,18 @@ def node_process(tmp_path: Path) -> Iterator[NodeFactory]:
     assert not errors, "\n".join(errors)
 
 
-@pytest.fixture(scope="module")
-def module_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    """One node shared by a test module (tests use the faucet's pending nonce, so they can share it)."""
+@pytest.fixture(scope="session")
+def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """One node for every test that only needs *a* node (tests take the faucet's pending nonce, so they can share).
+
+    Starting a node costs an interpreter start-up and imports; sharing one keeps the suite fast.
+    """
     node = _launch(tmp_path_factory.mktemp("node"), "node", BLOCK_TIME_MS)
     yield node
     node.teardown()
 
 
 @pytest.fixture
-def client(module_node: NodeProcess) -> Iterator[NodeClient]:
-    with module_node.client() as c:
+def client(shared_node: NodeProcess) -> Iterator[NodeClient]:
+    with shared_node.client() as c:
         yield c

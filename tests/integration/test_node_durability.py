@@ -35,6 +35,7 @@ def assert_linked(chain: list[dict[str, Any]]) -> None:
 
 
 def test_restart_keeps_everything(node_process: Any) -> None:
+    """SIGTERM + start keeps every block, tx, balance and nonce; a tampered database is refused."""
     node = node_process()
     alice, bob = KeyPair.generate(), KeyPair.generate()
     with node.client() as client:
@@ -79,6 +80,24 @@ def test_restart_keeps_everything(node_process: Any) -> None:
         status = client.wait_for_tx(more)
         assert status["status"] == "committed" and status["height"] > head["height"]
         assert client.get_account(alice.address)["nonce"] == 6
+
+    # a database whose accounts do not match its head's state root is refused, not served
+    assert node.stop() == 0
+    with sqlite3.connect(node.data_dir / "chain.db") as conn:
+        updated = conn.execute("UPDATE accounts SET balance = balance + 1 WHERE address = ?", (bob.address,))
+        assert updated.rowcount == 1
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "aitbc", "node", "run", "--data-dir", str(node.data_dir)),
+            *("--rpc-port", str(node.rpc_port), "--ws-port", str(node.ws_port), "--p2p-port", str(node.p2p_port)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "do not match the state root" in run.stdout + run.stderr
 
 
 class Load(threading.Thread):
@@ -128,8 +147,12 @@ def test_kill_9_under_load_loses_no_committed_tx(node_process: Any) -> None:
 
     committed: dict[str, tuple[int, int]] = {}
     block_hashes: dict[int, str] = {}
-    kill_at = time.monotonic() + random.uniform(1.5, 2.5)
-    while time.monotonic() < kill_at:
+    started = time.monotonic()
+    kill_at: float | None = None
+    while kill_at is None or time.monotonic() < kill_at:
+        if kill_at is None and len(committed) >= 50 and time.monotonic() - started > 1.0:
+            kill_at = time.monotonic() + random.uniform(0.0, 0.5)  # somewhere in the middle of the next block(s)
+        assert time.monotonic() - started < 30, f"only {len(committed)} txs committed under load in 30s"
         assert load.is_alive() or load.error is None, load.error
         pending = [h for h in list(load.sent) if h not in committed]
         if pending:
@@ -146,7 +169,7 @@ def test_kill_9_under_load_loses_no_committed_tx(node_process: Any) -> None:
     assert not load.is_alive()
     assert load.error is None, load.error
     client.close()
-    assert len(committed) >= 25, f"only {len(committed)} txs committed before the kill"
+    assert len(committed) >= 50
     assert node.proc.returncode == -9
 
     node.start(keep_ports=True)  # refuses to start if the stored state does not match its head's state root
@@ -200,44 +223,3 @@ def _resumed_height(node: Any) -> int:
     lines = [line for line in node.log_text().splitlines() if '"resumed chain"' in line]
     assert lines, "the node did not log where it resumed"
     return int(orjson.loads(lines[-1])["height"])
-
-
-def test_tampered_state_is_refused(node_process: Any) -> None:
-    node = node_process()
-    alice = KeyPair.generate()
-    with node.client() as client:
-        node.fund(client, {alice.address: 3_000_000})
-    assert node.stop() == 0
-    db = node.data_dir / "chain.db"
-    with sqlite3.connect(db) as conn:
-        updated = conn.execute("UPDATE accounts SET balance = balance + 1 WHERE address = ?", (alice.address,))
-        assert updated.rowcount == 1
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aitbc",
-            "node",
-            "run",
-            "--data-dir",
-            str(node.data_dir),
-            "--rpc-port",
-            str(node.rpc_port),
-            "--ws-port",
-            str(node.ws_port),
-            "--p2p-port",
-            str(node.p2p_port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert run.returncode != 0
-    assert "state root" in (run.stdout + run.stderr)
-    # undo the tampering: the node starts again at the same chain
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE accounts SET balance = balance - 1 WHERE address = ?", (alice.address,))
-    node.start(keep_ports=True)
-    with node.client() as client:
-        assert client.get_account(alice.address)["balance"] == 3_000_000

@@ -25,8 +25,8 @@ def assert_still_serving(node: Any) -> None:
     assert reply.status_code == 200 and reply.json()["height"] >= 0
 
 
-def test_post_tx_lands_in_a_block(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_post_tx_lands_in_a_block(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     faucet, validator = node.faucet, node.validator.address
     carol = KeyPair.generate()
     before = get(node, f"/v1/accounts/{faucet.address}").json()
@@ -82,8 +82,8 @@ def test_post_tx_lands_in_a_block(module_node: Any, client: NodeClient) -> None:
     assert not is_valid_account_proof(proof["state_root"], carol.address, forged, proof_from_json(proof["proof"]))
 
 
-def test_post_tx_rejections(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_post_tx_rejections(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     nonce = client.next_nonce(node.faucet.address)
     target = KeyPair.generate().address
     cases = [
@@ -106,8 +106,8 @@ def test_post_tx_rejections(module_node: Any, client: NodeClient) -> None:
     assert get(node, f"/v1/accounts/{target}").json()["balance"] == 0
 
 
-def test_rest_errors(module_node: Any) -> None:
-    node = module_node
+def test_rest_errors(shared_node: Any) -> None:
+    node = shared_node
     for path in ("/v1/accounts/ait1notanaddress", "/v1/accounts/bob/proof", "/v1/accounts/" + "q" * 63):
         reply = get(node, path)
         assert reply.status_code == 400, path
@@ -129,8 +129,8 @@ def test_rest_errors(module_node: Any) -> None:
     assert_still_serving(node)
 
 
-def test_head_chain_healthz_openapi(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_head_chain_healthz_openapi(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     health = get(node, "/healthz")
     assert health.status_code == 200
     body = health.json()
@@ -154,8 +154,8 @@ def _metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-def test_metrics(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_metrics(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     start_height = client.get_head()["height"]
     # a few txs so the tx rate is not zero
     nonce = client.next_nonce(node.faucet.address)

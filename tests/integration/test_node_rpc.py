@@ -31,9 +31,9 @@ def assert_still_serving(node: Any) -> None:
     assert body["result"]["height"] >= 0
 
 
-def test_seed_get_head_call(module_node: Any) -> None:
+def test_seed_get_head_call(shared_node: Any) -> None:
     body = b'{"jsonrpc":"2.0","method":"get_head","params":[],"id":1}'
-    reply = post(module_node, content=body)
+    reply = post(shared_node, content=body)
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("application/json")
     answer = reply.json()
@@ -44,12 +44,12 @@ def test_seed_get_head_call(module_node: Any) -> None:
     assert isinstance(head["height"], int) and head["height"] >= 0
     assert len(head["hash"]) == 64 and int(head["hash"], 16) >= 0
     assert isinstance(head["time"], float | int) and head["time"] > 1_600_000_000
-    assert head["chain_id"] == module_node.chain_id
-    assert head["proposer"] == module_node.validator.address
+    assert head["chain_id"] == shared_node.chain_id
+    assert head["proposer"] == shared_node.validator.address
 
 
-def test_send_tx_commits_with_fee_to_validator(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_send_tx_commits_with_fee_to_validator(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     faucet, validator = node.faucet, node.validator.address
     alice, bob = KeyPair.generate(), KeyPair.generate()
     before_faucet = client.get_account(faucet.address)
@@ -107,8 +107,8 @@ def test_send_tx_commits_with_fee_to_validator(module_node: Any, client: NodeCli
     assert account is not None and account.nonce == 1
 
 
-def test_batch_mixed_methods(module_node: Any) -> None:
-    node = module_node
+def test_batch_mixed_methods(shared_node: Any) -> None:
+    node = shared_node
     batch = [
         {"jsonrpc": "2.0", "method": "get_head", "params": [], "id": 1},
         {"jsonrpc": "2.0", "method": "get_chain_info", "id": "two"},
@@ -135,8 +135,8 @@ def test_batch_mixed_methods(module_node: Any) -> None:
     assert by_id[8]["error"]["code"] == -32602
 
 
-def test_batch_of_many_send_tx(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_batch_of_many_send_tx(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     faucet = node.faucet
     stranger = KeyPair.generate()
     recipients = [KeyPair.generate().address for _ in range(10)]
@@ -178,8 +178,8 @@ def test_batch_of_many_send_tx(module_node: Any, client: NodeClient) -> None:
     assert positions == sorted(positions)
 
 
-def test_notifications_get_no_reply(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_notifications_get_no_reply(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     reply = post(node, {"jsonrpc": "2.0", "method": "get_head", "params": []})
     assert reply.status_code == 204 and reply.content == b""
     # an unknown method as a notification is silent too
@@ -245,8 +245,8 @@ def _call(method: str, params: str) -> bytes:
         pytest.param(_call("get_tx", '["' + "ef" * 32 + '"]'), -32004, 1, id="unknown-tx"),
     ],
 )
-def test_error_codes(module_node: Any, body: bytes, code: int, id_: Any) -> None:
-    reply = post(module_node, content=body)
+def test_error_codes(shared_node: Any, body: bytes, code: int, id_: Any) -> None:
+    reply = post(shared_node, content=body)
     assert reply.status_code == 200
     answer = reply.json()
     assert isinstance(answer, dict), answer
@@ -255,17 +255,17 @@ def test_error_codes(module_node: Any, body: bytes, code: int, id_: Any) -> None
     assert isinstance(answer["error"]["message"], str) and answer["error"]["message"]
     assert "result" not in answer
     assert answer["id"] == id_
-    assert_still_serving(module_node)
+    assert_still_serving(shared_node)
 
 
-def test_batch_with_invalid_members(module_node: Any) -> None:
-    reply = post(module_node, content=b'[1, {"jsonrpc":"2.0","method":"get_head","id":2}, "x"]')
+def test_batch_with_invalid_members(shared_node: Any) -> None:
+    reply = post(shared_node, content=b'[1, {"jsonrpc":"2.0","method":"get_head","id":2}, "x"]')
     answers = reply.json()
     assert [a.get("id") for a in answers] == [None, 2, None]
     assert answers[0]["error"]["code"] == -32600
     assert answers[1]["result"]["height"] >= 0
     assert answers[2]["error"]["code"] == -32600
-    assert_still_serving(module_node)
+    assert_still_serving(shared_node)
 
 
 def _send_raw(node: Any, tx: dict[str, Any]) -> dict[str, Any]:
@@ -276,8 +276,8 @@ def _send_raw(node: Any, tx: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def test_rejected_txs_carry_machine_reasons(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_rejected_txs_carry_machine_reasons(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     faucet = node.faucet
     bob = KeyPair.generate()
     nonce = client.next_nonce(faucet.address)
@@ -329,36 +329,36 @@ def test_rejected_txs_carry_machine_reasons(module_node: Any, client: NodeClient
     assert client.get_account(bob.address)["balance"] == 20
 
 
-def test_oversized_body_is_413_and_node_survives(module_node: Any) -> None:
+def test_oversized_body_is_413_and_node_survives(shared_node: Any) -> None:
     body = b'{"jsonrpc":"2.0","method":"get_head","params":["' + b"x" * (16 * 1024 * 1024) + b'"],"id":1}'
     assert len(body) > 16 * 1024 * 1024
     try:
-        reply = post(module_node, content=body)
+        reply = post(shared_node, content=body)
     except httpx.TransportError:  # pragma: no cover - the server may close before reading it all
         pytest.fail("the node reset the connection instead of answering 413")
     assert reply.status_code == 413
     assert reply.json()["error"]["code"] == -32600
-    assert_still_serving(module_node)
+    assert_still_serving(shared_node)
 
 
-def test_get_tx_of_pending_and_chain_info(module_node: Any, client: NodeClient) -> None:
+def test_get_tx_of_pending_and_chain_info(shared_node: Any, client: NodeClient) -> None:
     info = client.get_chain_info()
-    assert info["chain_id"] == module_node.chain_id
+    assert info["chain_id"] == shared_node.chain_id
     assert info["consensus"] == "poa"
     assert info["block_time_ms"] == 200
     assert len(info["genesis_hash"]) == 64
     genesis = client.get_block(0)
     assert genesis["height"] == 0 and genesis["txs"] == []
     # a future-nonce tx waits in the mempool: get_tx reports it pending
-    nonce = client.next_nonce(module_node.faucet.address)
-    gap = module_node.transfer(module_node.faucet, KeyPair.generate().address, 5, nonce + 5)
+    nonce = client.next_nonce(shared_node.faucet.address)
+    gap = shared_node.transfer(shared_node.faucet, KeyPair.generate().address, 5, nonce + 5)
     gap_hash = client.send_tx(gap)
     pending = client.call("get_tx", gap_hash)
     assert pending["status"] == "pending" and pending["tx"] == msgspec.to_builtins(gap)
     assert client.get_tx_status(gap_hash)["status"] == "pending"
     # fill the gap so the module's later tests start from a clean mempool
     fill = [
-        client.send_tx(module_node.transfer(module_node.faucet, KeyPair.generate().address, 5, nonce + i))
+        client.send_tx(shared_node.transfer(shared_node.faucet, KeyPair.generate().address, 5, nonce + i))
         for i in range(5)
     ]
-    module_node.wait_committed(client, [*fill, gap_hash])
+    shared_node.wait_committed(client, [*fill, gap_hash])

@@ -56,8 +56,8 @@ def subscribe(conn: ClientConnection, topics: list[str], id_: Any = 1, method: s
     return reply_to(conn, id_)
 
 
-def test_subscribe_receives_blocks_and_txs_in_seq_order(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_subscribe_receives_blocks_and_txs_in_seq_order(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     with ws(node) as conn:
         ack = subscribe(conn, ["new_blocks", "new_txs"], id_="s1")
         assert ack == {"id": "s1", "result": {"subscribed": ["new_blocks", "new_txs"]}}
@@ -96,8 +96,8 @@ def test_subscribe_receives_blocks_and_txs_in_seq_order(module_node: Any, client
     assert sum(b["tx_count"] for b in blocks if b["height"] in committed_in) >= len(hashes)
 
 
-def test_unsubscribe_stops_events(module_node: Any, client: NodeClient) -> None:
-    with ws(module_node) as conn:
+def test_unsubscribe_stops_events(shared_node: Any, client: NodeClient) -> None:
+    with ws(shared_node) as conn:
         subscribe(conn, ["new_blocks"])
         first = recv(conn, timeout=3)
         assert first["method"] == "new_blocks" and first["seq"] == 1
@@ -106,11 +106,11 @@ def test_unsubscribe_stops_events(module_node: Any, client: NodeClient) -> None:
         assert reply_to(conn, 2, events) == {"id": 2, "result": {"subscribed": []}}
         height_at_unsubscribe = client.get_head()["height"]
         # nothing more arrives while several blocks (and a tx) are produced
-        tx = module_node.transfer(
-            module_node.faucet, KeyPair.generate().address, 1, client.next_nonce(module_node.faucet.address)
+        tx = shared_node.transfer(
+            shared_node.faucet, KeyPair.generate().address, 1, client.next_nonce(shared_node.faucet.address)
         )
         client.wait_for_tx(client.send_tx(tx))
-        module_node.wait_for_height(client, height_at_unsubscribe + 3)
+        shared_node.wait_for_height(client, height_at_unsubscribe + 3)
         with pytest.raises(TimeoutError):
             conn.recv(timeout=3 * BLOCK_TIME)
         # subscribing again resumes, and seq keeps counting for this connection
@@ -138,8 +138,8 @@ def test_unsubscribe_stops_events(module_node: Any, client: NodeClient) -> None:
         pytest.param('{"method":"subscribe","params":[1],"id":9}', -32602, id="topic-not-a-string"),
     ],
 )
-def test_garbage_gets_an_error_and_connection_stays_usable(module_node: Any, message: str | bytes, code: int) -> None:
-    with ws(module_node) as conn:
+def test_garbage_gets_an_error_and_connection_stays_usable(shared_node: Any, message: str | bytes, code: int) -> None:
+    with ws(shared_node) as conn:
         for _ in range(2):  # twice: the first error did not break anything
             send(conn, message)
             answer = recv(conn)
@@ -151,19 +151,19 @@ def test_garbage_gets_an_error_and_connection_stays_usable(module_node: Any, mes
         assert event["method"] == "new_blocks" and event["seq"] == 1
 
 
-def test_oversized_message_and_bad_path(module_node: Any) -> None:
-    with ws(module_node) as conn:
+def test_oversized_message_and_bad_path(shared_node: Any) -> None:
+    with ws(shared_node) as conn:
         conn.send("x" * (256 * 1024))
         with pytest.raises(ConnectionClosed) as info:
             conn.recv(timeout=5)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009  # message too big
-    bad = connect(f"ws://127.0.0.1:{module_node.ws_port}/not-ws", open_timeout=10, proxy=None)
+    bad = connect(f"ws://127.0.0.1:{shared_node.ws_port}/not-ws", open_timeout=10, proxy=None)
     with pytest.raises(ConnectionClosed) as info:
         bad.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1008
     bad.close()
     # the server still serves
-    with ws(module_node) as conn:
+    with ws(shared_node) as conn:
         assert subscribe(conn, ["new_txs"])["result"] == {"subscribed": ["new_txs"]}
 
 
@@ -256,8 +256,8 @@ def _dropped(node: Any) -> float:
     return float(match.group(1))
 
 
-def test_subscriber_that_never_reads_is_dropped(module_node: Any, client: NodeClient) -> None:
-    node = module_node
+def test_subscriber_that_never_reads_is_dropped(shared_node: Any, client: NodeClient) -> None:
+    node = shared_node
     dropped_before = _dropped(node)
 
     # a well-behaved subscriber reads blocks the whole time

@@ -9,6 +9,7 @@ import msgspec
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import Account, ChainState
 from aitbc.protocol import codec
+from aitbc.protocol.address import is_valid_address
 from aitbc.protocol.block import Block, BlockHeader, compute_tx_root
 from aitbc.protocol.crypto import sha256
 from aitbc.protocol.errors import ConfigError
@@ -33,6 +34,10 @@ def validate_genesis(genesis: Genesis) -> None:
         raise ConfigError("genesis needs at least one authority")
     if len(set(genesis.authorities)) != len(genesis.authorities):
         raise ConfigError("genesis authorities must be distinct")
+    # The JSON schema checks the alphabet only; a typo must fail here, not later as a crash.
+    for address in [*genesis.authorities, *(b.address for b in genesis.balances)]:
+        if not is_valid_address(address):
+            raise ConfigError(f"genesis lists an invalid address {address!r} (bad checksum or length)")
     seen: set[str] = set()
     for entry in genesis.balances:
         if entry.address in seen:

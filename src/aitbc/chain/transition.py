@@ -121,11 +121,12 @@ def build_block(
     included: list[VerifiedTx] = []
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     size = 0
+    proposer = key.address  # (a property that re-encodes the key: once per block, not per tx)
     for vtx in candidates:
         if len(included) >= params.max_block_txs or size + vtx.size > params.max_block_bytes:
             break
         try:
-            process_tx(delta, vtx.tx, key.address, head.chain_id, params)
+            process_tx(delta, vtx.tx, proposer, head.chain_id, params)
         except InvalidTx as exc:
             dropped.append((vtx, exc))
             continue
@@ -181,6 +182,9 @@ def apply_block(
             verified.append(verify_tx(tx))
         except InvalidTx as exc:
             raise InvalidBlock(f"block carries an invalid tx: {exc.message}") from None
+    size = sum(v.size for v in verified)
+    if size > params.max_block_bytes:
+        raise InvalidBlock(f"block txs take {size} bytes; the limit is {params.max_block_bytes}")
     if compute_tx_root([bytes.fromhex(v.hash) for v in verified]) != header.tx_root:
         raise InvalidBlock("tx root does not match the txs")
     # Verify every tx applies, in order

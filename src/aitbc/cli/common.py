@@ -10,6 +10,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
@@ -50,8 +51,9 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except AitbcError as exc:
-            reason = f" [{exc.reason}]" if exc.reason not in ("error",) else ""
-            err_console.print(f"[bold red]error{reason}:[/] {exc.message}")
+            # escaped: "[reason]" would otherwise be read (and swallowed) as rich markup
+            reason = escape(f" [{exc.reason}]") if exc.reason not in ("error",) else ""
+            err_console.print(f"[bold red]error{reason}:[/] {escape(exc.message)}", soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper

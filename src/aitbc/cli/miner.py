@@ -29,6 +29,9 @@ def run(
         str, typer.Option(help="OpenAI-compatible server (backend openai)")
     ] = "http://127.0.0.1:8000",
     openai_api_key: Annotated[str | None, typer.Option(envvar="AITBC_OPENAI_API_KEY", show_default=False)] = None,
+    echo_token_delay: Annotated[
+        float, typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)")
+    ] = 0.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Register with the coordinator and run jobs until Ctrl-C (unfinished jobs are handed back)."""
@@ -43,7 +46,9 @@ def run(
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}")
     configure_logging("miner", log_level)
     options: dict[str, object] = {}
-    if backend == "ollama":
+    if backend == "echo":
+        options["token_delay_s"] = echo_token_delay
+    elif backend == "ollama":
         options["base_url"] = ollama_url
     elif backend == "openai":
         options["base_url"] = openai_url

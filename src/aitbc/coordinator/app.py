@@ -5,21 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aitbc.coordinator.api.fastpath import FastPath
 from aitbc.coordinator.api.routes import jobs, miners
 from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.services import BadResult, CoordinatorService, InputTooLarge, UnknownMiner, UnknownModel
+from aitbc.coordinator.services import (
+    BadResult,
+    CoordinatorService,
+    InputTooLarge,
+    InvalidInput,
+    UnknownMiner,
+    UnknownModel,
+)
 from aitbc.market.lifecycle import JobRuleViolation
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, NotFound
@@ -37,6 +46,7 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (NotFound, 404),
     (InputTooLarge, 413),
     (UnknownModel, 422),
+    (InvalidInput, 422),
     (InvalidReceipt, 422),
     (BadResult, 422),
     (JobRuleViolation, 409),
@@ -45,6 +55,53 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
 
 def status_for(exc: AitbcError) -> int:
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
+
+
+class BodyLimitMiddleware:
+    """Refuse a request whose declared body is too large (413) before reading it.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` wraps
+    every request in a task group and memory streams, which cost as much as the rest of a submission.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: CoordinatorMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if value.isdigit() and int(value) > MAX_BODY_BYTES:
+                        self.metrics.http_rejections.labels("too_large").inc()
+                        response = JSONResponse(
+                            {
+                                "error": {
+                                    "reason": "too_large",
+                                    "message": f"request body larger than {MAX_BODY_BYTES} bytes",
+                                }
+                            },
+                            status_code=413,
+                        )
+                        await response(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
+class CoordinatorAPI(FastAPI):
+    """FastAPI, except that the frequent requests try ``FastPath`` before the middleware and routing."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and self.fast_path.matches(scope):
+            await self.fast_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def full_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def load_or_create_key(settings: CoordinatorSettings) -> KeyPair:
@@ -89,7 +146,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             service.close()
             repo.engine.dispose()
 
-    app = FastAPI(
+    app = CoordinatorAPI(
         title="AITBC coordinator",
         version="0.1.0",
         description="Job submission (X-Api-Key), miner registration and assignment (signed requests), receipts.",
@@ -99,22 +156,17 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(miners.router)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            metrics.http_rejections.labels("too_large").inc()
-            return JSONResponse(
-                {"error": {"reason": "too_large", "message": f"request body larger than {MAX_BODY_BYTES} bytes"}},
-                status_code=413,
-            )
-        return await call_next(request)
-
-    @app.exception_handler(AitbcError)
-    async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
+    def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
         headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
         return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
+
+    app.add_middleware(BodyLimitMiddleware, metrics=metrics)
+    app.fast_path = FastPath(app.full_stack, service, render_error, MAX_BODY_BYTES)
+
+    @app.exception_handler(AitbcError)
+    async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
+        return render_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -146,13 +198,18 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 def run_coordinator(settings: CoordinatorSettings) -> None:
     import uvicorn
 
-    uvicorn.run(
+    from aitbc.runtime.server import serve_forever
+
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
-        loop="uvloop",
         http="httptools",
         timeout_keep_alive=30,
+        # Miners long-poll /claim for up to max_claim_wait_seconds; without a bound, a stop (Ctrl-C,
+        # SIGTERM) would wait for every such poll to run out before shutting down.
+        timeout_graceful_shutdown=2,
     )
+    serve_forever(config)

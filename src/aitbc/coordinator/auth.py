@@ -99,6 +99,14 @@ class ApiKeyAuthenticator:
         self._cache[key_id] = key
         return key
 
+    def uncached_key_id(self, token: str | None) -> str | None:
+        """The key id a well-formed token names, if it is not cached yet (to look it up off the event loop)."""
+        if token:
+            parts = token.split("_")
+            if len(parts) == 3 and parts[0] == KEY_PREFIX and parts[1] not in self._cache:
+                return parts[1]
+        return None
+
     def authenticate(self, token: str | None, now: float) -> ApiKey:
         if not token:
             raise AuthError("missing X-Api-Key header; create a key with `aitbc coordinator keys create`")

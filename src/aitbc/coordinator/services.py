@@ -9,6 +9,7 @@ requeued job fires, so a claim follows a submission within milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 
-from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
+from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.events import JobEventBroker
@@ -56,6 +57,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CLAIM_SCAN_LIMIT = 50
+JOB_INSERT_BATCH = 256
 
 
 class UnknownModel(AitbcError):
@@ -64,6 +66,12 @@ class UnknownModel(AitbcError):
 
 class InputTooLarge(AitbcError):
     reason = "input_too_large"
+
+
+class InvalidInput(AitbcError):
+    """A request that parses but breaks a job's shape rules (HTTP 422, like any other invalid field)."""
+
+    reason = "invalid_input"
 
 
 class UnknownMiner(AitbcError):
@@ -85,6 +93,24 @@ class LiveMiner:
     max_concurrency: int
     last_seen_ms: int
     active: set[str] = field(default_factory=set)
+    idle_generation: int = -1
+    """The work generation at which a claim for this miner last found nothing (see ``claim``)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    live: LiveMiner
+    future: asyncio.Future[bool]
+    """Resolves True when woken for one new job, False when woken with everyone."""
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the request was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def lifecycle_from_row(row: Row) -> JobLifecycle:
@@ -191,7 +217,10 @@ class CoordinatorService:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="db-read")
         self._claim_lock = asyncio.Lock()
-        self._work_event = asyncio.Event()
+        self._pending_jobs: list[tuple[Row, asyncio.Future[None]]] = []
+        self._job_flusher: asyncio.Task[None] | None = None
+        self._waiters: list[_Waiter] = []  # claimers long-polling for work, longest-waiting first
+        self._work_generation = 0
         self._lease_ms = int(settings.lease_seconds * 1000)
 
     # -- plumbing ----------------------------------------------------------------
@@ -201,9 +230,62 @@ class CoordinatorService:
     async def _read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, lambda: fn(*args, **kwargs))
 
-    def _notify_work(self) -> None:
-        event, self._work_event = self._work_event, asyncio.Event()
-        event.set()
+    async def _insert_job(self, row: Row) -> None:
+        """Insert a job durably: returns once its transaction committed (group commit).
+
+        Submissions that arrive while a batch is being written wait for the next batch, so under
+        load one transaction carries many jobs, and with no load a job goes alone at once.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_jobs.append((row, future))
+        if self._job_flusher is None:
+            self._job_flusher = asyncio.create_task(self._flush_jobs())
+        await future
+
+    async def _flush_jobs(self) -> None:
+        try:
+            while self._pending_jobs:
+                batch = self._pending_jobs[:JOB_INSERT_BATCH]
+                del self._pending_jobs[:JOB_INSERT_BATCH]
+                try:
+                    await self._write(self.repo.insert_jobs, [row for row, _ in batch])
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], exc)
+                        continue
+                    # One bad row must not fail its neighbours: retry them one by one.
+                    for row, future in batch:
+                        try:
+                            await self._write(self.repo.insert_jobs, [row])
+                        except Exception as row_exc:
+                            _settle(future, row_exc)
+                        else:
+                            _settle(future, None)
+                    continue
+                for _, future in batch:
+                    _settle(future, None)
+        finally:
+            self._job_flusher = None
+
+    def _notify_work(self, model: str | None = None) -> None:
+        """Wake long-polling claimers: for one new job of ``model``, the longest-waiting claimer that serves it
+        and has room; otherwise (requeued jobs, new miners) all of them.
+
+        Waking one claimer per new job instead of all keeps N waiting workers from racing N database
+        round trips for every submission; a claimer woken for a job it then does not get wakes the rest.
+        """
+        self._work_generation += 1
+        if model is not None:
+            for i, waiter in enumerate(self._waiters):
+                live = waiter.live
+                if len(live.active) < live.max_concurrency and any(m.name == model for m in live.offer.models):
+                    del self._waiters[i]
+                    waiter.future.set_result(True)
+                    return
+            return
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.future.set_result(False)
 
     def load(self) -> None:
         """Know previously registered miners (offline until they call again)."""
@@ -222,6 +304,13 @@ class CoordinatorService:
 
     # -- clients -------------------------------------------------------------------
     def authenticate_client(self, token: str | None) -> ApiKey:
+        return self.api_keys.authenticate(token, time.monotonic())
+
+    async def authenticate_client_async(self, token: str | None) -> ApiKey:
+        """``authenticate_client`` for the event loop: a key not cached yet is read on the reader pool."""
+        key_id = self.api_keys.uncached_key_id(token)
+        if key_id is not None and await self._read(self.api_keys.lookup, key_id) is None:
+            raise AuthError("invalid API key")
         return self.api_keys.authenticate(token, time.monotonic())
 
     def live_miners(self, at_ms: int | None = None) -> list[LiveMiner]:
@@ -263,7 +352,7 @@ class CoordinatorService:
         except OverflowError as exc:
             raise InputTooLarge(str(exc)) from None
         except ValueError as exc:
-            raise AitbcError(str(exc), reason="invalid_input") from None
+            raise InvalidInput(str(exc)) from None
         kind = "embedding" if job_input.type == "embedding" else "text"
         served = [
             m
@@ -307,11 +396,11 @@ class CoordinatorService:
             "served_digest": None,
             "result": None,
         }
-        await self._write(self.repo.insert_job, row)
+        await self._insert_job(row)
         self.metrics.jobs_submitted.inc()
         view = job_view(row)
         self.events.publish(row["id"], "status", view)
-        self._notify_work()
+        self._notify_work(row["model"])
         return view
 
     async def get_job_row(self, api_key: ApiKey | None, job_id: str) -> Row:
@@ -405,38 +494,58 @@ class CoordinatorService:
         return {"extended": extended, "lost": lost}
 
     async def _extend_lease(self, miner: str, job_id: str, lease_id: str) -> int:
-        row = await self.get_job_row(None, job_id)
-        job = lifecycle_from_row(row)
-        now = now_ms()
-        progressed = on_progress(job, miner, lease_id, now, self._lease_ms)
-        ok = await self._write(
-            self.repo.update_job_if, job_id, (job.state.value,), lease_id, lifecycle_changes(progressed)
-        )
-        if not ok:
-            raise JobRuleViolation("lease is no longer valid", reason="lease_lost")
+        # Read and conditional update in one trip to the writer thread (progress reports are frequent).
+        row, job, progressed = await self._write(self._extend_lease_sync, miner, job_id, lease_id, now_ms())
         if job.state != progressed.state:
             row.update(lifecycle_changes(progressed))
             self.events.publish(job_id, "status", job_view(row))
         assert progressed.lease_expires_at_ms is not None
         return progressed.lease_expires_at_ms
 
+    def _extend_lease_sync(
+        self, miner: str, job_id: str, lease_id: str, now: int
+    ) -> tuple[Row, JobLifecycle, JobLifecycle]:
+        row = self.repo.get_job(job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        job = lifecycle_from_row(row)
+        progressed = on_progress(job, miner, lease_id, now, self._lease_ms)
+        if not self.repo.update_job_if(job_id, (job.state.value,), lease_id, lifecycle_changes(progressed)):
+            raise JobRuleViolation("lease is no longer valid", reason="lease_lost")
+        return row, job, progressed
+
     async def claim(self, miner: str, wait_seconds: float) -> dict[str, Any] | None:
         live = self._live(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
+        woken_for_a_job = False
         while True:
-            event = self._work_event
-            if len(live.active) < live.max_concurrency:
+            generation = self._work_generation
+            # Jobs become claimable only through ``_notify_work`` (a submission, a requeue, a registration),
+            # so if none happened since this miner's last empty look, the database has nothing for it either.
+            if len(live.active) < live.max_concurrency and live.idle_generation != generation:
                 async with self._claim_lock:
                     claimed = await self._write(self._try_claim, live, now_ms())
                 if claimed is not None:
                     return self._on_claimed(live, claimed)
+                live.idle_generation = generation
+            work_arrived = generation != self._work_generation
+            if woken_for_a_job:  # the job went to someone else, or does not suit this miner
+                self._notify_work()
+                woken_for_a_job = False
+            if work_arrived:
+                continue  # work arrived while this claimer was looking: look again before sleeping
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
+            waiter = _Waiter(live, asyncio.get_running_loop().create_future())
+            self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(event.wait(), timeout=remaining)
+                woken_for_a_job = await asyncio.wait_for(waiter.future, timeout=remaining)
             except TimeoutError:
                 return None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             live.last_seen_ms = now_ms()
 
     def _try_claim(self, live: LiveMiner, now: int) -> Row | None:

@@ -119,10 +119,11 @@ class Mempool:
             self._remove(victim)
             displaced.append(victim)
 
-        self._senders[tx.sender] = queue
         if replaced is not None:
+            # (before re-registering the queue: removing a sender's only tx drops its queue)
             self._remove(replaced.vtx)
             displaced.append(replaced.vtx)
+        self._senders[tx.sender] = queue
         self._seq += 1
         queue.by_nonce[tx.nonce] = _Entry(vtx, self._seq)
         queue.pending_cost += cost

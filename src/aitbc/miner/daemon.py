@@ -303,6 +303,12 @@ class MinerDaemon:
                 )
             else:
                 log.warning("result refused", extra={"job_id": job_id, "status": status, "error": data})
+                if status == 422:  # our receipt or output was refused: free the job for another attempt
+                    await self.link.post(
+                        f"/api/v1/miners/jobs/{job_id}/fail",
+                        {"lease_id": active.lease_id, "error": f"result refused: {_error_reason(data)}",
+                         "retryable": True},
+                    )
         except JobAborted:
             pass
         except (asyncio.CancelledError, GeneratorExit):

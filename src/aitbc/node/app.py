@@ -61,7 +61,8 @@ async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
 async def serve_node(settings: NodeSettings) -> None:
     node = open_node(settings)
     hub = EventHub(node.metrics)
-    node.add_listener(hub.publish)
+    node.add_listener(hub.publish, hub.has_subscribers)
+    node.verifier.start()
     config = uvicorn.Config(
         create_http_app(node),
         host=settings.host,

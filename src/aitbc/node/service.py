@@ -1,10 +1,11 @@
 """The node's shell around the pure core: admission, block production, commit, queries.
 
-Everything here runs on the event loop thread except signature checks (a
-thread pool: libsodium releases the GIL, so both cores verify) and the
-block commit (one writer thread, so SQLite's fsync never stalls the RPC).
-The committed state is swapped in only after the block is durable, so every
-read sees exactly one committed height.
+Everything here runs on the event loop thread except the Ed25519 checks of
+submitted txs (worker processes, see ``aitbc.node.verify``) and building +
+committing a block (one writer thread, so neither the block's CPU work nor
+SQLite's fsync stalls the RPC). The block is built from the committed state,
+which only the event loop changes, and only after the block is durable, so
+every read sees exactly one committed height.
 """
 
 from __future__ import annotations
@@ -26,27 +27,26 @@ from aitbc.chain.transition import BlockOutcome, build_block
 from aitbc.mempool import Mempool
 from aitbc.node.metrics import NodeMetrics
 from aitbc.node.store import NodeStore
+from aitbc.node.verify import SignatureVerifier
 from aitbc.protocol.block import Block, BlockHeader, block_hash
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, StorageError, TxRejection
-from aitbc.protocol.tx import Tx, VerifiedTx, tx_from_json_obj, tx_to_json_obj, verify_tx
+from aitbc.protocol.tx import (
+    Tx,
+    TxSignatureCheck,
+    VerifiedTx,
+    complete_tx_check,
+    prepare_tx_check,
+    tx_from_json_obj,
+    tx_to_json_obj,
+)
 
 log = logging.getLogger("aitbc.node")
 
 EventListener = Callable[[str, dict[str, Any]], None]
+TopicFilter = Callable[[str], bool]
 
-_VERIFY_CHUNK = 128
 _REJECTED_MEMORY = 100_000
-
-
-def _verify_chunk(txs: Sequence[Tx]) -> list[VerifiedTx | InvalidTx]:
-    out: list[VerifiedTx | InvalidTx] = []
-    for tx in txs:
-        try:
-            out.append(verify_tx(tx))
-        except InvalidTx as exc:
-            out.append(exc)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +77,8 @@ class NodeService:
         self.head_hash = block_hash(self.head)
         self.mempool = Mempool(self.chain_id, self.params)
         self._rejected: OrderedDict[str, str] = OrderedDict()
-        self._listeners: list[EventListener] = []
-        self._verifier = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self._listeners: list[tuple[EventListener, TopicFilter | None]] = []
+        self.verifier = SignatureVerifier(workers=2)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._last_block_monotonic: float | None = None
         metrics.height.set(self.head.height)
@@ -101,55 +101,72 @@ class NodeService:
         return state, head
 
     def close(self) -> None:
-        self._verifier.shutdown(wait=True)
+        self.verifier.close()
         self._writer.shutdown(wait=True)
         self.store.close()
 
     # -- events ----------------------------------------------------------
-    def add_listener(self, listener: EventListener) -> None:
-        self._listeners.append(listener)
+    def add_listener(self, listener: EventListener, wants: TopicFilter | None = None) -> None:
+        """Call ``listener(topic, payload)`` on events; ``wants(topic)`` False skips building the payload."""
+        self._listeners.append((listener, wants))
+
+    def _wanted(self, topic: str) -> bool:
+        return any(wants is None or wants(topic) for _, wants in self._listeners)
 
     def _emit(self, topic: str, payload: dict[str, Any]) -> None:
-        for listener in self._listeners:
-            listener(topic, payload)
+        for listener, wants in self._listeners:
+            if wants is None or wants(topic):
+                listener(topic, payload)
 
     # -- admission -------------------------------------------------------
     async def submit(self, raw_txs: Sequence[Any]) -> list[SubmitResult]:
         """Parse, verify (in parallel) and admit txs; one result per input, in order."""
-        results: list[SubmitResult | None] = [None] * len(raw_txs)
-        parsed: list[tuple[int, Tx]] = []
-        for i, raw in enumerate(raw_txs):
+        parsed: list[Tx | InvalidTx] = []
+        for raw in raw_txs:
             try:
-                parsed.append((i, tx_from_json_obj(raw)))
+                parsed.append(tx_from_json_obj(raw))
             except InvalidTx as exc:
-                results[i] = SubmitResult(None, exc)
-        loop = asyncio.get_running_loop()
-        txs = [tx for _, tx in parsed]
-        chunks = [txs[j : j + _VERIFY_CHUNK] for j in range(0, len(txs), _VERIFY_CHUNK)]
-        if len(chunks) == 1:
-            verified = _verify_chunk(chunks[0])
-        else:
-            parts = await asyncio.gather(*(loop.run_in_executor(self._verifier, _verify_chunk, c) for c in chunks))
-            verified = [v for part in parts for v in part]
-        admitted: list[VerifiedTx] = []
-        for (i, _), outcome in zip(parsed, verified, strict=True):
-            if isinstance(outcome, InvalidTx):
-                results[i] = SubmitResult(None, outcome)
-                self.metrics.rejected_txs.labels(outcome.reason).inc()
+                parsed.append(exc)
+        return await self.submit_txs(parsed)
+
+    async def submit_txs(self, txs: Sequence[Tx | InvalidTx]) -> list[SubmitResult]:
+        """Verify (in parallel) and admit parsed txs; an ``InvalidTx`` item (it did not parse) is
+        answered as is. One result per item, in order."""
+        results: list[SubmitResult | None] = [None] * len(txs)
+        prepared: list[tuple[int, TxSignatureCheck]] = []
+        for i, tx in enumerate(txs):
+            if isinstance(tx, InvalidTx):
+                results[i] = SubmitResult(None, tx)
                 continue
             try:
-                displaced = self.mempool.admit(outcome, self.state.get_account(outcome.tx.sender))
+                prepared.append((i, prepare_tx_check(tx)))
             except InvalidTx as exc:
-                results[i] = SubmitResult(outcome.hash, exc)
+                results[i] = SubmitResult(None, exc)
+                self.metrics.rejected_txs.labels(exc.reason).inc()
+        valid = await self.verifier.check([p.check for _, p in prepared])
+        admitted: list[VerifiedTx] = []
+        state, mempool, rejected = self.state, self.mempool, self._rejected
+        for (i, p), signature_valid in zip(prepared, valid, strict=True):
+            try:
+                vtx = complete_tx_check(p, signature_valid)
+            except InvalidTx as exc:
+                results[i] = SubmitResult(None, exc)
+                self.metrics.rejected_txs.labels(exc.reason).inc()
+                continue
+            try:
+                displaced = mempool.admit(vtx, state.get_account(vtx.tx.sender))
+            except InvalidTx as exc:
+                results[i] = SubmitResult(vtx.hash, exc)
                 self.metrics.rejected_txs.labels(exc.reason).inc()
                 continue
             for old in displaced:
                 self._remember_rejected(old.hash, TxRejection.REPLACEMENT_UNDERPRICED.value)
-            self._rejected.pop(outcome.hash, None)
-            admitted.append(outcome)
-            results[i] = SubmitResult(outcome.hash)
-        self.metrics.mempool_size.set(len(self.mempool))
-        if admitted:
+            if rejected:
+                rejected.pop(vtx.hash, None)
+            admitted.append(vtx)
+            results[i] = SubmitResult(vtx.hash)
+        self.metrics.mempool_size.set(len(mempool))
+        if admitted and self._wanted("new_txs"):
             self._emit("new_txs", {"txs": [_tx_summary(v) for v in admitted]})
         return [r for r in results if r is not None]
 
@@ -162,13 +179,18 @@ class NodeService:
     async def produce_block(self, now_ms: int | None = None) -> BlockOutcome:
         started = time.perf_counter()
         candidates = self.mempool.reap(self.params.max_block_txs, self.params.max_block_bytes)
-        outcome = build_block(
-            self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.params
-        )
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self.store.commit_block, outcome)
+        outcome = await loop.run_in_executor(
+            self._writer, self._build_and_commit, candidates, now_ms or int(time.time() * 1000)
+        )
         self._apply_committed(outcome)
         self.metrics.block_build_seconds.observe(time.perf_counter() - started)
+        return outcome
+
+    def _build_and_commit(self, candidates: list[VerifiedTx], now_ms: int) -> BlockOutcome:
+        """On the writer thread: the state and head it reads change only on the event loop, after this returns."""
+        outcome = build_block(self.state, self.head, candidates, self.key, now_ms, self.params)
+        self.store.commit_block(outcome)
         return outcome
 
     def _apply_committed(self, outcome: BlockOutcome) -> None:

@@ -44,6 +44,9 @@ class EventHub:
         self.metrics = metrics
         self._subscribers: set[_Subscriber] = set()
 
+    def has_subscribers(self, topic: str) -> bool:
+        return any(topic in sub.topics and not sub.dropped for sub in self._subscribers)
+
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         for sub in list(self._subscribers):
             if topic not in sub.topics or sub.dropped:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -87,15 +88,41 @@ class KeyPair:
         return f"KeyPair(address={self.address!r})"
 
 
-def verify_signature(address: str, chain_id: str, kind: SigningKind, message: bytes, signature: bytes) -> None:
-    """Raise ``InvalidSignature`` unless ``signature`` is ``address``'s over the domain + message."""
+SignatureCheck = tuple[bytes, bytes]
+"""One Ed25519 check as plain bytes: the signed message (signature | domain | message) and the public key."""
+
+
+def signature_check(address: str, chain_id: str, kind: SigningKind, message: bytes, signature: bytes) -> SignatureCheck:
+    """What ``verify_signature`` checks, as bytes that can be checked later, in bulk or in another process.
+
+    Raises ``InvalidSignature`` for a signature of the wrong length (and ``InvalidAddress`` for a bad address)."""
     if len(signature) != SIGNATURE_LEN:
         raise InvalidSignature(f"signature must be {SIGNATURE_LEN} bytes, got {len(signature)}")
-    public_key = decode_address(address)
+    return signature + signing_domain(chain_id, kind) + message, decode_address(address)
+
+
+def is_valid_signature_check(check: SignatureCheck) -> bool:
     try:
-        nacl.bindings.crypto_sign_open(signature + signing_domain(chain_id, kind) + message, public_key)
+        nacl.bindings.crypto_sign_open(check[0], check[1])
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
-        raise InvalidSignature(f"signature does not verify for {address} ({kind.value} on {chain_id})") from None
+        return False
+    return True
+
+
+def check_signatures(checks: Sequence[SignatureCheck]) -> list[bool]:
+    """``is_valid_signature_check`` of each; a function of bytes only, so a worker process can run it."""
+    return [is_valid_signature_check(check) for check in checks]
+
+
+def signature_mismatch(address: str, chain_id: str, kind: SigningKind) -> InvalidSignature:
+    """The error of a well-formed signature that does not verify."""
+    return InvalidSignature(f"signature does not verify for {address} ({kind.value} on {chain_id})")
+
+
+def verify_signature(address: str, chain_id: str, kind: SigningKind, message: bytes, signature: bytes) -> None:
+    """Raise ``InvalidSignature`` unless ``signature`` is ``address``'s over the domain + message."""
+    if not is_valid_signature_check(signature_check(address, chain_id, kind, message, signature)):
+        raise signature_mismatch(address, chain_id, kind)
 
 
 def is_valid_signature(address: str, chain_id: str, kind: SigningKind, message: bytes, signature: bytes) -> bool:

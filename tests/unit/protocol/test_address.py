@@ -33,7 +33,7 @@ def _bech32m(hrp: str, payload: bytes) -> str:
     return hrp + "1" + "".join(_CHARSET[d] for d in data + checksum)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(payload=payloads)
 def test_round_trip(payload: bytes) -> None:
     address = encode_address(payload)
@@ -55,7 +55,7 @@ def test_key_address_is_the_public_key() -> None:
     assert address_of(key.public_key) == key.address
 
 
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(payload=payloads, data=st.data())
 def test_any_single_character_typo_is_detected(payload: bytes, data: st.DataObject) -> None:
     address = encode_address(payload)

@@ -105,7 +105,7 @@ def _u32(n: int) -> bytes:
 
 
 @pytest.mark.parametrize(("cls", "strategy"), ROUND_TRIP_CASES)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_round_trip(cls: type[msgspec.Struct], strategy: st.SearchStrategy[Any], data: st.DataObject) -> None:
     value = data.draw(strategy)
@@ -118,7 +118,7 @@ def test_round_trip(cls: type[msgspec.Struct], strategy: st.SearchStrategy[Any],
 
 
 @pytest.mark.parametrize(("cls", "strategy"), ROUND_TRIP_CASES)
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(data=st.data())
 def test_encoding_is_deterministic(
     cls: type[msgspec.Struct], strategy: st.SearchStrategy[Any], data: st.DataObject

@@ -10,8 +10,11 @@ from aitbc.coordinator.auth import ApiKey
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 
+# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker
+# thread, a round trip that cost more than the rest of a job submission.
 
-def get_service(request: Request) -> CoordinatorService:
+
+async def get_service(request: Request) -> CoordinatorService:
     service: CoordinatorService = request.app.state.service
     return service
 
@@ -19,8 +22,8 @@ def get_service(request: Request) -> CoordinatorService:
 Service = Annotated[CoordinatorService, Depends(get_service)]
 
 
-def get_client(service: Service, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
-    return service.authenticate_client(x_api_key)
+async def get_client(service: Service, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
+    return await service.authenticate_client_async(x_api_key)
 
 
 Client = Annotated[ApiKey, Depends(get_client)]

@@ -7,6 +7,7 @@ once and completed once even if the in-process locks were bypassed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,33 @@ import sqlalchemy as sa
 from aitbc.coordinator.db.schema import api_keys, jobs, miners, receipts
 
 Row = dict[str, Any]
+
+# Hot statements are built once with bound parameters: building one per call (``.where(col == value)``,
+# ``.values(**changes)``) and computing its cache key cost more than running it on SQLite.
+_GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+
+
+@functools.lru_cache(maxsize=8)
+def _find_claimable(limit: int) -> sa.Select[Any]:
+    return (
+        sa.select(jobs)
+        .where(
+            jobs.c.state == "queued",
+            jobs.c.model.in_(sa.bindparam("models", expanding=True)),
+            jobs.c.expires_at_ms > sa.bindparam("now_ms"),
+        )
+        .order_by(jobs.c.created_at_ms, jobs.c.id)
+        .limit(limit)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _conditional_update(columns: tuple[str, ...], with_lease: bool) -> sa.Update:
+    """``UPDATE jobs SET <columns> WHERE id = :w_id AND state IN :w_states [AND lease_id = :w_lease]``."""
+    condition = sa.and_(jobs.c.id == sa.bindparam("w_id"), jobs.c.state.in_(sa.bindparam("w_states", expanding=True)))
+    if with_lease:
+        condition = sa.and_(condition, jobs.c.lease_id == sa.bindparam("w_lease"))
+    return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
 
 
 class CoordinatorRepo:
@@ -60,12 +88,20 @@ class CoordinatorRepo:
 
     # -- jobs ------------------------------------------------------------------
     def insert_job(self, row: Row) -> None:
+        self.insert_jobs([row])
+
+    def insert_jobs(self, rows: Sequence[Row]) -> None:
+        """Insert jobs in one transaction (the submit path's group commit); all or none.
+
+        The rows go as parameters of one cached statement (``executemany``), not through
+        ``.values(**row)``, which builds and cache-keys a new statement per row.
+        """
         with self.engine.begin() as conn:
-            conn.execute(jobs.insert().values(**row))
+            conn.execute(jobs.insert(), list(rows))
 
     def get_job(self, job_id: str) -> Row | None:
         with self.engine.connect() as conn:
-            found = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            found = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
         return None if found is None else dict(found)
 
     def list_jobs(
@@ -93,14 +129,11 @@ class CoordinatorRepo:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def find_claimable(self, models: Sequence[str], now_ms: int, limit: int) -> list[Row]:
-        query = (
-            sa.select(jobs)
-            .where(jobs.c.state == "queued", jobs.c.model.in_(list(models)), jobs.c.expires_at_ms > now_ms)
-            .order_by(jobs.c.created_at_ms, jobs.c.id)
-            .limit(limit)
-        )
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(_find_claimable(limit), {"models": list(models), "now_ms": now_ms}).mappings()
+            ]
 
     def update_job_if(self, job_id: str, expect_state: Sequence[str], expect_lease: str | None, changes: Row) -> bool:
         """Apply ``changes`` only if the job is still in one of ``expect_state`` under ``expect_lease``."""
@@ -111,17 +144,20 @@ class CoordinatorRepo:
     def _update_job_if(
         conn: sa.Connection, job_id: str, expect_state: Sequence[str], expect_lease: str | None, changes: Row
     ) -> bool:
-        condition = sa.and_(jobs.c.id == job_id, jobs.c.state.in_(list(expect_state)))
+        statement = _conditional_update(tuple(changes), expect_lease is not None)
+        params = {f"v_{name}": value for name, value in changes.items()}
+        params["w_id"] = job_id
+        params["w_states"] = list(expect_state)
         if expect_lease is not None:
-            condition = sa.and_(condition, jobs.c.lease_id == expect_lease)
-        return conn.execute(jobs.update().where(condition).values(**changes)).rowcount == 1
+            params["w_lease"] = expect_lease
+        return conn.execute(statement, params).rowcount == 1
 
     def complete_job(self, job_id: str, expect_lease: str, changes: Row, receipt_row: Row) -> bool:
         """Mark the job completed and store its one receipt, atomically; False if someone else won."""
         with self.engine.begin() as conn:
             if not self._update_job_if(conn, job_id, ("assigned", "running"), expect_lease, changes):
                 return False
-            conn.execute(receipts.insert().values(**receipt_row))
+            conn.execute(receipts.insert(), receipt_row)
             return True
 
     def jobs_with_expired_leases(self, now_ms: int) -> list[Row]:

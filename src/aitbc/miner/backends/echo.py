@@ -20,12 +20,15 @@ from aitbc.miner.backends.base import (
     ModelNotServed,
     TokenCallback,
 )
+from aitbc.protocol.receipt import MAX_TOKENS_PER_SECOND
 
 ECHO_MODEL = "echo"
 ECHO_EMBED_MODEL = "echo-embed"
 ECHO_DIGEST = "sha256:" + hashlib.sha256(b"aitbc-echo-backend-v1").hexdigest()
 ECHO_EMBED_DIGEST = "sha256:" + hashlib.sha256(b"aitbc-echo-embed-v1").hexdigest()
 ECHO_DIMENSIONS = 8
+ECHO_MAX_TOKENS_PER_SECOND = MAX_TOKENS_PER_SECOND // 2
+"""Even "instant", the echo is paced to half the receipt plausibility ceiling, or its receipts are refused."""
 
 
 class EchoBackend:
@@ -53,6 +56,7 @@ class EchoBackend:
             raise ModelNotServed(f"echo backend does not serve {model!r}")
         source = prompt if prompt is not None else " ".join(m.content for m in messages or [])
         words = source.split()
+        started = time.perf_counter()
         pieces: list[str] = []
         for i, word in enumerate(words[: params.max_tokens]):
             piece = word if i == 0 else " " + word
@@ -61,6 +65,9 @@ class EchoBackend:
             if on_token is not None:
                 on_token(piece)
             pieces.append(piece)
+        pace = len(pieces) / ECHO_MAX_TOKENS_PER_SECOND - (time.perf_counter() - started)
+        if pace > 0:
+            time.sleep(pace)
         finish = "length" if len(words) > params.max_tokens else "stop"
         return GenerationResult(
             "".join(pieces), prompt_tokens=len(words), completion_tokens=len(pieces), finish_reason=finish

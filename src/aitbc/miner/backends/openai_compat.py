@@ -14,8 +14,11 @@ not a digest, and is never used as one. A model from ``/v1/models`` gets a diges
 2. a digest the server itself reports on the model object (a ``digest`` field holding a sha256);
 3. ``model_files[id]`` — the operator names the local weights file (or model folder) the server
    runs; its sha256 is computed here (a folder uses the builtin backend's directory digest);
-4. the id itself, when it is a path to a local file or folder — llama-cpp-python's server, started
-   with ``--model /path/model.gguf`` and no alias, reports that path as the id.
+4. the id itself, when the server is on this machine (a loopback ``base_url``) and the id is the
+   absolute path of a regular file here — llama-cpp-python's server, started with
+   ``--model /path/model.gguf`` and no alias, reports that path as the id. (A remote server's
+   paths say nothing about this machine's files, and a folder is only hashed when named in
+   ``model_files``.)
 
 A model none of these covers is **not listed** (with a warning saying to pass ``model_digests``).
 For a GGUF, rules 3 and 4 give the same ``sha256:<hex>`` as the builtin backend and as Ollama's
@@ -123,10 +126,7 @@ def chunk_text(chunk: Mapping[str, Any], *, chat: bool) -> tuple[str, str | None
     if not choices:
         return "", None
     choice = choices[0]
-    if chat:
-        piece = (choice.get("delta") or {}).get("content") or ""
-    else:
-        piece = choice.get("text") or ""
+    piece = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
     return str(piece), choice.get("finish_reason")
 
 
@@ -159,6 +159,7 @@ class OpenAICompatBackend:
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.prompt_mode = prompt_mode
+        self._is_local = httpx.URL(self.base_url).host in ("127.0.0.1", "localhost", "::1", "[::1]")
         self._digests: dict[str, str] = {}
         for model_id, digest in (model_digests or {}).items():
             norm = normalize_digest(digest)
@@ -232,9 +233,9 @@ class OpenAICompatBackend:
         if isinstance(reported, str) and (norm := normalize_digest(reported)) is not None:
             return norm
         path = self._files.get(model_id)
-        if path is None:
-            candidate = Path(model_id).expanduser()
-            if candidate.is_absolute() and candidate.exists():
+        if path is None and self._is_local:
+            candidate = Path(model_id)
+            if candidate.is_absolute() and candidate.is_file():
                 path = candidate
         if path is not None:
             if not path.exists():
@@ -255,7 +256,9 @@ class OpenAICompatBackend:
             if digest is None:
                 log.warning(
                     "%s: model %r has no known digest; not serving it (pass model_digests={%r: 'sha256:…'})",
-                    self._where(), model_id, model_id,
+                    self._where(),
+                    model_id,
+                    model_id,
                 )
                 continue
             kind: ModelKind = self._kinds.get(model_id) or ("embedding" if "embed" in model_id.lower() else "text")

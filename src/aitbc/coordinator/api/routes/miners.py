@@ -17,7 +17,7 @@ from aitbc.coordinator.schemas import (
     ReleaseRequest,
     ResultRequest,
 )
-from aitbc.coordinator.services import BadResult
+from aitbc.coordinator.services import BadResult, CoordinatorService
 from aitbc.protocol.job import JobOutput
 from aitbc.protocol.receipt import Receipt
 
@@ -47,6 +47,11 @@ async def progress(job_id: str, body: ProgressRequest, miner: Miner, service: Se
 
 @router.post("/jobs/{job_id}/result", summary="Deliver the output with the miner-signed receipt")
 async def result(job_id: str, body: ResultRequest, miner: Miner, service: Service) -> dict[str, Any]:
+    return await deliver_result(service, miner, job_id, body)
+
+
+async def deliver_result(service: CoordinatorService, miner: str, job_id: str, body: ResultRequest) -> dict[str, Any]:
+    """The result route's work (shared with ``aitbc.coordinator.api.fastpath``)."""
     try:
         output = msgspec.convert(body.output, JobOutput)
         receipt = msgspec.convert(body.receipt, Receipt)

@@ -1,0 +1,245 @@
+"""A fast path for the coordinator's frequent requests.
+
+FastAPI's per-request machinery (dependency solving, JSON parsing in Python, the router,
+response validation and encoding) cost several times the work of a job submission or a
+miner's progress report. ``CoordinatorAPI`` (the app) sends these requests here before
+FastAPI's middleware and routing:
+
+- ``POST /api/v1/jobs`` (clients), and
+- ``POST /api/v1/miners/claim``, ``/heartbeat``, ``/jobs/{job_id}/progress`` and
+  ``/jobs/{job_id}/result`` (miners).
+
+They are served with the very same pieces the routes use — the same pydantic request
+models (validated from the raw JSON), the same authentication (``X-Api-Key``; the miner's
+request signature over method, path and body), the same ``CoordinatorService`` calls and
+the app's own ``AitbcError`` rendering — and every other case goes to the FastAPI route
+unchanged, so the API, its errors and ``/openapi.json`` stay exactly what the routes define:
+
+- a body that is not JSON by ``Content-Type``, has no declared length, is larger than the
+  limit, or does not validate goes to the full stack (with the body replayed) *before*
+  anything else happens, so 413 and 422 answers stay FastAPI's and nothing is consumed
+  (no rate-limit token, no miner nonce) twice;
+- an ``AitbcError`` (bad key, rate limit, bad signature, unknown model, lost lease …) is
+  rendered by the same function as the app's exception handler.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aitbc.coordinator.api.routes.jobs import to_job_input
+from aitbc.coordinator.api.routes.miners import deliver_result
+from aitbc.coordinator.schemas import ClaimRequest, HeartbeatRequest, JobCreate, ProgressRequest, ResultRequest
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from aitbc.protocol.errors import AitbcError
+
+SUBMIT_PATH: Final = "/api/v1/jobs"
+MINERS_PREFIX: Final = "/api/v1/miners/"
+_JOB_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MINER_HEADERS: Final = {
+    HEADER_MINER.lower().encode(): "miner",
+    HEADER_TIMESTAMP.lower().encode(): "timestamp",
+    HEADER_NONCE.lower().encode(): "nonce",
+    HEADER_SIGNATURE.lower().encode(): "signature",
+}
+
+Handler = Callable[[CoordinatorService, str, str, Any], Awaitable[dict[str, Any] | None]]
+
+
+async def _claim(service: CoordinatorService, miner: str, _: str, body: ClaimRequest) -> dict[str, Any] | None:
+    return await service.claim(miner, body.wait_seconds)
+
+
+async def _heartbeat(service: CoordinatorService, miner: str, _: str, body: HeartbeatRequest) -> dict[str, Any]:
+    return await service.heartbeat(miner, body.leases)
+
+
+async def _progress(service: CoordinatorService, miner: str, job_id: str, body: ProgressRequest) -> dict[str, Any]:
+    return await service.progress(miner, job_id, body.lease_id, body.tokens, body.first_index)
+
+
+async def _result(service: CoordinatorService, miner: str, job_id: str, body: ResultRequest) -> dict[str, Any]:
+    return await deliver_result(service, miner, job_id, body)
+
+
+# route (below /api/v1/miners/) → request model, handler; "jobs/*/x" routes take the job id from the path
+_MINER_ROUTES: Final[dict[str, tuple[type[BaseModel], Handler]]] = {
+    "claim": (ClaimRequest, _claim),
+    "heartbeat": (HeartbeatRequest, _heartbeat),
+    "jobs/*/progress": (ProgressRequest, _progress),
+    "jobs/*/result": (ResultRequest, _result),
+}
+
+
+def _miner_route(path: str) -> tuple[str, str] | None:
+    """(route key, job id) for a miner path this fast path serves, else None."""
+    rest = path[len(MINERS_PREFIX) :]
+    if rest in _MINER_ROUTES:
+        return rest, ""
+    parts = rest.split("/")
+    if len(parts) == 3 and parts[0] == "jobs" and _JOB_ID.fullmatch(parts[1]):
+        key = f"jobs/*/{parts[2]}"
+        if key in _MINER_ROUTES:
+            return key, parts[1]
+    return None
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if content_type is None:
+        return False
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class FastPath:
+    """Serves the requests above; ``app`` (the full FastAPI stack) gets whatever it does not handle."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: CoordinatorService,
+        render_error: Callable[[AitbcError], Response],
+        max_body_bytes: int,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.render_error = render_error
+        self.max_body_bytes = max_body_bytes
+
+    @staticmethod
+    def matches(scope: Scope) -> bool:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        path: str = scope["path"]
+        return path == SUBMIT_PATH or (path.startswith(MINERS_PREFIX) and _miner_route(path) is not None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.matches(scope):
+            await self.app(scope, receive, send)
+            return
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value)  # the first of repeated headers, as Starlette reads them
+        length = headers.get(b"content-length")
+        # Only a JSON body of a declared, acceptable size; the full stack answers the rest (413, 422 …).
+        if (
+            not _is_json(headers.get(b"content-type"))
+            or length is None
+            or not length.isdigit()
+            or int(length) > self.max_body_bytes
+        ):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
+        if scope["path"] == SUBMIT_PATH:
+            await self._submit(scope, receive, send, headers, body)
+        else:
+            await self._miner(scope, receive, send, headers, body)
+
+    async def _submit(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], body: bytes
+    ) -> None:
+        try:
+            job = JobCreate.model_validate_json(body)
+        except ValidationError:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        api_key = headers.get(b"x-api-key")
+        try:
+            client = await self.service.authenticate_client_async(
+                None if api_key is None else api_key.decode("latin-1")
+            )
+            view = await self.service.submit_job(
+                client,
+                to_job_input(job),
+                model_digest=job.model_digest,
+                max_price=job.max_price,
+                ttl_seconds=job.ttl_seconds,
+                constraints=job.constraints.model_dump(exclude_none=True),
+            )
+        except AitbcError as exc:
+            await self.render_error(exc)(scope, receive, send)
+            return
+        await _send_json(send, 201, view)
+
+    async def _miner(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], body: bytes
+    ) -> None:
+        path: str = scope["path"]
+        route = _miner_route(path)
+        assert route is not None
+        key, job_id = route
+        model, handler = _MINER_ROUTES[key]
+        try:
+            request = model.model_validate_json(body)
+        except ValidationError:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        auth = {
+            field: None if (v := headers.get(h)) is None else v.decode("latin-1") for h, field in _MINER_HEADERS.items()
+        }
+        try:
+            miner = self.service.authenticate_miner(auth, "POST", path, body)
+            answer = await handler(self.service, miner, job_id, request)
+        except AitbcError as exc:
+            await self.render_error(exc)(scope, receive, send)
+            return
+        if answer is None:  # a claim that found no work in time
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await _send_json(send, 200, answer)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_json(send: Send, status: int, value: Any) -> None:
+    payload = _dumps(value)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already-read body once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

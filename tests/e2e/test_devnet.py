@@ -1,0 +1,150 @@
+"""``aitbc devnet up`` as a real long-running process: start, use it through the CLI, SIGTERM, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from aitbc.client.node import NodeClient
+from aitbc.devnet.config import DevnetInfo, devnet_file, read_devnet_info
+
+ADDRESS_RE = re.compile(r"\bait1[02-9ac-hj-np-z]{58}\b")
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")} | {"COLUMNS": "250", "NO_COLOR": "1"}
+
+
+def free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            ports.add(int(s.getsockname()[1]))
+    return sorted(ports)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead too (it only waits for its parent to read its status)
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+            return False
+    return True
+
+
+def aitbc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aitbc", *args], capture_output=True, text=True, timeout=60, env=ENV, check=False
+    )
+
+
+class DevnetUp:
+    def __init__(self, data_dir: Path, ports: list[int], log: Path) -> None:
+        self.data_dir = data_dir
+        self.ports = ports
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DevnetInfo:
+        rpc, ws, p2p, coordinator = (str(p) for p in self.ports)
+        with contextlib.suppress(FileNotFoundError):
+            devnet_file(self.data_dir).unlink()  # so we wait for this start's file, not the last one's
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "aitbc", "devnet", "up", "--data-dir", str(self.data_dir)),
+                    *("--rpc-port", rpc, "--ws-port", ws, "--p2p-port", p2p),
+                    *("--coordinator-port", coordinator, "--miner-backend", "none"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
+        deadline = time.monotonic() + 90
+        while not devnet_file(self.data_dir).exists():
+            assert self.proc.poll() is None, f"devnet up exited with {self.proc.returncode}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no devnet.json after 90s:\n{self.output()}"
+            time.sleep(0.1)
+        return read_devnet_info(self.data_dir)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def sigterm(self, timeout: float = 10.0) -> tuple[int, float]:
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        return code, time.monotonic() - started
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(Exception):
+            for pid in read_devnet_info(self.data_dir).pids.values():
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_devnet_up_transfer_sigterm_resume(tmp_path: Path) -> None:
+    data_dir = tmp_path / "devnet"
+    devnet = DevnetUp(data_dir, free_ports(4), tmp_path / "devnet-up.log")
+    try:
+        info = devnet.start()
+        rpc_port = devnet.ports[0]
+        assert info.rpc_url == f"http://127.0.0.1:{rpc_port}/"
+        assert info.ws_url == f"ws://127.0.0.1:{devnet.ports[1]}/ws"
+        assert Path(info.faucet_key).exists()
+        node_pid = info.pids["node"]
+        assert alive(node_pid)
+        assert httpx.get(f"http://127.0.0.1:{rpc_port}/healthz", timeout=5).json()["status"] == "ok"
+
+        # a transfer through the CLI, finding the devnet from its directory
+        created = aitbc("keys", "new", "eve", "--devnet", str(data_dir))
+        assert created.returncode == 0, created.stderr
+        (eve,) = ADDRESS_RE.findall(created.stdout)
+        sent = aitbc("tx", "transfer", "--to", eve, "--amount", "3.25", "--devnet", str(data_dir))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert re.search(r"committed in block \d+", sent.stdout), sent.stdout
+        with NodeClient(info.rpc_url) as client:
+            height = client.get_head()["height"]
+            genesis_hash = client.get_chain_info()["genesis_hash"]
+            assert client.get_account(eve)["balance"] == 3_250_000
+
+        # SIGTERM: the devnet exits 0 within a few seconds and takes its children with it
+        code, took = devnet.sigterm()
+        assert code == 0, devnet.output()
+        assert took < 8, f"devnet took {took:.1f}s to stop"
+        assert "devnet stopped" in devnet.output()
+        for name, pid in info.pids.items():
+            assert not alive(pid), f"{name} (pid {pid}) still running after devnet up exited"
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{rpc_port}/healthz", timeout=1)
+            raise AssertionError("the node still answers after the devnet stopped")
+
+        # again: the same chain resumes where it stopped
+        again = devnet.start()
+        assert again.chain_id == info.chain_id
+        assert again.pids["node"] != node_pid
+        with NodeClient(again.rpc_url) as client:
+            assert client.get_head()["height"] >= height
+            assert client.get_account(eve)["balance"] == 3_250_000
+            assert client.get_chain_info()["genesis_hash"] == genesis_hash
+        assert "resumed" in devnet.output()
+        code, took = devnet.sigterm()
+        assert code == 0, devnet.output()
+        for pid in again.pids.values():
+            assert not alive(pid)
+    finally:
+        devnet.cleanup()

@@ -1,0 +1,61 @@
+"""create_backend, and the builtin backend's honesty when a runtime is missing (no model loads here)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from aitbc.miner.backends import builtin, create_backend
+from aitbc.miner.backends.base import GenerationParams, ModelNotServed
+from aitbc.miner.backends.builtin import BuiltinBackend
+from aitbc.miner.backends.ollama import OllamaBackend
+from aitbc.miner.backends.openai_compat import OpenAICompatBackend
+
+
+def test_create_backend_by_name() -> None:
+    b = create_backend("builtin", enable_text=False, enable_embedding=False)
+    assert isinstance(b, BuiltinBackend) and b.name == "builtin"
+    o = create_backend("ollama", base_url="http://127.0.0.1:1")
+    assert isinstance(o, OllamaBackend) and o.base_url == "http://127.0.0.1:1"
+    a = create_backend("openai", base_url="http://127.0.0.1:1/v1", api_key="k")
+    assert isinstance(a, OpenAICompatBackend) and a.base_url == "http://127.0.0.1:1"
+    for backend in (b, o, a):
+        backend.close()
+
+
+def test_create_backend_rejects_unknown_names_and_options() -> None:
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("vllm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="base_url"):
+        create_backend("openai")
+    with pytest.raises(ValueError, match="bad option"):
+        create_backend("ollama", colour="blue")
+
+
+def test_openai_backend_refuses_malformed_operator_digests() -> None:
+    with pytest.raises(ValueError, match="sha256"):
+        OpenAICompatBackend("http://127.0.0.1:1", model_digests={"m": "name:m@http://x"})
+
+
+def test_builtin_without_runtimes_lists_nothing_and_refuses(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(builtin, "_importable", lambda *modules: False)
+    with caplog.at_level(logging.WARNING):
+        b = BuiltinBackend()
+    assert b.list_models() == []
+    assert "llama-cpp-python is not installed" in caplog.text
+    assert "sentence-transformers/torch are not installed" in caplog.text
+    with pytest.raises(ModelNotServed):
+        b.generate(builtin.TEXT_MODEL, prompt="hi", params=GenerationParams())
+    with pytest.raises(ModelNotServed):
+        b.embed(builtin.EMBEDDING_MODEL, ["hi"])
+
+
+def test_builtin_refuses_other_model_names_without_loading_anything() -> None:
+    b = BuiltinBackend(enable_text=False, enable_embedding=False)
+    with pytest.raises(ModelNotServed, match=r"llama3\.2"):
+        b.generate("llama3.2", prompt="hi", params=GenerationParams())
+    with pytest.raises(ModelNotServed):
+        b.embed("nomic-embed-text", ["hi"])
