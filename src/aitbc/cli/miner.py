@@ -12,6 +12,20 @@ from aitbc.cli.common import handle_errors
 app = typer.Typer(help="Run a miner (compute provider).", no_args_is_help=True)
 
 
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str] | None:
+    from aitbc.protocol.errors import ConfigError
+
+    if not values:
+        return None
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise ConfigError(f"{flag} takes MODEL_ID=VALUE, got {value!r}")
+        pairs[key] = rest
+    return pairs
+
+
 @app.command("run")
 @handle_errors
 def run(
@@ -29,6 +43,14 @@ def run(
         str, typer.Option(help="OpenAI-compatible server (backend openai)")
     ] = "http://127.0.0.1:8000",
     openai_api_key: Annotated[str | None, typer.Option(envvar="AITBC_OPENAI_API_KEY", show_default=False)] = None,
+    openai_model_file: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL_ID=PATH of the weights the server loads (its digest is computed); repeatable"),
+    ] = None,
+    openai_model_digest: Annotated[
+        list[str] | None, typer.Option(help="MODEL_ID=sha256:HEX of a served model; repeatable")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for the builtin backend")] = 2,
     echo_token_delay: Annotated[
         float, typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)")
     ] = 0.0,
@@ -53,6 +75,10 @@ def run(
     elif backend == "openai":
         options["base_url"] = openai_url
         options["api_key"] = openai_api_key
+        options["model_files"] = _pairs(openai_model_file, "--openai-model-file")
+        options["model_digests"] = _pairs(openai_model_digest, "--openai-model-digest")
+    elif backend == "builtin":
+        options["n_threads"] = threads
     miner_key = load_or_create_miner_key(key or data_dir / "miner.key")
     config = MinerConfig(
         coordinator_url=coordinator,

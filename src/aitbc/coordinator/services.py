@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 CLAIM_SCAN_LIMIT = 50
 JOB_INSERT_BATCH = 256
+LEASE_REWRITE_BELOW = 0.9
 
 
 class UnknownModel(AitbcError):
@@ -95,6 +96,13 @@ class LiveMiner:
     active: set[str] = field(default_factory=set)
     idle_generation: int = -1
     """The work generation at which a claim for this miner last found nothing (see ``claim``)."""
+
+
+@dataclass(slots=True, frozen=True)
+class _LeaseMark:
+    miner: str
+    lease_id: str
+    expires_at_ms: int
 
 
 @dataclass(slots=True, eq=False)
@@ -221,6 +229,7 @@ class CoordinatorService:
         self._job_flusher: asyncio.Task[None] | None = None
         self._waiters: list[_Waiter] = []  # claimers long-polling for work, longest-waiting first
         self._work_generation = 0
+        self._leases: dict[str, _LeaseMark] = {}  # job id → the running job's lease as last written
         self._lease_ms = int(settings.lease_seconds * 1000)
 
     # -- plumbing ----------------------------------------------------------------
@@ -430,8 +439,10 @@ class CoordinatorService:
         self.metrics.jobs_finished.labels("cancelled").inc()
         return view
 
-    async def get_receipt(self, api_key: ApiKey | None, job_id: str) -> dict[str, Any]:
-        row = await self.get_job_row(api_key, job_id)
+    async def get_receipt(self, api_key: ApiKey | None, job_id: str, row: Row | None = None) -> dict[str, Any]:
+        """The job's receipt; ``row``: the job as the caller already read it for ``api_key`` (saves a read)."""
+        if row is None:
+            row = await self.get_job_row(api_key, job_id)
         receipt = await self._read(self.repo.get_receipt, job_id)
         if receipt is None:
             raise NotFound(f"job {job_id} has no receipt (state: {row['state']})")
@@ -494,12 +505,32 @@ class CoordinatorService:
         return {"extended": extended, "lost": lost}
 
     async def _extend_lease(self, miner: str, job_id: str, lease_id: str) -> int:
-        # Read and conditional update in one trip to the writer thread (progress reports are frequent).
-        row, job, progressed = await self._write(self._extend_lease_sync, miner, job_id, lease_id, now_ms())
+        """Extend the lease of a job the miner is running; returns the lease's end as stored.
+
+        Progress reports come ~10 times a second per job. A running job's lease is written to the
+        database only when less than ``LEASE_REWRITE_BELOW`` of it is left (at most every 1.5 s with the
+        default 15 s lease); reports in between are checked against what this process last wrote
+        (``_LeaseMark``), which every transition that ends the lease drops (``_release_active``).
+        So the stored lease never falls below 90 % of a full lease while reports flow.
+        """
+        now = now_ms()
+        mark = self._leases.get(job_id)
+        if (
+            mark is not None
+            and mark.miner == miner
+            and mark.lease_id == lease_id
+            and mark.expires_at_ms - now >= self._lease_ms * LEASE_REWRITE_BELOW
+        ):
+            return mark.expires_at_ms
+        # Read and conditional update in one trip to the writer thread.
+        row, job, progressed = await self._write(self._extend_lease_sync, miner, job_id, lease_id, now)
+        assert progressed.lease_expires_at_ms is not None
+        live = self.miners.get(miner)
+        if live is not None and job_id in live.active:  # not ended meanwhile (see ``_release_active``)
+            self._leases[job_id] = _LeaseMark(miner, lease_id, progressed.lease_expires_at_ms)
         if job.state != progressed.state:
             row.update(lifecycle_changes(progressed))
             self.events.publish(job_id, "status", job_view(row))
-        assert progressed.lease_expires_at_ms is not None
         return progressed.lease_expires_at_ms
 
     def _extend_lease_sync(
@@ -592,6 +623,7 @@ class CoordinatorService:
         }
 
     def _release_active(self, miner: str | None, job_id: str) -> None:
+        self._leases.pop(job_id, None)
         if miner is not None and miner in self.miners:
             self.miners[miner].active.discard(job_id)
 

@@ -165,6 +165,9 @@ class MinerDaemon:
 
     async def run(self) -> None:
         self.models = await asyncio.to_thread(self.backend.list_models)
+        warm_up = getattr(self.backend, "warm_up", None)
+        if callable(warm_up):  # load models before offering them, so the first job is not slow
+            await asyncio.to_thread(warm_up)
         if not self.models:
             raise RemoteError("the backend serves no models; nothing to offer", reason="no_models")
         await self.register()
@@ -306,8 +309,11 @@ class MinerDaemon:
                 if status == 422:  # our receipt or output was refused: free the job for another attempt
                     await self.link.post(
                         f"/api/v1/miners/jobs/{job_id}/fail",
-                        {"lease_id": active.lease_id, "error": f"result refused: {_error_reason(data)}",
-                         "retryable": True},
+                        {
+                            "lease_id": active.lease_id,
+                            "error": f"result refused: {_error_reason(data)}",
+                            "retryable": True,
+                        },
                     )
         except JobAborted:
             pass

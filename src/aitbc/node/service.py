@@ -180,9 +180,17 @@ class NodeService:
         started = time.perf_counter()
         candidates = self.mempool.reap(self.params.max_block_txs, self.params.max_block_bytes)
         loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(
-            self._writer, self._build_and_commit, candidates, now_ms or int(time.time() * 1000)
-        )
+        import os  # TEMP experiment
+
+        if os.environ.get("AITBC_BUILD_ON_LOOP"):
+            outcome = build_block(
+                self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.params
+            )
+            await loop.run_in_executor(self._writer, self.store.commit_block, outcome)
+        else:
+            outcome = await loop.run_in_executor(
+                self._writer, self._build_and_commit, candidates, now_ms or int(time.time() * 1000)
+            )
         self._apply_committed(outcome)
         self.metrics.block_build_seconds.observe(time.perf_counter() - started)
         return outcome

