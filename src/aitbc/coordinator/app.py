@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -190,6 +191,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"])
     async def prometheus() -> Response:
+        await service.refresh_gauges()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -212,4 +214,9 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
         # SIGTERM) would wait for every such poll to run out before shutting down.
         timeout_graceful_shutdown=2,
     )
+    # The ~100k objects of the loaded app (FastAPI, pydantic, SQLAlchemy, …) live as long as the process:
+    # freezing them keeps every full garbage collection from walking them again (a ~75 ms pause on 2 cores,
+    # the largest latency spike under load).
+    gc.collect()
+    gc.freeze()
     serve_forever(config)

@@ -36,6 +36,7 @@ class _Channel:
 class JobEventBroker:
     def __init__(self) -> None:
         self._channels: dict[str, _Channel] = {}
+        self._closed: deque[tuple[float, str]] = deque()  # (closed at, job id), oldest first, for ``prune``
 
     def publish(self, job_id: str, event: str, data: dict[str, Any], final: bool = False) -> None:
         channel = self._channels.setdefault(job_id, _Channel())
@@ -49,6 +50,7 @@ class JobEventBroker:
                 channel.subscribers.discard(queue)
         if final:
             channel.closed_at = time.monotonic()
+            self._closed.append((channel.closed_at, job_id))
             for queue in list(channel.subscribers):
                 if not queue.full():
                     queue.put_nowait(None)
@@ -72,11 +74,11 @@ class JobEventBroker:
             channel.subscribers.discard(queue)
 
     def prune(self) -> None:
-        """Forget channels of jobs that finished a while ago."""
-        now = time.monotonic()
-        for job_id in [
-            j
-            for j, c in self._channels.items()
-            if c.closed_at is not None and now - c.closed_at > LINGER_SECONDS and not c.subscribers
-        ]:
-            del self._channels[job_id]
+        """Forget channels of jobs that finished a while ago (in order of finishing: no scan of open ones)."""
+        cutoff = time.monotonic() - LINGER_SECONDS
+        while self._closed and self._closed[0][0] < cutoff:
+            closed_at, job_id = self._closed.popleft()
+            channel = self._channels.get(job_id)
+            # (a closed channel takes no new subscribers: ``publish(final=True)`` dropped its last ones)
+            if channel is not None and channel.closed_at == closed_at and not channel.subscribers:
+                del self._channels[job_id]

@@ -59,6 +59,7 @@ T = TypeVar("T")
 CLAIM_SCAN_LIMIT = 50
 JOB_INSERT_BATCH = 256
 LEASE_REWRITE_BELOW = 0.9
+SWEEP_RECHECK_MS = 5_000
 
 
 class UnknownModel(AitbcError):
@@ -229,6 +230,7 @@ class CoordinatorService:
         self._job_flusher: asyncio.Task[None] | None = None
         self._waiters: list[_Waiter] = []  # claimers long-polling for work, longest-waiting first
         self._work_generation = 0
+        self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self._leases: dict[str, _LeaseMark] = {}  # job id → the running job's lease as last written
         self._lease_ms = int(settings.lease_seconds * 1000)
 
@@ -406,6 +408,7 @@ class CoordinatorService:
             "result": None,
         }
         await self._insert_job(row)
+        self._due_by(row["expires_at_ms"])
         self.metrics.jobs_submitted.inc()
         view = job_view(row)
         self.events.publish(row["id"], "status", view)
@@ -574,6 +577,10 @@ class CoordinatorService:
                 woken_for_a_job = await asyncio.wait_for(waiter.future, timeout=remaining)
             except TimeoutError:
                 return None
+            except asyncio.CancelledError:  # the miner went away: pass on a job it was woken for
+                if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result():
+                    self._notify_work()
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
@@ -596,6 +603,7 @@ class CoordinatorService:
 
     def _on_claimed(self, live: LiveMiner, row: Row) -> dict[str, Any]:
         live.active.add(row["id"])
+        self._due_by(row["lease_expires_at_ms"])
         self.metrics.assignment_latency.observe((row["assigned_at_ms"] - row["created_at_ms"]) / 1000)
         self.events.publish(row["id"], "status", job_view(row))
         served = next(m for m in live.offer.models if m.name == row["model"] and m.digest == row["served_digest"])
@@ -731,13 +739,34 @@ class CoordinatorService:
             self.metrics.jobs_finished.labels(after.state.value).inc()
         if after.state == JobState.QUEUED:
             self.metrics.jobs_requeued.inc()
+            self._due_by(row["expires_at_ms"])
             self._notify_work()
 
     # -- housekeeping --------------------------------------------------------------
+    def _due_by(self, at_ms: int | None) -> None:
+        """Something may expire at ``at_ms`` (a new job's ttl, a new lease, a requeued job): sweep by then."""
+        if at_ms is not None:
+            self._next_sweep_ms = min(self._next_sweep_ms, at_ms)
+
     async def sweep(self) -> None:
-        """Requeue or fail jobs whose lease ran out; expire jobs nobody took in time."""
+        """Requeue or fail jobs whose lease ran out; expire jobs nobody took in time.
+
+        It is called four times a second but reads the database only when something can be due: each read
+        also returns the earliest lease end or queued job's expiry ahead, and every change that brings
+        one nearer (a submission, a claim, a requeue) lowers that mark through ``_due_by``; it reads at
+        least every ``SWEEP_RECHECK_MS`` anyway. The per-state gauges are counted when ``/metrics`` is
+        scraped (``refresh_gauges``), not here.
+        """
         now = now_ms()
-        for row in await self._read(self.repo.jobs_with_expired_leases, now):
+        self.events.prune()
+        self.metrics.miners_online.set(len(self.live_miners(now)))
+        if now < self._next_sweep_ms:
+            return
+        # Set before reading, so that marks lowered while the read runs are kept.
+        self._next_sweep_ms = now + SWEEP_RECHECK_MS
+        expired_leases, past_ttl, next_end = await self._read(self.repo.sweep_candidates, now)
+        self._due_by(next_end)
+        for row in expired_leases:
             job = lifecycle_from_row(row)
             if not is_lease_expired(job, now):
                 continue
@@ -746,15 +775,17 @@ class CoordinatorService:
                 log.warning("lease expired", extra={"job_id": row["id"], "miner": job.miner, "state": row["state"]})
             except JobRuleViolation:
                 continue
-        for row in await self._read(self.repo.jobs_past_ttl, now):
+        for row in past_ttl:
             job = lifecycle_from_row(row)
             try:
                 await self._apply_transition(row, job, on_ttl_expired(job, now), expect_lease=None)
             except JobRuleViolation:
                 continue
-        self.events.prune()
+
+    async def refresh_gauges(self) -> None:
+        """Jobs by state and queue depth, counted now (called when ``/metrics`` is scraped)."""
         counts = await self._read(self.repo.count_by_state)
         for state in JobState:
             self.metrics.jobs_by_state.labels(state.value).set(counts.get(state.value, 0))
         self.metrics.queue_depth.set(counts.get(JobState.QUEUED.value, 0))
-        self.metrics.miners_online.set(len(self.live_miners(now)))
+        self.metrics.miners_online.set(len(self.live_miners()))

@@ -237,14 +237,16 @@ class MinerDaemon:
         job_id = job["job_id"]
         active = _ActiveJob(job_id, lease["lease_id"])
         self.active[job_id] = active
-        loop = asyncio.get_running_loop()
         tokens: list[str] = []
         sent = 0
+        halted = False
 
         def on_token(text: str) -> None:
-            if active.aborted or self._stopping.is_set():
+            if halted or active.aborted or self._stopping.is_set():
                 raise JobAborted
-            loop.call_soon_threadsafe(tokens.append, text)
+            # A plain append (atomic on a list): the loop picks tokens up at its next progress tick.
+            # Waking the event loop for every token cost the model CPU it shares the machine with.
+            tokens.append(text)
 
         async def push_progress() -> None:
             nonlocal sent
@@ -260,9 +262,16 @@ class MinerDaemon:
 
         try:
             job_input = msgspec.convert(job["input"], JobInput)
-            await push_progress()  # tells the coordinator the job is running
+            # The first report tells the coordinator the job is running; the generation starts meanwhile
+            # instead of a round trip later (pushes stay one at a time: the loop below waits for this one).
+            first_report = asyncio.create_task(push_progress())
             started = now_ms()
             work = asyncio.create_task(asyncio.to_thread(self._execute, job_input, on_token))
+            try:
+                await first_report
+            except BaseException:
+                halted = True  # the generation stops at its next token
+                raise
             while not work.done():
                 await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
                 if len(tokens) > sent and not active.aborted:

@@ -5,7 +5,8 @@ response validation and encoding) cost several times the work of a job submissio
 miner's progress report. ``CoordinatorAPI`` (the app) sends these requests here before
 FastAPI's middleware and routing:
 
-- ``POST /api/v1/jobs`` (clients), and
+- ``POST /api/v1/jobs``, ``GET /api/v1/jobs/{job_id}`` and ``GET /api/v1/jobs/{job_id}/result``
+  (clients), and
 - ``POST /api/v1/miners/claim``, ``/heartbeat``, ``/jobs/{job_id}/progress`` and
   ``/jobs/{job_id}/result`` (miners).
 
@@ -35,14 +36,15 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aitbc.coordinator.api.routes.jobs import to_job_input
+from aitbc.coordinator.api.routes.jobs import result_response, to_job_input
 from aitbc.coordinator.api.routes.miners import deliver_result
 from aitbc.coordinator.schemas import ClaimRequest, HeartbeatRequest, JobCreate, ProgressRequest, ResultRequest
-from aitbc.coordinator.services import CoordinatorService
+from aitbc.coordinator.services import CoordinatorService, job_view
 from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from aitbc.protocol.errors import AitbcError
 
 SUBMIT_PATH: Final = "/api/v1/jobs"
+JOBS_PREFIX: Final = "/api/v1/jobs/"
 MINERS_PREFIX: Final = "/api/v1/miners/"
 _JOB_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MINER_HEADERS: Final = {
@@ -93,6 +95,18 @@ def _miner_route(path: str) -> tuple[str, str] | None:
     return None
 
 
+def _job_read(path: str) -> tuple[str, bool] | None:
+    """(job id, wants the result) for ``/api/v1/jobs/{id}`` and ``/api/v1/jobs/{id}/result``, else None."""
+    parts = path[len(JOBS_PREFIX) :].split("/")
+    if not _JOB_ID.fullmatch(parts[0]):
+        return None
+    if len(parts) == 1:
+        return parts[0], False
+    if len(parts) == 2 and parts[1] == "result":
+        return parts[0], True
+    return None
+
+
 def _is_json(content_type: bytes | None) -> bool:
     if content_type is None:
         return False
@@ -123,9 +137,13 @@ class FastPath:
 
     @staticmethod
     def matches(scope: Scope) -> bool:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return False
         path: str = scope["path"]
+        if scope["method"] == "GET":
+            return path.startswith(JOBS_PREFIX) and _job_read(path) is not None
+        if scope["method"] != "POST":
+            return False
         return path == SUBMIT_PATH or (path.startswith(MINERS_PREFIX) and _miner_route(path) is not None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,6 +153,9 @@ class FastPath:
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
             headers.setdefault(name, value)  # the first of repeated headers, as Starlette reads them
+        if scope["method"] == "GET":
+            await self._read_job(scope, receive, send, headers)
+            return
         length = headers.get(b"content-length")
         # Only a JSON body of a declared, acceptable size; the full stack answers the rest (413, 422 …).
         if (
@@ -178,6 +199,24 @@ class FastPath:
             await self.render_error(exc)(scope, receive, send)
             return
         await _send_json(send, 201, view)
+
+    async def _read_job(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
+        found = _job_read(scope["path"])
+        assert found is not None
+        job_id, wants_result = found
+        api_key = headers.get(b"x-api-key")
+        try:
+            client = await self.service.authenticate_client_async(
+                None if api_key is None else api_key.decode("latin-1")
+            )
+            if wants_result:
+                await (await result_response(self.service, client, job_id))(scope, receive, send)
+                return
+            view = job_view(await self.service.get_job_row(client, job_id))
+        except AitbcError as exc:
+            await self.render_error(exc)(scope, receive, send)
+            return
+        await _send_json(send, 200, view)
 
     async def _miner(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], body: bytes

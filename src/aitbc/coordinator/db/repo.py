@@ -24,6 +24,8 @@ _EXPIRED_LEASES = sa.select(jobs).where(
     jobs.c.state.in_(["assigned", "running"]), jobs.c.lease_expires_at_ms <= sa.bindparam("now_ms")
 )
 _PAST_TTL = sa.select(jobs).where(jobs.c.state == "queued", jobs.c.expires_at_ms <= sa.bindparam("now_ms"))
+_NEXT_LEASE_END = sa.select(sa.func.min(jobs.c.lease_expires_at_ms)).where(jobs.c.state.in_(["assigned", "running"]))
+_NEXT_TTL_END = sa.select(sa.func.min(jobs.c.expires_at_ms)).where(jobs.c.state == "queued")
 _COUNT_BY_STATE = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
 
 
@@ -173,6 +175,16 @@ class CoordinatorRepo:
     def jobs_past_ttl(self, now_ms: int) -> list[Row]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(_PAST_TTL, {"now_ms": now_ms}).mappings()]
+
+    def sweep_candidates(self, now_ms: int) -> tuple[list[Row], list[Row], int | None]:
+        """The sweeper's one read: ``jobs_with_expired_leases``, ``jobs_past_ttl``, and the earliest lease
+        end or queued job's expiry still ahead (None when there is none), on one connection."""
+        with self.engine.connect() as conn:
+            leases = [dict(r) for r in conn.execute(_EXPIRED_LEASES, {"now_ms": now_ms}).mappings()]
+            ttl = [dict(r) for r in conn.execute(_PAST_TTL, {"now_ms": now_ms}).mappings()]
+            ends = [conn.execute(_NEXT_LEASE_END).scalar(), conn.execute(_NEXT_TTL_END).scalar()]
+        upcoming = [int(t) for t in ends if t is not None]
+        return leases, ttl, min(upcoming) if upcoming else None
 
     def count_by_state(self) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from aitbc.coordinator.api.deps import Client, Service
+from aitbc.coordinator.auth import ApiKey
 from aitbc.coordinator.schemas import JobCreate
-from aitbc.coordinator.services import job_view
+from aitbc.coordinator.services import CoordinatorService, job_view
 from aitbc.market.lifecycle import TERMINAL_STATES, JobState
 from aitbc.protocol.job import JobInput, JobOutput, Message, Params, unpack_vectors
 
@@ -75,6 +76,11 @@ async def get_job(job_id: str, client: Client, service: Service) -> dict[str, An
 
 @router.get("/jobs/{job_id}/result", summary="The result (409 while running, 410 if it never will be)")
 async def get_result(job_id: str, client: Client, service: Service) -> JSONResponse:
+    return await result_response(service, client, job_id)
+
+
+async def result_response(service: CoordinatorService, client: ApiKey, job_id: str) -> JSONResponse:
+    """The result route's answer (shared with ``aitbc.coordinator.api.fastpath``)."""
     row = await service.get_job_row(client, job_id)
     state = row["state"]
     if state != JobState.COMPLETED.value:
