@@ -248,11 +248,12 @@ def process_refund_escrow(
     state: StateDelta, tx: RefundEscrow, proposer: str, chain_id: str, params: ChainParams, height: int, tx_hash: str
 ) -> None:
     check_tx_stateless(tx, chain_id, params)
-    # Verify the escrow is open and its deadline has passed
+    # Verify the escrow is open, and its deadline has passed unless its coordinator gives up on the job
     escrow = _verify_escrow_open(state.get_escrow(tx.job_id), tx.job_id)
-    if height <= escrow.deadline_height:
+    if height <= escrow.deadline_height and tx.sender != escrow.coordinator:
         raise InvalidTx(
-            TxRejection.DEADLINE_NOT_REACHED, f"the escrow can be settled until height {escrow.deadline_height}"
+            TxRejection.DEADLINE_NOT_REACHED,
+            f"the escrow can be settled until height {escrow.deadline_height}; only its coordinator may refund earlier",
         )
     sender = _verify_sender(state, tx)
 

@@ -82,7 +82,8 @@ class SettleJob(TxBase, frozen=True, kw_only=True, tag="settle_job"):
 
 
 class RefundEscrow(TxBase, frozen=True, kw_only=True, tag="refund_escrow"):
-    """Return an expired escrow to its client; anyone may send it."""
+    """Return an escrow to its client: anyone after the deadline, its coordinator at any time
+    (a failed, cancelled or expired job)."""
 
     job_id: JobId
     signature: SignatureHex = ""
