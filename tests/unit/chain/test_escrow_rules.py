@@ -111,7 +111,7 @@ def rejection(fn: object, *args: object) -> str:
 
 
 def test_process_open_escrow_locks_funds_and_emits_event() -> None:
-    state, delta = with_open_escrow()
+    _, delta = with_open_escrow()
     escrow = delta.get_escrow("job_1")
     assert escrow is not None and escrow.state == EscrowState.OPEN and escrow.amount == 10_000
     assert delta.get_account(CLIENT.address).balance == START - 10_000 - 10
