@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
+from aitbc.protocol.address import encode_address
+from aitbc.protocol.crypto import sha256
 from aitbc.protocol.types import U64, Amount
+
+REWARD_POOL_ADDRESS: Final = encode_address(sha256(b"aitbc/module/validator-reward-pool"))
+"""Module account that collects protocol fees for the validators (no key can spend it)."""
 
 
 class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -18,6 +25,10 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     mempool_nonce_window: U64 = 1_024
     """A tx's nonce may run at most this far ahead of its sender's committed nonce."""
     mempool_max_per_sender: U64 = 1_024
+    protocol_fee_bps: U64 = 200
+    """Share of every settled job's total (basis points) paid to the validators' reward pool."""
+    max_escrow_blocks: U64 = 100_000
+    """An escrow's deadline may lie at most this many blocks ahead."""
 
 
 PRESETS: dict[str, ChainParams] = {

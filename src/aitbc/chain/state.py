@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from enum import StrEnum
+from typing import Annotated, Final, Protocol
 
 import msgspec
+from msgspec import Meta
 
 from aitbc.chain.smt import SmtProof, SparseMerkleTree, is_valid_smt_proof
 from aitbc.protocol import codec
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.crypto import sha256
-from aitbc.protocol.types import U64, Amount
+from aitbc.protocol.job import JobId
+from aitbc.protocol.types import U64, Address, Amount, Height, Wire
 
 ACCOUNT_NAMESPACE: Final = b"account\x00"
+ESCROW_NAMESPACE: Final = b"escrow\x00"
 
 
 class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -30,6 +34,50 @@ class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 EMPTY_ACCOUNT: Final = Account()
 
 
+class EscrowState(StrEnum):
+    OPEN = "open"
+    SETTLED = "settled"
+    REFUNDED = "refunded"
+
+
+class Escrow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Funds a client locked for one job; the receipt hash is anchored here when it settles."""
+
+    job_id: JobId
+    client: Address
+    coordinator: Address
+    amount: Amount
+    deadline_height: Height
+    opened_height: Height
+    state: Annotated[str, Meta(pattern=r"^(open|settled|refunded)$"), Wire.STR] = EscrowState.OPEN.value
+    miner: Annotated[str, Wire.STR] = ""
+    paid_to_miner: Amount = 0
+    protocol_fee: Amount = 0
+    refunded: Amount = 0
+    receipt_hash: Annotated[str, Wire.STR] = ""
+    closed_height: Height = 0
+
+
+class ChainEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Something a block did that people follow (``job_updates`` on the WebSocket)."""
+
+    kind: str
+    job_id: str
+    client: str
+    coordinator: str
+    amount: int
+    tx_hash: str
+    miner: str = ""
+    paid_to_miner: int = 0
+    protocol_fee: int = 0
+    refunded: int = 0
+    receipt_hash: str = ""
+
+
+def compute_escrow_key(job_id: str) -> bytes:
+    return sha256(ESCROW_NAMESPACE + job_id.encode("utf-8"))
+
+
 def compute_account_key(address: str) -> bytes:
     return sha256(ACCOUNT_NAMESPACE + decode_address(address))
 
@@ -38,45 +86,96 @@ def compute_account_value_hash(account: Account) -> bytes:
     return sha256(codec.encode(account))
 
 
+def compute_escrow_value_hash(escrow: Escrow) -> bytes:
+    return sha256(codec.encode(escrow))
+
+
+def compute_state_items(accounts: Mapping[str, Account], escrows: Mapping[str, Escrow]) -> dict[bytes, bytes | None]:
+    items: dict[bytes, bytes | None] = {
+        compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
+    }
+    items.update({compute_escrow_key(j): compute_escrow_value_hash(e) for j, e in escrows.items()})
+    return items
+
+
 class ChainState:
-    """The committed state at the head: every account plus the Merkle tree over them."""
+    """The committed state at the head: accounts, escrows, and the Merkle tree over both."""
 
-    __slots__ = ("accounts", "tree")
+    __slots__ = ("accounts", "due", "escrows", "tree")
 
-    def __init__(self, accounts: dict[str, Account] | None = None, tree: SparseMerkleTree | None = None) -> None:
+    def __init__(
+        self,
+        accounts: dict[str, Account] | None = None,
+        tree: SparseMerkleTree | None = None,
+        escrows: dict[str, Escrow] | None = None,
+    ) -> None:
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
+        self.escrows: dict[str, Escrow] = escrows if escrows is not None else {}
         self.tree = tree if tree is not None else SparseMerkleTree()
+        self.due: dict[int, set[str]] = {}
+        """Open escrows by deadline height (an index, derived from ``escrows``; not in the root)."""
+        for escrow in self.escrows.values():
+            self._index(escrow)
+
+    def _index(self, escrow: Escrow) -> None:
+        if escrow.state == EscrowState.OPEN:
+            self.due.setdefault(escrow.deadline_height, set()).add(escrow.job_id)
+        else:
+            jobs = self.due.get(escrow.deadline_height)
+            if jobs is not None:
+                jobs.discard(escrow.job_id)
+                if not jobs:
+                    del self.due[escrow.deadline_height]
 
     @classmethod
-    def from_accounts(cls, accounts: Mapping[str, Account]) -> ChainState:
+    def from_accounts(cls, accounts: Mapping[str, Account], escrows: Mapping[str, Escrow] | None = None) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
-        items = {compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()}
-        return cls(dict(accounts), SparseMerkleTree().update(items))
+        escrows = escrows or {}
+        return cls(dict(accounts), SparseMerkleTree().update(compute_state_items(accounts, escrows)), dict(escrows))
 
     def get_account(self, address: str) -> Account:
         return self.accounts.get(address, EMPTY_ACCOUNT)
+
+    def get_escrow(self, job_id: str) -> Escrow | None:
+        return self.escrows.get(job_id)
+
+    def get_expired_escrows(self, height: int) -> list[str]:
+        """Open escrows whose deadline lies before ``height`` (sorted, so every node refunds in one order)."""
+        return sorted(j for h, jobs in self.due.items() if h < height for j in jobs)
+
+    def prove_escrow(self, job_id: str) -> SmtProof:
+        return self.tree.prove(compute_escrow_key(job_id))
 
     @property
     def state_root(self) -> str:
         return self.tree.root_hash.hex()
 
     def total_supply(self) -> int:
-        return sum(a.balance for a in self.accounts.values())
+        """Every token: balances plus what open escrows hold."""
+        locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
+        return sum(a.balance for a in self.accounts.values()) + locked
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
 
 
-class AccountReader(Protocol):
+class StateReader(Protocol):
     def get_account(self, address: str) -> Account: ...
+
+    def get_escrow(self, job_id: str) -> Escrow | None: ...
+
+
+AccountReader = StateReader
 
 
 @dataclass(slots=True)
 class StateDelta:
     """Writes of one block on top of a committed state (reads fall through to ``base``)."""
 
-    base: AccountReader
+    base: StateReader
     accounts: dict[str, Account] = field(default_factory=dict)
+    escrows: dict[str, Escrow] = field(default_factory=dict)
+    events: list[ChainEvent] = field(default_factory=list)
 
     def get_account(self, address: str) -> Account:
         account = self.accounts.get(address)
@@ -85,18 +184,38 @@ class StateDelta:
     def set_account(self, address: str, account: Account) -> None:
         self.accounts[address] = account
 
+    def get_escrow(self, job_id: str) -> Escrow | None:
+        escrow = self.escrows.get(job_id)
+        return escrow if escrow is not None else self.base.get_escrow(job_id)
+
+    def set_escrow(self, escrow: Escrow) -> None:
+        self.escrows[escrow.job_id] = escrow
+
+    def emit(self, event: ChainEvent) -> None:
+        self.events.append(event)
+
 
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
-    tree = base.tree.update(
-        {compute_account_key(a): compute_account_value_hash(acc) for a, acc in delta.accounts.items()}
-    )
+    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows))
     return tree.root_hash.hex(), tree
 
 
 def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -> None:
     state.accounts.update(delta.accounts)
+    for escrow in delta.escrows.values():
+        previous = state.escrows.get(escrow.job_id)
+        state.escrows[escrow.job_id] = escrow
+        if previous is not None and previous.deadline_height != escrow.deadline_height:  # pragma: no cover
+            raise ValueError("an escrow's deadline never changes")
+        state._index(escrow)
     state.tree = tree
+
+
+def is_valid_escrow_proof(state_root: str, job_id: str, escrow: Escrow | None, proof: SmtProof) -> bool:
+    """A light client's check of an escrow (and its anchored receipt hash) against a state root."""
+    value_hash = None if escrow is None else compute_escrow_value_hash(escrow)
+    return is_valid_smt_proof(bytes.fromhex(state_root), compute_escrow_key(job_id), value_hash, proof)
 
 
 def is_valid_account_proof(state_root: str, address: str, account: Account | None, proof: SmtProof) -> bool:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from aitbc.chain.params import ChainParams
+import msgspec
+
+from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.smt import SparseMerkleTree
-from aitbc.chain.state import Account, ChainState, StateDelta, compute_state_root
+from aitbc.chain.state import Account, ChainEvent, ChainState, Escrow, EscrowState, StateDelta, compute_state_root
 from aitbc.protocol.block import (
     Block,
     BlockHeader,
@@ -23,7 +25,14 @@ from aitbc.protocol.block import (
 )
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidBlock, InvalidSignature, InvalidTx, TxRejection
-from aitbc.protocol.tx import Transfer, Tx, VerifiedTx, verify_tx
+from aitbc.protocol.receipt import (
+    InvalidReceipt,
+    compute_receipt_hash,
+    verify_coordinator_signature,
+    verify_miner_signature,
+    verify_receipt_accounting,
+)
+from aitbc.protocol.tx import OpenEscrow, RefundEscrow, SettleJob, Transfer, Tx, VerifiedTx, verify_tx
 from aitbc.protocol.types import MAX_U64
 
 
@@ -35,22 +44,26 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
     # Verify the fee meets the floor
     if tx.fee < params.min_fee:
         raise InvalidTx(TxRejection.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {params.min_fee}")
-    if isinstance(tx, Transfer):
+    if isinstance(tx, Transfer | OpenEscrow):
         # Verify something is moved
         if tx.amount == 0:
-            raise InvalidTx(TxRejection.ZERO_AMOUNT, "transfer amount must be positive")
+            raise InvalidTx(TxRejection.ZERO_AMOUNT, "amount must be positive")
         # Verify amount + fee is representable
         if tx.amount + tx.fee > MAX_U64:
             raise InvalidTx(TxRejection.AMOUNT_OVERFLOW, "amount + fee overflows the maximum amount")
+    if isinstance(tx, SettleJob) and tx.receipt.chain_id != chain_id:
+        raise InvalidTx(TxRejection.WRONG_CHAIN_ID, "the receipt is for another chain")
 
 
 def compute_tx_cost(tx: Tx) -> int:
     """What the sender's balance must cover for this tx."""
-    return tx.amount + tx.fee
+    if isinstance(tx, Transfer | OpenEscrow):
+        return tx.amount + tx.fee
+    return tx.fee
 
 
-def process_transfer(state: StateDelta, tx: Transfer, proposer: str, chain_id: str, params: ChainParams) -> None:
-    check_tx_stateless(tx, chain_id, params)
+def _verify_sender(state: StateDelta, tx: Tx) -> Account:
+    """Nonce is the sender's next one, and the balance covers the tx's cost."""
     sender = state.get_account(tx.sender)
     # Verify the nonce is the sender's next one (no replay, no gap)
     if tx.nonce < sender.nonce:
@@ -63,27 +76,210 @@ def process_transfer(state: StateDelta, tx: Transfer, proposer: str, chain_id: s
         raise InvalidTx(
             TxRejection.INSUFFICIENT_BALANCE, f"balance {sender.balance} does not cover amount + fee = {cost}"
         )
+    return sender
+
+
+def _charge_sender(state: StateDelta, tx: Tx, sender: Account, proposer: str) -> None:
+    state.set_account(tx.sender, Account(balance=sender.balance - compute_tx_cost(tx), nonce=sender.nonce + 1))
+    process_fee(state, tx.fee, proposer)
+
+
+def _credit(state: StateDelta, address: str, amount: int) -> None:
+    if amount:
+        account = state.get_account(address)
+        state.set_account(address, Account(balance=account.balance + amount, nonce=account.nonce))
+
+
+def process_transfer(state: StateDelta, tx: Transfer, proposer: str, chain_id: str, params: ChainParams) -> None:
+    check_tx_stateless(tx, chain_id, params)
+    sender = _verify_sender(state, tx)
     # Verify the recipient's balance stays representable
-    recipient_balance = state.get_account(tx.recipient).balance - (cost if tx.recipient == tx.sender else 0)
+    recipient_balance = state.get_account(tx.recipient).balance - (
+        compute_tx_cost(tx) if tx.recipient == tx.sender else 0
+    )
     if recipient_balance + tx.amount > MAX_U64:
         raise InvalidTx(TxRejection.AMOUNT_OVERFLOW, "recipient balance would overflow")
 
-    state.set_account(tx.sender, Account(balance=sender.balance - cost, nonce=sender.nonce + 1))
-    recipient = state.get_account(tx.recipient)
-    state.set_account(tx.recipient, Account(balance=recipient.balance + tx.amount, nonce=recipient.nonce))
-    process_fee(state, tx.fee, proposer)
+    _charge_sender(state, tx, sender, proposer)
+    _credit(state, tx.recipient, tx.amount)
 
 
 def process_fee(state: StateDelta, fee: int, proposer: str) -> None:
     """Fees go to the proposer of the block that includes the tx."""
-    if fee:
-        account = state.get_account(proposer)
-        state.set_account(proposer, Account(balance=account.balance + fee, nonce=account.nonce))
+    _credit(state, proposer, fee)
 
 
-def process_tx(state: StateDelta, tx: Tx, proposer: str, chain_id: str, params: ChainParams) -> None:
+def process_open_escrow(
+    state: StateDelta, tx: OpenEscrow, proposer: str, chain_id: str, params: ChainParams, height: int, tx_hash: str
+) -> None:
+    check_tx_stateless(tx, chain_id, params)
+    # Verify the job has no escrow yet
+    if state.get_escrow(tx.job_id) is not None:
+        raise InvalidTx(TxRejection.ESCROW_EXISTS, f"job {tx.job_id} already has an escrow")
+    # Verify the deadline lies ahead, within the limit
+    if not height <= tx.deadline_height <= height + params.max_escrow_blocks:
+        raise InvalidTx(
+            TxRejection.BAD_DEADLINE,
+            f"deadline height {tx.deadline_height} must lie within {height}..{height + params.max_escrow_blocks}",
+        )
+    sender = _verify_sender(state, tx)
+
+    _charge_sender(state, tx, sender, proposer)
+    state.set_escrow(
+        Escrow(
+            job_id=tx.job_id,
+            client=tx.sender,
+            coordinator=tx.coordinator,
+            amount=tx.amount,
+            deadline_height=tx.deadline_height,
+            opened_height=height,
+        )
+    )
+    state.emit(
+        ChainEvent(
+            kind="escrow_opened",
+            job_id=tx.job_id,
+            client=tx.sender,
+            coordinator=tx.coordinator,
+            amount=tx.amount,
+            tx_hash=tx_hash,
+        )
+    )
+
+
+def compute_protocol_fee(total: int, params: ChainParams) -> int:
+    return total * params.protocol_fee_bps // 10_000
+
+
+def _verify_escrow_open(escrow: Escrow | None, job_id: str) -> Escrow:
+    if escrow is None:
+        raise InvalidTx(TxRejection.NO_ESCROW, f"job {job_id} has no escrow")
+    if escrow.state == EscrowState.SETTLED:
+        raise InvalidTx(TxRejection.ALREADY_SETTLED, f"job {job_id} is already settled")
+    if escrow.state == EscrowState.REFUNDED:
+        raise InvalidTx(TxRejection.ALREADY_REFUNDED, f"job {job_id} was refunded")
+    return escrow
+
+
+def process_settle_job(
+    state: StateDelta, tx: SettleJob, proposer: str, chain_id: str, params: ChainParams, height: int, tx_hash: str
+) -> None:
+    check_tx_stateless(tx, chain_id, params)
+    receipt = tx.receipt
+    # Verify the escrow is open and not past its deadline
+    escrow = _verify_escrow_open(state.get_escrow(receipt.job_id), receipt.job_id)
+    if height > escrow.deadline_height:
+        raise InvalidTx(TxRejection.ESCROW_EXPIRED, f"the escrow expired at height {escrow.deadline_height}")
+    # Verify the escrow's coordinator sends it, and the receipt names the same parties
+    if tx.sender != escrow.coordinator or receipt.coordinator != escrow.coordinator:
+        raise InvalidTx(TxRejection.NOT_COORDINATOR, "only the escrow's coordinator may settle the job")
+    if receipt.client != escrow.client:
+        raise InvalidTx(TxRejection.BAD_RECEIPT, "the receipt names another client")
+    # Verify the receipt: miner signed it, the coordinator countersigned (= assigned that miner), it adds up
+    try:
+        verify_miner_signature(receipt)
+        verify_coordinator_signature(receipt)
+        verify_receipt_accounting(receipt)
+    except InvalidReceipt as exc:
+        raise InvalidTx(TxRejection.BAD_RECEIPT, f"{exc.reason}: {exc.message}") from None
+    # Verify the escrow covers the total
+    if receipt.total_price > escrow.amount:
+        raise InvalidTx(
+            TxRejection.TOTAL_ABOVE_ESCROW, f"receipt total {receipt.total_price} exceeds the escrow's {escrow.amount}"
+        )
+    sender = _verify_sender(state, tx)
+
+    fee = compute_protocol_fee(receipt.total_price, params)
+    paid = receipt.total_price - fee
+    rest = escrow.amount - receipt.total_price
+    receipt_hash = compute_receipt_hash(receipt)
+    _charge_sender(state, tx, sender, proposer)
+    _credit(state, receipt.miner, paid)
+    _credit(state, REWARD_POOL_ADDRESS, fee)
+    _credit(state, escrow.client, rest)
+    state.set_escrow(
+        msgspec.structs.replace(
+            escrow,
+            state=EscrowState.SETTLED.value,
+            miner=receipt.miner,
+            paid_to_miner=paid,
+            protocol_fee=fee,
+            refunded=rest,
+            receipt_hash=receipt_hash,
+            closed_height=height,
+        )
+    )
+    state.emit(
+        ChainEvent(
+            kind="settled",
+            job_id=escrow.job_id,
+            client=escrow.client,
+            coordinator=escrow.coordinator,
+            amount=escrow.amount,
+            tx_hash=tx_hash,
+            miner=receipt.miner,
+            paid_to_miner=paid,
+            protocol_fee=fee,
+            refunded=rest,
+            receipt_hash=receipt_hash,
+        )
+    )
+
+
+def _refund(state: StateDelta, escrow: Escrow, height: int, tx_hash: str) -> None:
+    _credit(state, escrow.client, escrow.amount)
+    state.set_escrow(
+        msgspec.structs.replace(escrow, state=EscrowState.REFUNDED.value, refunded=escrow.amount, closed_height=height)
+    )
+    state.emit(
+        ChainEvent(
+            kind="refunded",
+            job_id=escrow.job_id,
+            client=escrow.client,
+            coordinator=escrow.coordinator,
+            amount=escrow.amount,
+            tx_hash=tx_hash,
+            refunded=escrow.amount,
+        )
+    )
+
+
+def process_refund_escrow(
+    state: StateDelta, tx: RefundEscrow, proposer: str, chain_id: str, params: ChainParams, height: int, tx_hash: str
+) -> None:
+    check_tx_stateless(tx, chain_id, params)
+    # Verify the escrow is open, and its deadline has passed unless its coordinator gives up on the job
+    escrow = _verify_escrow_open(state.get_escrow(tx.job_id), tx.job_id)
+    if height <= escrow.deadline_height and tx.sender != escrow.coordinator:
+        raise InvalidTx(
+            TxRejection.DEADLINE_NOT_REACHED,
+            f"the escrow can be settled until height {escrow.deadline_height}; only its coordinator may refund earlier",
+        )
+    sender = _verify_sender(state, tx)
+
+    _charge_sender(state, tx, sender, proposer)
+    _refund(state, escrow, height, tx_hash)
+
+
+def process_expired_escrows(state: StateDelta, base: ChainState, height: int) -> None:
+    """At the start of each block the chain refunds every open escrow whose deadline has passed."""
+    for job_id in base.get_expired_escrows(height):
+        escrow = state.get_escrow(job_id)
+        if escrow is not None and escrow.state == EscrowState.OPEN:
+            _refund(state, escrow, height, tx_hash="")
+
+
+def process_tx(
+    state: StateDelta, tx: Tx, proposer: str, chain_id: str, params: ChainParams, height: int = 0, tx_hash: str = ""
+) -> None:
     if isinstance(tx, Transfer):
         process_transfer(state, tx, proposer, chain_id, params)
+    elif isinstance(tx, OpenEscrow):
+        process_open_escrow(state, tx, proposer, chain_id, params, height, tx_hash)
+    elif isinstance(tx, SettleJob):
+        process_settle_job(state, tx, proposer, chain_id, params, height, tx_hash)
+    elif isinstance(tx, RefundEscrow):
+        process_refund_escrow(state, tx, proposer, chain_id, params, height, tx_hash)
     else:  # pragma: no cover - the Tx union is closed
         raise InvalidTx(TxRejection.UNKNOWN_TX_TYPE, f"unknown tx kind {type(tx).__name__}")
 
@@ -117,7 +313,9 @@ def build_block(
     params: ChainParams,
 ) -> BlockOutcome:
     """Propose the next block: apply candidates in order, skipping (and reporting) any that fail."""
+    height = head.height + 1
     delta = StateDelta(base=state)
+    process_expired_escrows(delta, state, height)
     included: list[VerifiedTx] = []
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     size = 0
@@ -126,7 +324,7 @@ def build_block(
         if len(included) >= params.max_block_txs or size + vtx.size > params.max_block_bytes:
             break
         try:
-            process_tx(delta, vtx.tx, proposer, head.chain_id, params)
+            process_tx(delta, vtx.tx, proposer, head.chain_id, params, height, vtx.hash)
         except InvalidTx as exc:
             dropped.append((vtx, exc))
             continue
@@ -189,9 +387,10 @@ def apply_block(
         raise InvalidBlock("tx root does not match the txs")
     # Verify every tx applies, in order
     delta = StateDelta(base=state)
+    process_expired_escrows(delta, state, header.height)
     for vtx in verified:
         try:
-            process_tx(delta, vtx.tx, header.proposer, header.chain_id, params)
+            process_tx(delta, vtx.tx, header.proposer, header.chain_id, params, header.height, vtx.hash)
         except InvalidTx as exc:
             raise InvalidBlock(f"tx {vtx.hash} fails: {exc.reason}: {exc.message}") from None
     # Verify the resulting state root

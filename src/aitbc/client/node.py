@@ -10,7 +10,7 @@ import httpx
 import msgspec
 
 from aitbc.chain.smt import SmtProof
-from aitbc.chain.state import Account, is_valid_account_proof
+from aitbc.chain.state import Account, Escrow, is_valid_account_proof, is_valid_escrow_proof
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError
 from aitbc.protocol.tx import Tx, sign_tx, tx_to_json_obj
@@ -116,6 +116,27 @@ class NodeClient:
             if time.monotonic() > deadline:
                 raise RemoteError(f"tx {tx_hash} not committed after {timeout:.0f}s", reason="timeout")
             time.sleep(poll)
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job's escrow on chain with its events, or None when it has none."""
+        try:
+            result: dict[str, Any] = self.call("get_job", job_id)
+        except RemoteError as exc:
+            if exc.code == -32004:
+                return None
+            raise
+        return result
+
+    def get_verified_escrow(self, job_id: str) -> tuple[Escrow | None, dict[str, Any]]:
+        """Fetch a job's escrow with its Merkle proof and check it against the header it names."""
+        payload: dict[str, Any] = self.call("get_job_proof", job_id)
+        header = self.get_block(payload["height"], False)
+        if header["state_root"] != payload["state_root"]:
+            raise AitbcError("proof's state root differs from the block header's", reason="bad_proof")
+        escrow = None if payload["escrow"] is None else msgspec.convert(payload["escrow"], Escrow)
+        if not is_valid_escrow_proof(payload["state_root"], job_id, escrow, proof_from_json(payload["proof"])):
+            raise AitbcError("escrow proof does not verify against the state root", reason="bad_proof")
+        return escrow, payload
 
     def get_verified_account(self, address: str) -> tuple[Account | None, dict[str, Any]]:
         """Fetch an account with its Merkle proof and check the proof against the block header it names."""

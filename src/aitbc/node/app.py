@@ -60,7 +60,7 @@ async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
 
 async def serve_node(settings: NodeSettings) -> None:
     node = open_node(settings)
-    hub = EventHub(node.metrics)
+    hub = EventHub(node.metrics, replay=node.job_events_since)
     node.add_listener(hub.publish, hub.has_subscribers)
     node.verifier.start()
     config = uvicorn.Config(

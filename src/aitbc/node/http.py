@@ -48,6 +48,7 @@ def _check_address(address: str) -> JSONResponse | None:
     return None
 
 
+JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Job id")]
 HashPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="64-character hex hash")]
 
 
@@ -56,7 +57,7 @@ def create_http_app(node: NodeService) -> FastAPI:
         title="AITBC node",
         version="0.1.0",
         description="JSON-RPC 2.0 at POST / (get_head, get_block, get_tx, get_tx_status, get_account, "
-        "get_account_proof, send_tx, get_chain_info) and the same reads as REST under /v1.",
+        "get_account_proof, send_tx, get_chain_info, get_job, get_job_proof) and the same reads as REST under /v1.",
     )
 
     @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)")
@@ -135,5 +136,20 @@ def create_http_app(node: NodeService) -> FastAPI:
     @app.get("/v1/accounts/{address}/proof", summary="Merkle proof of an account against the head state root")
     async def get_account_proof(address: str) -> Response:
         return _check_address(address) or JSONResponse(node.account_proof_json(address))
+
+    @app.get("/v1/jobs/{job_id}", summary="A job's escrow: state, amounts, receipt hash and its txs")
+    async def get_job(job_id: JobIdPath) -> Response:
+        found = node.job_json(job_id)
+        if found is None:
+            return _problem(404, "not_found", f"no escrow for job {job_id}")
+        return JSONResponse(found)
+
+    @app.get("/v1/jobs/{job_id}/proof", summary="Merkle proof of a job's escrow against the head state root")
+    async def get_job_proof(job_id: JobIdPath) -> dict[str, Any]:
+        return node.job_proof_json(job_id)
+
+    @app.get("/v1/job-events", summary="On-chain job events (escrow_opened, settled, refunded) from a height")
+    async def job_events(from_height: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        return {"events": node.job_events_since(from_height)}
 
     return app

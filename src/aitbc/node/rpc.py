@@ -34,6 +34,7 @@ NOT_FOUND: Final = -32004
 
 MAX_BATCH: Final = 10_000
 _HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+_JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_HEIGHT: Final = 2**63 - 1  # SQLite INTEGER
 
 
@@ -161,6 +162,25 @@ async def rpc_send_tx(node: NodeService, params: Any) -> Any:
     return {"tx_hash": result.tx_hash, "status": "pending"}
 
 
+def _job_id_param(value: Any) -> str:
+    if not isinstance(value, str) or not _JOB_ID_RE.match(value):
+        raise RpcError(INVALID_PARAMS, "'job_id' must be 1-64 characters of letters, digits, '_' or '-'")
+    return value
+
+
+async def rpc_get_job(node: NodeService, params: Any) -> Any:
+    (job_id,) = _params(params, ("job_id",), 1)
+    found = node.job_json(_job_id_param(job_id))
+    if found is None:
+        raise RpcError(NOT_FOUND, f"no escrow for job {job_id}")
+    return found
+
+
+async def rpc_get_job_proof(node: NodeService, params: Any) -> Any:
+    (job_id,) = _params(params, ("job_id",), 1)
+    return node.job_proof_json(_job_id_param(job_id))
+
+
 METHODS: Final[dict[str, Handler]] = {
     "get_head": rpc_get_head,
     "get_chain_info": rpc_get_chain_info,
@@ -170,6 +190,8 @@ METHODS: Final[dict[str, Handler]] = {
     "get_account": rpc_get_account,
     "get_account_proof": rpc_get_account_proof,
     "send_tx": rpc_send_tx,
+    "get_job": rpc_get_job,
+    "get_job_proof": rpc_get_job_proof,
 }
 
 

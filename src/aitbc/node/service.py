@@ -21,13 +21,15 @@ from typing import Any
 import msgspec
 
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
-from aitbc.chain.state import Account, ChainState, commit_delta
+from aitbc.chain.smt import SmtProof
+from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
 from aitbc.chain.transition import BlockOutcome, build_block
 from aitbc.mempool import Mempool
 from aitbc.node.metrics import NodeMetrics
 from aitbc.node.store import NodeStore
 from aitbc.node.verify import SignatureVerifier
 from aitbc.protocol.block import Block, BlockHeader, block_hash
+from aitbc.protocol.codec import struct_tag
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, StorageError, TxRejection
 from aitbc.protocol.tx import (
@@ -80,6 +82,7 @@ class NodeService:
         self.verifier = SignatureVerifier(workers=2)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._last_block_monotonic: float | None = None
+        self._event_seq = store.last_event_seq()
         metrics.height.set(self.head.height)
 
     def _load_or_init(self) -> tuple[ChainState, BlockHeader]:
@@ -93,7 +96,7 @@ class NodeService:
             return state, block0.header
         self.store.check_identity(self.genesis_hash)
         head = self.store.head_header()
-        state = ChainState.from_accounts(self.store.load_accounts())
+        state = ChainState.from_accounts(self.store.load_accounts(), self.store.load_escrows())
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
         log.info("resumed chain", extra={"height": head.height, "chain_id": self.chain_id})
@@ -204,8 +207,39 @@ class NodeService:
         self._last_block_monotonic = now
         self.metrics.on_block(self.head.height, len(outcome.included), interval, len(self.mempool))
         self._emit("new_blocks", header_to_json(self.head, self.head_hash))
+        for event in outcome.delta.events:
+            self._event_seq += 1
+            self._emit("job_updates", job_event_json(self._event_seq, self.head.height, self.head_hash, event))
 
     # -- queries ---------------------------------------------------------
+    def job_json(self, job_id: str) -> dict[str, Any] | None:
+        """The escrow of a job and the txs that opened and closed it (None if it has none)."""
+        escrow = self.state.get_escrow(job_id)
+        if escrow is None:
+            return None
+        events = self.store.job_events(job_id)
+        return {
+            "job_id": job_id,
+            "escrow": msgspec.to_builtins(escrow),
+            "events": [job_event_json(seq, height, None, ev) for seq, height, ev in events],
+            "height": self.head.height,
+        }
+
+    def job_proof_json(self, job_id: str) -> dict[str, Any]:
+        escrow = self.state.get_escrow(job_id)
+        proof = self.state.prove_escrow(job_id)
+        return {
+            "job_id": job_id,
+            "escrow": None if escrow is None else msgspec.to_builtins(escrow),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": proof_to_json(proof),
+        }
+
+    def job_events_since(self, height: int) -> list[dict[str, Any]]:
+        return [job_event_json(seq, h, None, ev) for seq, h, ev in self.store.job_events_since(height)]
+
     def chain_info(self) -> dict[str, Any]:
         return {
             "chain_id": self.chain_id,
@@ -286,14 +320,27 @@ class NodeService:
             "height": self.head.height,
             "block_hash": self.head_hash,
             "state_root": self.head.state_root,
-            "proof": {
-                "siblings": [s.hex() for s in proof.siblings],
-                "leaf_key": None if proof.leaf_key is None else proof.leaf_key.hex(),
-                "leaf_value_hash": None if proof.leaf_value_hash is None else proof.leaf_value_hash.hex(),
-            },
+            "proof": proof_to_json(proof),
         }
 
 
 def _tx_summary(vtx: VerifiedTx) -> dict[str, Any]:
     tx = vtx.tx
-    return {"hash": vtx.hash, "type": "transfer", "sender": tx.sender, "nonce": tx.nonce, "fee": tx.fee}
+    return {"hash": vtx.hash, "type": struct_tag(type(tx)), "sender": tx.sender, "nonce": tx.nonce, "fee": tx.fee}
+
+
+def proof_to_json(proof: SmtProof) -> dict[str, Any]:
+    return {
+        "siblings": [s.hex() for s in proof.siblings],
+        "leaf_key": None if proof.leaf_key is None else proof.leaf_key.hex(),
+        "leaf_value_hash": None if proof.leaf_value_hash is None else proof.leaf_value_hash.hex(),
+    }
+
+
+def job_event_json(seq: int, height: int, block_hash: str | None, event: ChainEvent) -> dict[str, Any]:
+    body: dict[str, Any] = msgspec.to_builtins(event)
+    body["event_seq"] = seq
+    body["height"] = height
+    if block_hash is not None:
+        body["block_hash"] = block_hash
+    return body

@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 import orjson
 
-from aitbc.chain.state import Account
+from aitbc.chain.state import Account, ChainEvent, Escrow
 from aitbc.chain.transition import BlockOutcome
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError
@@ -44,6 +44,18 @@ CREATE TABLE IF NOT EXISTS accounts (
     balance INTEGER NOT NULL,
     nonce INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS escrows (
+    job_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_events (
+    seq INTEGER PRIMARY KEY,
+    height INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_job_events_job ON job_events (job_id);
+CREATE INDEX IF NOT EXISTS ix_job_events_height ON job_events (height);
 """
 
 _INSERT_TX_INDEX: Final = """
@@ -64,6 +76,8 @@ ON CONFLICT (address) DO UPDATE SET balance = excluded.balance, nonce = excluded
 _block_encoder = msgspec.msgpack.Encoder()
 _block_decoder = msgspec.msgpack.Decoder(Block)
 _header_decoder = msgspec.msgpack.Decoder(BlockHeader)
+_escrow_decoder = msgspec.msgpack.Decoder(Escrow)
+_event_decoder = msgspec.msgpack.Decoder(ChainEvent)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -161,6 +175,38 @@ class NodeStore:
             conn.execute(_INSERT_TX_INDEX, (len(outcome.included), hashes, height))
             accounts = [[a, acc.balance, acc.nonce] for a, acc in outcome.delta.accounts.items()]
             conn.execute(_UPSERT_ACCOUNTS, (orjson.dumps(accounts),))
+            if outcome.delta.escrows:
+                conn.executemany(
+                    "INSERT INTO escrows (job_id, data) VALUES (?, ?) "
+                    "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data",
+                    [(j, _block_encoder.encode(e)) for j, e in outcome.delta.escrows.items()],
+                )
+            if outcome.delta.events:
+                conn.executemany(
+                    "INSERT INTO job_events (height, job_id, data) VALUES (?, ?, ?)",
+                    [(height, ev.job_id, _block_encoder.encode(ev)) for ev in outcome.delta.events],
+                )
+
+    def last_event_seq(self) -> int:
+        row = self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events").fetchone()
+        return int(row[0])
+
+    def load_escrows(self) -> dict[str, Escrow]:
+        return {
+            job_id: _escrow_decoder.decode(data)
+            for job_id, data in self._reader.execute("SELECT job_id, data FROM escrows")
+        }
+
+    def job_events(self, job_id: str) -> list[tuple[int, int, ChainEvent]]:
+        """(seq, height, event) of one job, oldest first."""
+        rows = self._reader.execute("SELECT seq, height, data FROM job_events WHERE job_id = ? ORDER BY seq", (job_id,))
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
+
+    def job_events_since(self, height: int, limit: int = 10_000) -> list[tuple[int, int, ChainEvent]]:
+        rows = self._reader.execute(
+            "SELECT seq, height, data FROM job_events WHERE height >= ? ORDER BY seq LIMIT ?", (height, limit)
+        )
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
 
     # -- reads -----------------------------------------------------------
     def head_header(self) -> BlockHeader:

@@ -41,6 +41,16 @@ class TxRejection(StrEnum):
     REPLACEMENT_UNDERPRICED = "replacement_underpriced"
     MEMPOOL_FULL = "mempool_full"
     SENDER_LIMIT = "sender_limit"
+    ESCROW_EXISTS = "escrow_exists"
+    NO_ESCROW = "no_escrow"
+    ALREADY_SETTLED = "already_settled"
+    ALREADY_REFUNDED = "already_refunded"
+    ESCROW_EXPIRED = "escrow_expired"
+    DEADLINE_NOT_REACHED = "deadline_not_reached"
+    BAD_DEADLINE = "bad_deadline"
+    NOT_COORDINATOR = "not_coordinator"
+    BAD_RECEIPT = "bad_receipt"
+    TOTAL_ABOVE_ESCROW = "total_above_escrow"
 
 
 class AitbcError(Exception):

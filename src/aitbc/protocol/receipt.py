@@ -150,18 +150,7 @@ def verify_receipt(receipt: Receipt, expected: ReceiptExpectation) -> None:
         "receipt names another coordinator",
     )
     # Verify the miner's signature
-    _check(
-        bool(receipt.miner_signature)
-        and is_valid_signature(
-            receipt.miner,
-            receipt.chain_id,
-            SigningKind.RECEIPT,
-            miner_signing_bytes(receipt),
-            bytes.fromhex(receipt.miner_signature),
-        ),
-        ReceiptRejection.BAD_MINER_SIGNATURE,
-        "miner signature does not verify",
-    )
+    verify_miner_signature(receipt)
     # Verify it ran the model asked for, on the input asked for, and produced what was delivered
     _check(receipt.model == expected.model, ReceiptRejection.WRONG_MODEL, "receipt names another model")
     _check(
@@ -179,7 +168,7 @@ def verify_receipt(receipt: Receipt, expected: ReceiptExpectation) -> None:
         ReceiptRejection.OUTPUT_HASH_MISMATCH,
         "output hash does not match the delivered output",
     )
-    # Verify the price adds up
+    # Verify the price adds up and the units fit the timing
     _check(
         receipt.total_price == compute_total_price(receipt.units, receipt.unit_price),
         ReceiptRejection.PRICE_MISMATCH,
@@ -191,7 +180,62 @@ def verify_receipt(receipt: Receipt, expected: ReceiptExpectation) -> None:
             ReceiptRejection.PRICE_ABOVE_MAX,
             f"total price {receipt.total_price} exceeds the job's max price {expected.max_total_price}",
         )
-    # Verify the units fit the timing
+    verify_receipt_accounting(receipt)
+    if expected.earliest_start_ms is not None:
+        _check(
+            receipt.started_at_ms + CLOCK_SKEW_MS >= expected.earliest_start_ms,
+            ReceiptRejection.TIMING_INCONSISTENT,
+            "receipt starts before the job was handed out",
+        )
+    if expected.latest_finish_ms is not None:
+        _check(
+            receipt.finished_at_ms <= expected.latest_finish_ms + CLOCK_SKEW_MS,
+            ReceiptRejection.TIMING_INCONSISTENT,
+            "receipt finishes after the result arrived",
+        )
+    # Verify the coordinator's countersignature
+    if expected.require_coordinator_signature:
+        verify_coordinator_signature(receipt)
+
+
+def verify_miner_signature(receipt: Receipt) -> None:
+    _check(
+        bool(receipt.miner_signature)
+        and is_valid_signature(
+            receipt.miner,
+            receipt.chain_id,
+            SigningKind.RECEIPT,
+            miner_signing_bytes(receipt),
+            bytes.fromhex(receipt.miner_signature),
+        ),
+        ReceiptRejection.BAD_MINER_SIGNATURE,
+        "miner signature does not verify",
+    )
+
+
+def verify_coordinator_signature(receipt: Receipt) -> None:
+    """The countersignature is the coordinator's statement that it assigned this job to this miner."""
+    _check(
+        bool(receipt.coordinator_signature)
+        and is_valid_signature(
+            receipt.coordinator,
+            receipt.chain_id,
+            SigningKind.RECEIPT_COSIGN,
+            coordinator_signing_bytes(receipt),
+            bytes.fromhex(receipt.coordinator_signature),
+        ),
+        ReceiptRejection.BAD_COORDINATOR_SIGNATURE,
+        "coordinator countersignature does not verify",
+    )
+
+
+def verify_receipt_accounting(receipt: Receipt) -> None:
+    """Rules anyone can check from the receipt alone: price arithmetic, units against time."""
+    _check(
+        receipt.total_price == compute_total_price(receipt.units, receipt.unit_price),
+        ReceiptRejection.PRICE_MISMATCH,
+        "total price is not units x unit price",
+    )
     duration = receipt.finished_at_ms - receipt.started_at_ms
     _check(
         receipt.finished_at_ms >= receipt.started_at_ms,
@@ -208,29 +252,3 @@ def verify_receipt(receipt: Receipt, expected: ReceiptExpectation) -> None:
         ReceiptRejection.UNITS_INCONSISTENT,
         "more generated tokens than the compute time allows",
     )
-    if expected.earliest_start_ms is not None:
-        _check(
-            receipt.started_at_ms + CLOCK_SKEW_MS >= expected.earliest_start_ms,
-            ReceiptRejection.TIMING_INCONSISTENT,
-            "receipt starts before the job was handed out",
-        )
-    if expected.latest_finish_ms is not None:
-        _check(
-            receipt.finished_at_ms <= expected.latest_finish_ms + CLOCK_SKEW_MS,
-            ReceiptRejection.TIMING_INCONSISTENT,
-            "receipt finishes after the result arrived",
-        )
-    # Verify the coordinator's countersignature
-    if expected.require_coordinator_signature:
-        _check(
-            bool(receipt.coordinator_signature)
-            and is_valid_signature(
-                receipt.coordinator,
-                receipt.chain_id,
-                SigningKind.RECEIPT_COSIGN,
-                coordinator_signing_bytes(receipt),
-                bytes.fromhex(receipt.coordinator_signature),
-            ),
-            ReceiptRejection.BAD_COORDINATOR_SIGNATURE,
-            "coordinator countersignature does not verify",
-        )

@@ -26,7 +26,9 @@ from aitbc.protocol.crypto import (
     signature_mismatch,
 )
 from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
-from aitbc.protocol.types import U64, Address, Amount, ChainId, Memo, SignatureHex
+from aitbc.protocol.job import JobId
+from aitbc.protocol.receipt import Receipt
+from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex
 
 _UNSIGNED: Final = frozenset({"signature"})
 
@@ -65,10 +67,40 @@ class Transfer(TxBase, frozen=True, kw_only=True, tag="transfer"):
     __text_fields__: ClassVar[tuple[str, ...]] = ("memo",)
 
 
-Tx = Transfer
-"""Union of every tx kind (grows with later tx kinds)."""
+class OpenEscrow(TxBase, frozen=True, kw_only=True, tag="open_escrow"):
+    """Lock ``amount`` (the job's max price) for ``job_id``, to be settled by ``coordinator``.
 
-TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer,)
+    The escrow may be settled up to and including ``deadline_height``; after it the
+    chain refunds the client by itself."""
+
+    job_id: JobId
+    coordinator: Address
+    amount: Amount
+    deadline_height: Height
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "coordinator")
+
+
+class SettleJob(TxBase, frozen=True, kw_only=True, tag="settle_job"):
+    """Pay the miner by a receipt the miner signed and the coordinator countersigned."""
+
+    receipt: Receipt
+    signature: SignatureHex = ""
+
+
+class RefundEscrow(TxBase, frozen=True, kw_only=True, tag="refund_escrow"):
+    """Return an escrow to its client: anyone after the deadline, its coordinator at any time
+    (a failed, cancelled or expired job)."""
+
+    job_id: JobId
+    signature: SignatureHex = ""
+
+
+Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow
+"""Union of every tx kind."""
+
+TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer, OpenEscrow, SettleJob, RefundEscrow)
 
 for _tx_type in TX_TYPES:
     assert _tx_type.__struct_fields__[-1] == "signature", f"{_tx_type.__name__}: signature must be the last field"
