@@ -104,3 +104,36 @@ def watch(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(follow())
+
+
+@app.command("job")
+@handle_errors
+def job(
+    job_id: Annotated[str, typer.Argument(help="Job id")],
+    devnet: DevnetOpt = None,
+    rpc: RpcOpt = None,
+) -> None:
+    """A job's escrow on chain (amounts, receipt hash, the txs that opened and closed it), proof-checked."""
+    with node_client(devnet, rpc) as node:
+        found = node.get_job(job_id)
+        if found is None:
+            raise RemoteError(f"no escrow for job {job_id} on chain", reason="not_found")
+        escrow, proof = node.get_verified_escrow(job_id)
+        assert escrow is not None
+        table = Table("", "", show_header=False, title=f"job {job_id}")
+        table.add_row("state", escrow.state)
+        table.add_row("client", escrow.client)
+        table.add_row("coordinator", escrow.coordinator)
+        table.add_row("escrowed", f"{format_aitbc(escrow.amount)} AITBC (deadline height {escrow.deadline_height})")
+        if escrow.miner:
+            table.add_row("miner", escrow.miner)
+            table.add_row("paid to miner", f"{format_aitbc(escrow.paid_to_miner)} AITBC")
+            table.add_row("protocol fee", f"{format_aitbc(escrow.protocol_fee)} AITBC")
+        if escrow.refunded:
+            table.add_row("returned to client", f"{format_aitbc(escrow.refunded)} AITBC")
+        if escrow.receipt_hash:
+            table.add_row("receipt hash", escrow.receipt_hash)
+        for event in found["events"]:
+            table.add_row(event["kind"], f"block {event['height']}  tx {event['tx_hash'] or '(by the chain)'}")
+        table.add_row("proof", f"verified against state root of block {proof['height']}")
+        console.print(table)

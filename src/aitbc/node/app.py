@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ from aitbc.node.metrics import NodeMetrics
 from aitbc.node.service import NodeService
 from aitbc.node.store import NodeStore
 from aitbc.node.ws import EventHub, start_ws_server
+from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.keyfile import read_keyfile
 
 log = logging.getLogger("aitbc.node")
@@ -58,7 +60,22 @@ async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
             next_at = time.monotonic() + interval
 
 
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    """Bind before announcing anything, so a busy port is one clear error, not a traceback later."""
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}; pick another port") from None
+
+
 async def serve_node(settings: NodeSettings) -> None:
+    rpc_socket = _bind(settings.host, settings.rpc_port, "JSON-RPC")
+    try:
+        ws_socket = _bind(settings.host, settings.ws_port, "WebSocket")
+    except ConfigError:
+        rpc_socket.close()
+        raise
+    ws_socket.close()  # the WebSocket server binds it again right away; this only checks it is free
     node = open_node(settings)
     hub = EventHub(node.metrics, replay=node.job_events_since)
     node.add_listener(hub.publish, hub.has_subscribers)
@@ -78,7 +95,7 @@ async def serve_node(settings: NodeSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    http_task = asyncio.create_task(http_server.serve())
+    http_task = asyncio.create_task(http_server.serve(sockets=[rpc_socket]))
     clock_task = asyncio.create_task(_block_clock(node, stop))
     log.info(
         "node started",
