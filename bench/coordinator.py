@@ -7,8 +7,8 @@ generator sharing its cores. Three parts, each on a fresh coordinator:
 1. **Submissions.** A phantom miner (signed requests from this process) registers
    the ``echo`` model so submissions are accepted, then never claims: only the
    submit path is measured. The load generator is a small asyncio HTTP/1.1
-   client (keep-alive connections, requests pre-encoded before the clock
-   starts, ~20 µs of client CPU per request) run two ways:
+   client on uvloop (keep-alive connections, requests pre-encoded before the
+   clock starts, ~50 µs of client CPU per request) run two ways:
 
    - *closed loop*: ``--connections`` connections each send the next job as
      soon as the previous answer arrived — the coordinator's maximum rate;
@@ -17,24 +17,36 @@ generator sharing its cores. Three parts, each on a fresh coordinator:
      scheduled start, so a stall is charged to every job it delayed.
 
    Each prints jobs/s, p50/p90/p99/max latency, errors, and the CPU of the
-   client and of the coordinator (100 % = one core).
-2. **Claim latency.** ``--miners`` echo miners (instant backend) long-poll;
-   jobs are submitted at ``--claim-rate``/s; when all are completed, every job
-   is read back and ``assigned_at_ms - created_at_ms`` (the coordinator's own
-   clock) gives submit→claim; ``finished_at_ms - created_at_ms`` is printed too.
+   client and of the coordinator (100 % = one core), then checks the
+   coordinator's own count of accepted jobs against the client's.
+2. **Claim latency.** ``--miners`` echo miners (instant backend) with
+   ``--miner-concurrency`` workers each long-poll (enough idle workers that a
+   job finds one waiting: this measures dispatch, not a shortage of miners);
+   jobs are submitted at ``--claim-rate``/s; when all are completed (watched
+   through one ``/metrics`` counter), every job is read back and
+   ``assigned_at_ms - created_at_ms`` (the coordinator's own clock) gives
+   submit→claim; the later stages and the CPU per job are printed too.
 3. **Platform overhead.** The same ``--prompts`` prompts (64 tokens each,
-   temperature 0, seed 42) run (a) directly on the backend in this process,
-   one after another, and (b) through ``CoordinatorClient`` → coordinator →
-   one miner, each submitted after the previous one finished (the client
-   follows the job's SSE stream and then fetches the result). The ratio is
-   (b) / (a); the direct run is repeated after (b) and the mean is the
-   baseline. The backend is ``builtin`` (SmolLM2-135M, llama-cpp) when it can
-   be imported and serves its text model, else ``echo`` with 11 ms per token
-   (~90 tokens/s, SmolLM2's speed here); ``--backend`` forces one.
+   temperature 0, seed 42) run (a) directly on the backend class in this
+   process (``BuiltinBackend().generate``) and (b) through ``CoordinatorClient``
+   → coordinator → one miner (submit, follow the job's SSE stream to its end,
+   fetch the result). Prompts run one after another; each prompt's direct and
+   platform runs go back to back, alternating which goes first, so both see the
+   same background load. The ratio is total (b) / total (a); the median of the
+   per-prompt ratios, the job's stages, the model's own time inside the miner
+   (from the receipt) and the CPU of every process are printed to explain it.
+   The outputs are compared (they must be identical). The backend is
+   ``builtin`` (SmolLM2-135M, llama-cpp) when it can be imported and serves its
+   text model, else ``echo`` with 11 ms per token (~90 tokens/s, SmolLM2's
+   speed on a quiet 2-core machine); ``--backend`` forces one.
 
-    .venv/bin/python bench/coordinator.py            # full run (~3 min)
-    .venv/bin/python bench/coordinator.py --quick    # smoke run (~40 s)
+    .venv/bin/python bench/coordinator.py            # full run (~6 min)
+    .venv/bin/python bench/coordinator.py --quick    # smoke run (~1 min)
     .venv/bin/python bench/coordinator.py --only submit --profile out.svg   # py-spy the coordinator
+
+``--profile FILE`` records the coordinator with py-spy (``--gil``: where the event loop's
+time goes) during each part run (FILE, FILE-claim, FILE-overhead; ``.txt`` for collapsed
+stacks, else an SVG flame graph).
 """
 
 from __future__ import annotations
@@ -874,7 +886,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="load generator connections (default 16)")
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop rate (default 1,000/s)")
     parser.add_argument("--miners", type=int, default=2, help="echo miners for the claim test (default 2)")
-    parser.add_argument("--miner-concurrency", type=int, default=2, help="workers per echo miner (default 2)")
+    parser.add_argument("--miner-concurrency", type=int, default=4, help="workers per echo miner (default 4)")
     parser.add_argument("--claim-rate", type=float, default=50.0, help="submissions/s in the claim test (default 50)")
     parser.add_argument("--claim-seconds", type=float, default=None, help="claim test length (default 20 s; quick 4)")
     parser.add_argument("--prompts", type=int, default=None, help="prompts in the overhead test (default 50; quick 5)")

@@ -57,6 +57,7 @@ jobs = sa.Table(
     sa.Column("result", sa.JSON, nullable=True),
     sa.Index("ix_jobs_state_model_created", "state", "model", "created_at_ms"),
     sa.Index("ix_jobs_lease", "state", "lease_expires_at_ms"),
+    sa.Index("ix_jobs_state_expires", "state", "expires_at_ms"),
 )
 
 receipts = sa.Table(
