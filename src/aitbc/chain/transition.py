@@ -125,7 +125,8 @@ def process_open_escrow(
     sender = _verify_sender(state, tx)
 
     _charge_sender(state, tx, sender, proposer)
-    state.set_escrow(
+    _record(
+        state,
         Escrow(
             job_id=tx.job_id,
             client=tx.sender,
@@ -133,16 +134,28 @@ def process_open_escrow(
             amount=tx.amount,
             deadline_height=tx.deadline_height,
             opened_height=height,
-        )
+        ),
+        "escrow_opened",
+        tx_hash,
     )
+
+
+def _record(state: StateDelta, escrow: Escrow, kind: str, tx_hash: str) -> None:
+    """Store the escrow's new state and emit the matching ``job_updates`` event (derived from it)."""
+    state.set_escrow(escrow)
     state.emit(
         ChainEvent(
-            kind="escrow_opened",
-            job_id=tx.job_id,
-            client=tx.sender,
-            coordinator=tx.coordinator,
-            amount=tx.amount,
+            kind=kind,
+            job_id=escrow.job_id,
+            client=escrow.client,
+            coordinator=escrow.coordinator,
+            amount=escrow.amount,
             tx_hash=tx_hash,
+            miner=escrow.miner,
+            paid_to_miner=escrow.paid_to_miner,
+            protocol_fee=escrow.protocol_fee,
+            refunded=escrow.refunded,
+            receipt_hash=escrow.receipt_hash,
         )
     )
 
@@ -197,7 +210,8 @@ def process_settle_job(
     _credit(state, receipt.miner, paid)
     _credit(state, REWARD_POOL_ADDRESS, fee)
     _credit(state, escrow.client, rest)
-    state.set_escrow(
+    _record(
+        state,
         msgspec.structs.replace(
             escrow,
             state=EscrowState.SETTLED.value,
@@ -207,40 +221,19 @@ def process_settle_job(
             refunded=rest,
             receipt_hash=receipt_hash,
             closed_height=height,
-        )
-    )
-    state.emit(
-        ChainEvent(
-            kind="settled",
-            job_id=escrow.job_id,
-            client=escrow.client,
-            coordinator=escrow.coordinator,
-            amount=escrow.amount,
-            tx_hash=tx_hash,
-            miner=receipt.miner,
-            paid_to_miner=paid,
-            protocol_fee=fee,
-            refunded=rest,
-            receipt_hash=receipt_hash,
-        )
+        ),
+        "settled",
+        tx_hash,
     )
 
 
 def _refund(state: StateDelta, escrow: Escrow, height: int, tx_hash: str) -> None:
     _credit(state, escrow.client, escrow.amount)
-    state.set_escrow(
-        msgspec.structs.replace(escrow, state=EscrowState.REFUNDED.value, refunded=escrow.amount, closed_height=height)
-    )
-    state.emit(
-        ChainEvent(
-            kind="refunded",
-            job_id=escrow.job_id,
-            client=escrow.client,
-            coordinator=escrow.coordinator,
-            amount=escrow.amount,
-            tx_hash=tx_hash,
-            refunded=escrow.amount,
-        )
+    _record(
+        state,
+        msgspec.structs.replace(escrow, state=EscrowState.REFUNDED.value, refunded=escrow.amount, closed_height=height),
+        "refunded",
+        tx_hash,
     )
 
 
