@@ -161,7 +161,23 @@ def _record(state: StateDelta, escrow: Escrow, kind: str, tx_hash: str) -> None:
 
 
 def compute_protocol_fee(total: int, params: ChainParams) -> int:
+    """The reward pool's share of a job, charged to the client on top of the receipt's total."""
     return total * params.protocol_fee_bps // 10_000
+
+
+def compute_escrow_amount(max_price: int, params: ChainParams) -> int:
+    """What a client must lock so that a receipt of up to ``max_price`` and its protocol fee fit."""
+    return max_price + compute_protocol_fee(max_price, params)
+
+
+def compute_max_price(escrow_amount: int, params: ChainParams) -> int:
+    """The largest receipt total an escrow of ``escrow_amount`` can pay with its protocol fee."""
+    price = escrow_amount * 10_000 // (10_000 + params.protocol_fee_bps)
+    while compute_escrow_amount(price + 1, params) <= escrow_amount:
+        price += 1
+    while price > 0 and compute_escrow_amount(price, params) > escrow_amount:
+        price -= 1
+    return price
 
 
 def _verify_escrow_open(escrow: Escrow | None, job_id: str) -> Escrow:
@@ -195,16 +211,17 @@ def process_settle_job(
         verify_receipt_accounting(receipt)
     except InvalidReceipt as exc:
         raise InvalidTx(TxRejection.BAD_RECEIPT, f"{exc.reason}: {exc.message}") from None
-    # Verify the escrow covers the total
-    if receipt.total_price > escrow.amount:
+    # Verify the escrow covers the total and its protocol fee
+    fee = compute_protocol_fee(receipt.total_price, params)
+    if receipt.total_price + fee > escrow.amount:
         raise InvalidTx(
-            TxRejection.TOTAL_ABOVE_ESCROW, f"receipt total {receipt.total_price} exceeds the escrow's {escrow.amount}"
+            TxRejection.TOTAL_ABOVE_ESCROW,
+            f"receipt total {receipt.total_price} + protocol fee {fee} exceeds the escrow's {escrow.amount}",
         )
     sender = _verify_sender(state, tx)
 
-    fee = compute_protocol_fee(receipt.total_price, params)
-    paid = receipt.total_price - fee
-    rest = escrow.amount - receipt.total_price
+    paid = receipt.total_price
+    rest = escrow.amount - paid - fee
     receipt_hash = compute_receipt_hash(receipt)
     _charge_sender(state, tx, sender, proposer)
     _credit(state, receipt.miner, paid)

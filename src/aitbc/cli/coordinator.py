@@ -32,9 +32,16 @@ def run(
     chain_id: Annotated[str, typer.Option(help="Chain id receipts are signed for")] = "aitbc-devnet",
     lease_seconds: Annotated[float, typer.Option(help="Seconds a miner may stay silent on a job")] = 15.0,
     max_attempts: Annotated[int, typer.Option(help="Runs of a job before it fails")] = 3,
+    node_url: Annotated[
+        str | None,
+        typer.Option("--node-url", help="Node JSON-RPC URL: jobs are paid on chain (escrow, settle, refund)"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
-    """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C."""
+    """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C.
+
+    With --node-url every job must come with an escrow on chain; the coordinator settles it with the
+    job's receipt or refunds it, paying tx fees from its own account (fund the address it prints)."""
     from aitbc.coordinator.app import run_coordinator
     from aitbc.runtime.logging import configure_logging
 
@@ -46,6 +53,7 @@ def run(
         chain_id=chain_id,
         lease_seconds=lease_seconds,
         max_attempts=max_attempts,
+        node_url=node_url,
         log_level=log_level,
     )
     configure_logging("coordinator", settings.log_level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -126,6 +127,20 @@ class NodeClient:
                 return None
             raise
         return result
+
+    def get_job_events(self, after_seq: int = 0, address: str | None = None, limit: int = 1_000) -> dict[str, Any]:
+        """A page of on-chain job events after ``after_seq`` (optionally only those naming ``address``)."""
+        result: dict[str, Any] = self.call("get_job_events", after_seq, address, limit)
+        return result
+
+    def iter_job_events(self, address: str | None = None, after_seq: int = 0) -> Iterator[dict[str, Any]]:
+        """Every job event after ``after_seq`` up to the head, page by page."""
+        while True:
+            page = self.get_job_events(after_seq, address)
+            yield from page["events"]
+            if not page["events"]:
+                return
+            after_seq = int(page["next_seq"])
 
     def get_verified_escrow(self, job_id: str) -> tuple[Escrow | None, dict[str, Any]]:
         """Fetch a job's escrow with its Merkle proof and check it against the header it names."""

@@ -22,6 +22,7 @@ from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
 from aitbc.coordinator.services import (
     BadResult,
     CoordinatorService,
@@ -51,6 +52,8 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (InvalidReceipt, 422),
     (BadResult, 422),
     (JobRuleViolation, 409),
+    (EscrowProblem, 402),
+    (ChainUnavailable, 503),
 ]
 
 
@@ -123,7 +126,8 @@ def open_repo(settings: CoordinatorSettings) -> CoordinatorRepo:
 def create_app(settings: CoordinatorSettings) -> FastAPI:
     repo = open_repo(settings)
     metrics = CoordinatorMetrics()
-    service = CoordinatorService(settings, repo, load_or_create_key(settings), metrics)
+    chain = None if settings.node_url is None else ChainLink(settings.node_url)
+    service = CoordinatorService(settings, repo, load_or_create_key(settings), metrics, chain)
     service.load()
 
     @contextlib.asynccontextmanager
@@ -136,14 +140,21 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
                 except Exception:
                     log.exception("sweep failed")
 
-        task = asyncio.create_task(sweeper())
-        log.info("coordinator started", extra={"address": service.key.address, "db": settings.sqlalchemy_url})
+        tasks = [asyncio.create_task(sweeper())]
+        if service.payments is not None:
+            tasks.append(asyncio.create_task(service.payments.run()))
+        log.info(
+            "coordinator started",
+            extra={"address": service.key.address, "db": settings.sqlalchemy_url, "node": settings.node_url},
+        )
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             service.close()
             repo.engine.dispose()
 
@@ -187,6 +198,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             "coordinator": service.key.address,
             "chain_id": settings.chain_id,
             "miners_online": len(service.live_miners()),
+            "payments": "on chain" if settings.node_url else "off (no node: jobs run unpaid)",
+            "node_url": settings.node_url,
         }
 
     @app.get("/metrics", tags=["ops"])

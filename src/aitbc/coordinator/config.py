@@ -29,6 +29,12 @@ class CoordinatorSettings(ServiceSettings):
     miner_timeout_seconds: float = Field(15.0, gt=0)
     """A miner that has not been heard from for this long is offline."""
     max_claim_wait_seconds: float = Field(30.0, gt=0)
+    node_url: str | None = None
+    """JSON-RPC URL of a node: jobs are then paid on chain (escrow, settle, refund); without it they run unpaid."""
+    escrow_min_blocks: int = Field(10, ge=1)
+    """A paid job is accepted only if its escrow stays open at least this many blocks more."""
+    payment_retry_seconds: float = Field(10.0, gt=0)
+    """A settle / refund tx not seen on chain after this long is checked and sent again."""
     default_rate_per_second: float = Field(200.0, gt=0)
     default_burst: int = Field(400, ge=1)
 

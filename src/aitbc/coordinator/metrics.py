@@ -32,4 +32,13 @@ class CoordinatorMetrics:
             registry=r,
         )
         self.miners_online = Gauge("aitbc_miners_online", "Miners heard from recently", registry=r)
+        self.payments_sent = Counter(
+            "aitbc_payment_txs_sent", "Settle / refund txs sent to the node", ["action"], registry=r
+        )
+        self.payments_refused = Counter(
+            "aitbc_payment_txs_refused", "Settle / refund txs the node refused, by reason", ["reason"], registry=r
+        )
+        self.payments_closed = Counter(
+            "aitbc_escrows_closed", "Escrows of this coordinator's jobs closed on chain", ["kind"], registry=r
+        )
         self.http_rejections = Counter("aitbc_http_rejections", "Requests refused, by reason", ["reason"], registry=r)

@@ -36,6 +36,11 @@ class JobConstraints(Strict):
 
 
 class JobCreate(Strict):
+    job_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Paid jobs: the job id of the escrow the client opened on chain for this job",
+    )
     type: Literal["inference", "embedding"]
     model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     model_digest: str | None = Field(None, max_length=200)

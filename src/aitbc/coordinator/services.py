@@ -25,13 +25,16 @@ from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow, payment_view
 from aitbc.market.lifecycle import (
     JobLifecycle,
     JobRuleViolation,
     JobState,
+    PaymentState,
     is_lease_expired,
     on_cancel,
     on_claim,
+    on_escrow_refunded,
     on_failure,
     on_lease_expired,
     on_progress,
@@ -56,6 +59,18 @@ log = logging.getLogger("aitbc.coordinator")
 P = ParamSpec("P")
 T = TypeVar("T")
 
+PAYMENT_COLUMNS = (
+    "escrow_amount",
+    "escrow_deadline",
+    "payment_state",
+    "payment_tx",
+    "payment_height",
+    "payment_updated_ms",
+    "payment_error",
+    "paid_to_miner",
+    "protocol_fee",
+    "refunded",
+)
 CLAIM_SCAN_LIMIT = 50
 JOB_INSERT_BATCH = 256
 LEASE_REWRITE_BELOW = 0.9
@@ -195,6 +210,7 @@ def job_view(row: Row) -> dict[str, Any]:
         "finished_at_ms": row["finished_at_ms"],
         "expires_at_ms": row["expires_at_ms"],
         "error": row["error"],
+        "payment": payment_view(row),
     }
 
 
@@ -213,7 +229,12 @@ def offer_from_registration(address: str, registration: dict[str, Any]) -> Miner
 
 class CoordinatorService:
     def __init__(
-        self, settings: CoordinatorSettings, repo: CoordinatorRepo, key: KeyPair, metrics: CoordinatorMetrics
+        self,
+        settings: CoordinatorSettings,
+        repo: CoordinatorRepo,
+        key: KeyPair,
+        metrics: CoordinatorMetrics,
+        chain: ChainLink | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -233,6 +254,22 @@ class CoordinatorService:
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self._leases: dict[str, _LeaseMark] = {}  # job id → the running job's lease as last written
         self._lease_ms = int(settings.lease_seconds * 1000)
+        self.chain = chain
+        """The node jobs are paid through; None: jobs run unpaid."""
+        self.payments = (
+            None
+            if chain is None
+            else PaymentWorker(
+                chain,
+                repo,
+                key,
+                metrics,
+                self._read,
+                self._write,
+                self._on_escrows_refunded,
+                retry_seconds=settings.payment_retry_seconds,
+            )
+        )
 
     # -- plumbing ----------------------------------------------------------------
     async def _write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -312,6 +349,8 @@ class CoordinatorService:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        if self.chain is not None:
+            self.chain.close()
 
     # -- clients -------------------------------------------------------------------
     def authenticate_client(self, token: str | None) -> ApiKey:
@@ -357,6 +396,7 @@ class CoordinatorService:
         max_price: int | None,
         ttl_seconds: int | None,
         constraints: dict[str, Any],
+        job_id: str | None = None,
     ) -> dict[str, Any]:
         try:
             check_job_input(job_input)
@@ -380,9 +420,34 @@ class CoordinatorService:
                 + f"; available: {', '.join(available) or 'none'}"
             )
         ttl = min(ttl_seconds or self.settings.default_ttl_seconds, self.settings.max_ttl_seconds)
+        payment: Row = dict.fromkeys(PAYMENT_COLUMNS)
+        if self.chain is not None:
+            if job_id is None:
+                raise EscrowProblem(
+                    "this coordinator takes paid jobs only: send the job_id of an escrow you opened on chain "
+                    f"naming coordinator {self.key.address} (`aitbc job submit` does it for you)",
+                    reason="escrow_missing",
+                )
+            if await self._read(self.repo.get_job, job_id) is not None:
+                raise JobRuleViolation(f"job {job_id} was already submitted", reason="duplicate_job")
+            terms = await check_escrow(
+                self.chain, self.key.address, api_key.client, job_id, max_price, self.settings.escrow_min_blocks
+            )
+            info = await self.chain.get_info()
+            # A job nobody took must give up while its escrow can still be settled.
+            blocks_left = terms.deadline_height - terms.head_height - self.settings.escrow_min_blocks // 2
+            ttl = max(1, min(ttl, blocks_left * info.block_time_ms // 1000))
+            max_price = terms.max_price
+            payment.update(
+                escrow_amount=terms.amount,
+                escrow_deadline=terms.deadline_height,
+                payment_state=PaymentState.ESCROWED.value,
+            )
+        elif job_id is not None:
+            raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
         created = now_ms()
         row: Row = {
-            "id": "job_" + os.urandom(10).hex(),
+            "id": job_id or "job_" + os.urandom(10).hex(),
             "api_key_id": api_key.id,
             "client": api_key.client,
             "type": job_input.type,
@@ -406,6 +471,7 @@ class CoordinatorService:
             "error": None,
             "served_digest": None,
             "result": None,
+            **payment,
         }
         await self._insert_job(row)
         self._due_by(row["expires_at_ms"])
@@ -440,6 +506,7 @@ class CoordinatorService:
         view = job_view(row)
         self.events.publish(job_id, "status", view, final=True)
         self.metrics.jobs_finished.labels("cancelled").inc()
+        self._wake_payments(row)
         return view
 
     async def get_receipt(self, api_key: ApiKey | None, job_id: str, row: Row | None = None) -> dict[str, Any]:
@@ -691,6 +758,7 @@ class CoordinatorService:
             self.metrics.job_duration.observe((now - row["assigned_at_ms"]) / 1000)
         if receipt.units.compute_ms > 0 and receipt.units.completion_tokens:
             self.metrics.tokens_per_second.observe(receipt.units.completion_tokens * 1000 / receipt.units.compute_ms)
+        self._wake_payments(row)
         self.events.publish(job_id, "receipt", {"receipt_hash": receipt_hash, "receipt": receipt_json})
         self.events.publish(job_id, "status", job_view(row), final=True)
         return {"job_id": job_id, "receipt_hash": receipt_hash, "receipt": receipt_json}
@@ -737,10 +805,31 @@ class CoordinatorService:
         self.events.publish(row["id"], "status", job_view(row), final=final)
         if final:
             self.metrics.jobs_finished.labels(after.state.value).inc()
+            self._wake_payments(row)
         if after.state == JobState.QUEUED:
             self.metrics.jobs_requeued.inc()
             self._due_by(row["expires_at_ms"])
             self._notify_work()
+
+    # -- payments -----------------------------------------------------------------
+    def _wake_payments(self, row: Row) -> None:
+        if self.payments is not None and row.get("payment_state") is not None:
+            self.payments.wake()
+
+    async def _on_escrows_refunded(self, job_ids: list[str]) -> None:
+        """The chain refunded these jobs' escrows (their deadline passed): stop any that still run."""
+        for job_id in job_ids:
+            row = await self._read(self.repo.get_job, job_id)
+            if row is None:
+                continue
+            job = lifecycle_from_row(row)
+            if job.state in (JobState.COMPLETED, JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED):
+                continue
+            try:
+                await self._apply_transition(row, job, on_escrow_refunded(job, now_ms()), expect_lease=job.lease_id)
+                log.warning("escrow refunded before the job finished", extra={"job_id": job_id})
+            except JobRuleViolation:
+                continue
 
     # -- housekeeping --------------------------------------------------------------
     def _due_by(self, at_ms: int | None) -> None:

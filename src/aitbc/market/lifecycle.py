@@ -187,3 +187,43 @@ def on_cancel(job: JobLifecycle, now_ms: int) -> JobLifecycle:
         lease_expires_at_ms=None,
         error="cancelled by the client",
     )
+
+
+def on_escrow_refunded(job: JobLifecycle, now_ms: int) -> JobLifecycle:
+    """The chain gave the client's escrow back (its deadline passed): nobody would be paid, so stop."""
+    if job.state in TERMINAL_STATES:
+        raise JobRuleViolation(f"job is already {job.state.value}", reason="job_finished")
+    return replace(
+        job,
+        state=JobState.EXPIRED,
+        finished_at_ms=now_ms,
+        lease_id=None,
+        lease_expires_at_ms=None,
+        error="the escrow was refunded on chain before the job finished",
+    )
+
+
+class PaymentState(StrEnum):
+    """Where a paid job's escrow stands, as the coordinator knows it."""
+
+    ESCROWED = "escrowed"
+    """Open on chain; nothing sent yet."""
+    SETTLING = "settling"
+    REFUNDING = "refunding"
+    SETTLE_REFUSED = "settle_refused"
+    """The chain refused the settlement for good (e.g. a bad receipt): refund instead."""
+    SETTLED = "settled"
+    REFUNDED = "refunded"
+
+
+SETTLE_ACTION: Final = "settle"
+REFUND_ACTION: Final = "refund"
+
+
+def get_payment_action(state: JobState, payment: PaymentState) -> str | None:
+    """What a finished job's escrow needs: a completed job's receipt settles it, anything else refunds it."""
+    if payment == PaymentState.SETTLE_REFUSED:
+        return REFUND_ACTION
+    if payment != PaymentState.ESCROWED or state not in TERMINAL_STATES:
+        return None
+    return SETTLE_ACTION if state == JobState.COMPLETED else REFUND_ACTION

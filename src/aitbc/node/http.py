@@ -152,4 +152,12 @@ def create_http_app(node: NodeService) -> FastAPI:
     async def job_events(from_height: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         return {"events": node.job_events_since(from_height)}
 
+    @app.get("/v1/job-events/page", summary="A page of job events after a sequence number, optionally for one address")
+    async def job_events_page(
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        address: Annotated[str | None, Query(pattern=r"^ait1[02-9ac-hj-np-z]+$", max_length=90)] = None,
+        limit: Annotated[int, Query(ge=1, le=1_000)] = 1_000,
+    ) -> dict[str, Any]:
+        return node.job_events_after(after_seq, address, limit)
+
     return app

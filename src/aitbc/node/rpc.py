@@ -181,6 +181,20 @@ async def rpc_get_job_proof(node: NodeService, params: Any) -> Any:
     return node.job_proof_json(_job_id_param(job_id))
 
 
+MAX_EVENTS_PAGE: Final = 1_000
+
+
+async def rpc_get_job_events(node: NodeService, params: Any) -> Any:
+    after_seq, address, limit = _params(params, ("after_seq", "address", "limit"), 0)
+    after_seq = 0 if after_seq is None else after_seq
+    limit = MAX_EVENTS_PAGE if limit is None else limit
+    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
+        raise RpcError(INVALID_PARAMS, "'after_seq' must be a non-negative integer (the last event_seq you saw)")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_EVENTS_PAGE:
+        raise RpcError(INVALID_PARAMS, f"'limit' must be an integer from 1 to {MAX_EVENTS_PAGE}")
+    return node.job_events_after(after_seq, None if address is None else _address_param(address), limit)
+
+
 METHODS: Final[dict[str, Handler]] = {
     "get_head": rpc_get_head,
     "get_chain_info": rpc_get_chain_info,
@@ -192,6 +206,7 @@ METHODS: Final[dict[str, Handler]] = {
     "send_tx": rpc_send_tx,
     "get_job": rpc_get_job,
     "get_job_proof": rpc_get_job_proof,
+    "get_job_events": rpc_get_job_events,
 }
 
 

@@ -237,6 +237,16 @@ class NodeService:
             "proof": proof_to_json(proof),
         }
 
+    def job_events_after(self, after_seq: int, address: str | None, limit: int) -> dict[str, Any]:
+        """A page of job events after ``after_seq`` (a follower's cursor), with the seq to ask from next."""
+        events = self.store.job_events_after(after_seq, address, limit)
+        return {
+            "events": [job_event_json(seq, h, None, ev) for seq, h, ev in events],
+            "next_seq": events[-1][0] if events else after_seq,
+            "last_seq": self._event_seq,
+            "height": self.head.height,
+        }
+
     def job_events_since(self, height: int) -> list[dict[str, Any]]:
         return [job_event_json(seq, h, None, ev) for seq, h, ev in self.store.job_events_since(height)]
 

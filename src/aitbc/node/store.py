@@ -52,11 +52,19 @@ CREATE TABLE IF NOT EXISTS job_events (
     seq INTEGER PRIMARY KEY,
     height INTEGER NOT NULL,
     job_id TEXT NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    client TEXT NOT NULL DEFAULT '',
+    coordinator TEXT NOT NULL DEFAULT '',
+    miner TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS ix_job_events_job ON job_events (job_id);
 CREATE INDEX IF NOT EXISTS ix_job_events_height ON job_events (height);
 """
+
+_EVENT_PARTY_COLUMNS: Final = ("client", "coordinator", "miner")
+_EVENT_PARTY_INDEXES: Final = "".join(
+    f"CREATE INDEX IF NOT EXISTS ix_job_events_{c} ON job_events ({c}, seq);\n" for c in _EVENT_PARTY_COLUMNS
+)
 
 _INSERT_TX_INDEX: Final = """
 INSERT INTO txs (hash, height, idx)
@@ -100,7 +108,16 @@ class NodeStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(path)
         self._writer.executescript(_SCHEMA)
+        self._add_event_party_columns()
         self._reader = _connect(path)
+
+    def _add_event_party_columns(self) -> None:
+        """Data directories from before events were indexed by party gain the columns (old rows keep '')."""
+        present = {row[1] for row in self._writer.execute("PRAGMA table_info(job_events)")}
+        for column in _EVENT_PARTY_COLUMNS:
+            if column not in present:
+                self._writer.execute(f"ALTER TABLE job_events ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        self._writer.executescript(_EVENT_PARTY_INDEXES)
 
     def close(self) -> None:
         self._writer.close()
@@ -183,8 +200,12 @@ class NodeStore:
                 )
             if outcome.delta.events:
                 conn.executemany(
-                    "INSERT INTO job_events (height, job_id, data) VALUES (?, ?, ?)",
-                    [(height, ev.job_id, _block_encoder.encode(ev)) for ev in outcome.delta.events],
+                    "INSERT INTO job_events (height, job_id, data, client, coordinator, miner) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (height, ev.job_id, _block_encoder.encode(ev), ev.client, ev.coordinator, ev.miner)
+                        for ev in outcome.delta.events
+                    ],
                 )
 
     def last_event_seq(self) -> int:
@@ -200,6 +221,20 @@ class NodeStore:
     def job_events(self, job_id: str) -> list[tuple[int, int, ChainEvent]]:
         """(seq, height, event) of one job, oldest first."""
         rows = self._reader.execute("SELECT seq, height, data FROM job_events WHERE job_id = ? ORDER BY seq", (job_id,))
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
+
+    def job_events_after(self, after_seq: int, address: str | None, limit: int) -> list[tuple[int, int, ChainEvent]]:
+        """(seq, height, event) with ``seq > after_seq``, oldest first; only those naming ``address`` if given."""
+        if address is None:
+            rows = self._reader.execute(
+                "SELECT seq, height, data FROM job_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            )
+        else:
+            rows = self._reader.execute(
+                "SELECT seq, height, data FROM job_events WHERE seq > ?1 AND (client = ?2 OR coordinator = ?2 "
+                "OR miner = ?2) ORDER BY seq LIMIT ?3",
+                (after_seq, address, limit),
+            )
         return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
 
     def job_events_since(self, height: int, limit: int = 10_000) -> list[tuple[int, int, ChainEvent]]:

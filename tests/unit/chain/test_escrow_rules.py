@@ -12,6 +12,8 @@ from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.state import ChainState, EscrowState, StateDelta, commit_delta, is_valid_escrow_proof
 from aitbc.chain.transition import (
     build_block,
+    compute_escrow_amount,
+    compute_max_price,
     compute_protocol_fee,
     process_open_escrow,
     process_refund_escrow,
@@ -149,9 +151,9 @@ def test_process_settle_job_pays_miner_fee_pool_and_returns_rest() -> None:
     process_settle_job(delta, settle_tx(r), AUTHORITY.address, CHAIN, PARAMS, 2, "bb" * 32)
     fee = compute_protocol_fee(3_000, PARAMS)
     assert fee == 60
-    assert delta.get_account(MINER.address).balance == 3_000 - fee
+    assert delta.get_account(MINER.address).balance == 3_000  # the miner gets exactly the receipt's total
     assert delta.get_account(REWARD_POOL_ADDRESS).balance == fee
-    assert delta.get_account(CLIENT.address).balance == START - 10 - 3_000
+    assert delta.get_account(CLIENT.address).balance == START - 10 - 3_000 - fee  # tx fee + total + protocol fee
     escrow = delta.get_escrow("job_1")
     assert escrow is not None and escrow.state == EscrowState.SETTLED and escrow.receipt_hash
     assert [e.kind for e in delta.events] == ["escrow_opened", "settled"]
@@ -182,6 +184,26 @@ def test_settle_rejections() -> None:
     assert rejection(process_refund_escrow, delta, refund_tx(), AUTHORITY.address, CHAIN, PARAMS, 9, "") == (
         TxRejection.ALREADY_SETTLED
     )
+
+
+def test_settle_needs_room_for_the_protocol_fee() -> None:
+    # 10_000 locked: a total of 9_804 plus its 196 fee fits exactly; 9_805 (+196) does not.
+    assert compute_max_price(10_000, PARAMS) == 9_804
+    assert compute_escrow_amount(9_804, PARAMS) == 10_000
+    _, delta = with_open_escrow()
+    args = (AUTHORITY.address, CHAIN, PARAMS, 2, "")
+    over = receipt(total_units=9_805, unit_price=1)
+    assert rejection(process_settle_job, delta, settle_tx(over), *args) == TxRejection.TOTAL_ABOVE_ESCROW
+    process_settle_job(delta, settle_tx(receipt(total_units=9_804, unit_price=1)), *args)
+    assert delta.get_account(CLIENT.address).balance == START - 10 - 10_000
+
+
+@given(st.integers(0, 10**15), st.integers(0, 10_000))
+def test_compute_max_price_is_the_largest_price_that_fits(amount: int, bps: int) -> None:
+    params = ChainParams(protocol_fee_bps=bps, max_escrow_blocks=100)
+    price = compute_max_price(amount, params)
+    assert compute_escrow_amount(price, params) <= amount
+    assert compute_escrow_amount(price + 1, params) > amount
 
 
 def test_refund_rules() -> None:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aitbc.coordinator.api.routes.jobs import result_response, to_job_input
+from aitbc.coordinator.api.routes.jobs import result_response, submit
 from aitbc.coordinator.api.routes.miners import deliver_result
 from aitbc.coordinator.schemas import ClaimRequest, HeartbeatRequest, JobCreate, ProgressRequest, ResultRequest
 from aitbc.coordinator.services import CoordinatorService, job_view
@@ -187,14 +187,7 @@ class FastPath:
             client = await self.service.authenticate_client_async(
                 None if api_key is None else api_key.decode("latin-1")
             )
-            view = await self.service.submit_job(
-                client,
-                to_job_input(job),
-                model_digest=job.model_digest,
-                max_price=job.max_price,
-                ttl_seconds=job.ttl_seconds,
-                constraints=job.constraints.model_dump(exclude_none=True),
-            )
+            view = await submit(self.service, client, job)
         except AitbcError as exc:
             await self.render_error(exc)(scope, receive, send)
             return

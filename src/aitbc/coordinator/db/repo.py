@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from aitbc.coordinator.db.schema import api_keys, jobs, miners, receipts
+from aitbc.coordinator.db.schema import api_keys, chain_cursor, jobs, miners, receipts
 
 Row = dict[str, Any]
 
@@ -203,3 +203,59 @@ class CoordinatorRepo:
                     sa.select(sa.func.count()).select_from(receipts).where(receipts.c.job_id == job_id)
                 ).scalar_one()
             )
+
+    # -- payments ----------------------------------------------------------------
+    def jobs_due_for_payment(self, retry_before_ms: int, limit: int) -> list[Row]:
+        """Paid jobs whose escrow needs a tx: finished and not yet paid out, or sent but not seen on chain
+        (the last attempt before ``retry_before_ms``)."""
+        terminal = ["completed", "failed", "cancelled", "expired"]
+        query = (
+            sa.select(jobs.c.id, jobs.c.state, jobs.c.payment_state, jobs.c.payment_tx, jobs.c.payment_updated_ms)
+            .where(
+                sa.or_(
+                    sa.and_(jobs.c.payment_state == "escrowed", jobs.c.state.in_(terminal)),
+                    jobs.c.payment_state.in_(["settling", "refunding", "settle_refused"]),
+                ),
+                sa.or_(jobs.c.payment_updated_ms.is_(None), jobs.c.payment_updated_ms < retry_before_ms),
+            )
+            .order_by(jobs.c.finished_at_ms)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def get_receipts(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(receipts).where(receipts.c.job_id.in_(list(job_ids)))).mappings()
+            return {r["job_id"]: dict(r) for r in rows}
+
+    def set_payment_states(self, updates: Sequence[tuple[str, Sequence[str], Row]]) -> list[str]:
+        """Apply ``(job_id, expected payment states, changes)`` in one transaction; the ids that matched."""
+        matched: list[str] = []
+        with self.engine.begin() as conn:
+            for job_id, expect, changes in updates:
+                statement = (
+                    jobs.update().where(jobs.c.id == job_id, jobs.c.payment_state.in_(list(expect))).values(**changes)
+                )
+                if conn.execute(statement).rowcount == 1:
+                    matched.append(job_id)
+        return matched
+
+    def get_chain_cursor(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            seq = conn.execute(sa.select(chain_cursor.c.event_seq).where(chain_cursor.c.name == name)).scalar()
+        return 0 if seq is None else int(seq)
+
+    def apply_chain_events(self, name: str, seq: int, closed: Sequence[tuple[str, Row]]) -> None:
+        """Record escrows the chain closed (``(job_id, payment changes)``) and advance the cursor, atomically,
+        so a restart resumes exactly after the last event applied."""
+        with self.engine.begin() as conn:
+            for job_id, changes in closed:
+                conn.execute(
+                    jobs.update().where(jobs.c.id == job_id, jobs.c.payment_state.is_not(None)).values(**changes)
+                )
+            updated = conn.execute(
+                chain_cursor.update().where(chain_cursor.c.name == name).values(event_seq=seq)
+            ).rowcount
+            if not updated:
+                conn.execute(chain_cursor.insert().values(name=name, event_seq=seq))

@@ -55,10 +55,31 @@ jobs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("served_digest", sa.String(200), nullable=True),
     sa.Column("result", sa.JSON, nullable=True),
+    # Payment on chain (all NULL for a job run unpaid, without a node): the escrow the client opened,
+    # then what the coordinator did about it (see aitbc.coordinator.payments).
+    sa.Column("escrow_amount", sa.BigInteger, nullable=True),
+    sa.Column("escrow_deadline", sa.BigInteger, nullable=True),
+    sa.Column("payment_state", sa.String(16), nullable=True),
+    sa.Column("payment_tx", sa.String(64), nullable=True),
+    sa.Column("payment_height", sa.BigInteger, nullable=True),
+    sa.Column("payment_updated_ms", sa.BigInteger, nullable=True),
+    sa.Column("payment_error", sa.Text, nullable=True),
+    sa.Column("paid_to_miner", sa.BigInteger, nullable=True),
+    sa.Column("protocol_fee", sa.BigInteger, nullable=True),
+    sa.Column("refunded", sa.BigInteger, nullable=True),
     sa.Index("ix_jobs_state_model_created", "state", "model", "created_at_ms"),
     sa.Index("ix_jobs_lease", "state", "lease_expires_at_ms"),
     sa.Index("ix_jobs_state_expires", "state", "expires_at_ms"),
+    sa.Index("ix_jobs_payment", "payment_state", "state"),
 )
+
+chain_cursor = sa.Table(
+    "chain_cursor",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("event_seq", sa.BigInteger, nullable=False),
+)
+"""How far the coordinator has followed the chain's job events (``get_job_events``)."""
 
 receipts = sa.Table(
     "receipts",

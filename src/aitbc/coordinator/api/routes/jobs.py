@@ -37,8 +37,8 @@ def to_job_input(body: JobCreate) -> JobInput:
     )
 
 
-@router.post("/jobs", status_code=201, summary="Submit a job")
-async def submit_job(body: JobCreate, client: Client, service: Service) -> dict[str, Any]:
+async def submit(service: CoordinatorService, client: ApiKey, body: JobCreate) -> dict[str, Any]:
+    """One submission, for the routed and the fast path alike."""
     return await service.submit_job(
         client,
         to_job_input(body),
@@ -46,7 +46,19 @@ async def submit_job(body: JobCreate, client: Client, service: Service) -> dict[
         max_price=body.max_price,
         ttl_seconds=body.ttl_seconds,
         constraints=body.constraints.model_dump(exclude_none=True),
+        job_id=body.job_id,
     )
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    summary="Submit a job",
+    description="On a coordinator with a node (paid jobs), `job_id` names the escrow the client opened on chain; "
+    "402 says what is wrong with it.",
+)
+async def submit_job(body: JobCreate, client: Client, service: Service) -> dict[str, Any]:
+    return await submit(service, client, body)
 
 
 @router.get("/jobs", summary="List your jobs, newest first")
