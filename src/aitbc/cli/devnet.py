@@ -13,6 +13,7 @@ import typer
 from aitbc.cli.common import console, handle_errors, resolve_devnet
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
+from aitbc.client.payment import submit_paid_job
 from aitbc.devnet.config import DEVNET_ENV
 from aitbc.devnet.runner import Devnet
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC, format_aitbc
@@ -58,13 +59,23 @@ def _demo_transfer(devnet: Devnet, rpc_url: str) -> None:
     )
 
 
-def _demo_job(coordinator_url: str, api_key: str) -> None:
-    """Show a real job end to end: prompt → miner → text, with its signed receipt."""
+def _demo_job(devnet: Devnet, coordinator_url: str, api_key: str, rpc_url: str) -> None:
+    """Show a real job end to end: escrow on chain → miner → text with its signed receipt → settlement."""
     prompt = "In one sentence, what is a blockchain?"
-    with CoordinatorClient(coordinator_url, api_key) as client:
+    with CoordinatorClient(coordinator_url, api_key) as client, NodeClient(rpc_url) as node:
         model = next(m["name"] for m in client.models() if m["kind"] == "text")
-        job = client.submit_inference(model, prompt, params={"max_tokens": 48, "temperature": 0, "seed": 42})
-        console.print(f"  demo job: {job['job_id']} on {model}: [italic]{prompt}[/]")
+        body = {
+            "type": "inference",
+            "model": model,
+            "input": {"prompt": prompt},
+            "params": {"max_tokens": 48, "temperature": 0, "seed": 42},
+        }
+        job, escrow = submit_paid_job(client, node, devnet.client_key(), body)
+        console.print(
+            f"  demo job: {job['job_id']} on {model}: [italic]{prompt}[/]\n"
+            f"  escrow: {format_aitbc(escrow.amount)} AITBC locked by the client, tx {escrow.tx_hash[:16]}… "
+            f"committed in block {escrow.height}"
+        )
         answer = []
         for event, data in client.events(job["job_id"], timeout=120):
             if event == "token":
@@ -76,10 +87,23 @@ def _demo_job(coordinator_url: str, api_key: str) -> None:
             console.print(f"  [red]demo job {done['state']}: {done.get('error')}[/]")
             return
         receipt = client.receipt(job["job_id"])
-    units = receipt["receipt"]["units"]
+        units = receipt["receipt"]["units"]
+        console.print(
+            f"  [green]completed[/]: {units['completion_tokens']} tokens in {units['compute_ms']} ms, "
+            f"receipt {receipt['receipt_hash'][:16]}… signed by miner and coordinator"
+        )
+        deadline = time.monotonic() + 30
+        while (found := node.get_job(job["job_id"])) is None or found["escrow"]["state"] == "open":
+            if time.monotonic() > deadline:
+                console.print("  [yellow]the settlement has not committed yet; see `aitbc chain job`[/]")
+                return
+            time.sleep(0.2)
+    settled = found["escrow"]
     console.print(
-        f"  [green]completed[/]: {units['completion_tokens']} tokens in {units['compute_ms']} ms, "
-        f"receipt {receipt['receipt_hash'][:16]}… signed by miner and coordinator"
+        f"  [green]{settled['state']}[/] on chain in block {found['events'][-1]['height']}: "
+        f"miner paid {format_aitbc(settled['paid_to_miner'])} AITBC (the receipt's total), "
+        f"protocol fee {format_aitbc(settled['protocol_fee'])}, "
+        f"{format_aitbc(settled['refunded'])} AITBC back to the client"
     )
 
 
@@ -127,7 +151,7 @@ def up(
         if demo:
             _demo_transfer(devnet, info.rpc_url)
             if devnet.miner_backend is not None:
-                _demo_job(info.coordinator_url or "", info.api_key or "")
+                _demo_job(devnet, info.coordinator_url or "", info.api_key or "", info.rpc_url)
         if detach:
             return
         console.print("[dim]running; Ctrl-C stops everything (data is kept for the next `devnet up`)[/]")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,13 +17,22 @@ from aitbc.cli.common import (
     ApiKeyOpt,
     CoordinatorOpt,
     DevnetOpt,
+    RpcOpt,
     console,
     coordinator_client,
     handle_errors,
+    load_devnet,
+    load_key,
+    node_client,
     print_json,
 )
 from aitbc.client.coordinator import CoordinatorClient
+from aitbc.client.node import NodeClient
+from aitbc.client.payment import DEFAULT_DEADLINE_BLOCKS, JobEscrow, compute_default_max_price, open_job_escrow
+from aitbc.protocol.amounts import format_aitbc
+from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
+from aitbc.runtime.keyfile import read_keyfile
 
 app = typer.Typer(help="Submit and follow AI jobs.", no_args_is_help=True)
 
@@ -75,6 +87,52 @@ def _print_result(client: CoordinatorClient, job: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _client_key(key: str | None, devnet: Path | None) -> KeyPair:
+    """The key that pays: --key (a name in the keys directory or a path), else the devnet's client key."""
+    if key is not None:
+        return load_key(key, devnet)
+    info = load_devnet(devnet)
+    if info.client_key is None:
+        raise ConfigError("this devnet has no client key; pass --key NAME_OR_PATH of a funded key")
+    return read_keyfile(Path(info.client_key))
+
+
+def _show_escrow(escrow: JobEscrow) -> None:
+    table = Table("escrow", "", show_header=False, border_style="yellow")
+    table.add_row("job id", escrow.job_id)
+    table.add_row(
+        "locked",
+        f"{format_aitbc(escrow.amount)} AITBC = max price {format_aitbc(escrow.max_price)} + protocol fee",
+    )
+    table.add_row("coordinator", escrow.coordinator)
+    table.add_row("deadline", f"height {escrow.deadline_height} (refunded by the chain if unpaid by then)")
+    table.add_row("tx", f"{escrow.tx_hash} [green]committed[/] in block {escrow.height}")
+    console.print(table)
+
+
+def _show_payment(node: NodeClient, job_id: str, timeout: float = 60.0) -> None:
+    """Wait for the chain to settle or refund the escrow, then show where the money went."""
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the settlement on chain…"):
+        while True:
+            found = node.get_job(job_id)
+            if found is not None and found["escrow"]["state"] != "open":
+                break
+            if time.monotonic() > deadline:
+                console.print(f"[yellow]escrow of {job_id} still open after {timeout:.0f}s[/]")
+                return
+            time.sleep(0.2)
+    escrow = found["escrow"]
+    closing = found["events"][-1]
+    table = Table("payment", "", show_header=False, border_style="green")
+    table.add_row("escrow", f"[bold]{escrow['state']}[/] in block {closing['height']}, tx {closing['tx_hash']}")
+    if escrow["state"] == "settled":
+        table.add_row("paid to miner", f"{format_aitbc(escrow['paid_to_miner'])} AITBC → {escrow['miner']}")
+        table.add_row("protocol fee", f"{format_aitbc(escrow['protocol_fee'])} AITBC → validators' reward pool")
+    table.add_row("returned to you", f"{format_aitbc(escrow['refunded'])} AITBC")
+    console.print(table)
+
+
 @app.command("submit")
 @handle_errors
 def submit(
@@ -84,13 +142,26 @@ def submit(
     max_tokens: Annotated[int, typer.Option(help="Most tokens to generate")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy)")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
-    max_price: Annotated[int | None, typer.Option(help="Most you pay, in base units")] = None,
+    max_price: Annotated[
+        int | None, typer.Option(help="Most you pay, in base units (default: the worst case at the live miners)")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Stream the tokens live, then show result and receipt")] = False,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Key that pays (name or path; default: devnet client key)", show_default=False),
+    ] = None,
+    deadline_blocks: Annotated[
+        int, typer.Option(help="Blocks the escrow stays open before the chain refunds it")
+    ] = DEFAULT_DEADLINE_BLOCKS,
     devnet: DevnetOpt = None,
     coordinator: CoordinatorOpt = None,
     api_key: ApiKeyOpt = None,
+    rpc: RpcOpt = None,
 ) -> None:
-    """Submit an inference (--prompt) or embedding (--text …) job."""
+    """Submit an inference (--prompt) or embedding (--text …) job.
+
+    On a coordinator that takes paid jobs, it first opens the job's escrow on chain with your key, shows
+    it, waits for it to commit, then submits the job; with --wait it also shows the settlement."""
     if (prompt is None) == (not text):
         raise ConfigError("give either --prompt (inference) or one or more --text (embedding)")
     with coordinator_client(devnet, coordinator, api_key) as client:
@@ -113,12 +184,28 @@ def submit(
             }
         if max_price is not None:
             body["max_price"] = max_price
-        job = client.submit(body)
-        console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
-        if not wait:
+        node_url = client.health().get("node_url")
+        if node_url is None:  # a coordinator without a chain runs jobs unpaid
+            job = client.submit(body)
+            console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
+            if wait:
+                _print_result(client, _follow(client, job["job_id"]))
             return
-        job = _follow(client, job["job_id"])
-        _print_result(client, job)
+        payer = _client_key(key, devnet)
+        with NodeClient(rpc or os.environ.get("AITBC_RPC_URL") or node_url) as node:
+            if max_price is None:
+                body["max_price"] = compute_default_max_price(body, client.models())
+            with console.status("opening the job's escrow on chain and waiting for it to commit…"):
+                escrow = open_job_escrow(
+                    node, payer, client.health()["coordinator"], body["max_price"], deadline_blocks=deadline_blocks
+                )
+            _show_escrow(escrow)
+            job = client.submit({**body, "job_id": escrow.job_id})
+            console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
+            if not wait:
+                return
+            _print_result(client, _follow(client, job["job_id"]))
+            _show_payment(node, job["job_id"])
 
 
 @app.command("status")
@@ -180,3 +267,46 @@ def list_jobs(
                 job["job_id"], job["type"], job["model"], job["state"], str(job["attempts"]), (job["miner"] or "")[:16]
             )
         console.print(table)
+
+
+@app.command("cost")
+@handle_errors
+def cost(
+    job_id: Annotated[str, typer.Argument(help="Job id")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    devnet: DevnetOpt = None,
+    rpc: RpcOpt = None,
+) -> None:
+    """What a job cost its client, from the chain: escrowed, paid to the miner, protocol fee, returned, tx fee."""
+    with node_client(devnet, rpc) as node:
+        found = node.get_job(job_id)
+        if found is None:
+            raise RemoteError(f"no escrow for job {job_id} on chain (was it paid?)", reason="not_found")
+        escrow = found["escrow"]
+        opened = next((e for e in found["events"] if e["kind"] == "escrow_opened"), None)
+        open_tx = None if opened is None else node.call("get_tx", opened["tx_hash"])
+        tx_fee = int(open_tx["tx"]["fee"]) if open_tx else 0
+    spent = escrow["amount"] - escrow["refunded"] if escrow["state"] != "open" else escrow["amount"]
+    summary = {
+        "job_id": job_id,
+        "state": escrow["state"],
+        "client": escrow["client"],
+        "escrowed": escrow["amount"],
+        "paid_to_miner": escrow["paid_to_miner"],
+        "protocol_fee": escrow["protocol_fee"],
+        "returned": escrow["refunded"],
+        "escrow_tx_fee": tx_fee,
+        "total_cost": spent + tx_fee,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    table = Table("", "", show_header=False, title=f"cost of {job_id} ({escrow['state']})")
+    table.add_row("escrowed", f"{format_aitbc(escrow['amount'])} AITBC")
+    table.add_row("paid to miner", f"{format_aitbc(escrow['paid_to_miner'])} AITBC")
+    table.add_row("protocol fee", f"{format_aitbc(escrow['protocol_fee'])} AITBC")
+    table.add_row("returned", f"{format_aitbc(escrow['refunded'])} AITBC")
+    table.add_row("escrow tx fee", f"{format_aitbc(tx_fee)} AITBC")
+    label = "total cost" if escrow["state"] != "open" else "locked so far"
+    table.add_row(f"[bold]{label}[/]", f"[bold]{format_aitbc(spent + tx_fee)} AITBC[/]")
+    console.print(table)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import handle_errors
+from aitbc.cli.common import DevnetOpt, RpcOpt, handle_errors
 
 app = typer.Typer(help="Run a miner (compute provider).", no_args_is_help=True)
 
@@ -89,3 +89,53 @@ def run(
         hardware=detect_hardware_dict(),
     )
     uvloop.run(serve_miner(config, miner_key, build_backend(backend, options)))
+
+
+@app.command("earnings")
+@handle_errors
+def earnings(
+    address: Annotated[
+        str | None, typer.Option(help="Miner address (default: the key's, or the devnet miner's)", show_default=False)
+    ] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Miner key file", show_default=False)] = None,
+    last: Annotated[int, typer.Option(help="How many recent paid jobs to list")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    devnet: DevnetOpt = None,
+    rpc: RpcOpt = None,
+) -> None:
+    """What a miner has been paid on chain: every settled job's receipt total, and its balance."""
+    from rich.table import Table
+
+    from aitbc.cli.common import console, load_devnet, node_client, print_json
+    from aitbc.protocol.amounts import format_aitbc
+    from aitbc.protocol.errors import ConfigError
+    from aitbc.runtime.keyfile import read_keyfile
+
+    if address is None:
+        if key is None:
+            miner_key = load_devnet(devnet).miner_key
+            if miner_key is None:
+                raise ConfigError("no miner key in this devnet; pass --address or --key")
+            key = Path(miner_key)
+        address = read_keyfile(key).address
+    with node_client(devnet, rpc) as node:
+        paid = [e for e in node.iter_job_events(address) if e["kind"] == "settled" and e["miner"] == address]
+        balance = int(node.get_account(address)["balance"])
+    total = sum(int(e["paid_to_miner"]) for e in paid)
+    if as_json:
+        print_json(
+            {"miner": address, "jobs_paid": len(paid), "earned": total, "balance": balance, "jobs": paid[-last:]}
+        )
+        return
+    table = Table("job", "block", "paid", "settle tx", title=f"earnings of {address}")
+    for event in paid[-last:]:
+        table.add_row(
+            event["job_id"],
+            str(event["height"]),
+            f"{format_aitbc(event['paid_to_miner'])} AITBC",
+            event["tx_hash"][:16] + "…",
+        )
+    console.print(table)
+    console.print(
+        f"{len(paid)} jobs paid, [bold]{format_aitbc(total)} AITBC[/] earned; balance {format_aitbc(balance)} AITBC"
+    )

@@ -64,6 +64,14 @@ def new_api_key(name: str, client: str | None, rate_per_second: float, burst: in
     return f"{KEY_PREFIX}_{key_id}_{secret}", row
 
 
+def parse_api_key(token: str) -> tuple[str, str] | None:
+    """``(key id, secret)`` of a well-formed ``aitbc_<id>_<secret>`` token, else None."""
+    parts = token.split("_")
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    return parts[1], parts[2]
+
+
 class _Bucket:
     __slots__ = ("stamp", "tokens")
 
@@ -101,20 +109,20 @@ class ApiKeyAuthenticator:
 
     def uncached_key_id(self, token: str | None) -> str | None:
         """The key id a well-formed token names, if it is not cached yet (to look it up off the event loop)."""
-        if token:
-            parts = token.split("_")
-            if len(parts) == 3 and parts[0] == KEY_PREFIX and parts[1] not in self._cache:
-                return parts[1]
+        parsed = parse_api_key(token) if token else None
+        if parsed is not None and parsed[0] not in self._cache:
+            return parsed[0]
         return None
 
     def authenticate(self, token: str | None, now: float) -> ApiKey:
         if not token:
             raise AuthError("missing X-Api-Key header; create a key with `aitbc coordinator keys create`")
-        parts = token.split("_")
-        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        parsed = parse_api_key(token)
+        if parsed is None:
             raise AuthError("malformed API key")
-        key = self.lookup(parts[1])
-        if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(parts[2])):
+        key_id, secret = parsed
+        key = self.lookup(key_id)
+        if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
             raise AuthError("invalid API key")
         if key.revoked:
             raise AuthError("API key revoked")

@@ -46,8 +46,6 @@ T = TypeVar("T")
 CURSOR_NAME: Final = "job_events"
 PAGE: Final = 1_000
 BATCH: Final = 256
-TX_FEE: Final = 1
-"""Fee of each settle / refund tx, in base units (the chain's minimum on devnet)."""
 SETTLE_REFUSALS: Final = frozenset(
     {TxRejection.BAD_RECEIPT, TxRejection.TOTAL_ABOVE_ESCROW, TxRejection.NOT_COORDINATOR, TxRejection.WRONG_CHAIN_ID}
 )
@@ -286,12 +284,20 @@ class PaymentWorker:
             if action == SETTLE_ACTION and row["id"] in receipts:
                 receipt = msgspec.convert(receipts[row["id"]]["receipt"], Receipt)
                 tx = SettleJob(
-                    sender=self.key.address, nonce=nonce, fee=TX_FEE, chain_id=info.chain_id, receipt=receipt
+                    sender=self.key.address,
+                    nonce=nonce,
+                    fee=info.params.min_fee,
+                    chain_id=info.chain_id,
+                    receipt=receipt,
                 )
             else:
                 action = REFUND_ACTION
                 tx = RefundEscrow(
-                    sender=self.key.address, nonce=nonce, fee=TX_FEE, chain_id=info.chain_id, job_id=row["id"]
+                    sender=self.key.address,
+                    nonce=nonce,
+                    fee=info.params.min_fee,
+                    chain_id=info.chain_id,
+                    job_id=row["id"],
                 )
             txs.append((row, action, sign_tx(tx, self.key)))
             nonce += 1

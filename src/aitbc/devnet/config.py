@@ -30,6 +30,9 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     coordinator_url: str | None = None
     api_key: str | None = None
     """A client API key for the devnet's coordinator (send as X-Api-Key)."""
+    client_key: str | None = None
+    """The client's key file: it signs the escrows that pay for jobs (funded at start)."""
+    coordinator_address: str | None = None
     miner_key: str | None = None
     pids: dict[str, int] = msgspec.field(default_factory=dict)
 

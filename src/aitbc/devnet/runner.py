@@ -15,10 +15,21 @@ from pathlib import Path
 import httpx
 
 from aitbc.chain.genesis import load_genesis
+from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DevnetInfo, write_devnet_info
 from aitbc.node.init import init_data_dir
+from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
+from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError
+from aitbc.protocol.tx import Transfer, sign_tx
 from aitbc.runtime.files import atomic_write
+from aitbc.runtime.keyfile import read_keyfile, write_keyfile
+
+COORDINATOR_FUNDS = 1_000 * BASE_UNITS_PER_AITBC
+"""Enough for a million settle / refund tx fees at the devnet's minimum fee."""
+CLIENT_FUNDS = 10_000 * BASE_UNITS_PER_AITBC
+DEVNET_MINER_PRICE = 100
+"""Base units per token: 0.0001 AITBC, so a demo job's payment and protocol fee show."""
 
 
 @dataclass
@@ -77,21 +88,75 @@ class Devnet:
     def miner_dir(self) -> Path:
         return self.data_dir / "miner"
 
-    def client_api_key(self) -> str:
-        """The devnet client's API key, created once and kept in the coordinator's directory."""
-        path = self.coordinator_dir / "client.apikey"
-        if path.exists():
-            return path.read_text().strip()
-        from aitbc.coordinator.app import open_repo
-        from aitbc.coordinator.auth import new_api_key
+    @property
+    def client_key_path(self) -> Path:
+        return self.data_dir / "keys" / "client.key"
+
+    def client_key(self) -> KeyPair:
+        """The devnet client's key: it signs the escrows that pay for jobs (funded by ``fund``)."""
+        if self.client_key_path.exists():
+            return read_keyfile(self.client_key_path)
+        key = KeyPair.generate()
+        write_keyfile(self.client_key_path, key)
+        return key
+
+    def coordinator_key(self) -> KeyPair:
+        from aitbc.coordinator.app import load_or_create_key
         from aitbc.coordinator.config import CoordinatorSettings
 
+        self.coordinator_dir.mkdir(parents=True, exist_ok=True)
+        return load_or_create_key(CoordinatorSettings(data_dir=self.coordinator_dir))
+
+    def client_api_key(self) -> str:
+        """The devnet client's API key, bound to the client key's address; created once, kept in the
+        coordinator's directory (and made again if an older devnet's key is not bound)."""
+        from aitbc.coordinator.app import open_repo
+        from aitbc.coordinator.auth import new_api_key, parse_api_key
+        from aitbc.coordinator.config import CoordinatorSettings
+
+        client = self.client_key().address
+        path = self.coordinator_dir / "client.apikey"
         repo = open_repo(CoordinatorSettings(data_dir=self.coordinator_dir))
-        token, row = new_api_key("devnet", None, 1000.0, 2000)
-        repo.insert_api_key(row)
-        repo.engine.dispose()
+        try:
+            if path.exists():
+                token = path.read_text().strip()
+                parsed = parse_api_key(token)
+                row = None if parsed is None else repo.get_api_key(parsed[0])
+                if row is not None and row["client"] == client and not row["revoked"]:
+                    return token
+            token, row = new_api_key("devnet", client, 1000.0, 2000)
+            repo.insert_api_key(row)
+        finally:
+            repo.engine.dispose()
         atomic_write(path, token.encode() + b"\n", mode=0o600)
         return token
+
+    def fund(self, rpc_url: str) -> None:
+        """The faucet tops up the coordinator (it pays the settle / refund tx fees) and the client."""
+        faucet = read_keyfile(self.node_dir / "faucet.key")
+        wanted = [(self.coordinator_key().address, COORDINATOR_FUNDS), (self.client_key().address, CLIENT_FUNDS)]
+        with NodeClient(rpc_url) as node:
+            chain_id = node.get_chain_info()["chain_id"]
+            nonce = node.next_nonce(faucet.address)
+            hashes = []
+            for address, amount in wanted:
+                if int(node.get_account(address)["balance"]) >= amount // 2:
+                    continue
+                tx = Transfer(
+                    chain_id=chain_id,
+                    sender=faucet.address,
+                    nonce=nonce,
+                    fee=1000,
+                    recipient=address,
+                    amount=amount,
+                    memo="devnet funds",
+                )
+                hashes.append(node.send_tx(sign_tx(tx, faucet)))
+                nonce += 1
+            for tx_hash in hashes:
+                status = node.wait_for_tx(tx_hash, timeout=30)
+                if status["status"] != "committed":
+                    raise ConfigError(f"funding tx {tx_hash} was {status['status']}: {status.get('reason')}")
 
     @property
     def node_dir(self) -> Path:
@@ -134,6 +199,9 @@ class Devnet:
         node.start()
         node.wait_healthy(timeout=30)
         genesis = load_genesis(self.node_dir / "genesis.json")
+        rpc_url = f"http://{self.host}:{self.rpc_port}/"
+        on_step("funding the coordinator and client keys")
+        self.fund(rpc_url)
         api_key = self.client_api_key()
         coordinator_url = f"http://{self.host}:{self.coordinator_port}"
         coordinator = ManagedProcess(
@@ -152,6 +220,8 @@ class Devnet:
                 str(self.coordinator_port),
                 "--chain-id",
                 genesis.chain_id,
+                "--node-url",
+                rpc_url,
             ],
             self.data_dir / "logs" / "coordinator.log",
             f"{coordinator_url}/healthz",
@@ -173,6 +243,8 @@ class Devnet:
                     coordinator_url,
                     "--backend",
                     self.miner_backend,
+                    "--price",
+                    str(DEVNET_MINER_PRICE),
                     "--data-dir",
                     str(self.miner_dir),
                 ],
@@ -185,7 +257,7 @@ class Devnet:
             wait_for_miner(coordinator_url, miner, timeout=120)
         info = DevnetInfo(
             chain_id=genesis.chain_id,
-            rpc_url=f"http://{self.host}:{self.rpc_port}/",
+            rpc_url=rpc_url,
             ws_url=f"ws://{self.host}:{self.ws_port}/ws",
             node_data_dir=str(self.node_dir),
             faucet_key=str(self.node_dir / "faucet.key"),
@@ -193,6 +265,8 @@ class Devnet:
             keys_dir=str(self.data_dir / "keys"),
             coordinator_url=coordinator_url,
             api_key=api_key,
+            client_key=str(self.client_key_path),
+            coordinator_address=self.coordinator_key().address,
             miner_key=str(self.miner_dir / "miner.key") if self.miner_backend else None,
             pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
         )
