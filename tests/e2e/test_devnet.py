@@ -49,10 +49,11 @@ def aitbc(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 class DevnetUp:
-    def __init__(self, data_dir: Path, ports: list[int], log: Path) -> None:
+    def __init__(self, data_dir: Path, ports: list[int], log: Path, miner_backend: str = "none") -> None:
         self.data_dir = data_dir
         self.ports = ports
         self.log = log
+        self.miner_backend = miner_backend
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DevnetInfo:
@@ -64,7 +65,7 @@ class DevnetUp:
                 [
                     *(sys.executable, "-m", "aitbc", "devnet", "up", "--data-dir", str(self.data_dir)),
                     *("--rpc-port", rpc, "--ws-port", ws, "--p2p-port", p2p),
-                    *("--coordinator-port", coordinator, "--miner-backend", "none"),
+                    *("--coordinator-port", coordinator, "--miner-backend", self.miner_backend, "--no-demo"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -146,5 +147,43 @@ def test_devnet_up_transfer_sigterm_resume(tmp_path: Path) -> None:
         assert code == 0, devnet.output()
         for pid in again.pids.values():
             assert not alive(pid)
+    finally:
+        devnet.cleanup()
+
+
+def test_paid_job_through_the_cli_settles_on_chain(tmp_path: Path) -> None:
+    """`aitbc job submit --wait` opens the escrow with the devnet client's key, runs the job on the echo
+    miner, and the chain pays the miner the receipt's total; `job cost` and `miner earnings` agree."""
+    data_dir = tmp_path / "devnet"
+    devnet = DevnetUp(data_dir, free_ports(4), tmp_path / "devnet-up.log", miner_backend="echo")
+    try:
+        info = devnet.start()
+        assert info.client_key is not None and info.coordinator_address is not None
+        with NodeClient(info.rpc_url) as client:
+            from aitbc.runtime.keyfile import read_keyfile
+
+            payer = read_keyfile(Path(info.client_key)).address
+            before = client.get_account(payer)["balance"]
+            assert before > 0 and client.get_account(info.coordinator_address)["balance"] > 0
+        ran = aitbc("job", "submit", "--prompt", "pay for me", "--wait", "--devnet", str(data_dir))
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        (job_id,) = set(re.findall(r"\bjob_[0-9a-f]{20}\b", ran.stdout))
+        for shown in ("committed in block", "pay for me", "settled", "paid to miner"):
+            assert shown in ran.stdout, ran.stdout
+        cost = aitbc("job", "cost", job_id, "--json", "--devnet", str(data_dir))
+        assert cost.returncode == 0, cost.stderr
+        import orjson
+
+        summary = orjson.loads(cost.stdout)
+        assert summary["state"] == "settled" and summary["paid_to_miner"] > 0
+        with NodeClient(info.rpc_url) as client:
+            assert before - client.get_account(payer)["balance"] == summary["total_cost"]
+        earned = aitbc("miner", "earnings", "--json", "--devnet", str(data_dir))
+        assert earned.returncode == 0, earned.stderr
+        assert orjson.loads(earned.stdout)["earned"] == summary["paid_to_miner"]
+        chain_job = aitbc("chain", "job", job_id, "--devnet", str(data_dir))
+        assert chain_job.returncode == 0 and "verified against state root" in chain_job.stdout, chain_job.stdout
+        code, _ = devnet.sigterm()
+        assert code == 0, devnet.output()
     finally:
         devnet.cleanup()

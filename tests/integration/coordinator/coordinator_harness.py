@@ -105,6 +105,8 @@ class CoordinatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     chain_id: str = "aitbc-devnet"
     address: str = ""
+    node_url: str | None = None
+    """Paid mode: the node jobs are paid through (``--node-url``)."""
     _engine: sa.Engine | None = None
 
     @property
@@ -142,6 +144,8 @@ class CoordinatorProcess:
             ]  # fmt: skip
             if self.database_url:
                 args += ["--database-url", self.database_url]
+            if self.node_url:
+                args += ["--node-url", self.node_url, "--chain-id", self.chain_id]
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
             deadline = time.monotonic() + START_TIMEOUT
@@ -240,6 +244,8 @@ class MinerProcess:
     region: str = ""
     proc: subprocess.Popen[bytes] | None = None
     key: KeyPair = field(default_factory=KeyPair.generate)
+    price: int = 1
+    """Base units per token."""
 
     @property
     def address(self) -> str:
@@ -268,6 +274,8 @@ class MinerProcess:
             args += ["--echo-token-delay", str(self.token_delay)]
         if self.region:
             args += ["--region", self.region]
+        if self.price != 1:
+            args += ["--price", str(self.price)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
 
