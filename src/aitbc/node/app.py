@@ -77,7 +77,7 @@ async def serve_node(settings: NodeSettings) -> None:
         raise
     ws_socket.close()  # the WebSocket server binds it again right away; this only checks it is free
     node = open_node(settings)
-    hub = EventHub(node.metrics, replay=node.job_events_since)
+    hub = EventHub(node.metrics, replay=node.job_events_page)
     node.add_listener(hub.publish, hub.has_subscribers)
     node.verifier.start()
     config = uvicorn.Config(

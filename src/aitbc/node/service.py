@@ -250,6 +250,11 @@ class NodeService:
     def job_events_since(self, height: int) -> list[dict[str, Any]]:
         return [job_event_json(seq, h, None, ev) for seq, h, ev in self.store.job_events_since(height)]
 
+    def job_events_page(self, from_height: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Stored job events at ``from_height`` or later with ``seq > after_seq`` (a WebSocket resume)."""
+        events = self.store.job_events_page(from_height, after_seq, limit)
+        return [job_event_json(seq, h, None, ev) for seq, h, ev in events]
+
     def chain_info(self) -> dict[str, Any]:
         return {
             "chain_id": self.chain_id,

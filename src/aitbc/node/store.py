@@ -237,6 +237,13 @@ class NodeStore:
             )
         return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
 
+    def job_events_page(self, from_height: int, after_seq: int, limit: int) -> list[tuple[int, int, ChainEvent]]:
+        rows = self._reader.execute(
+            "SELECT seq, height, data FROM job_events WHERE height >= ? AND seq > ? ORDER BY seq LIMIT ?",
+            (from_height, after_seq, limit),
+        )
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
+
     def job_events_since(self, height: int, limit: int = 10_000) -> list[tuple[int, int, ChainEvent]]:
         rows = self._reader.execute(
             "SELECT seq, height, data FROM job_events WHERE height >= ? ORDER BY seq LIMIT ?", (height, limit)
