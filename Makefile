@@ -38,6 +38,7 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/chain_throughput.py
+	$(BIN)/python bench/settlement.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
