@@ -215,8 +215,9 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
 
     from aitbc.runtime.server import serve_forever
 
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -232,4 +233,4 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
     # the largest latency spike under load).
     gc.collect()
     gc.freeze()
-    serve_forever(config)
+    serve_forever(config, on_stop=app.state.service.stop_claims)

@@ -254,6 +254,7 @@ class CoordinatorService:
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self._leases: dict[str, _LeaseMark] = {}  # job id → the running job's lease as last written
         self._lease_ms = int(settings.lease_seconds * 1000)
+        self._stopping = False
         self.chain = chain
         """The node jobs are paid through; None: jobs run unpaid."""
         self.payments = (
@@ -615,11 +616,18 @@ class CoordinatorService:
             raise JobRuleViolation("lease is no longer valid", reason="lease_lost")
         return row, job, progressed
 
+    def stop_claims(self) -> None:
+        """The coordinator is stopping: long-polling claims end now, empty, and no new job is handed out."""
+        self._stopping = True
+        self._notify_work()
+
     async def claim(self, miner: str, wait_seconds: float) -> dict[str, Any] | None:
         live = self._live(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
         woken_for_a_job = False
         while True:
+            if self._stopping:
+                return None
             generation = self._work_generation
             # Jobs become claimable only through ``_notify_work`` (a submission, a requeue, a registration),
             # so if none happened since this miner's last empty look, the database has nothing for it either.

@@ -8,10 +8,23 @@ stack's instant echo miners never take them.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
+from pathlib import Path
 
-from coordinator_harness import SHARED_LEASE_SECONDS, Stack, check_receipt, expect, submit, wait_state, wait_until
+from coordinator_harness import (
+    SHARED_LEASE_SECONDS,
+    CoordinatorProcess,
+    FakeMiner,
+    Stack,
+    check_receipt,
+    expect,
+    fake_model,
+    submit,
+    wait_state,
+    wait_until,
+)
 
 from aitbc.miner.backends.echo import ECHO_DIGEST
 
@@ -94,3 +107,32 @@ def test_sigterm_mid_job_hands_the_job_back_at_once(stack: Stack) -> None:
         expect(successor.result(job["job_id"], claim["lease"]["lease_id"], output, receipt))
         check_receipt(stack, http, job["job_id"])
     assert len(stack.coordinator.db_receipts([job["job_id"]])) == 1
+
+
+def test_sigterm_ends_waiting_claims_at_once_and_exits_cleanly(tmp_path: Path) -> None:
+    """A stop answers miners' long-polling claims (204) instead of cancelling them after the grace period."""
+    coordinator = CoordinatorProcess(tmp_path / "coordinator")
+    coordinator.start()
+    miners = [FakeMiner(coordinator) for _ in range(3)]
+    answers: list[int] = []
+    try:
+        for fake in miners:
+            fake.register([fake_model()])
+
+        def long_poll(fake: FakeMiner) -> None:
+            answers.append(fake.post("/api/v1/miners/claim", {"wait_seconds": 25}).status_code)
+
+        threads = [threading.Thread(target=long_poll, args=(fake,)) for fake in miners]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # the claims are waiting now
+        assert coordinator.stop() == 0
+        for thread in threads:
+            thread.join(10)
+    finally:
+        for fake in miners:
+            fake.close()
+        coordinator.dispose()
+    assert answers == [204, 204, 204]
+    log = coordinator.log_text()
+    assert "graceful shutdown exceeded" not in log and "CancelledError" not in log, log
