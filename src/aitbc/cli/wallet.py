@@ -2,7 +2,7 @@
 
 Passphrases are never taken from argv: ``--passphrase-file``, ``$AITBC_WALLET_PASSPHRASE``, or a
 prompt without echo. ``list``, ``balance``, ``send``, ``unlock`` and ``lock`` go through the daemon
-when it runs (its ``daemon.json`` and token are in the wallet directory); otherwise the commands
+when it runs (its ``daemon.info`` and token are in the wallet directory); otherwise the commands
 that can work from the keystore directly do so.
 """
 
@@ -35,7 +35,7 @@ from aitbc.protocol.tx import (
     tx_to_json_obj,
 )
 from aitbc.runtime.files import atomic_write
-from aitbc.wallet.config import DEFAULT_WALLET_PORT, WalletSettings
+from aitbc.wallet.config import DEFAULT_WALLET_PORT, INFO_FILE, TOKEN_FILE, WalletSettings
 from aitbc.wallet.keystore import mnemonic_to_seed, seed_to_mnemonic
 from aitbc.wallet.multisig import add_member_signature, combine_spends, parse_spend
 from aitbc.wallet.store import WalletStore, default_wallet_dir
@@ -87,8 +87,8 @@ def read_passphrase(
 def daemon_client(wallet_dir: Path) -> WalletClient | None:
     """A client of the daemon serving ``wallet_dir``, or None when none answers."""
     try:
-        info = orjson.loads((wallet_dir / "daemon.json").read_bytes())
-        token = (wallet_dir / "daemon.token").read_text().strip()
+        info = orjson.loads((wallet_dir / INFO_FILE).read_bytes())
+        token = (wallet_dir / TOKEN_FILE).read_text().strip()
     except (OSError, orjson.JSONDecodeError):
         return None
     url = str(info.get("url", ""))

@@ -14,7 +14,7 @@ from aitbc.wallet.keystore import DEFAULT_MEMLIMIT_KIB, DEFAULT_OPSLIMIT
 
 DEFAULT_WALLET_PORT: Final = 8013
 TOKEN_FILE: Final = "daemon.token"  # noqa: S105 (a file name)
-INFO_FILE: Final = "daemon.json"
+INFO_FILE: Final = "daemon.info"  # JSON {url, pid}; not *.json, which are keystores
 
 
 def is_loopback_host(host: str) -> bool:

@@ -60,11 +60,12 @@ class UnlockedKey:
         if not any(self._secret):
             raise WalletLocked(f"wallet {self.name!r} is locked")
         data = signing_domain(chain_id, kind) + message
-        signature = ffi.new("unsigned char[]", SIGNATURE_LEN)
-        rc = lib.crypto_sign_detached(signature, ffi.NULL, data, len(data), ffi.from_buffer(self._secret))
+        signed = ffi.new("unsigned char[]", len(data) + SIGNATURE_LEN)
+        signed_len = ffi.new("unsigned long long *")
+        rc = lib.crypto_sign(signed, signed_len, data, len(data), ffi.from_buffer(self._secret))
         if rc != 0:  # pragma: no cover - libsodium never fails to sign
             raise AitbcError("signing failed")
-        return bytes(ffi.buffer(signature, SIGNATURE_LEN))
+        return bytes(ffi.buffer(signed, SIGNATURE_LEN))
 
     def sign_tx(self, tx: Tx) -> Tx:
         signature = self.sign(tx.chain_id, SigningKind.TX, tx_signing_bytes(tx))
