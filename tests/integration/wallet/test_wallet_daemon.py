@@ -108,13 +108,31 @@ def test_cli_without_daemon_signs_from_keystore(shared_node: Any, client: NodeCl
         )
     )
     assert client.get_account(dest)["balance"] == 500_000
-    # a passphrase file works as well, and the passphrase never needs to be on the command line
+    # a passphrase file works as well (no environment variable, no prompt)
     pw_file = tmp_path / "pw"
     pw_file.write_text(PASSPHRASE + "\n")
-    out = ok(
-        wallet_cli("wallet", "balance", "-n", "carol", "--wallet-dir", str(wallet_dir), "--rpc", rpc, passphrase=None)
+    ok(
+        wallet_cli(
+            "wallet",
+            "send",
+            "-n",
+            "carol",
+            "--to",
+            dest,
+            "--amount",
+            "0.25",
+            "--wallet-dir",
+            str(wallet_dir),
+            "--rpc",
+            rpc,
+            "--passphrase-file",
+            str(pw_file),
+            passphrase=None,
+        )
     )
-    assert "0.499" in out
+    assert client.get_account(dest)["balance"] == 750_000
+    out = ok(wallet_cli("wallet", "balance", "-n", "carol", "--wallet-dir", str(wallet_dir), "--rpc", rpc))
+    assert "0.248" in out  # 1 - 0.5 - 0.25 - two fees of 0.001
 
 
 def test_lock_and_timeout_clear_the_key(wallet_daemon: DaemonFactory, tmp_path: Path, client: NodeClient) -> None:
