@@ -195,3 +195,20 @@ def test_block_with_multisig_round_trips_through_apply_block(
     assert other.get_multisig(compute_multisig_address(keys.alice.address, 0)) is not None
     rebuilt = ChainState.from_accounts(other.accounts, other.escrows, other.multisigs)
     assert rebuilt.state_root == other.state_root
+
+
+def test_canonical_bytes_round_trip_and_strict_json(keys: Keys) -> None:
+    from aitbc.protocol import codec
+    from aitbc.protocol.tx import Tx, tx_bytes
+
+    create = _create(keys, [keys.alice, keys.bob], 2)
+    spend = _spend(compute_multisig_address(keys.alice.address, 0), keys, [keys.alice])
+    for tx in (create, spend):
+        assert codec.decode(Tx, tx_bytes(tx)) == tx
+        assert tx_from_json_obj(tx_to_json_obj(tx)) == tx
+    for bad in ({"members": []}, {"members": ["ait1xyz"]}, {"members": [keys.bob.address] * 17}):
+        with pytest.raises(InvalidTx) as exc:
+            tx_from_json_obj({**tx_to_json_obj(create), **bad})
+        assert exc.value.rejection == TxRejection.MALFORMED
+    with pytest.raises(InvalidTx):  # a spend carries approvals, never a signature of its own
+        verify_tx(msgspec.structs.replace(spend, signature="00" * 64))
