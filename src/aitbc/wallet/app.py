@@ -47,6 +47,7 @@ WALLET_LOCKED: Final = -32012
 RATE_LIMITED: Final = -32013
 NODE_ERROR: Final = -32020
 MAX_BODY_BYTES: Final = 1024 * 1024
+MAX_BATCH: Final = 100
 
 WalletName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="Wallet name")]
 
@@ -207,9 +208,11 @@ def create_app(service: WalletService, token: str) -> FastAPI:
         except orjson.JSONDecodeError as exc:
             return _json(_rpc_error(None, PARSE_ERROR, f"parse error: {exc}"))
         if isinstance(payload, list):
-            if not payload:
-                return _json(_rpc_error(None, INVALID_REQUEST, "invalid request: empty batch"))
-            replies = [r for r in [await _rpc_call(service, item) for item in payload[:100]] if r is not None]
+            if not payload or len(payload) > MAX_BATCH:
+                return _json(
+                    _rpc_error(None, INVALID_REQUEST, f"invalid request: a batch holds 1 to {MAX_BATCH} calls")
+                )
+            replies = [r for r in [await _rpc_call(service, item) for item in payload] if r is not None]
             return _json(replies) if replies else Response(status_code=204)
         reply = await _rpc_call(service, payload)
         return Response(status_code=204) if reply is None else _json(reply)

@@ -263,6 +263,12 @@ def test_json_rpc_methods(wallet_daemon: DaemonFactory, shared_node: Any, client
         assert exc.value.code == -32004
     response = httpx.post(f"{daemon.url}/rpc", content=b"{nope", headers={"Authorization": f"Bearer {daemon.token}"})
     assert response.json()["error"]["code"] == -32700
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    call = {"jsonrpc": "2.0", "method": "wallet.list", "id": 1}
+    replies = httpx.post(f"{daemon.url}/rpc", json=[call, {**call, "id": 2}, {"jsonrpc": "1.0"}], headers=auth).json()
+    assert [r.get("id") for r in replies] == [1, 2, None] and replies[2]["error"]["code"] == -32600
+    too_many = httpx.post(f"{daemon.url}/rpc", json=[call] * 101, headers=auth).json()
+    assert too_many["error"]["code"] == -32600
     assert daemon.proc.poll() is None
 
 
