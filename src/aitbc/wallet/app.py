@@ -362,7 +362,8 @@ def bind_daemon_socket(settings: WalletSettings) -> socket.socket:
             reason="not_loopback",
         )
     try:
-        return socket.create_server((settings.host, settings.port), reuse_port=False)
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        return socket.create_server((settings.host, settings.port), family=family, reuse_port=False)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
 

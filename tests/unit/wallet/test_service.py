@@ -160,3 +160,17 @@ def test_combine_spends_refuses_different_spends() -> None:
 )
 def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
+
+
+def test_bind_refuses_non_loopback_unless_forced(tmp_path: Path) -> None:
+    from aitbc.protocol.errors import ConfigError
+    from aitbc.wallet.app import bind_daemon_socket
+
+    with pytest.raises(ConfigError) as exc:
+        bind_daemon_socket(WalletSettings(wallet_dir=tmp_path, host="0.0.0.0", port=0))
+    assert exc.value.reason == "not_loopback"
+    for host in ("127.0.0.1", "::1"):
+        sock = bind_daemon_socket(WalletSettings(wallet_dir=tmp_path, host=host, port=0))
+        sock.close()
+    sock = bind_daemon_socket(WalletSettings(wallet_dir=tmp_path, host="0.0.0.0", port=0, force_bind=True))
+    sock.close()
