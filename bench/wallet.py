@@ -10,7 +10,8 @@ figure's in-process baseline measured in the same run, as ratios:
    default cost (64 MiB, t=3).
 2. **Signatures.** A 1-AITBC transfer signed ``--sigs`` times: in-process (``sign_tx`` with a
    ``KeyPair``: the baseline), through the daemon one request at a time (REST
-   ``/v1/wallets/{name}/sign``, keep-alive), and as JSON-RPC batches of 100 ``wallet.sign_tx``.
+   ``/v1/wallets/{name}/sign``, keep-alive), and as JSON-RPC batches of 100 ``wallet.sign_tx``;
+   an empty request (``GET /healthz``) shows how much of a REST signature is HTTP.
 
     .venv/bin/python bench/wallet.py             # ~30 s
     .venv/bin/python bench/wallet.py --quick     # ~10 s
@@ -169,6 +170,10 @@ def main() -> None:
                 for _ in range(args.sigs):
                     wallet.sign_tx("bench", tx_obj)
                 rest = args.sigs / (time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for _ in range(args.sigs):
+                    wallet.health()
+                empty = args.sigs / (time.perf_counter() - t0)
                 batches = max(1, args.sigs // 100)
                 body = [
                     {"jsonrpc": "2.0", "method": "wallet.sign_tx", "params": {"name": "bench", "tx": tx_obj}, "id": i}
@@ -187,6 +192,10 @@ def main() -> None:
                     f"({1e6 / rest:.0f} µs per request)"
                 )
                 print(f"  daemon JSON-RPC, batches of 100   {batch:9.0f} sig/s   = {batch / in_process:.3f}x baseline")
+                print(
+                    f"  (an empty request, GET /healthz: {empty:.0f}/s = {1e6 / empty:.0f} µs; so HTTP is "
+                    f"{rest / empty * 100:.0f} % of a REST signature)"
+                )
                 print(f"\nload avg {os.getloadavg()[0]:.2f} (1 min) at end")
         finally:
             proc.send_signal(signal.SIGTERM)
