@@ -189,28 +189,36 @@ def verify_receipt_end_to_end(
             else "the escrow names another coordinator or miner than the receipt",
         )
 
-    # Verify the amounts: what the escrow paid and refunded adds up to the receipt's total
+    # Verify the amounts: the miner got the receipt's total, the fee is the protocol's rate, nothing is lost
     if settled:
-        problems = []
-        if escrow.paid_to_miner + escrow.protocol_fee != receipt.total_price:
-            problems.append(
-                f"paid {escrow.paid_to_miner} + fee {escrow.protocol_fee} != receipt total {receipt.total_price}"
-            )
-        if escrow.refunded != escrow.amount - receipt.total_price:
-            problems.append(f"refunded {escrow.refunded} != escrow {escrow.amount} - total {receipt.total_price}")
-        if escrow.client != receipt.client:
-            problems.append("the escrow's client is not the receipt's")
-        report.add(
-            "amounts",
-            not problems,
-            "; ".join(problems)
-            or f"escrow {escrow.amount}: miner {escrow.paid_to_miner}, fee {escrow.protocol_fee}, "
-            f"refund {escrow.refunded}",
-        )
+        report.add("amounts", *_check_amounts(escrow, receipt, chain.get("params", {})))
     else:
         report.add("amounts", False, "nothing was paid: the escrow is not settled")
     report.skip("zk_proof", "no zk proof attached to this receipt")
     return report
+
+
+def _check_amounts(escrow: Escrow, receipt: Receipt, params: dict[str, Any]) -> tuple[bool, str]:
+    """What the escrow records against the receipt: fee = total x the protocol's rate; paid + fee + refund =
+    the escrow (nothing created or lost); the miner got the total (fee charged on top to the client; or, under
+    the first settlement rule, the total less the fee); the same client."""
+    total, fee = receipt.total_price, escrow.protocol_fee
+    expected_fee = total * int(params.get("protocol_fee_bps", 0)) // 10_000
+    problems = []
+    if fee != expected_fee:
+        problems.append(f"protocol fee {fee} is not {params.get('protocol_fee_bps')} bps of {total} ({expected_fee})")
+    if escrow.paid_to_miner + fee + escrow.refunded != escrow.amount:
+        problems.append(f"paid {escrow.paid_to_miner} + fee {fee} + refund {escrow.refunded} != escrow {escrow.amount}")
+    if escrow.paid_to_miner not in (total, total - fee):
+        problems.append(f"the miner got {escrow.paid_to_miner}, the receipt's total is {total}")
+    if escrow.client != receipt.client:
+        problems.append("the escrow's client is not the receipt's")
+    if problems:
+        return False, "; ".join(problems)
+    return True, (
+        f"receipt total {total}: miner got {escrow.paid_to_miner}, protocol fee {fee}, "
+        f"client refunded {escrow.refunded} of {escrow.amount}"
+    )
 
 
 def _check_settle_tx(node: NodeClient, report: ReceiptReport, receipt: Receipt) -> None:
