@@ -64,6 +64,12 @@ def _fmt(ts: list[float]) -> str:
     return f"median {statistics.median(ts) * 1000:7.1f} ms   min {min(ts) * 1000:7.1f}   max {max(ts) * 1000:7.1f}"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux /proc): less sensitive to other load than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -166,25 +172,28 @@ def main() -> None:
                     sign_tx(tx, key)
                 in_process = args.sigs / (time.perf_counter() - t0)
                 wallet.sign_tx("bench", tx_obj)  # warm up the connection
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_seconds(proc.pid)
                 for _ in range(args.sigs):
                     wallet.sign_tx("bench", tx_obj)
                 rest = args.sigs / (time.perf_counter() - t0)
-                t0 = time.perf_counter()
+                rest_cpu = (_cpu_seconds(proc.pid) - c0) / args.sigs
+                t0, c0 = time.perf_counter(), _cpu_seconds(proc.pid)
                 for _ in range(args.sigs):
                     wallet.health()
                 empty = args.sigs / (time.perf_counter() - t0)
+                empty_cpu = (_cpu_seconds(proc.pid) - c0) / args.sigs
                 batches = max(1, args.sigs // 100)
                 body = [
                     {"jsonrpc": "2.0", "method": "wallet.sign_tx", "params": {"name": "bench", "tx": tx_obj}, "id": i}
                     for i in range(100)
                 ]
                 http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_seconds(proc.pid)
                 for _ in range(batches):
                     replies = http.post(f"{url}/rpc", json=body).json()
                     assert len(replies) == 100 and all("result" in r for r in replies)
                 batch = batches * 100 / (time.perf_counter() - t0)
+                batch_cpu = (_cpu_seconds(proc.pid) - c0) / (batches * 100)
                 http.close()
                 print(f"  in-process sign_tx (baseline)     {in_process:9.0f} sig/s")
                 print(
@@ -192,6 +201,11 @@ def main() -> None:
                     f"({1e6 / rest:.0f} µs per request)"
                 )
                 print(f"  daemon JSON-RPC, batches of 100   {batch:9.0f} sig/s   = {batch / in_process:.3f}x baseline")
+                print(
+                    f"  daemon CPU per signature: REST {rest_cpu * 1e6:.0f} µs,"
+                    f" JSON-RPC batch {batch_cpu * 1e6:.0f} µs;"
+                    f" per empty GET /healthz {empty_cpu * 1e6:.0f} µs; in-process {1e6 / in_process:.0f} µs"
+                )
                 print(
                     f"  (an empty request, GET /healthz: {empty:.0f}/s = {1e6 / empty:.0f} µs; so HTTP is "
                     f"{rest / empty * 100:.0f} % of a REST signature)"

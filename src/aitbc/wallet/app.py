@@ -134,7 +134,7 @@ def create_app(service: WalletService, token: str) -> FastAPI:
     )
     expected = token.encode()
 
-    def require_token(request: Request) -> None:
+    async def require_token(request: Request) -> None:  # async: a sync dependency would hop to a thread
         header = request.headers.get("authorization", "")
         given = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-wallet-token", "")
         if not hmac.compare_digest(given.encode(), expected):
@@ -183,8 +183,8 @@ def create_app(service: WalletService, token: str) -> FastAPI:
         return await service.balance(name)
 
     @app.post("/v1/wallets/{name}/sign", dependencies=auth, summary="Sign a tx (or approve a multisig spend)")
-    async def sign(name: WalletName, body: SignBody) -> dict[str, Any]:
-        return await service.sign_tx(name, body.tx)
+    async def sign(name: WalletName, body: SignBody) -> Response:
+        return _json(await service.sign_tx(name, body.tx))
 
     @app.post("/v1/wallets/{name}/send", dependencies=auth, summary="Build, sign and submit a transfer")
     async def send(name: WalletName, body: SendBody) -> dict[str, Any]:
