@@ -23,6 +23,7 @@ from aitbc.protocol.types import U64, Address, Amount, Height, Wire
 
 ACCOUNT_NAMESPACE: Final = b"account\x00"
 ESCROW_NAMESPACE: Final = b"escrow\x00"
+MULTISIG_NAMESPACE: Final = b"multisig\x00"
 
 
 class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -58,6 +59,16 @@ class Escrow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     closed_height: Height = 0
 
 
+class MultisigAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The policy of an m-of-n account: ``threshold`` of ``members`` must approve each spend."""
+
+    address: Address
+    members: list[Address]
+    threshold: U64
+    creator: Address
+    created_height: Height
+
+
 class ChainEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Something a block did that people follow (``job_updates`` on the WebSocket)."""
 
@@ -90,27 +101,43 @@ def compute_escrow_value_hash(escrow: Escrow) -> bytes:
     return sha256(codec.encode(escrow))
 
 
-def compute_state_items(accounts: Mapping[str, Account], escrows: Mapping[str, Escrow]) -> dict[bytes, bytes | None]:
+def compute_multisig_key(address: str) -> bytes:
+    return sha256(MULTISIG_NAMESPACE + decode_address(address))
+
+
+def compute_multisig_value_hash(multisig: MultisigAccount) -> bytes:
+    return sha256(codec.encode(multisig))
+
+
+def compute_state_items(
+    accounts: Mapping[str, Account],
+    escrows: Mapping[str, Escrow],
+    multisigs: Mapping[str, MultisigAccount] | None = None,
+) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
     }
     items.update({compute_escrow_key(j): compute_escrow_value_hash(e) for j, e in escrows.items()})
+    if multisigs:
+        items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
     return items
 
 
 class ChainState:
     """The committed state at the head: accounts, escrows, and the Merkle tree over both."""
 
-    __slots__ = ("accounts", "due", "escrows", "tree")
+    __slots__ = ("accounts", "due", "escrows", "multisigs", "tree")
 
     def __init__(
         self,
         accounts: dict[str, Account] | None = None,
         tree: SparseMerkleTree | None = None,
         escrows: dict[str, Escrow] | None = None,
+        multisigs: dict[str, MultisigAccount] | None = None,
     ) -> None:
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.escrows: dict[str, Escrow] = escrows if escrows is not None else {}
+        self.multisigs: dict[str, MultisigAccount] = multisigs if multisigs is not None else {}
         self.tree = tree if tree is not None else SparseMerkleTree()
         self.due: dict[int, set[str]] = {}
         """Open escrows by deadline height (an index, derived from ``escrows``; not in the root)."""
@@ -128,16 +155,26 @@ class ChainState:
                     del self.due[escrow.deadline_height]
 
     @classmethod
-    def from_accounts(cls, accounts: Mapping[str, Account], escrows: Mapping[str, Escrow] | None = None) -> ChainState:
+    def from_accounts(
+        cls,
+        accounts: Mapping[str, Account],
+        escrows: Mapping[str, Escrow] | None = None,
+        multisigs: Mapping[str, MultisigAccount] | None = None,
+    ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
-        return cls(dict(accounts), SparseMerkleTree().update(compute_state_items(accounts, escrows)), dict(escrows))
+        multisigs = multisigs or {}
+        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs))
+        return cls(dict(accounts), tree, dict(escrows), dict(multisigs))
 
     def get_account(self, address: str) -> Account:
         return self.accounts.get(address, EMPTY_ACCOUNT)
 
     def get_escrow(self, job_id: str) -> Escrow | None:
         return self.escrows.get(job_id)
+
+    def get_multisig(self, address: str) -> MultisigAccount | None:
+        return self.multisigs.get(address)
 
     def get_expired_escrows(self, height: int) -> list[str]:
         """Open escrows whose deadline lies before ``height`` (sorted, so every node refunds in one order)."""
@@ -164,6 +201,8 @@ class StateReader(Protocol):
 
     def get_escrow(self, job_id: str) -> Escrow | None: ...
 
+    def get_multisig(self, address: str) -> MultisigAccount | None: ...
+
 
 AccountReader = StateReader
 
@@ -176,6 +215,7 @@ class StateDelta:
     accounts: dict[str, Account] = field(default_factory=dict)
     escrows: dict[str, Escrow] = field(default_factory=dict)
     events: list[ChainEvent] = field(default_factory=list)
+    multisigs: dict[str, MultisigAccount] = field(default_factory=dict)
 
     def get_account(self, address: str) -> Account:
         account = self.accounts.get(address)
@@ -191,18 +231,26 @@ class StateDelta:
     def set_escrow(self, escrow: Escrow) -> None:
         self.escrows[escrow.job_id] = escrow
 
+    def get_multisig(self, address: str) -> MultisigAccount | None:
+        multisig = self.multisigs.get(address)
+        return multisig if multisig is not None else self.base.get_multisig(address)
+
+    def set_multisig(self, multisig: MultisigAccount) -> None:
+        self.multisigs[multisig.address] = multisig
+
     def emit(self, event: ChainEvent) -> None:
         self.events.append(event)
 
 
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
-    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows))
+    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows, delta.multisigs))
     return tree.root_hash.hex(), tree
 
 
 def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -> None:
     state.accounts.update(delta.accounts)
+    state.multisigs.update(delta.multisigs)
     for escrow in delta.escrows.values():
         previous = state.escrows.get(escrow.job_id)
         state.escrows[escrow.job_id] = escrow

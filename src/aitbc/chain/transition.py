@@ -14,7 +14,16 @@ import msgspec
 
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.smt import SparseMerkleTree
-from aitbc.chain.state import Account, ChainEvent, ChainState, Escrow, EscrowState, StateDelta, compute_state_root
+from aitbc.chain.state import (
+    Account,
+    ChainEvent,
+    ChainState,
+    Escrow,
+    EscrowState,
+    MultisigAccount,
+    StateDelta,
+    compute_state_root,
+)
 from aitbc.protocol.block import (
     Block,
     BlockHeader,
@@ -32,7 +41,18 @@ from aitbc.protocol.receipt import (
     verify_miner_signature,
     verify_receipt_accounting,
 )
-from aitbc.protocol.tx import OpenEscrow, RefundEscrow, SettleJob, Transfer, Tx, VerifiedTx, verify_tx
+from aitbc.protocol.tx import (
+    CreateMultisig,
+    MultisigTransfer,
+    OpenEscrow,
+    RefundEscrow,
+    SettleJob,
+    Transfer,
+    Tx,
+    VerifiedTx,
+    compute_multisig_address,
+    verify_tx,
+)
 from aitbc.protocol.types import MAX_U64
 
 
@@ -44,7 +64,7 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
     # Verify the fee meets the floor
     if tx.fee < params.min_fee:
         raise InvalidTx(TxRejection.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {params.min_fee}")
-    if isinstance(tx, Transfer | OpenEscrow):
+    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer):
         # Verify something is moved
         if tx.amount == 0:
             raise InvalidTx(TxRejection.ZERO_AMOUNT, "amount must be positive")
@@ -57,7 +77,7 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
 
 def compute_tx_cost(tx: Tx) -> int:
     """What the sender's balance must cover for this tx."""
-    if isinstance(tx, Transfer | OpenEscrow):
+    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer):
         return tx.amount + tx.fee
     return tx.fee
 
@@ -92,6 +112,68 @@ def _credit(state: StateDelta, address: str, amount: int) -> None:
 
 def process_transfer(state: StateDelta, tx: Transfer, proposer: str, chain_id: str, params: ChainParams) -> None:
     check_tx_stateless(tx, chain_id, params)
+    sender = _verify_sender(state, tx)
+    # Verify the recipient's balance stays representable
+    recipient_balance = state.get_account(tx.recipient).balance - (
+        compute_tx_cost(tx) if tx.recipient == tx.sender else 0
+    )
+    if recipient_balance + tx.amount > MAX_U64:
+        raise InvalidTx(TxRejection.AMOUNT_OVERFLOW, "recipient balance would overflow")
+
+    _charge_sender(state, tx, sender, proposer)
+    _credit(state, tx.recipient, tx.amount)
+
+
+def process_create_multisig(
+    state: StateDelta, tx: CreateMultisig, proposer: str, chain_id: str, params: ChainParams, height: int
+) -> None:
+    check_tx_stateless(tx, chain_id, params)
+    # Verify the policy: distinct members, 1 <= threshold <= members
+    if len(set(tx.members)) != len(tx.members):
+        raise InvalidTx(TxRejection.BAD_MULTISIG_POLICY, "multisig members must be distinct")
+    if not 1 <= tx.threshold <= len(tx.members):
+        raise InvalidTx(
+            TxRejection.BAD_MULTISIG_POLICY, f"threshold {tx.threshold} must lie within 1..{len(tx.members)}"
+        )
+    # Verify the account does not exist yet (its address is derived from the creator's nonce)
+    address = compute_multisig_address(tx.sender, tx.nonce)
+    if state.get_multisig(address) is not None:  # pragma: no cover - a nonce is used once
+        raise InvalidTx(TxRejection.MULTISIG_EXISTS, f"multisig account {address} already exists")
+    sender = _verify_sender(state, tx)
+
+    _charge_sender(state, tx, sender, proposer)
+    state.set_multisig(
+        MultisigAccount(
+            address=address,
+            members=sorted(tx.members),
+            threshold=tx.threshold,
+            creator=tx.sender,
+            created_height=height,
+        )
+    )
+
+
+def process_multisig_transfer(
+    state: StateDelta, tx: MultisigTransfer, proposer: str, chain_id: str, params: ChainParams
+) -> None:
+    """A spend from an m-of-n account. The approvals' signatures were checked with every tx's
+    signature (``prepare_tx_check``); here: are the signers members, and are there enough."""
+    check_tx_stateless(tx, chain_id, params)
+    # Verify the sender is a multisig account
+    policy = state.get_multisig(tx.sender)
+    if policy is None:
+        raise InvalidTx(TxRejection.NOT_MULTISIG, f"{tx.sender} is not a multisig account")
+    # Verify every approval is a member's, and at least threshold members approve
+    members = set(policy.members)
+    outsiders = [a.signer for a in tx.approvals if a.signer not in members]
+    if outsiders:
+        raise InvalidTx(TxRejection.NOT_MULTISIG_MEMBER, f"{outsiders[0]} is not a member of {tx.sender}")
+    signers = {a.signer for a in tx.approvals}
+    if len(signers) < policy.threshold:
+        raise InvalidTx(
+            TxRejection.MULTISIG_THRESHOLD_NOT_MET,
+            f"{len(signers)} of {len(policy.members)} members approved; {policy.threshold} are needed",
+        )
     sender = _verify_sender(state, tx)
     # Verify the recipient's balance stays representable
     recipient_balance = state.get_account(tx.recipient).balance - (
@@ -290,6 +372,10 @@ def process_tx(
         process_settle_job(state, tx, proposer, chain_id, params, height, tx_hash)
     elif isinstance(tx, RefundEscrow):
         process_refund_escrow(state, tx, proposer, chain_id, params, height, tx_hash)
+    elif isinstance(tx, CreateMultisig):
+        process_create_multisig(state, tx, proposer, chain_id, params, height)
+    elif isinstance(tx, MultisigTransfer):
+        process_multisig_transfer(state, tx, proposer, chain_id, params)
     else:  # pragma: no cover - the Tx union is closed
         raise InvalidTx(TxRejection.UNKNOWN_TX_TYPE, f"unknown tx kind {type(tx).__name__}")
 

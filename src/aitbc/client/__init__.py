@@ -2,5 +2,6 @@
 
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
+from aitbc.client.wallet import WalletClient
 
-__all__ = ["CoordinatorClient", "NodeClient"]
+__all__ = ["CoordinatorClient", "NodeClient", "WalletClient"]

@@ -37,6 +37,7 @@ from aitbc.protocol.tx import (
     TxSignatureCheck,
     VerifiedTx,
     complete_tx_check,
+    get_tx_checks,
     prepare_tx_check,
     tx_from_json_obj,
     tx_to_json_obj,
@@ -96,7 +97,9 @@ class NodeService:
             return state, block0.header
         self.store.check_identity(self.genesis_hash)
         head = self.store.head_header()
-        state = ChainState.from_accounts(self.store.load_accounts(), self.store.load_escrows())
+        state = ChainState.from_accounts(
+            self.store.load_accounts(), self.store.load_escrows(), self.store.load_multisigs()
+        )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
         log.info("resumed chain", extra={"height": head.height, "chain_id": self.chain_id})
@@ -145,7 +148,14 @@ class NodeService:
             except InvalidTx as exc:
                 results[i] = SubmitResult(None, exc)
                 self.metrics.rejected_txs.labels(exc.reason).inc()
-        valid = await self.verifier.check([p.check for _, p in prepared])
+        if any(p.extra for _, p in prepared):  # multisig spends: every approval must verify
+            flags = await self.verifier.check([c for _, p in prepared for c in get_tx_checks(p)])
+            valid, pos = [], 0
+            for _, p in prepared:
+                valid.append(all(flags[pos : pos + 1 + len(p.extra)]))
+                pos += 1 + len(p.extra)
+        else:
+            valid = await self.verifier.check([p.check for _, p in prepared])
         admitted: list[VerifiedTx] = []
         state, mempool, rejected = self.state, self.mempool, self._rejected
         for (i, p), signature_valid in zip(prepared, valid, strict=True):
@@ -324,7 +334,12 @@ class NodeService:
             "nonce": account.nonce,
             "pending_nonce": self.mempool.pending_nonce(address, account.nonce),
             "height": self.head.height,
+            **self._multisig_json(address),
         }
+
+    def _multisig_json(self, address: str) -> dict[str, Any]:
+        multisig = self.state.get_multisig(address)
+        return {} if multisig is None else {"multisig": msgspec.to_builtins(multisig)}
 
     def account_proof_json(self, address: str) -> dict[str, Any]:
         account: Account | None = self.state.accounts.get(address)

@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 import orjson
 
-from aitbc.chain.state import Account, ChainEvent, Escrow
+from aitbc.chain.state import Account, ChainEvent, Escrow, MultisigAccount
 from aitbc.chain.transition import BlockOutcome
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError
@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS job_events (
 );
 CREATE INDEX IF NOT EXISTS ix_job_events_job ON job_events (job_id);
 CREATE INDEX IF NOT EXISTS ix_job_events_height ON job_events (height);
+CREATE TABLE IF NOT EXISTS multisigs (
+    address TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
 """
 
 _EVENT_PARTY_COLUMNS: Final = ("client", "coordinator", "miner")
@@ -86,6 +90,7 @@ _block_decoder = msgspec.msgpack.Decoder(Block)
 _header_decoder = msgspec.msgpack.Decoder(BlockHeader)
 _escrow_decoder = msgspec.msgpack.Decoder(Escrow)
 _event_decoder = msgspec.msgpack.Decoder(ChainEvent)
+_multisig_decoder = msgspec.msgpack.Decoder(MultisigAccount)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -198,6 +203,12 @@ class NodeStore:
                     "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data",
                     [(j, _block_encoder.encode(e)) for j, e in outcome.delta.escrows.items()],
                 )
+            if outcome.delta.multisigs:
+                conn.executemany(
+                    "INSERT INTO multisigs (address, data) VALUES (?, ?) "
+                    "ON CONFLICT (address) DO UPDATE SET data = excluded.data",
+                    [(a, _block_encoder.encode(m)) for a, m in outcome.delta.multisigs.items()],
+                )
             if outcome.delta.events:
                 conn.executemany(
                     "INSERT INTO job_events (height, job_id, data, client, coordinator, miner) "
@@ -216,6 +227,12 @@ class NodeStore:
         return {
             job_id: _escrow_decoder.decode(data)
             for job_id, data in self._reader.execute("SELECT job_id, data FROM escrows")
+        }
+
+    def load_multisigs(self) -> dict[str, MultisigAccount]:
+        return {
+            address: _multisig_decoder.decode(data)
+            for address, data in self._reader.execute("SELECT address, data FROM multisigs")
         }
 
     def job_events(self, job_id: str) -> list[tuple[int, int, ChainEvent]]:

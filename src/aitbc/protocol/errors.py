@@ -51,6 +51,11 @@ class TxRejection(StrEnum):
     NOT_COORDINATOR = "not_coordinator"
     BAD_RECEIPT = "bad_receipt"
     TOTAL_ABOVE_ESCROW = "total_above_escrow"
+    BAD_MULTISIG_POLICY = "bad_multisig_policy"
+    MULTISIG_EXISTS = "multisig_exists"
+    NOT_MULTISIG = "not_multisig"
+    NOT_MULTISIG_MEMBER = "not_multisig_member"
+    MULTISIG_THRESHOLD_NOT_MET = "multisig_threshold_not_met"
 
 
 class AitbcError(Exception):

@@ -9,18 +9,21 @@ hashed (tx hash) and, without the signature, what the sender signs under the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 import msgspec
+from msgspec import Meta
 
 from aitbc.protocol import codec
-from aitbc.protocol.address import is_valid_address
+from aitbc.protocol.address import decode_address, encode_address, is_valid_address
 from aitbc.protocol.crypto import (
     KeyPair,
     SignatureCheck,
     SigningKind,
     is_valid_signature_check,
+    sha256,
     sha256_hex,
     signature_check,
     signature_mismatch,
@@ -28,9 +31,11 @@ from aitbc.protocol.crypto import (
 from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
-from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex
+from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex, Wire
 
-_UNSIGNED: Final = frozenset({"signature"})
+_UNSIGNED: Final = frozenset({"signature", "approvals"})
+MAX_MULTISIG_MEMBERS: Final = 16
+_MULTISIG_MAGIC: Final = b"AITBC-MULTISIG-v1\x00"
 
 
 class TxBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
@@ -97,10 +102,61 @@ class RefundEscrow(TxBase, frozen=True, kw_only=True, tag="refund_escrow"):
     signature: SignatureHex = ""
 
 
-Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow
+class CreateMultisig(TxBase, frozen=True, kw_only=True, tag="create_multisig"):
+    """Register an m-of-n account: ``threshold`` of ``members`` must approve each spend from it.
+
+    Its address is ``compute_multisig_address(sender, nonce)``: a hash, not a public key, so no
+    single key can ever sign for it; only ``MultisigTransfer`` moves its funds."""
+
+    members: Annotated[list[Address], Meta(min_length=1, max_length=MAX_MULTISIG_MEMBERS)]
+    threshold: U64
+    signature: SignatureHex = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for member in self.members:
+            if not is_valid_address(member):
+                raise ValueError("`members` holds an invalid address (bad checksum or length)")
+
+
+class MultisigApproval(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One member's signature over a multisig spend (its signing bytes, under the ``tx`` domain)."""
+
+    signer: Address
+    signature: Annotated[str, Meta(pattern=r"^[0-9a-f]{128}$"), Wire.HEX]
+
+    def __post_init__(self) -> None:
+        if not is_valid_address(self.signer):
+            raise ValueError("`signer` is not a valid address (bad checksum or length)")
+
+
+class MultisigTransfer(TxBase, frozen=True, kw_only=True, tag="multisig_transfer"):
+    """Move funds out of the multisig account ``sender``; ``approvals`` carry the members' signatures.
+
+    Members sign the tx without its approvals (so they can sign in any order, apart, and the
+    approvals be combined); ``signature`` stays empty: the account has no key of its own."""
+
+    recipient: Address
+    amount: Amount
+    memo: Memo = ""
+    approvals: Annotated[list[MultisigApproval], Meta(max_length=MAX_MULTISIG_MEMBERS)] = []
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "recipient")
+    __text_fields__: ClassVar[tuple[str, ...]] = ("memo",)
+
+
+Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow | CreateMultisig | MultisigTransfer
 """Union of every tx kind."""
 
-TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer, OpenEscrow, SettleJob, RefundEscrow)
+TX_TYPES: Final[tuple[type[TxBase], ...]] = (
+    Transfer,
+    OpenEscrow,
+    SettleJob,
+    RefundEscrow,
+    CreateMultisig,
+    MultisigTransfer,
+)
 
 for _tx_type in TX_TYPES:
     assert _tx_type.__struct_fields__[-1] == "signature", f"{_tx_type.__name__}: signature must be the last field"
@@ -118,7 +174,27 @@ def tx_hash(tx: TxBase) -> str:
     return sha256_hex(tx_bytes(tx))
 
 
+def compute_multisig_address(creator: str, nonce: int) -> str:
+    """The address of the multisig account ``creator`` registers with its tx of ``nonce``."""
+    return encode_address(sha256(_MULTISIG_MAGIC + decode_address(creator) + nonce.to_bytes(8, "big")))
+
+
+def sign_multisig_approval(tx: MultisigTransfer, key: KeyPair) -> MultisigApproval:
+    """``key``'s approval of a multisig spend."""
+    signature = key.sign(tx.chain_id, SigningKind.TX, tx_signing_bytes(tx))
+    return MultisigApproval(signer=key.address, signature=signature.hex())
+
+
+def add_multisig_approvals(tx: MultisigTransfer, approvals: Iterable[MultisigApproval]) -> MultisigTransfer:
+    """The tx with ``approvals`` merged in: one per signer (the newest wins), sorted by signer."""
+    by_signer = {a.signer: a for a in tx.approvals}
+    by_signer.update({a.signer: a for a in approvals})
+    return msgspec.structs.replace(tx, approvals=[by_signer[s] for s in sorted(by_signer)])
+
+
 def sign_tx(tx: Tx, key: KeyPair) -> Tx:
+    if isinstance(tx, MultisigTransfer):
+        raise ValueError("a multisig spend is approved by its members (sign_multisig_approval), not signed")
     if key.address != tx.sender:
         raise ValueError("key does not belong to the tx sender")
     signature = key.sign(tx.chain_id, SigningKind.TX, tx_signing_bytes(tx))
@@ -180,10 +256,36 @@ class TxSignatureCheck:
 
     verified: VerifiedTx
     check: SignatureCheck
+    extra: tuple[SignatureCheck, ...] = ()
+    """Further checks that must all hold too (the other approvals of a multisig spend)."""
+
+
+def get_tx_checks(prepared: TxSignatureCheck) -> tuple[SignatureCheck, ...]:
+    return (prepared.check, *prepared.extra)
+
+
+def _prepare_multisig_check(tx: MultisigTransfer) -> TxSignatureCheck:
+    """One check per approval; which signers are members, and how many suffice, is a state rule."""
+    if tx.signature:
+        raise InvalidTx(TxRejection.MALFORMED, "a multisig spend carries approvals, not a signature")
+    if not tx.approvals:
+        raise InvalidTx(TxRejection.BAD_SIGNATURE, "multisig spend has no approvals")
+    signers = [a.signer for a in tx.approvals]
+    if len(set(signers)) != len(signers):
+        raise InvalidTx(TxRejection.MALFORMED, "a member approves the multisig spend twice")
+    signing_bytes = tx_signing_bytes(tx)
+    checks = tuple(
+        signature_check(a.signer, tx.chain_id, SigningKind.TX, signing_bytes, bytes.fromhex(a.signature))
+        for a in tx.approvals
+    )
+    encoded = tx_bytes(tx)
+    return TxSignatureCheck(VerifiedTx(tx=tx, hash=sha256_hex(encoded), size=len(encoded)), checks[0], checks[1:])
 
 
 def prepare_tx_check(tx: Tx) -> TxSignatureCheck:
     """Encode and hash the tx and build its signature check; raise ``InvalidTx`` if it cannot verify."""
+    if isinstance(tx, MultisigTransfer):
+        return _prepare_multisig_check(tx)
     if not tx.signature:
         raise InvalidTx(TxRejection.BAD_SIGNATURE, "tx is not signed")
     signing_bytes = tx_signing_bytes(tx)
@@ -201,6 +303,8 @@ def complete_tx_check(prepared: TxSignatureCheck, signature_valid: bool) -> Veri
     """The verified tx, given the outcome of its signature check; ``InvalidTx`` if it failed."""
     if not signature_valid:
         tx = prepared.verified.tx
+        if isinstance(tx, MultisigTransfer):
+            raise InvalidTx(TxRejection.BAD_SIGNATURE, "an approval of the multisig spend does not verify")
         raise InvalidTx(TxRejection.BAD_SIGNATURE, signature_mismatch(tx.sender, tx.chain_id, SigningKind.TX).message)
     return prepared.verified
 
@@ -208,4 +312,4 @@ def complete_tx_check(prepared: TxSignatureCheck, signature_valid: bool) -> Veri
 def verify_tx(tx: Tx) -> VerifiedTx:
     """Check the sender's signature over the tx; the result carries hash and encoded size."""
     prepared = prepare_tx_check(tx)
-    return complete_tx_check(prepared, is_valid_signature_check(prepared.check))
+    return complete_tx_check(prepared, all(is_valid_signature_check(c) for c in get_tx_checks(prepared)))

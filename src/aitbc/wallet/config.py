@@ -1,0 +1,57 @@
+"""Settings of ``aitbc wallet daemon`` and where it leaves its token and address for local clients."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Final
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from aitbc.runtime.settings import ServiceSettings
+from aitbc.wallet.keystore import DEFAULT_MEMLIMIT_KIB, DEFAULT_OPSLIMIT
+
+DEFAULT_WALLET_PORT: Final = 8013
+TOKEN_FILE: Final = "daemon.token"  # noqa: S105 (a file name)
+INFO_FILE: Final = "daemon.info"  # JSON {url, pid}; not *.json, which are keystores
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WalletSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AITBC_WALLETD_", extra="forbid", frozen=True)
+
+    wallet_dir: Path
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_WALLET_PORT, ge=0, le=65535)
+    force_bind: bool = False
+    """Allow a non-loopback address (the daemon holds keys: only for a trusted, isolated network)."""
+    rpc_url: str | None = None
+    """The node's JSON-RPC URL (balance, send, receipt verification)."""
+    coordinator_url: str | None = None
+    coordinator_api_key: str | None = None
+    unlock_timeout_s: float = Field(300.0, gt=0)
+    max_unlock_timeout_s: float = Field(3600.0, gt=0)
+    max_failed_unlocks: int = Field(5, ge=1)
+    """Failed unlock attempts allowed per wallet within ``failed_unlock_window_s``; more get 429."""
+    failed_unlock_window_s: float = Field(60.0, gt=0)
+    kdf_memlimit_kib: int = DEFAULT_MEMLIMIT_KIB
+    kdf_opslimit: int = DEFAULT_OPSLIMIT
+    allow_weak_kdf: bool = False
+    """Accept Argon2id parameters below the floor (tests and benches only)."""
+
+    @property
+    def token_path(self) -> Path:
+        return self.wallet_dir / TOKEN_FILE
+
+    @property
+    def info_path(self) -> Path:
+        return self.wallet_dir / INFO_FILE
