@@ -54,7 +54,7 @@ def _escrow(paid: int, fee: int, refunded: int, amount: int = 10_000, client: st
     ("escrow", "ok"),
     [
         (_escrow(3_000, 60, 6_940), True),  # fee on top of the total
-        (_escrow(2_940, 60, 7_000), True),  # fee out of the total (the first settlement rule)
+        (_escrow(2_940, 60, 7_000), False),  # fee out of the total: the miner must get the whole total
         (_escrow(3_000, 50, 6_950), False),  # wrong fee rate
         (_escrow(3_000, 60, 7_000), False),  # tokens created
         (_escrow(2_000, 60, 7_940), False),  # the miner underpaid
