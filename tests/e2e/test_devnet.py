@@ -181,6 +181,10 @@ def test_paid_job_through_the_cli_settles_on_chain(tmp_path: Path) -> None:
         earned = aitbc("miner", "earnings", "--json", "--devnet", str(data_dir))
         assert earned.returncode == 0, earned.stderr
         assert orjson.loads(earned.stdout)["earned"] == summary["paid_to_miner"]
+        verified = aitbc("receipt", "verify", job_id, "--json", "--devnet", str(data_dir))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        checks = {c["name"]: c["outcome"] for c in orjson.loads(verified.stdout)["checks"]}
+        assert checks["settle_committed"] == checks["amounts"] == checks["assigned_miner"] == "pass", checks
         chain_job = aitbc("chain", "job", job_id, "--devnet", str(data_dir))
         assert chain_job.returncode == 0 and "verified against state root" in chain_job.stdout, chain_job.stdout
         code, _ = devnet.sigterm()
