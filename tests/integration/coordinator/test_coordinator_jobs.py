@@ -29,7 +29,10 @@ def test_submit_runs_to_completion_with_a_verifiable_receipt(stack: Stack) -> No
         "compute_ms": checked["receipt"].units.compute_ms,
     }
     assert result["total_price"] == 12  # (6 + 6) tokens x 1 base unit
-    assert done["attempts"] == 1
+    # Normally one attempt; on a badly overloaded machine the shared stack's 2 s lease can lapse once and
+    # the job is run again. Either way it completes once, with one receipt.
+    assert 1 <= done["attempts"] <= done["max_attempts"]
+    assert len(stack.coordinator.db_receipts([job["job_id"]])) == 1
     assert done["miner"] in {m.address for m in stack.miners}
     assert done["created_at_ms"] <= done["assigned_at_ms"] <= done["started_at_ms"] <= done["finished_at_ms"]
     assert checked["receipt"].coordinator == stack.coordinator.health()["coordinator"]
