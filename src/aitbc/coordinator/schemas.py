@@ -33,6 +33,7 @@ class JobConstraints(Strict):
     min_vram_gb: float | None = Field(None, ge=0)
     gpu: str | None = Field(None, max_length=64)
     region: str | None = Field(None, max_length=32)
+    zk_proof_required: bool = Field(False, description="The miner must attach a Groth16 receipt proof (docs/zk.md)")
 
 
 class JobCreate(Strict):
@@ -97,6 +98,7 @@ class ResultRequest(Strict):
     lease_id: str
     output: dict[str, Any]
     receipt: dict[str, Any]
+    zk_proof: dict[str, Any] | None = None
 
 
 class FailRequest(Strict):

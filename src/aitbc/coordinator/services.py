@@ -53,6 +53,7 @@ from aitbc.protocol.receipt import (
     countersign_receipt,
     verify_receipt,
 )
+from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow, get_receipt_proof_problem
 
 log = logging.getLogger("aitbc.coordinator")
 
@@ -689,6 +690,8 @@ class CoordinatorService:
                 "chain_id": self.settings.chain_id,
                 "coordinator": self.key.address,
                 "assigned_at_ms": row["assigned_at_ms"],
+                "escrow_amount": row.get("escrow_amount"),
+                "zk_proof_required": bool((row["constraints"] or {}).get("zk_proof_required")),
             },
             "lease": {
                 "lease_id": row["lease_id"],
@@ -712,7 +715,13 @@ class CoordinatorService:
         return {"lease_expires_at_ms": expires}
 
     async def submit_result(
-        self, miner: str, job_id: str, lease_id: str, output: JobOutput, receipt: Receipt
+        self,
+        miner: str,
+        job_id: str,
+        lease_id: str,
+        output: JobOutput,
+        receipt: Receipt,
+        zk_proof: ZkReceiptProof | None = None,
     ) -> dict[str, Any]:
         self._live(miner)
         row = await self.get_job_row(None, job_id)
@@ -738,6 +747,7 @@ class CoordinatorService:
                 require_coordinator_signature=False,
             ),
         )
+        self._check_zk_proof(row, receipt, zk_proof)
         cosigned = countersign_receipt(receipt, self.key)
         receipt_json = msgspec.to_builtins(cosigned)
         receipt_hash = compute_receipt_hash(cosigned)
@@ -748,6 +758,7 @@ class CoordinatorService:
             "miner": miner,
             "receipt": receipt_json,
             "created_at_ms": now,
+            "zk_proof": None if zk_proof is None else msgspec.to_builtins(zk_proof),
         }
         if not await self._write(self.repo.complete_job, job_id, lease_id, changes, receipt_row):
             raise JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
@@ -762,6 +773,19 @@ class CoordinatorService:
         self.events.publish(job_id, "receipt", {"receipt_hash": receipt_hash, "receipt": receipt_json})
         self.events.publish(job_id, "status", job_view(row), final=True)
         return {"job_id": job_id, "receipt_hash": receipt_hash, "receipt": receipt_json}
+
+    @staticmethod
+    def _check_zk_proof(row: Row, receipt: Receipt, zk_proof: ZkReceiptProof | None) -> None:
+        """A job that asked for a proof gets a valid one (the chain checks it again at settlement)."""
+        if zk_proof is None:
+            if (row["constraints"] or {}).get("zk_proof_required"):
+                raise BadResult("this job requires a zk receipt proof (constraints.zk_proof_required)")
+            return
+        problem = get_receipt_proof_problem(
+            zk_proof, receipt, compute_proof_escrow(row.get("escrow_amount"), row["max_price"], receipt.total_price)
+        )
+        if problem is not None:
+            raise BadResult(f"zk proof refused: {problem}")
 
     @staticmethod
     def _check_output(row: Row, output: JobOutput) -> None:

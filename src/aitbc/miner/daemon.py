@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, compute_output_hash, pack_vectors
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
+from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow
+from aitbc.zk.prover import Groth16pyProver, ReceiptProver, make_receipt_proof
+from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
 
 log = logging.getLogger("aitbc.miner")
 
@@ -102,9 +106,16 @@ def _error_reason(data: Any) -> str:
 
 class MinerDaemon:
     def __init__(
-        self, config: MinerConfig, key: KeyPair, backend: InferenceBackend, link: CoordinatorLink | None = None
+        self,
+        config: MinerConfig,
+        key: KeyPair,
+        backend: InferenceBackend,
+        link: CoordinatorLink | None = None,
+        zk_prover: ReceiptProver | None = None,
     ) -> None:
         self.config = config
+        self._zk_prover = zk_prover
+        self._zk_lock = threading.Lock()
         self.key = key
         self.backend = backend
         self.link = link
@@ -113,6 +124,14 @@ class MinerDaemon:
         self.completed = 0
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
+
+    def _prove_receipt(self, receipt: Receipt, escrow: int) -> ZkReceiptProof:
+        """The job asked for a zk receipt proof: groth16py in-process (compiled at the first such job)."""
+        with self._zk_lock:
+            if self._zk_prover is None:
+                self._zk_prover = Groth16pyProver(CircuitPaths(default_circuits_dir()))
+            prover = self._zk_prover
+        return make_receipt_proof(prover, receipt, escrow)
 
     async def _connect(self) -> CoordinatorLink:
         if self.link is not None:
@@ -299,14 +318,16 @@ class MinerDaemon:
                 finished_at_ms=finished,
             )
             receipt = sign_receipt_as_miner(receipt, self.key)
-            status, data = await self.link.post(
-                f"/api/v1/miners/jobs/{job_id}/result",
-                {
-                    "lease_id": active.lease_id,
-                    "output": msgspec.to_builtins(output),
-                    "receipt": msgspec.to_builtins(receipt),
-                },
-            )
+            result: dict[str, Any] = {
+                "lease_id": active.lease_id,
+                "output": msgspec.to_builtins(output),
+                "receipt": msgspec.to_builtins(receipt),
+            }
+            if job.get("zk_proof_required"):
+                escrow = compute_proof_escrow(job.get("escrow_amount"), job.get("max_price"), receipt.total_price)
+                proof = await asyncio.to_thread(self._prove_receipt, receipt, escrow)
+                result["zk_proof"] = msgspec.to_builtins(proof)
+            status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
             if status == 200:
                 self.completed += 1
                 log.info(

@@ -51,6 +51,7 @@ class TxRejection(StrEnum):
     NOT_COORDINATOR = "not_coordinator"
     BAD_RECEIPT = "bad_receipt"
     TOTAL_ABOVE_ESCROW = "total_above_escrow"
+    BAD_ZK_PROOF = "bad_zk_proof"
 
 
 class AitbcError(Exception):

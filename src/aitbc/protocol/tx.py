@@ -29,6 +29,7 @@ from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, Tx
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex
+from aitbc.protocol.zk import ZkReceiptProof
 
 _UNSIGNED: Final = frozenset({"signature"})
 
@@ -89,6 +90,17 @@ class SettleJob(TxBase, frozen=True, kw_only=True, tag="settle_job"):
     signature: SignatureHex = ""
 
 
+class SettleJobZk(TxBase, frozen=True, kw_only=True, tag="settle_job_zk"):
+    """``settle_job`` with a Groth16 receipt proof the chain verifies (docs/zk.md).
+
+    Its own tx kind rather than an optional field on ``SettleJob``, so every existing settle_job
+    keeps its canonical bytes (and hash, and signature)."""
+
+    receipt: Receipt
+    proof: ZkReceiptProof
+    signature: SignatureHex = ""
+
+
 class RefundEscrow(TxBase, frozen=True, kw_only=True, tag="refund_escrow"):
     """Return an escrow to its client: anyone after the deadline, its coordinator at any time
     (a failed, cancelled or expired job)."""
@@ -97,10 +109,10 @@ class RefundEscrow(TxBase, frozen=True, kw_only=True, tag="refund_escrow"):
     signature: SignatureHex = ""
 
 
-Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow
+Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow | SettleJobZk
 """Union of every tx kind."""
 
-TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer, OpenEscrow, SettleJob, RefundEscrow)
+TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer, OpenEscrow, SettleJob, RefundEscrow, SettleJobZk)
 
 for _tx_type in TX_TYPES:
     assert _tx_type.__struct_fields__[-1] == "signature", f"{_tx_type.__name__}: signature must be the last field"
