@@ -192,14 +192,14 @@ def verify_setup(paths: CircuitPaths, log: Log = lambda _: None, recompile: bool
 
     # Verify phase 1: every contribution and the beacon
     log("verify powers of tau (phase 1 contributions + beacon)")
-    out = _clean(run_snarkjs(paths, "powersoftau", "verify", str(paths.ptau)))
+    out = _checked(paths, "powers of tau", "powersoftau", "verify", str(paths.ptau))
     _expect(out, "Powers of Tau Ok!", "powers of tau")
     contributions = [line for line in out if re.search(r"contribution #\d+", line, re.IGNORECASE)]
     established.append(f"powers of tau verify: {len(contributions)} contributions incl. beacon, all consistent")
 
     # Verify phase 2: the zkey is this r1cs over that ptau, with every contribution and the beacon
     log("verify zkey (phase 2 contributions + beacon) against r1cs and ptau")
-    out = _clean(run_snarkjs(paths, "zkey", "verify", str(paths.r1cs), str(paths.ptau), str(paths.zkey)))
+    out = _checked(paths, "zkey", "zkey", "verify", str(paths.r1cs), str(paths.ptau), str(paths.zkey))
     _expect(out, "ZKey Ok!", "zkey")
     established.append("zkey verify: derived from the r1cs and the ptau through the recorded contributions")
 
@@ -218,13 +218,25 @@ def verify_setup(paths: CircuitPaths, log: Log = lambda _: None, recompile: bool
         # Verify the committed circuit source compiles to the committed r1cs and wasm
         if recompile:
             log("recompile the circuit")
-            run_circom(paths, tmp / "build")
+            try:
+                run_circom(paths, tmp / "build")
+            except ToolchainError as exc:
+                raise SetupVerificationError(f"receipt.circom does not compile: {exc.message}") from None
             if sha256_file(tmp / "build" / paths.r1cs.name) != sha256_file(paths.r1cs):
                 raise SetupVerificationError("receipt.circom does not compile to the committed receipt.r1cs")
             if sha256_file(tmp / "build" / "receipt_js" / paths.wasm.name) != sha256_file(paths.wasm):
                 raise SetupVerificationError("receipt.circom does not compile to the committed receipt.wasm")
             established.append("receipt.circom compiles to the committed r1cs and wasm")
     return established
+
+
+def _checked(paths: CircuitPaths, what: str, *args: str) -> list[str]:
+    """Run a snarkjs verifier; its refusal (non-zero exit) is a failed check, not a tool error."""
+    try:
+        return _clean(run_snarkjs(paths, *args))
+    except ToolchainError as exc:
+        tail = "\n".join(_clean(exc.message)[-6:])
+        raise SetupVerificationError(f"{what} verification failed:\n{tail}") from None
 
 
 def _expect(lines: list[str], marker: str, what: str) -> None:

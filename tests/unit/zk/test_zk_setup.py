@@ -28,12 +28,19 @@ def paths(circuit_paths: CircuitPaths) -> CircuitPaths:
 
 
 def _copy(paths: CircuitPaths, tmp_path: Path) -> CircuitPaths:
-    """A copy of circuits/ whose node_modules is a link to the real one."""
+    """A copy of circuits/ (source, setup, toolchain) that a test may tamper with."""
     root = tmp_path / "circuits"
     root.mkdir()
     shutil.copyfile(paths.source, root / paths.source.name)
     shutil.copytree(paths.setup, root / "setup")
-    (root / "node_modules").symlink_to(paths.node_modules)
+    # circom2 (WebAssembly) reads includes only below its cwd, through real folders: copy circomlib's
+    # circuits, link the other packages (Node resolves links)
+    modules = root / "node_modules"
+    modules.mkdir()
+    for entry in paths.node_modules.iterdir():
+        if entry.name != "circomlib":
+            (modules / entry.name).symlink_to(entry)
+    shutil.copytree(paths.circomlib, modules / "circomlib" / "circuits")
     return CircuitPaths(root)
 
 
@@ -66,7 +73,7 @@ def test_verify_setup_fails_on_a_tampered_zkey(paths: CircuitPaths, tmp_path: Pa
     transcript = json.loads(copy.transcript.read_text())
     transcript["artifacts"][copy.zkey.name] = sha256_file(copy.zkey)
     copy.transcript.write_text(json.dumps(transcript))
-    with pytest.raises(SetupVerificationError):
+    with pytest.raises(SetupVerificationError, match="zkey verification failed"):
         verify_setup(copy, recompile=False)
 
 
