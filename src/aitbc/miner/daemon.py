@@ -33,6 +33,7 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, compute_output_hash, pack_vectors
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
+from aitbc.protocol.sealed import open_job_input, seal_job_output
 from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow
 from aitbc.zk.prover import Groth16pyProver, ReceiptProver, make_receipt_proof
 from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
@@ -260,9 +261,13 @@ class MinerDaemon:
         sent = 0
         halted = False
 
+        sealed = "sealed" in job["input"]
+
         def on_token(text: str) -> None:
             if halted or active.aborted or self._stopping.is_set():
                 raise JobAborted
+            if sealed:
+                return  # a private job streams nothing through the coordinator
             # A plain append (atomic on a list): the loop picks tokens up at its next progress tick.
             # Waking the event loop for every token cost the model CPU it shares the machine with.
             tokens.append(text)
@@ -280,7 +285,10 @@ class MinerDaemon:
                 log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": _error_reason(data)})
 
         try:
-            job_input = msgspec.convert(job["input"], JobInput)
+            if sealed:
+                job_input = open_job_input(self.key, job["input"]["sealed"], job["input_hash"])
+            else:
+                job_input = msgspec.convert(job["input"], JobInput)
             # The first report tells the coordinator the job is running; the generation starts meanwhile
             # instead of a round trip later (pushes stay one at a time: the loop below waits for this one).
             first_report = asyncio.create_task(push_progress())
@@ -318,9 +326,10 @@ class MinerDaemon:
                 finished_at_ms=finished,
             )
             receipt = sign_receipt_as_miner(receipt, self.key)
+            delivered = JobOutput(text=seal_job_output(output, job["input"]["reply_to"])) if sealed else output
             result: dict[str, Any] = {
                 "lease_id": active.lease_id,
-                "output": msgspec.to_builtins(output),
+                "output": msgspec.to_builtins(delivered),
                 "receipt": msgspec.to_builtins(receipt),
             }
             if job.get("zk_proof_required"):
