@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from coordinator_harness import CoordinatorProcess, MinerProcess, Stack, echo_job, submit, wait_done
+from coordinator_harness import CoordinatorProcess, MinerProcess, Stack, echo_job, run_cli, submit, wait_done
 
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.job import JobInput
@@ -113,3 +113,19 @@ def test_zk_proof_required_job_gets_a_proof_the_chain_accepts(debug_stack: Stack
     escrow = compute_proof_escrow(None, 10_000, receipt.total_price)
     assert get_receipt_proof_problem(proof, receipt, escrow) is None
     assert get_receipt_proof_problem(proof, receipt, escrow + 1) is not None
+
+
+def test_cli_private_zk_job(debug_stack: Stack) -> None:
+    """`aitbc job submit --private --zk --wait`: the answer is decrypted in the CLI, never stored in the clear."""
+    secret = f"cli-{uuid.uuid4().hex}"
+    done = run_cli(
+        "job", "submit", "--prompt", f"{secret} tell nobody", "--model", "echo", "--private", "--zk", "--wait",
+        "--coordinator", debug_stack.url, "--api-key", debug_stack.api_key,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sealed to miner" in done.stdout
+    assert f"{secret} tell nobody" in done.stdout  # decrypted by the CLI with its one-off key
+    assert secret.encode() not in _stored_bytes(debug_stack.coordinator.data_dir)
+    rows = [r for r in debug_stack.coordinator.db_receipts() if r["zk_proof"] is not None]
+    assert rows
