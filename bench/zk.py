@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--snarkjs", type=int, default=3, help="proofs made with snarkjs (0: skip)")
     parser.add_argument("--pyecc", type=int, default=3, help="proofs verified with py-ecc (0: skip)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ezkl", action="store_true", help="also time the EXPERIMENTAL EZKL sample model (minutes)")
     args = parser.parse_args()
     if args.quick:
         args.proofs, args.snarkjs, args.pyecc = 5, 1, 1
@@ -153,6 +154,32 @@ def main() -> None:
         print(f"py-ecc / groth16py verify: {statistics.median(pyecc_ms) / statistics.median(verify_ms):,.0f}x")
     if snark_ms:
         print(f"snarkjs / groth16py prove: {statistics.median(snark_ms) / statistics.median(prove_ms):.1f}x")
+    if args.ezkl:
+        bench_ezkl()
+
+
+def bench_ezkl() -> None:
+    """EZKL on the sample MLP (4-8-2): setup from the committed compiled model and SRS, one prove, verifies."""
+    import tempfile
+    from pathlib import Path
+
+    from aitbc.zk import zkml
+
+    paths = zkml.default_zkml_paths()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        work = zkml.copy_sample(paths, tmp / "zkml")
+        import ezkl
+
+        start = time.perf_counter()
+        ezkl.setup(str(work.compiled), str(tmp / "vk.key"), str(tmp / "pk.key"), str(work.srs), None, False)
+        setup_s = time.perf_counter() - start
+        _, prove_ms = timed(lambda: zkml.prove(work, tmp / "pk.key", work.sample_input, tmp / "proof.json"))
+        verify_ms = [timed(lambda: zkml.verify(paths, paths.sample_proof))[1] for _ in range(5)]
+        pk_mb = (tmp / "pk.key").stat().st_size / 1e6
+    print(f"EZKL (experimental) sample MLP 4-8-2, logrows 15: setup {setup_s:.1f} s (proving key {pk_mb:.0f} MB)")
+    print(summary("EZKL prove", [prove_ms]))
+    print(summary("EZKL verify (committed proof)", verify_ms))
 
 
 if __name__ == "__main__":
