@@ -47,6 +47,7 @@ from aitbc.protocol.tx import (
     OpenEscrow,
     RefundEscrow,
     SettleJob,
+    SettleJobZk,
     Transfer,
     Tx,
     VerifiedTx,
@@ -54,6 +55,7 @@ from aitbc.protocol.tx import (
     verify_tx,
 )
 from aitbc.protocol.types import MAX_U64
+from aitbc.protocol.zk import get_receipt_proof_problem
 
 
 def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
@@ -71,7 +73,7 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
         # Verify amount + fee is representable
         if tx.amount + tx.fee > MAX_U64:
             raise InvalidTx(TxRejection.AMOUNT_OVERFLOW, "amount + fee overflows the maximum amount")
-    if isinstance(tx, SettleJob) and tx.receipt.chain_id != chain_id:
+    if isinstance(tx, SettleJob | SettleJobZk) and tx.receipt.chain_id != chain_id:
         raise InvalidTx(TxRejection.WRONG_CHAIN_ID, "the receipt is for another chain")
 
 
@@ -273,7 +275,13 @@ def _verify_escrow_open(escrow: Escrow | None, job_id: str) -> Escrow:
 
 
 def process_settle_job(
-    state: StateDelta, tx: SettleJob, proposer: str, chain_id: str, params: ChainParams, height: int, tx_hash: str
+    state: StateDelta,
+    tx: SettleJob | SettleJobZk,
+    proposer: str,
+    chain_id: str,
+    params: ChainParams,
+    height: int,
+    tx_hash: str,
 ) -> None:
     check_tx_stateless(tx, chain_id, params)
     receipt = tx.receipt
@@ -300,6 +308,11 @@ def process_settle_job(
             TxRejection.TOTAL_ABOVE_ESCROW,
             f"receipt total {receipt.total_price} + protocol fee {fee} exceeds the escrow's {escrow.amount}",
         )
+    # Verify the zero-knowledge receipt proof, when the settle carries one (pinned key: aitbc.protocol.zk)
+    if isinstance(tx, SettleJobZk):
+        problem = get_receipt_proof_problem(tx.proof, receipt, escrow.amount)
+        if problem is not None:
+            raise InvalidTx(TxRejection.BAD_ZK_PROOF, problem)
     sender = _verify_sender(state, tx)
 
     paid = receipt.total_price
@@ -368,7 +381,7 @@ def process_tx(
         process_transfer(state, tx, proposer, chain_id, params)
     elif isinstance(tx, OpenEscrow):
         process_open_escrow(state, tx, proposer, chain_id, params, height, tx_hash)
-    elif isinstance(tx, SettleJob):
+    elif isinstance(tx, SettleJob | SettleJobZk):
         process_settle_job(state, tx, proposer, chain_id, params, height, tx_hash)
     elif isinstance(tx, RefundEscrow):
         process_refund_escrow(state, tx, proposer, chain_id, params, height, tx_hash)

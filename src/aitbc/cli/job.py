@@ -32,6 +32,8 @@ from aitbc.client.payment import DEFAULT_DEADLINE_BLOCKS, JobEscrow, compute_def
 from aitbc.protocol.amounts import format_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
+from aitbc.protocol.job import JobInput, Params
+from aitbc.protocol.sealed import new_reply_key, open_job_output, seal_job_input
 from aitbc.runtime.keyfile import read_keyfile
 
 app = typer.Typer(help="Submit and follow AI jobs.", no_args_is_help=True)
@@ -63,11 +65,17 @@ def _follow(client: CoordinatorClient, job_id: str) -> dict[str, Any]:
     return client.job(job_id)
 
 
-def _print_result(client: CoordinatorClient, job: dict[str, Any]) -> None:
+def _print_result(client: CoordinatorClient, job: dict[str, Any], reply_secret: bytes | None = None) -> None:
     if job["state"] != "completed":
         raise RemoteError(f"job {job['job_id']} {job['state']}: {job.get('error') or ''}", reason=f"job_{job['state']}")
     result = client.result(job["job_id"])
-    if "text" in result["output"]:
+    if reply_secret is not None:  # a private job: the result is sealed to this run's one-off key
+        output_hash = client.receipt(job["job_id"])["receipt"]["output_hash"]
+        text = open_job_output(reply_secret, result["output"]["text"], output_hash).text or ""
+        console.print(
+            Panel(text, title="result (decrypted here; the coordinator saw ciphertext)", border_style="green")
+        )
+    elif "text" in result["output"]:
         console.print(Panel(result["output"]["text"], title="result", border_style="green"))
     else:
         vectors = result["output"]["embeddings"]
@@ -133,6 +141,29 @@ def _show_payment(node: NodeClient, job_id: str, timeout: float = 60.0) -> None:
     console.print(table)
 
 
+def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> tuple[dict[str, Any], bytes]:
+    """Replace the plaintext input by one sealed to the miner the coordinator quotes."""
+    if body["type"] != "inference" or not wait:
+        raise ConfigError("--private works with --prompt and --wait (the one-off reply key lives in this process)")
+    quote = client.quote("inference", body["model"])
+    params = body["params"]
+    job_input = JobInput(
+        type="inference",
+        model=body["model"],
+        prompt=body["input"]["prompt"],
+        params=Params(
+            max_tokens=params["max_tokens"],
+            temperature_milli=round(params["temperature"] * 1000),
+            seed=params.get("seed"),
+        ),
+    )
+    ciphertext, input_hash = seal_job_input(job_input, quote["miner"])
+    reply_secret, reply_to = new_reply_key()
+    console.print(f"sealed to miner [bold]{quote['miner']}[/] ({quote['unit_price']} base units/token)")
+    sealed = {"miner": quote["miner"], "ciphertext": ciphertext, "input_hash": input_hash, "reply_to": reply_to}
+    return {**{k: v for k, v in body.items() if k != "input"}, "sealed": sealed}, reply_secret
+
+
 @app.command("submit")
 @handle_errors
 def submit(
@@ -146,6 +177,13 @@ def submit(
         int | None, typer.Option(help="Most you pay, in base units (default: the worst case at the live miners)")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Stream the tokens live, then show result and receipt")] = False,
+    private: Annotated[
+        bool,
+        typer.Option(
+            "--private", help="Seal the prompt to the quoted miner and the result to you (needs --wait; docs/zk.md)"
+        ),
+    ] = False,
+    zk: Annotated[bool, typer.Option("--zk", help="Ask the miner for a zk receipt proof the chain verifies")] = False,
     key: Annotated[
         str | None,
         typer.Option("--key", help="Key that pays (name or path; default: devnet client key)", show_default=False),
@@ -184,17 +222,23 @@ def submit(
             }
         if max_price is not None:
             body["max_price"] = max_price
+        if zk:
+            body["constraints"] = {"zk_proof_required": True}
+        reply_secret = None
+        plain_body = body  # the price estimate needs the input's size, which a sealed body hides
+        if private:
+            body, reply_secret = _seal_body(client, body, wait)
         node_url = client.health().get("node_url")
         if node_url is None:  # a coordinator without a chain runs jobs unpaid
             job = client.submit(body)
             console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
             if wait:
-                _print_result(client, _follow(client, job["job_id"]))
+                _print_result(client, _follow(client, job["job_id"]), reply_secret)
             return
         payer = _client_key(key, devnet)
         with NodeClient(rpc or os.environ.get("AITBC_RPC_URL") or node_url) as node:
             if max_price is None:
-                body["max_price"] = compute_default_max_price(body, client.models())
+                body["max_price"] = compute_default_max_price(plain_body, client.models())
             with console.status("opening the job's escrow on chain and waiting for it to commit…"):
                 escrow = open_job_escrow(
                     node, payer, client.health()["coordinator"], body["max_price"], deadline_blocks=deadline_blocks
@@ -204,7 +248,7 @@ def submit(
             console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
             if not wait:
                 return
-            _print_result(client, _follow(client, job["job_id"]))
+            _print_result(client, _follow(client, job["job_id"]), reply_secret)
             _show_payment(node, job["job_id"])
 
 

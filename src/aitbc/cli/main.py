@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, receipt, tx, wallet
+from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, receipt, tx, wallet, zk
 
 app = typer.Typer(
     name="aitbc",
@@ -22,3 +22,4 @@ app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(receipt.app, name="receipt")
+app.add_typer(zk.app, name="zk")

@@ -70,6 +70,12 @@ class CoordinatorClient:
         result: dict[str, Any] = self._request("POST", "/api/v1/jobs", json=body)
         return result
 
+    def quote(self, job_type: str, model: str, model_digest: str | None = None) -> dict[str, Any]:
+        """The miner a job would go to (a private job is sealed to it) and its unit price."""
+        body = {"type": job_type, "model": model, **({"model_digest": model_digest} if model_digest else {})}
+        result: dict[str, Any] = self._request("POST", "/api/v1/jobs/quote", json=body)
+        return result
+
     def submit_inference(
         self, model: str, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None, **options: Any
     ) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from aitbc.market.lifecycle import REFUND_ACTION, SETTLE_ACTION, JobState, Payme
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError, TxRejection
 from aitbc.protocol.receipt import Receipt
-from aitbc.protocol.tx import RefundEscrow, SettleJob, Tx, sign_tx, tx_hash, tx_to_json_obj
+from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
+from aitbc.protocol.zk import ZkReceiptProof
 
 log = logging.getLogger("aitbc.coordinator.payments")
 
@@ -283,13 +284,24 @@ class PaymentWorker:
             tx: Tx
             if action == SETTLE_ACTION and row["id"] in receipts:
                 receipt = msgspec.convert(receipts[row["id"]]["receipt"], Receipt)
-                tx = SettleJob(
-                    sender=self.key.address,
-                    nonce=nonce,
-                    fee=info.params.min_fee,
-                    chain_id=info.chain_id,
-                    receipt=receipt,
-                )
+                zk_proof = receipts[row["id"]].get("zk_proof")
+                if zk_proof is not None:  # the chain verifies the receipt's zk proof too (docs/zk.md)
+                    tx = SettleJobZk(
+                        sender=self.key.address,
+                        nonce=nonce,
+                        fee=info.params.min_fee,
+                        chain_id=info.chain_id,
+                        receipt=receipt,
+                        proof=msgspec.convert(zk_proof, ZkReceiptProof),
+                    )
+                else:
+                    tx = SettleJob(
+                        sender=self.key.address,
+                        nonce=nonce,
+                        fee=info.params.min_fee,
+                        chain_id=info.chain_id,
+                        receipt=receipt,
+                    )
             else:
                 action = REFUND_ACTION
                 tx = RefundEscrow(

@@ -33,6 +33,22 @@ class JobConstraints(Strict):
     min_vram_gb: float | None = Field(None, ge=0)
     gpu: str | None = Field(None, max_length=64)
     region: str | None = Field(None, max_length=32)
+    zk_proof_required: bool = Field(False, description="The miner must attach a Groth16 receipt proof (docs/zk.md)")
+
+
+class SealedInputIn(Strict):
+    """A private job's input, sealed by the client to ``miner`` (docs/zk.md, private inputs)."""
+
+    miner: str = Field(min_length=10, max_length=90, pattern=r"^ait1[02-9ac-hj-np-z]+$")
+    ciphertext: str = Field(min_length=2, max_length=2 * 1024 * 1024, pattern=r"^([0-9a-f]{2})+$")
+    input_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the plaintext input's canonical bytes")
+    reply_to: str = Field(pattern=r"^[0-9a-f]{64}$", description="X25519 public key the result is sealed to")
+
+
+class QuoteRequest(Strict):
+    type: Literal["inference", "embedding"]
+    model: str = Field(min_length=1, max_length=128)
+    model_digest: str | None = Field(None, max_length=200)
 
 
 class JobCreate(Strict):
@@ -44,7 +60,8 @@ class JobCreate(Strict):
     type: Literal["inference", "embedding"]
     model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     model_digest: str | None = Field(None, max_length=200)
-    input: JobInputIn
+    input: JobInputIn = Field(default_factory=lambda: JobInputIn())
+    sealed: SealedInputIn | None = Field(None, description="Private job: the input sealed to the quoted miner")
     params: JobParams = Field(default_factory=lambda: JobParams())
     max_price: int | None = Field(None, ge=0, le=2**63 - 1, description="Most the client pays, in base units")
     ttl_seconds: int | None = Field(None, ge=1, description="Give up if no miner starts the job by then")
@@ -97,6 +114,7 @@ class ResultRequest(Strict):
     lease_id: str
     output: dict[str, Any]
     receipt: dict[str, Any]
+    zk_proof: dict[str, Any] | None = None
 
 
 class FailRequest(Strict):

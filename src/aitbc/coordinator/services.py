@@ -53,6 +53,7 @@ from aitbc.protocol.receipt import (
     countersign_receipt,
     verify_receipt,
 )
+from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow, get_receipt_proof_problem
 
 log = logging.getLogger("aitbc.coordinator")
 
@@ -166,6 +167,19 @@ def lifecycle_changes(job: JobLifecycle) -> Row:
         "finished_at_ms": job.finished_at_ms,
         "error": job.error,
     }
+
+
+def sealed_row_input(job_input: JobInput, sealed: dict[str, Any]) -> dict[str, Any]:
+    """What the coordinator keeps of a private job's input: ciphertext, reply key, and the params."""
+    return {
+        "sealed": sealed["ciphertext"],
+        "reply_to": sealed["reply_to"],
+        "params": msgspec.to_builtins(job_input.params),
+    }
+
+
+def is_sealed_row(row: Row) -> bool:
+    return "sealed" in (row["input"] or {})
 
 
 def requirements_from_row(row: Row) -> JobRequirements:
@@ -368,6 +382,20 @@ class CoordinatorService:
         cutoff = (at_ms or now_ms()) - int(self.settings.miner_timeout_seconds * 1000)
         return [m for m in self.miners.values() if m.last_seen_ms >= cutoff]
 
+    def quote(self, job_type: str, model: str, model_digest: str | None) -> dict[str, Any]:
+        """The live miner with spare capacity that serves ``model`` cheapest (a private job is sealed to it)."""
+        kind = "embedding" if job_type == "embedding" else "text"
+        offers = [
+            (served.unit_price, len(live.active) / live.max_concurrency, live.offer.miner, served)
+            for live in self.live_miners()
+            for served in live.offer.models
+            if served.name == model and served.kind == kind and model_digest in (None, served.digest)
+        ]
+        if not offers:
+            raise UnknownModel(f"no live miner serves {kind} model {model!r}")
+        price, _, miner, served = min(offers, key=lambda o: (o[0], o[1], o[2]))
+        return {"miner": miner, "unit_price": price, "model": model, "model_digest": served.digest}
+
     def served_models(self) -> list[dict[str, Any]]:
         models: dict[tuple[str, str, str], dict[str, Any]] = {}
         for miner in self.live_miners():
@@ -398,13 +426,20 @@ class CoordinatorService:
         ttl_seconds: int | None,
         constraints: dict[str, Any],
         job_id: str | None = None,
+        sealed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        try:
-            check_job_input(job_input)
-        except OverflowError as exc:
-            raise InputTooLarge(str(exc)) from None
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
+        if sealed is not None:
+            # A private job: the coordinator sees only ciphertext, the plaintext's hash, and the miner it is for.
+            if job_input.type != "inference" or job_input.prompt or job_input.messages or job_input.texts:
+                raise InvalidInput("a sealed job is an inference job with its whole input in `sealed`")
+            constraints = {**constraints, "miner": sealed["miner"]}
+        else:
+            try:
+                check_job_input(job_input)
+            except OverflowError as exc:
+                raise InputTooLarge(str(exc)) from None
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
         kind = "embedding" if job_input.type == "embedding" else "text"
         served = [
             m
@@ -454,8 +489,8 @@ class CoordinatorService:
             "type": job_input.type,
             "model": job_input.model,
             "model_digest": model_digest,
-            "input": msgspec.to_builtins(job_input),
-            "input_hash": compute_input_hash(job_input),
+            "input": msgspec.to_builtins(job_input) if sealed is None else sealed_row_input(job_input, sealed),
+            "input_hash": compute_input_hash(job_input) if sealed is None else sealed["input_hash"],
             "max_price": max_price,
             "constraints": constraints,
             "state": JobState.QUEUED.value,
@@ -664,6 +699,8 @@ class CoordinatorService:
     def _try_claim(self, live: LiveMiner, now: int) -> Row | None:
         models = sorted({m.name for m in live.offer.models})
         for row in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
+            if (row["constraints"] or {}).get("miner", live.offer.miner) != live.offer.miner:
+                continue  # a private job, sealed to another miner
             requirements = requirements_from_row(row)
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
@@ -697,6 +734,8 @@ class CoordinatorService:
                 "chain_id": self.settings.chain_id,
                 "coordinator": self.key.address,
                 "assigned_at_ms": row["assigned_at_ms"],
+                "escrow_amount": row.get("escrow_amount"),
+                "zk_proof_required": bool((row["constraints"] or {}).get("zk_proof_required")),
             },
             "lease": {
                 "lease_id": row["lease_id"],
@@ -720,7 +759,13 @@ class CoordinatorService:
         return {"lease_expires_at_ms": expires}
 
     async def submit_result(
-        self, miner: str, job_id: str, lease_id: str, output: JobOutput, receipt: Receipt
+        self,
+        miner: str,
+        job_id: str,
+        lease_id: str,
+        output: JobOutput,
+        receipt: Receipt,
+        zk_proof: ZkReceiptProof | None = None,
     ) -> dict[str, Any]:
         self._live(miner)
         row = await self.get_job_row(None, job_id)
@@ -739,13 +784,15 @@ class CoordinatorService:
                 model=row["model"],
                 model_digest=row["served_digest"],
                 input_hash=row["input_hash"],
-                output_hash=compute_output_hash(output),
+                # a sealed result is ciphertext: the client checks the output hash after decrypting
+                output_hash=receipt.output_hash if is_sealed_row(row) else compute_output_hash(output),
                 max_total_price=row["max_price"],
                 earliest_start_ms=row["assigned_at_ms"],
                 latest_finish_ms=now,
                 require_coordinator_signature=False,
             ),
         )
+        self._check_zk_proof(row, receipt, zk_proof)
         cosigned = countersign_receipt(receipt, self.key)
         receipt_json = msgspec.to_builtins(cosigned)
         receipt_hash = compute_receipt_hash(cosigned)
@@ -756,6 +803,7 @@ class CoordinatorService:
             "miner": miner,
             "receipt": receipt_json,
             "created_at_ms": now,
+            "zk_proof": None if zk_proof is None else msgspec.to_builtins(zk_proof),
         }
         if not await self._write(self.repo.complete_job, job_id, lease_id, changes, receipt_row):
             raise JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
@@ -770,6 +818,19 @@ class CoordinatorService:
         self.events.publish(job_id, "receipt", {"receipt_hash": receipt_hash, "receipt": receipt_json})
         self.events.publish(job_id, "status", job_view(row), final=True)
         return {"job_id": job_id, "receipt_hash": receipt_hash, "receipt": receipt_json}
+
+    @staticmethod
+    def _check_zk_proof(row: Row, receipt: Receipt, zk_proof: ZkReceiptProof | None) -> None:
+        """A job that asked for a proof gets a valid one (the chain checks it again at settlement)."""
+        if zk_proof is None:
+            if (row["constraints"] or {}).get("zk_proof_required"):
+                raise BadResult("this job requires a zk receipt proof (constraints.zk_proof_required)")
+            return
+        problem = get_receipt_proof_problem(
+            zk_proof, receipt, compute_proof_escrow(row.get("escrow_amount"), row["max_price"], receipt.total_price)
+        )
+        if problem is not None:
+            raise BadResult(f"zk proof refused: {problem}")
 
     @staticmethod
     def _check_output(row: Row, output: JobOutput) -> None:

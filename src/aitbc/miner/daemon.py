@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,10 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, compute_output_hash, pack_vectors
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
+from aitbc.protocol.sealed import open_job_input, seal_job_output
+from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow
+from aitbc.zk.prover import Groth16pyProver, ReceiptProver, make_receipt_proof
+from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
 
 log = logging.getLogger("aitbc.miner")
 
@@ -102,9 +107,16 @@ def _error_reason(data: Any) -> str:
 
 class MinerDaemon:
     def __init__(
-        self, config: MinerConfig, key: KeyPair, backend: InferenceBackend, link: CoordinatorLink | None = None
+        self,
+        config: MinerConfig,
+        key: KeyPair,
+        backend: InferenceBackend,
+        link: CoordinatorLink | None = None,
+        zk_prover: ReceiptProver | None = None,
     ) -> None:
         self.config = config
+        self._zk_prover = zk_prover
+        self._zk_lock = threading.Lock()
         self.key = key
         self.backend = backend
         self.link = link
@@ -113,6 +125,14 @@ class MinerDaemon:
         self.completed = 0
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
+
+    def _prove_receipt(self, receipt: Receipt, escrow: int) -> ZkReceiptProof:
+        """The job asked for a zk receipt proof: groth16py in-process (compiled at the first such job)."""
+        with self._zk_lock:
+            if self._zk_prover is None:
+                self._zk_prover = Groth16pyProver(CircuitPaths(default_circuits_dir()))
+            prover = self._zk_prover
+        return make_receipt_proof(prover, receipt, escrow)
 
     async def _connect(self) -> CoordinatorLink:
         if self.link is not None:
@@ -241,9 +261,13 @@ class MinerDaemon:
         sent = 0
         halted = False
 
+        sealed = "sealed" in job["input"]
+
         def on_token(text: str) -> None:
             if halted or active.aborted or self._stopping.is_set():
                 raise JobAborted
+            if sealed:
+                return  # a private job streams nothing through the coordinator
             # A plain append (atomic on a list): the loop picks tokens up at its next progress tick.
             # Waking the event loop for every token cost the model CPU it shares the machine with.
             tokens.append(text)
@@ -261,7 +285,10 @@ class MinerDaemon:
                 log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": _error_reason(data)})
 
         try:
-            job_input = msgspec.convert(job["input"], JobInput)
+            if sealed:
+                job_input = open_job_input(self.key, job["input"]["sealed"], job["input_hash"])
+            else:
+                job_input = msgspec.convert(job["input"], JobInput)
             # The first report tells the coordinator the job is running; the generation starts meanwhile
             # instead of a round trip later (pushes stay one at a time: the loop below waits for this one).
             first_report = asyncio.create_task(push_progress())
@@ -299,14 +326,17 @@ class MinerDaemon:
                 finished_at_ms=finished,
             )
             receipt = sign_receipt_as_miner(receipt, self.key)
-            status, data = await self.link.post(
-                f"/api/v1/miners/jobs/{job_id}/result",
-                {
-                    "lease_id": active.lease_id,
-                    "output": msgspec.to_builtins(output),
-                    "receipt": msgspec.to_builtins(receipt),
-                },
-            )
+            delivered = JobOutput(text=seal_job_output(output, job["input"]["reply_to"])) if sealed else output
+            result: dict[str, Any] = {
+                "lease_id": active.lease_id,
+                "output": msgspec.to_builtins(delivered),
+                "receipt": msgspec.to_builtins(receipt),
+            }
+            if job.get("zk_proof_required"):
+                escrow = compute_proof_escrow(job.get("escrow_amount"), job.get("max_price"), receipt.total_price)
+                proof = await asyncio.to_thread(self._prove_receipt, receipt, escrow)
+                result["zk_proof"] = msgspec.to_builtins(proof)
+            status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
             if status == 200:
                 self.completed += 1
                 log.info(

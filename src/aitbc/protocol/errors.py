@@ -56,6 +56,7 @@ class TxRejection(StrEnum):
     NOT_MULTISIG = "not_multisig"
     NOT_MULTISIG_MEMBER = "not_multisig_member"
     MULTISIG_THRESHOLD_NOT_MET = "multisig_threshold_not_met"
+    BAD_ZK_PROOF = "bad_zk_proof"
 
 
 class AitbcError(Exception):

@@ -32,6 +32,7 @@ from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, Tx
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex, Wire
+from aitbc.protocol.zk import ZkReceiptProof
 
 _UNSIGNED: Final = frozenset({"signature", "approvals"})
 MAX_MULTISIG_MEMBERS: Final = 16
@@ -94,6 +95,17 @@ class SettleJob(TxBase, frozen=True, kw_only=True, tag="settle_job"):
     signature: SignatureHex = ""
 
 
+class SettleJobZk(TxBase, frozen=True, kw_only=True, tag="settle_job_zk"):
+    """``settle_job`` with a Groth16 receipt proof the chain verifies (docs/zk.md).
+
+    Its own tx kind rather than an optional field on ``SettleJob``, so every existing settle_job
+    keeps its canonical bytes (and hash, and signature)."""
+
+    receipt: Receipt
+    proof: ZkReceiptProof
+    signature: SignatureHex = ""
+
+
 class RefundEscrow(TxBase, frozen=True, kw_only=True, tag="refund_escrow"):
     """Return an escrow to its client: anyone after the deadline, its coordinator at any time
     (a failed, cancelled or expired job)."""
@@ -146,7 +158,7 @@ class MultisigTransfer(TxBase, frozen=True, kw_only=True, tag="multisig_transfer
     __text_fields__: ClassVar[tuple[str, ...]] = ("memo",)
 
 
-Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow | CreateMultisig | MultisigTransfer
+Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow | CreateMultisig | MultisigTransfer | SettleJobZk
 """Union of every tx kind."""
 
 TX_TYPES: Final[tuple[type[TxBase], ...]] = (
@@ -156,6 +168,7 @@ TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     RefundEscrow,
     CreateMultisig,
     MultisigTransfer,
+    SettleJobZk,
 )
 
 for _tx_type in TX_TYPES:

@@ -27,7 +27,7 @@ from aitbc.protocol.receipt import (
     verify_miner_signature,
     verify_receipt_accounting,
 )
-from aitbc.protocol.tx import SettleJob, tx_from_json_obj
+from aitbc.protocol.tx import SettleJob, SettleJobZk, tx_from_json_obj
 
 Outcome = Literal["pass", "fail", "skip"]
 
@@ -235,7 +235,7 @@ def _check_settle_tx(node: NodeClient, report: ReceiptReport, receipt: Receipt) 
         return
     found = node.call("get_tx", tx_hash)
     tx = tx_from_json_obj(found["tx"])
-    ok = isinstance(tx, SettleJob) and compute_receipt_hash(tx.receipt) == report.receipt_hash
+    ok = isinstance(tx, SettleJob | SettleJobZk) and compute_receipt_hash(tx.receipt) == report.receipt_hash
     report.add(
         "settle_tx",
         ok,

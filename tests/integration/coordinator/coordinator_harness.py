@@ -107,6 +107,7 @@ class CoordinatorProcess:
     address: str = ""
     node_url: str | None = None
     """Paid mode: the node jobs are paid through (``--node-url``)."""
+    log_level: str = "warning"
     _engine: sa.Engine | None = None
 
     @property
@@ -140,7 +141,7 @@ class CoordinatorProcess:
                 self.port = free_port()
             args = [
                 PYTHON, "-m", "aitbc", "coordinator", "run", "--data-dir", str(self.data_dir), "--port", str(self.port),
-                "--lease-seconds", str(self.lease_seconds), "--log-level", "warning",
+                "--lease-seconds", str(self.lease_seconds), "--log-level", self.log_level,
             ]  # fmt: skip
             if self.database_url:
                 args += ["--database-url", self.database_url]

@@ -89,4 +89,5 @@ receipts = sa.Table(
     sa.Column("miner", sa.String(90), nullable=False, index=True),
     sa.Column("receipt", sa.JSON, nullable=False),
     sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("zk_proof", sa.JSON, nullable=True),
 )

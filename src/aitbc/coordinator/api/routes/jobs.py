@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from aitbc.coordinator.api.deps import Client, Service
 from aitbc.coordinator.auth import ApiKey
-from aitbc.coordinator.schemas import JobCreate
+from aitbc.coordinator.schemas import JobCreate, QuoteRequest
 from aitbc.coordinator.services import CoordinatorService, job_view
 from aitbc.market.lifecycle import TERMINAL_STATES, JobState
 from aitbc.protocol.job import JobInput, JobOutput, Message, Params, unpack_vectors
@@ -47,7 +47,18 @@ async def submit(service: CoordinatorService, client: ApiKey, body: JobCreate) -
         ttl_seconds=body.ttl_seconds,
         constraints=body.constraints.model_dump(exclude_none=True),
         job_id=body.job_id,
+        sealed=None if body.sealed is None else body.sealed.model_dump(),
     )
+
+
+@router.post(
+    "/jobs/quote",
+    summary="Which miner would run a job, and at what unit price",
+    description="For a private job: seal the input to the returned miner (its address is its key), then submit "
+    "with `sealed`; only that miner can claim it.",
+)
+async def quote(body: QuoteRequest, client: Client, service: Service) -> dict[str, Any]:
+    return service.quote(body.type, body.model, body.model_digest)
 
 
 @router.post(

@@ -20,6 +20,7 @@ from aitbc.coordinator.schemas import (
 from aitbc.coordinator.services import BadResult, CoordinatorService
 from aitbc.protocol.job import JobOutput
 from aitbc.protocol.receipt import Receipt
+from aitbc.protocol.zk import ZkReceiptProof
 
 router = APIRouter(prefix="/api/v1/miners", tags=["miners"])
 
@@ -55,9 +56,10 @@ async def deliver_result(service: CoordinatorService, miner: str, job_id: str, b
     try:
         output = msgspec.convert(body.output, JobOutput)
         receipt = msgspec.convert(body.receipt, Receipt)
+        zk_proof = None if body.zk_proof is None else msgspec.convert(body.zk_proof, ZkReceiptProof)
     except msgspec.ValidationError as exc:
-        raise BadResult(f"malformed output or receipt: {exc}") from None
-    return await service.submit_result(miner, job_id, body.lease_id, output, receipt)
+        raise BadResult(f"malformed output, receipt or zk proof: {exc}") from None
+    return await service.submit_result(miner, job_id, body.lease_id, output, receipt, zk_proof)
 
 
 @router.post("/jobs/{job_id}/fail", summary="Report that the job failed")
