@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from aitbc.chain.smt import SmtProof, SparseMerkleTree, is_valid_smt_proof
+from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked, is_empty_staking
 from aitbc.protocol import codec
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.crypto import sha256
@@ -23,6 +24,8 @@ from aitbc.protocol.types import U64, Address, Amount, Height, Wire
 
 ACCOUNT_NAMESPACE: Final = b"account\x00"
 ESCROW_NAMESPACE: Final = b"escrow\x00"
+STAKING_KEY: Final = sha256(b"staking\x00")
+"""The one state entry holding the ``StakingState`` (absent while it is empty)."""
 
 
 class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -90,25 +93,38 @@ def compute_escrow_value_hash(escrow: Escrow) -> bytes:
     return sha256(codec.encode(escrow))
 
 
-def compute_state_items(accounts: Mapping[str, Account], escrows: Mapping[str, Escrow]) -> dict[bytes, bytes | None]:
+def compute_staking_value_hash(staking: StakingState) -> bytes | None:
+    return None if is_empty_staking(staking) else sha256(codec.encode(staking))
+
+
+def compute_state_items(
+    accounts: Mapping[str, Account], escrows: Mapping[str, Escrow], staking: StakingState | None = None
+) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
     }
     items.update({compute_escrow_key(j): compute_escrow_value_hash(e) for j, e in escrows.items()})
+    if staking is not None:
+        items[STAKING_KEY] = compute_staking_value_hash(staking)
     return items
 
 
 class ChainState:
     """The committed state at the head: accounts, escrows, and the Merkle tree over both."""
 
-    __slots__ = ("accounts", "due", "escrows", "tree")
+    __slots__ = ("accounts", "authorities", "due", "escrows", "staking", "tree")
 
     def __init__(
         self,
         accounts: dict[str, Account] | None = None,
         tree: SparseMerkleTree | None = None,
         escrows: dict[str, Escrow] | None = None,
+        staking: StakingState = EMPTY_STAKING,
+        authorities: tuple[str, ...] = (),
     ) -> None:
+        self.staking = staking
+        self.authorities = authorities
+        """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.escrows: dict[str, Escrow] = escrows if escrows is not None else {}
         self.tree = tree if tree is not None else SparseMerkleTree()
@@ -128,10 +144,23 @@ class ChainState:
                     del self.due[escrow.deadline_height]
 
     @classmethod
-    def from_accounts(cls, accounts: Mapping[str, Account], escrows: Mapping[str, Escrow] | None = None) -> ChainState:
+    def from_accounts(
+        cls,
+        accounts: Mapping[str, Account],
+        escrows: Mapping[str, Escrow] | None = None,
+        staking: StakingState = EMPTY_STAKING,
+        authorities: tuple[str, ...] = (),
+    ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
-        return cls(dict(accounts), SparseMerkleTree().update(compute_state_items(accounts, escrows)), dict(escrows))
+        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, staking))
+        return cls(dict(accounts), tree, dict(escrows), staking, authorities)
+
+    def get_staking(self) -> StakingState:
+        return self.staking
+
+    def get_authorities(self) -> tuple[str, ...]:
+        return self.authorities
 
     def get_account(self, address: str) -> Account:
         return self.accounts.get(address, EMPTY_ACCOUNT)
@@ -153,7 +182,7 @@ class ChainState:
     def total_supply(self) -> int:
         """Every token: balances plus what open escrows hold."""
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
-        return sum(a.balance for a in self.accounts.values()) + locked
+        return sum(a.balance for a in self.accounts.values()) + locked + get_locked(self.staking)
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -163,6 +192,10 @@ class StateReader(Protocol):
     def get_account(self, address: str) -> Account: ...
 
     def get_escrow(self, job_id: str) -> Escrow | None: ...
+
+    def get_staking(self) -> StakingState: ...
+
+    def get_authorities(self) -> tuple[str, ...]: ...
 
 
 AccountReader = StateReader
@@ -176,6 +209,17 @@ class StateDelta:
     accounts: dict[str, Account] = field(default_factory=dict)
     escrows: dict[str, Escrow] = field(default_factory=dict)
     events: list[ChainEvent] = field(default_factory=list)
+    staking: StakingState | None = None
+    """The new staking state, if this block changed it."""
+
+    def get_staking(self) -> StakingState:
+        return self.staking if self.staking is not None else self.base.get_staking()
+
+    def set_staking(self, staking: StakingState) -> None:
+        self.staking = staking
+
+    def get_authorities(self) -> tuple[str, ...]:
+        return self.base.get_authorities()
 
     def get_account(self, address: str) -> Account:
         account = self.accounts.get(address)
@@ -197,7 +241,7 @@ class StateDelta:
 
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
-    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows))
+    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows, delta.staking))
     return tree.root_hash.hex(), tree
 
 
@@ -209,6 +253,8 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         if previous is not None and previous.deadline_height != escrow.deadline_height:  # pragma: no cover
             raise ValueError("an escrow's deadline never changes")
         state._index(escrow)
+    if delta.staking is not None:
+        state.staking = delta.staking
     state.tree = tree
 
 

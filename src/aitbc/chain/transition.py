@@ -15,6 +15,17 @@ import msgspec
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import Account, ChainEvent, ChainState, Escrow, EscrowState, StateDelta, compute_state_root
+from aitbc.chain.validators import (
+    compute_rewards,
+    get_active_powers,
+    get_bonded,
+    is_punished,
+    process_bond,
+    process_epoch,
+    process_matured_unbondings,
+    process_slash,
+    process_unbond,
+)
 from aitbc.protocol.block import (
     Block,
     BlockHeader,
@@ -32,8 +43,21 @@ from aitbc.protocol.receipt import (
     verify_miner_signature,
     verify_receipt_accounting,
 )
-from aitbc.protocol.tx import OpenEscrow, RefundEscrow, SettleJob, Transfer, Tx, VerifiedTx, verify_tx
+from aitbc.protocol.tx import (
+    Delegate,
+    OpenEscrow,
+    RefundEscrow,
+    ReportEvidence,
+    SettleJob,
+    Stake,
+    Transfer,
+    Tx,
+    Unstake,
+    VerifiedTx,
+    verify_tx,
+)
 from aitbc.protocol.types import MAX_U64
+from aitbc.protocol.vote import compute_evidence_key, get_evidence_problem
 
 
 def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
@@ -44,7 +68,7 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
     # Verify the fee meets the floor
     if tx.fee < params.min_fee:
         raise InvalidTx(TxRejection.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {params.min_fee}")
-    if isinstance(tx, Transfer | OpenEscrow):
+    if isinstance(tx, Transfer | OpenEscrow | Stake | Delegate | Unstake):
         # Verify something is moved
         if tx.amount == 0:
             raise InvalidTx(TxRejection.ZERO_AMOUNT, "amount must be positive")
@@ -57,7 +81,7 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
 
 def compute_tx_cost(tx: Tx) -> int:
     """What the sender's balance must cover for this tx."""
-    if isinstance(tx, Transfer | OpenEscrow):
+    if isinstance(tx, Transfer | OpenEscrow | Stake | Delegate):
         return tx.amount + tx.fee
     return tx.fee
 
@@ -290,8 +314,70 @@ def process_tx(
         process_settle_job(state, tx, proposer, chain_id, params, height, tx_hash)
     elif isinstance(tx, RefundEscrow):
         process_refund_escrow(state, tx, proposer, chain_id, params, height, tx_hash)
+    elif isinstance(tx, Stake | Delegate | Unstake | ReportEvidence):
+        process_staking_tx(state, tx, proposer, chain_id, params, height)
     else:  # pragma: no cover - the Tx union is closed
         raise InvalidTx(TxRejection.UNKNOWN_TX_TYPE, f"unknown tx kind {type(tx).__name__}")
+
+
+# -- staking (rules in aitbc.chain.validators) ----------------------------------
+def process_staking_tx(
+    state: StateDelta,
+    tx: Stake | Delegate | Unstake | ReportEvidence,
+    proposer: str,
+    chain_id: str,
+    params: ChainParams,
+    height: int,
+) -> None:
+    """``stake`` / ``delegate`` bond tokens, ``unstake`` starts unbonding, ``report_evidence`` slashes."""
+    check_tx_stateless(tx, chain_id, params)
+    staking, authorities, rules = state.get_staking(), state.get_authorities(), params.staking
+    if isinstance(tx, ReportEvidence):
+        evidence = tx.evidence
+        offender = evidence.vote_a.validator
+        key = compute_evidence_key(evidence)
+        # Verify the votes prove a double vote, recent enough, by a validator, not punished yet
+        problem = get_evidence_problem(evidence, chain_id)
+        if problem is not None:
+            raise InvalidTx(TxRejection.BAD_EVIDENCE, problem)
+        if evidence.vote_a.height > height or height - evidence.vote_a.height > rules.max_evidence_age:
+            raise InvalidTx(TxRejection.EVIDENCE_TOO_OLD, f"evidence must be within {rules.max_evidence_age} blocks")
+        known = offender in authorities or offender in get_active_powers(staking, authorities, rules)
+        if not known and get_bonded(staking, offender) == 0:
+            raise InvalidTx(TxRejection.NOT_A_VALIDATOR, f"{offender} is not a validator")
+        if is_punished(staking, key):
+            raise InvalidTx(TxRejection.ALREADY_PUNISHED, "this offence was already punished")
+        updated, _ = process_slash(staking, offender, key, height, authorities, rules)
+    elif isinstance(tx, Unstake):
+        updated = process_unbond(staking, tx.validator, tx.sender, tx.amount, height, rules)
+    else:
+        validator = tx.sender if isinstance(tx, Stake) else tx.validator
+        updated = process_bond(staking, validator, tx.sender, tx.amount, authorities, rules)
+    sender = _verify_sender(state, tx)
+
+    _charge_sender(state, tx, sender, proposer)
+    state.set_staking(updated)
+
+
+def process_begin_block(state: StateDelta, height: int, proposer: str, params: ChainParams) -> None:
+    """Start of every block: release matured unbondings, the epoch rule, then the block reward."""
+    original = staking = state.get_staking()
+    authorities, rules = state.get_authorities(), params.staking
+    staking, released = process_matured_unbondings(staking, height)
+    for delegator, amount in released:
+        _credit(state, delegator, amount)
+    staking = process_epoch(staking, authorities, rules, height)
+    pool = state.get_account(REWARD_POOL_ADDRESS)
+    from_pool = pool.balance * rules.reward_pool_payout_bps // 10_000
+    reward = rules.block_reward + from_pool
+    if reward:
+        if from_pool:
+            state.set_account(REWARD_POOL_ADDRESS, Account(balance=pool.balance - from_pool, nonce=pool.nonce))
+        for address, amount in sorted(compute_rewards(staking, authorities, rules, proposer, reward).items()):
+            _credit(state, address, amount)
+        staking = msgspec.structs.replace(staking, minted=staking.minted + rules.block_reward)
+    if staking != original:
+        state.set_staking(staking)
 
 
 def get_expected_proposer(authorities: Sequence[str], height: int) -> str:
@@ -326,6 +412,7 @@ def build_block(
     height = head.height + 1
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, height)
+    process_begin_block(delta, height, key.address, params)
     included: list[VerifiedTx] = []
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     size = 0
@@ -398,6 +485,7 @@ def apply_block(
     # Verify every tx applies, in order
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, header.height)
+    process_begin_block(delta, header.height, header.proposer, params)
     for vtx in verified:
         try:
             process_tx(delta, vtx.tx, header.proposer, header.chain_id, params, header.height, vtx.hash)

@@ -96,7 +96,12 @@ class NodeService:
             return state, block0.header
         self.store.check_identity(self.genesis_hash)
         head = self.store.head_header()
-        state = ChainState.from_accounts(self.store.load_accounts(), self.store.load_escrows())
+        state = ChainState.from_accounts(
+            self.store.load_accounts(),
+            self.store.load_escrows(),
+            self.store.load_staking(),
+            tuple(self.genesis.authorities),
+        )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
         log.info("resumed chain", extra={"height": head.height, "chain_id": self.chain_id})

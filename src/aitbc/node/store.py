@@ -20,6 +20,7 @@ import orjson
 
 from aitbc.chain.state import Account, ChainEvent, Escrow
 from aitbc.chain.transition import BlockOutcome
+from aitbc.chain.validators import EMPTY_STAKING, StakingState
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError
 from aitbc.protocol.tx import Tx
@@ -86,6 +87,7 @@ _block_decoder = msgspec.msgpack.Decoder(Block)
 _header_decoder = msgspec.msgpack.Decoder(BlockHeader)
 _escrow_decoder = msgspec.msgpack.Decoder(Escrow)
 _event_decoder = msgspec.msgpack.Decoder(ChainEvent)
+_staking_decoder = msgspec.json.Decoder(StakingState)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -198,6 +200,12 @@ class NodeStore:
                     "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data",
                     [(j, _block_encoder.encode(e)) for j, e in outcome.delta.escrows.items()],
                 )
+            if outcome.delta.staking is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('staking', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (msgspec.json.encode(outcome.delta.staking).decode(),),
+                )
             if outcome.delta.events:
                 conn.executemany(
                     "INSERT INTO job_events (height, job_id, data, client, coordinator, miner) "
@@ -211,6 +219,10 @@ class NodeStore:
     def last_event_seq(self) -> int:
         row = self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events").fetchone()
         return int(row[0])
+
+    def load_staking(self) -> StakingState:
+        raw = self.get_meta("staking")
+        return EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
 
     def load_escrows(self) -> dict[str, Escrow]:
         return {

@@ -51,6 +51,13 @@ class TxRejection(StrEnum):
     NOT_COORDINATOR = "not_coordinator"
     BAD_RECEIPT = "bad_receipt"
     TOTAL_ABOVE_ESCROW = "total_above_escrow"
+    # staking and evidence (aitbc.chain.validators)
+    STAKE_TOO_LOW = "stake_too_low"
+    NOT_A_VALIDATOR = "not_a_validator"
+    INSUFFICIENT_STAKE = "insufficient_stake"
+    BAD_EVIDENCE = "bad_evidence"
+    EVIDENCE_TOO_OLD = "evidence_too_old"
+    ALREADY_PUNISHED = "already_punished"
 
 
 class AitbcError(Exception):

@@ -29,6 +29,7 @@ from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, Tx
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex
+from aitbc.protocol.vote import DuplicateVoteEvidence
 
 _UNSIGNED: Final = frozenset({"signature"})
 
@@ -97,10 +98,45 @@ class RefundEscrow(TxBase, frozen=True, kw_only=True, tag="refund_escrow"):
     signature: SignatureHex = ""
 
 
-Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow
+class Stake(TxBase, frozen=True, kw_only=True, tag="stake"):
+    """Bond ``amount`` of the sender's own tokens to itself: the sender stands as a validator."""
+
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class Delegate(TxBase, frozen=True, kw_only=True, tag="delegate"):
+    """Bond ``amount`` to ``validator`` (an authority or a staked candidate); rewards follow the bond."""
+
+    validator: Address
+    amount: Amount
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "validator")
+
+
+class Unstake(TxBase, frozen=True, kw_only=True, tag="unstake"):
+    """Unbond ``amount`` of the sender's bond with ``validator``; released after the unbonding period."""
+
+    validator: Address
+    amount: Amount
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "validator")
+
+
+class ReportEvidence(TxBase, frozen=True, kw_only=True, tag="report_evidence"):
+    """Submit proof that a validator signed two conflicting votes; anyone may, the chain slashes and jails."""
+
+    evidence: DuplicateVoteEvidence
+    signature: SignatureHex = ""
+
+
+Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow | Stake | Delegate | Unstake | ReportEvidence
 """Union of every tx kind."""
 
-TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer, OpenEscrow, SettleJob, RefundEscrow)
+STAKING_TX_TYPES: Final[tuple[type[TxBase], ...]] = (Stake, Delegate, Unstake, ReportEvidence)
+TX_TYPES: Final[tuple[type[TxBase], ...]] = (Transfer, OpenEscrow, SettleJob, RefundEscrow, *STAKING_TX_TYPES)
 
 for _tx_type in TX_TYPES:
     assert _tx_type.__struct_fields__[-1] == "signature", f"{_tx_type.__name__}: signature must be the last field"
