@@ -57,7 +57,7 @@ from aitbc.protocol.tx import (
     verify_tx,
 )
 from aitbc.protocol.types import MAX_U64
-from aitbc.protocol.vote import compute_evidence_key, get_evidence_problem
+from aitbc.protocol.vote import get_evidence_problem
 
 
 def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
@@ -335,7 +335,6 @@ def process_staking_tx(
     if isinstance(tx, ReportEvidence):
         evidence = tx.evidence
         offender = evidence.vote_a.validator
-        key = compute_evidence_key(evidence)
         # Verify the votes prove a double vote, recent enough, by a validator, not punished yet
         problem = get_evidence_problem(evidence, chain_id)
         if problem is not None:
@@ -345,9 +344,9 @@ def process_staking_tx(
         known = offender in authorities or offender in get_active_powers(staking, authorities, rules)
         if not known and get_bonded(staking, offender) == 0:
             raise InvalidTx(TxRejection.NOT_A_VALIDATOR, f"{offender} is not a validator")
-        if is_punished(staking, key):
+        if is_punished(staking, offender, evidence.vote_a.height):
             raise InvalidTx(TxRejection.ALREADY_PUNISHED, "this offence was already punished")
-        updated, _ = process_slash(staking, offender, key, height, authorities, rules)
+        updated, _ = process_slash(staking, offender, height, authorities, rules)
     elif isinstance(tx, Unstake):
         updated = process_unbond(staking, tx.validator, tx.sender, tx.amount, height, rules)
     else:

@@ -18,7 +18,9 @@ The exact rule (parameters in ``StakingParams``, part of genesis):
   step naming different blocks, submitted by anyone within
   ``max_evidence_age`` blocks): ``slash_double_sign_bps`` of every bond to the
   offender and of its pending unbondings is burned; it is jailed for
-  ``jail_blocks`` and leaves the active set at once.
+  ``jail_blocks`` and leaves the active set at once. One slash settles every
+  double vote it made up to the block that slashed it (a validator that
+  equivocates for several steps in a row is slashed once).
 * **Rewards**, at the start of every block: ``block_reward`` new tokens plus
   ``reward_pool_payout_bps`` of the reward pool's balance. The proposer gets
   ``proposer_bonus_bps`` of it; the rest is split by power over the active
@@ -104,7 +106,9 @@ class Power(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Offence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    key: str
+    """``validator`` was slashed in the block at ``height``; offences up to that height are settled."""
+
+    validator: Address
     height: Height
 
 
@@ -269,14 +273,14 @@ def process_matured_unbondings(staking: StakingState, height: int) -> tuple[Stak
     return msgspec.structs.replace(staking, unbonding=rest), [(u.delegator, u.amount) for u in due]
 
 
-def is_punished(staking: StakingState, key: str) -> bool:
-    return any(o.key == key for o in staking.punished)
+def is_punished(staking: StakingState, validator: str, offence_height: int) -> bool:
+    """One slash covers every double vote the validator made up to the block that slashed it."""
+    return any(o.validator == validator and o.height >= offence_height for o in staking.punished)
 
 
 def process_slash(
     staking: StakingState,
     validator: str,
-    offence_key: str,
     height: int,
     authorities: Sequence[str],
     params: StakingParams,
@@ -310,7 +314,7 @@ def process_slash(
         unbonding=unbonding,
         jailed=jailed,
         active=_normalize_active(active, authorities, params),
-        punished=[*staking.punished, Offence(offence_key, height)],
+        punished=[*(o for o in staking.punished if o.validator != validator), Offence(validator, height)],
         burned=staking.burned + burned,
     )
     return updated, burned
