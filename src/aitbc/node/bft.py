@@ -69,6 +69,8 @@ FUTURE_MEMORY: Final = 10_000
 STATUS_SECONDS: Final = 0.5
 TX_FLUSH_SECONDS: Final = 0.01
 TX_BATCH: Final = 2_000
+INBOX: Final = 10_000
+"""Consensus messages waiting for the consensus task; more are dropped (gossip repeats what matters)."""
 
 
 class BftDriver:
@@ -105,6 +107,8 @@ class BftDriver:
         self._tx_source: Peer | None = None
         self._sync_asked: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.inbox: asyncio.Queue[tuple[Peer, Message]] = asyncio.Queue(INBOX)
+        self.inbox_dropped = 0
         node.on_admitted = self._gossip_admitted
 
     def _fresh_machine(self) -> ConsensusState:
@@ -118,16 +122,16 @@ class BftDriver:
         self._tasks = [
             asyncio.create_task(self._status_loop()),
             asyncio.create_task(self._tx_flush_loop()),
+            asyncio.create_task(self._inbox_loop()),
         ]
         self._enter_height()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
         for timer in self.timers:
             timer.cancel()
-        async with self.lock:  # let a commit in flight finish
-            pass
+        async with self.lock:  # let a commit in flight finish, then stop the tasks
+            for task in self._tasks:
+                task.cancel()
         await self.p2p.stop()
 
     def _enter_height(self) -> None:
@@ -255,6 +259,8 @@ class BftDriver:
         self.p2p.send(peer, Status(self.machine.height, self.machine.round))
 
     async def on_message(self, peer: Peer, message: Message) -> None:
+        """Called from a peer's read loop: txs are admitted here, consensus messages are queued for the one
+        consensus task (a read loop is cancelled when its connection closes; a commit must never be)."""
         if isinstance(message, TxGossip):
             await self._on_txs(peer, message.txs)
             return
@@ -264,6 +270,22 @@ class BftDriver:
         if isinstance(message, SyncRequest):
             self._serve_sync(peer, message.from_height)
             return
+        try:
+            self.inbox.put_nowait((peer, message))
+        except asyncio.QueueFull:
+            self.inbox_dropped += 1
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            peer, message = await self.inbox.get()
+            try:
+                await self._handle(peer, message)
+            except PeerMisbehaved as exc:
+                self.p2p.penalize(peer, exc.penalty, str(exc))
+            except Exception:
+                log.exception("consensus message handling failed", extra={"peer": peer.address})
+
+    async def _handle(self, peer: Peer, message: Message) -> None:
         async with self.lock:
             if isinstance(message, SyncBlocks):
                 await self._on_sync(peer, message)
