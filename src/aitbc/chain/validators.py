@@ -11,7 +11,10 @@ The exact rule (parameters in ``StakingParams``, part of genesis):
 * **Active set**, recomputed at the start of every block whose height is a
   multiple of ``epoch_blocks``: every authority that is not jailed, plus the
   ``max_stakers`` candidates with the most power (ties: lower address first),
-  not jailed, power ≥ 1. Until the first recomputation it is the authorities.
+  not jailed, power ≥ 1. If the stakers' power together exceeds
+  ``max_staker_share_bps`` of the total, each staker's power is scaled down by
+  the same factor (rounded down, at least 1). Until the first recomputation
+  it is the authorities.
 * **Unstake** moves a bond into an unbonding entry released to the delegator
   ``unbonding_blocks`` later (start of that block); it is slashable meanwhile.
 * **Double vote** (two signed votes of one validator for one height, round and
@@ -63,6 +66,9 @@ class StakingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     reward_pool_payout_bps: U64 = 0
     """Share of the reward pool paid out per block (devnet 0: the pool keeps the protocol fees)."""
     proposer_bonus_bps: U64 = 1_000
+    max_staker_share_bps: U64 = 3_000
+    """Stakers together hold at most this share of the voting power (10,000: no cap). Below 1/3 the
+    authorities alone keep the chain live and safe, whatever is staked (devnet: 30 %)."""
 
 
 STAKING_PRESETS: dict[str, StakingParams] = {
@@ -76,6 +82,7 @@ STAKING_PRESETS: dict[str, StakingParams] = {
         max_evidence_age=100_000,
         block_reward=1_000_000,
         reward_pool_payout_bps=10,
+        max_staker_share_bps=BPS,
     ),
 }
 """``mainnet``: 10,000 AITBC to stand, epochs of one hour and a week of unbonding at 2 s blocks,
@@ -202,7 +209,14 @@ def compute_active_set(
         ),
         key=lambda pv: (-pv[0], pv[1]),
     )
-    chosen += [Power(v, p) for p, v in ranked[: params.max_stakers] if p >= 1]
+    stakers_chosen = [(v, p) for p, v in ranked[: params.max_stakers] if p >= 1]
+    staker_total = sum(p for _, p in stakers_chosen)
+    authority_total = sum(p.power for p in chosen)
+    cap_bps = params.max_staker_share_bps
+    if chosen and cap_bps < BPS and staker_total * (BPS - cap_bps) > authority_total * cap_bps:
+        allowed = authority_total * cap_bps // (BPS - cap_bps)
+        stakers_chosen = [(v, max(1, p * allowed // staker_total)) for v, p in stakers_chosen]
+    chosen += [Power(v, p) for v, p in stakers_chosen]
     return sorted(chosen, key=lambda p: p.validator)
 
 

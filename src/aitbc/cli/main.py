@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, tx
+from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, stake, tx
 
 app = typer.Typer(
     name="aitbc",
@@ -20,3 +20,5 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
+app.command("stake")(stake.stake)
+app.command("unstake")(stake.unstake)

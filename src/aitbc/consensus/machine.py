@@ -156,6 +156,8 @@ class ConsensusState:
     me: str | None
     """Our validator address, or None for a node that only follows."""
     timeouts: TimeoutConfig = TimeoutConfig()
+    start_round: int = 0
+    """The round ``Start`` begins (a restarted validator skips the rounds it already signed in)."""
     round: int = 0
     step: Step = Step.PROPOSE
     started: bool = False
@@ -179,11 +181,22 @@ class ConsensusState:
 
 
 def new_height(
-    chain_id: str, height: int, powers: Mapping[str, int], me: str | None, timeouts: TimeoutConfig | None = None
+    chain_id: str,
+    height: int,
+    powers: Mapping[str, int],
+    me: str | None,
+    timeouts: TimeoutConfig | None = None,
+    *,
+    start_round: int = 0,
+    lock: tuple[str, int] | None = None,
 ) -> ConsensusState:
+    """A machine for ``height``; ``start_round`` / ``lock`` restore a restarted validator's position and lock."""
     if not powers or any(p <= 0 for p in powers.values()):
         raise ValueError("a height needs validators with positive power")
-    return ConsensusState(chain_id, height, dict(powers), me, timeouts or TimeoutConfig())
+    state = ConsensusState(chain_id, height, dict(powers), me, timeouts or TimeoutConfig(), start_round=start_round)
+    if lock is not None and lock[0]:
+        state = replace(state, locked_hash=lock[0], locked_round=lock[1])
+    return state
 
 
 def get_round_proposer(state: ConsensusState, round_: int) -> str:
@@ -390,7 +403,7 @@ def step(state: ConsensusState, event: Event) -> tuple[ConsensusState, list[Acti
         return state, actions
     if isinstance(event, Start):
         if not state.started:
-            state = _start_round(state, 0, actions)
+            state = _start_round(state, state.start_round, actions)
     elif isinstance(event, ProposalReceived):
         state = _on_proposal(state, event.proposal, event.valid)
     elif isinstance(event, VoteReceived):

@@ -29,6 +29,16 @@ class LastSigned(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     step: U64
     signed_hash: Hash32
     """sha256 of the bytes signed at that position."""
+    locked_hash: str = ""
+    """The block we last precommitted at this height (our lock), restored after a restart."""
+    locked_round: int = -1
+
+
+def get_resume_round(last: LastSigned | None, height: int) -> int:
+    """The round a restarted validator starts ``height`` at: past every round it already signed in."""
+    if last is None or last.height != height:
+        return 0
+    return last.round + 1
 
 
 def is_sign_allowed(last: LastSigned | None, height: int, round_: int, step: int, signed_hash: str) -> bool:

@@ -39,6 +39,7 @@ from aitbc.consensus.machine import (
     step,
 )
 from aitbc.consensus.proposer import get_proposer
+from aitbc.consensus.signing import get_resume_round
 from aitbc.node.config import NodeSettings
 from aitbc.node.p2p import (
     CommittedBlock,
@@ -114,7 +115,18 @@ class BftDriver:
     def _fresh_machine(self) -> ConsensusState:
         powers = self.node.get_validator_powers()
         me = self.key.address if self.key.address in powers else None
-        return new_height(self.node.chain_id, self.node.head.height + 1, powers, me, self.timeouts)
+        height = self.node.head.height + 1
+        last = self.guard.last
+        lock = (last.locked_hash, last.locked_round) if last is not None and last.height == height else None
+        return new_height(
+            self.node.chain_id,
+            height,
+            powers,
+            me,
+            self.timeouts,
+            start_round=get_resume_round(last, height),
+            lock=lock,
+        )
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self, sock: socket.socket | None = None) -> None:

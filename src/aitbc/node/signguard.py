@@ -51,21 +51,34 @@ class SignGuard:
             # Never guess: signing from a wrong position could equivocate.
             raise StorageError(f"{self.path}: unreadable sign state ({exc}); refusing to sign") from None
 
-    def _reserve(self, height: int, round_: int, step: SignStep, signed: bytes) -> None:
+    def _reserve(
+        self, height: int, round_: int, step: SignStep, signed: bytes, lock: tuple[str, int] | None = None
+    ) -> None:
         signed_hash = sha256_hex(signed)
         if not is_sign_allowed(self.last, height, round_, step, signed_hash):
             raise DoubleSignRefused(
                 f"refusing to sign at height {height} round {round_} step {step.name}: already signed up to {self.last}"
             )
-        position = LastSigned(height=height, round=round_, step=step, signed_hash=signed_hash)
+        locked_hash, locked_round = lock if lock is not None else ("", -1)
+        if lock is None and self.last is not None and self.last.height == height:
+            locked_hash, locked_round = self.last.locked_hash, self.last.locked_round
+        position = LastSigned(
+            height=height,
+            round=round_,
+            step=step,
+            signed_hash=signed_hash,
+            locked_hash=locked_hash,
+            locked_round=locked_round,
+        )
         if position != self.last:
             atomic_write(self.path, msgspec.json.encode(position), mode=0o600)
             self.last = position
 
     def sign_vote(self, vote: Vote) -> Vote:
         step = SignStep.PREVOTE if vote.kind == VoteKind.PREVOTE else SignStep.PRECOMMIT
+        lock = (vote.block_hash, vote.round) if step == SignStep.PRECOMMIT and vote.block_hash else None
         with self._lock:
-            self._reserve(vote.height, vote.round, step, vote_signing_bytes(vote))
+            self._reserve(vote.height, vote.round, step, vote_signing_bytes(vote), lock)
             return sign_vote(vote, self.key)
 
     def sign_proposal(self, proposal: Proposal) -> Proposal:

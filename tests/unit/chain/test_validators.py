@@ -48,6 +48,7 @@ RULES = StakingParams(
     block_reward=0,
     reward_pool_payout_bps=0,
     proposer_bonus_bps=1_000,
+    max_staker_share_bps=10_000,
 )
 START = 10_000
 
@@ -194,6 +195,17 @@ def test_compute_active_set_skips_jailed_and_underfunded() -> None:
     active = compute_active_set(staking, [AUTH[0].address], RULES, height=4)
     assert active == sorted([Power(AUTH[0].address, 10), Power(ALICE.address, 50)], key=lambda p: p.validator)
     assert authorities  # (documented shape: authorities are plain addresses)
+
+
+def test_stakers_power_is_capped_to_their_share() -> None:
+    rules = msgspec.structs.replace(RULES, max_staker_share_bps=2_500)  # stakers at most 1/4 of the power
+    staking = StakingState(bonds=[Bond(ALICE.address, ALICE.address, 3_000), Bond(BOB.address, BOB.address, 1_000)])
+    active = {p.validator: p.power for p in compute_active_set(staking, [AUTH[0].address, AUTH[1].address], rules, 2)}
+    # authorities 20; stakers may hold 20 * 2500 / 7500 = 6 (from 300 + 100, scaled 6/400)
+    assert active == {AUTH[0].address: 10, AUTH[1].address: 10, ALICE.address: 4, BOB.address: 1}
+    assert 4 * (active[ALICE.address] + active[BOB.address]) <= sum(active.values())
+    uncapped = compute_active_set(staking, [AUTH[0].address], RULES, 2)
+    assert {p.validator: p.power for p in uncapped}[ALICE.address] == 300
 
 
 def test_double_vote_is_slashed_and_jailed_once() -> None:
