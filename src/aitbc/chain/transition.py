@@ -7,7 +7,7 @@ unless every check passed, so a refused tx leaves no trace.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -34,7 +34,7 @@ from aitbc.protocol.block import (
     sign_header,
     verify_header_signature,
 )
-from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.errors import InvalidBlock, InvalidSignature, InvalidTx, TxRejection
 from aitbc.protocol.receipt import (
     InvalidReceipt,
@@ -54,7 +54,8 @@ from aitbc.protocol.tx import (
     Tx,
     Unstake,
     VerifiedTx,
-    verify_tx,
+    complete_tx_check,
+    prepare_tx_check,
 )
 from aitbc.protocol.types import MAX_U64
 from aitbc.protocol.vote import get_evidence_problem
@@ -448,11 +449,13 @@ def apply_block(
     authorities: Sequence[str],
     params: ChainParams,
     expected_proposer: str | None = None,
+    is_known_valid: Callable[[str], bool] | None = None,
 ) -> BlockOutcome:
     """Validate a block someone else proposed against our head and state; raise ``InvalidBlock``.
 
     ``expected_proposer``: the proposer the BFT rotation names for the block's round (multi-validator
-    chains); without it the PoA round robin over ``authorities`` applies."""
+    chains); without it the PoA round robin over ``authorities`` applies. ``is_known_valid(tx_hash)``: the tx's
+    signature was already checked (it is in our mempool); only its Ed25519 check is skipped."""
     header = block.header
     # Verify it extends our head on our chain
     if header.chain_id != head.chain_id:
@@ -477,7 +480,11 @@ def apply_block(
     verified: list[VerifiedTx] = []
     for tx in block.txs:
         try:
-            verified.append(verify_tx(tx))
+            prepared = prepare_tx_check(tx)
+            if is_known_valid is not None and is_known_valid(prepared.verified.hash):
+                verified.append(prepared.verified)
+            else:
+                verified.append(complete_tx_check(prepared, is_valid_signature_check(prepared.check)))
         except InvalidTx as exc:
             raise InvalidBlock(f"block carries an invalid tx: {exc.message}") from None
     size = sum(v.size for v in verified)

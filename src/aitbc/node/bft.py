@@ -79,6 +79,7 @@ class BftDriver:
         self.node = node
         self.key = node.key
         self.guard = SignGuard(settings.sign_state_path, node.key)
+        self.max_block_txs = settings.bft_max_block_txs
         self.timeouts = TimeoutConfig(
             propose_ms=settings.timeout_propose_ms,
             prevote_ms=settings.timeout_vote_ms,
@@ -214,7 +215,8 @@ class BftDriver:
         node = self.node
         outcome = self.outcomes.get(action.reuse_hash or "")
         if outcome is None:
-            candidates = node.mempool.reap(node.params.max_block_txs, node.params.max_block_bytes)
+            max_txs = min(node.params.max_block_txs, self.max_block_txs)
+            candidates = node.mempool.reap(max_txs, node.params.max_block_bytes)
             outcome = build_block(node.state, node.head, candidates, self.key, int(time.time() * 1000), node.params)
             self.outcomes[outcome.hash] = outcome
         unsigned = Proposal(
@@ -343,6 +345,7 @@ class BftDriver:
                 node.genesis.authorities,
                 node.params,
                 expected_proposer=proposal.proposer,
+                is_known_valid=node.mempool.__contains__,
             )
         except InvalidBlock as exc:
             log.warning("invalid proposal", extra={"proposer": proposal.proposer, "error": exc.message})

@@ -28,6 +28,8 @@ class NodeSettings(ServiceSettings):
     timeout_propose_ms: int = Field(1_000, ge=10)
     timeout_vote_ms: int = Field(500, ge=10)
     timeout_delta_ms: int = Field(500, ge=0)
+    bft_max_block_txs: int = Field(5_000, ge=1)
+    """Most txs a BFT proposal carries: every validator must check it within the round's timeouts."""
 
     @property
     def genesis_path(self) -> Path:
