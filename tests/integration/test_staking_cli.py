@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import run_cli
-
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")}
+    env.update(COLUMNS="250", NO_COLOR="1", TERM="dumb")
+    return subprocess.run(
+        [sys.executable, "-m", "aitbc", *args], capture_output=True, text=True, timeout=90, env=env, check=False
+    )
 
 
 def test_stake_delegate_unstake_and_the_validator_table(node_process: Any) -> None:
