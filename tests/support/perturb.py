@@ -23,7 +23,8 @@ perturbations, then heals everything and checks, over JSON-RPC only: every
 node has the same block hash at every height (no fork), every tx a node
 reported committed is committed on every node at the same height (nothing
 lost), perturbed nodes catch up, and the height grew in every window during
-which more than 2/3 of the voting power was up.
+which more than 2/3 of the voting power (of the active set ``get_validators``
+reports: a validator down for long is jailed and leaves it) was up.
 
     python tests/support/perturb.py tests/e2e/manifests/long.toml
 """
@@ -47,6 +48,7 @@ from aitbc.devnet.network import ValidatorNetwork
 from aitbc.protocol.crypto import KeyPair, sha256
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.tx import Transfer, sign_tx
+from aitbc.runtime.keyfile import read_keyfile
 
 ACTIONS = ("kill", "pause", "restart", "disconnect")
 
@@ -149,13 +151,15 @@ class Runner:
         self.committed: dict[str, int] = {}
         self.lock = threading.Lock()
         self.stop_load = threading.Event()
-        self.samples: list[tuple[float, int, int]] = []
-        """(time, max height over up nodes, number of nodes down)."""
+        self.samples: list[tuple[float, int, bool]] = []
+        """(time, max height over up nodes, whether > 2/3 of the active set's power was up)."""
+        self.addresses: list[str] = []
 
     # -- network ------------------------------------------------------------
     def start(self) -> None:
         senders = {_sender_key(i).address: 10**12 for i in range(self.m.senders)}
         self.net.prepare(block_time_ms=self.m.block_time_ms, extra_balances=senders)
+        self.addresses = [read_keyfile(n.data_dir / "validator.key").address for n in self.net.nodes]
         self.net.start()
 
     def heal_and_stop(self) -> None:
@@ -238,12 +242,27 @@ class Runner:
             node.reconnect()
         self.down.discard(p.node)
 
+    def _quorum_up(self, down: set[int]) -> bool:
+        """Is more than 2/3 of the active set's power (as the chain reports it, e.g. after a jailing) up?"""
+        for i in range(self.m.validators):
+            if i in down:
+                continue
+            with (
+                contextlib.suppress(httpx.HTTPError, AitbcError, KeyError),
+                NodeClient(self.net.nodes[i].rpc_url, timeout=2.0) as client,
+            ):
+                powers = {v["address"]: int(v["power"]) for v in client.get_validators()["validators"]}
+                up = sum(p for a, p in powers.items() if a not in {self.addresses[j] for j in down})
+                return 3 * up > 2 * sum(powers.values())
+        return False
+
     def _monitor(self, started: float) -> None:
         while not self.stop_load.is_set():
-            down = len(self.down)
-            heights = [h for i in range(self.m.validators) if i not in self.down and (h := self._height(i)) is not None]
+            down = set(self.down)
+            heights = [h for i in range(self.m.validators) if i not in down and (h := self._height(i)) is not None]
             if heights:
-                self.samples.append((time.monotonic() - started, max(heights), down))
+                quorum = self._quorum_up(down) and down == self.down
+                self.samples.append((time.monotonic() - started, max(heights), quorum))
             time.sleep(0.5)
 
     # -- the run ------------------------------------------------------------------------
@@ -270,12 +289,11 @@ class Runner:
     def _check(self) -> None:
         m, report = self.m, self.report
         # liveness: in every window with > 2/3 of the power up throughout, the height grew
-        quorum_down = (m.validators - 1) // 3  # nodes that may be down while > 2/3 (equal power) is up
         for i, (t0, h0, _) in enumerate(self.samples):
             window = [s for s in self.samples[i:] if s[0] <= t0 + m.liveness_window_s]
             if window[-1][0] < t0 + m.liveness_window_s - 1.0:
                 break
-            if all(d <= quorum_down for _, _, d in window) and max(h for _, h, _ in window) <= h0:
+            if all(quorum for _, _, quorum in window) and max(h for _, h, _ in window) <= h0:
                 report.stalls.append(f"no block between t={t0:.1f}s and t={window[-1][0]:.1f}s (height {h0})")
         # catch-up: every node reaches the highest height seen
         target = max((h for _, h, _ in self.samples), default=0)

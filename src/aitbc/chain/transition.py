@@ -21,6 +21,7 @@ from aitbc.chain.validators import (
     get_bonded,
     is_punished,
     process_bond,
+    process_commit_signers,
     process_epoch,
     process_matured_unbondings,
     process_slash,
@@ -58,7 +59,12 @@ from aitbc.protocol.tx import (
     prepare_tx_check,
 )
 from aitbc.protocol.types import MAX_U64
-from aitbc.protocol.vote import get_evidence_problem
+from aitbc.protocol.vote import (
+    CommitCertificate,
+    commit_vote,
+    get_evidence_problem,
+    is_valid_vote_signature,
+)
 
 
 def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
@@ -321,6 +327,20 @@ def process_tx(
         raise InvalidTx(TxRejection.UNKNOWN_TX_TYPE, f"unknown tx kind {type(tx).__name__}")
 
 
+def _verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainState, params: ChainParams) -> None:
+    """The precommits a block carries for its parent: for the parent, distinct, each signed by a validator."""
+    if cert.chain_id != head.chain_id or cert.height != head.height or cert.block_hash != block_hash(head):
+        raise InvalidBlock("last_commit is not for the previous block")
+    powers = get_active_powers(state.staking, state.authorities, params.staking)
+    seen: set[str] = set()
+    for sig in cert.signatures:
+        if sig.validator in seen or sig.validator not in powers:
+            raise InvalidBlock(f"last_commit names {sig.validator} twice or outside the validator set")
+        if not is_valid_vote_signature(commit_vote(cert, sig)):
+            raise InvalidBlock(f"last_commit carries a bad signature of {sig.validator}")
+        seen.add(sig.validator)
+
+
 # -- staking (rules in aitbc.chain.validators) ----------------------------------
 def process_staking_tx(
     state: StateDelta,
@@ -359,10 +379,16 @@ def process_staking_tx(
     state.set_staking(updated)
 
 
-def process_begin_block(state: StateDelta, height: int, proposer: str, params: ChainParams) -> None:
-    """Start of every block: release matured unbondings, the epoch rule, then the block reward."""
+def process_begin_block(
+    state: StateDelta, height: int, proposer: str, params: ChainParams, last_commit: CommitCertificate | None = None
+) -> None:
+    """Start of every block: downtime (from the previous block's precommits, BFT chains), release matured
+    unbondings, the epoch rule, then the block reward."""
     original = staking = state.get_staking()
     authorities, rules = state.get_authorities(), params.staking
+    if last_commit is not None:
+        signers = {sig.validator for sig in last_commit.signatures}
+        staking = process_commit_signers(staking, signers, last_commit.height, authorities, rules)
     staking, released = process_matured_unbondings(staking, height)
     for delegator, amount in released:
         _credit(state, delegator, amount)
@@ -407,12 +433,15 @@ def build_block(
     key: KeyPair,
     now_ms: int,
     params: ChainParams,
+    last_commit: CommitCertificate | None = None,
 ) -> BlockOutcome:
-    """Propose the next block: apply candidates in order, skipping (and reporting) any that fail."""
+    """Propose the next block: apply candidates in order, skipping (and reporting) any that fail.
+
+    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block."""
     height = head.height + 1
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, height)
-    process_begin_block(delta, height, key.address, params)
+    process_begin_block(delta, height, key.address, params, last_commit)
     included: list[VerifiedTx] = []
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     size = 0
@@ -438,7 +467,12 @@ def build_block(
         state_root=state_root,
         proposer=key.address,
     )
-    block = Block(header=header, proposer_signature=sign_header(header, key), txs=[v.tx for v in included])
+    block = Block(
+        header=header,
+        proposer_signature=sign_header(header, key),
+        txs=[v.tx for v in included],
+        last_commit=last_commit,
+    )
     return BlockOutcome(block, block_hash(header), delta, tree, included, dropped)
 
 
@@ -495,7 +529,9 @@ def apply_block(
     # Verify every tx applies, in order
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, header.height)
-    process_begin_block(delta, header.height, header.proposer, params)
+    if block.last_commit is not None:
+        _verify_last_commit(block.last_commit, head, state, params)
+    process_begin_block(delta, header.height, header.proposer, params, block.last_commit)
     for vtx in verified:
         try:
             process_tx(delta, vtx.tx, header.proposer, header.chain_id, params, header.height, vtx.hash)

@@ -24,6 +24,10 @@ The exact rule (parameters in ``StakingParams``, part of genesis):
   ``jail_blocks`` and leaves the active set at once. One slash settles every
   double vote it made up to the block that slashed it (a validator that
   equivocates for several steps in a row is slashed once).
+* **Downtime**: every BFT block carries the precommits its proposer saw for
+  the previous block; an active validator missing from more than
+  ``downtime_max_missed`` of the last ``downtime_window`` of them is jailed
+  for ``jail_blocks`` (not slashed) and leaves the active set at once.
 * **Rewards**, at the start of every block: ``block_reward`` new tokens plus
   ``reward_pool_payout_bps`` of the reward pool's balance. The proposer gets
   ``proposer_bonus_bps`` of it; the rest is split by power over the active
@@ -66,6 +70,9 @@ class StakingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     reward_pool_payout_bps: U64 = 0
     """Share of the reward pool paid out per block (devnet 0: the pool keeps the protocol fees)."""
     proposer_bonus_bps: U64 = 1_000
+    downtime_window: U64 = 100
+    downtime_max_missed: U64 = 50
+    """A validator missing from more than this many of the last ``downtime_window`` commits is jailed."""
     max_staker_share_bps: U64 = 3_000
     """Stakers together hold at most this share of the voting power (10,000: no cap). Below 1/3 the
     authorities alone keep the chain live and safe, whatever is staked (devnet: 30 %)."""
@@ -83,6 +90,8 @@ STAKING_PRESETS: dict[str, StakingParams] = {
         block_reward=1_000_000,
         reward_pool_payout_bps=10,
         max_staker_share_bps=BPS,
+        downtime_window=10_000,
+        downtime_max_missed=5_000,
     ),
 }
 """``mainnet``: 10,000 AITBC to stand, epochs of one hour and a week of unbonding at 2 s blocks,
@@ -119,6 +128,12 @@ class Offence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     height: Height
 
 
+class Missed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    validator: Address
+    heights: list[Height]
+    """Heights of the recent commits (within ``downtime_window``) this validator did not sign."""
+
+
 class StakingState(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Bonds sorted by (validator, delegator); unbondings in creation order; ``active`` empty = the authorities."""
 
@@ -129,6 +144,7 @@ class StakingState(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     punished: list[Offence] = msgspec.field(default_factory=list)
     minted: Amount = 0
     burned: Amount = 0
+    missed: list[Missed] = msgspec.field(default_factory=list)
 
 
 EMPTY_STAKING = StakingState()
@@ -332,6 +348,43 @@ def process_slash(
         burned=staking.burned + burned,
     )
     return updated, burned
+
+
+def _jail(
+    staking: StakingState, validator: str, height: int, authorities: Sequence[str], params: StakingParams
+) -> StakingState:
+    until = max(get_jailed_until(staking, validator), height + params.jail_blocks)
+    jailed = sorted(
+        [*(j for j in staking.jailed if j.validator != validator), Jail(validator, until)], key=lambda j: j.validator
+    )
+    active = [p for p in get_active_list(staking, authorities, params) if p.validator != validator]
+    if not active:
+        active = get_active_list(staking, authorities, params)
+    return msgspec.structs.replace(staking, jailed=jailed, active=_normalize_active(active, authorities, params))
+
+
+def process_commit_signers(
+    staking: StakingState,
+    signers: set[str],
+    commit_height: int,
+    authorities: Sequence[str],
+    params: StakingParams,
+) -> StakingState:
+    """Count who of the active set did not sign the commit of ``commit_height``; jail the chronically absent."""
+    floor = commit_height - params.downtime_window
+    missed = {m.validator: [h for h in m.heights if h > floor] for m in staking.missed}
+    to_jail: list[str] = []
+    for power in get_active_list(staking, authorities, params):
+        v = power.validator
+        if v not in signers:
+            missed[v] = [*missed.get(v, []), commit_height]
+            if len(missed[v]) > params.downtime_max_missed:
+                to_jail.append(v)
+                missed[v] = []
+    updated = msgspec.structs.replace(staking, missed=[Missed(v, hs) for v, hs in sorted(missed.items()) if hs])
+    for v in to_jail:
+        updated = _jail(updated, v, commit_height + 1, authorities, params)
+    return updated
 
 
 def compute_rewards(

@@ -21,6 +21,8 @@ import time
 from collections import deque
 from typing import Final
 
+import msgspec
+
 from aitbc.chain.transition import BlockOutcome, apply_block, build_block
 from aitbc.consensus.machine import (
     CastVote,
@@ -61,7 +63,13 @@ from aitbc.protocol.block import block_hash
 from aitbc.protocol.errors import InvalidBlock
 from aitbc.protocol.tx import ReportEvidence as ReportEvidenceTx
 from aitbc.protocol.tx import Tx, VerifiedTx, sign_tx, tx_hash
-from aitbc.protocol.vote import Proposal, is_valid_proposal_signature, is_valid_vote_signature, verify_commit
+from aitbc.protocol.vote import (
+    CommitCertificate,
+    Proposal,
+    is_valid_proposal_signature,
+    is_valid_vote_signature,
+    verify_commit,
+)
 
 log = logging.getLogger("aitbc.node.bft")
 
@@ -217,7 +225,15 @@ class BftDriver:
         if outcome is None:
             max_txs = min(node.params.max_block_txs, self.max_block_txs)
             candidates = node.mempool.reap(max_txs, node.params.max_block_bytes)
-            outcome = build_block(node.state, node.head, candidates, self.key, int(time.time() * 1000), node.params)
+            outcome = build_block(
+                node.state,
+                node.head,
+                candidates,
+                self.key,
+                int(time.time() * 1000),
+                node.params,
+                last_commit=self._last_commit(),
+            )
             self.outcomes[outcome.hash] = outcome
         unsigned = Proposal(
             chain_id=node.chain_id,
@@ -237,6 +253,15 @@ class BftDriver:
         self.own.append(message)
         self.p2p.broadcast(message)
         self.events.append(ProposalReceived(proposal, True))
+
+    def _last_commit(self) -> CommitCertificate | None:
+        """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
+        is left out)."""
+        cert = self.node.store.commit_by_height(self.node.head.height)
+        if cert is None:
+            return None
+        powers = self.machine.powers
+        return msgspec.structs.replace(cert, signatures=[s for s in cert.signatures if s.validator in powers])
 
     async def _commit(self, decide: Decide) -> None:
         outcome = self.outcomes[decide.block_hash]

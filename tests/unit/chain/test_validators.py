@@ -23,12 +23,13 @@ from aitbc.chain.validators import (
     get_bond,
     get_bonded,
     is_jailed,
+    process_commit_signers,
 )
-from aitbc.protocol.block import BlockHeader
+from aitbc.protocol.block import BlockHeader, block_hash
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import InvalidTx, TxRejection
+from aitbc.protocol.errors import InvalidBlock, InvalidTx, TxRejection
 from aitbc.protocol.tx import Delegate, ReportEvidence, Stake, Transfer, Tx, Unstake, sign_tx, verify_tx
-from aitbc.protocol.vote import Vote, VoteKind, make_evidence, sign_vote
+from aitbc.protocol.vote import CommitCertificate, CommitSig, Vote, VoteKind, make_evidence, sign_vote
 
 CHAIN = "aitbc-test"
 AUTH = [KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2)]
@@ -366,3 +367,70 @@ def test_invalid_tx_leaves_no_trace() -> None:
             process_staking_tx(delta, tx, AUTH[0].address, CHAIN, chain.params, 1)
         finally:
             assert delta.staking is None and delta.accounts == {}
+
+
+def _certificate(head: BlockHeader, signers: list[KeyPair]) -> CommitCertificate:
+    block_id = block_hash(head)
+    sigs = []
+    for key in signers:
+        vote = sign_vote(
+            Vote(
+                chain_id=CHAIN,
+                height=head.height,
+                round=0,
+                kind=VoteKind.PRECOMMIT.value,
+                block_hash=block_id,
+                validator=key.address,
+            ),
+            key,
+        )
+        sigs.append(CommitSig(key.address, vote.signature))
+    return CommitCertificate(chain_id=CHAIN, height=head.height, round=0, block_hash=block_id, signatures=sigs)
+
+
+def test_a_validator_missing_too_many_commits_is_jailed_not_slashed() -> None:
+    rules = msgspec.structs.replace(RULES, downtime_window=6, downtime_max_missed=3, jail_blocks=50)
+    chain = Chain(rules)
+    authorities = [k.address for k in AUTH]
+    for _ in range(4):  # AUTH[1] never signs: misses 1, 2, 3 are tolerated, the 4th jails it
+        assert AUTH[1].address in get_active_powers(chain.staking, chain.state.authorities, rules)
+        cert = _certificate(chain.head, [AUTH[0]])
+        proposer = AUTH[0]
+        outcome = build_block(chain.state, chain.head, [], proposer, 10 + chain.head.height, chain.params, cert)
+        checked = apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH[0].address)
+        assert checked.block.header.state_root == outcome.block.header.state_root
+        commit_delta(chain.state, outcome.delta, outcome.tree)
+        chain.head = outcome.block.header
+    assert is_jailed(chain.staking, AUTH[1].address, chain.head.height)
+    assert get_active_powers(chain.staking, chain.state.authorities, rules) == {AUTH[0].address: 10}
+    assert chain.staking.burned == 0 and chain.supply_matches()
+
+
+def test_misses_outside_the_window_are_forgotten() -> None:
+    rules = msgspec.structs.replace(RULES, downtime_window=3, downtime_max_missed=1)
+    staking = StakingState()
+    authorities = [k.address for k in AUTH]
+    staking = process_commit_signers(staking, {AUTH[0].address}, 1, authorities, rules)
+    staking = process_commit_signers(staking, set(authorities), 2, authorities, rules)
+    staking = process_commit_signers(staking, set(authorities), 3, authorities, rules)
+    staking = process_commit_signers(staking, {AUTH[0].address}, 5, authorities, rules)  # height 1 fell out
+    assert not is_jailed(staking, AUTH[1].address, 6)
+    assert [(m.validator, m.heights) for m in staking.missed] == [(AUTH[1].address, [5])]
+    staking = process_commit_signers(staking, {AUTH[0].address}, 6, authorities, rules)
+    assert is_jailed(staking, AUTH[1].address, 7)
+
+
+def test_a_forged_or_foreign_last_commit_is_an_invalid_block() -> None:
+    chain = Chain()
+    authorities = [k.address for k in AUTH]
+    stranger = KeyPair.from_seed(b"\x66" * 32)
+    for signers in ([AUTH[0], stranger], [AUTH[0], AUTH[0]]):
+        cert = _certificate(chain.head, signers)
+        outcome = build_block(chain.state, chain.head, [], AUTH[0], 50, chain.params, cert)
+        with pytest.raises(InvalidBlock, match="last_commit"):
+            apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH[0].address)
+    cert = _certificate(chain.head, [AUTH[0]])
+    bad = msgspec.structs.replace(cert, signatures=[CommitSig(AUTH[0].address, "00" * 64)])
+    outcome = build_block(chain.state, chain.head, [], AUTH[0], 50, chain.params, bad)
+    with pytest.raises(InvalidBlock, match="bad signature"):
+        apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH[0].address)
