@@ -52,7 +52,9 @@ def compute_genesis_hash(genesis: Genesis) -> str:
 
 
 def genesis_state(genesis: Genesis) -> ChainState:
-    return ChainState.from_accounts({b.address: Account(balance=b.amount) for b in genesis.balances})
+    return ChainState.from_accounts(
+        {b.address: Account(balance=b.amount) for b in genesis.balances}, authorities=tuple(genesis.authorities)
+    )
 
 
 def genesis_block(genesis: Genesis, state: ChainState) -> Block:

@@ -6,6 +6,7 @@ from typing import Final
 
 import msgspec
 
+from aitbc.chain.validators import STAKING_PRESETS, StakingParams
 from aitbc.protocol.address import encode_address
 from aitbc.protocol.crypto import sha256
 from aitbc.protocol.types import U64, Amount
@@ -29,11 +30,19 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Share of every settled job's total (basis points) paid to the validators' reward pool."""
     max_escrow_blocks: U64 = 100_000
     """An escrow's deadline may lie at most this many blocks ahead."""
+    staking: StakingParams = msgspec.field(default_factory=StakingParams)
+    """Validator set, staking, slashing and reward rule (``aitbc.chain.validators``)."""
 
 
 PRESETS: dict[str, ChainParams] = {
     "devnet": ChainParams(),
-    "mainnet": ChainParams(block_time_ms=2000, max_block_txs=10_000, min_fee=100, mempool_max_txs=100_000),
+    "mainnet": ChainParams(
+        block_time_ms=2000,
+        max_block_txs=10_000,
+        min_fee=100,
+        mempool_max_txs=100_000,
+        staking=STAKING_PRESETS["mainnet"],
+    ),
 }
 
 

@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from aitbc.chain.smt import SmtProof, SparseMerkleTree, is_valid_smt_proof
+from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked, is_empty_staking
 from aitbc.protocol import codec
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.crypto import sha256
@@ -24,6 +25,8 @@ from aitbc.protocol.types import U64, Address, Amount, Height, Wire
 ACCOUNT_NAMESPACE: Final = b"account\x00"
 ESCROW_NAMESPACE: Final = b"escrow\x00"
 MULTISIG_NAMESPACE: Final = b"multisig\x00"
+STAKING_KEY: Final = sha256(b"staking\x00")
+"""The one state entry holding the ``StakingState`` (absent while it is empty)."""
 
 
 class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -109,10 +112,15 @@ def compute_multisig_value_hash(multisig: MultisigAccount) -> bytes:
     return sha256(codec.encode(multisig))
 
 
+def compute_staking_value_hash(staking: StakingState) -> bytes | None:
+    return None if is_empty_staking(staking) else sha256(codec.encode(staking))
+
+
 def compute_state_items(
     accounts: Mapping[str, Account],
     escrows: Mapping[str, Escrow],
     multisigs: Mapping[str, MultisigAccount] | None = None,
+    staking: StakingState | None = None,
 ) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
@@ -120,13 +128,15 @@ def compute_state_items(
     items.update({compute_escrow_key(j): compute_escrow_value_hash(e) for j, e in escrows.items()})
     if multisigs:
         items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
+    if staking is not None:
+        items[STAKING_KEY] = compute_staking_value_hash(staking)
     return items
 
 
 class ChainState:
     """The committed state at the head: accounts, escrows, and the Merkle tree over both."""
 
-    __slots__ = ("accounts", "due", "escrows", "multisigs", "tree")
+    __slots__ = ("accounts", "authorities", "due", "escrows", "multisigs", "staking", "tree")
 
     def __init__(
         self,
@@ -134,7 +144,12 @@ class ChainState:
         tree: SparseMerkleTree | None = None,
         escrows: dict[str, Escrow] | None = None,
         multisigs: dict[str, MultisigAccount] | None = None,
+        staking: StakingState = EMPTY_STAKING,
+        authorities: tuple[str, ...] = (),
     ) -> None:
+        self.staking = staking
+        self.authorities = authorities
+        """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
         self.escrows: dict[str, Escrow] = escrows if escrows is not None else {}
         self.multisigs: dict[str, MultisigAccount] = multisigs if multisigs is not None else {}
@@ -160,12 +175,20 @@ class ChainState:
         accounts: Mapping[str, Account],
         escrows: Mapping[str, Escrow] | None = None,
         multisigs: Mapping[str, MultisigAccount] | None = None,
+        staking: StakingState = EMPTY_STAKING,
+        authorities: tuple[str, ...] = (),
     ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
         multisigs = multisigs or {}
-        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs))
-        return cls(dict(accounts), tree, dict(escrows), dict(multisigs))
+        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs, staking))
+        return cls(dict(accounts), tree, dict(escrows), dict(multisigs), staking, authorities)
+
+    def get_staking(self) -> StakingState:
+        return self.staking
+
+    def get_authorities(self) -> tuple[str, ...]:
+        return self.authorities
 
     def get_account(self, address: str) -> Account:
         return self.accounts.get(address, EMPTY_ACCOUNT)
@@ -190,7 +213,7 @@ class ChainState:
     def total_supply(self) -> int:
         """Every token: balances plus what open escrows hold."""
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
-        return sum(a.balance for a in self.accounts.values()) + locked
+        return sum(a.balance for a in self.accounts.values()) + locked + get_locked(self.staking)
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -202,6 +225,10 @@ class StateReader(Protocol):
     def get_escrow(self, job_id: str) -> Escrow | None: ...
 
     def get_multisig(self, address: str) -> MultisigAccount | None: ...
+
+    def get_staking(self) -> StakingState: ...
+
+    def get_authorities(self) -> tuple[str, ...]: ...
 
 
 AccountReader = StateReader
@@ -216,6 +243,17 @@ class StateDelta:
     escrows: dict[str, Escrow] = field(default_factory=dict)
     events: list[ChainEvent] = field(default_factory=list)
     multisigs: dict[str, MultisigAccount] = field(default_factory=dict)
+    staking: StakingState | None = None
+    """The new staking state, if this block changed it."""
+
+    def get_staking(self) -> StakingState:
+        return self.staking if self.staking is not None else self.base.get_staking()
+
+    def set_staking(self, staking: StakingState) -> None:
+        self.staking = staking
+
+    def get_authorities(self) -> tuple[str, ...]:
+        return self.base.get_authorities()
 
     def get_account(self, address: str) -> Account:
         account = self.accounts.get(address)
@@ -244,7 +282,7 @@ class StateDelta:
 
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
-    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows, delta.multisigs))
+    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows, delta.multisigs, delta.staking))
     return tree.root_hash.hex(), tree
 
 
@@ -257,6 +295,8 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         if previous is not None and previous.deadline_height != escrow.deadline_height:  # pragma: no cover
             raise ValueError("an escrow's deadline never changes")
         state._index(escrow)
+    if delta.staking is not None:
+        state.staking = delta.staking
     state.tree = tree
 
 

@@ -7,7 +7,7 @@ unless every check passed, so a refused tx leaves no trace.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -24,6 +24,18 @@ from aitbc.chain.state import (
     StateDelta,
     compute_state_root,
 )
+from aitbc.chain.validators import (
+    compute_rewards,
+    get_active_powers,
+    get_bonded,
+    is_punished,
+    process_bond,
+    process_commit_signers,
+    process_epoch,
+    process_matured_unbondings,
+    process_slash,
+    process_unbond,
+)
 from aitbc.protocol.block import (
     Block,
     BlockHeader,
@@ -32,7 +44,7 @@ from aitbc.protocol.block import (
     sign_header,
     verify_header_signature,
 )
-from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.errors import InvalidBlock, InvalidSignature, InvalidTx, TxRejection
 from aitbc.protocol.receipt import (
     InvalidReceipt,
@@ -43,18 +55,29 @@ from aitbc.protocol.receipt import (
 )
 from aitbc.protocol.tx import (
     CreateMultisig,
+    Delegate,
     MultisigTransfer,
     OpenEscrow,
     RefundEscrow,
+    ReportEvidence,
     SettleJob,
     SettleJobZk,
+    Stake,
     Transfer,
     Tx,
+    Unstake,
     VerifiedTx,
+    complete_tx_check,
     compute_multisig_address,
-    verify_tx,
+    prepare_tx_check,
 )
 from aitbc.protocol.types import MAX_U64
+from aitbc.protocol.vote import (
+    CommitCertificate,
+    commit_vote,
+    get_evidence_problem,
+    is_valid_vote_signature,
+)
 from aitbc.protocol.zk import get_receipt_proof_problem
 
 
@@ -66,7 +89,7 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
     # Verify the fee meets the floor
     if tx.fee < params.min_fee:
         raise InvalidTx(TxRejection.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {params.min_fee}")
-    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer):
+    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer | Stake | Delegate | Unstake):
         # Verify something is moved
         if tx.amount == 0:
             raise InvalidTx(TxRejection.ZERO_AMOUNT, "amount must be positive")
@@ -79,7 +102,7 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
 
 def compute_tx_cost(tx: Tx) -> int:
     """What the sender's balance must cover for this tx."""
-    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer):
+    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer | Stake | Delegate):
         return tx.amount + tx.fee
     return tx.fee
 
@@ -389,8 +412,89 @@ def process_tx(
         process_create_multisig(state, tx, proposer, chain_id, params, height)
     elif isinstance(tx, MultisigTransfer):
         process_multisig_transfer(state, tx, proposer, chain_id, params)
+    elif isinstance(tx, Stake | Delegate | Unstake | ReportEvidence):
+        process_staking_tx(state, tx, proposer, chain_id, params, height)
     else:  # pragma: no cover - the Tx union is closed
         raise InvalidTx(TxRejection.UNKNOWN_TX_TYPE, f"unknown tx kind {type(tx).__name__}")
+
+
+def _verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainState, params: ChainParams) -> None:
+    """The precommits a block carries for its parent: for the parent, distinct, each signed by a validator."""
+    if cert.chain_id != head.chain_id or cert.height != head.height or cert.block_hash != block_hash(head):
+        raise InvalidBlock("last_commit is not for the previous block")
+    powers = get_active_powers(state.staking, state.authorities, params.staking)
+    seen: set[str] = set()
+    for sig in cert.signatures:
+        if sig.validator in seen or sig.validator not in powers:
+            raise InvalidBlock(f"last_commit names {sig.validator} twice or outside the validator set")
+        if not is_valid_vote_signature(commit_vote(cert, sig)):
+            raise InvalidBlock(f"last_commit carries a bad signature of {sig.validator}")
+        seen.add(sig.validator)
+
+
+# -- staking (rules in aitbc.chain.validators) ----------------------------------
+def process_staking_tx(
+    state: StateDelta,
+    tx: Stake | Delegate | Unstake | ReportEvidence,
+    proposer: str,
+    chain_id: str,
+    params: ChainParams,
+    height: int,
+) -> None:
+    """``stake`` / ``delegate`` bond tokens, ``unstake`` starts unbonding, ``report_evidence`` slashes."""
+    check_tx_stateless(tx, chain_id, params)
+    staking, authorities, rules = state.get_staking(), state.get_authorities(), params.staking
+    if isinstance(tx, ReportEvidence):
+        evidence = tx.evidence
+        offender = evidence.vote_a.validator
+        # Verify the votes prove a double vote, recent enough, by a validator, not punished yet
+        problem = get_evidence_problem(evidence, chain_id)
+        if problem is not None:
+            raise InvalidTx(TxRejection.BAD_EVIDENCE, problem)
+        if evidence.vote_a.height > height or height - evidence.vote_a.height > rules.max_evidence_age:
+            raise InvalidTx(TxRejection.EVIDENCE_TOO_OLD, f"evidence must be within {rules.max_evidence_age} blocks")
+        known = offender in authorities or offender in get_active_powers(staking, authorities, rules)
+        if not known and get_bonded(staking, offender) == 0:
+            raise InvalidTx(TxRejection.NOT_A_VALIDATOR, f"{offender} is not a validator")
+        if is_punished(staking, offender, evidence.vote_a.height):
+            raise InvalidTx(TxRejection.ALREADY_PUNISHED, "this offence was already punished")
+        updated, _ = process_slash(staking, offender, height, authorities, rules)
+    elif isinstance(tx, Unstake):
+        updated = process_unbond(staking, tx.validator, tx.sender, tx.amount, height, rules)
+    else:
+        validator = tx.sender if isinstance(tx, Stake) else tx.validator
+        updated = process_bond(staking, validator, tx.sender, tx.amount, authorities, rules)
+    sender = _verify_sender(state, tx)
+
+    _charge_sender(state, tx, sender, proposer)
+    state.set_staking(updated)
+
+
+def process_begin_block(
+    state: StateDelta, height: int, proposer: str, params: ChainParams, last_commit: CommitCertificate | None = None
+) -> None:
+    """Start of every block: downtime (from the previous block's precommits, BFT chains), release matured
+    unbondings, the epoch rule, then the block reward."""
+    original = staking = state.get_staking()
+    authorities, rules = state.get_authorities(), params.staking
+    if last_commit is not None:
+        signers = {sig.validator for sig in last_commit.signatures}
+        staking = process_commit_signers(staking, signers, last_commit.height, authorities, rules)
+    staking, released = process_matured_unbondings(staking, height)
+    for delegator, amount in released:
+        _credit(state, delegator, amount)
+    staking = process_epoch(staking, authorities, rules, height)
+    pool = state.get_account(REWARD_POOL_ADDRESS)
+    from_pool = pool.balance * rules.reward_pool_payout_bps // 10_000
+    reward = rules.block_reward + from_pool
+    if reward:
+        if from_pool:
+            state.set_account(REWARD_POOL_ADDRESS, Account(balance=pool.balance - from_pool, nonce=pool.nonce))
+        for address, amount in sorted(compute_rewards(staking, authorities, rules, proposer, reward).items()):
+            _credit(state, address, amount)
+        staking = msgspec.structs.replace(staking, minted=staking.minted + rules.block_reward)
+    if staking != original:
+        state.set_staking(staking)
 
 
 def get_expected_proposer(authorities: Sequence[str], height: int) -> str:
@@ -420,11 +524,15 @@ def build_block(
     key: KeyPair,
     now_ms: int,
     params: ChainParams,
+    last_commit: CommitCertificate | None = None,
 ) -> BlockOutcome:
-    """Propose the next block: apply candidates in order, skipping (and reporting) any that fail."""
+    """Propose the next block: apply candidates in order, skipping (and reporting) any that fail.
+
+    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block."""
     height = head.height + 1
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, height)
+    process_begin_block(delta, height, key.address, params, last_commit)
     included: list[VerifiedTx] = []
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     size = 0
@@ -450,7 +558,12 @@ def build_block(
         state_root=state_root,
         proposer=key.address,
     )
-    block = Block(header=header, proposer_signature=sign_header(header, key), txs=[v.tx for v in included])
+    block = Block(
+        header=header,
+        proposer_signature=sign_header(header, key),
+        txs=[v.tx for v in included],
+        last_commit=last_commit,
+    )
     return BlockOutcome(block, block_hash(header), delta, tree, included, dropped)
 
 
@@ -460,8 +573,14 @@ def apply_block(
     block: Block,
     authorities: Sequence[str],
     params: ChainParams,
+    expected_proposer: str | None = None,
+    is_known_valid: Callable[[str], bool] | None = None,
 ) -> BlockOutcome:
-    """Validate a block someone else proposed against our head and state; raise ``InvalidBlock``."""
+    """Validate a block someone else proposed against our head and state; raise ``InvalidBlock``.
+
+    ``expected_proposer``: the proposer the BFT rotation names for the block's round (multi-validator
+    chains); without it the PoA round robin over ``authorities`` applies. ``is_known_valid(tx_hash)``: the tx's
+    signature was already checked (it is in our mempool); only its Ed25519 check is skipped."""
     header = block.header
     # Verify it extends our head on our chain
     if header.chain_id != head.chain_id:
@@ -473,7 +592,7 @@ def apply_block(
     if header.time_ms <= head.time_ms:
         raise InvalidBlock("block time does not increase")
     # Verify the proposer is the authority whose turn it is, and signed the header
-    expected = get_expected_proposer(authorities, header.height)
+    expected = expected_proposer or get_expected_proposer(authorities, header.height)
     if header.proposer != expected:
         raise InvalidBlock(f"proposer {header.proposer} is not the expected authority {expected}")
     try:
@@ -486,7 +605,11 @@ def apply_block(
     verified: list[VerifiedTx] = []
     for tx in block.txs:
         try:
-            verified.append(verify_tx(tx))
+            prepared = prepare_tx_check(tx)
+            if is_known_valid is not None and is_known_valid(prepared.verified.hash):
+                verified.append(prepared.verified)
+            else:
+                verified.append(complete_tx_check(prepared, is_valid_signature_check(prepared.check)))
         except InvalidTx as exc:
             raise InvalidBlock(f"block carries an invalid tx: {exc.message}") from None
     size = sum(v.size for v in verified)
@@ -497,6 +620,9 @@ def apply_block(
     # Verify every tx applies, in order
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, header.height)
+    if block.last_commit is not None:
+        _verify_last_commit(block.last_commit, head, state, params)
+    process_begin_block(delta, header.height, header.proposer, params, block.last_commit)
     for vtx in verified:
         try:
             process_tx(delta, vtx.tx, header.proposer, header.chain_id, params, header.height, vtx.hash)

@@ -137,3 +137,36 @@ def job(
             table.add_row(event["kind"], f"block {event['height']}  tx {event['tx_hash'] or '(by the chain)'}")
         table.add_row("proof", f"verified against state root of block {proof['height']}")
         console.print(table)
+
+
+@app.command("validators")
+@handle_errors
+def validators(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False,
+    devnet: DevnetOpt = None,
+    rpc: RpcOpt = None,
+) -> None:
+    """The validator set: authorities and stakers, voting power, bonded stake and status."""
+    with node_client(devnet, rpc) as node:
+        info = node.get_validators()
+    if as_json:
+        print_json(info)
+        return
+    table = Table(title=f"validators at height {info['height']} ({info['consensus']})")
+    for column in ("address", "kind", "power", "share", "bonded AITBC", "status"):
+        table.add_column(column, justify="right" if column in {"power", "share", "bonded AITBC"} else "left")
+    total = max(1, int(info["total_power"]))
+    for v in info["validators"]:
+        status = v["status"] if v["status"] != "jailed" else f"jailed until {v['jailed_until']}"
+        table.add_row(
+            v["address"],
+            "authority" if v["authority"] else "staker",
+            str(v["power"]),
+            f"{100 * v['power'] / total:.1f} %",
+            format_aitbc(v["bonded"]),
+            status,
+        )
+    console.print(table)
+    console.print(
+        f"minted {format_aitbc(info['minted'])} AITBC, burned {format_aitbc(info['burned'])} AITBC by slashing"
+    )

@@ -124,6 +124,9 @@ def up(
         str, typer.Option(help="Backend of the devnet miner: builtin (SmolLM2 + MiniLM), echo (instant test), none")
     ] = "builtin",
     demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Send a demo transfer once up")] = True,
+    validators: Annotated[
+        int, typer.Option(min=1, help="Validator processes (>1: BFT network; node i uses rpc/ws/p2p port + 10*i)")
+    ] = 1,
     detach: Annotated[bool, typer.Option("--exit-after-start", help="Start, print, then stop (smoke test)")] = False,
 ) -> None:
     """Start a node (and, as they land, the other services) and keep them running until Ctrl-C."""
@@ -134,6 +137,7 @@ def up(
         p2p_port=p2p_port,
         coordinator_port=coordinator_port,
         miner_backend=None if miner_backend == "none" else miner_backend,
+        validators=validators,
     )
     created = devnet.prepare()
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -142,6 +146,9 @@ def up(
             info = devnet.start(on_step=lambda step: status.update(step + "…"))
         console.print(f"[bold green]AITBC devnet {'created' if created else 'resumed'}[/] in {devnet.data_dir}")
         console.print(f"  chain id:     {info.chain_id}")
+        if devnet.network is not None:
+            for node in devnet.network.nodes:
+                console.print(f"  validator {node.index}:  {node.rpc_url}  p2p {node.host}:{node.p2p_port}")
         console.print(f"  JSON-RPC:     {info.rpc_url}   (REST under /v1, OpenAPI at /openapi.json)")
         console.print(f"  WebSocket:    {info.ws_url}")
         console.print(f"  coordinator:  {info.coordinator_url}   (OpenAPI at /openapi.json)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, receipt, tx, wallet, zk
+from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, receipt, stake, tx, wallet, zk
 
 app = typer.Typer(
     name="aitbc",
@@ -23,3 +23,5 @@ app.add_typer(job.app, name="job")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(zk.app, name="zk")
+app.command("stake")(stake.stake)
+app.command("unstake")(stake.unstake)

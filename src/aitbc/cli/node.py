@@ -38,18 +38,33 @@ def run(
     data_dir: DataDir,
     rpc_port: Annotated[int, typer.Option(help="JSON-RPC + REST port")] = DEFAULT_RPC_PORT,
     ws_port: Annotated[int, typer.Option(help="WebSocket port (path /ws)")] = DEFAULT_WS_PORT,
-    p2p_port: Annotated[
-        int, typer.Option(help="Peer-to-peer port (reserved for multi-validator networks)")
-    ] = DEFAULT_P2P_PORT,
+    p2p_port: Annotated[int, typer.Option(help="Peer-to-peer port (multi-validator networks)")] = DEFAULT_P2P_PORT,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    peer: Annotated[
+        list[str] | None, typer.Option("--peer", help="host:port of a validator's p2p port to dial (repeatable)")
+    ] = None,
+    timeout_propose_ms: Annotated[int, typer.Option(help="BFT: round-0 propose timeout")] = 1_000,
+    timeout_vote_ms: Annotated[int, typer.Option(help="BFT: round-0 prevote/precommit timeout")] = 500,
+    timeout_delta_ms: Annotated[int, typer.Option(help="BFT: added to every timeout per round")] = 500,
 ) -> None:
-    """Run the node until Ctrl-C / SIGTERM; it resumes from its data directory."""
+    """Run the node until Ctrl-C / SIGTERM; it resumes from its data directory.
+
+    A genesis with several authorities runs BFT consensus over p2p (give the other validators with --peer)."""
     from aitbc.node.app import run_node
     from aitbc.runtime.logging import configure_logging
 
     settings = NodeSettings(
-        data_dir=data_dir, rpc_port=rpc_port, ws_port=ws_port, p2p_port=p2p_port, host=host, log_level=log_level
+        data_dir=data_dir,
+        rpc_port=rpc_port,
+        ws_port=ws_port,
+        p2p_port=p2p_port,
+        host=host,
+        log_level=log_level,
+        peers=peer or [],
+        timeout_propose_ms=timeout_propose_ms,
+        timeout_vote_ms=timeout_vote_ms,
+        timeout_delta_ms=timeout_delta_ms,
     )
     configure_logging("node", settings.log_level)
     run_node(settings)

@@ -89,6 +89,10 @@ class NodeClient:
         result: dict[str, Any] = self.call("get_block", ref, include_txs)
         return result
 
+    def get_validators(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("get_validators")
+        return result
+
     def get_account(self, address: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call("get_account", address)
         return result

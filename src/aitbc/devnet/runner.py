@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 
-from aitbc.chain.genesis import load_genesis
+from aitbc.chain.genesis import Genesis, load_genesis
 from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DevnetInfo, write_devnet_info
+from aitbc.devnet.network import ValidatorNetwork
 from aitbc.node.init import init_data_dir
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
@@ -79,6 +80,9 @@ class Devnet:
     """Backend of the devnet's one miner (None: no miner)."""
     host: str = "127.0.0.1"
     processes: list[ManagedProcess] = field(default_factory=list)
+    validators: int = 1
+    """More than one: a BFT network of validator processes (``aitbc.devnet.network``); clients use node 0."""
+    network: ValidatorNetwork | None = None
 
     @property
     def coordinator_dir(self) -> Path:
@@ -160,10 +164,17 @@ class Devnet:
 
     @property
     def node_dir(self) -> Path:
+        if self.validators > 1:
+            return self.data_dir / "validators" / "node0"
         return self.data_dir / "node"
 
     def prepare(self) -> bool:
         """Initialize on first use; return True when this call created the chain."""
+        if self.validators > 1:
+            self.network = ValidatorNetwork(self.data_dir / "validators", self.validators, self.host, self.rpc_port)
+            created = self.network.prepare()
+            (self.data_dir / "keys").mkdir(parents=True, exist_ok=True)
+            return created
         if (self.node_dir / "genesis.json").exists():
             return False
         init_data_dir(self.node_dir)
@@ -171,6 +182,23 @@ class Devnet:
         return True
 
     def start(self, on_step: Callable[[str], None] = lambda _: None) -> DevnetInfo:
+        if self.network is not None:
+            self._start_validators(on_step)
+        else:
+            self._start_node(on_step)
+        genesis = load_genesis(self.node_dir / "genesis.json")
+        return self._continue_start(on_step, genesis)
+
+    def _start_validators(self, on_step: Callable[[str], None]) -> None:
+        assert self.network is not None
+        on_step(f"starting {self.validators} validators")
+        self.network.start()
+        for node in self.network.nodes:
+            self.processes.append(
+                ManagedProcess(f"validator{node.index}", [], node.log_path, f"{node.rpc_url}healthz", node.proc)
+            )
+
+    def _start_node(self, on_step: Callable[[str], None]) -> None:
         python = sys.executable
         node = ManagedProcess(
             "node",
@@ -198,7 +226,9 @@ class Devnet:
         on_step("starting node")
         node.start()
         node.wait_healthy(timeout=30)
-        genesis = load_genesis(self.node_dir / "genesis.json")
+
+    def _continue_start(self, on_step: Callable[[str], None], genesis: Genesis) -> DevnetInfo:
+        python = sys.executable
         rpc_url = f"http://{self.host}:{self.rpc_port}/"
         on_step("funding the coordinator and client keys")
         self.fund(rpc_url)
@@ -258,7 +288,7 @@ class Devnet:
         info = DevnetInfo(
             chain_id=genesis.chain_id,
             rpc_url=rpc_url,
-            ws_url=f"ws://{self.host}:{self.ws_port}/ws",
+            ws_url=self.network.nodes[0].ws_url if self.network else f"ws://{self.host}:{self.ws_port}/ws",
             node_data_dir=str(self.node_dir),
             faucet_key=str(self.node_dir / "faucet.key"),
             validator_key=str(self.node_dir / "validator.key"),
@@ -279,6 +309,8 @@ class Devnet:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        if self.network is not None:
+            self.network.stop()
 
 
 def wait_for_miner(coordinator_url: str, miner: ManagedProcess, timeout: float) -> None:

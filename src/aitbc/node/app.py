@@ -17,6 +17,7 @@ import uvicorn
 import uvloop
 
 from aitbc.chain.genesis import load_genesis
+from aitbc.node.bft import BftDriver
 from aitbc.node.config import NodeSettings
 from aitbc.node.http import create_http_app
 from aitbc.node.metrics import NodeMetrics
@@ -76,7 +77,15 @@ async def serve_node(settings: NodeSettings) -> None:
         rpc_socket.close()
         raise
     ws_socket.close()  # the WebSocket server binds it again right away; this only checks it is free
+    p2p_socket: socket.socket | None = None
     node = open_node(settings)
+    if node.consensus == "bft":
+        try:
+            p2p_socket = _bind(settings.host, settings.p2p_port, "p2p")
+        except ConfigError:
+            rpc_socket.close()
+            node.close()
+            raise
     hub = EventHub(node.metrics, replay=node.job_events_page)
     node.add_listener(hub.publish, hub.has_subscribers)
     node.verifier.start()
@@ -96,7 +105,13 @@ async def serve_node(settings: NodeSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     http_task = asyncio.create_task(http_server.serve(sockets=[rpc_socket]))
-    clock_task = asyncio.create_task(_block_clock(node, stop))
+    driver: BftDriver | None = None
+    if node.consensus == "bft":
+        driver = BftDriver(node, settings)
+        await driver.start(p2p_socket)
+        clock_task: asyncio.Task[object] = asyncio.create_task(stop.wait())
+    else:
+        clock_task = asyncio.create_task(_block_clock(node, stop))
     log.info(
         "node started",
         extra={
@@ -105,6 +120,8 @@ async def serve_node(settings: NodeSettings) -> None:
             "rpc": f"http://{settings.host}:{settings.rpc_port}/",
             "ws": f"ws://{settings.host}:{settings.ws_port}/ws",
             "validator": node.key.address,
+            "consensus": node.consensus,
+            "p2p": f"{settings.host}:{settings.p2p_port}" if driver is not None else None,
         },
     )
     stopper = asyncio.create_task(stop.wait())
@@ -116,6 +133,9 @@ async def serve_node(settings: NodeSettings) -> None:
     log.info("stopping node", extra={"height": node.head.height})
     with contextlib.suppress(Exception):
         await clock_task  # let an in-flight block finish committing
+    if driver is not None:
+        with contextlib.suppress(Exception):
+            await driver.stop()
     http_server.should_exit = True
     with contextlib.suppress(Exception):
         await http_task

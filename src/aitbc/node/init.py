@@ -51,3 +51,46 @@ def init_data_dir(
     write_keyfile(data_dir / "faucet.key", faucet)
     atomic_write(genesis_path, genesis_to_json(genesis))
     return genesis
+
+
+def init_validator_network(
+    base_dir: Path,
+    validators: int,
+    *,
+    chain_id: str = DEFAULT_CHAIN_ID,
+    preset: str = "devnet",
+    faucet_amount: int = DEFAULT_FAUCET_AITBC * BASE_UNITS_PER_AITBC,
+    extra_balances: dict[str, int] | None = None,
+    block_time_ms: int | None = None,
+    validator_balance: int = 1_000 * BASE_UNITS_PER_AITBC,
+) -> tuple[Genesis, list[Path]]:
+    """``base_dir/node{i}`` for ``validators`` authorities sharing one genesis (BFT when more than one).
+
+    Each directory holds the common genesis.json and faucet.key and its own validator.key; the
+    validators are funded so they can pay the fee of the evidence they report."""
+    if validators < 1:
+        raise ConfigError("a network needs at least one validator")
+    dirs = [base_dir / f"node{i}" for i in range(validators)]
+    for d in dirs:
+        if (d / "genesis.json").exists():
+            raise ConfigError(f"{d} is already initialized (found genesis.json)")
+    keys = [KeyPair.generate() for _ in dirs]
+    faucet = KeyPair.generate()
+    params = get_preset(preset)
+    if block_time_ms is not None:
+        params = msgspec.structs.replace(params, block_time_ms=block_time_ms)
+    balances = {faucet.address: faucet_amount, **{k.address: validator_balance for k in keys}, **(extra_balances or {})}
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=int(time.time() * 1000),
+        authorities=[k.address for k in keys],
+        balances=[GenesisBalance(address=a, amount=v) for a, v in sorted(balances.items())],
+        params=params,
+    )
+    validate_genesis(genesis)
+    for d, key in zip(dirs, keys, strict=True):
+        d.mkdir(parents=True, exist_ok=True)
+        write_keyfile(d / "validator.key", key)
+        write_keyfile(d / "faucet.key", faucet)
+        atomic_write(d / "genesis.json", genesis_to_json(genesis))
+    return genesis, dirs

@@ -119,6 +119,11 @@ async def rpc_get_chain_info(node: NodeService, params: Any) -> Any:
     return node.chain_info()
 
 
+async def rpc_get_validators(node: NodeService, params: Any) -> Any:
+    _params(params, (), 0)
+    return node.validators_json()
+
+
 async def rpc_get_block(node: NodeService, params: Any) -> Any:
     ref, include_txs = _params(params, ("block", "include_txs"), 1)
     block = node.get_block(parse_block_ref(ref))
@@ -199,6 +204,7 @@ METHODS: Final[dict[str, Handler]] = {
     "get_head": rpc_get_head,
     "get_chain_info": rpc_get_chain_info,
     "get_block": rpc_get_block,
+    "get_validators": rpc_get_validators,
     "get_tx": rpc_get_tx,
     "get_tx_status": rpc_get_tx_status,
     "get_account": rpc_get_account,

@@ -24,6 +24,7 @@ from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, ge
 from aitbc.chain.smt import SmtProof
 from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
 from aitbc.chain.transition import BlockOutcome, build_block
+from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
 from aitbc.node.metrics import NodeMetrics
 from aitbc.node.store import NodeStore
@@ -42,6 +43,7 @@ from aitbc.protocol.tx import (
     tx_from_json_obj,
     tx_to_json_obj,
 )
+from aitbc.protocol.vote import CommitCertificate
 
 log = logging.getLogger("aitbc.node")
 
@@ -84,6 +86,9 @@ class NodeService:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._last_block_monotonic: float | None = None
         self._event_seq = store.last_event_seq()
+        self.on_admitted: Callable[[list[VerifiedTx]], None] | None = None
+        """Called with the txs each submission admitted (the p2p layer gossips them)."""
+        self.consensus = "bft" if len(genesis.authorities) > 1 else "poa"
         metrics.height.set(self.head.height)
 
     def _load_or_init(self) -> tuple[ChainState, BlockHeader]:
@@ -98,7 +103,11 @@ class NodeService:
         self.store.check_identity(self.genesis_hash)
         head = self.store.head_header()
         state = ChainState.from_accounts(
-            self.store.load_accounts(), self.store.load_escrows(), self.store.load_multisigs()
+            self.store.load_accounts(),
+            self.store.load_escrows(),
+            self.store.load_multisigs(),
+            self.store.load_staking(),
+            tuple(self.genesis.authorities),
         )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
@@ -178,6 +187,8 @@ class NodeService:
             admitted.append(vtx)
             results[i] = SubmitResult(vtx.hash)
         self.metrics.mempool_size.set(len(mempool))
+        if admitted and self.on_admitted is not None:
+            self.on_admitted(admitted)
         if admitted and self._wanted("new_txs"):
             self._emit("new_txs", {"txs": [_tx_summary(v) for v in admitted]})
         return [r for r in results if r is not None]
@@ -202,6 +213,45 @@ class NodeService:
         self._apply_committed(outcome)
         self.metrics.block_build_seconds.observe(time.perf_counter() - started)
         return outcome
+
+    async def commit_outcome(self, outcome: BlockOutcome, commit: CommitCertificate) -> None:
+        """Make a block the BFT consensus decided (or block sync verified) durable, then the new head."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self.store.commit_block, outcome, commit)
+        self._apply_committed(outcome)
+
+    def get_validator_powers(self) -> dict[str, int]:
+        """The active set in force for the next block (``aitbc.chain.validators``)."""
+        return get_active_powers(self.state.staking, self.genesis.authorities, self.params.staking)
+
+    def validators_json(self) -> dict[str, Any]:
+        staking, authorities, rules = self.state.staking, self.genesis.authorities, self.params.staking
+        powers = self.get_validator_powers()
+        candidates = sorted(set(authorities) | {b.validator for b in staking.bonds} | set(powers))
+        height = self.head.height
+        return {
+            "height": height,
+            "consensus": self.consensus,
+            "total_power": sum(powers.values()),
+            "validators": [
+                {
+                    "address": v,
+                    "authority": v in authorities,
+                    "power": powers.get(v, 0),
+                    "bonded": get_bonded(staking, v),
+                    "self_stake": get_bond(staking, v, v),
+                    "status": "jailed"
+                    if is_jailed(staking, v, height + 1)
+                    else ("active" if v in powers else "candidate"),
+                    "jailed_until": get_jailed_until(staking, v),
+                }
+                for v in candidates
+            ],
+            "unbonding": [msgspec.to_builtins(u) for u in staking.unbonding],
+            "minted": staking.minted,
+            "burned": staking.burned,
+            "params": msgspec.to_builtins(rules),
+        }
 
     def _apply_committed(self, outcome: BlockOutcome) -> None:
         commit_delta(self.state, outcome.delta, outcome.tree)
@@ -274,7 +324,7 @@ class NodeService:
             "head_hash": self.head_hash,
             "block_time_ms": self.params.block_time_ms,
             "params": msgspec.to_builtins(self.params),
-            "consensus": "poa",
+            "consensus": self.consensus,
         }
 
     def head_json(self) -> dict[str, Any]:
@@ -288,6 +338,9 @@ class NodeService:
     def block_json(self, block: Block, include_txs: bool = True) -> dict[str, Any]:
         body = header_to_json(block.header)
         body["proposer_signature"] = block.proposer_signature
+        if self.consensus == "bft":
+            commit = self.store.commit_by_height(block.header.height)
+            body["commit"] = None if commit is None else msgspec.to_builtins(commit)
         if include_txs:
             body["txs"] = [tx_to_json_obj(tx) for tx in block.txs]
         return body

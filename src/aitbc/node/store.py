@@ -20,9 +20,11 @@ import orjson
 
 from aitbc.chain.state import Account, ChainEvent, Escrow, MultisigAccount
 from aitbc.chain.transition import BlockOutcome
+from aitbc.chain.validators import EMPTY_STAKING, StakingState
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError
 from aitbc.protocol.tx import Tx
+from aitbc.protocol.vote import CommitCertificate
 
 SCHEMA_VERSION: Final = 1
 
@@ -56,6 +58,10 @@ CREATE TABLE IF NOT EXISTS job_events (
     client TEXT NOT NULL DEFAULT '',
     coordinator TEXT NOT NULL DEFAULT '',
     miner TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS commits (
+    height INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_job_events_job ON job_events (job_id);
 CREATE INDEX IF NOT EXISTS ix_job_events_height ON job_events (height);
@@ -91,6 +97,8 @@ _header_decoder = msgspec.msgpack.Decoder(BlockHeader)
 _escrow_decoder = msgspec.msgpack.Decoder(Escrow)
 _event_decoder = msgspec.msgpack.Decoder(ChainEvent)
 _multisig_decoder = msgspec.msgpack.Decoder(MultisigAccount)
+_staking_decoder = msgspec.json.Decoder(StakingState)
+_commit_decoder = msgspec.msgpack.Decoder(CommitCertificate)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -177,10 +185,15 @@ class NodeStore:
             raise StorageError(f"{self.path}: unsupported schema version {version}")
 
     # -- writes ----------------------------------------------------------
-    def commit_block(self, outcome: BlockOutcome) -> None:
+    def commit_block(self, outcome: BlockOutcome, commit: CommitCertificate | None = None) -> None:
+        """Store the block and its effects; ``commit``: the precommits that finalized it (BFT chains)."""
         block = outcome.block
         height = block.header.height
         with self._transaction() as conn:
+            if commit is not None:
+                conn.execute(
+                    "INSERT INTO commits (height, data) VALUES (?, ?)", (height, _block_encoder.encode(commit))
+                )
             conn.execute(
                 "INSERT INTO blocks (height, hash, header, data) VALUES (?, ?, ?, ?)",
                 (
@@ -209,6 +222,12 @@ class NodeStore:
                     "ON CONFLICT (address) DO UPDATE SET data = excluded.data",
                     [(a, _block_encoder.encode(m)) for a, m in outcome.delta.multisigs.items()],
                 )
+            if outcome.delta.staking is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('staking', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (msgspec.json.encode(outcome.delta.staking).decode(),),
+                )
             if outcome.delta.events:
                 conn.executemany(
                     "INSERT INTO job_events (height, job_id, data, client, coordinator, miner) "
@@ -222,6 +241,14 @@ class NodeStore:
     def last_event_seq(self) -> int:
         row = self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events").fetchone()
         return int(row[0])
+
+    def commit_by_height(self, height: int) -> CommitCertificate | None:
+        row = self._reader.execute("SELECT data FROM commits WHERE height = ?", (height,)).fetchone()
+        return None if row is None else _commit_decoder.decode(row[0])
+
+    def load_staking(self) -> StakingState:
+        raw = self.get_meta("staking")
+        return EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
 
     def load_escrows(self) -> dict[str, Escrow]:
         return {

@@ -11,6 +11,7 @@ from aitbc.protocol.crypto import KeyPair, SigningKind, sha256, verify_signature
 from aitbc.protocol.merkle import compute_merkle_root
 from aitbc.protocol.tx import Tx, tx_bytes
 from aitbc.protocol.types import U64, Address, ChainId, Hash32, Height, SignatureHex, TimestampMs
+from aitbc.protocol.vote import CommitCertificate
 
 ZERO_HASH: Final = "00" * 32
 
@@ -30,6 +31,9 @@ class Block(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     header: BlockHeader
     proposer_signature: SignatureHex
     txs: list[Tx]
+    last_commit: CommitCertificate | None = None
+    """BFT chains: the precommits the proposer saw for the previous block. Its effect (who missed
+    signing, see ``aitbc.chain.validators``) is in the state root, which the header commits to."""
 
 
 def header_bytes(header: BlockHeader) -> bytes:

@@ -47,6 +47,7 @@ class SigningKind(StrEnum):
     RECEIPT = "receipt"
     RECEIPT_COSIGN = "receipt-cosign"
     MINER_REQUEST = "miner-request"
+    P2P_HANDSHAKE = "p2p-handshake"
 
 
 @lru_cache(maxsize=256)

@@ -57,6 +57,13 @@ class TxRejection(StrEnum):
     NOT_MULTISIG_MEMBER = "not_multisig_member"
     MULTISIG_THRESHOLD_NOT_MET = "multisig_threshold_not_met"
     BAD_ZK_PROOF = "bad_zk_proof"
+    # staking and evidence (aitbc.chain.validators)
+    STAKE_TOO_LOW = "stake_too_low"
+    NOT_A_VALIDATOR = "not_a_validator"
+    INSUFFICIENT_STAKE = "insufficient_stake"
+    BAD_EVIDENCE = "bad_evidence"
+    EVIDENCE_TOO_OLD = "evidence_too_old"
+    ALREADY_PUNISHED = "already_punished"
 
 
 class AitbcError(Exception):

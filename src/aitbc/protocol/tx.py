@@ -32,6 +32,7 @@ from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, Tx
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex, Wire
+from aitbc.protocol.vote import DuplicateVoteEvidence
 from aitbc.protocol.zk import ZkReceiptProof
 
 _UNSIGNED: Final = frozenset({"signature", "approvals"})
@@ -158,9 +159,56 @@ class MultisigTransfer(TxBase, frozen=True, kw_only=True, tag="multisig_transfer
     __text_fields__: ClassVar[tuple[str, ...]] = ("memo",)
 
 
-Tx = Transfer | OpenEscrow | SettleJob | RefundEscrow | CreateMultisig | MultisigTransfer | SettleJobZk
+class Stake(TxBase, frozen=True, kw_only=True, tag="stake"):
+    """Bond ``amount`` of the sender's own tokens to itself: the sender stands as a validator."""
+
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class Delegate(TxBase, frozen=True, kw_only=True, tag="delegate"):
+    """Bond ``amount`` to ``validator`` (an authority or a staked candidate); rewards follow the bond."""
+
+    validator: Address
+    amount: Amount
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "validator")
+
+
+class Unstake(TxBase, frozen=True, kw_only=True, tag="unstake"):
+    """Unbond ``amount`` of the sender's bond with ``validator``; released after the unbonding period."""
+
+    validator: Address
+    amount: Amount
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "validator")
+
+
+class ReportEvidence(TxBase, frozen=True, kw_only=True, tag="report_evidence"):
+    """Submit proof that a validator signed two conflicting votes; anyone may, the chain slashes and jails."""
+
+    evidence: DuplicateVoteEvidence
+    signature: SignatureHex = ""
+
+
+Tx = (
+    Transfer
+    | OpenEscrow
+    | SettleJob
+    | RefundEscrow
+    | CreateMultisig
+    | MultisigTransfer
+    | SettleJobZk
+    | Stake
+    | Delegate
+    | Unstake
+    | ReportEvidence
+)
 """Union of every tx kind."""
 
+STAKING_TX_TYPES: Final[tuple[type[TxBase], ...]] = (Stake, Delegate, Unstake, ReportEvidence)
 TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     Transfer,
     OpenEscrow,
@@ -169,6 +217,7 @@ TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     CreateMultisig,
     MultisigTransfer,
     SettleJobZk,
+    *STAKING_TX_TYPES,
 )
 
 for _tx_type in TX_TYPES:

@@ -201,7 +201,7 @@ def test_lone_surrogate_escape_in_json_is_refused(keys: Any, make_transfer: Any)
     assert _reject_reason(tx_from_json, raw) == "malformed"
 
 
-@pytest.mark.parametrize("tag", ["stake", "Transfer", "", "transfer2"])
+@pytest.mark.parametrize("tag", ["mint", "Transfer", "", "transfer2"])
 def test_unknown_tx_type_is_refused(keys: Any, make_transfer: Any, tag: str) -> None:
     obj = _valid_obj(keys, make_transfer)
     obj["type"] = tag

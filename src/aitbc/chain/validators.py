@@ -1,0 +1,421 @@
+"""The validator set of the hybrid PoA/PoS chain: authorities, stakes, delegations, jail, slashing, rewards.
+
+The exact rule (parameters in ``StakingParams``, part of genesis):
+
+* **Authorities** (genesis, PoA) always hold ``authority_power``; a staked
+  account becomes a candidate once its own bond (``stake``) is at least
+  ``min_self_stake``. Anyone may ``delegate`` to an authority or a candidate.
+* **Power** of a validator = ``authority_power`` (authorities only) +
+  ``bonded // stake_per_power`` where ``bonded`` is its own bond plus every
+  delegation to it.
+* **Active set**, recomputed at the start of every block whose height is a
+  multiple of ``epoch_blocks``: every authority that is not jailed, plus the
+  ``max_stakers`` candidates with the most power (ties: lower address first),
+  not jailed, power ≥ 1. If the stakers' power together exceeds
+  ``max_staker_share_bps`` of the total, each staker's power is scaled down by
+  the same factor (rounded down, at least 1). Until the first recomputation
+  it is the authorities.
+* **Unstake** moves a bond into an unbonding entry released to the delegator
+  ``unbonding_blocks`` later (start of that block); it is slashable meanwhile.
+* **Double vote** (two signed votes of one validator for one height, round and
+  step naming different blocks, submitted by anyone within
+  ``max_evidence_age`` blocks): ``slash_double_sign_bps`` of every bond to the
+  offender and of its pending unbondings is burned; it is jailed for
+  ``jail_blocks`` and leaves the active set at once. One slash settles every
+  double vote it made up to the block that slashed it (a validator that
+  equivocates for several steps in a row is slashed once).
+* **Downtime**: every BFT block carries the precommits its proposer saw for
+  the previous block; an active validator missing from more than
+  ``downtime_max_missed`` of the last ``downtime_window`` of them is jailed
+  for ``jail_blocks`` (not slashed) and leaves the active set at once.
+* **Rewards**, at the start of every block: ``block_reward`` new tokens plus
+  ``reward_pool_payout_bps`` of the reward pool's balance. The proposer gets
+  ``proposer_bonus_bps`` of it; the rest is split by power over the active
+  set; a validator's share is split between its authority part (to it) and its
+  stake part (to its bonds, pro rata). Rounding leftovers go to the proposer.
+
+Supply therefore changes only by ``minted - burned``, both counted here.
+Everything is a pure function of typed values; the chain keeps one
+``StakingState`` in its state root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from aitbc.protocol.errors import InvalidTx, TxRejection
+from aitbc.protocol.types import U64, Address, Amount, Height
+
+BPS = 10_000
+
+
+class StakingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    authority_power: U64 = 100
+    """Fixed voting power of each genesis authority."""
+    stake_per_power: Amount = 1_000_000
+    """Bonded base units per unit of voting power (devnet: 1 AITBC)."""
+    min_self_stake: Amount = 1_000_000_000
+    """Own bond a staker needs to be a candidate (devnet: 1,000 AITBC)."""
+    max_stakers: U64 = 20
+    """Candidates admitted to the active set beside the authorities."""
+    epoch_blocks: U64 = 100
+    unbonding_blocks: U64 = 1_000
+    slash_double_sign_bps: U64 = 500
+    jail_blocks: U64 = 10_000
+    max_evidence_age: U64 = 10_000
+    block_reward: Amount = 0
+    """New tokens per block (devnet 0: supply stays what genesis says)."""
+    reward_pool_payout_bps: U64 = 0
+    """Share of the reward pool paid out per block (devnet 0: the pool keeps the protocol fees)."""
+    proposer_bonus_bps: U64 = 1_000
+    downtime_window: U64 = 100
+    downtime_max_missed: U64 = 50
+    """A validator missing from more than this many of the last ``downtime_window`` commits is jailed."""
+    max_staker_share_bps: U64 = 3_000
+    """Stakers together hold at most this share of the voting power (10,000: no cap). Below 1/3 the
+    authorities alone keep the chain live and safe, whatever is staked (devnet: 30 %)."""
+
+
+STAKING_PRESETS: dict[str, StakingParams] = {
+    "devnet": StakingParams(),
+    "mainnet": StakingParams(
+        min_self_stake=10_000_000_000,
+        max_stakers=50,
+        epoch_blocks=1_800,
+        unbonding_blocks=302_400,
+        jail_blocks=43_200,
+        max_evidence_age=100_000,
+        block_reward=1_000_000,
+        reward_pool_payout_bps=10,
+        max_staker_share_bps=BPS,
+        downtime_window=10_000,
+        downtime_max_missed=5_000,
+    ),
+}
+"""``mainnet``: 10,000 AITBC to stand, epochs of one hour and a week of unbonding at 2 s blocks,
+1 AITBC minted per block and 0.1 % of the reward pool paid out per block."""
+
+
+class Bond(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    validator: Address
+    delegator: Address
+    amount: Amount
+
+
+class Unbonding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    validator: Address
+    delegator: Address
+    amount: Amount
+    release_height: Height
+
+
+class Jail(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    validator: Address
+    until: Height
+
+
+class Power(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    validator: Address
+    power: U64
+
+
+class Offence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``validator`` was slashed in the block at ``height``; offences up to that height are settled."""
+
+    validator: Address
+    height: Height
+
+
+class Missed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    validator: Address
+    heights: list[Height]
+    """Heights of the recent commits (within ``downtime_window``) this validator did not sign."""
+
+
+class StakingState(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Bonds sorted by (validator, delegator); unbondings in creation order; ``active`` empty = the authorities."""
+
+    bonds: list[Bond] = msgspec.field(default_factory=list)
+    unbonding: list[Unbonding] = msgspec.field(default_factory=list)
+    jailed: list[Jail] = msgspec.field(default_factory=list)
+    active: list[Power] = msgspec.field(default_factory=list)
+    punished: list[Offence] = msgspec.field(default_factory=list)
+    minted: Amount = 0
+    burned: Amount = 0
+    missed: list[Missed] = msgspec.field(default_factory=list)
+
+
+EMPTY_STAKING = StakingState()
+
+
+def is_empty_staking(staking: StakingState) -> bool:
+    return staking == EMPTY_STAKING
+
+
+def _with_bonds(staking: StakingState, bonds: Mapping[tuple[str, str], int]) -> StakingState:
+    ordered = [Bond(v, d, a) for (v, d), a in sorted(bonds.items()) if a > 0]
+    return msgspec.structs.replace(staking, bonds=ordered)
+
+
+def _bond_map(staking: StakingState) -> dict[tuple[str, str], int]:
+    return {(b.validator, b.delegator): b.amount for b in staking.bonds}
+
+
+def get_bond(staking: StakingState, validator: str, delegator: str) -> int:
+    return _bond_map(staking).get((validator, delegator), 0)
+
+
+def get_bonded(staking: StakingState, validator: str) -> int:
+    return sum(b.amount for b in staking.bonds if b.validator == validator)
+
+
+def get_locked(staking: StakingState) -> int:
+    """Tokens held by the staking module: bonds and pending unbondings (part of the supply)."""
+    return sum(b.amount for b in staking.bonds) + sum(u.amount for u in staking.unbonding)
+
+
+def get_jailed_until(staking: StakingState, validator: str) -> int:
+    return max((j.until for j in staking.jailed if j.validator == validator), default=0)
+
+
+def is_jailed(staking: StakingState, validator: str, height: int) -> bool:
+    return get_jailed_until(staking, validator) > height
+
+
+def is_candidate(staking: StakingState, validator: str, authorities: Sequence[str], params: StakingParams) -> bool:
+    """May receive delegations: an authority, or an account whose own bond reaches ``min_self_stake``."""
+    return validator in authorities or get_bond(staking, validator, validator) >= params.min_self_stake
+
+
+def compute_power(staking: StakingState, validator: str, authorities: Sequence[str], params: StakingParams) -> int:
+    base = params.authority_power if validator in authorities else 0
+    return base + get_bonded(staking, validator) // params.stake_per_power
+
+
+def get_active_list(staking: StakingState, authorities: Sequence[str], params: StakingParams) -> list[Power]:
+    """The set in force (as of the last epoch boundary or jailing), sorted by address."""
+    if staking.active:
+        return list(staking.active)
+    return sorted((Power(a, params.authority_power) for a in authorities), key=lambda p: p.validator)
+
+
+def get_active_powers(staking: StakingState, authorities: Sequence[str], params: StakingParams) -> dict[str, int]:
+    if staking.active:
+        return {p.validator: p.power for p in staking.active}
+    return {a: params.authority_power for a in authorities}
+
+
+def compute_active_set(
+    staking: StakingState, authorities: Sequence[str], params: StakingParams, height: int
+) -> list[Power]:
+    """The epoch rule (module docstring): authorities not jailed + top ``max_stakers`` candidates."""
+    chosen = [
+        Power(a, compute_power(staking, a, authorities, params))
+        for a in authorities
+        if not is_jailed(staking, a, height)
+    ]
+    stakers = {b.validator for b in staking.bonds if b.validator not in authorities}
+    ranked = sorted(
+        (
+            (compute_power(staking, v, authorities, params), v)
+            for v in stakers
+            if get_bond(staking, v, v) >= params.min_self_stake and not is_jailed(staking, v, height)
+        ),
+        key=lambda pv: (-pv[0], pv[1]),
+    )
+    stakers_chosen = [(v, p) for p, v in ranked[: params.max_stakers] if p >= 1]
+    staker_total = sum(p for _, p in stakers_chosen)
+    authority_total = sum(p.power for p in chosen)
+    cap_bps = params.max_staker_share_bps
+    if chosen and cap_bps < BPS and staker_total * (BPS - cap_bps) > authority_total * cap_bps:
+        allowed = authority_total * cap_bps // (BPS - cap_bps)
+        stakers_chosen = [(v, max(1, p * allowed // staker_total)) for v, p in stakers_chosen]
+    chosen += [Power(v, p) for v, p in stakers_chosen]
+    return sorted(chosen, key=lambda p: p.validator)
+
+
+def _normalize_active(active: list[Power], authorities: Sequence[str], params: StakingParams) -> list[Power]:
+    """Store nothing while the set is exactly the genesis authorities at their fixed power."""
+    default = sorted((Power(a, params.authority_power) for a in authorities), key=lambda p: p.validator)
+    return [] if active == default else active
+
+
+def process_epoch(
+    staking: StakingState, authorities: Sequence[str], params: StakingParams, height: int
+) -> StakingState:
+    """At an epoch boundary: recompute the active set, forget expired jail terms and too-old offences."""
+    if height == 0 or height % params.epoch_blocks != 0:
+        return staking
+    active = compute_active_set(staking, authorities, params, height)
+    if not active:  # never leave the chain without validators: keep the last set
+        active = get_active_list(staking, authorities, params)
+    jailed = [j for j in staking.jailed if j.until > height]
+    punished = [o for o in staking.punished if o.height + params.max_evidence_age >= height]
+    return msgspec.structs.replace(
+        staking, active=_normalize_active(active, authorities, params), jailed=jailed, punished=punished
+    )
+
+
+def process_bond(
+    staking: StakingState,
+    validator: str,
+    delegator: str,
+    amount: int,
+    authorities: Sequence[str],
+    params: StakingParams,
+) -> StakingState:
+    """``stake`` (validator == delegator) or ``delegate``; the caller moves ``amount`` out of the balance."""
+    bonds = _bond_map(staking)
+    if validator == delegator:
+        # Verify the own bond reaches the candidate floor (authorities may bond any amount)
+        own = bonds.get((validator, validator), 0) + amount
+        if validator not in authorities and own < params.min_self_stake:
+            raise InvalidTx(TxRejection.STAKE_TOO_LOW, f"own stake {own} is below the minimum {params.min_self_stake}")
+    elif not is_candidate(staking, validator, authorities, params):
+        # Verify a delegation goes to a validator
+        raise InvalidTx(TxRejection.NOT_A_VALIDATOR, f"{validator} is neither an authority nor a staked candidate")
+    bonds[(validator, delegator)] = bonds.get((validator, delegator), 0) + amount
+    return _with_bonds(staking, bonds)
+
+
+def process_unbond(
+    staking: StakingState, validator: str, delegator: str, amount: int, height: int, params: StakingParams
+) -> StakingState:
+    """``unstake``: the bond shrinks now; the tokens return ``unbonding_blocks`` later."""
+    bonds = _bond_map(staking)
+    held = bonds.get((validator, delegator), 0)
+    # Verify the delegator holds that much with that validator
+    if amount == 0 or amount > held:
+        raise InvalidTx(TxRejection.INSUFFICIENT_STAKE, f"bond with {validator} is {held}; cannot unstake {amount}")
+    bonds[(validator, delegator)] = held - amount
+    entry = Unbonding(validator, delegator, amount, height + params.unbonding_blocks)
+    return msgspec.structs.replace(_with_bonds(staking, bonds), unbonding=[*staking.unbonding, entry])
+
+
+def process_matured_unbondings(staking: StakingState, height: int) -> tuple[StakingState, list[tuple[str, int]]]:
+    """Release unbondings due at or before ``height``: (new state, [(delegator, amount)] in order)."""
+    due = [u for u in staking.unbonding if u.release_height <= height]
+    if not due:
+        return staking, []
+    rest = [u for u in staking.unbonding if u.release_height > height]
+    return msgspec.structs.replace(staking, unbonding=rest), [(u.delegator, u.amount) for u in due]
+
+
+def is_punished(staking: StakingState, validator: str, offence_height: int) -> bool:
+    """One slash covers every double vote the validator made up to the block that slashed it."""
+    return any(o.validator == validator and o.height >= offence_height for o in staking.punished)
+
+
+def process_slash(
+    staking: StakingState,
+    validator: str,
+    height: int,
+    authorities: Sequence[str],
+    params: StakingParams,
+) -> tuple[StakingState, int]:
+    """Burn ``slash_double_sign_bps`` of the offender's bonds and pending unbondings, jail it, drop it from
+    the active set; returns (new state, burned)."""
+    burned = 0
+    bonds = _bond_map(staking)
+    for key, amount in list(bonds.items()):
+        if key[0] == validator:
+            cut = amount * params.slash_double_sign_bps // BPS
+            bonds[key] = amount - cut
+            burned += cut
+    unbonding: list[Unbonding] = []
+    for u in staking.unbonding:
+        if u.validator == validator:
+            cut = u.amount * params.slash_double_sign_bps // BPS
+            burned += cut
+            u = msgspec.structs.replace(u, amount=u.amount - cut)
+        if u.amount > 0:
+            unbonding.append(u)
+    until = max(get_jailed_until(staking, validator), height + params.jail_blocks)
+    jailed = sorted(
+        [*(j for j in staking.jailed if j.validator != validator), Jail(validator, until)], key=lambda j: j.validator
+    )
+    active = [p for p in get_active_list(staking, authorities, params) if p.validator != validator]
+    if not active:  # the last validator standing stays (a chain without validators cannot even jail)
+        active = get_active_list(staking, authorities, params)
+    updated = msgspec.structs.replace(
+        _with_bonds(staking, bonds),
+        unbonding=unbonding,
+        jailed=jailed,
+        active=_normalize_active(active, authorities, params),
+        punished=[*(o for o in staking.punished if o.validator != validator), Offence(validator, height)],
+        burned=staking.burned + burned,
+    )
+    return updated, burned
+
+
+def _jail(
+    staking: StakingState, validator: str, height: int, authorities: Sequence[str], params: StakingParams
+) -> StakingState:
+    until = max(get_jailed_until(staking, validator), height + params.jail_blocks)
+    jailed = sorted(
+        [*(j for j in staking.jailed if j.validator != validator), Jail(validator, until)], key=lambda j: j.validator
+    )
+    active = [p for p in get_active_list(staking, authorities, params) if p.validator != validator]
+    if not active:
+        active = get_active_list(staking, authorities, params)
+    return msgspec.structs.replace(staking, jailed=jailed, active=_normalize_active(active, authorities, params))
+
+
+def process_commit_signers(
+    staking: StakingState,
+    signers: set[str],
+    commit_height: int,
+    authorities: Sequence[str],
+    params: StakingParams,
+) -> StakingState:
+    """Count who of the active set did not sign the commit of ``commit_height``; jail the chronically absent."""
+    floor = commit_height - params.downtime_window
+    missed = {m.validator: [h for h in m.heights if h > floor] for m in staking.missed}
+    to_jail: list[str] = []
+    for power in get_active_list(staking, authorities, params):
+        v = power.validator
+        if v not in signers:
+            missed[v] = [*missed.get(v, []), commit_height]
+            if len(missed[v]) > params.downtime_max_missed:
+                to_jail.append(v)
+                missed[v] = []
+    updated = msgspec.structs.replace(staking, missed=[Missed(v, hs) for v, hs in sorted(missed.items()) if hs])
+    for v in to_jail:
+        updated = _jail(updated, v, commit_height + 1, authorities, params)
+    return updated
+
+
+def compute_rewards(
+    staking: StakingState, authorities: Sequence[str], params: StakingParams, proposer: str, amount: int
+) -> dict[str, int]:
+    """Split ``amount`` by the reward rule (module docstring); the credits sum to exactly ``amount``."""
+    credits: dict[str, int] = {}
+
+    def credit(address: str, value: int) -> None:
+        if value:
+            credits[address] = credits.get(address, 0) + value
+
+    if amount == 0:
+        return credits
+    active = get_active_powers(staking, authorities, params)
+    total_power = sum(active.values())
+    bonus = amount * params.proposer_bonus_bps // BPS
+    rest = amount - bonus
+    paid = 0
+    if total_power > 0:
+        for validator, power in sorted(active.items()):
+            share = rest * power // total_power
+            stake_power = power - (params.authority_power if validator in authorities else 0)
+            stake_part = share * stake_power // power if power else 0
+            credit(validator, share - stake_part)
+            paid += share - stake_part
+            bonds = [b for b in staking.bonds if b.validator == validator]
+            bonded = sum(b.amount for b in bonds)
+            for b in bonds:
+                cut = stake_part * b.amount // bonded
+                credit(b.delegator, cut)
+                paid += cut
+    credit(proposer, amount - paid)
+    return credits

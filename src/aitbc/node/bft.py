@@ -1,0 +1,478 @@
+"""The shell around ``aitbc.consensus``: feeds it p2p messages and timers, carries out its actions.
+
+Multi-validator chains (more than one genesis authority) run this instead of
+the PoA block clock. Per height: wait until ``block_time`` after the head,
+start the machine; proposals are checked with ``apply_block`` (the block's
+validity is the machine's ``valid``), own votes and proposals are signed
+through the ``SignGuard`` (persisted first), a decision is committed with its
+commit certificate, then the next height starts. Every node announces its
+height twice a second; a peer that is behind gets the committed blocks with
+their certificates (block sync), one at the same height gets our votes again
+(catch-up after a reconnect). A double vote seen by the machine becomes a
+``report_evidence`` tx from this validator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from typing import Final
+
+import msgspec
+
+from aitbc.chain.transition import BlockOutcome, apply_block, build_block
+from aitbc.consensus.machine import (
+    CastVote,
+    ConsensusState,
+    Decide,
+    Event,
+    ProposalReceived,
+    Propose,
+    ReportEvidence,
+    ScheduleTimeout,
+    Start,
+    TimeoutConfig,
+    TimeoutFired,
+    VoteReceived,
+    new_height,
+    step,
+)
+from aitbc.consensus.proposer import get_proposer
+from aitbc.consensus.signing import get_resume_round
+from aitbc.node.config import NodeSettings
+from aitbc.node.p2p import (
+    CommittedBlock,
+    Message,
+    P2PNode,
+    Peer,
+    PeerMisbehaved,
+    ProposalGossip,
+    Status,
+    SyncBlocks,
+    SyncRequest,
+    TxGossip,
+    VoteGossip,
+    message_key,
+)
+from aitbc.node.service import NodeService
+from aitbc.node.signguard import DoubleSignRefused, SignGuard
+from aitbc.protocol.block import block_hash
+from aitbc.protocol.errors import InvalidBlock
+from aitbc.protocol.tx import ReportEvidence as ReportEvidenceTx
+from aitbc.protocol.tx import Tx, VerifiedTx, sign_tx, tx_hash
+from aitbc.protocol.vote import (
+    CommitCertificate,
+    Proposal,
+    is_valid_proposal_signature,
+    is_valid_vote_signature,
+    verify_commit,
+)
+
+log = logging.getLogger("aitbc.node.bft")
+
+SYNC_BATCH: Final = 20
+FUTURE_MEMORY: Final = 10_000
+STATUS_SECONDS: Final = 0.5
+TX_FLUSH_SECONDS: Final = 0.01
+TX_BATCH: Final = 2_000
+INBOX: Final = 10_000
+"""Consensus messages waiting for the consensus task; more are dropped (gossip repeats what matters)."""
+
+
+class BftDriver:
+    def __init__(self, node: NodeService, settings: NodeSettings) -> None:
+        self.node = node
+        self.key = node.key
+        self.guard = SignGuard(settings.sign_state_path, node.key)
+        self.max_block_txs = settings.bft_max_block_txs
+        self.timeouts = TimeoutConfig(
+            propose_ms=settings.timeout_propose_ms,
+            prevote_ms=settings.timeout_vote_ms,
+            precommit_ms=settings.timeout_vote_ms,
+            delta_ms=settings.timeout_delta_ms,
+        )
+        self.p2p = P2PNode(
+            chain_id=node.chain_id,
+            genesis_hash=node.genesis_hash,
+            key=node.key,
+            host=settings.host,
+            port=settings.p2p_port,
+            peers=settings.peers,
+            handler=self.on_message,
+            on_connect=self._on_connect,
+            block_path=settings.p2p_block_path,
+        )
+        self.machine: ConsensusState = self._fresh_machine()
+        self.outcomes: dict[str, BlockOutcome] = {}
+        self.own: list[Message] = []
+        """Our signed proposal and votes of the current height (sent again to peers that missed them)."""
+        self.future: deque[tuple[Peer | None, Message]] = deque(maxlen=FUTURE_MEMORY)
+        self.events: deque[Event] = deque()
+        self.lock = asyncio.Lock()
+        self.timers: list[asyncio.TimerHandle] = []
+        self.tx_out: list[Tx] = []
+        self._tx_source: Peer | None = None
+        self._sync_asked: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.inbox: asyncio.Queue[tuple[Peer, Message]] = asyncio.Queue(INBOX)
+        self.inbox_dropped = 0
+        node.on_admitted = self._gossip_admitted
+
+    def _fresh_machine(self) -> ConsensusState:
+        powers = self.node.get_validator_powers()
+        me = self.key.address if self.key.address in powers else None
+        height = self.node.head.height + 1
+        last = self.guard.last
+        lock = (last.locked_hash, last.locked_round) if last is not None and last.height == height else None
+        return new_height(
+            self.node.chain_id,
+            height,
+            powers,
+            me,
+            self.timeouts,
+            start_round=get_resume_round(last, height),
+            lock=lock,
+        )
+
+    # -- lifecycle ----------------------------------------------------------
+    async def start(self, sock: socket.socket | None = None) -> None:
+        await self.p2p.start(sock)
+        self._tasks = [
+            asyncio.create_task(self._status_loop()),
+            asyncio.create_task(self._tx_flush_loop()),
+            asyncio.create_task(self._inbox_loop()),
+        ]
+        self._enter_height()
+
+    async def stop(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        async with self.lock:  # let a commit in flight finish, then stop the tasks
+            for task in self._tasks:
+                task.cancel()
+        await self.p2p.stop()
+
+    def _enter_height(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers = []
+        self.machine = self._fresh_machine()
+        self.outcomes = {}
+        self.own = []
+        head = self.node.head
+        wait_ms = max(0, head.time_ms + self.node.params.block_time_ms - int(time.time() * 1000))
+        if head.height == 0:
+            wait_ms = 0
+        self._later(wait_ms, Start())
+        pending = [item for item in self.future if _height_of(item[1]) >= self.machine.height]
+        self.future.clear()
+        for peer, message in pending:
+            if _height_of(message) != self.machine.height:
+                self.future.append((peer, message))
+                continue
+            try:
+                self._accept(peer, message)
+            except PeerMisbehaved as exc:
+                if peer is not None:
+                    self.p2p.penalize(peer, exc.penalty, str(exc))
+
+    def _later(self, delay_ms: int, event: Event) -> None:
+        loop = asyncio.get_running_loop()
+        self.timers.append(loop.call_later(delay_ms / 1000, lambda: loop.create_task(self._feed_now(event))))
+
+    async def _feed_now(self, event: Event) -> None:
+        async with self.lock:
+            self.events.append(event)
+            await self._drain()
+
+    # -- the machine ------------------------------------------------------------
+    async def _drain(self) -> None:
+        """Run queued events through the machine and carry out the actions (lock held)."""
+        while self.events:
+            event = self.events.popleft()
+            self.machine, actions = step(self.machine, event)
+            for action in actions:
+                if isinstance(action, Decide):
+                    await self._commit(action)
+                    break
+                if isinstance(action, CastVote):
+                    self._cast(action)
+                elif isinstance(action, Propose):
+                    self._propose(action)
+                elif isinstance(action, ScheduleTimeout):
+                    self._later(action.duration_ms, TimeoutFired(action.height, action.round, action.step))
+                elif isinstance(action, ReportEvidence):
+                    await self._report(action)
+
+    def _cast(self, action: CastVote) -> None:
+        try:
+            vote = self.guard.sign_vote(action.vote)
+        except DoubleSignRefused as exc:
+            log.error("refused to double-sign", extra={"error": exc.message})
+            return
+        message = VoteGossip(vote)
+        self.p2p.is_new(message_key(message))
+        self.own.append(message)
+        self.p2p.broadcast(message)
+        self.events.append(VoteReceived(vote))
+
+    def _propose(self, action: Propose) -> None:
+        node = self.node
+        outcome = self.outcomes.get(action.reuse_hash or "")
+        if outcome is None:
+            max_txs = min(node.params.max_block_txs, self.max_block_txs)
+            candidates = node.mempool.reap(max_txs, node.params.max_block_bytes)
+            outcome = build_block(
+                node.state,
+                node.head,
+                candidates,
+                self.key,
+                int(time.time() * 1000),
+                node.params,
+                last_commit=self._last_commit(),
+            )
+            self.outcomes[outcome.hash] = outcome
+        unsigned = Proposal(
+            chain_id=node.chain_id,
+            height=action.height,
+            round=action.round,
+            block_hash=outcome.hash,
+            pol_round=action.pol_round,
+            proposer=self.key.address,
+        )
+        try:
+            proposal = self.guard.sign_proposal(unsigned)
+        except DoubleSignRefused as exc:
+            log.error("refused to sign a second proposal", extra={"error": exc.message})
+            return
+        message = ProposalGossip(proposal, outcome.block)
+        self.p2p.is_new(message_key(message))
+        self.own.append(message)
+        self.p2p.broadcast(message)
+        self.events.append(ProposalReceived(proposal, True))
+
+    def _last_commit(self) -> CommitCertificate | None:
+        """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
+        is left out)."""
+        cert = self.node.store.commit_by_height(self.node.head.height)
+        if cert is None:
+            return None
+        powers = self.machine.powers
+        return msgspec.structs.replace(cert, signatures=[s for s in cert.signatures if s.validator in powers])
+
+    async def _commit(self, decide: Decide) -> None:
+        outcome = self.outcomes[decide.block_hash]
+        await self.node.commit_outcome(outcome, decide.certificate)
+        log.info(
+            "committed block",
+            extra={"height": decide.height, "round": decide.round, "txs": len(outcome.included)},
+        )
+        self.events.clear()
+        self._enter_height()
+
+    async def _report(self, action: ReportEvidence) -> None:
+        node = self.node
+        account = node.state.get_account(self.key.address)
+        nonce = node.mempool.pending_nonce(self.key.address, account.nonce)
+        tx = sign_tx(
+            ReportEvidenceTx(
+                chain_id=node.chain_id,
+                sender=self.key.address,
+                nonce=nonce,
+                fee=node.params.min_fee,
+                evidence=action.evidence,
+            ),
+            self.key,
+        )
+        results = await node.submit_txs([tx])
+        log.warning(
+            "double vote seen; evidence submitted",
+            extra={"offender": action.evidence.vote_a.validator, "error": results[0].error and results[0].error.reason},
+        )
+
+    # -- p2p --------------------------------------------------------------------
+    def _on_connect(self, peer: Peer) -> None:
+        self.p2p.send(peer, Status(self.machine.height, self.machine.round))
+
+    async def on_message(self, peer: Peer, message: Message) -> None:
+        """Called from a peer's read loop: txs are admitted here, consensus messages are queued for the one
+        consensus task (a read loop is cancelled when its connection closes; a commit must never be)."""
+        if isinstance(message, TxGossip):
+            await self._on_txs(peer, message.txs)
+            return
+        if isinstance(message, Status):
+            await self._on_status(peer, message)
+            return
+        if isinstance(message, SyncRequest):
+            self._serve_sync(peer, message.from_height)
+            return
+        try:
+            self.inbox.put_nowait((peer, message))
+        except asyncio.QueueFull:
+            self.inbox_dropped += 1
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            peer, message = await self.inbox.get()
+            try:
+                await self._handle(peer, message)
+            except PeerMisbehaved as exc:
+                self.p2p.penalize(peer, exc.penalty, str(exc))
+            except Exception:
+                log.exception("consensus message handling failed", extra={"peer": peer.address})
+
+    async def _handle(self, peer: Peer, message: Message) -> None:
+        async with self.lock:
+            if isinstance(message, SyncBlocks):
+                await self._on_sync(peer, message)
+            elif isinstance(message, ProposalGossip | VoteGossip):
+                if not self.p2p.is_new(message_key(message)):
+                    return
+                height = _height_of(message)
+                if height > self.machine.height:
+                    self.future.append((peer, message))
+                    self._ask_sync(peer)
+                    return
+                if height < self.machine.height:
+                    return
+                self._accept(peer, message)
+            await self._drain()
+
+    def _accept(self, peer: Peer | None, message: Message) -> None:
+        """Check a proposal or vote of the current height and queue it for the machine."""
+        if isinstance(message, VoteGossip):
+            if not is_valid_vote_signature(message.vote):
+                raise PeerMisbehaved(50, "vote signature does not verify")
+            self.p2p.broadcast(message, exclude=peer)
+            self.events.append(VoteReceived(message.vote))
+        elif isinstance(message, ProposalGossip):
+            proposal, block = message.proposal, message.block
+            if not is_valid_proposal_signature(proposal):
+                raise PeerMisbehaved(50, "proposal signature does not verify")
+            if block_hash(block.header) != proposal.block_hash:
+                raise PeerMisbehaved(50, "proposal names another block than it carries")
+            self.p2p.broadcast(message, exclude=peer)
+            valid = self._check_block(message)
+            self.events.append(ProposalReceived(proposal, valid))
+
+    def _check_block(self, message: ProposalGossip) -> bool:
+        node, proposal = self.node, message.proposal
+        if proposal.block_hash in self.outcomes:
+            return True
+        try:
+            outcome = apply_block(
+                node.state,
+                node.head,
+                message.block,
+                node.genesis.authorities,
+                node.params,
+                expected_proposer=proposal.proposer,
+                is_known_valid=node.mempool.__contains__,
+            )
+        except InvalidBlock as exc:
+            log.warning("invalid proposal", extra={"proposer": proposal.proposer, "error": exc.message})
+            return False
+        self.outcomes[outcome.hash] = outcome
+        return True
+
+    async def _on_status(self, peer: Peer, status: Status) -> None:
+        if status.height < self.machine.height:
+            self._serve_sync(peer, status.height)
+        elif status.height > self.machine.height:
+            self._ask_sync(peer)
+        else:
+            for message in self.own:
+                self.p2p.send(peer, message)
+
+    def _ask_sync(self, peer: Peer) -> None:
+        now = time.monotonic()
+        if self._sync_asked.get(peer.address, 0) > now:
+            return
+        self._sync_asked[peer.address] = now + 0.5
+        self.p2p.send(peer, SyncRequest(self.machine.height))
+
+    def _serve_sync(self, peer: Peer, from_height: int) -> None:
+        store = self.node.store
+        blocks: list[CommittedBlock] = []
+        for height in range(max(1, from_height), min(self.node.head.height, from_height + SYNC_BATCH - 1) + 1):
+            block, commit = store.block_by_height(height), store.commit_by_height(height)
+            if block is None or commit is None:
+                break
+            blocks.append(CommittedBlock(block, commit))
+        if blocks:
+            self.p2p.send(peer, SyncBlocks(blocks))
+
+    async def _on_sync(self, peer: Peer, message: SyncBlocks) -> None:
+        node = self.node
+        applied = 0
+        for item in message.blocks:
+            header = item.block.header
+            if header.height != node.head.height + 1:
+                continue
+            powers = node.get_validator_powers()
+            hash_ = block_hash(header)
+            try:
+                verify_commit(item.commit, node.chain_id, header.height, hash_, powers)
+                outcome = self.outcomes.get(hash_) or apply_block(
+                    node.state,
+                    node.head,
+                    item.block,
+                    node.genesis.authorities,
+                    node.params,
+                    expected_proposer=get_proposer(powers, header.height, item.commit.round),
+                )
+            except InvalidBlock as exc:
+                raise PeerMisbehaved(50, f"sync block {header.height}: {exc.message}") from None
+            await node.commit_outcome(outcome, item.commit)
+            self.outcomes = {}
+            applied += 1
+        if applied:
+            log.info("synced blocks", extra={"from": peer.address, "count": applied, "height": node.head.height})
+            self.events.clear()
+            self._enter_height()
+            if len(message.blocks) >= SYNC_BATCH:
+                self._sync_asked.pop(peer.address, None)
+                self._ask_sync(peer)
+
+    # -- txs ----------------------------------------------------------------------
+    async def _on_txs(self, peer: Peer, txs: list[Tx]) -> None:
+        fresh = [tx for tx in txs if self.p2p.is_new(bytes.fromhex(tx_hash(tx)))]
+        if not fresh:
+            return
+        self._tx_source = peer
+        try:
+            await self.node.submit_txs(fresh)
+        finally:
+            self._tx_source = None
+
+    def _gossip_admitted(self, admitted: list[VerifiedTx]) -> None:
+        for vtx in admitted:
+            self.p2p.is_new(bytes.fromhex(vtx.hash))
+        if self._tx_source is not None:
+            source = self._tx_source
+            self.p2p.broadcast(TxGossip([v.tx for v in admitted]), exclude=source)
+            return
+        self.tx_out.extend(v.tx for v in admitted)
+
+    async def _tx_flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TX_FLUSH_SECONDS)
+            while self.tx_out:
+                batch, self.tx_out = self.tx_out[:TX_BATCH], self.tx_out[TX_BATCH:]
+                self.p2p.broadcast(TxGossip(batch))
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_SECONDS)
+            self.p2p.broadcast(Status(self.machine.height, self.machine.round))
+
+
+def _height_of(message: Message) -> int:
+    if isinstance(message, ProposalGossip):
+        return message.proposal.height
+    if isinstance(message, VoteGossip):
+        return message.vote.height
+    return -1
