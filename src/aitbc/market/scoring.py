@@ -10,7 +10,7 @@ then online, free capacity and stake). Each eligible miner gets a score in [0, 1
     latency     ttft_ref / (ttft_ref + ttft)           measured time to first token
     throughput  tps / (tps + tps_ref)                  measured tokens per second
     price       price_ref / (price_ref + unit_price)   the price of the served model
-    load        1 − active / max_concurrency
+    load        1 - active / max_concurrency
     stake       stake / (stake + stake_ref)
     age         age / (age + age_ref)                  time since first registration
 
@@ -241,10 +241,10 @@ def get_exclusion(state: MinerState, job: JobRequirements, now_ms: int, config: 
 def compute_static_factors(state: MinerState, model: ServedModel, config: ScoringConfig) -> dict[str, float]:
     """The factors that change only with outcomes, registration or stake (not with time or load)."""
     stats = state.stats
-    latency = config.unknown_factor if stats.ttft_ms is None else config.ttft_ref_ms / (config.ttft_ref_ms + stats.ttft_ms)
-    throughput = (
-        config.unknown_factor if stats.tokens_per_s is None else stats.tokens_per_s / (stats.tokens_per_s + config.tps_ref)
-    )
+    unknown = config.unknown_factor
+    latency = unknown if stats.ttft_ms is None else config.ttft_ref_ms / (config.ttft_ref_ms + stats.ttft_ms)
+    tps = stats.tokens_per_s
+    throughput = unknown if tps is None else tps / (tps + config.tps_ref)
     stake = max(0, state.stake)
     return {
         "success": min(1.0, max(0.0, stats.reliability)),

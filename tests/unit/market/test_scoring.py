@@ -263,7 +263,9 @@ def test_ranking_is_deterministic_whatever_the_input_order(
 _improvements = {
     "success": lambda s: replace(s, stats=replace(s.stats, reliability=min(1.0, s.stats.reliability + 0.1))),
     # (an unmeasured miner keeps the neutral value: measuring it is not an "improvement" of a number)
-    "latency": lambda s: replace(s, stats=replace(s.stats, ttft_ms=None if s.stats.ttft_ms is None else s.stats.ttft_ms / 2)),
+    "latency": lambda s: replace(
+        s, stats=replace(s.stats, ttft_ms=None if s.stats.ttft_ms is None else s.stats.ttft_ms / 2)
+    ),
     "throughput": lambda s: replace(
         s, stats=replace(s.stats, tokens_per_s=None if s.stats.tokens_per_s is None else s.stats.tokens_per_s * 2 + 1)
     ),
@@ -290,9 +292,7 @@ def test_score_is_monotonic_in_each_factor(state: MinerState, factor: str) -> No
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(list(Outcome)), max_size=30), st.sampled_from(list(Outcome)))
-def test_a_success_never_lowers_and_a_failure_never_raises_reliability(
-    history: list[Outcome], last: Outcome
-) -> None:
+def test_a_success_never_lowers_and_a_failure_never_raises_reliability(history: list[Outcome], last: Outcome) -> None:
     stats = new_stats(CONFIG)
     for outcome in history:
         stats = apply_outcome(stats, outcome, NOW, CONFIG)
