@@ -75,7 +75,7 @@ class ScoringWeights:
 
     @property
     def total(self) -> float:
-        return sum(getattr(self, name) for name in FACTORS)
+        return float(sum(getattr(self, name) for name in FACTORS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +264,7 @@ def compute_factors(state: MinerState, model: ServedModel, now_ms: int, config: 
 
 
 def compute_score(factors: dict[str, float], weights: ScoringWeights) -> float:
-    return sum(getattr(weights, name) * factors[name] for name in FACTORS) / weights.total
+    return float(sum(getattr(weights, name) * factors[name] for name in FACTORS)) / weights.total
 
 
 def _static_partial(state: MinerState, model: ServedModel, config: ScoringConfig) -> float:
