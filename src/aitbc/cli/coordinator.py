@@ -33,6 +33,12 @@ def run(
     lease_seconds: Annotated[float, typer.Option(help="Seconds a miner may stay silent on a job")] = 15.0,
     max_attempts: Annotated[int, typer.Option(help="Runs of a job before it fails")] = 3,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    poolhub_url: Annotated[
+        str | None, typer.Option(help="Match through this pool hub (default: in process)", show_default=False)
+    ] = None,
+    poolhub_token: Annotated[
+        str | None, typer.Option(envvar="AITBC_POOLHUB_API_TOKEN", help="The pool hub's API token", show_default=False)
+    ] = None,
 ) -> None:
     """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C."""
     from aitbc.coordinator.app import run_coordinator
@@ -47,6 +53,8 @@ def run(
         lease_seconds=lease_seconds,
         max_attempts=max_attempts,
         log_level=log_level,
+        poolhub_url=poolhub_url,
+        poolhub_token=poolhub_token,
     )
     configure_logging("coordinator", settings.log_level)
     run_coordinator(settings)

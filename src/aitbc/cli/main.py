@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, tx
+from aitbc.cli import chain, coordinator, devnet, job, keys, match, miner, miners, node, poolhub, tx
 
 app = typer.Typer(
     name="aitbc",
@@ -20,3 +20,6 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
+app.add_typer(poolhub.app, name="poolhub")
+app.add_typer(miners.app, name="miners")
+app.add_typer(match.app, name="match")

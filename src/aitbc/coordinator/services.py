@@ -24,6 +24,7 @@ from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, Miner
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.events import JobEventBroker
+from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.market.lifecycle import (
     JobLifecycle,
@@ -40,6 +41,7 @@ from aitbc.market.lifecycle import (
     on_ttl_expired,
 )
 from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel, find_served_model, get_ineligibility
+from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, NotFound
 from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_output_hash
@@ -233,6 +235,7 @@ class CoordinatorService:
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self._leases: dict[str, _LeaseMark] = {}  # job id → the running job's lease as last written
         self._lease_ms = int(settings.lease_seconds * 1000)
+        self.match_policy: MatchPolicy = create_match_policy(settings)
 
     # -- plumbing ----------------------------------------------------------------
     async def _write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -483,6 +486,7 @@ class CoordinatorService:
         )
         await self._write(self.repo.upsert_miner, miner, registration, live.last_seen_ms)
         self.miners[miner] = live
+        self.match_policy.on_register(offer, registration, live.max_concurrency)
         self.metrics.miners_online.set(len(self.live_miners()))
         self._notify_work()
         log.info("miner registered", extra={"miner": miner, "models": [m.name for m in offer.models]})
@@ -496,7 +500,7 @@ class CoordinatorService:
 
     async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
         """Mark the miner alive and extend the leases of the jobs it says it is still running."""
-        self._live(miner)
+        self.match_policy.on_heartbeat(miner, len(self._live(miner).active))
         extended: dict[str, int] = {}
         lost: list[str] = []
         for job_id, lease_id in leases.items():
@@ -592,6 +596,10 @@ class CoordinatorService:
             requirements = requirements_from_row(row)
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
+            if not self.match_policy.allows(
+                live, requirements, row["id"], row["created_at_ms"], self.live_miners(now), now
+            ):
+                continue  # a better-ranked miner with a free slot gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
             claimed = on_claim(lifecycle_from_row(row), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
@@ -687,6 +695,8 @@ class CoordinatorService:
         self._release_active(miner, job_id)
         row.update(changes)
         self.metrics.jobs_finished.labels("completed").inc()
+        speed = measured_speed(row, receipt.units.completion_tokens, now)
+        self.match_policy.on_outcome(miner, job_id, row["attempts"], Outcome.COMPLETED, *speed)
         if row["assigned_at_ms"] is not None:
             self.metrics.job_duration.observe((now - row["assigned_at_ms"]) / 1000)
         if receipt.units.compute_ms > 0 and receipt.units.completion_tokens:
@@ -713,6 +723,7 @@ class CoordinatorService:
         job = lifecycle_from_row(row)
         failed = on_failure(job, miner, lease_id, now_ms(), error[:2000], retryable)
         await self._apply_transition(row, job, failed, expect_lease=lease_id)
+        self.match_policy.on_outcome(miner, job_id, job.attempts, Outcome.FAILED, detail=error[:500])
         return job_view(row)
 
     async def release(self, miner: str, job_id: str, lease_id: str) -> dict[str, Any]:
@@ -760,6 +771,8 @@ class CoordinatorService:
         now = now_ms()
         self.events.prune()
         self.metrics.miners_online.set(len(self.live_miners(now)))
+        if self.match_policy.is_due(now):
+            self._notify_work()  # a job held for a better-ranked miner is now open to any claimer
         if now < self._next_sweep_ms:
             return
         # Set before reading, so that marks lowered while the read runs are kept.
@@ -772,6 +785,7 @@ class CoordinatorService:
                 continue
             try:
                 await self._apply_transition(row, job, on_lease_expired(job, now), expect_lease=job.lease_id)
+                self.match_policy.on_outcome(job.miner or "", row["id"], job.attempts, Outcome.TIMED_OUT)
                 log.warning("lease expired", extra={"job_id": row["id"], "miner": job.miner, "state": row["state"]})
             except JobRuleViolation:
                 continue

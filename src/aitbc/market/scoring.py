@@ -355,6 +355,27 @@ def rank(
     return ranked if limit is None else ranked[:limit]
 
 
+def get_best(
+    job: JobRequirements, miners: list[MinerState], now_ms: int, config: ScoringConfig, job_id: str = ""
+) -> str | None:
+    """The miner ``rank`` would put first, without building reasons (the coordinator's per-claim check)."""
+    slot = is_exploration_slot(job_id, config.exploration_share)
+    best: tuple[bool, float, _Inverted] | None = None
+    for state in miners:
+        if get_exclusion(state, job, now_ms, config) is not None:
+            continue
+        model = find_served_model(state.offer, job)
+        assert model is not None
+        key = (
+            slot and is_new(state, config),
+            compute_score(compute_factors(state, model, now_ms, config), config.weights),
+            _Inverted(state.miner),
+        )
+        if best is None or key > best:
+            best = key
+    return None if best is None else str(best[2])
+
+
 # -- the index -------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from aitbc.market.scoring import (
     compute_factors,
     compute_score,
     explain,
+    get_best,
     get_exclusion,
     is_exploration_slot,
     new_stats,
@@ -258,6 +259,7 @@ def test_ranking_is_deterministic_whatever_the_input_order(
     first = rank(job, states, NOW, config, job_id)
     again = rank(job, list(reversed(states)), NOW, config, job_id)
     assert first == again
+    assert get_best(job, states, NOW, config, job_id) == (first[0].miner if first else None)
 
 
 _improvements = {

@@ -1,0 +1,121 @@
+"""Redis for live miner state, SQL (PostgreSQL) for everything durable.
+
+Per miner a hash ``PREFIX live:ADDRESS`` {last_seen_ms, load} that expires ``live_ttl_ms``
+after the last heartbeat, and a sorted set ``PREFIX online`` (address → last heartbeat)
+trimmed on every write: a miner that stops heartbeating disappears from both on its own.
+Heartbeats never touch the SQL database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from aitbc.market.scoring import MinerStats
+from aitbc.poolhub.registry import Heartbeat, MinerRecord, OutcomeReport, Row
+from aitbc.poolhub.sql_registry import SqlRegistry
+
+
+class RedisRegistry:
+    def __init__(
+        self,
+        redis_url: str,
+        sql_url: str,
+        *,
+        live_ttl_ms: int = 60_000,
+        prefix: str = "aitbc:poolhub:",
+        prior_reliability: float = 0.75,
+    ) -> None:
+        self.redis: redis.Redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis.ping()
+        self.sql = SqlRegistry(sql_url, prior_reliability)
+        self.live_ttl_ms = live_ttl_ms
+        self.prefix = prefix
+        self.online_key = prefix + "online"
+        self.miners_key = prefix + "miners"
+        known = [r.state.miner for r in self.sql.load_miners()]
+        if known:  # the set of registered miners, rebuilt from SQL (Redis may have been flushed)
+            self.redis.sadd(self.miners_key, *known)
+
+    def _live_key(self, miner: str) -> str:
+        return f"{self.prefix}live:{miner}"
+
+    def _write_live(self, beats: Sequence[Heartbeat], known: set[str] | None = None) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        newest = 0
+        for beat in beats:
+            if known is not None and beat.miner not in known:
+                continue
+            key = self._live_key(beat.miner)
+            if beat.load is None:
+                pipe.hset(key, "last_seen_ms", beat.at_ms)
+            else:
+                pipe.hset(key, mapping={"last_seen_ms": beat.at_ms, "load": beat.load})
+            pipe.pexpire(key, self.live_ttl_ms)
+            pipe.zadd(self.online_key, {beat.miner: beat.at_ms})
+            newest = max(newest, beat.at_ms)
+        if newest:
+            pipe.zremrangebyscore(self.online_key, "-inf", newest - self.live_ttl_ms)
+        pipe.execute()
+
+    def upsert_miner(
+        self, address: str, registration: dict[str, Any], stake: int, max_concurrency: int, now_ms: int
+    ) -> MinerRecord:
+        record = self.sql.upsert_miner(address, registration, stake, max_concurrency, now_ms)
+        self.redis.sadd(self.miners_key, address)
+        self._write_live([Heartbeat(address, now_ms)])
+        live = self._read_live([address])[address]
+        return _with_live(record, live)
+
+    def remove_miner(self, address: str, now_ms: int) -> bool:
+        self.redis.delete(self._live_key(address))
+        self.redis.zrem(self.online_key, address)
+        self.redis.srem(self.miners_key, address)
+        return self.sql.remove_miner(address, now_ms)
+
+    def record_heartbeats(self, beats: Sequence[Heartbeat]) -> None:
+        if beats:
+            self._write_live(beats, known=self._known(sorted({b.miner for b in beats})))
+
+    def _known(self, addresses: list[str]) -> set[str]:
+        flags = self.redis.smismember(self.miners_key, addresses)
+        return {a for a, known in zip(addresses, flags, strict=True) if known}
+
+    def _read_live(self, addresses: list[str]) -> dict[str, tuple[int, int]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for address in addresses:
+            pipe.hmget(self._live_key(address), ["last_seen_ms", "load"])
+        live: dict[str, tuple[int, int]] = {}
+        for address, (seen, load) in zip(addresses, pipe.execute(), strict=True):
+            live[address] = (int(seen) if seen is not None else 0, int(load) if load is not None else 0)
+        return live
+
+    def record_outcome(self, report: OutcomeReport, stats: MinerStats) -> bool:
+        return self.sql.record_outcome(report, stats)
+
+    def load_miners(self) -> list[MinerRecord]:
+        records = self.sql.load_miners()
+        live = self._read_live([r.state.miner for r in records])
+        return [_with_live(r, live[r.state.miner]) for r in records]
+
+    def online_miners(self, now_ms: int, timeout_ms: int) -> set[str]:
+        members: list[str] = self.redis.zrangebyscore(self.online_key, now_ms - timeout_ms, "+inf")  # type: ignore[assignment]
+        return set(members)
+
+    def get_outcomes(self, address: str, limit: int) -> list[Row]:
+        return self.sql.get_outcomes(address, limit)
+
+    def get_audit(self, address: str, limit: int) -> list[Row]:
+        return self.sql.get_audit(address, limit)
+
+    def close(self) -> None:
+        self.sql.close()
+        self.redis.close()
+
+
+def _with_live(record: MinerRecord, live: tuple[int, int]) -> MinerRecord:
+    seen, load = live
+    return MinerRecord(replace(record.state, last_seen_ms=seen, load=load), record.registration)
