@@ -105,6 +105,8 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
         if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
             raise Unauthorized("this endpoint needs Authorization: Bearer <the pool hub's API token>")
 
+    writer = [Depends(require_token)]
+
     @app.exception_handler(AitbcError)
     async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
@@ -135,30 +137,46 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- the coordinator's API -----------------------------------------------------------
-    @app.post("/v1/miners", tags=["coordinator"], summary="Register or update a miner")
-    async def register(body: MinerRegistration, _: Annotated[None, Depends(require_token)]) -> dict[str, Any]:
+    @app.post("/v1/miners", tags=["coordinator"], dependencies=writer, summary="Register or update a miner")
+    async def register(body: MinerRegistration) -> dict[str, Any]:
         return await service.register(body.miner, registration_dict(body), body.stake, body.max_concurrency)
 
-    @app.delete("/v1/miners/{address}", tags=["coordinator"], summary="Remove a miner from the registry")
-    async def remove(address: str, _: Annotated[None, Depends(require_token)]) -> dict[str, Any]:
+    @app.delete(
+        "/v1/miners/{address}", tags=["coordinator"], dependencies=writer, summary="Remove a miner from the registry"
+    )
+    async def remove(address: str) -> dict[str, Any]:
         return await service.remove(address)
 
-    @app.post("/v1/heartbeat", tags=["coordinator"], summary="One miner is alive (with its current load)")
-    async def heartbeat(body: HeartbeatIn, _: Annotated[None, Depends(require_token)]) -> dict[str, Any]:
+    @app.post(
+        "/v1/heartbeat", tags=["coordinator"], dependencies=writer, summary="One miner is alive (with its current load)"
+    )
+    async def heartbeat(body: HeartbeatIn) -> dict[str, Any]:
         return {"miner": body.miner, "seen_at_ms": service.heartbeat(body.miner, body.load)}
 
-    @app.post("/v1/heartbeats", tags=["coordinator"], summary="Many miners are alive (unknown ones are listed)")
-    async def heartbeats(body: HeartbeatsIn, _: Annotated[None, Depends(require_token)]) -> dict[str, Any]:
+    @app.post(
+        "/v1/heartbeats",
+        tags=["coordinator"],
+        dependencies=writer,
+        summary="Many miners are alive (unknown ones are listed)",
+    )
+    async def heartbeats(body: HeartbeatsIn) -> dict[str, Any]:
         return service.heartbeats([(b.miner, b.load) for b in body.beats])
 
-    @app.post("/v1/outcomes", tags=["coordinator"], summary="How a job given to a miner ended, as measured")
-    async def outcome(body: OutcomeIn, _: Annotated[None, Depends(require_token)]) -> dict[str, Any]:
+    @app.post(
+        "/v1/outcomes",
+        tags=["coordinator"],
+        dependencies=writer,
+        summary="How a job given to a miner ended, as measured",
+    )
+    async def outcome(body: OutcomeIn) -> dict[str, Any]:
         return await service.record_outcome(
             body.miner, body.job_id, body.attempt, body.outcome, body.ttft_ms, body.tokens_per_s, body.detail
         )
 
-    @app.post("/v1/match", tags=["coordinator"], summary="Rank the miners for a job, with the reasons")
-    async def match(body: MatchRequest, _: Annotated[None, Depends(require_token)]) -> dict[str, Any]:
+    @app.post(
+        "/v1/match", tags=["coordinator"], dependencies=writer, summary="Rank the miners for a job, with the reasons"
+    )
+    async def match(body: MatchRequest) -> dict[str, Any]:
         j = body.job
         requirements = JobRequirements(
             job_type=j.type,
