@@ -104,6 +104,7 @@ class CoordinatorProcess:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     chain_id: str = "aitbc-devnet"
+    extra_args: list[str] = field(default_factory=list)
     address: str = ""
     _engine: sa.Engine | None = None
 
@@ -142,6 +143,7 @@ class CoordinatorProcess:
             ]  # fmt: skip
             if self.database_url:
                 args += ["--database-url", self.database_url]
+            args += self.extra_args
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
             deadline = time.monotonic() + START_TIMEOUT

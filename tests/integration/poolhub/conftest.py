@@ -7,11 +7,13 @@ test what survives a restart). Without the binaries those cases FAIL with an ins
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from poolhub_harness import BACKENDS, Stores, make_stores
+
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 
@@ -35,3 +37,9 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
         yield s
     finally:
         s.close_all()
+
+
+# The coordinator's harness (processes, fake miners) is reused by the coordinator + pool hub tests here.
+COORDINATOR_TESTS = str(Path(__file__).resolve().parents[1] / "coordinator")
+if COORDINATOR_TESTS not in sys.path:
+    sys.path.append(COORDINATOR_TESTS)

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.postgres import PostgresServer
-from support.redis import RedisServer
 
 from aitbc.poolhub.redis_registry import RedisRegistry
 from aitbc.poolhub.registry import Registry
 from aitbc.poolhub.sql_registry import SqlRegistry
+from support.postgres import PostgresServer
+from support.redis import RedisServer
 
 BACKENDS = ["sqlite", "postgresql", "redis+postgresql"]
 _counter = itertools.count()
