@@ -98,7 +98,8 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
     )
     app.state.service = service
 
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        # async: FastAPI would run a plain ``def`` dependency in a worker thread, a costly round trip
         if settings.api_token is None:
             return
         expected = f"Bearer {settings.api_token}"
