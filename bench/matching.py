@@ -4,8 +4,8 @@
    measured statistics, loads, stakes and ages; ~5 % offline, some full), each serving 2 of ``--models``
    models (so ~2/5 of all miners serve any one model), and a second index where every miner serves the
    one requested model (the worst case). ``--matches`` jobs (random model, a region constraint on a third,
-   a price cap on a quarter) each ask for the top 10. Baseline in the same run: ``rank()``, the full
-   O(n) scan that also writes the reasons for every miner (what ``explain`` does) — reported as a ratio.
+   a price cap on a quarter) each ask for the top 10. Baseline in the same run: ``rank(limit=10)``, the
+   full O(n) scan (every miner checked and scored, reasons for the 10 best) — reported as a ratio.
 2. **Through the service.** ``python -m aitbc poolhub run`` with ``--redis-url`` (live state in a
    throwaway ``redis-server``; the durable part in SQLite), the same miners registered over HTTP. Then:
    heartbeats absorbed per second (batches of 500 on ``POST /v1/heartbeats``, and single

@@ -325,21 +325,38 @@ def _order(candidates: list[Candidate], exploration_slot: bool) -> list[Candidat
     return sorted(candidates, key=lambda c: (not (exploration_slot and c.exploration), -c.score, c.miner))
 
 
-def explain(
-    job: JobRequirements, miners: list[MinerState], now_ms: int, config: ScoringConfig, job_id: str = ""
+def _rank(
+    job: JobRequirements, miners: list[MinerState], now_ms: int, config: ScoringConfig, job_id: str, limit: int | None
 ) -> Ranking:
-    """Every miner, ranked or excluded with its reason."""
+    """Score every miner, order them, and write the reasons only for the ``limit`` best (the costly part)."""
     slot = is_exploration_slot(job_id, config.exploration_share)
-    candidates: list[Candidate] = []
+    scored: list[tuple[bool, float, str, MinerState, ServedModel, dict[str, float], bool]] = []
     excluded: list[Exclusion] = []
     for state in miners:
         reason = get_exclusion(state, job, now_ms, config)
         if reason is not None:
             excluded.append(Exclusion(state.miner, reason))
-        else:
-            candidates.append(_candidate(state, job, now_ms, config, slot and is_new(state, config)))
+            continue
+        model = find_served_model(state.offer, job)
+        assert model is not None  # checked by get_exclusion
+        factors = compute_factors(state, model, now_ms, config)
+        exploration = slot and is_new(state, config)
+        score = compute_score(factors, config.weights)
+        scored.append((not exploration, -score, state.miner, state, model, factors, exploration))
+    scored.sort(key=lambda item: item[:3])
+    candidates = [
+        Candidate(miner, -neg, explain_factors(state, model, factors, now_ms, exploration), factors, exploration)
+        for _, neg, miner, state, model, factors, exploration in (scored if limit is None else scored[:limit])
+    ]
     excluded.sort(key=lambda e: e.miner)
-    return Ranking(_order(candidates, slot), excluded, slot)
+    return Ranking(candidates, excluded, slot)
+
+
+def explain(
+    job: JobRequirements, miners: list[MinerState], now_ms: int, config: ScoringConfig, job_id: str = ""
+) -> Ranking:
+    """Every miner, ranked or excluded with its reason."""
+    return _rank(job, miners, now_ms, config, job_id, None)
 
 
 def rank(
@@ -351,8 +368,7 @@ def rank(
     limit: int | None = None,
 ) -> list[Candidate]:
     """The eligible miners, best first, each with its score and the reasons for it."""
-    ranked = explain(job, miners, now_ms, config, job_id).candidates
-    return ranked if limit is None else ranked[:limit]
+    return _rank(job, miners, now_ms, config, job_id, limit).candidates
 
 
 def get_best(

@@ -30,6 +30,7 @@ from aitbc.market.scoring import (
     explain,
     is_exploration_slot,
     is_online,
+    rank,
 )
 from aitbc.poolhub.config import PoolHubSettings
 from aitbc.poolhub.metrics import PoolHubMetrics
@@ -195,13 +196,15 @@ class PoolHubService:
                 if candidates is None
                 else [s for s in (self.index.get(a) for a in candidates) if s is not None]
             )
-            ranking = explain(job, pool, at, self.config, job_id)
-            ranked = ranking.candidates[:limit]
             if with_exclusions:
+                ranking = explain(job, pool, at, self.config, job_id)
+                ranked = ranking.candidates[:limit]
                 excluded = [{"miner": e.miner, "reason": e.reason} for e in ranking.excluded]
                 if candidates is not None:
                     known = {s.miner for s in pool}
                     excluded += [{"miner": a, "reason": "not registered"} for a in candidates if a not in known]
+            else:
+                ranked = rank(job, pool, at, self.config, job_id, limit)
         else:
             ranked = self.index.top(job, at, limit, job_id)
         elapsed = time.perf_counter() - started
