@@ -43,7 +43,14 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
-from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel, find_served_model, get_ineligibility
+from aitbc.market.matching import (
+    JobRequirements,
+    MinerOffer,
+    ServedModel,
+    compute_max_units,
+    find_served_model,
+    get_ineligibility,
+)
 
 FACTORS: Final = ("success", "latency", "throughput", "price", "load", "stake", "age")
 _BOUND_EPSILON: Final = 1e-9
@@ -238,6 +245,31 @@ def get_exclusion(state: MinerState, job: JobRequirements, now_ms: int, config: 
     return None
 
 
+def get_eligible_model(
+    state: MinerState, job: JobRequirements, now_ms: int, config: ScoringConfig
+) -> ServedModel | None:
+    """The model the miner would serve the job with, or None when ``get_exclusion`` gives a reason.
+
+    The same rules without the sentences, cheapest checks first: ``MinerIndex`` runs it for every miner
+    it walks past (a property test checks it agrees with ``get_exclusion``).
+    """
+    if now_ms - state.last_seen_ms > config.miner_timeout_ms or state.load >= state.max_concurrency:
+        return None
+    if state.stake < config.min_stake or (job.min_stake is not None and state.stake < job.min_stake):
+        return None
+    offer = state.offer
+    if job.region is not None and offer.region != job.region:
+        return None
+    if job.min_vram_gb is not None and offer.vram_gb < job.min_vram_gb:
+        return None
+    if job.gpu is not None and (offer.gpu_name is None or job.gpu.lower() not in offer.gpu_name.lower()):
+        return None
+    model = find_served_model(offer, job)
+    if model is None or (job.max_price is not None and model.unit_price * compute_max_units(job) > job.max_price):
+        return None
+    return model
+
+
 def compute_static_factors(state: MinerState, model: ServedModel, config: ScoringConfig) -> dict[str, float]:
     """The factors that change only with outcomes, registration or stake (not with time or load)."""
     stats = state.stats
@@ -264,7 +296,16 @@ def compute_factors(state: MinerState, model: ServedModel, now_ms: int, config: 
 
 
 def compute_score(factors: dict[str, float], weights: ScoringWeights) -> float:
-    return float(sum(getattr(weights, name) * factors[name] for name in FACTORS)) / weights.total
+    # Summed in the same order as ``_static_partial`` + load + age, so ``MinerIndex`` gets bit-identical scores.
+    w, f = weights, factors
+    static = (
+        w.success * f["success"]
+        + w.latency * f["latency"]
+        + w.throughput * f["throughput"]
+        + w.price * f["price"]
+        + w.stake * f["stake"]
+    )
+    return (static + w.load * f["load"] + w.age * f["age"]) / w.total
 
 
 def _static_partial(state: MinerState, model: ServedModel, config: ScoringConfig) -> float:
@@ -318,11 +359,6 @@ def _candidate(
         factors,
         exploration,
     )
-
-
-def _order(candidates: list[Candidate], exploration_slot: bool) -> list[Candidate]:
-    """Best first; ties broken by address; in an exploration slot new miners first."""
-    return sorted(candidates, key=lambda c: (not (exploration_slot and c.exploration), -c.score, c.miner))
 
 
 def _rank(
@@ -406,8 +442,8 @@ class MinerIndex:
     def __init__(self, config: ScoringConfig) -> None:
         self.config = config
         self.states: dict[str, MinerState] = {}
-        self._lists: dict[tuple[str, bool], list[tuple[float, str]]] = {}
-        self._keys: dict[str, list[tuple[tuple[str, bool], tuple[float, str]]]] = {}
+        self._lists: dict[tuple[str, bool], list[tuple[float, str, str]]] = {}  # (-partial, miner, digest)
+        self._keys: dict[str, list[tuple[tuple[str, bool], tuple[float, str, str]]]] = {}
         w = config.weights
         self._dynamic_bound = w.load + w.age
 
@@ -424,7 +460,7 @@ class MinerIndex:
         new = is_new(state, self.config)
         links = []
         for model in state.offer.models:
-            item = (-_static_partial(state, model, self.config), state.miner)
+            item = (-_static_partial(state, model, self.config), state.miner, model.digest)
             entries = self._lists.setdefault((model.name, new), [])
             bisect.insort(entries, item)
             links.append(((model.name, new), item))
@@ -450,41 +486,51 @@ class MinerIndex:
         return True
 
     def _top_of(
-        self, entries: list[tuple[float, str]], job: JobRequirements, now_ms: int, k: int, exploration: bool
-    ) -> list[Candidate]:
+        self, entries: list[tuple[float, str, str]], job: JobRequirements, now_ms: int, k: int
+    ) -> list[tuple[float, _Inverted]]:
         config = self.config
-        total = config.weights.total
+        w = config.weights
+        total = w.total
+        age_ref = config.age_ref_ms
         best: list[tuple[float, _Inverted]] = []  # min-heap: the k best so far, worst on top
         seen: set[str] = set()  # a miner serving two digests of the model has two entries
-        for neg_key, miner in entries:
+        for neg_key, miner, digest in entries:
             if len(best) >= k and (-neg_key + self._dynamic_bound) / total + _BOUND_EPSILON < best[0][0]:
                 break
             if miner in seen:
                 continue
             seen.add(miner)
             state = self.states[miner]
-            if get_exclusion(state, job, now_ms, config) is not None:
+            model = get_eligible_model(state, job, now_ms, config)
+            if model is None:
                 continue
-            model = find_served_model(state.offer, job)
-            assert model is not None
-            item = (compute_score(compute_factors(state, model, now_ms, config), config.weights), _Inverted(miner))
+            # the entry's key is the static part of the score; only load and age are computed here
+            partial = -neg_key if model.digest == digest else _static_partial(state, model, config)
+            age = max(0, now_ms - state.registered_at_ms)
+            load = 1.0 - min(state.load, state.max_concurrency) / max(1, state.max_concurrency)
+            score = (partial + w.load * load + w.age * (age / (age + age_ref))) / total
+            item = (score, _Inverted(miner))
             if len(best) < k:
                 heapq.heappush(best, item)
             elif item > best[0]:
                 heapq.heapreplace(best, item)
-        return [_candidate(self.states[str(miner)], job, now_ms, config, exploration) for _, miner in best]
+        return best
 
     def top(self, job: JobRequirements, now_ms: int, k: int, job_id: str = "") -> list[Candidate]:
         """The best ``k`` eligible miners for the job, as ``rank(...)[:k]`` would return them."""
         if k <= 0:
             return []
         slot = is_exploration_slot(job_id, self.config.exploration_share)
-        found: list[Candidate] = []
+        found: list[tuple[bool, float, str]] = []
         for new in (True, False):
             entries = self._lists.get((job.model, new))
             if entries:
-                found.extend(self._top_of(entries, job, now_ms, k, slot and new))
-        return _order(found, slot)[:k]
+                exploration = slot and new
+                found += [(exploration, score, str(miner)) for score, miner in self._top_of(entries, job, now_ms, k)]
+        found.sort(key=lambda f: (not f[0], -f[1], f[2]))  # as ``rank`` orders them
+        return [
+            _candidate(self.states[miner], job, now_ms, self.config, exploration) for exploration, _, miner in found[:k]
+        ]
 
     def miners(self) -> list[MinerState]:
         return list(self.states.values())

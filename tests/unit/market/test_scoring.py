@@ -22,6 +22,7 @@ from aitbc.market.scoring import (
     compute_score,
     explain,
     get_best,
+    get_eligible_model,
     get_exclusion,
     is_exploration_slot,
     new_stats,
@@ -200,8 +201,10 @@ stats_st = st.builds(
     failed=st.integers(0, 100),
 )
 state_st = st.builds(
-    lambda name, price, stats, load, conc, stake, age, seen, region: MinerState(
-        offer=MinerOffer(name, (ServedModel("llama3.2", DIGEST, "text", price),), region=region, vram_gb=24.0),
+    lambda name, price, stats, load, conc, stake, age, seen, region, gpu: MinerState(
+        offer=MinerOffer(
+            name, (ServedModel("llama3.2", DIGEST, "text", price),), region=region, vram_gb=gpu[1], gpu_name=gpu[0]
+        ),
         registered_at_ms=NOW - age,
         last_seen_ms=NOW - seen,
         max_concurrency=conc,
@@ -218,6 +221,7 @@ state_st = st.builds(
     age=st.integers(0, 10**10),
     seen=st.integers(0, 30_000),
     region=st.sampled_from(["eu", "us"]),
+    gpu=st.sampled_from([(None, 0.0), ("NVIDIA RTX 4090", 24.0), ("NVIDIA H100", 80.0)]),
 )
 job_st = st.builds(
     JobRequirements,
@@ -228,6 +232,9 @@ job_st = st.builds(
     max_price=st.none() | st.integers(0, 5_000),
     region=st.none() | st.sampled_from(["eu", "us"]),
     min_stake=st.none() | st.integers(0, 5_000),
+    min_vram_gb=st.none() | st.sampled_from([8.0, 24.0, 48.0]),
+    gpu=st.none() | st.sampled_from(["rtx", "H100"]),
+    model_digest=st.none() | st.sampled_from([DIGEST, "sha256:other"]),
 )
 
 
@@ -245,6 +252,8 @@ def test_excluded_miners_are_never_returned(
     ranked = rank(job, states, NOW, config, job_id)
     excluded = {s.miner for s in states if get_exclusion(s, job, NOW, config) is not None}
     assert not excluded & {c.miner for c in ranked}
+    for s in states:  # the index's fast check applies the same rules
+        assert (get_eligible_model(s, job, NOW, config) is None) == (s.miner in excluded)
     assert len(ranked) + len(excluded) == len(states)
     assert all(0.0 <= c.score <= 1.0 for c in ranked)
 
