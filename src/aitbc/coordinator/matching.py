@@ -23,8 +23,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 
@@ -36,8 +36,11 @@ from aitbc.market.scoring import (
     Outcome,
     ScoringConfig,
     apply_outcome,
+    compute_factors,
+    compute_score,
     explain,
     get_best,
+    get_eligible_model,
     new_stats,
 )
 
@@ -49,6 +52,16 @@ log = logging.getLogger("aitbc.coordinator.matching")
 HUB_TIMEOUT_S = 0.5
 HUB_RANKING_CACHE_MS = 200
 HUB_BATCH = 500
+
+
+class Waiting(Protocol):
+    """A claimer long-polling for work (``aitbc.coordinator.services._Waiter``)."""
+
+    @property
+    def live(self) -> LiveMiner: ...
+
+
+W = TypeVar("W", bound=Waiting)
 
 
 class MatchPolicy(Protocol):
@@ -83,6 +96,10 @@ class MatchPolicy(Protocol):
 
     def is_due(self, now_ms: int) -> bool:
         """A job held back for a better miner may now go to anyone: wake the claimers."""
+        ...
+
+    def order_waiters(self, model: str, waiters: Sequence[W]) -> list[tuple[int, W]]:
+        """The waiting claimers (with their positions) in the order to offer a new job of ``model``."""
         ...
 
     def explain(self, job: JobRequirements, job_id: str, live: Iterable[LiveMiner], now_ms: int) -> dict[str, Any]: ...
@@ -160,6 +177,31 @@ class LocalMatchPolicy:
             return True
         best = get_best(job, self.states(pool, now_ms), now_ms, self.config, job_id)
         return best is None or best == claimer.offer.miner or self._hold(queued_since_ms + self.hold_ms)
+
+    def order_waiters(self, model: str, waiters: Sequence[W]) -> list[tuple[int, W]]:
+        """Best-ranked miner first (for a job of ``model`` with no other constraints), then longest waiting.
+
+        Waking the miner the job will go to saves the wake-up of every other claimer that a refused
+        claim causes. The ranking here ignores the job's own constraints; if it guesses wrong, the
+        refused claimer wakes the others as before.
+        """
+        indexed = list(enumerate(waiters))
+        serving = {w.live.offer.miner: w.live for w in waiters if any(m.name == model for m in w.live.offer.models)}
+        if len(serving) <= 1:
+            return indexed
+        kind = next(m.kind for live in serving.values() for m in live.offer.models if m.name == model)
+        job = JobRequirements(
+            job_type="embedding" if kind == "embedding" else "inference", model=model, input_chars=0, max_tokens=0
+        )
+        now = int(time.time() * 1000)
+        scores: dict[str, float] = {}
+        for state in self.states(serving.values(), now):
+            served = get_eligible_model(state, job, now, self.config)
+            if served is not None:
+                scores[state.miner] = compute_score(
+                    compute_factors(state, served, now, self.config), self.config.weights
+                )
+        return sorted(indexed, key=lambda item: (-scores.get(item[1].live.offer.miner, -1.0), item[0]))
 
     def is_due(self, now_ms: int) -> bool:
         if self._due_at_ms is not None and now_ms >= self._due_at_ms:
@@ -347,6 +389,9 @@ class PoolHubMatchPolicy:
 
     def is_due(self, now_ms: int) -> bool:
         return self.fallback.is_due(now_ms)
+
+    def order_waiters(self, model: str, waiters: Sequence[W]) -> list[tuple[int, W]]:
+        return self.fallback.order_waiters(model, waiters)  # no network call on the event loop
 
     def explain(self, job: JobRequirements, job_id: str, live: Iterable[LiveMiner], now_ms: int) -> dict[str, Any]:
         pool = list(live)

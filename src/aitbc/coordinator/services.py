@@ -282,15 +282,15 @@ class CoordinatorService:
             self._job_flusher = None
 
     def _notify_work(self, model: str | None = None) -> None:
-        """Wake long-polling claimers: for one new job of ``model``, the longest-waiting claimer that serves it
-        and has room; otherwise (requeued jobs, new miners) all of them.
+        """Wake long-polling claimers: for one new job of ``model``, the claimer that serves it and has room that
+        the match policy ranks first (then the longest-waiting); otherwise (requeued jobs, new miners) all of them.
 
         Waking one claimer per new job instead of all keeps N waiting workers from racing N database
         round trips for every submission; a claimer woken for a job it then does not get wakes the rest.
         """
         self._work_generation += 1
         if model is not None:
-            for i, waiter in enumerate(self._waiters):
+            for i, waiter in self.match_policy.order_waiters(model, self._waiters):
                 live = waiter.live
                 if len(live.active) < live.max_concurrency and any(m.name == model for m in live.offer.models):
                     del self._waiters[i]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from aitbc.coordinator.config import CoordinatorSettings
@@ -71,3 +72,21 @@ def test_policy_choice_follows_settings(tmp_path: Path) -> None:
     assert hub.allows(cheap, JOB, "job_a", NOW, [cheap, dear], NOW)
     assert not hub.allows(dear, JOB, "job_a", NOW, [cheap, dear], NOW)
     assert hub.hub_errors == 2
+
+
+class _Waiter:
+    def __init__(self, live: LiveMiner) -> None:
+        self.live = live
+
+
+def test_a_new_job_wakes_the_best_ranked_waiting_miner_first() -> None:
+    policy = LocalMatchPolicy(CONFIG, hold_ms=500)
+    dear, cheap, other = live("ait1dear", 40), live("ait1cheap", 1), live("ait1other", 1, model="x")
+    for m in (dear, cheap, other):
+        m.last_seen_ms = int(time.time() * 1000)  # order_waiters ranks on the clock
+    waiters = [_Waiter(other), _Waiter(dear), _Waiter(cheap), _Waiter(dear)]
+    order = [(i, w.live.offer.miner) for i, w in policy.order_waiters("m", waiters)]
+    assert order[0] == (2, "ait1cheap")
+    assert order[1:3] == [(1, "ait1dear"), (3, "ait1dear")]  # then by waiting time
+    # one serving miner: the waiting order stands
+    assert [i for i, _ in policy.order_waiters("x", waiters)] == [0, 1, 2, 3]
