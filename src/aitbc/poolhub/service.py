@@ -45,6 +45,10 @@ from aitbc.poolhub.registry import (
 
 log = logging.getLogger("aitbc.poolhub")
 
+REKEY_AFTER_MS = 3_600_000
+"""Index entries older than this are re-keyed (the age factor's growth since then loosens the match bound)."""
+REKEY_BATCH = 256
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -89,10 +93,12 @@ class PoolHubService:
         self.metrics.miners_registered.set(len(self.index))
 
     def _remember(self, record: MinerRecord) -> None:
-        self.index.upsert(record.state)
+        self.index.upsert(record.state, now_ms())
         self.registrations[record.state.miner] = record.registration
 
     async def flush_heartbeats(self) -> None:
+        """Write the heartbeats gathered since the last call; also keep the index's keys fresh (see ``MinerIndex``)."""
+        self.index.refresh(now_ms(), REKEY_AFTER_MS, REKEY_BATCH)
         if self._beats:
             beats, self._beats = list(self._beats.values()), {}
             await self._write(self.registry.record_heartbeats, beats)
@@ -169,7 +175,7 @@ class PoolHubService:
         if recorded:
             current = self.index.get(address)  # re-read: a heartbeat may have changed it meanwhile
             if current is not None:
-                self.index.upsert(replace(current, stats=stats))
+                self.index.upsert(replace(current, stats=stats), now_ms())
             self.metrics.outcomes.labels(outcome.value).inc()
         return {
             "miner": address,

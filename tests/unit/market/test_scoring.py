@@ -352,3 +352,51 @@ def test_index_heartbeat_and_remove() -> None:
     assert not index.set_live("nobody", NOW)
     index.remove("a")
     assert index.top(JOB, NOW, 5) == [] and len(index) == 0
+
+
+def test_index_stays_exact_as_time_passes_and_after_refresh() -> None:
+    """Keys hold the age part as of keying; later matches (and re-keying) still equal the full ranking."""
+    config = replace(CONFIG, age_ref_ms=3_600_000.0)
+    index = MinerIndex(config)
+    for i in range(30):
+        index.upsert(miner(f"m{i:02d}", price=1 + i % 5, registered_at_ms=NOW - i * 600_000, stake=i * 10), NOW)
+    for later in (NOW, NOW + 1_800_000, NOW + 7_200_000):
+        for s in list(index.states.values()):
+            index.set_live(s.miner, later)
+        assert index.top(JOB, later, 5) == rank(JOB, index.miners(), later, config, limit=5)
+    assert index.refresh(NOW + 7_200_000, 3_600_000, limit=10) == 10
+    assert index.refresh(NOW + 7_200_000, 3_600_000, limit=100) == 20
+    assert index.refresh(NOW + 7_200_000, 3_600_000, limit=100) == 0
+    assert index.top(JOB, NOW + 7_200_000, 5) == rank(JOB, index.miners(), NOW + 7_200_000, config, limit=5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(state_st, min_size=1, max_size=30),
+    job_st,
+    st.lists(st.tuples(st.integers(0, 29), st.integers(0, 4), st.integers(0, 20_000)), max_size=30),
+    st.integers(0, 10**9),
+    st.integers(1, 6),
+)
+def test_index_stays_exact_under_heartbeats_and_time(
+    states: list[MinerState], job: JobRequirements, beats: list[tuple[int, int, int]], later: int, k: int
+) -> None:
+    config = replace(CONFIG, exploration_share=0.3)
+    states = _unique(states)
+    index = MinerIndex(config)
+    for state in states:
+        index.upsert(state)
+    for i, load, ago in beats:  # heartbeats: new loads re-key, liveness does not
+        s = states[i % len(states)]
+        index.set_live(s.miner, NOW - ago, min(load, s.max_concurrency))
+    at = NOW + later
+    assert index.top(job, at, k, "job") == rank(job, index.miners(), at, config, "job", limit=k)
+
+
+def test_index_bookkeeping_stays_bounded() -> None:
+    index = MinerIndex(CONFIG)
+    index.upsert(miner("a"), NOW)
+    for i in range(5000):
+        index.set_live("a", NOW + i, load=i % 2)
+    assert len(index._keyed_heap) <= 4 * len(index) + 1024
+    assert [c.miner for c in index.top(JOB, NOW + 5000, 3)] == ["a"]
