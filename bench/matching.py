@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import gc
 import os
 import platform
 import random
@@ -140,8 +141,10 @@ def bench_in_process(args: argparse.Namespace) -> None:
         index = MinerIndex(config)
         t = time.perf_counter()
         for m in miners:
-            index.upsert(to_state(m))
+            index.upsert(to_state(m), NOW - 30_000)
         load_s = time.perf_counter() - t
+        gc.collect()
+        gc.freeze()  # as the services do once loaded: the long-lived index is not walked by every collection
         jobs = make_jobs(args.matches, args.models, seed=2, only_model=only)
         for job_id, job in jobs[:200]:  # warm up
             index.top(job, NOW, 10, job_id)
@@ -167,9 +170,17 @@ def bench_in_process(args: argparse.Namespace) -> None:
         names = [m["miner"] for m in miners]
         t = time.perf_counter()
         for i in range(args.heartbeats):
-            index.set_live(names[i % len(names)], NOW, i % 2)
-        per_s = args.heartbeats / (time.perf_counter() - t)
-        print(f"    MinerIndex.set_live: {per_s:,.0f} heartbeats/s")
+            index.set_live(names[i % len(names)], NOW)
+        same = args.heartbeats / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for i in range(args.heartbeats // 4):
+            state = index.states[names[i % len(names)]]
+            index.set_live(state.miner, NOW, (state.load + 1) % (state.max_concurrency + 1))
+        changed = args.heartbeats // 4 / (time.perf_counter() - t)
+        print(
+            f"    MinerIndex.set_live: {same:,.0f} heartbeats/s (same load), {changed:,.0f}/s (load changed: re-keyed)"
+        )
+        gc.unfreeze()
 
 
 # -- part 2: the service ------------------------------------------------------------------------

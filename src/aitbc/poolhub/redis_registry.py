@@ -45,6 +45,10 @@ class RedisRegistry:
 
     def _write_live(self, beats: Sequence[Heartbeat], known: set[str] | None = None) -> None:
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_live(pipe, beats, known)
+        pipe.execute()
+
+    def _queue_live(self, pipe: Any, beats: Sequence[Heartbeat], known: set[str] | None = None) -> None:
         newest = 0
         for beat in beats:
             if known is not None and beat.miner not in known:
@@ -59,16 +63,17 @@ class RedisRegistry:
             newest = max(newest, beat.at_ms)
         if newest:
             pipe.zremrangebyscore(self.online_key, "-inf", newest - self.live_ttl_ms)
-        pipe.execute()
 
     def upsert_miner(
         self, address: str, registration: dict[str, Any], stake: int, max_concurrency: int, now_ms: int
     ) -> MinerRecord:
         record = self.sql.upsert_miner(address, registration, stake, max_concurrency, now_ms)
-        self.redis.sadd(self.miners_key, address)
-        self._write_live([Heartbeat(address, now_ms)])
-        live = self._read_live([address])[address]
-        return _with_live(record, live)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip
+        pipe.sadd(self.miners_key, address)
+        self._queue_live(pipe, [Heartbeat(address, now_ms)])
+        pipe.hmget(self._live_key(address), ["last_seen_ms", "load"])
+        seen, load = pipe.execute()[-1]
+        return _with_live(record, (int(seen or 0), int(load or 0)))
 
     def remove_miner(self, address: str, now_ms: int) -> bool:
         self.redis.delete(self._live_key(address))
