@@ -192,4 +192,9 @@ def test_state_survives_a_restart(hub: PoolHubProcess, api: httpx.Client) -> Non
         after = fresh.get("/v1/miners/ait1durable").json()
     assert after["stats"] == before["stats"]
     assert after["models"] == before["models"] and after["registered_at_ms"] == before["registered_at_ms"]
-    assert after["load"] == 1 and after["last_seen_ms"] == before["last_seen_ms"]
+    live = (after["load"], after["last_seen_ms"])
+    if hub.stores is not None and hub.stores.redis_url:
+        # Redis keeps live state for 4 x the miner timeout (6 s here): kept if the restart was quicker, else gone
+        assert live in {(1, before["last_seen_ms"]), (0, None)}
+    else:
+        assert live == (1, before["last_seen_ms"])
