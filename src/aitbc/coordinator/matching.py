@@ -159,6 +159,14 @@ class LocalMatchPolicy:
             _state(m, self.registered_at.get(m.offer.miner, now_ms), self.stats.get(m.offer.miner, prior)) for m in live
         ]
 
+    def _pool(self, claimer: LiveMiner, live: Iterable[LiveMiner], now_ms: int) -> list[LiveMiner]:
+        """The claimer and every other miner heard from recently with a free slot."""
+        cutoff = now_ms - self.config.miner_timeout_ms
+        others = [
+            m for m in live if m is not claimer and m.last_seen_ms >= cutoff and len(m.active) < m.max_concurrency
+        ]
+        return [*others, claimer]
+
     def _hold(self, until_ms: int) -> bool:
         self._due_at_ms = until_ms if self._due_at_ms is None else min(self._due_at_ms, until_ms)
         return False
@@ -172,7 +180,7 @@ class LocalMatchPolicy:
         live: Iterable[LiveMiner],
         now_ms: int,
     ) -> bool:
-        pool = [m for m in live if len(m.active) < m.max_concurrency and m is not claimer] + [claimer]
+        pool = self._pool(claimer, live, now_ms)
         if len(pool) == 1 or now_ms - queued_since_ms >= self.hold_ms:
             return True
         best = get_best(job, self.states(pool, now_ms), now_ms, self.config, job_id)
@@ -374,7 +382,7 @@ class PoolHubMatchPolicy:
         live: Iterable[LiveMiner],
         now_ms: int,
     ) -> bool:
-        pool = [m for m in live if len(m.active) < m.max_concurrency and m is not claimer] + [claimer]
+        pool = self.fallback._pool(claimer, live, now_ms)
         if len(pool) == 1 or now_ms - queued_since_ms >= self.fallback.hold_ms:
             return True
         try:

@@ -592,13 +592,13 @@ class CoordinatorService:
 
     def _try_claim(self, live: LiveMiner, now: int) -> Row | None:
         models = sorted({m.name for m in live.offer.models})
+        miners = list(self.miners.values())
         for row in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
             requirements = requirements_from_row(row)
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
-            if not self.match_policy.allows(
-                live, requirements, row["id"], row["created_at_ms"], self.live_miners(now), now
-            ):
+            # (a snapshot: this runs on the DB thread; the policy skips miners gone silent)
+            if not self.match_policy.allows(live, requirements, row["id"], row["created_at_ms"], miners, now):
                 continue  # a better-ranked miner with a free slot gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
