@@ -79,6 +79,7 @@ class PoolHubService:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-write")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="registry-read")
         self._beats: dict[str, Heartbeat] = {}
+        self._online_count, self._online_counted_at = 0, 0
 
     # -- plumbing ----------------------------------------------------------------
     async def _write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -337,12 +338,16 @@ class PoolHubService:
             for (name, kind, digest), prices in sorted(per.items())
         ]
 
-    def online_count(self) -> int:
-        return len(self._online(now_ms()))
+    def online_count(self, max_age_ms: int = 1_000) -> int:
+        """Miners online now, counted at most ``max_age_ms`` ago (a count is a scan of every miner)."""
+        at = now_ms()
+        if at - self._online_counted_at >= max_age_ms:
+            self._online_count, self._online_counted_at = len(self._online(at)), at
+        return self._online_count
 
     def refresh_gauges(self) -> None:
         self.metrics.miners_registered.set(len(self.index))
-        self.metrics.miners_online.set(self.online_count())
+        self.metrics.miners_online.set(self.online_count(max_age_ms=0))
         self.metrics.capacity.clear()
         self.metrics.free_capacity.clear()
         for entry in self.capacity():
