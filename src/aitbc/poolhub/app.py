@@ -28,7 +28,7 @@ from aitbc.poolhub.schemas import (
     registration_dict,
 )
 from aitbc.poolhub.service import PoolHubService
-from aitbc.protocol.errors import AitbcError, NotFound
+from aitbc.protocol.errors import AitbcError, ConfigError, NotFound
 
 log = logging.getLogger("aitbc.poolhub")
 
@@ -46,20 +46,28 @@ def status_for(exc: AitbcError) -> int:
 
 def open_registry(settings: PoolHubSettings) -> Registry:
     """SQLite in the data dir by default; with ``redis_url``, Redis for live state over the SQL database."""
+    import redis
+    import sqlalchemy.exc
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     prior = settings.scoring.prior_reliability
-    if settings.redis_url:
-        from aitbc.poolhub.redis_registry import RedisRegistry
+    try:
+        if settings.redis_url:
+            from aitbc.poolhub.redis_registry import RedisRegistry
 
-        return RedisRegistry(
-            settings.redis_url,
-            settings.sqlalchemy_url,
-            live_ttl_ms=int(settings.miner_timeout_seconds * 1000) * 4,
-            prior_reliability=prior,
-        )
-    from aitbc.poolhub.sql_registry import SqlRegistry
+            return RedisRegistry(
+                settings.redis_url,
+                settings.sqlalchemy_url,
+                live_ttl_ms=int(settings.miner_timeout_seconds * 1000) * 4,
+                prior_reliability=prior,
+            )
+        from aitbc.poolhub.sql_registry import SqlRegistry
 
-    return SqlRegistry(settings.sqlalchemy_url, prior)
+        return SqlRegistry(settings.sqlalchemy_url, prior)
+    except redis.exceptions.RedisError as exc:
+        raise ConfigError(f"cannot use Redis at {settings.redis_url}: {exc}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise ConfigError(f"cannot open the database {settings.sqlalchemy_url}: {exc}") from None
 
 
 def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> FastAPI:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +200,15 @@ def test_state_survives_a_restart(hub: PoolHubProcess, api: httpx.Client) -> Non
         assert live in {(1, before["last_seen_ms"]), (0, None)}
     else:
         assert live == (1, before["last_seen_ms"])
+
+
+def test_unreachable_stores_give_a_clear_error(tmp_path: Path) -> None:
+    from poolhub_harness import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, "-m", "aitbc", "poolhub", "run", "--data-dir", str(tmp_path), "--redis-url", dead],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot use Redis at" in result.stderr and "Traceback" not in result.stderr
