@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from poolhub_harness import PoolHubProcess, Stores, make_stores
+from poolhub_harness import PoolHubProcess, Stores, free_port, make_stores
 
 from aitbc.market.scoring import is_exploration_slot
 
@@ -203,8 +203,6 @@ def test_state_survives_a_restart(hub: PoolHubProcess, api: httpx.Client) -> Non
 
 
 def test_unreachable_stores_give_a_clear_error(tmp_path: Path) -> None:
-    from poolhub_harness import free_port
-
     dead = f"redis://127.0.0.1:{free_port()}/0"
     result = subprocess.run(
         [sys.executable, "-m", "aitbc", "poolhub", "run", "--data-dir", str(tmp_path), "--redis-url", dead],
