@@ -1,9 +1,10 @@
 """Redis for live miner state, SQL (PostgreSQL) for everything durable.
 
-Per miner a hash ``PREFIX live:ADDRESS`` {last_seen_ms, load} that expires ``live_ttl_ms``
-after the last heartbeat, and a sorted set ``PREFIX online`` (address → last heartbeat)
-trimmed on every write: a miner that stops heartbeating disappears from both on its own.
-Heartbeats never touch the SQL database.
+Per miner a key ``PREFIX live:ADDRESS`` = ``"LAST_SEEN_MS:LOAD"`` that expires ``live_ttl_ms``
+after the last heartbeat (one ``SET … PX`` per heartbeat, read back with one ``MGET``), and a
+sorted set ``PREFIX online`` (address → last heartbeat, one ``ZADD`` per batch) trimmed on every
+write: a miner that stops heartbeating disappears from both on its own. ``PREFIX miners`` is the
+set of registered addresses (heartbeats of others are ignored). Heartbeats never touch SQL.
 """
 
 from __future__ import annotations
@@ -49,20 +50,16 @@ class RedisRegistry:
         pipe.execute()
 
     def _queue_live(self, pipe: Any, beats: Sequence[Heartbeat], known: set[str] | None = None) -> None:
-        newest = 0
-        for beat in beats:
-            if known is not None and beat.miner not in known:
-                continue
-            key = self._live_key(beat.miner)
-            if beat.load is None:
-                pipe.hset(key, "last_seen_ms", beat.at_ms)
-            else:
-                pipe.hset(key, mapping={"last_seen_ms": beat.at_ms, "load": beat.load})
-            pipe.pexpire(key, self.live_ttl_ms)
-            pipe.zadd(self.online_key, {beat.miner: beat.at_ms})
-            newest = max(newest, beat.at_ms)
-        if newest:
-            pipe.zremrangebyscore(self.online_key, "-inf", newest - self.live_ttl_ms)
+        kept = [b for b in beats if known is None or b.miner in known]
+        if not kept:
+            return
+        unknown_load = [b.miner for b in kept if b.load is None]
+        previous = self._read_live(unknown_load) if unknown_load else {}
+        for beat in kept:
+            load = beat.load if beat.load is not None else previous[beat.miner][1]
+            pipe.set(self._live_key(beat.miner), f"{beat.at_ms}:{load}", px=self.live_ttl_ms)
+        pipe.zadd(self.online_key, {b.miner: b.at_ms for b in kept})
+        pipe.zremrangebyscore(self.online_key, "-inf", max(b.at_ms for b in kept) - self.live_ttl_ms)
 
     def upsert_miner(
         self, address: str, registration: dict[str, Any], stake: int, max_concurrency: int, now_ms: int
@@ -71,9 +68,8 @@ class RedisRegistry:
         pipe = self.redis.pipeline(transaction=False)  # one round trip
         pipe.sadd(self.miners_key, address)
         self._queue_live(pipe, [Heartbeat(address, now_ms)])
-        pipe.hmget(self._live_key(address), ["last_seen_ms", "load"])
-        seen, load = pipe.execute()[-1]
-        return _with_live(record, (int(seen or 0), int(load or 0)))
+        pipe.get(self._live_key(address))
+        return _with_live(record, _parse_live(pipe.execute()[-1]))
 
     def remove_miner(self, address: str, now_ms: int) -> bool:
         self.redis.delete(self._live_key(address))
@@ -90,13 +86,8 @@ class RedisRegistry:
         return {a for a, known in zip(addresses, flags, strict=True) if known}
 
     def _read_live(self, addresses: list[str]) -> dict[str, tuple[int, int]]:
-        pipe = self.redis.pipeline(transaction=False)
-        for address in addresses:
-            pipe.hmget(self._live_key(address), ["last_seen_ms", "load"])
-        live: dict[str, tuple[int, int]] = {}
-        for address, (seen, load) in zip(addresses, pipe.execute(), strict=True):
-            live[address] = (int(seen) if seen is not None else 0, int(load) if load is not None else 0)
-        return live
+        values: list[str | None] = self.redis.mget([self._live_key(a) for a in addresses]) if addresses else []  # type: ignore[assignment]
+        return {address: _parse_live(value) for address, value in zip(addresses, values, strict=True)}
 
     def record_outcome(self, report: OutcomeReport, stats: MinerStats) -> bool:
         return self.sql.record_outcome(report, stats)
@@ -124,3 +115,11 @@ class RedisRegistry:
 def _with_live(record: MinerRecord, live: tuple[int, int]) -> MinerRecord:
     seen, load = live
     return MinerRecord(replace(record.state, last_seen_ms=seen, load=load), record.registration)
+
+
+def _parse_live(value: str | None) -> tuple[int, int]:
+    """``"LAST_SEEN_MS:LOAD"`` → (last seen, load); an expired or missing key → (0, 0)."""
+    if not value:
+        return 0, 0
+    seen, _, load = value.partition(":")
+    return int(seen), int(load or 0)

@@ -144,7 +144,8 @@ class PoolHubService:
         at = now_ms()
         if not self.index.set_live(address, at, load):
             raise UnknownMiner(f"miner {address} is not registered; register first")
-        self._beats[address] = Heartbeat(address, at, load)
+        # with the load as known now, so the registry writes the beat without reading anything back
+        self._beats[address] = Heartbeat(address, at, self.index.states[address].load)
         self.metrics.heartbeats.inc()
         return at
 
