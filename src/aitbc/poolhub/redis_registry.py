@@ -19,6 +19,30 @@ from aitbc.market.scoring import MinerStats
 from aitbc.poolhub.registry import Heartbeat, MinerRecord, OutcomeReport, Row
 from aitbc.poolhub.sql_registry import SqlRegistry
 
+# One call writes a batch of heartbeats server-side: the client sends one string instead of packing
+# ~4 arguments per miner (~20 µs of client CPU each in redis-py). Registered miners only; a beat with
+# no load keeps the previous one. Then the online set is trimmed.
+#   KEYS: registered set, online zset   ARGV: live key prefix, ttl ms, trim below, "MINER SEEN LOAD\n"…
+_WRITE_LIVE = """
+local n = 0
+for miner, seen, load in string.gmatch(ARGV[4], "(%S+) (%d+) (%d*)\\n") do
+  if redis.call('SISMEMBER', KEYS[1], miner) == 1 then
+    local key = ARGV[1] .. miner
+    if load == '' then
+      local old = redis.call('GET', key)
+      load = (old and string.match(old, ':(%d+)$')) or '0'
+    end
+    redis.call('SET', key, seen .. ':' .. load, 'PX', ARGV[2])
+    redis.call('ZADD', KEYS[2], seen, miner)
+    n = n + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+return n
+"""
+LIVE_BATCH = 2_000
+"""Heartbeats per script call (Redis runs a script without interruption: keep each call short)."""
+
 
 class RedisRegistry:
     def __init__(
@@ -37,6 +61,7 @@ class RedisRegistry:
         self.prefix = prefix
         self.online_key = prefix + "online"
         self.miners_key = prefix + "miners"
+        self._script = self.redis.register_script(_WRITE_LIVE)
         known = [r.state.miner for r in self.sql.load_miners()]
         if known:  # the set of registered miners, rebuilt from SQL (Redis may have been flushed)
             self.redis.sadd(self.miners_key, *known)
@@ -44,22 +69,21 @@ class RedisRegistry:
     def _live_key(self, miner: str) -> str:
         return f"{self.prefix}live:{miner}"
 
-    def _write_live(self, beats: Sequence[Heartbeat], known: set[str] | None = None) -> None:
+    def _write_live(self, beats: Sequence[Heartbeat]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        self._queue_live(pipe, beats, known)
+        self._queue_live(pipe, beats)
         pipe.execute()
 
-    def _queue_live(self, pipe: Any, beats: Sequence[Heartbeat], known: set[str] | None = None) -> None:
-        kept = [b for b in beats if known is None or b.miner in known]
-        if not kept:
-            return
-        unknown_load = [b.miner for b in kept if b.load is None]
-        previous = self._read_live(unknown_load) if unknown_load else {}
-        for beat in kept:
-            load = beat.load if beat.load is not None else previous[beat.miner][1]
-            pipe.set(self._live_key(beat.miner), f"{beat.at_ms}:{load}", px=self.live_ttl_ms)
-        pipe.zadd(self.online_key, {b.miner: b.at_ms for b in kept})
-        pipe.zremrangebyscore(self.online_key, "-inf", max(b.at_ms for b in kept) - self.live_ttl_ms)
+    def _queue_live(self, pipe: Any, beats: Sequence[Heartbeat]) -> None:
+        for i in range(0, len(beats), LIVE_BATCH):
+            chunk = beats[i : i + LIVE_BATCH]
+            lines = "".join(f"{b.miner} {b.at_ms} {'' if b.load is None else b.load}\n" for b in chunk)
+            trim_below = max(b.at_ms for b in chunk) - self.live_ttl_ms
+            self._script(
+                keys=[self.miners_key, self.online_key],
+                args=[self.prefix + "live:", self.live_ttl_ms, trim_below, lines],
+                client=pipe,
+            )
 
     def upsert_miner(
         self, address: str, registration: dict[str, Any], stake: int, max_concurrency: int, now_ms: int
@@ -79,11 +103,7 @@ class RedisRegistry:
 
     def record_heartbeats(self, beats: Sequence[Heartbeat]) -> None:
         if beats:
-            self._write_live(beats, known=self._known(sorted({b.miner for b in beats})))
-
-    def _known(self, addresses: list[str]) -> set[str]:
-        flags = self.redis.smismember(self.miners_key, addresses)
-        return {a for a, known in zip(addresses, flags, strict=True) if known}
+            self._write_live(beats)
 
     def _read_live(self, addresses: list[str]) -> dict[str, tuple[int, int]]:
         values: list[str | None] = self.redis.mget([self._live_key(a) for a in addresses]) if addresses else []  # type: ignore[assignment]
