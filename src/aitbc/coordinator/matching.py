@@ -1,10 +1,12 @@
 """Which claiming miner gets a queued job: the coordinator's matching policy.
 
 Miners pull work (they long-poll ``claim``), so the decision is made when a miner asks:
-it may take a job if it is the miner the scoring engine ranks first among the live
-miners with a free slot — or once the job has waited ``match_hold_ms`` (so a best miner
-that is not polling right now cannot stall a job). While a job is held back for a better
-miner, the sweeper wakes the claimers again when the hold runs out (``is_due``).
+it may take a job if the scoring engine ranks it first among itself and the miners
+long-polling right now (ready to take it) with a free slot — or once the job has waited
+``match_hold_ms``, a safety net so that a job held for a waiter that went away cannot
+stall. A new job wakes the best-ranked waiter first (``order_waiters``); a claimer that is
+refused a job it was woken for wakes the others; the sweeper wakes them all when a hold
+runs out (``is_due``).
 
 Two implementations of ``MatchPolicy``:
 
@@ -91,7 +93,8 @@ class MatchPolicy(Protocol):
         live: Iterable[LiveMiner],
         now_ms: int,
     ) -> bool:
-        """May ``claimer`` take this job now? (Called on the coordinator's database thread.)"""
+        """May ``claimer`` take this job now, given the miners waiting for work (``live``)? (Called on the
+        coordinator's database thread.)"""
         ...
 
     def is_due(self, now_ms: int) -> bool:

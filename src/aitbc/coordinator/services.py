@@ -592,14 +592,13 @@ class CoordinatorService:
 
     def _try_claim(self, live: LiveMiner, now: int) -> Row | None:
         models = sorted({m.name for m in live.offer.models})
-        miners = list(self.miners.values())
+        ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
         for row in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
             requirements = requirements_from_row(row)
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
-            # (a snapshot: this runs on the DB thread; the policy skips miners gone silent)
-            if not self.match_policy.allows(live, requirements, row["id"], row["created_at_ms"], miners, now):
-                continue  # a better-ranked miner with a free slot gets it (see aitbc.coordinator.matching)
+            if not self.match_policy.allows(live, requirements, row["id"], row["created_at_ms"], ready, now):
+                continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
             claimed = on_claim(lifecycle_from_row(row), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
