@@ -37,6 +37,12 @@ def run(
         typer.Option("--node-url", help="Node JSON-RPC URL: jobs are paid on chain (escrow, settle, refund)"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    poolhub_url: Annotated[
+        str | None, typer.Option(help="Match through this pool hub (default: in process)", show_default=False)
+    ] = None,
+    poolhub_token: Annotated[
+        str | None, typer.Option(envvar="AITBC_POOLHUB_API_TOKEN", help="The pool hub's API token", show_default=False)
+    ] = None,
 ) -> None:
     """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C.
 
@@ -55,6 +61,8 @@ def run(
         max_attempts=max_attempts,
         node_url=node_url,
         log_level=log_level,
+        poolhub_url=poolhub_url,
+        poolhub_token=poolhub_token,
     )
     configure_logging("coordinator", settings.log_level)
     run_coordinator(settings)

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from aitbc.cli import chain, coordinator, devnet, job, keys, miner, node, receipt, stake, tx, wallet, zk
+from aitbc.cli import (
+    chain,
+    coordinator,
+    devnet,
+    job,
+    keys,
+    match,
+    miner,
+    miners,
+    node,
+    poolhub,
+    receipt,
+    stake,
+    tx,
+    wallet,
+    zk,
+)
 
 app = typer.Typer(
     name="aitbc",
@@ -25,3 +41,6 @@ app.add_typer(receipt.app, name="receipt")
 app.add_typer(zk.app, name="zk")
 app.command("stake")(stake.stake)
 app.command("unstake")(stake.unstake)
+app.add_typer(poolhub.app, name="poolhub")
+app.add_typer(miners.app, name="miners")
+app.add_typer(match.app, name="match")

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import jobs, miners
+from aitbc.coordinator.api.routes import jobs, matching, miners
 from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
@@ -155,6 +155,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await service.match_policy.aclose()
             service.close()
             repo.engine.dispose()
 
@@ -167,6 +168,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.state.service = service
     app.include_router(jobs.router)
     app.include_router(miners.router)
+    app.include_router(matching.router)
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()

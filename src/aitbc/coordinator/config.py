@@ -37,6 +37,11 @@ class CoordinatorSettings(ServiceSettings):
     """A settle / refund tx not seen on chain after this long is checked and sent again."""
     default_rate_per_second: float = Field(200.0, gt=0)
     default_burst: int = Field(400, ge=1)
+    poolhub_url: str | None = None
+    """Match through this pool hub (``aitbc poolhub run``); without it the scoring engine runs in process."""
+    poolhub_token: str | None = None
+    match_hold_ms: int = Field(500, ge=0)
+    """How long a queued job waits for the best-ranked miner before any eligible claimer may take it."""
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -24,6 +24,7 @@ from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, Miner
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.events import JobEventBroker
+from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow, payment_view
 from aitbc.market.lifecycle import (
@@ -43,6 +44,7 @@ from aitbc.market.lifecycle import (
     on_ttl_expired,
 )
 from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel, find_served_model, get_ineligibility
+from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, NotFound
 from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_output_hash
@@ -285,6 +287,7 @@ class CoordinatorService:
                 retry_seconds=settings.payment_retry_seconds,
             )
         )
+        self.match_policy: MatchPolicy = create_match_policy(settings)
 
     # -- plumbing ----------------------------------------------------------------
     async def _write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -331,15 +334,15 @@ class CoordinatorService:
             self._job_flusher = None
 
     def _notify_work(self, model: str | None = None) -> None:
-        """Wake long-polling claimers: for one new job of ``model``, the longest-waiting claimer that serves it
-        and has room; otherwise (requeued jobs, new miners) all of them.
+        """Wake long-polling claimers: for one new job of ``model``, the claimer that serves it and has room that
+        the match policy ranks first (then the longest-waiting); otherwise (requeued jobs, new miners) all of them.
 
         Waking one claimer per new job instead of all keeps N waiting workers from racing N database
         round trips for every submission; a claimer woken for a job it then does not get wakes the rest.
         """
         self._work_generation += 1
         if model is not None:
-            for i, waiter in enumerate(self._waiters):
+            for i, waiter in self.match_policy.order_waiters(model, self._waiters):
                 live = waiter.live
                 if len(live.active) < live.max_concurrency and any(m.name == model for m in live.offer.models):
                     del self._waiters[i]
@@ -586,6 +589,7 @@ class CoordinatorService:
         )
         await self._write(self.repo.upsert_miner, miner, registration, live.last_seen_ms)
         self.miners[miner] = live
+        self.match_policy.on_register(offer, registration, live.max_concurrency)
         self.metrics.miners_online.set(len(self.live_miners()))
         self._notify_work()
         log.info("miner registered", extra={"miner": miner, "models": [m.name for m in offer.models]})
@@ -599,7 +603,7 @@ class CoordinatorService:
 
     async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
         """Mark the miner alive and extend the leases of the jobs it says it is still running."""
-        self._live(miner)
+        self.match_policy.on_heartbeat(miner, len(self._live(miner).active))
         extended: dict[str, int] = {}
         lost: list[str] = []
         for job_id, lease_id in leases.items():
@@ -698,12 +702,15 @@ class CoordinatorService:
 
     def _try_claim(self, live: LiveMiner, now: int) -> Row | None:
         models = sorted({m.name for m in live.offer.models})
+        ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
         for row in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
             if (row["constraints"] or {}).get("miner", live.offer.miner) != live.offer.miner:
                 continue  # a private job, sealed to another miner
             requirements = requirements_from_row(row)
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
+            if not self.match_policy.allows(live, requirements, row["id"], row["created_at_ms"], ready, now):
+                continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
             claimed = on_claim(lifecycle_from_row(row), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
@@ -810,6 +817,8 @@ class CoordinatorService:
         self._release_active(miner, job_id)
         row.update(changes)
         self.metrics.jobs_finished.labels("completed").inc()
+        speed = measured_speed(row, receipt.units.completion_tokens, now)
+        self.match_policy.on_outcome(miner, job_id, row["attempts"], Outcome.COMPLETED, *speed)
         if row["assigned_at_ms"] is not None:
             self.metrics.job_duration.observe((now - row["assigned_at_ms"]) / 1000)
         if receipt.units.compute_ms > 0 and receipt.units.completion_tokens:
@@ -850,6 +859,7 @@ class CoordinatorService:
         job = lifecycle_from_row(row)
         failed = on_failure(job, miner, lease_id, now_ms(), error[:2000], retryable)
         await self._apply_transition(row, job, failed, expect_lease=lease_id)
+        self.match_policy.on_outcome(miner, job_id, job.attempts, Outcome.FAILED, detail=error[:500])
         return job_view(row)
 
     async def release(self, miner: str, job_id: str, lease_id: str) -> dict[str, Any]:
@@ -918,6 +928,8 @@ class CoordinatorService:
         now = now_ms()
         self.events.prune()
         self.metrics.miners_online.set(len(self.live_miners(now)))
+        if self.match_policy.is_due(now):
+            self._notify_work()  # a job held for a better-ranked miner is now open to any claimer
         if now < self._next_sweep_ms:
             return
         # Set before reading, so that marks lowered while the read runs are kept.
@@ -930,6 +942,7 @@ class CoordinatorService:
                 continue
             try:
                 await self._apply_transition(row, job, on_lease_expired(job, now), expect_lease=job.lease_id)
+                self.match_policy.on_outcome(job.miner or "", row["id"], job.attempts, Outcome.TIMED_OUT)
                 log.warning("lease expired", extra={"job_id": row["id"], "miner": job.miner, "state": row["state"]})
             except JobRuleViolation:
                 continue

@@ -1,4 +1,4 @@
-"""Which miner may take which job: hard constraints only (scoring comes with the pool hub)."""
+"""Which miner may take which job: hard constraints only (``aitbc.market.scoring`` ranks the eligible ones)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class JobRequirements:
     gpu: str | None = None
     region: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    min_stake: int | None = None
+    """Least bonded stake a miner must hold (checked by ``aitbc.market.scoring``, which knows stakes)."""
 
 
 def compute_max_units(req: JobRequirements) -> int:

@@ -104,6 +104,7 @@ class CoordinatorProcess:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     chain_id: str = "aitbc-devnet"
+    extra_args: list[str] = field(default_factory=list)
     address: str = ""
     node_url: str | None = None
     """Paid mode: the node jobs are paid through (``--node-url``)."""
@@ -147,6 +148,7 @@ class CoordinatorProcess:
                 args += ["--database-url", self.database_url]
             if self.node_url:
                 args += ["--node-url", self.node_url, "--chain-id", self.chain_id]
+            args += self.extra_args
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
             deadline = time.monotonic() + START_TIMEOUT

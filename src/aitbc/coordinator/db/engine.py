@@ -1,52 +1,18 @@
-"""Engine creation and migrations: SQLite (WAL) by default, PostgreSQL by URL."""
+"""Engine creation and migrations: SQLite (WAL) by default, PostgreSQL by URL (see ``aitbc.runtime.db``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-import orjson
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
+
+from aitbc.runtime.db import create_db_engine, run_migrations
+
+__all__ = ["MIGRATIONS_DIR", "create_db_engine", "migrate"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _json_dumps(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # e.g. an integer beyond 64 bits, which the stdlib encoder handles
-        return json.dumps(value)
-
-
-# JSON columns are written with orjson: several times faster than json.dumps on the submit path.
-# (They are read with the stdlib: orjson would silently turn an integer beyond 64 bits into a float.)
-_JSON = {"json_serializer": _json_dumps}
-
-
-def create_db_engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, pool_size=4, max_overflow=4, **_JSON)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True, **_JSON)
-
-
 def migrate(engine: sa.Engine) -> None:
     """Bring the schema to the latest Alembic revision (idempotent)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    run_migrations(engine, MIGRATIONS_DIR)

@@ -18,8 +18,9 @@ from aitbc.coordinator.schemas import (
     ResultRequest,
 )
 from aitbc.coordinator.services import BadResult, CoordinatorService
+from aitbc.market.scoring import Outcome
 from aitbc.protocol.job import JobOutput
-from aitbc.protocol.receipt import Receipt
+from aitbc.protocol.receipt import InvalidReceipt, Receipt
 from aitbc.protocol.zk import ZkReceiptProof
 
 router = APIRouter(prefix="/api/v1/miners", tags=["miners"])
@@ -59,7 +60,11 @@ async def deliver_result(service: CoordinatorService, miner: str, job_id: str, b
         zk_proof = None if body.zk_proof is None else msgspec.convert(body.zk_proof, ZkReceiptProof)
     except msgspec.ValidationError as exc:
         raise BadResult(f"malformed output, receipt or zk proof: {exc}") from None
-    return await service.submit_result(miner, job_id, body.lease_id, output, receipt, zk_proof)
+    try:
+        return await service.submit_result(miner, job_id, body.lease_id, output, receipt, zk_proof)
+    except InvalidReceipt as exc:  # measured against the miner by the matching policy
+        service.match_policy.on_outcome(miner, job_id, 0, Outcome.RECEIPT_REJECTED, detail=str(exc)[:500])
+        raise
 
 
 @router.post("/jobs/{job_id}/fail", summary="Report that the job failed")

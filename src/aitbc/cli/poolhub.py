@@ -1,0 +1,53 @@
+"""``aitbc poolhub``: run the pool hub (miner registry, scoring, matching)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aitbc.cli.common import handle_errors
+from aitbc.poolhub.config import DEFAULT_POOLHUB_PORT
+
+app = typer.Typer(help="Run the pool hub: miner registry, scoring and matching.", no_args_is_help=True)
+
+
+@app.command("run")
+@handle_errors
+def run(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Pool hub data directory (SQLite database)")],
+    port: Annotated[int, typer.Option(help="HTTP port")] = DEFAULT_POOLHUB_PORT,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir)", show_default=False)
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Keep live miner state in Redis (redis://HOST:PORT/DB)", show_default=False)
+    ] = None,
+    api_token: Annotated[
+        str | None,
+        typer.Option(envvar="AITBC_POOLHUB_API_TOKEN", help="Token writes and /v1/match require", show_default=False),
+    ] = None,
+    miner_timeout_seconds: Annotated[
+        float, typer.Option(help="Seconds without heartbeat before a miner is out")
+    ] = 15.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Serve the pool hub API until Ctrl-C. Scoring weights: AITBC_POOLHUB_SCORING__WEIGHTS__<FACTOR>=…"""
+    from aitbc.poolhub.app import run_poolhub
+    from aitbc.poolhub.config import PoolHubSettings
+    from aitbc.runtime.logging import configure_logging
+
+    settings = PoolHubSettings(
+        data_dir=data_dir,
+        port=port,
+        host=host,
+        database_url=database_url,
+        redis_url=redis_url,
+        api_token=api_token,
+        miner_timeout_seconds=miner_timeout_seconds,
+        log_level=log_level,
+    )
+    configure_logging("poolhub", settings.log_level)
+    run_poolhub(settings)

@@ -1,0 +1,58 @@
+"""Tables (SQLAlchemy Core). Names start with ``poolhub_`` so the hub may share a database with the coordinator."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+miners = sa.Table(
+    "poolhub_miners",
+    metadata,
+    sa.Column("address", sa.String(90), primary_key=True),
+    sa.Column("registration", sa.JSON, nullable=False),
+    sa.Column("stake", sa.BigInteger, nullable=False),
+    sa.Column("max_concurrency", sa.Integer, nullable=False),
+    sa.Column("registered_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+    # live state (the SQL backend keeps it here; the Redis backend in Redis)
+    sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+    sa.Column("load", sa.Integer, nullable=False),
+    # measured statistics (see aitbc.market.scoring.MinerStats)
+    sa.Column("reliability", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("tokens_per_s", sa.Float, nullable=True),
+    sa.Column("completed", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("timed_out", sa.Integer, nullable=False),
+    sa.Column("receipt_rejected", sa.Integer, nullable=False),
+    sa.Column("last_outcome_ms", sa.BigInteger, nullable=False),
+)
+
+outcomes = sa.Table(
+    "poolhub_outcomes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("miner", sa.String(90), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("tokens_per_s", sa.Float, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("reliability_after", sa.Float, nullable=False),
+    sa.Column("recorded_at_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("job_id", "miner", "attempt", "outcome", name="uq_poolhub_outcomes_report"),
+    sa.Index("ix_poolhub_outcomes_miner_time", "miner", "recorded_at_ms"),
+)
+
+audit = sa.Table(
+    "poolhub_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("miner", sa.String(90), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Index("ix_poolhub_audit_miner_time", "miner", "at_ms"),
+)
