@@ -552,7 +552,10 @@ class CoordinatorService:
         receipt = await self._read(self.repo.get_receipt, job_id)
         if receipt is None:
             raise NotFound(f"job {job_id} has no receipt (state: {row['state']})")
-        return {"job_id": job_id, "receipt_hash": receipt["receipt_hash"], "receipt": receipt["receipt"]}
+        found = {"job_id": job_id, "receipt_hash": receipt["receipt_hash"], "receipt": receipt["receipt"]}
+        if receipt.get("zk_proof") is not None:  # so a saved receipt file carries its proof (docs/zk.md)
+            found["zk_proof"] = receipt["zk_proof"]
+        return found
 
     # -- miners --------------------------------------------------------------------
     def authenticate_miner(self, headers: dict[str, str | None], method: str, path: str, body: bytes) -> str:
