@@ -29,6 +29,15 @@ from aitbc.protocol.receipt import (
 )
 from aitbc.protocol.tx import SettleJob, SettleJobZk, tx_from_json_obj
 from aitbc.protocol.zk import RECEIPT_VK_SHA256, ZkReceiptProof, get_receipt_proof_problem
+from aitbc.protocol.zkml import (
+    ZKML_INPUTS,
+    ZKML_MODEL,
+    ZKML_SCALE,
+    compute_float_of_felt,
+    compute_zk_inference_output_hash,
+    get_instances,
+    get_zk_inference_problem,
+)
 
 Outcome = Literal["pass", "fail", "skip"]
 
@@ -125,6 +134,7 @@ def verify_receipt_end_to_end(
     if job_id is not None and receipt.job_id != job_id:
         raise AitbcError(f"the receipt is for job {receipt.job_id}, not {job_id}", reason="wrong_job")
     report = ReceiptReport(job_id=receipt.job_id, receipt_hash=compute_receipt_hash(receipt))
+    _check_zkml(report, receipt, *_zkml_material(receipt_obj, coordinator, receipt))
 
     # Verify the signatures and the receipt's own arithmetic
     _signature_check(report, "miner_signature", verify_miner_signature, receipt, f"signed by miner {receipt.miner}")
@@ -301,3 +311,77 @@ def _assigned_miner(coordinator: CoordinatorClient | None, job_id: str) -> str |
     except AitbcError:
         return None
     return str(miner) if miner else None
+
+
+def _zkml_material(
+    receipt_obj: Any, coordinator: CoordinatorClient | None, receipt: Receipt
+) -> tuple[list[dict[str, Any]] | None, list[str] | None]:
+    """EXPERIMENTAL zk-inference: the EZKL proofs (from the file's ``output``, as the result route serves
+    it, or from the coordinator's result) and, when the file has them, the job's input vectors."""
+    obj = receipt_obj if isinstance(receipt_obj, dict) else {}
+    output = obj.get("output")
+    texts = obj.get("input", {}).get("texts") if isinstance(obj.get("input"), dict) else None
+    if isinstance(output, dict) and isinstance(output.get("proofs"), list):
+        return output["proofs"], texts
+    if receipt.model != ZKML_MODEL or coordinator is None:
+        return None, texts
+    try:
+        proofs = coordinator.result(receipt.job_id).get("output", {}).get("proofs")
+    except AitbcError:
+        return None, texts
+    return (proofs if isinstance(proofs, list) else None), texts
+
+
+def _check_zkml(
+    report: ReceiptReport, receipt: Receipt, proofs: list[dict[str, Any]] | None, texts: list[str] | None
+) -> None:
+    """EXPERIMENTAL: a zk-inference receipt's EZKL proofs verify against the committed circuit, the
+    receipt names that circuit, and its output hash is the hash of the proven outputs (docs/zk.md)."""
+    if proofs is None:
+        if receipt.model == ZKML_MODEL:
+            report.skip("zkml_proof", "EXPERIMENTAL zk-inference receipt, but no EZKL proofs at hand to check")
+        return
+    try:
+        from aitbc.zk import zkml
+    except ImportError:  # pragma: no cover - aitbc.zk ships with the package
+        report.skip("zkml_proof", "aitbc.zk is not available")
+        return
+    if not zkml.is_zkml_available():
+        report.skip("zkml_proof", "EXPERIMENTAL zk-inference proofs not checked: install the zkml extra (ezkl)")
+        return
+    paths = zkml.default_zkml_paths()
+    digest = zkml.compute_zkml_model_digest(paths)
+    try:
+        output_hash = compute_zk_inference_output_hash(proofs)
+        statement = None if texts is None else get_zk_inference_problem(proofs, texts, ZKML_SCALE)
+    except ValueError as exc:
+        report.add("zkml_proof", False, f"EXPERIMENTAL zk-inference: malformed proofs: {exc}")
+        return
+    problems = []
+    if receipt.model_digest != digest:
+        problems.append(f"the receipt names model digest {receipt.model_digest}, the committed circuit is {digest}")
+    if output_hash != receipt.output_hash:
+        problems.append("the receipt's output hash is not the hash of the proven outputs")
+    if statement is not None:
+        problems.append(statement)
+    bad = [str(i) for i, proof in enumerate(proofs) if not zkml.verify_proof(paths, proof)]
+    if bad:
+        problems.append(f"EZKL proof(s) {', '.join(bad)} do not verify against the committed vk and settings")
+    if problems:
+        report.add("zkml_proof", False, "EXPERIMENTAL zk-inference: " + "; ".join(problems))
+        return
+    runs = [
+        f"{[round(compute_float_of_felt(f, ZKML_SCALE), 4) for f in get_instances(p)[:ZKML_INPUTS]]} -> "
+        f"{[round(compute_float_of_felt(f, ZKML_SCALE), 4) for f in get_instances(p)[ZKML_INPUTS:]]}"
+        for p in proofs
+    ]
+    report.add(
+        "zkml_proof",
+        True,
+        f"EXPERIMENTAL: {len(proofs)} EZKL proof(s) verify against the committed {ZKML_MODEL} circuit "
+        f"(vk, settings; {digest[:19]}…): the model run on the public input gives the public output, "
+        f"{'; '.join(runs)} (fixed point, 2^-{ZKML_SCALE}); the receipt's output hash is the hash of those outputs"
+        + ("; the proofs are about the job's input vectors" if texts is not None else "")
+        + ". Not sound against whoever generated the local development SRS; proves nothing about other models "
+        "(docs/zk.md)",
+    )
