@@ -34,6 +34,7 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
 from aitbc.protocol.job import JobInput, Params
 from aitbc.protocol.sealed import new_reply_key, open_job_output, seal_job_input
+from aitbc.protocol.zkml import ZKML_MODEL, format_zk_vector, parse_zk_vector
 from aitbc.runtime.keyfile import read_keyfile
 
 app = typer.Typer(help="Submit and follow AI jobs.", no_args_is_help=True)
@@ -75,6 +76,11 @@ def _print_result(client: CoordinatorClient, job: dict[str, Any], reply_secret: 
         console.print(
             Panel(text, title="result (decrypted here; the coordinator saw ciphertext)", border_style="green")
         )
+    elif "proofs" in result["output"]:
+        console.print(
+            f"EXPERIMENTAL zk-inference: outputs {result['output']['outputs']}, "
+            f"{len(result['output']['proofs'])} EZKL proof(s); check them with `aitbc receipt verify {job['job_id']}`"
+        )
     elif "text" in result["output"]:
         console.print(Panel(result["output"]["text"], title="result", border_style="green"))
     else:
@@ -93,6 +99,13 @@ def _print_result(client: CoordinatorClient, job: dict[str, Any], reply_secret: 
     table.add_row("price", f"{receipt['total_price']} base units ({receipt['unit_price']}/token)")
     table.add_row("signatures", "miner ✓ coordinator ✓" if receipt["coordinator_signature"] else "miner ✓")
     console.print(table)
+
+
+def _zk_vector_text(value: str) -> str:
+    try:
+        return format_zk_vector(parse_zk_vector(value))
+    except ValueError as exc:
+        raise ConfigError(f"--zk-input: {exc}") from None
 
 
 def _client_key(key: str | None, devnet: Path | None) -> KeyPair:
@@ -169,6 +182,14 @@ def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> t
 def submit(
     prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for an inference job")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="Text to embed (repeat for several)")] = None,
+    zk_input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--zk-input",
+            help="EXPERIMENTAL zk-inference: an input vector for the small ONNX model aitbc-zkml-mlp, 4 numbers "
+            "comma-separated (repeat for up to 4); the miner proves each run with EZKL (docs/zk.md)",
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model (default: the first one served)")] = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens to generate")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy)")] = 0.0,
@@ -196,15 +217,23 @@ def submit(
     api_key: ApiKeyOpt = None,
     rpc: RpcOpt = None,
 ) -> None:
-    """Submit an inference (--prompt) or embedding (--text …) job.
+    """Submit an inference (--prompt), embedding (--text …) or EXPERIMENTAL zk-inference (--zk-input …) job.
 
     On a coordinator that takes paid jobs, it first opens the job's escrow on chain with your key, shows
     it, waits for it to commit, then submits the job; with --wait it also shows the settlement."""
-    if (prompt is None) == (not text):
-        raise ConfigError("give either --prompt (inference) or one or more --text (embedding)")
+    if [prompt is not None, bool(text), bool(zk_input)].count(True) != 1:
+        raise ConfigError(
+            "give one of --prompt (inference), --text … (embedding) or --zk-input … (zk-inference, experimental)"
+        )
     with coordinator_client(devnet, coordinator, api_key) as client:
-        if prompt is not None:
+        if zk_input:
             body: dict[str, Any] = {
+                "type": "zk-inference",
+                "model": model or ZKML_MODEL,
+                "input": {"texts": [_zk_vector_text(v) for v in zk_input]},
+            }
+        elif prompt is not None:
+            body = {
                 "type": "inference",
                 "model": model or _default_model(client, "text"),
                 "input": {"prompt": prompt},

@@ -55,6 +55,14 @@ def run(
         float, typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)")
     ] = 0.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    zk_inference: Annotated[
+        bool,
+        typer.Option(
+            "--zk-inference",
+            help="EXPERIMENTAL: also serve zk-inference jobs (the small ONNX model aitbc-zkml-mlp, proved with "
+            "EZKL; needs the zkml extra; the ~140 MB proving key is generated into DATA_DIR/zkml on first use)",
+        ),
+    ] = False,
 ) -> None:
     """Register with the coordinator and run jobs until Ctrl-C (unfinished jobs are handed back)."""
     import uvloop
@@ -87,6 +95,8 @@ def run(
         region=region,
         max_concurrency=concurrency,
         hardware=detect_hardware_dict(),
+        zk_inference=zk_inference,
+        data_dir=data_dir,
     )
     uvloop.run(serve_miner(config, miner_key, build_backend(backend, options)))
 

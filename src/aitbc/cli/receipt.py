@@ -39,7 +39,8 @@ def verify(
     coordinator: CoordinatorOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
-    """Signatures, assigned miner, settle committed on chain (Merkle proof), amounts; exit 1 if any fails."""
+    """Signatures, assigned miner, settle committed on chain (Merkle proof), amounts, the zk receipt proof
+    (attached or in settle_job_zk), and for EXPERIMENTAL zk-inference jobs the EZKL proofs; exit 1 if any fails."""
     path = Path(target)
     receipt_obj = None
     job_id: str | None = None

@@ -18,6 +18,7 @@ from aitbc.client.node import NodeClient
 from aitbc.market.matching import JobRequirements, compute_max_units
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
+from aitbc.protocol.job import compute_model_kind
 from aitbc.protocol.tx import OpenEscrow
 
 DEFAULT_DEADLINE_BLOCKS: Final = 900
@@ -47,7 +48,7 @@ def new_job_id() -> str:
 def compute_default_max_price(body: dict[str, Any], models: list[dict[str, Any]]) -> int:
     """The worst-case price of a job at the dearest live miner serving its model, so any of them may take it."""
     model = body["model"]
-    kind = "embedding" if body["type"] == "embedding" else "text"
+    kind = compute_model_kind(body["type"])
     prices = [int(m["max_unit_price"]) for m in models if m["name"] == model and m["kind"] == kind]
     if not prices:
         raise ConfigError(f"no live miner serves {kind} model {model!r}, so no price can be offered")

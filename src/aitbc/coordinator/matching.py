@@ -201,9 +201,8 @@ class LocalMatchPolicy:
         if len(serving) <= 1:
             return indexed
         kind = next(m.kind for live in serving.values() for m in live.offer.models if m.name == model)
-        job = JobRequirements(
-            job_type="embedding" if kind == "embedding" else "inference", model=model, input_chars=0, max_tokens=0
-        )
+        job_type = "inference" if kind == "text" else kind  # the job type each model kind runs (compute_model_kind)
+        job = JobRequirements(job_type=job_type, model=model, input_chars=0, max_tokens=0)
         now = int(time.time() * 1000)
         scores: dict[str, float] = {}
         for state in self.states(serving.values(), now):

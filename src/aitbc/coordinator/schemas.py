@@ -46,7 +46,7 @@ class SealedInputIn(Strict):
 
 
 class QuoteRequest(Strict):
-    type: Literal["inference", "embedding"]
+    type: Literal["inference", "embedding", "zk-inference"]
     model: str = Field(min_length=1, max_length=128)
     model_digest: str | None = Field(None, max_length=200)
 
@@ -57,7 +57,10 @@ class JobCreate(Strict):
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="Paid jobs: the job id of the escrow the client opened on chain for this job",
     )
-    type: Literal["inference", "embedding"]
+    type: Literal["inference", "embedding", "zk-inference"] = Field(
+        description="zk-inference is EXPERIMENTAL: the small ONNX model aitbc-zkml-mlp proved with EZKL; "
+        "input.texts holds 1..4 vectors of 4 comma-separated numbers (docs/zk.md)"
+    )
     model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     model_digest: str | None = Field(None, max_length=200)
     input: JobInputIn = Field(default_factory=lambda: JobInputIn())
@@ -71,7 +74,7 @@ class JobCreate(Strict):
 class ServedModelIn(Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     digest: str = Field(min_length=1, max_length=200)
-    kind: Literal["text", "embedding"]
+    kind: Literal["text", "embedding", "zk-inference"] = Field(description="zk-inference: EXPERIMENTAL (docs/zk.md)")
     unit_price: int = Field(ge=0, le=2**40, description="Base units per token")
     context_length: int | None = None
     dimensions: int | None = None

@@ -47,7 +47,7 @@ from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel, find
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, NotFound
-from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_output_hash
+from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_model_kind
 from aitbc.protocol.receipt import (
     Receipt,
     ReceiptExpectation,
@@ -56,6 +56,14 @@ from aitbc.protocol.receipt import (
     verify_receipt,
 )
 from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow, get_receipt_proof_problem
+from aitbc.protocol.zkml import (
+    ZK_INFERENCE,
+    ZKML_OUTPUTS,
+    ZKML_SCALE,
+    compute_job_output_hash,
+    get_zk_inference_problem,
+    parse_zk_inference_proofs,
+)
 
 log = logging.getLogger("aitbc.coordinator")
 
@@ -387,7 +395,7 @@ class CoordinatorService:
 
     def quote(self, job_type: str, model: str, model_digest: str | None) -> dict[str, Any]:
         """The live miner with spare capacity that serves ``model`` cheapest (a private job is sealed to it)."""
-        kind = "embedding" if job_type == "embedding" else "text"
+        kind = compute_model_kind(job_type)
         offers = [
             (served.unit_price, len(live.active) / live.max_concurrency, live.offer.miner, served)
             for live in self.live_miners()
@@ -443,7 +451,7 @@ class CoordinatorService:
                 raise InputTooLarge(str(exc)) from None
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from None
-        kind = "embedding" if job_input.type == "embedding" else "text"
+        kind = compute_model_kind(job_input.type)
         served = [
             m
             for m in self.served_models()
@@ -555,7 +563,10 @@ class CoordinatorService:
         receipt = await self._read(self.repo.get_receipt, job_id)
         if receipt is None:
             raise NotFound(f"job {job_id} has no receipt (state: {row['state']})")
-        return {"job_id": job_id, "receipt_hash": receipt["receipt_hash"], "receipt": receipt["receipt"]}
+        found = {"job_id": job_id, "receipt_hash": receipt["receipt_hash"], "receipt": receipt["receipt"]}
+        if receipt.get("zk_proof") is not None:  # so a saved receipt file carries its proof (docs/zk.md)
+            found["zk_proof"] = receipt["zk_proof"]
+        return found
 
     # -- miners --------------------------------------------------------------------
     def authenticate_miner(self, headers: dict[str, str | None], method: str, path: str, body: bytes) -> str:
@@ -792,7 +803,7 @@ class CoordinatorService:
                 model_digest=row["served_digest"],
                 input_hash=row["input_hash"],
                 # a sealed result is ciphertext: the client checks the output hash after decrypting
-                output_hash=receipt.output_hash if is_sealed_row(row) else compute_output_hash(output),
+                output_hash=receipt.output_hash if is_sealed_row(row) else compute_job_output_hash(row["type"], output),
                 max_total_price=row["max_price"],
                 earliest_start_ms=row["assigned_at_ms"],
                 latest_finish_ms=now,
@@ -848,6 +859,16 @@ class CoordinatorService:
                 raise BadResult("an inference result must carry text and no vectors")
             return
         texts = row["input"].get("texts") or []
+        if row["type"] == ZK_INFERENCE:  # EXPERIMENTAL: the proofs must be about this job's vectors
+            try:
+                problem = get_zk_inference_problem(parse_zk_inference_proofs(output.text), texts, ZKML_SCALE)
+            except ValueError as exc:
+                problem = str(exc)
+            if problem is None and len(output.vectors_f32) != 8 * ZKML_OUTPUTS * len(texts):
+                problem = f"expected {len(texts)} output vectors of {ZKML_OUTPUTS} float32 values"
+            if problem is not None:
+                raise BadResult(f"zk-inference result refused: {problem}")
+            return
         if output.text is not None or output.dimensions == 0:
             raise BadResult("an embedding result must carry vectors and no text")
         if len(output.vectors_f32) != 8 * output.dimensions * len(texts):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from aitbc.protocol.job import compute_model_kind
+
 TEMPLATE_OVERHEAD_TOKENS: Final = 64
 """Tokens a chat template may add around the input, for the price bound."""
 
@@ -52,7 +54,7 @@ def compute_max_units(req: JobRequirements) -> int:
 
 
 def find_served_model(offer: MinerOffer, req: JobRequirements) -> ServedModel | None:
-    wanted_kind = "embedding" if req.job_type == "embedding" else "text"
+    wanted_kind = compute_model_kind(req.job_type)
     for model in offer.models:
         if (
             model.name == req.model

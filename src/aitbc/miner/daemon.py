@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import random
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,10 +34,19 @@ from aitbc.miner.backends.base import (
 from aitbc.protocol.auth import sign_miner_request
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
-from aitbc.protocol.job import JobInput, JobOutput, compute_output_hash, pack_vectors
+from aitbc.protocol.job import JobInput, JobOutput, pack_vectors
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
 from aitbc.protocol.sealed import open_job_input, seal_job_output
 from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow
+from aitbc.protocol.zkml import (
+    ZKML_INPUTS,
+    ZKML_MODEL,
+    ZKML_SCALE,
+    compute_float_of_felt,
+    compute_job_output_hash,
+    get_instances,
+    parse_zk_vector,
+)
 from aitbc.zk.prover import Groth16pyProver, ReceiptProver, make_receipt_proof
 from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
 
@@ -62,6 +74,10 @@ class MinerConfig:
     claim_wait_seconds: float = 20.0
     version: str = "0.1.0"
     hardware: dict[str, Any] = field(default_factory=dict)
+    zk_inference: bool = False
+    """EXPERIMENTAL: also serve zk-inference jobs (needs the zkml extra; docs/zk.md)."""
+    data_dir: Path | None = None
+    """Where the zk-inference proving key is cached (generated on first use)."""
 
 
 @dataclass
@@ -117,6 +133,8 @@ class MinerDaemon:
         self.config = config
         self._zk_prover = zk_prover
         self._zk_lock = threading.Lock()
+        self._zkml_lock = threading.Lock()
+        self._zkml_pool: ProcessPoolExecutor | None = None
         self.key = key
         self.backend = backend
         self.link = link
@@ -133,6 +151,32 @@ class MinerDaemon:
                 self._zk_prover = Groth16pyProver(CircuitPaths(default_circuits_dir()))
             prover = self._zk_prover
         return make_receipt_proof(prover, receipt, escrow)
+
+    def _zkml_model(self) -> ModelInfo:
+        """The zk-inference model, offered only when asked for and the zkml extra is installed."""
+        from aitbc.zk import zkml
+
+        if not zkml.is_zkml_available():
+            raise RemoteError("zk-inference needs the zkml extra: pip install 'aitbc[zkml]'", reason="zkml_unavailable")
+        return ModelInfo(ZKML_MODEL, zkml.compute_zkml_model_digest(zkml.default_zkml_paths()), "zk-inference", "ezkl")
+
+    def _run_zk_inference(self, job: JobInput) -> tuple[JobOutput, int]:
+        """EXPERIMENTAL: run the ONNX model on each vector and prove it with EZKL (the proving key is
+        generated into the data dir at the first such job); the output carries the proofs."""
+        from aitbc.zk import zkml
+
+        with self._zkml_lock:
+            if self._zkml_pool is None:
+                self._zkml_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._zkml_pool
+        cache = (self.config.data_dir or Path.home() / ".aitbc" / "miner") / "zkml"
+        vectors = [parse_zk_vector(t) for t in job.texts or []]
+        root = str(zkml.default_zkml_paths().root)
+        proofs = pool.submit(zkml.prove_job, root, str(cache), vectors).result()
+        outputs = [[compute_float_of_felt(f, ZKML_SCALE) for f in get_instances(p)[ZKML_INPUTS:]] for p in proofs]
+        dims, packed = pack_vectors(outputs)
+        text = orjson.dumps({"proofs": proofs}).decode()
+        return JobOutput(text=text, dimensions=dims, vectors_f32=packed), len(vectors)
 
     async def _connect(self) -> CoordinatorLink:
         if self.link is not None:
@@ -185,6 +229,8 @@ class MinerDaemon:
 
     async def run(self) -> None:
         self.models = await asyncio.to_thread(self.backend.list_models)
+        if self.config.zk_inference:
+            self.models.append(await asyncio.to_thread(self._zkml_model))
         warm_up = getattr(self.backend, "warm_up", None)
         if callable(warm_up):  # load models before offering them, so the first job is not slow
             await asyncio.to_thread(warm_up)
@@ -199,6 +245,8 @@ class MinerDaemon:
         await asyncio.gather(*workers, return_exceptions=True)
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
+        if self._zkml_pool is not None:
+            self._zkml_pool.shutdown(wait=False, cancel_futures=True)
         if self.link is not None:
             await self.link.close()
 
@@ -318,7 +366,7 @@ class MinerDaemon:
                 model=job["model"],
                 model_digest=job["model_digest"],
                 input_hash=job["input_hash"],
-                output_hash=compute_output_hash(output),
+                output_hash=compute_job_output_hash(job_input.type, output),
                 units=units,
                 unit_price=job["unit_price"],
                 total_price=compute_total_price(units, job["unit_price"]),
@@ -377,7 +425,10 @@ class MinerDaemon:
     def _execute(self, job: JobInput, on_token: Any) -> tuple[JobOutput, ReceiptUnits]:
         """Run the job on the backend (in a worker thread); returns the output and measured units."""
         started = time.perf_counter()
-        if job.type == "embedding":
+        if job.type == "zk-inference":
+            output, proved = self._run_zk_inference(job)
+            prompt_tokens, completion_tokens = proved, 0
+        elif job.type == "embedding":
             result = self.backend.embed(job.model, list(job.texts or []))
             dims, packed = pack_vectors(result.vectors)
             output = JobOutput(dimensions=dims, vectors_f32=packed)

@@ -19,7 +19,7 @@ class Strict(BaseModel):
 class ServedModelIn(Strict):
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN)
     digest: str = Field(min_length=1, max_length=200)
-    kind: Literal["text", "embedding"]
+    kind: Literal["text", "embedding", "zk-inference"]
     unit_price: int = Field(ge=0, le=2**40, description="Base units per token")
 
 
@@ -59,7 +59,7 @@ class OutcomeIn(Strict):
 
 class MatchJob(Strict):
     job_id: str = Field("", max_length=64, description="Decides exploration slots; any stable id")
-    type: Literal["inference", "embedding"] = "inference"
+    type: Literal["inference", "embedding", "zk-inference"] = "inference"
     model: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN)
     model_digest: str | None = Field(None, max_length=200)
     input_chars: int = Field(0, ge=0, le=100_000_000)

@@ -18,8 +18,9 @@ from aitbc.protocol import codec
 from aitbc.protocol.crypto import sha256_hex
 from aitbc.protocol.types import U64, HexBytes, Wire
 
-JobType = Literal["inference", "embedding"]
-JOB_TYPES: Final = ("inference", "embedding")
+JobType = Literal["inference", "embedding", "zk-inference"]
+JOB_TYPES: Final = ("inference", "embedding", "zk-inference")
+"""``zk-inference`` is EXPERIMENTAL: one small ONNX model proved with EZKL (``aitbc.protocol.zkml``)."""
 
 MAX_PROMPT_CHARS: Final = 32_000
 MAX_MESSAGES: Final = 64
@@ -52,7 +53,7 @@ class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 class JobInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Exactly what the miner must run: one of prompt / messages (inference) or texts (embedding)."""
 
-    type: Annotated[str, Meta(pattern=r"^(inference|embedding)$"), Wire.STR]
+    type: Annotated[str, Meta(pattern=r"^(inference|embedding|zk-inference)$"), Wire.STR]
     model: ModelName
     prompt: Text | None = None
     messages: list[Message] | None = None
@@ -79,6 +80,13 @@ def check_job_input(job: JobInput) -> None:
         if job.messages is not None and not 1 <= len(job.messages) <= MAX_MESSAGES:
             raise ValueError(f"input.messages must hold 1..{MAX_MESSAGES} messages")
         size = len(job.prompt or "") + sum(len(m.content) for m in job.messages or [])
+    elif job.type == "zk-inference":
+        from aitbc.protocol.zkml import check_zk_inference_texts
+
+        if job.prompt is not None or job.messages is not None:
+            raise ValueError("a zk-inference job takes input.texts (its vectors) and nothing else")
+        check_zk_inference_texts(job.texts)
+        size = sum(len(t) for t in job.texts or [])
     else:
         if job.texts is None or job.prompt is not None or job.messages is not None:
             raise ValueError("an embedding job needs input.texts (a list of strings) and nothing else")
@@ -87,6 +95,11 @@ def check_job_input(job: JobInput) -> None:
         size = sum(len(t) for t in job.texts)
     if size > MAX_PROMPT_CHARS:
         raise OverflowError(f"input is {size} characters; the limit is {MAX_PROMPT_CHARS}")
+
+
+def compute_model_kind(job_type: str) -> str:
+    """The kind of served model a job type runs on (miners advertise models by kind)."""
+    return job_type if job_type in ("embedding", "zk-inference") else "text"
 
 
 def compute_input_hash(job: JobInput) -> str:

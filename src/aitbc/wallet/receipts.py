@@ -28,6 +28,16 @@ from aitbc.protocol.receipt import (
     verify_receipt_accounting,
 )
 from aitbc.protocol.tx import SettleJob, SettleJobZk, tx_from_json_obj
+from aitbc.protocol.zk import RECEIPT_VK_SHA256, ZkReceiptProof, get_receipt_proof_problem
+from aitbc.protocol.zkml import (
+    ZKML_INPUTS,
+    ZKML_MODEL,
+    ZKML_SCALE,
+    compute_float_of_felt,
+    compute_zk_inference_output_hash,
+    get_instances,
+    get_zk_inference_problem,
+)
 
 Outcome = Literal["pass", "fail", "skip"]
 
@@ -120,9 +130,11 @@ def verify_receipt_end_to_end(
             raise AitbcError("no coordinator to fetch the receipt from; give the receipt", reason="no_coordinator")
         receipt_obj = coordinator.receipt(job_id)
     receipt = parse_receipt(receipt_obj)
+    attached = parse_attached_proof(receipt_obj)
     if job_id is not None and receipt.job_id != job_id:
         raise AitbcError(f"the receipt is for job {receipt.job_id}, not {job_id}", reason="wrong_job")
     report = ReceiptReport(job_id=receipt.job_id, receipt_hash=compute_receipt_hash(receipt))
+    _check_zkml(report, receipt, *_zkml_material(receipt_obj, coordinator, receipt))
 
     # Verify the signatures and the receipt's own arithmetic
     _signature_check(report, "miner_signature", verify_miner_signature, receipt, f"signed by miner {receipt.miner}")
@@ -167,7 +179,7 @@ def verify_receipt_end_to_end(
         else f"escrow is {escrow.state}"
         + ("" if anchored or not settled else f" with another receipt ({escrow.receipt_hash})"),
     )
-    _check_settle_tx(node, report, receipt)
+    settle_tx = _check_settle_tx(node, report, receipt)
 
     # Verify the miner paid is the one assigned (the countersigned receipt's), and the parties match
     assigned = _assigned_miner(coordinator, receipt.job_id)
@@ -194,8 +206,53 @@ def verify_receipt_end_to_end(
         report.add("amounts", *_check_amounts(escrow, receipt, chain.get("params", {})))
     else:
         report.add("amounts", False, "nothing was paid: the escrow is not settled")
-    report.skip("zk_proof", "no zk proof attached to this receipt")
+    chain_proof = settle_tx.proof if isinstance(settle_tx, SettleJobZk) else None
+    _check_zk_proof(report, receipt, escrow.amount, attached, chain_proof)
     return report
+
+
+def parse_attached_proof(obj: Any) -> ZkReceiptProof | None:
+    """The zk proof a receipt file or the coordinator's receipt carries beside the receipt (``zk_proof``)."""
+    raw = obj.get("zk_proof") if isinstance(obj, dict) else None
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw, ZkReceiptProof)
+    except msgspec.ValidationError as exc:
+        raise AitbcError(f"the attached zk proof does not parse: {exc}", reason="bad_zk_proof") from None
+
+
+def _check_zk_proof(
+    report: ReceiptReport,
+    receipt: Receipt,
+    escrow_amount: int,
+    attached: ZkReceiptProof | None,
+    on_chain: ZkReceiptProof | None,
+) -> None:
+    """Re-verify, with the node's own pure verifier, every receipt proof there is: the one the receipt
+    carries and the one the chain settled with (``settle_job_zk``); say what a valid one establishes."""
+    proofs = [(where, p) for where, p in (("attached", attached), ("settle_job_zk", on_chain)) if p is not None]
+    if attached is not None and attached == on_chain:
+        proofs = [("attached and settle_job_zk", attached)]
+    if not proofs:
+        report.skip("zk_proof", "no zk proof: the receipt carries none and the job was settled with settle_job")
+        return
+    problems = [
+        f"{where} proof: {problem}"
+        for where, proof in proofs
+        if (problem := get_receipt_proof_problem(proof, receipt, escrow_amount)) is not None
+    ]
+    if problems:
+        report.add("zk_proof", False, "; ".join(problems))
+        return
+    report.add(
+        "zk_proof",
+        True,
+        f"Groth16 proof ({' and '.join(w for w, _ in proofs)}) verifies with the pinned receipt key "
+        f"(vk sha256 {RECEIPT_VK_SHA256[:12]}…) and its commitment opens to this receipt: whoever made it knew "
+        f"units x unit price = total {receipt.total_price} <= escrow {escrow_amount} for this job and miner. "
+        "It does not prove that any model ran or that the output or token counts are true (docs/zk.md)",
+    )
 
 
 def _check_amounts(escrow: Escrow, receipt: Receipt, params: dict[str, Any]) -> tuple[bool, str]:
@@ -221,18 +278,18 @@ def _check_amounts(escrow: Escrow, receipt: Receipt, params: dict[str, Any]) -> 
     )
 
 
-def _check_settle_tx(node: NodeClient, report: ReceiptReport, receipt: Receipt) -> None:
-    """The ``settled`` event's tx is committed and carries exactly this receipt."""
+def _check_settle_tx(node: NodeClient, report: ReceiptReport, receipt: Receipt) -> SettleJob | SettleJobZk | None:
+    """The ``settled`` event's tx is committed and carries exactly this receipt (returned when it does)."""
     job = node.get_job(receipt.job_id) or {}
     settled = [e for e in job.get("events", []) if e.get("kind") == "settled"]
     if not settled:
         report.add("settle_tx", False, "no settle event for this job on chain")
-        return
+        return None
     tx_hash = settled[-1]["tx_hash"]
     status = node.get_tx_status(tx_hash)
     if status.get("status") != "committed":
         report.add("settle_tx", False, f"settle tx {tx_hash} is {status.get('status')}")
-        return
+        return None
     found = node.call("get_tx", tx_hash)
     tx = tx_from_json_obj(found["tx"])
     ok = isinstance(tx, SettleJob | SettleJobZk) and compute_receipt_hash(tx.receipt) == report.receipt_hash
@@ -243,6 +300,7 @@ def _check_settle_tx(node: NodeClient, report: ReceiptReport, receipt: Receipt) 
         if ok
         else f"tx {tx_hash} does not carry this receipt",
     )
+    return tx if ok and isinstance(tx, SettleJob | SettleJobZk) else None
 
 
 def _assigned_miner(coordinator: CoordinatorClient | None, job_id: str) -> str | None:
@@ -253,3 +311,77 @@ def _assigned_miner(coordinator: CoordinatorClient | None, job_id: str) -> str |
     except AitbcError:
         return None
     return str(miner) if miner else None
+
+
+def _zkml_material(
+    receipt_obj: Any, coordinator: CoordinatorClient | None, receipt: Receipt
+) -> tuple[list[dict[str, Any]] | None, list[str] | None]:
+    """EXPERIMENTAL zk-inference: the EZKL proofs (from the file's ``output``, as the result route serves
+    it, or from the coordinator's result) and, when the file has them, the job's input vectors."""
+    obj = receipt_obj if isinstance(receipt_obj, dict) else {}
+    output = obj.get("output")
+    texts = obj.get("input", {}).get("texts") if isinstance(obj.get("input"), dict) else None
+    if isinstance(output, dict) and isinstance(output.get("proofs"), list):
+        return output["proofs"], texts
+    if receipt.model != ZKML_MODEL or coordinator is None:
+        return None, texts
+    try:
+        proofs = coordinator.result(receipt.job_id).get("output", {}).get("proofs")
+    except AitbcError:
+        return None, texts
+    return (proofs if isinstance(proofs, list) else None), texts
+
+
+def _check_zkml(
+    report: ReceiptReport, receipt: Receipt, proofs: list[dict[str, Any]] | None, texts: list[str] | None
+) -> None:
+    """EXPERIMENTAL: a zk-inference receipt's EZKL proofs verify against the committed circuit, the
+    receipt names that circuit, and its output hash is the hash of the proven outputs (docs/zk.md)."""
+    if proofs is None:
+        if receipt.model == ZKML_MODEL:
+            report.skip("zkml_proof", "EXPERIMENTAL zk-inference receipt, but no EZKL proofs at hand to check")
+        return
+    try:
+        from aitbc.zk import zkml
+    except ImportError:  # pragma: no cover - aitbc.zk ships with the package
+        report.skip("zkml_proof", "aitbc.zk is not available")
+        return
+    if not zkml.is_zkml_available():
+        report.skip("zkml_proof", "EXPERIMENTAL zk-inference proofs not checked: install the zkml extra (ezkl)")
+        return
+    paths = zkml.default_zkml_paths()
+    digest = zkml.compute_zkml_model_digest(paths)
+    try:
+        output_hash = compute_zk_inference_output_hash(proofs)
+        statement = None if texts is None else get_zk_inference_problem(proofs, texts, ZKML_SCALE)
+    except ValueError as exc:
+        report.add("zkml_proof", False, f"EXPERIMENTAL zk-inference: malformed proofs: {exc}")
+        return
+    problems = []
+    if receipt.model_digest != digest:
+        problems.append(f"the receipt names model digest {receipt.model_digest}, the committed circuit is {digest}")
+    if output_hash != receipt.output_hash:
+        problems.append("the receipt's output hash is not the hash of the proven outputs")
+    if statement is not None:
+        problems.append(statement)
+    bad = [str(i) for i, proof in enumerate(proofs) if not zkml.verify_proof(paths, proof)]
+    if bad:
+        problems.append(f"EZKL proof(s) {', '.join(bad)} do not verify against the committed vk and settings")
+    if problems:
+        report.add("zkml_proof", False, "EXPERIMENTAL zk-inference: " + "; ".join(problems))
+        return
+    runs = [
+        f"{[round(compute_float_of_felt(f, ZKML_SCALE), 4) for f in get_instances(p)[:ZKML_INPUTS]]} -> "
+        f"{[round(compute_float_of_felt(f, ZKML_SCALE), 4) for f in get_instances(p)[ZKML_INPUTS:]]}"
+        for p in proofs
+    ]
+    report.add(
+        "zkml_proof",
+        True,
+        f"EXPERIMENTAL: {len(proofs)} EZKL proof(s) verify against the committed {ZKML_MODEL} circuit "
+        f"(vk, settings; {digest[:19]}…): the model run on the public input gives the public output, "
+        f"{'; '.join(runs)} (fixed point, 2^-{ZKML_SCALE}); the receipt's output hash is the hash of those outputs"
+        + ("; the proofs are about the job's input vectors" if texts is not None else "")
+        + ". Not sound against whoever generated the local development SRS; proves nothing about other models "
+        "(docs/zk.md)",
+    )

@@ -3,15 +3,17 @@
 What exists: a fixed sample model (4 inputs → 8 ReLU → 2 outputs), its EZKL settings, compiled
 circuit, verifying key, a locally generated SRS (``gen_srs``: a development SRS whose secret the
 generating machine could have kept — never downloaded, and not a ceremony) and one sample proof,
-committed under ``circuits/zkml/``; ``prove`` and ``verify`` around them; and
-``compute_zkml_output_hash``, the value a receipt's ``output_hash`` would carry for a
-zk-inference job (the hash of the proof's public outputs). What does not exist yet: a
-``zk-inference`` job type, and verification in the node. See docs/zk.md.
+committed under ``circuits/zkml/``; ``prove`` and ``verify`` around them; and what the
+EXPERIMENTAL ``zk-inference`` job type needs: the model's digest, the proving key (≈ 140 MB, not
+committed: generated on first use and cached), proving a job's vectors on the miner and verifying
+a proof in the wallet. The wire rules (output hash = hash of the proven outputs) are pure, in
+``aitbc.protocol.zkml``. See docs/zk.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import filecmp
 import hashlib
 import inspect
 import json
@@ -177,3 +179,66 @@ def compute_zkml_output_hash(proof: dict[str, Any]) -> str:
 def copy_sample(paths: ZkmlPaths, target: Path) -> ZkmlPaths:
     shutil.copytree(paths.root, target)
     return ZkmlPaths(target)
+
+
+def compute_zkml_model_digest(paths: ZkmlPaths) -> str:
+    """The zk-inference model's digest: sha256 over the ONNX model, the EZKL settings and the verifying
+    key, so a receipt names exactly the circuit its proofs verify against."""
+    digest = hashlib.sha256()
+    for part in (paths.model, paths.settings, paths.vk):
+        digest.update(hashlib.sha256(part.read_bytes()).digest())
+    return "sha256:" + digest.hexdigest()
+
+
+def ensure_proving_key(paths: ZkmlPaths, cache_dir: Path) -> Path:
+    """The proving key for the committed circuit, generated on first use (≈ 10-30 s) and cached in
+    ``cache_dir``. EZKL's key generation is deterministic: the verifying key it derives must equal the
+    committed one, else the cached key would make proofs nobody can verify."""
+    import ezkl
+
+    pk = cache_dir / f"zkml-pk-{compute_zkml_model_digest(paths)[7:19]}.key"
+    if pk.exists():
+        return pk
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="zkml-setup-", dir=cache_dir) as tmp:
+        vk, new_pk = Path(tmp) / "vk.key", Path(tmp) / "pk.key"
+        ezkl.setup(str(paths.compiled), str(vk), str(new_pk), str(paths.srs), None, False)
+        if not filecmp.cmp(vk, paths.vk, shallow=False):
+            raise RuntimeError("EZKL setup derived another verifying key than the committed circuits/zkml/vk.key")
+        new_pk.replace(pk)
+    return pk
+
+
+def prove_vectors(paths: ZkmlPaths, pk: Path, vectors: list[list[float]]) -> list[dict[str, Any]]:
+    """Run the model on each vector (EZKL's witness generation executes the ONNX graph) and prove it."""
+    proofs = []
+    with tempfile.TemporaryDirectory(prefix="aitbc-zkml-job-") as tmp:
+        for index, vector in enumerate(vectors):
+            input_path, proof_path = Path(tmp) / f"input{index}.json", Path(tmp) / f"proof{index}.json"
+            write_input(input_path, tuple(vector))
+            proofs.append(prove(paths, pk, input_path, proof_path))
+    return proofs
+
+
+def prove_job(root: str, cache_dir: str, vectors: list[list[float]]) -> list[dict[str, Any]]:
+    """A zk-inference job's proofs, in a worker process: EZKL holds the GIL while it proves, which would
+    stall the miner's event loop (its heartbeats keep the job's lease)."""
+    paths = ZkmlPaths(Path(root))
+    return prove_vectors(paths, ensure_proving_key(paths, Path(cache_dir)), vectors)
+
+
+def verify_proof(paths: ZkmlPaths, proof: dict[str, Any]) -> bool:
+    """EZKL verify of one proof (as JSON) against the committed settings, verifying key and SRS."""
+    with tempfile.TemporaryDirectory(prefix="aitbc-zkml-verify-") as tmp:
+        proof_path = Path(tmp) / "proof.json"
+        proof_path.write_text(json.dumps(proof))
+        return verify(paths, proof_path)
+
+
+def is_zkml_available() -> bool:
+    """Is the zkml extra (ezkl) installed? Miners advertise zk-inference only then."""
+    try:
+        import ezkl  # noqa: F401
+    except ImportError:
+        return False
+    return True

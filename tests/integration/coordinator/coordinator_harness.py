@@ -249,6 +249,8 @@ class MinerProcess:
     key: KeyPair = field(default_factory=KeyPair.generate)
     price: int = 1
     """Base units per token."""
+    extra_args: tuple[str, ...] = ()
+    """More ``aitbc miner run`` options (e.g. ``--zk-inference``)."""
 
     @property
     def address(self) -> str:
@@ -279,6 +281,7 @@ class MinerProcess:
             args += ["--region", self.region]
         if self.price != 1:
             args += ["--price", str(self.price)]
+        args += list(self.extra_args)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
 

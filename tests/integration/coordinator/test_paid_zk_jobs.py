@@ -13,6 +13,7 @@ from aitbc.protocol.receipt import Receipt, ReceiptUnits, countersign_receipt, s
 from aitbc.protocol.tx import SettleJobZk, sign_tx
 from aitbc.protocol.zk import ZkReceiptProof, get_receipt_proof_problem
 from aitbc.runtime.keyfile import read_keyfile
+from aitbc.wallet.receipts import verify_receipt_end_to_end
 from aitbc.zk.prover import Groth16pyProver, make_receipt_proof
 from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
 
@@ -34,6 +35,13 @@ def test_zk_job_settles_on_chain_with_a_verified_proof(paid: PaidStack) -> None:
     proof = msgspec.convert(settle["proof"], ZkReceiptProof)
     assert get_receipt_proof_problem(proof, receipt, escrow.amount) is None
     assert found["escrow"]["paid_to_miner"] == receipt.total_price
+    # the wallet's check, by job id: the coordinator's receipt carries the proof, the chain's tx too
+    with paid.client(api_key) as client, paid.rpc() as rpc:
+        assert client.receipt(job["job_id"])["zk_proof"] == settle["proof"]
+        report = verify_receipt_end_to_end(rpc, client, job_id=job["job_id"])
+    checks = {c.name: c for c in report.checks}
+    assert report.ok, report.to_json()
+    assert checks["zk_proof"].outcome == "pass" and "attached and settle_job_zk" in checks["zk_proof"].detail
 
 
 def test_node_refuses_a_forged_proof_and_accepts_the_genuine_one(paid: PaidStack) -> None:

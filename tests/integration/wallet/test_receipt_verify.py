@@ -121,6 +121,8 @@ def test_settled_receipt_verifies(shared_node: Any, settled: dict[str, Any], tmp
         "amounts": "pass",
         "zk_proof": "skip",
     }
+    report = json.loads(ok(run_cli("receipt", "verify", str(file), "--rpc", shared_node.rpc_url, "--json")))
+    assert "settled with settle_job" in next(c["detail"] for c in report["checks"] if c["name"] == "zk_proof")
 
 
 def test_tampered_receipt_fails(shared_node: Any, settled: dict[str, Any], tmp_path: Path) -> None:
@@ -219,3 +221,71 @@ def test_daemon_receipts_verify(wallet_daemon: Any, settled: dict[str, Any]) -> 
         assert rest["ok"] is True
         receipt["total_price"] = 1
         assert wallet.rpc("receipts.verify", {"receipt": receipt})["ok"] is False
+
+
+@pytest.fixture(scope="module")
+def prover() -> Any:
+    from aitbc.zk.prover import Groth16pyProver
+    from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
+
+    return Groth16pyProver(CircuitPaths(default_circuits_dir()))
+
+
+def test_zk_settled_receipt_checks_its_proof(shared_node: Any, client: NodeClient, prover: Any, tmp_path: Path) -> None:
+    """Settled with settle_job_zk: the wallet re-verifies the proof (chain's and attached); a tampered one fails."""
+    from aitbc.protocol.tx import SettleJobZk
+    from aitbc.zk.prover import make_receipt_proof
+
+    payer, coordinator, miner = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+    shared_node.fund(client, {payer.address: 1_000_000, coordinator.address: 100_000})
+    job_id = uuid.uuid4().hex
+    open_tx = OpenEscrow(
+        chain_id=shared_node.chain_id,
+        sender=payer.address,
+        nonce=0,
+        fee=FEE,
+        job_id=job_id,
+        coordinator=coordinator.address,
+        amount=10_000,
+        deadline_height=client.get_head()["height"] + 1_000,
+    )
+    shared_node.wait_committed(client, [client.send_tx(sign_tx(open_tx, payer))])
+    receipt = _receipt(shared_node.chain_id, job_id, payer, miner, coordinator)
+    proof = make_receipt_proof(prover, receipt, 10_000)
+    settle = SettleJobZk(
+        chain_id=shared_node.chain_id, sender=coordinator.address, nonce=0, fee=FEE, receipt=receipt, proof=proof
+    )
+    shared_node.wait_committed(client, [client.send_tx(sign_tx(settle, coordinator))])
+
+    # the bare receipt: the proof comes from the settle_job_zk tx on chain
+    bare = _write(tmp_path / "bare.json", receipt)
+    report = json.loads(ok(run_cli("receipt", "verify", str(bare), "--rpc", shared_node.rpc_url, "--json")))
+    zk = next(c for c in report["checks"] if c["name"] == "zk_proof")
+    assert report["ok"] is True and zk["outcome"] == "pass"
+    assert "settle_job_zk" in zk["detail"] and "does not prove that any model ran" in zk["detail"]
+
+    # the receipt file carries the proof, as the coordinator serves it
+    body = json.loads(bare.read_text())
+    body["zk_proof"] = msgspec.to_builtins(proof)
+    (tmp_path / "with.json").write_text(json.dumps(body))
+    checks = _checks(
+        ok(run_cli("receipt", "verify", str(tmp_path / "with.json"), "--rpc", shared_node.rpc_url, "--json"))
+    )
+    assert checks["zk_proof"] == "pass"
+
+    # a tampered attached proof fails (the chain's genuine one does not rescue it)
+    raw = bytearray(bytes.fromhex(proof.proof))
+    raw[10] ^= 0x01
+    body["zk_proof"]["proof"] = raw.hex()
+    (tmp_path / "forged.json").write_text(json.dumps(body))
+    result = run_cli("receipt", "verify", str(tmp_path / "forged.json"), "--rpc", shared_node.rpc_url, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    zk = next(c for c in report["checks"] if c["name"] == "zk_proof")
+    assert zk["outcome"] == "fail" and "attached proof" in zk["detail"] and "Groth16" in zk["detail"]
+
+    # a proof whose salt does not open the commitment to this receipt fails too
+    body["zk_proof"] = msgspec.to_builtins(msgspec.structs.replace(proof, salt="00" * 31 + "01"))
+    (tmp_path / "salt.json").write_text(json.dumps(body))
+    result = run_cli("receipt", "verify", str(tmp_path / "salt.json"), "--rpc", shared_node.rpc_url, "--json")
+    assert result.returncode == 1 and _checks(result.stdout)["zk_proof"] == "fail"

@@ -16,6 +16,7 @@ from aitbc.coordinator.schemas import JobCreate, QuoteRequest
 from aitbc.coordinator.services import CoordinatorService, job_view
 from aitbc.market.lifecycle import TERMINAL_STATES, JobState
 from aitbc.protocol.job import JobInput, JobOutput, Message, Params, unpack_vectors
+from aitbc.protocol.zkml import ZK_INFERENCE, parse_zk_inference_proofs
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
@@ -130,7 +131,13 @@ async def result_response(service: CoordinatorService, client: ApiKey, job_id: s
         "usage": receipt["receipt"]["units"],
         "total_price": receipt["receipt"]["total_price"],
     }
-    if output.text is not None:
+    if row["type"] == ZK_INFERENCE:  # EXPERIMENTAL: the outputs and the EZKL proofs of them
+        body["output"] = {
+            "experimental": True,
+            "outputs": unpack_vectors(output.dimensions, output.vectors_f32),
+            "proofs": parse_zk_inference_proofs(output.text),
+        }
+    elif output.text is not None:
         body["output"] = {"text": output.text}
     else:
         body["output"] = {
