@@ -10,6 +10,11 @@ height twice a second; a peer that is behind gets the committed blocks with
 their certificates (block sync), one at the same height gets our votes again
 (catch-up after a reconnect). A double vote seen by the machine becomes a
 ``report_evidence`` tx from this validator.
+
+The node's key need not be a genesis authority: the machine of each height is
+built from the active set in force, so a node outside it follows as a full
+node (syncs, verifies commits, decides on the precommits it sees) and starts
+proposing and voting at the epoch its stake puts it into the set.
 """
 
 from __future__ import annotations
