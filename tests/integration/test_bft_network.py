@@ -1,8 +1,13 @@
-"""A BFT network grows: a node whose key is no genesis authority follows the chain as a full node, and one that
-stakes with ``aitbc stake`` enters the active set at the next epoch, votes, and leaves again after ``unstake``."""
+"""Real validator processes on 127.0.0.1.
+
+* The network grows: a node whose key is no genesis authority follows the chain as a full node, and one that
+  stakes with ``aitbc stake`` enters the active set at the next epoch, votes, and leaves again after ``unstake``.
+* A double vote seen over p2p becomes a committed ``report_evidence`` tx: the offender is slashed and jailed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -15,14 +20,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from aitbc.chain.genesis import genesis_to_json, load_genesis
+from aitbc.chain.genesis import compute_genesis_hash, genesis_to_json, load_genesis
 from aitbc.client.node import NodeClient
 from aitbc.devnet.network import ValidatorNetwork, ValidatorProcess
 from aitbc.node.init import init_validator_network
+from aitbc.node.p2p import Message, P2PNode, Peer, VoteGossip
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.vote import Vote, VoteKind, sign_vote
 from aitbc.runtime.files import atomic_write
-from aitbc.runtime.keyfile import write_keyfile
+from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 EPOCH = 5
 TIMEOUT_ARGS = ["--timeout-propose-ms", "600", "--timeout-vote-ms", "300", "--timeout-delta-ms", "300"]
@@ -176,3 +183,78 @@ def test_a_staker_joins_and_leaves_the_active_set_and_a_full_node_follows(networ
         assert _block(full, height)["hash"] == _block(v0, height)["hash"], height
         assert follower.address not in _signers(v0, height)
     assert _status(full, staker.address) == _status(v0, staker.address)
+
+
+async def _inject_double_votes(network: Network, offender: KeyPair, heights: range) -> None:
+    """A test peer (its own node key) connects to validator 0 and gossips two conflicting prevotes of
+    ``offender`` for each height (heights ahead of the node wait until it gets there)."""
+    genesis = load_genesis(network.net.node_dir(0) / "genesis.json")
+    target = network.net.nodes[0]
+
+    async def ignore(peer: Peer, message: Message) -> None:
+        return None
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    peer = P2PNode(
+        chain_id=genesis.chain_id,
+        genesis_hash=compute_genesis_hash(genesis),
+        key=KeyPair.generate(),
+        host="127.0.0.1",
+        port=0,
+        peers=[f"127.0.0.1:{target.p2p_port}"],
+        handler=ignore,
+    )
+    await peer.start(sock)
+    try:
+        for _ in range(100):
+            if peer.peers:
+                break
+            await asyncio.sleep(0.1)
+        assert peer.peers, "the test peer could not connect"
+        for height in heights:
+            for block_id in ("aa" * 32, "bb" * 32):
+                vote = Vote(
+                    chain_id=genesis.chain_id,
+                    height=height,
+                    round=0,
+                    kind=VoteKind.PREVOTE.value,
+                    block_hash=block_id,
+                    validator=offender.address,
+                )
+                peer.broadcast(VoteGossip(sign_vote(vote, offender)))
+        await asyncio.sleep(1.0)  # let the write queue drain before closing
+    finally:
+        await peer.stop()
+
+
+def _row(node: ValidatorProcess, address: str) -> dict[str, Any]:
+    with NodeClient(node.rpc_url, timeout=3.0) as client:
+        rows = {v["address"]: v for v in client.get_validators()["validators"]}
+    return dict(rows[address])
+
+
+def test_a_double_vote_seen_over_p2p_gets_the_offender_slashed_and_jailed(network: Network) -> None:
+    network.prepare({})
+    network.net.start()
+    v0, v3 = network.net.nodes[0], network.net.nodes[3]
+    offender = read_keyfile(v3.data_dir / "validator.key")
+    staked = run_cli("stake", "100", "--from", str(v3.data_dir / "validator.key"), "--rpc", v3.rpc_url)
+    assert staked.returncode == 0, staked.stderr + staked.stdout
+    bond = 100 * BASE_UNITS_PER_AITBC
+    wait_until("the offender's bond", lambda: _row(v0, offender.address)["bonded"] == bond)
+    assert _row(v0, offender.address)["status"] == "active"
+
+    head = int(_head(v0)["height"])
+    asyncio.run(_inject_double_votes(network, offender, range(head + 1, head + 4)))
+
+    # validator 0 turned what it saw into a report_evidence tx, and the chain applied it
+    wait_until("the offender to be jailed", lambda: _row(v0, offender.address)["status"] == "jailed")
+    row = _row(v0, offender.address)
+    assert row["bonded"] == bond - bond * 500 // 10_000  # devnet slash_double_sign_bps = 5 %
+    # every validator agrees, and the chain goes on without it
+    top = int(_head(v0)["height"])
+    for node in network.net.nodes[1:]:
+        wait_until("the others to agree", lambda node=node: _row(node, offender.address)["status"] == "jailed")
+    wait_until("blocks after the jailing", lambda: _head(v0)["height"] >= top + 3)
+    assert offender.address not in _signers(v0, top + 3)
