@@ -17,14 +17,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from aitbc.chain.genesis import compute_genesis_hash, genesis_to_json, load_genesis
 from aitbc.client.node import NodeClient
 from aitbc.devnet.network import ValidatorNetwork, ValidatorProcess
 from aitbc.node.init import init_validator_network
-from aitbc.node.p2p import Message, P2PNode, Peer, VoteGossip
+from aitbc.node.p2p import MAX_FRAME, Message, P2PNode, Peer, VoteGossip
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.vote import Vote, VoteKind, sign_vote
@@ -183,6 +185,9 @@ def test_a_staker_joins_and_leaves_the_active_set_and_a_full_node_follows(networ
         assert _block(full, height)["hash"] == _block(v0, height)["hash"], height
         assert follower.address not in _signers(v0, height)
     assert _status(full, staker.address) == _status(v0, staker.address)
+    m = scrape(full)
+    assert m[("aitbc_consensus_is_validator", ())] == 0 and m[("aitbc_consensus_height", ())] >= top
+    assert m[("aitbc_p2p_peers", ())] >= 4 and m[("aitbc_consensus_commit_latency_seconds_count", ())] > 0
 
 
 async def _inject_double_votes(network: Network, offender: KeyPair, heights: range) -> None:
@@ -223,9 +228,22 @@ async def _inject_double_votes(network: Network, offender: KeyPair, heights: ran
                     validator=offender.address,
                 )
                 peer.broadcast(VoteGossip(sign_vote(vote, offender)))
+        await asyncio.sleep(1.0)
+        # then a frame announcing more than MAX_FRAME bytes: validator 0 bans the peer at once
+        next(iter(peer.peers.values())).send((MAX_FRAME + 1).to_bytes(4, "big"))
         await asyncio.sleep(1.0)  # let the write queue drain before closing
     finally:
         await peer.stop()
+
+
+def scrape(node: ValidatorProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The node's /metrics as {(sample name, sorted labels): value}."""
+    text = httpx.get(f"http://{node.host}:{node.rpc_port}/metrics", timeout=3.0).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _row(node: ValidatorProcess, address: str) -> dict[str, Any]:
@@ -258,3 +276,18 @@ def test_a_double_vote_seen_over_p2p_gets_the_offender_slashed_and_jailed(networ
         wait_until("the others to agree", lambda node=node: _row(node, offender.address)["status"] == "jailed")
     wait_until("blocks after the jailing", lambda: _head(v0)["height"] >= top + 3)
     assert offender.address not in _signers(v0, top + 3)
+
+    # what validator 0's /metrics says about it
+    m = scrape(v0)
+    assert m[("aitbc_consensus_height", ())] >= top + 3
+    assert ("aitbc_consensus_round", ()) in m and 0 <= m[("aitbc_consensus_step", ())] <= 3
+    assert m[("aitbc_consensus_is_validator", ())] == 1
+    assert m[("aitbc_consensus_rounds_per_height_count", ())] >= top
+    assert m[("aitbc_consensus_commit_latency_seconds_count", ())] >= top
+    assert m[("aitbc_consensus_evidence_reported_total", ())] >= 1
+    assert m[("aitbc_p2p_peers", ())] == 3  # the other validators; the test peer was banned
+    assert m[("aitbc_p2p_peer_bans_total", ())] >= 1 and m[("aitbc_p2p_peer_penalties_total", ())] >= 1
+    for kind in ("vote", "proposal", "status"):
+        assert m[("aitbc_p2p_messages_in_total", (("type", kind),))] > 0
+        assert m[("aitbc_p2p_messages_out_total", (("type", kind),))] > 0
+    assert any(name == "aitbc_p2p_messages_dropped_total" for name, _ in m)
