@@ -245,6 +245,10 @@ class StateDelta:
     multisigs: dict[str, MultisigAccount] = field(default_factory=dict)
     staking: StakingState | None = None
     """The new staking state, if this block changed it."""
+    voters: frozenset[str] | None = None
+    """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
+    fees: int = 0
+    """Fees collected so far in a BFT block (``voters`` set), paid out by ``process_end_block``."""
 
     def get_staking(self) -> StakingState:
         return self.staking if self.staking is not None else self.base.get_staking()

@@ -212,8 +212,23 @@ def process_multisig_transfer(
 
 
 def process_fee(state: StateDelta, fee: int, proposer: str) -> None:
-    """Fees go to the proposer of the block that includes the tx."""
+    """Fees go to the proposer of the block that includes the tx; in a BFT block they are collected and split
+    among the proposer and the voters at its end (``process_end_block``)."""
+    if state.voters is not None:
+        state.fees += fee
+        return
     _credit(state, proposer, fee)
+
+
+def process_end_block(state: StateDelta, proposer: str, params: ChainParams) -> None:
+    """End of a BFT block: the fees it collected go by the reward rule to the proposer and the voters."""
+    if state.voters is None or state.fees == 0:
+        return
+    staking, authorities = state.get_staking(), state.get_authorities()
+    credits = compute_rewards(staking, authorities, params.staking, proposer, state.fees, state.voters)
+    state.fees = 0
+    for address, amount in sorted(credits.items()):
+        _credit(state, address, amount)
 
 
 def process_open_escrow(
@@ -478,7 +493,8 @@ def process_begin_block(
     original = staking = state.get_staking()
     authorities, rules = state.get_authorities(), params.staking
     if last_commit is not None:
-        signers = {sig.validator for sig in last_commit.signatures}
+        signers = frozenset(sig.validator for sig in last_commit.signatures)
+        state.voters = signers
         staking = process_commit_signers(staking, signers, last_commit.height, authorities, rules)
     staking, released = process_matured_unbondings(staking, height)
     for delegator, amount in released:
@@ -490,7 +506,8 @@ def process_begin_block(
     if reward:
         if from_pool:
             state.set_account(REWARD_POOL_ADDRESS, Account(balance=pool.balance - from_pool, nonce=pool.nonce))
-        for address, amount in sorted(compute_rewards(staking, authorities, rules, proposer, reward).items()):
+        credits = compute_rewards(staking, authorities, rules, proposer, reward, state.voters)
+        for address, amount in sorted(credits.items()):
             _credit(state, address, amount)
         staking = msgspec.structs.replace(staking, minted=staking.minted + rules.block_reward)
     if staking != original:
@@ -547,6 +564,7 @@ def build_block(
             continue
         included.append(vtx)
         size += vtx.size
+    process_end_block(delta, proposer, params)
     state_root, tree = compute_state_root(state, delta)
     header = BlockHeader(
         chain_id=head.chain_id,
@@ -628,6 +646,7 @@ def apply_block(
             process_tx(delta, vtx.tx, header.proposer, header.chain_id, params, header.height, vtx.hash)
         except InvalidTx as exc:
             raise InvalidBlock(f"tx {vtx.hash} fails: {exc.reason}: {exc.message}") from None
+    process_end_block(delta, header.proposer, params)
     # Verify the resulting state root
     state_root, tree = compute_state_root(state, delta)
     if state_root != header.state_root:

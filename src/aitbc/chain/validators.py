@@ -30,9 +30,16 @@ The exact rule (parameters in ``StakingParams``, part of genesis):
   for ``jail_blocks`` (not slashed) and leaves the active set at once.
 * **Rewards**, at the start of every block: ``block_reward`` new tokens plus
   ``reward_pool_payout_bps`` of the reward pool's balance. The proposer gets
-  ``proposer_bonus_bps`` of it; the rest is split by power over the active
-  set; a validator's share is split between its authority part (to it) and its
-  stake part (to its bonds, pro rata). Rounding leftovers go to the proposer.
+  ``proposer_bonus_bps`` of it; the rest is split by power over the *voters*:
+  the active validators that signed the block's ``last_commit`` (the
+  precommits for the previous block). A validator's share is split between its
+  authority part (to it) and its stake part (to its bonds, pro rata). Rounding
+  leftovers, and the whole rest if no active validator signed, go to the
+  proposer. A block without ``last_commit`` (a PoA chain, the first block of a
+  BFT chain) counts the whole active set as voters.
+* **Fees** of a BFT block (one carrying ``last_commit``) are collected while
+  its txs run and split at its end by the same rule over the same voters; in
+  a block without ``last_commit`` each fee goes to the proposer.
 
 Supply therefore changes only by ``minted - burned``, both counted here.
 Everything is a pure function of typed values; the chain keeps one
@@ -41,7 +48,7 @@ Everything is a pure function of typed values; the chain keeps one
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import msgspec
 
@@ -365,7 +372,7 @@ def _jail(
 
 def process_commit_signers(
     staking: StakingState,
-    signers: set[str],
+    signers: Collection[str],
     commit_height: int,
     authorities: Sequence[str],
     params: StakingParams,
@@ -388,9 +395,15 @@ def process_commit_signers(
 
 
 def compute_rewards(
-    staking: StakingState, authorities: Sequence[str], params: StakingParams, proposer: str, amount: int
+    staking: StakingState,
+    authorities: Sequence[str],
+    params: StakingParams,
+    proposer: str,
+    amount: int,
+    voters: Collection[str] | None = None,
 ) -> dict[str, int]:
-    """Split ``amount`` by the reward rule (module docstring); the credits sum to exactly ``amount``."""
+    """Split ``amount`` by the reward rule (module docstring) over the active validators among ``voters``
+    (None: the whole active set); the credits sum to exactly ``amount``."""
     credits: dict[str, int] = {}
 
     def credit(address: str, value: int) -> None:
@@ -400,6 +413,8 @@ def compute_rewards(
     if amount == 0:
         return credits
     active = get_active_powers(staking, authorities, params)
+    if voters is not None:
+        active = {v: p for v, p in active.items() if v in voters}
     total_power = sum(active.values())
     bonus = amount * params.proposer_bonus_bps // BPS
     rest = amount - bonus

@@ -10,6 +10,11 @@ height twice a second; a peer that is behind gets the committed blocks with
 their certificates (block sync), one at the same height gets our votes again
 (catch-up after a reconnect). A double vote seen by the machine becomes a
 ``report_evidence`` tx from this validator.
+
+The node's key need not be a genesis authority: the machine of each height is
+built from the active set in force, so a node outside it follows as a full
+node (syncs, verifies commits, decides on the precommits it sees) and starts
+proposing and voting at the epoch its stake puts it into the set.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from aitbc.node.p2p import (
     SyncRequest,
     TxGossip,
     VoteGossip,
+    get_message_kind,
     message_key,
 )
 from aitbc.node.service import NodeService
@@ -104,7 +110,11 @@ class BftDriver:
             handler=self.on_message,
             on_connect=self._on_connect,
             block_path=settings.p2p_block_path,
+            metrics=node.metrics,
         )
+        self.metrics = node.metrics
+        self.height_started = time.monotonic()
+        """When the current height's consensus started (commit latency)."""
         self.machine: ConsensusState = self._fresh_machine()
         self.outcomes: dict[str, BlockOutcome] = {}
         self.own: list[Message] = []
@@ -160,6 +170,7 @@ class BftDriver:
             timer.cancel()
         self.timers = []
         self.machine = self._fresh_machine()
+        self._observe_machine()
         self.outcomes = {}
         self.own = []
         head = self.node.head
@@ -193,7 +204,10 @@ class BftDriver:
         """Run queued events through the machine and carry out the actions (lock held)."""
         while self.events:
             event = self.events.popleft()
+            if isinstance(event, Start):
+                self.height_started = time.monotonic()
             self.machine, actions = step(self.machine, event)
+            self._observe_machine()
             for action in actions:
                 if isinstance(action, Decide):
                     await self._commit(action)
@@ -206,6 +220,13 @@ class BftDriver:
                     self._later(action.duration_ms, TimeoutFired(action.height, action.round, action.step))
                 elif isinstance(action, ReportEvidence):
                     await self._report(action)
+
+    def _observe_machine(self) -> None:
+        machine, metrics = self.machine, self.metrics
+        metrics.consensus_height.set(machine.height)
+        metrics.consensus_round.set(machine.round)
+        metrics.consensus_step.set(int(machine.step))
+        metrics.consensus_is_validator.set(1 if machine.me is not None else 0)
 
     def _cast(self, action: CastVote) -> None:
         try:
@@ -266,6 +287,8 @@ class BftDriver:
     async def _commit(self, decide: Decide) -> None:
         outcome = self.outcomes[decide.block_hash]
         await self.node.commit_outcome(outcome, decide.certificate)
+        self.metrics.consensus_rounds.observe(decide.round + 1)
+        self.metrics.consensus_commit_latency.observe(time.monotonic() - self.height_started)
         log.info(
             "committed block",
             extra={"height": decide.height, "round": decide.round, "txs": len(outcome.included)},
@@ -275,6 +298,7 @@ class BftDriver:
 
     async def _report(self, action: ReportEvidence) -> None:
         node = self.node
+        self.metrics.consensus_evidence.inc()
         account = node.state.get_account(self.key.address)
         nonce = node.mempool.pending_nonce(self.key.address, account.nonce)
         tx = sign_tx(
@@ -313,6 +337,7 @@ class BftDriver:
             self.inbox.put_nowait((peer, message))
         except asyncio.QueueFull:
             self.inbox_dropped += 1
+            self.metrics.p2p_dropped.labels(get_message_kind(message), "inbox_full").inc()
 
     async def _inbox_loop(self) -> None:
         while True:
@@ -330,6 +355,7 @@ class BftDriver:
                 await self._on_sync(peer, message)
             elif isinstance(message, ProposalGossip | VoteGossip):
                 if not self.p2p.is_new(message_key(message)):
+                    self.metrics.p2p_dropped.labels(get_message_kind(message), "duplicate").inc()
                     return
                 height = _height_of(message)
                 if height > self.machine.height:

@@ -39,6 +39,58 @@ class NodeMetrics:
             "aitbc_ws_dropped_subscribers", "WebSocket clients dropped for not keeping up", registry=self.registry
         )
 
+        # consensus (BFT networks)
+        self.consensus_height = Gauge(
+            "aitbc_consensus_height", "Height the consensus machine is deciding", registry=self.registry
+        )
+        self.consensus_round = Gauge("aitbc_consensus_round", "Round of the current height", registry=self.registry)
+        self.consensus_step = Gauge(
+            "aitbc_consensus_step",
+            "Step of the current round: 0 propose, 1 prevote, 2 precommit, 3 commit",
+            registry=self.registry,
+        )
+        self.consensus_is_validator = Gauge(
+            "aitbc_consensus_is_validator",
+            "1 while this node's key is in the active set of the current height (0: a full node)",
+            registry=self.registry,
+        )
+        self.consensus_rounds = Histogram(
+            "aitbc_consensus_rounds_per_height",
+            "Rounds a committed height took (1: decided in round 0)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16),
+            registry=self.registry,
+        )
+        self.consensus_commit_latency = Histogram(
+            "aitbc_consensus_commit_latency_seconds",
+            "From the start of a height's consensus to its block committed here",
+            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.consensus_evidence = Counter(
+            "aitbc_consensus_evidence_reported", "Double votes seen and reported as evidence", registry=self.registry
+        )
+        # p2p
+        self.p2p_peers = Gauge("aitbc_p2p_peers", "Authenticated peers connected", registry=self.registry)
+        self.p2p_in = Counter(
+            "aitbc_p2p_messages_in", "Messages received from peers, by type", ["type"], registry=self.registry
+        )
+        self.p2p_out = Counter(
+            "aitbc_p2p_messages_out",
+            "Messages queued to peers (one per peer), by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.p2p_dropped = Counter(
+            "aitbc_p2p_messages_dropped",
+            "Messages dropped, by type and reason (send_queue_full, inbox_full, duplicate, blocked)",
+            ["type", "reason"],
+            registry=self.registry,
+        )
+        self.p2p_penalties = Counter(
+            "aitbc_p2p_peer_penalties", "Times a peer was scored down for invalid data", registry=self.registry
+        )
+        self.p2p_bans = Counter("aitbc_p2p_peer_bans", "Peers banned (score exhausted)", registry=self.registry)
+
     def on_block(self, height: int, tx_count: int, interval: float | None, mempool_size: int) -> None:
         self.height.set(height)
         self.committed_txs.inc(tx_count)

@@ -30,6 +30,7 @@ from typing import Final
 
 import msgspec
 
+from aitbc.node.metrics import NodeMetrics
 from aitbc.protocol.block import Block
 from aitbc.protocol.crypto import KeyPair, SigningKind, is_valid_signature, sha256
 from aitbc.protocol.tx import Tx
@@ -90,6 +91,23 @@ class SyncBlocks(msgspec.Struct, frozen=True, tag="sync_blocks"):
 
 
 Message = Hello | Auth | TxGossip | ProposalGossip | VoteGossip | Status | SyncRequest | SyncBlocks
+
+_KINDS: Final[dict[type, str]] = {
+    Hello: "hello",
+    Auth: "auth",
+    TxGossip: "txs",
+    ProposalGossip: "proposal",
+    VoteGossip: "vote",
+    Status: "status",
+    SyncRequest: "sync_request",
+    SyncBlocks: "sync_blocks",
+}
+
+
+def get_message_kind(message: Message) -> str:
+    """The wire tag of a message (the ``type`` label of the p2p metrics)."""
+    return _KINDS[type(message)]
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -162,7 +180,9 @@ class P2PNode:
         handler: Handler,
         on_connect: Callable[[Peer], None] | None = None,
         block_path: Path | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.chain_id = chain_id
         self.genesis_hash = genesis_hash
         self.key = key
@@ -274,6 +294,7 @@ class P2PNode:
                 return peer.address
             await self._close(existing, "replaced by the connection dialed by the lower address")
         self.peers[peer.address] = peer
+        self.metrics.p2p_peers.set(len(self.peers))
         peer.tasks = [asyncio.create_task(self._read_loop(peer)), asyncio.create_task(self._write_loop(peer))]
         log.info("peer connected", extra={"peer": peer.address, "peers": len(self.peers)})
         if self.on_connect is not None:
@@ -286,6 +307,7 @@ class P2PNode:
         peer.closed = True
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
+            self.metrics.p2p_peers.set(len(self.peers))
         for task in peer.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -307,9 +329,12 @@ class P2PNode:
         try:
             while True:
                 message = await _read_frame(peer.reader)
+                kind = get_message_kind(message)
                 if self.blocked:
+                    self.metrics.p2p_dropped.labels(kind, "blocked").inc()
                     why = "blocked"
                     break
+                self.metrics.p2p_in.labels(kind).inc()
                 try:
                     await self.handler(peer, message)
                 except PeerMisbehaved as exc:
@@ -329,8 +354,11 @@ class P2PNode:
 
     def penalize(self, peer: Peer, penalty: int, why: str) -> None:
         peer.score -= penalty
+        self.metrics.p2p_penalties.inc()
         log.warning("peer misbehaved", extra={"peer": peer.address, "why": why, "score": peer.score})
         if peer.score <= 0:
+            if self.banned.get(peer.address, 0) <= time.monotonic():
+                self.metrics.p2p_bans.inc()
             self.banned[peer.address] = time.monotonic() + BAN_SECONDS
             asyncio.get_running_loop().create_task(self._close(peer))
 
@@ -348,13 +376,20 @@ class P2PNode:
         if self.blocked:
             return
         frame = encode_frame(message)
+        kind = get_message_kind(message)
         for peer in list(self.peers.values()):
             if peer is not exclude:
-                peer.send(frame)
+                self._count_send(kind, peer.send(frame))
 
     def send(self, peer: Peer, message: Message) -> None:
         if not self.blocked:
-            peer.send(encode_frame(message))
+            self._count_send(get_message_kind(message), peer.send(encode_frame(message)))
+
+    def _count_send(self, kind: str, queued: bool) -> None:
+        if queued:
+            self.metrics.p2p_out.labels(kind).inc()
+        else:
+            self.metrics.p2p_dropped.labels(kind, "send_queue_full").inc()
 
 
 def _valid_auth(address: str, chain_id: str, challenge: str, signature: str) -> bool:

@@ -434,3 +434,82 @@ def test_a_forged_or_foreign_last_commit_is_an_invalid_block() -> None:
     outcome = build_block(chain.state, chain.head, [], AUTH[0], 50, chain.params, bad)
     with pytest.raises(InvalidBlock, match="bad signature"):
         apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH[0].address)
+
+
+def test_rewards_go_only_to_the_voters_and_the_proposer() -> None:
+    a, b = AUTH[0].address, AUTH[1].address
+    staking = StakingState(active=sorted([Power(a, 20), Power(b, 10)], key=lambda p: p.validator))
+    # b proposes, only b voted: a (active but silent) gets nothing
+    assert compute_rewards(staking, [a, b], RULES, proposer=b, amount=1_000, voters={b}) == {b: 1_000}
+    # a proposes, b voted: a gets only the bonus, b the rest
+    assert compute_rewards(staking, [a, b], RULES, proposer=a, amount=1_000, voters={b}) == {a: 100, b: 900}
+    # a voter outside the active set counts for nothing; no active voter: all to the proposer
+    assert compute_rewards(staking, [a, b], RULES, proposer=a, amount=1_000, voters={ALICE.address}) == {a: 1_000}
+
+
+def _bft_block(chain: Chain, proposer: KeyPair, signers: list[KeyPair], txs: list[Tx]) -> None:
+    cert = _certificate(chain.head, signers)
+    outcome = build_block(
+        chain.state, chain.head, [verify_tx(t) for t in txs], proposer, 10 + chain.head.height, chain.params, cert
+    )
+    authorities = [k.address for k in AUTH]
+    checked = apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, proposer.address)
+    assert checked.block.header.state_root == outcome.block.header.state_root
+    commit_delta(chain.state, outcome.delta, outcome.tree)
+    chain.head = outcome.block.header
+    for vtx in outcome.included:
+        chain.nonces[vtx.tx.sender] = vtx.tx.nonce + 1
+
+
+def _transfer(chain: Chain, key: KeyPair, fee: int, nonce_ahead: int = 0) -> Tx:
+    nonce = chain.nonces.get(key.address, 0) + nonce_ahead
+    return sign_tx(
+        Transfer(chain_id=CHAIN, sender=key.address, nonce=nonce, fee=fee, recipient=BOB.address, amount=1), key
+    )
+
+
+def test_a_bft_block_pays_reward_and_fees_to_its_proposer_and_voters() -> None:
+    rules = msgspec.structs.replace(RULES, block_reward=100)
+    chain = Chain(rules)
+    proposer, voter = AUTH[0], AUTH[1]
+    _bft_block(chain, proposer, [voter], [_transfer(chain, ALICE, fee=50)])
+    # reward 100 and fees 50, each: 10 % bonus to the proposer, the rest to the one voter
+    assert chain.balance(proposer) == 10 + 5 and chain.balance(voter) == 90 + 45
+    assert chain.balance(ALICE) == START - 51 and chain.supply_matches()
+    # the proposer is also a voter: it shares the rest by power
+    _bft_block(chain, proposer, [proposer, voter], [_transfer(chain, ALICE, fee=20)])
+    assert chain.balance(proposer) == 15 + (10 + 45) + (2 + 9)
+    assert chain.balance(voter) == 135 + 45 + 9
+    assert chain.supply_matches()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1), st.sets(st.integers(0, 1)), st.lists(st.integers(1, 90), max_size=3)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 50),
+)
+def test_bft_rewards_and_fees_reach_only_proposer_and_voters(
+    blocks: list[tuple[int, set[int], list[int]]], reward: int
+) -> None:
+    rules = msgspec.structs.replace(RULES, block_reward=reward, reward_pool_payout_bps=500)
+    chain = Chain(rules, pool=3_000)
+    for proposer_index, signer_indexes, fees in blocks:
+        proposer = AUTH[proposer_index]
+        signers = [AUTH[i] for i in sorted(signer_indexes)]
+        before = {k.address: chain.balance(k) for k in AUTH}
+        pool_before = chain.state.get_account(REWARD_POOL_ADDRESS).balance
+        minted_before = chain.staking.minted
+        txs = [_transfer(chain, ALICE, fee, nonce_ahead=i) for i, fee in enumerate(fees)]
+        _bft_block(chain, proposer, signers, txs)
+        paid = chain.staking.minted - minted_before + pool_before - chain.state.get_account(REWARD_POOL_ADDRESS).balance
+        gains = {k.address: chain.balance(k) - before[k.address] for k in AUTH}
+        # every validator's gain is exactly the reward plus the fees, and a silent non-proposer gets nothing
+        assert sum(gains.values()) == paid + sum(fees)
+        for key in AUTH:
+            if key is not proposer and key not in signers:
+                assert gains[key.address] == 0
+        assert chain.supply_matches()
