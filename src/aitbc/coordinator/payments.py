@@ -405,9 +405,11 @@ class PaymentWorker:
                     refunded.append(event["job_id"])
                 self.metrics.payments_closed.labels(event["kind"]).inc()
             next_seq = int(page["next_seq"])
-            await self._write(self.repo.apply_chain_events, CURSOR_NAME, next_seq, closed)
-            self._cursor = next_seq
+            # Stop the jobs first, then record the refunds with the cursor: whoever sees a job's payment
+            # "refunded" also sees the job ended, and a crash in between replays these events (both idempotent).
             if refunded:
                 await self._on_refunded(refunded)
+            await self._write(self.repo.apply_chain_events, CURSOR_NAME, next_seq, closed)
+            self._cursor = next_seq
             if len(events) < PAGE:
                 return

@@ -324,12 +324,15 @@ def test_coordinator_catches_up_with_a_refund_it_missed_while_down(paid: PaidSta
             assert found["escrow"]["state"] == "refunded" and found["events"][-1]["tx_hash"] == ""
         finally:
             paid.coordinator.start(keep_port=True)
-        view = wait_payment(client, job["job_id"], "refunded")
-        assert view["state"] == "expired" and view["payment"]["refunded"] == escrow.amount
-    paid.wait_miner_live()
+        try:
+            view = wait_payment(client, job["job_id"], "refunded")
+            assert view["state"] == "expired" and view["payment"]["refunded"] == escrow.amount
+        finally:
+            paid.wait_miner_live()
 
 
 def test_paid_coordinator_refuses_jobs_without_a_fitting_escrow(paid: PaidStack) -> None:
+    paid.wait_miner_live()
     key, api_key = paid.new_client()
     other, _ = paid.new_client()
     unbound = paid.coordinator.insert_key()
