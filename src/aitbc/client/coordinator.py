@@ -9,28 +9,15 @@ from typing import Any
 import httpx
 import orjson
 
+from aitbc.client.http import RestClient, raise_for_problem
 from aitbc.protocol.errors import RemoteError
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 
 
-def _raise_for(response: httpx.Response) -> Any:
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if response.status_code >= 400:
-        error = data.get("error", {}) if isinstance(data, dict) else {}
-        raise RemoteError(
-            error.get("message") or f"HTTP {response.status_code}",
-            code=response.status_code,
-            reason=error.get("reason"),
-            data=data,
-        )
-    return data
+class CoordinatorClient(RestClient):
+    service = "coordinator"
 
-
-class CoordinatorClient:
     def __init__(
         self,
         base_url: str,
@@ -39,25 +26,7 @@ class CoordinatorClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"X-Api-Key": api_key} if api_key else {}
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> CoordinatorClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach the coordinator at {self.base_url}: {exc}", reason="unreachable") from None
-        return _raise_for(response)
+        super().__init__(base_url, {"X-Api-Key": api_key} if api_key else {}, timeout, transport)
 
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/healthz")
@@ -124,7 +93,7 @@ class CoordinatorClient:
             with self._http.stream("GET", f"/api/v1/jobs/{job_id}/events", timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
-                    _raise_for(response)
+                    raise_for_problem(response)
                 event = "message"
                 for line in response.iter_lines():
                     if line.startswith("event: "):

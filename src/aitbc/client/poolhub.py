@@ -6,13 +6,14 @@ from typing import Any
 
 import httpx
 
-from aitbc.client.coordinator import _raise_for
-from aitbc.protocol.errors import RemoteError
+from aitbc.client.http import RestClient
 
 DEFAULT_POOLHUB_URL = "http://127.0.0.1:8012"
 
 
-class PoolHubClient:
+class PoolHubClient(RestClient):
+    service = "pool hub"
+
     def __init__(
         self,
         base_url: str = DEFAULT_POOLHUB_URL,
@@ -21,25 +22,7 @@ class PoolHubClient:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> PoolHubClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach the pool hub at {self.base_url}: {exc}", reason="unreachable") from None
-        return _raise_for(response)
+        super().__init__(base_url, {"Authorization": f"Bearer {token}"} if token else {}, timeout, transport)
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz"))

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from aitbc.client.http import RestClient
 from aitbc.protocol.errors import RemoteError
 
 
@@ -29,7 +30,9 @@ def _raise_for(response: httpx.Response) -> Any:
     return data
 
 
-class WalletClient:
+class WalletClient(RestClient):
+    service = "wallet daemon"
+
     def __init__(
         self,
         base_url: str,
@@ -38,27 +41,11 @@ class WalletClient:
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        super().__init__(base_url, {"Authorization": f"Bearer {token}"} if token else {}, timeout, transport)
         self._ids = itertools.count(1)
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> WalletClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RemoteError(
-                f"cannot reach the wallet daemon at {self.base_url}: {exc}", reason="unreachable"
-            ) from None
+    @staticmethod
+    def _check(response: httpx.Response) -> Any:
         return _raise_for(response)
 
     def health(self) -> dict[str, Any]:
