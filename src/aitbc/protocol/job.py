@@ -17,6 +17,7 @@ from msgspec import Meta
 from aitbc.protocol import codec
 from aitbc.protocol.crypto import sha256_hex
 from aitbc.protocol.types import U64, HexBytes, Wire
+from aitbc.protocol.zkml_input import check_zk_inference_texts
 
 JobType = Literal["inference", "embedding", "zk-inference"]
 JOB_TYPES: Final = ("inference", "embedding", "zk-inference")
@@ -95,8 +96,6 @@ def check_job_input(job: JobInput) -> None:
             raise ValueError(f"input.messages must hold 1..{MAX_MESSAGES} messages")
         size = len(job.prompt or "") + sum(len(m.content) for m in job.messages or [])
     elif job.type == "zk-inference":
-        from aitbc.protocol.zkml import check_zk_inference_texts
-
         if job.prompt is not None or job.messages is not None:
             raise ValueError("a zk-inference job takes input.texts (its vectors) and nothing else")
         check_zk_inference_texts(job.texts)
