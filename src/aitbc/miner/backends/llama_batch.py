@@ -13,7 +13,10 @@ tokens whether it runs alone or next to other sequences, and whatever the thread
 - each sequence has its own KV cache stream (``kv_unified=false``), cleared when it takes the slot,
   so its keys and values sit at the same cells as when it runs alone;
 - llama.cpp computes every output row of a matrix product on its own, so the other rows of a step
-  (other sequences' tokens) do not change a sequence's numbers;
+  (other sequences' next tokens) do not change a sequence's numbers;
+- a step carries the prompt of at most ONE sequence, cut into chunks of a fixed size: with the
+  prompts of several sequences in one step Gemma 3's logits moved by up to ~1.0 (measured), and a
+  cut that depended on the other sequences would move the chunk boundaries;
 - weight repacking into "extra buffer types" (AMX / AVX repacked layouts) is off by default: those
   kernels use a different path for 1 row than for 4 rows, and the AMX one crashes llama-cpp-python
   0.3.36 on prompts of 3+ tokens on the Xeon we measured on (``extra_buffers=True`` turns it on);
@@ -111,10 +114,13 @@ class BatchedLlama:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.lib: Any = importlib.import_module("llama_cpp")
         internals: Any = importlib.import_module("llama_cpp._internals")
+        importlib.import_module("llama_cpp._logger").set_verbose(False)  # llama.cpp's own logs: errors only
         lib = self.lib
         self.slots = slots
         self.n_ctx = n_ctx
-        self.n_batch = max(n_batch, slots)
+        self.n_batch = max(n_batch, 2 * slots)
+        self._prompt_chunk = self.n_batch - slots
+        """Prompt tokens per step: always leaves room for the other sequences' next tokens."""
         self.tuner = tuner
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = gpu_layers
@@ -282,15 +288,17 @@ class BatchedLlama:
             batch.logits[n] = logits
             n += 1
 
-        # running sequences first (one token each), then prompt pieces in the room left
+        # running sequences first (one token each), then ONE sequence's prompt, in chunks of a fixed
+        # size: prompts of several sequences in one step change Gemma 3's numbers (measured), and a
+        # chunking that depended on the other sequences would change where a prompt is split
         for request in self._active.values():
             if request.fed == len(request.tokens):
                 wants.append((request, n))
                 add(request.last, len(request.tokens) + len(request.completion) - 1, request.slot, True)
         for request in self._active.values():
             left = len(request.tokens) - request.fed
-            if left and n < self.n_batch:
-                take = min(left, self.n_batch - n)
+            if left:
+                take = min(left, self._prompt_chunk)
                 for i in range(request.fed, request.fed + take):
                     last = i == len(request.tokens) - 1
                     if last:
@@ -298,6 +306,7 @@ class BatchedLlama:
                     add(request.tokens[i], i, request.slot, last)
                 request.fed += take
                 prompt_tokens = True
+                break
         if n == 0:
             return
         batch.n_tokens = n
@@ -412,4 +421,3 @@ def open_plain_llama(path: str, *, n_ctx: int, n_threads: int, flash_attn: bool,
             )
         finally:
             module.llama_cpp.llama_model_default_params = original
-
