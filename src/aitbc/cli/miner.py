@@ -37,7 +37,14 @@ def run(
     key: Annotated[Path | None, typer.Option("--key", help="Miner key file (default: DATA_DIR/miner.key)")] = None,
     price: Annotated[int, typer.Option(help="Price per token in base units")] = 1,
     region: Annotated[str, typer.Option(help="Region label offered to clients")] = "",
-    concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="Jobs run at once, advertised to the coordinator (default: the builtin backend's slots x "
+            "text models, else 1)",
+            show_default=False,
+        ),
+    ] = None,
     ollama_url: Annotated[str, typer.Option(help="Ollama server (backend ollama)")] = "http://127.0.0.1:11434",
     openai_url: Annotated[
         str, typer.Option(help="OpenAI-compatible server (backend openai)")
@@ -50,7 +57,40 @@ def run(
     openai_model_digest: Annotated[
         list[str] | None, typer.Option(help="MODEL_ID=sha256:HEX of a served model; repeatable")
     ] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for the builtin backend")] = 2,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads for the builtin backend (default: automatic, all usable cores or fewer by "
+            "measured speed)",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Builtin text model to serve: smollm2-135m-instruct (default) or gemma3-270m (Gemma Terms of "
+            "Use apply); repeatable",
+            show_default=False,
+        ),
+    ] = None,
+    slots: Annotated[int, typer.Option(help="Builtin backend: generations decoded together per text model")] = 4,
+    gpu_layers: Annotated[
+        int | None,
+        typer.Option(
+            help="Builtin backend: layers offloaded to the GPU (-1 all, 0 none; default: all on a CUDA build "
+            "of llama-cpp-python, else none)",
+            show_default=False,
+        ),
+    ] = None,
+    omp_spincount: Annotated[
+        str | None,
+        typer.Option(
+            help="Builtin backend: OpenMP spin before a waiting thread sleeps (GOMP_SPINCOUNT; default 20000 "
+            "unless OMP_WAIT_POLICY/GOMP_SPINCOUNT are set)",
+            show_default=False,
+        ),
+    ] = None,
     echo_token_delay: Annotated[
         float, typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)")
     ] = 0.0,
@@ -68,7 +108,14 @@ def run(
     import uvloop
 
     from aitbc.miner.daemon import MinerConfig
-    from aitbc.miner.runner import BACKENDS, build_backend, detect_hardware_dict, load_or_create_miner_key, serve_miner
+    from aitbc.miner.runner import (
+        BACKENDS,
+        build_backend,
+        compute_concurrency,
+        detect_hardware_dict,
+        load_or_create_miner_key,
+        serve_miner,
+    )
     from aitbc.protocol.errors import ConfigError
     from aitbc.runtime.logging import configure_logging
 
@@ -86,19 +133,30 @@ def run(
         options["model_files"] = _pairs(openai_model_file, "--openai-model-file")
         options["model_digests"] = _pairs(openai_model_digest, "--openai-model-digest")
     elif backend == "builtin":
-        options["n_threads"] = threads
+        from aitbc.miner.backends.weights import TEXT_MODEL
+
+        options.update(
+            n_threads=threads,
+            slots=slots,
+            text_models=tuple(model or (TEXT_MODEL,)),
+            gpu_layers=gpu_layers,
+            omp_spincount=omp_spincount,
+        )
+    if model and backend != "builtin":
+        raise ConfigError("--model picks a builtin text model; other backends serve what their server has")
     miner_key = load_or_create_miner_key(key or data_dir / "miner.key")
+    inference = build_backend(backend, options)
     config = MinerConfig(
         coordinator_url=coordinator,
         backend_name=backend,
         unit_price=price,
         region=region,
-        max_concurrency=concurrency,
+        max_concurrency=compute_concurrency(concurrency, inference),
         hardware=detect_hardware_dict(),
         zk_inference=zk_inference,
         data_dir=data_dir,
     )
-    uvloop.run(serve_miner(config, miner_key, build_backend(backend, options)))
+    uvloop.run(serve_miner(config, miner_key, inference))
 
 
 @app.command("earnings")

@@ -12,6 +12,7 @@ from typing import Any
 from aitbc.miner.backends.base import InferenceBackend
 from aitbc.miner.daemon import MinerConfig, MinerDaemon
 from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.miner")
@@ -27,6 +28,19 @@ def build_backend(name: str, options: dict[str, Any]) -> InferenceBackend:
     from aitbc.miner.backends.registry import create_backend
 
     return create_backend(name, **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
+
+
+def compute_concurrency(requested: int | None, backend: InferenceBackend) -> int:
+    """Jobs the miner runs at once (and advertises): the operator's number, else the backend's own.
+
+    The builtin backend decodes ``slots`` generations together per text model, so it offers that
+    many; a backend that does not say runs one job at a time.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(f"--concurrency must be at least 1, got {requested}")
+        return requested
+    return max(1, int(getattr(backend, "concurrency", 1)))
 
 
 def load_or_create_miner_key(path: Path) -> KeyPair:

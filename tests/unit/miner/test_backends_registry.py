@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from aitbc.miner.backends import builtin, create_backend
-from aitbc.miner.backends.base import GenerationParams, ModelNotServed
+from aitbc.miner.backends.base import BackendError, GenerationParams, ModelNotServed
 from aitbc.miner.backends.builtin import BuiltinBackend
 from aitbc.miner.backends.ollama import OllamaBackend
 from aitbc.miner.backends.openai_compat import OpenAICompatBackend
@@ -41,7 +41,7 @@ def test_openai_backend_refuses_malformed_operator_digests() -> None:
 def test_builtin_without_runtimes_lists_nothing_and_refuses(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(builtin, "_importable", lambda *modules: False)
+    monkeypatch.setattr(builtin, "is_importable", lambda *modules: False)
     with caplog.at_level(logging.WARNING):
         b = BuiltinBackend()
     assert b.list_models() == []
@@ -59,3 +59,12 @@ def test_builtin_refuses_other_model_names_without_loading_anything() -> None:
         b.generate("llama3.2", prompt="hi", params=GenerationParams())
     with pytest.raises(ModelNotServed):
         b.embed("nomic-embed-text", ["hi"])
+
+
+def test_builtin_refuses_unknown_text_models_and_bad_slots() -> None:
+    with pytest.raises(BackendError, match="unknown builtin text model"):
+        BuiltinBackend(text_models=("gpt-5",), enable_embedding=False)
+    with pytest.raises(BackendError, match="slots"):
+        BuiltinBackend(slots=0, enable_embedding=False)
+    b = BuiltinBackend(slots=3, n_threads=1, enable_text=False, enable_embedding=False)
+    assert (b.slots, b.thread_candidates) == (3, (1,))

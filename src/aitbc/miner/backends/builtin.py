@@ -261,6 +261,11 @@ class BuiltinBackend:
             raise ModelNotServed(f"builtin backend does not serve model {model!r} (serves: {self._served()})")
         return path
 
+    @property
+    def concurrency(self) -> int:
+        """Jobs this backend runs at once: ``slots`` per served text model (1 with none)."""
+        return max(1, self.slots * sum(1 for m in self._text_specs if self._text_ok.get(m)))
+
     def _served(self) -> str:
         names = [n for n in self._text_specs if self._text_ok.get(n)]
         if self._embed_path is not None:
