@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from aitbc.chain.block_steps import process_begin_block, process_end_block
 from aitbc.chain.context import BlockContext
+from aitbc.chain.governance import compute_enactment
 from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import ChainState, StateDelta, compute_state_root
@@ -149,6 +150,15 @@ def execute_block(
     return delta, included
 
 
+def compute_block_params(state: ChainState, genesis_params: ChainParams, height: int) -> ChainParams:
+    """The parameters the block at ``height`` runs with: genesis's, with every governance change enacted up
+    to and including ``height`` (``aitbc.chain.governance.compute_enactment``)."""
+    governance = state.get_governance()
+    if governance.params is None and not governance.scheduled:
+        return genesis_params
+    return compute_enactment(governance, genesis_params, height)[0]
+
+
 def build_block(
     state: ChainState,
     head: BlockHeader,
@@ -168,9 +178,10 @@ def build_block(
         height=head.height + 1,
         time_ms=compute_block_time(head.time_ms, now_ms),
         proposer=proposer,
-        params=params,
+        params=compute_block_params(state, params, head.height + 1),
         prev_hash=prev_hash,
         last_commit=last_commit,
+        genesis_params=params,
     )
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     delta, included = execute_block(state, ctx, candidates, lambda vtx, exc: dropped.append((vtx, exc)))
@@ -210,22 +221,25 @@ def apply_block(
     """Validate a block someone else proposed against our head and state, then execute it; raise
     ``InvalidBlock`` if either stage refuses it or the state root differs.
 
-    ``expected_proposer``: the proposer the BFT rotation names for the block's round (multi-validator
-    chains); without it the PoA round robin over ``authorities`` applies. ``is_known_valid``: see
-    ``verify_block_body``."""
+    ``params``: genesis's (the block runs with them plus every enacted governance change,
+    ``compute_block_params``). ``expected_proposer``: the proposer the BFT rotation names for the block's
+    round (multi-validator chains); without it the PoA round robin over ``authorities`` applies.
+    ``is_known_valid``: see ``verify_block_body``."""
     header = block.header
     verify_block_header(head, block, authorities, expected_proposer)
-    verified = verify_block_body(block, params, is_known_valid)
+    live = compute_block_params(state, params, header.height)
+    verified = verify_block_body(block, live, is_known_valid)
     if block.last_commit is not None:
-        verify_last_commit(block.last_commit, head, state, params)
+        verify_last_commit(block.last_commit, head, state, live)
     ctx = BlockContext(
         chain_id=header.chain_id,
         height=header.height,
         time_ms=header.time_ms,
         proposer=header.proposer,
-        params=params,
+        params=live,
         prev_hash=header.prev_hash,
         last_commit=block.last_commit,
+        genesis_params=params,
     )
     delta, _ = execute_block(state, ctx, verified, _refuse_block)
     # Verify the resulting state root

@@ -9,7 +9,10 @@
 3. ``process_unbonding_releases``: return matured unbondings to their delegators;
 4. ``process_epoch_boundary``: at an epoch boundary recompute the active set;
 5. ``process_block_reward``: mint the block reward, draw the reward pool's
-   payout, and split it over the proposer and the voters.
+   payout, and split it over the proposer and the voters;
+6. ``process_governance_block`` (``aitbc.chain.governance``): expire proposals,
+   tally closed votes from the bonds now, carry out passed proposals, enact the
+   parameter changes due at this height.
 
 ``process_end_block`` splits the fees a BFT block collected by the same rule.
 """
@@ -20,6 +23,7 @@ import msgspec
 
 from aitbc.chain.context import BlockContext
 from aitbc.chain.escrow import process_expired_escrows
+from aitbc.chain.governance import process_governance_block
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS
 from aitbc.chain.state import Account, ChainState, StateDelta
@@ -78,6 +82,7 @@ def process_begin_block(state: StateDelta, base: ChainState, ctx: BlockContext) 
     staking = process_block_reward(state, staking, ctx)
     if staking != original:
         state.set_staking(staking)
+    process_governance_block(state, ctx)
 
 
 def process_end_block(state: StateDelta, ctx: BlockContext) -> None:

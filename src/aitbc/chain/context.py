@@ -29,6 +29,9 @@ class BlockContext:
     prev_hash: str
     last_commit: CommitCertificate | None = None
     """The precommits the block carries for its parent (BFT chains); ``None`` on PoA chains."""
+    genesis_params: ChainParams | None = None
+    """The parameters genesis set; ``params`` are these with every enacted governance change applied
+    (``aitbc.chain.governance.compute_enactment``). ``None``: ``params`` are genesis's."""
 
     def tx(self, tx_hash: str, index: int) -> TxContext:
         """The context of the ``index``-th tx of this block, whose hash is ``tx_hash``."""

@@ -6,6 +6,7 @@ from typing import Final
 
 import msgspec
 
+from aitbc.chain.gov_params import GOVERNANCE_PRESETS, GovernanceParams
 from aitbc.chain.validators import STAKING_PRESETS, StakingParams
 from aitbc.protocol.address import encode_address
 from aitbc.protocol.crypto import sha256
@@ -32,6 +33,8 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """An escrow's deadline may lie at most this many blocks ahead."""
     staking: StakingParams = msgspec.field(default_factory=StakingParams)
     """Validator set, staking, slashing and reward rule (``aitbc.chain.validators``)."""
+    governance: GovernanceParams = msgspec.field(default_factory=GovernanceParams)
+    """Proposals, votes and their tally (``aitbc.chain.governance``; docs/governance.md)."""
 
 
 PRESETS: dict[str, ChainParams] = {
@@ -42,6 +45,7 @@ PRESETS: dict[str, ChainParams] = {
         min_fee=100,
         mempool_max_txs=100_000,
         staking=STAKING_PRESETS["mainnet"],
+        governance=GOVERNANCE_PRESETS["mainnet"],
     ),
 }
 

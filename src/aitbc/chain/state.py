@@ -14,6 +14,7 @@ from typing import Annotated, Final, Protocol
 import msgspec
 from msgspec import Meta
 
+from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.smt import SmtProof, SparseMerkleTree, is_valid_smt_proof
 from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked, is_empty_staking
 from aitbc.protocol import codec
@@ -27,6 +28,8 @@ ESCROW_NAMESPACE: Final = b"escrow\x00"
 MULTISIG_NAMESPACE: Final = b"multisig\x00"
 STAKING_KEY: Final = sha256(b"staking\x00")
 """The one state entry holding the ``StakingState`` (absent while it is empty)."""
+GOVERNANCE_KEY: Final = sha256(b"governance\x00")
+"""The one state entry holding the ``GovernanceState`` (absent while it is empty)."""
 
 
 class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -116,11 +119,16 @@ def compute_staking_value_hash(staking: StakingState) -> bytes | None:
     return None if is_empty_staking(staking) else sha256(codec.encode(staking))
 
 
+def compute_governance_value_hash(governance: GovernanceState) -> bytes | None:
+    return None if governance == EMPTY_GOVERNANCE else sha256(codec.encode(governance))
+
+
 def compute_state_items(
     accounts: Mapping[str, Account],
     escrows: Mapping[str, Escrow],
     multisigs: Mapping[str, MultisigAccount] | None = None,
     staking: StakingState | None = None,
+    governance: GovernanceState | None = None,
 ) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
@@ -130,13 +138,15 @@ def compute_state_items(
         items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
     if staking is not None:
         items[STAKING_KEY] = compute_staking_value_hash(staking)
+    if governance is not None:
+        items[GOVERNANCE_KEY] = compute_governance_value_hash(governance)
     return items
 
 
 class ChainState:
     """The committed state at the head: accounts, escrows, and the Merkle tree over both."""
 
-    __slots__ = ("accounts", "authorities", "due", "escrows", "multisigs", "staking", "tree")
+    __slots__ = ("accounts", "authorities", "due", "escrows", "governance", "multisigs", "staking", "tree")
 
     def __init__(
         self,
@@ -146,8 +156,10 @@ class ChainState:
         multisigs: dict[str, MultisigAccount] | None = None,
         staking: StakingState = EMPTY_STAKING,
         authorities: tuple[str, ...] = (),
+        governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> None:
         self.staking = staking
+        self.governance = governance
         self.authorities = authorities
         """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
@@ -177,15 +189,22 @@ class ChainState:
         multisigs: Mapping[str, MultisigAccount] | None = None,
         staking: StakingState = EMPTY_STAKING,
         authorities: tuple[str, ...] = (),
+        governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
         multisigs = multisigs or {}
-        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs, staking))
-        return cls(dict(accounts), tree, dict(escrows), dict(multisigs), staking, authorities)
+        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs, staking, governance))
+        return cls(dict(accounts), tree, dict(escrows), dict(multisigs), staking, authorities, governance)
 
     def get_staking(self) -> StakingState:
         return self.staking
+
+    def get_governance(self) -> GovernanceState:
+        return self.governance
+
+    def prove_governance(self) -> SmtProof:
+        return self.tree.prove(GOVERNANCE_KEY)
 
     def get_authorities(self) -> tuple[str, ...]:
         return self.authorities
@@ -211,9 +230,10 @@ class ChainState:
         return self.tree.root_hash.hex()
 
     def total_supply(self) -> int:
-        """Every token: balances plus what open escrows hold."""
+        """Every token: balances plus what open escrows, bonds and proposal deposits hold."""
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
-        return sum(a.balance for a in self.accounts.values()) + locked + get_locked(self.staking)
+        balances = sum(a.balance for a in self.accounts.values())
+        return balances + locked + get_locked(self.staking) + self.governance.locked
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -227,6 +247,8 @@ class StateReader(Protocol):
     def get_multisig(self, address: str) -> MultisigAccount | None: ...
 
     def get_staking(self) -> StakingState: ...
+
+    def get_governance(self) -> GovernanceState: ...
 
     def get_authorities(self) -> tuple[str, ...]: ...
 
@@ -245,6 +267,8 @@ class StateDelta:
     multisigs: dict[str, MultisigAccount] = field(default_factory=dict)
     staking: StakingState | None = None
     """The new staking state, if this block changed it."""
+    governance: GovernanceState | None = None
+    """The new governance state, if this block changed it."""
     voters: frozenset[str] | None = None
     """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
     fees: int = 0
@@ -255,6 +279,12 @@ class StateDelta:
 
     def set_staking(self, staking: StakingState) -> None:
         self.staking = staking
+
+    def get_governance(self) -> GovernanceState:
+        return self.governance if self.governance is not None else self.base.get_governance()
+
+    def set_governance(self, governance: GovernanceState) -> None:
+        self.governance = governance
 
     def get_authorities(self) -> tuple[str, ...]:
         return self.base.get_authorities()
@@ -286,7 +316,8 @@ class StateDelta:
 
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
-    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows, delta.multisigs, delta.staking))
+    items = compute_state_items(delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.governance)
+    tree = base.tree.update(items)
     return tree.root_hash.hex(), tree
 
 
@@ -301,6 +332,8 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state._index(escrow)
     if delta.staking is not None:
         state.staking = delta.staking
+    if delta.governance is not None:
+        state.governance = delta.governance
     state.tree = tree
 
 
@@ -308,6 +341,12 @@ def is_valid_escrow_proof(state_root: str, job_id: str, escrow: Escrow | None, p
     """A light client's check of an escrow (and its anchored receipt hash) against a state root."""
     value_hash = None if escrow is None else compute_escrow_value_hash(escrow)
     return is_valid_smt_proof(bytes.fromhex(state_root), compute_escrow_key(job_id), value_hash, proof)
+
+
+def is_valid_governance_proof(state_root: str, governance: GovernanceState, proof: SmtProof) -> bool:
+    """A light client's check of the governance state (proposals, votes, tallies, live params) against a root."""
+    value_hash = compute_governance_value_hash(governance)
+    return is_valid_smt_proof(bytes.fromhex(state_root), GOVERNANCE_KEY, value_hash, proof)
 
 
 def is_valid_account_proof(state_root: str, address: str, account: Account | None, proof: SmtProof) -> bool:

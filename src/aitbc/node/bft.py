@@ -252,7 +252,7 @@ class BftDriver:
                 candidates,
                 self.key,
                 int(time.time() * 1000),
-                node.params,
+                node.genesis.params,
                 last_commit=self._last_commit(),
             )
             self.outcomes[outcome.hash] = outcome
@@ -394,7 +394,7 @@ class BftDriver:
                 node.head,
                 message.block,
                 node.genesis.authorities,
-                node.params,
+                node.genesis.params,
                 expected_proposer=proposal.proposer,
                 is_known_valid=node.mempool.__contains__,
             )
@@ -447,7 +447,7 @@ class BftDriver:
                     node.head,
                     item.block,
                     node.genesis.authorities,
-                    node.params,
+                    node.genesis.params,
                     expected_proposer=get_proposer(powers, header.height, item.commit.round),
                 )
             except InvalidBlock as exc:

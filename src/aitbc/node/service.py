@@ -22,6 +22,8 @@ import msgspec
 
 from aitbc.chain.block import BlockOutcome, build_block
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
+from aitbc.chain.gov_types import compute_live_params
+from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SmtProof
 from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
@@ -74,7 +76,6 @@ class NodeService:
             raise StorageError(f"validator key {key.address} is not the genesis authority of this PoA chain")
         self.genesis = genesis
         self.chain_id = genesis.chain_id
-        self.params = genesis.params
         self.genesis_hash = compute_genesis_hash(genesis)
         self.store = store
         self.key = key
@@ -93,6 +94,12 @@ class NodeService:
         self.consensus = "bft" if len(genesis.authorities) > 1 else "poa"
         metrics.height.set(self.head.height)
 
+    @property
+    def params(self) -> ChainParams:
+        """The parameters in force at the head: genesis's with every enacted governance change (never a
+        copy taken at start-up; the mempool is handed the new set whenever a block changes it)."""
+        return compute_live_params(self.state.governance, self.genesis.params)
+
     def _load_or_init(self) -> tuple[ChainState, BlockHeader]:
         if self.store.is_empty():
             state = genesis_state(self.genesis)
@@ -110,6 +117,7 @@ class NodeService:
             self.store.load_multisigs(),
             self.store.load_staking(),
             tuple(self.genesis.authorities),
+            self.store.load_governance(),
         )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
@@ -208,7 +216,7 @@ class NodeService:
         # blocks (the writer thread gets the GIL only half the time while intake is busy); a
         # 5,000-tx block holds the loop ~50 ms. The SQLite commit (and its fsync) runs on the writer.
         outcome = build_block(
-            self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.params
+            self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.genesis.params
         )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self.store.commit_block, outcome)
@@ -257,6 +265,8 @@ class NodeService:
 
     def _apply_committed(self, outcome: BlockOutcome) -> None:
         commit_delta(self.state, outcome.delta, outcome.tree)
+        if outcome.delta.governance is not None:
+            self.mempool.params = self.params
         self.head = outcome.block.header
         self.head_hash = outcome.hash
         dropped = [vtx for vtx, _ in outcome.dropped]

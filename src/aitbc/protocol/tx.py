@@ -193,6 +193,61 @@ class ReportEvidence(TxBase, frozen=True, kw_only=True, tag="report_evidence"):
     signature: SignatureHex = ""
 
 
+PROPOSAL_KINDS: Final = ("param_change", "text", "treasury_spend", "software_upgrade")
+VOTE_OPTIONS: Final = ("yes", "no", "abstain", "no_with_veto")
+MAX_PARAM_CHANGES: Final = 16
+
+
+class ParamChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Set one chain parameter, named by its dotted path in ``ChainParams`` (``protocol_fee_bps``,
+    ``staking.jail_blocks``); every governable parameter is an integer (``aitbc.chain.governance``)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z_]+(\.[a-z_]+)?$"), Wire.STR]
+    value: U64
+
+
+class SubmitProposal(TxBase, frozen=True, kw_only=True, tag="submit_proposal"):
+    """Put a proposal to the stakers, with an opening ``deposit`` (``docs/governance.md``).
+
+    ``proposal_kind`` decides which of the other fields matter: ``param_change`` → ``changes`` and
+    ``activation_height`` (0: the block after the vote ends); ``treasury_spend`` → ``recipient`` and
+    ``spend`` (paid from the reward pool); ``software_upgrade`` → ``activation_height`` and
+    ``upgrade_version``; ``text`` → only the title and description."""
+
+    proposal_kind: Annotated[str, Meta(pattern=r"^(param_change|text|treasury_spend|software_upgrade)$"), Wire.STR]
+    title: Annotated[str, Meta(min_length=1, max_length=140), Wire.STR]
+    description: Annotated[str, Meta(max_length=4_000), Wire.STR] = ""
+    changes: Annotated[list[ParamChange], Meta(max_length=MAX_PARAM_CHANGES)] = msgspec.field(default_factory=list)
+    recipient: Annotated[str, Meta(max_length=90), Wire.STR] = ""
+    spend: Amount = 0
+    activation_height: Height = 0
+    upgrade_version: Annotated[str, Meta(max_length=64), Wire.STR] = ""
+    deposit: Amount = 0
+    signature: SignatureHex = ""
+
+    __text_fields__: ClassVar[tuple[str, ...]] = ("title", "description", "upgrade_version")
+
+
+class DepositProposal(TxBase, frozen=True, kw_only=True, tag="deposit_proposal"):
+    """Add ``amount`` to a proposal's deposit; voting opens once the deposit reaches ``min_deposit``."""
+
+    proposal_id: U64
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class Vote(TxBase, frozen=True, kw_only=True, tag="vote"):
+    """Vote on a proposal in its voting period; weighted at the tally by the sender's bonded stake (a
+    validator's vote also carries every delegation to it whose delegator did not vote)."""
+
+    proposal_id: U64
+    option: Annotated[str, Meta(pattern=r"^(yes|no|abstain|no_with_veto)$"), Wire.STR]
+    signature: SignatureHex = ""
+
+
+GOVERNANCE_TX_TYPES: Final[tuple[type[TxBase], ...]] = (SubmitProposal, DepositProposal, Vote)
+
+
 Tx = (
     Transfer
     | OpenEscrow
@@ -205,6 +260,9 @@ Tx = (
     | Delegate
     | Unstake
     | ReportEvidence
+    | SubmitProposal
+    | DepositProposal
+    | Vote
 )
 """Union of every tx kind."""
 
@@ -218,6 +276,7 @@ TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     MultisigTransfer,
     SettleJobZk,
     *STAKING_TX_TYPES,
+    *GOVERNANCE_TX_TYPES,
 )
 
 for _tx_type in TX_TYPES:
