@@ -9,9 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
+from aitbc.chain.context import BlockContext, SignatureOracle
+from aitbc.chain.deposits import (
+    is_job_paid,
+    process_deposit_withdrawals,
+    process_expired_paid_jobs,
+    process_open_deposit,
+    process_settle_batch,
+    process_top_up_deposit,
+    process_withdraw_deposit,
+    verify_open_deposit,
+    verify_open_deposit_stateless,
+    verify_settle_batch,
+    verify_top_up_deposit,
+    verify_withdraw_deposit,
+)
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import (
@@ -57,16 +73,20 @@ from aitbc.protocol.tx import (
     CreateMultisig,
     Delegate,
     MultisigTransfer,
+    OpenDeposit,
     OpenEscrow,
     RefundEscrow,
     ReportEvidence,
     SettleJob,
     SettleJobZk,
     Stake,
+    SettleBatch,
+    TopUpDeposit,
     Transfer,
     Tx,
     Unstake,
     VerifiedTx,
+    WithdrawDeposit,
     complete_tx_check,
     compute_multisig_address,
     prepare_tx_check,
@@ -89,7 +109,9 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
     # Verify the fee meets the floor
     if tx.fee < params.min_fee:
         raise InvalidTx(TxRejection.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {params.min_fee}")
-    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer | Stake | Delegate | Unstake):
+    if isinstance(
+        tx, Transfer | OpenEscrow | MultisigTransfer | Stake | Delegate | Unstake | OpenDeposit | TopUpDeposit
+    ) or isinstance(tx, WithdrawDeposit):
         # Verify something is moved
         if tx.amount == 0:
             raise InvalidTx(TxRejection.ZERO_AMOUNT, "amount must be positive")
@@ -98,11 +120,13 @@ def check_tx_stateless(tx: Tx, chain_id: str, params: ChainParams) -> None:
             raise InvalidTx(TxRejection.AMOUNT_OVERFLOW, "amount + fee overflows the maximum amount")
     if isinstance(tx, SettleJob | SettleJobZk) and tx.receipt.chain_id != chain_id:
         raise InvalidTx(TxRejection.WRONG_CHAIN_ID, "the receipt is for another chain")
+    if isinstance(tx, OpenDeposit):
+        verify_open_deposit_stateless(tx, chain_id)
 
 
 def compute_tx_cost(tx: Tx) -> int:
     """What the sender's balance must cover for this tx."""
-    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer | Stake | Delegate):
+    if isinstance(tx, Transfer | OpenEscrow | MultisigTransfer | Stake | Delegate | OpenDeposit | TopUpDeposit):
         return tx.amount + tx.fee
     return tx.fee
 
@@ -235,9 +259,11 @@ def process_open_escrow(
     state: StateDelta, tx: OpenEscrow, proposer: str, chain_id: str, params: ChainParams, height: int, tx_hash: str
 ) -> None:
     check_tx_stateless(tx, chain_id, params)
-    # Verify the job has no escrow yet
+    # Verify the job has no escrow yet, and was not paid from a deposit
     if state.get_escrow(tx.job_id) is not None:
         raise InvalidTx(TxRejection.ESCROW_EXISTS, f"job {tx.job_id} already has an escrow")
+    if is_job_paid(state, tx.job_id):
+        raise InvalidTx(TxRejection.ALREADY_PAID, f"job {tx.job_id} was already paid from a deposit")
     # Verify the deadline lies ahead, within the limit
     if not height <= tx.deadline_height <= height + params.max_escrow_blocks:
         raise InvalidTx(
@@ -332,6 +358,8 @@ def process_settle_job(
         raise InvalidTx(TxRejection.NOT_COORDINATOR, "only the escrow's coordinator may settle the job")
     if receipt.client != escrow.client:
         raise InvalidTx(TxRejection.BAD_RECEIPT, "the receipt names another client")
+    if receipt.expires_height:
+        raise InvalidTx(TxRejection.BAD_RECEIPT, "a deposit job's receipt (it has an expiry) settles in a batch")
     # Verify the receipt: miner signed it, the coordinator countersigned (= assigned that miner), it adds up
     try:
         verify_miner_signature(receipt)
@@ -412,9 +440,33 @@ def process_expired_escrows(state: StateDelta, base: ChainState, height: int) ->
             _refund(state, escrow, height, tx_hash="")
 
 
+_DEPOSIT_RULES: dict[type, tuple[Any, Any]] = {
+    OpenDeposit: (verify_open_deposit, process_open_deposit),
+    TopUpDeposit: (verify_top_up_deposit, process_top_up_deposit),
+    WithdrawDeposit: (verify_withdraw_deposit, process_withdraw_deposit),
+    SettleBatch: (verify_settle_batch, process_settle_batch),
+}
+
+
 def process_tx(
-    state: StateDelta, tx: Tx, proposer: str, chain_id: str, params: ChainParams, height: int = 0, tx_hash: str = ""
+    state: StateDelta,
+    tx: Tx,
+    proposer: str,
+    chain_id: str,
+    params: ChainParams,
+    height: int = 0,
+    tx_hash: str = "",
+    is_known_signature: SignatureOracle | None = None,
 ) -> None:
+    rules = _DEPOSIT_RULES.get(type(tx))
+    if rules is not None:
+        check_tx_stateless(tx, chain_id, params)
+        ctx = BlockContext(chain_id, height, 0, proposer, params, "", None, is_known_signature).tx(tx_hash, 0)
+        plan = rules[0](state, tx, ctx)
+        sender = _verify_sender(state, tx)
+        _charge_sender(state, tx, sender, proposer)
+        rules[1](state, tx, ctx, plan)
+        return
     if isinstance(tx, Transfer):
         process_transfer(state, tx, proposer, chain_id, params)
     elif isinstance(tx, OpenEscrow):
@@ -542,6 +594,7 @@ def build_block(
     now_ms: int,
     params: ChainParams,
     last_commit: CommitCertificate | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Propose the next block: apply candidates in order, skipping (and reporting) any that fail.
 
@@ -549,6 +602,8 @@ def build_block(
     height = head.height + 1
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, height)
+    process_deposit_withdrawals(delta, state, height)
+    process_expired_paid_jobs(delta, state, height)
     process_begin_block(delta, height, key.address, params, last_commit)
     included: list[VerifiedTx] = []
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
@@ -558,7 +613,7 @@ def build_block(
         if len(included) >= params.max_block_txs or size + vtx.size > params.max_block_bytes:
             break
         try:
-            process_tx(delta, vtx.tx, proposer, head.chain_id, params, height, vtx.hash)
+            process_tx(delta, vtx.tx, proposer, head.chain_id, params, height, vtx.hash, is_known_signature)
         except InvalidTx as exc:
             dropped.append((vtx, exc))
             continue
@@ -593,6 +648,7 @@ def apply_block(
     params: ChainParams,
     expected_proposer: str | None = None,
     is_known_valid: Callable[[str], bool] | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Validate a block someone else proposed against our head and state; raise ``InvalidBlock``.
 
@@ -638,12 +694,16 @@ def apply_block(
     # Verify every tx applies, in order
     delta = StateDelta(base=state)
     process_expired_escrows(delta, state, header.height)
+    process_deposit_withdrawals(delta, state, header.height)
+    process_expired_paid_jobs(delta, state, header.height)
     if block.last_commit is not None:
         _verify_last_commit(block.last_commit, head, state, params)
     process_begin_block(delta, header.height, header.proposer, params, block.last_commit)
     for vtx in verified:
         try:
-            process_tx(delta, vtx.tx, header.proposer, header.chain_id, params, header.height, vtx.hash)
+            process_tx(
+                delta, vtx.tx, header.proposer, header.chain_id, params, header.height, vtx.hash, is_known_signature
+            )
         except InvalidTx as exc:
             raise InvalidBlock(f"tx {vtx.hash} fails: {exc.reason}: {exc.message}") from None
     process_end_block(delta, header.proposer, params)

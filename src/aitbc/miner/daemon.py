@@ -372,6 +372,7 @@ class MinerDaemon:
                 total_price=compute_total_price(units, job["unit_price"]),
                 started_at_ms=started,
                 finished_at_ms=finished,
+                expires_height=int(job.get("expires_height") or 0),
             )
             receipt = sign_receipt_as_miner(receipt, self.key)
             delivered = JobOutput(text=seal_job_output(output, job["input"]["reply_to"])) if sealed else output
