@@ -27,7 +27,8 @@ from enum import StrEnum
 
 import msgspec
 
-from aitbc.chain.context import SignatureOracle, TxContext
+from aitbc.chain.context import BlockContext, SignatureOracle, TxContext
+from aitbc.chain.escrow import compute_escrow_amount
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.state import ChainEvent, ChainState, Deposit, PaidJob, StateDelta
@@ -64,8 +65,9 @@ class EntryRejection(StrEnum):
 
 # -- arithmetic ------------------------------------------------------------------------------------------
 def compute_job_charge(total_price: int, params: ChainParams) -> int:
-    """What one settled job takes from a deposit: the receipt's total and the protocol fee on it."""
-    return total_price + total_price * params.protocol_fee_bps // 10_000
+    """What one settled job takes from a deposit: the receipt's total and the protocol fee on it (the
+    same sum an escrow for that price must lock)."""
+    return compute_escrow_amount(total_price, params)
 
 
 def compute_period(height: int, deposit: Deposit) -> int:
@@ -179,9 +181,10 @@ def process_withdraw_deposit(state: StateDelta, tx: WithdrawDeposit, ctx: TxCont
     state.emit(_event("deposit_withdrawal_requested", deposit, ctx.tx_hash, tx.amount))
 
 
-def process_deposit_withdrawals(state: StateDelta, base: ChainState, height: int) -> None:
+def process_deposit_withdrawals(state: StateDelta, base: ChainState, ctx: BlockContext) -> None:
     """Begin-block step: pay out every withdrawal whose delay has passed (what is left of it: jobs
     settled during the delay came first)."""
+    height = ctx.height
     for deposit_id in base.get_due_withdrawals(height):
         deposit = state.get_deposit(deposit_id)
         if deposit is None or not deposit.withdrawal_amount or deposit.withdrawal_height > height:
@@ -195,9 +198,9 @@ def process_deposit_withdrawals(state: StateDelta, base: ChainState, height: int
         state.emit(_event("deposit_withdrawn", updated, "", amount))
 
 
-def process_expired_paid_jobs(state: StateDelta, base: ChainState, height: int) -> None:
+def process_expired_paid_jobs(state: StateDelta, base: ChainState, ctx: BlockContext) -> None:
     """Begin-block step: forget paid job ids past their expiry (no entry for them can settle any more)."""
-    for job_id in base.get_expired_paid(height):
+    for job_id in base.get_expired_paid(ctx.height):
         state.set_paid(job_id, None)
 
 
@@ -207,10 +210,6 @@ def is_job_paid(state: StateDelta, job_id: str) -> bool:
 
 
 # -- settle_batch ----------------------------------------------------------------------------------------
-def verify_settle_batch_stateless(tx: SettleBatch, chain_id: str) -> None:
-    """The batch's own size limit is a chain param; checked with the state rules (``verify_settle_batch``)."""
-
-
 @dataclass(slots=True)
 class BatchPlan:
     """What a ``settle_batch`` writes: the updated deposits, the paid records, and every event in entry order."""

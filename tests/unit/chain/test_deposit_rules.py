@@ -21,7 +21,7 @@ from aitbc.chain.state import (
     is_valid_deposit_proof,
     is_valid_paid_proof,
 )
-from aitbc.chain.transition import BlockOutcome, apply_block, build_block
+from aitbc.chain.block import BlockOutcome, apply_block, build_block
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.deposit import (
