@@ -15,7 +15,6 @@ from aitbc.chain.params import ChainParams
 from aitbc.protocol.crypto import SignatureCheck
 from aitbc.protocol.vote import CommitCertificate
 
-
 SignatureOracle = Callable[[SignatureCheck], bool]
 """Answers whether a signature check is known to hold (never True for one that does not)."""
 

@@ -44,6 +44,7 @@ from aitbc.protocol.receipt import InvalidReceipt, compute_receipt_hash, verify_
 from aitbc.protocol.tx import OpenDeposit, SettleBatch, TopUpDeposit, WithdrawDeposit
 from aitbc.protocol.types import MAX_U64
 
+
 class EntryRejection(StrEnum):
     """Why one entry of a ``settle_batch`` was not paid (the ``reason`` of its ``settle_rejected`` event)."""
 

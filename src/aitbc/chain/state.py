@@ -283,7 +283,9 @@ class ChainState:
         deposits = deposits or {}
         paid = paid or {}
         tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs, staking, deposits, paid))
-        return cls(dict(accounts), tree, dict(escrows), dict(multisigs), staking, authorities, dict(deposits), dict(paid))
+        return cls(
+            dict(accounts), tree, dict(escrows), dict(multisigs), staking, authorities, dict(deposits), dict(paid)
+        )
 
     def get_staking(self) -> StakingState:
         return self.staking
@@ -431,9 +433,7 @@ class StateDelta:
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
     tree = base.tree.update(
-        compute_state_items(
-            delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid
-        )
+        compute_state_items(delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid)
     )
     return tree.root_hash.hex(), tree
 
@@ -453,13 +453,13 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state._index_withdrawal(state.deposits.get(deposit.id), deposit)
         state.deposits[deposit.id] = deposit
     for job_id, record in delta.paid.items():
-        previous = state.paid.pop(job_id, None)
-        if previous is not None:
-            jobs = state.paid_due.get(previous.expires_height)
+        forgotten = state.paid.pop(job_id, None)
+        if forgotten is not None:
+            jobs = state.paid_due.get(forgotten.expires_height)
             if jobs is not None:
                 jobs.discard(job_id)
                 if not jobs:
-                    del state.paid_due[previous.expires_height]
+                    del state.paid_due[forgotten.expires_height]
         if record is not None:
             state.paid[job_id] = record
             state.paid_due.setdefault(record.expires_height, set()).add(job_id)

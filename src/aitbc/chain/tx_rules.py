@@ -29,15 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aitbc.chain.context import TxContext
-from aitbc.chain.escrow import (
-    process_open_escrow,
-    process_refund_escrow,
-    process_settle_job,
-    verify_open_escrow,
-    verify_refund_escrow,
-    verify_settle_job,
-    verify_settle_job_stateless,
-)
 from aitbc.chain.deposits import (
     process_open_deposit,
     process_settle_batch,
@@ -48,6 +39,15 @@ from aitbc.chain.deposits import (
     verify_settle_batch,
     verify_top_up_deposit,
     verify_withdraw_deposit,
+)
+from aitbc.chain.escrow import (
+    process_open_escrow,
+    process_refund_escrow,
+    process_settle_job,
+    verify_open_escrow,
+    verify_refund_escrow,
+    verify_settle_job,
+    verify_settle_job_stateless,
 )
 from aitbc.chain.evidence import process_report_evidence, verify_report_evidence
 from aitbc.chain.ledger import process_credit, process_fee
@@ -64,8 +64,8 @@ from aitbc.protocol.tx import (
     OpenEscrow,
     RefundEscrow,
     ReportEvidence,
-    SettleJob,
     SettleBatch,
+    SettleJob,
     SettleJobZk,
     Stake,
     TopUpDeposit,

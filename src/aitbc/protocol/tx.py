@@ -18,7 +18,6 @@ from msgspec import Meta
 
 from aitbc.protocol import codec
 from aitbc.protocol.address import decode_address, encode_address, is_valid_address
-from aitbc.protocol.deposit import MAX_BATCH_ENTRIES, DepositId, DepositMode, SettlementEntry
 from aitbc.protocol.crypto import (
     KeyPair,
     SignatureCheck,
@@ -29,6 +28,7 @@ from aitbc.protocol.crypto import (
     signature_check,
     signature_mismatch,
 )
+from aitbc.protocol.deposit import MAX_BATCH_ENTRIES, DepositId, DepositMode, SettlementEntry
 from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.block import BlockOutcome, apply_block, build_block
 from aitbc.chain.deposits import compute_job_charge, get_cap_room
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_block, genesis_state
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
@@ -21,7 +22,6 @@ from aitbc.chain.state import (
     is_valid_deposit_proof,
     is_valid_paid_proof,
 )
-from aitbc.chain.block import BlockOutcome, apply_block, build_block
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.deposit import (
@@ -392,7 +392,9 @@ def test_block_uses_the_nodes_known_signatures() -> None:
 # -- properties ------------------------------------------------------------------------------------------
 _OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("settle"), st.lists(st.tuples(st.integers(0, 40), st.integers(1, 9), st.integers(0, 4)), max_size=6)),
+        st.tuples(
+            st.just("settle"), st.lists(st.tuples(st.integers(0, 40), st.integers(1, 9), st.integers(0, 4)), max_size=6)
+        ),
         st.tuples(st.just("top_up"), st.integers(1, 50_000)),
         st.tuples(st.just("withdraw"), st.integers(1, 200_000)),
         st.tuples(st.just("escrow"), st.integers(0, 40)),
