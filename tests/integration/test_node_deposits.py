@@ -3,6 +3,7 @@ the tx's events, proof-checked reads, and the state surviving a kill -9 and rest
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -13,7 +14,7 @@ from aitbc.client.deposit import open_deposit, top_up_deposit, withdraw_deposit
 from aitbc.client.node import NodeClient
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.deposit import SettlementEntry
+from aitbc.protocol.deposit import SettlementEntry, make_deposit_job_id
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, countersign_receipt, sign_receipt_as_miner
 from aitbc.protocol.tx import SettleBatch, Transfer, sign_tx
 
@@ -35,7 +36,7 @@ def _fund(node: Any, client: NodeClient, *keys: KeyPair) -> None:
     node.wait_committed(client, hashes)
 
 
-def _receipt(chain_id: str, job_id: str, client: str, coordinator: KeyPair, miner: KeyPair, expires: int) -> Receipt:
+def _receipt(chain_id: str, job_id: str, client: str, coordinator: KeyPair, miner: KeyPair) -> Receipt:
     r = Receipt(
         chain_id=chain_id,
         job_id=job_id,
@@ -51,7 +52,6 @@ def _receipt(chain_id: str, job_id: str, client: str, coordinator: KeyPair, mine
         total_price=3_000,
         started_at_ms=1_000,
         finished_at_ms=2_000,
-        expires_height=expires,
     )
     return countersign_receipt(sign_receipt_as_miner(r, miner), coordinator)
 
@@ -68,8 +68,9 @@ def test_deposit_lifecycle_on_a_real_node(node_process: Any) -> None:
         assert deposit is not None and deposit.balance == 1_001_000 and deposit.owner == owner.address
 
         expires = int(client.get_head()["height"]) + 100
-        good = [_receipt(node.chain_id, f"job_{i}", owner.address, coordinator, miner, expires) for i in range(50)]
-        forged = msgspec.structs.replace(good[0], job_id="job_forged")  # the miner never signed this one
+        ids = [make_deposit_job_id(expires, os.urandom(8)) for _ in range(51)]
+        good = [_receipt(node.chain_id, job_id, owner.address, coordinator, miner) for job_id in ids[:50]]
+        forged = msgspec.structs.replace(good[0], job_id=ids[50])  # the miner never signed this one
         entries = [SettlementEntry(deposit_id=opened.deposit_id, receipt=r) for r in [*good, forged, good[1]]]
         batch = SettleBatch(
             chain_id=node.chain_id,
@@ -84,12 +85,12 @@ def test_deposit_lifecycle_on_a_real_node(node_process: Any) -> None:
         events = [e for e in client.iter_job_events(coordinator.address) if e["kind"] in ("settled", "settle_rejected")]
         assert [e["job_id"] for e in events if e["kind"] == "settled"] == [r.job_id for r in good]
         rejected = {e["job_id"]: e["reason"].split(":")[0] for e in events if e["kind"] == "settle_rejected"}
-        assert rejected == {"job_forged": "bad_miner_signature", "job_1": "already_paid"}
+        assert rejected == {ids[50]: "bad_miner_signature", ids[1]: "already_paid"}
         charge = compute_job_charge(3_000, params)
         assert int(client.get_account(miner.address)["balance"]) == 50 * 3_000
-        paid, _ = client.get_verified_paid_job("job_7")
+        paid, _ = client.get_verified_paid_job(ids[7])
         assert paid is not None and paid.deposit_id == opened.deposit_id and paid.expires_height == expires
-        absent, _ = client.get_verified_paid_job("job_forged")
+        absent, _ = client.get_verified_paid_job(ids[50])
         assert absent is None
 
         asked = withdraw_deposit(client, owner, opened.deposit_id, 1_000)

@@ -16,8 +16,9 @@ fee, size), so a coordinator's batch never blocks its later ones.
 A job id is paid at most once across both payment paths: an entry is refused
 if the job has a per-job escrow (in any state) or was paid from a deposit and
 is still remembered; ``open_escrow`` is refused for a remembered paid job id;
-an entry can only be settled up to its receipt's ``expires_height`` (miner-signed),
-which is when the chain forgets it; a per-job escrow pays only receipts without one.
+an entry can only be settled up to the expiry height its job id carries
+(``dj-<height>-…``, under the miner's signature), which is when the chain
+forgets it; such ids never get a per-job escrow.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from aitbc.protocol.deposit import (
     SettlementEntry,
     client_signature_check,
     compute_deposit_id,
+    get_job_expiry,
     miner_signature_check,
 )
 from aitbc.protocol.errors import InvalidTx, TxRejection
@@ -237,9 +239,12 @@ def get_entry_problem(
     if receipt.client != deposit.owner:
         return EntryRejection.WRONG_CLIENT, "the receipt names another client than the deposit's owner"
     # Verify the entry has not expired and its expiry lies within the limit
-    if receipt.expires_height < ctx.height:
-        return EntryRejection.EXPIRED, f"the receipt expired at height {receipt.expires_height}"
-    if receipt.expires_height > ctx.height + ctx.params.max_receipt_blocks:
+    expires = get_job_expiry(receipt.job_id)
+    if expires is None:
+        return EntryRejection.BAD_EXPIRY, "a deposit job's id carries its expiry (dj-<height>-<random>)"
+    if expires < ctx.height:
+        return EntryRejection.EXPIRED, f"the job expired at height {expires}"
+    if expires > ctx.height + ctx.params.max_receipt_blocks:
         return EntryRejection.BAD_EXPIRY, f"expiry must lie within {ctx.params.max_receipt_blocks} blocks"
     # Verify the receipt adds up
     try:
@@ -324,7 +329,7 @@ def verify_settle_batch(state: StateDelta, tx: SettleBatch, ctx: TxContext) -> B
                 protocol_fee=fee,
                 receipt_hash=receipt_hash,
                 height=ctx.height,
-                expires_height=receipt.expires_height,
+                expires_height=get_job_expiry(receipt.job_id) or 0,
             )
         )
         plan.credits[receipt.miner] = plan.credits.get(receipt.miner, 0) + receipt.total_price

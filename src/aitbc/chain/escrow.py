@@ -15,6 +15,7 @@ from aitbc.chain.context import BlockContext, TxContext
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.state import ChainEvent, ChainState, Escrow, EscrowState, StateDelta
+from aitbc.protocol.deposit import get_job_expiry
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.receipt import (
     InvalidReceipt,
@@ -82,8 +83,8 @@ def verify_open_escrow(state: StateDelta, tx: OpenEscrow, ctx: TxContext) -> Non
     # Verify the job has no escrow yet, and was not paid from a deposit (a job is paid at most once)
     if state.get_escrow(tx.job_id) is not None:
         raise InvalidTx(TxRejection.ESCROW_EXISTS, f"job {tx.job_id} already has an escrow")
-    if state.get_paid(tx.job_id) is not None:
-        raise InvalidTx(TxRejection.ALREADY_PAID, f"job {tx.job_id} was already paid from a deposit")
+    if state.get_paid(tx.job_id) is not None or get_job_expiry(tx.job_id) is not None:
+        raise InvalidTx(TxRejection.ALREADY_PAID, f"job {tx.job_id} is a deposit job (paid by settle_batch)")
     # Verify the deadline lies ahead, within the limit
     height, limit = ctx.height, ctx.params.max_escrow_blocks
     if not height <= tx.deadline_height <= height + limit:
@@ -125,9 +126,6 @@ def verify_settle_job(state: StateDelta, tx: SettleJob | SettleJobZk, ctx: TxCon
         raise InvalidTx(TxRejection.NOT_COORDINATOR, "only the escrow's coordinator may settle the job")
     if receipt.client != escrow.client:
         raise InvalidTx(TxRejection.BAD_RECEIPT, "the receipt names another client")
-    # Verify it is a per-job receipt: one with an expiry height is a deposit job's (``settle_batch``)
-    if receipt.expires_height:
-        raise InvalidTx(TxRejection.BAD_RECEIPT, "a deposit job's receipt (it has an expiry) settles in a batch")
     # Verify the receipt: miner signed it, the coordinator countersigned (= assigned that miner), it adds up
     try:
         verify_miner_signature(receipt)

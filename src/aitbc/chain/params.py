@@ -33,7 +33,7 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     deposit_withdrawal_delay: U64 = 30
     """Blocks between a deposit's ``withdraw_deposit`` and the payout, so work already done still settles."""
     max_receipt_blocks: U64 = 1_000
-    """A settle-batch entry's ``expires_height`` may lie at most this many blocks ahead; paid job ids are
+    """A deposit job's expiry (carried in its id) may lie at most this many blocks ahead; paid job ids are
     remembered until then, so the chain keeps at most this many blocks' worth of them."""
     max_batch_entries: U64 = 2_000
     """Most jobs one ``settle_batch`` may carry."""

@@ -395,7 +395,6 @@ class MinerDaemon:
                 total_price=compute_total_price(units, job.unit_price),
                 started_at_ms=started,
                 finished_at_ms=finished,
-                expires_height=int(job.get("expires_height") or 0),
             )
             receipt = sign_receipt_as_miner(receipt, self.key)
             delivered = output if sealed is None else JobOutput(text=seal_job_output(output, sealed.reply_to))

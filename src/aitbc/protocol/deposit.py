@@ -9,14 +9,18 @@ A deposit is funded once on chain and drawn per job. Two modes, fixed when it is
   client did not ask for.
 
 A ``SettlementEntry`` is one job of a ``settle_batch`` tx: the receipt the miner signed and the
-deposit it draws on. A deposit receipt carries ``expires_height`` (under the miner's signature,
-and in signed mode under the client's too): the last height it may be settled at. The chain
+deposit it draws on. A deposit job's id carries its expiry height (``dj-<height>-<random>``,
+``make_deposit_job_id``), so every receipt of it carries the expiry under the miner's signature
+(and, in signed mode, under the client's): the last height the job may be settled at. The chain
 remembers a paid job id until then, so the paid ids it keeps are those settled in the last
-``max_receipt_blocks`` blocks, and a receipt it has forgotten can no longer be settled.
+``max_receipt_blocks`` blocks, and a job it has forgotten can no longer be settled. The expiry
+lives in the id rather than in a new receipt field so that every receipt and settle tx keeps its
+canonical bytes.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Final
 
 import msgspec
@@ -28,7 +32,7 @@ from aitbc.protocol.crypto import KeyPair, SignatureCheck, SigningKind, sha256, 
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job import JobId, ModelName
 from aitbc.protocol.receipt import Receipt, miner_signing_bytes
-from aitbc.protocol.types import Amount, ChainId, Hash32, Height, SignatureHex, Wire
+from aitbc.protocol.types import Amount, ChainId, Hash32, SignatureHex, Wire
 
 DEPOSIT_MODES: Final = ("delegated", "signed")
 DepositMode = Annotated[str, Meta(pattern=r"^(delegated|signed)$"), Wire.STR]
@@ -40,6 +44,22 @@ MAX_BATCH_ENTRIES: Final = 2_000
 _DEPOSIT_MAGIC: Final = b"AITBC-DEPOSIT-v1\x00"
 
 
+_DEPOSIT_JOB_ID: Final = re.compile(r"^dj-([0-9]{1,18})-[0-9a-z]{8,40}$")
+
+
+def make_deposit_job_id(expires_height: int, entropy: bytes) -> str:
+    """A deposit job's id: its expiry height and ``entropy`` (random bytes, 4..20) in hex."""
+    if not 4 <= len(entropy) <= 20:
+        raise ValueError("entropy must be 4..20 bytes")
+    return f"dj-{expires_height}-{entropy.hex()}"
+
+
+def get_job_expiry(job_id: str) -> int | None:
+    """The expiry height a deposit job id carries; None for any other job id (per-job escrow ids)."""
+    match = _DEPOSIT_JOB_ID.match(job_id)
+    return None if match is None else int(match.group(1))
+
+
 def compute_deposit_id(owner: str, nonce: int) -> str:
     """The id of the deposit ``owner`` opens with its tx of ``nonce`` (unique: a nonce is used once)."""
     digest = sha256(_DEPOSIT_MAGIC + decode_address(owner) + nonce.to_bytes(8, "big"))
@@ -47,7 +67,8 @@ def compute_deposit_id(owner: str, nonce: int) -> str:
 
 
 class JobRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """What a client in signed mode signs before its job runs; the chain rebuilds it from the entry."""
+    """What a client in signed mode signs before its job runs; the chain rebuilds it from the entry.
+    (The job id carries the expiry, so the client agrees to that too.)"""
 
     chain_id: ChainId
     job_id: JobId
@@ -55,7 +76,6 @@ class JobRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     model: ModelName
     input_hash: Hash32
     max_price: Amount
-    expires_height: Height
 
 
 def job_request_signing_bytes(request: JobRequest) -> bytes:
@@ -89,7 +109,6 @@ def compute_job_request(entry: SettlementEntry) -> JobRequest:
         model=receipt.model,
         input_hash=receipt.input_hash,
         max_price=entry.max_price,
-        expires_height=receipt.expires_height,
     )
 
 

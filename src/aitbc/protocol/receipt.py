@@ -23,7 +23,7 @@ from aitbc.protocol import codec
 from aitbc.protocol.crypto import KeyPair, SigningKind, is_valid_signature, sha256_hex
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job import ClientId, JobId, ModelDigest, ModelName
-from aitbc.protocol.types import U64, Address, Amount, ChainId, Hash32, Height, SignatureHex, TimestampMs
+from aitbc.protocol.types import U64, Address, Amount, ChainId, Hash32, SignatureHex, TimestampMs
 
 MAX_TOKENS_PER_SECOND: Final = 20_000
 """Generous ceiling on plausible throughput: more units than this per second of compute is a lie."""
@@ -52,9 +52,6 @@ class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     total_price: Amount
     started_at_ms: TimestampMs
     finished_at_ms: TimestampMs
-    expires_height: Height = 0
-    """Deposit jobs: the last height at which the receipt may be settled (a ``settle_batch`` entry); the
-    chain remembers the paid job id until then. 0 for per-job escrow receipts (the escrow remembers)."""
     miner_signature: SignatureHex = ""
     coordinator_signature: SignatureHex = ""
 

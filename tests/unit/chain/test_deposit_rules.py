@@ -117,7 +117,12 @@ class Chain:
         return self.block(sign_tx(tx, sender))
 
 
-def receipt(job_id: str, units: int = 300, unit_price: int = 10, miner: KeyPair = MINER, expires: int = 0) -> Receipt:
+def djid(name: str, expires: int) -> str:
+    """The deposit job id of a test job ``name`` (letters and digits, not ending in x) expiring at ``expires``."""
+    return f"dj-{expires}-{name.ljust(8, 'x')}"
+
+
+def receipt(job_id: str, units: int = 300, unit_price: int = 10, miner: KeyPair = MINER) -> Receipt:
     r = Receipt(
         chain_id=CHAIN,
         job_id=job_id,
@@ -133,40 +138,42 @@ def receipt(job_id: str, units: int = 300, unit_price: int = 10, miner: KeyPair 
         total_price=units * unit_price,
         started_at_ms=1_000,
         finished_at_ms=2_000,
-        expires_height=expires,
     )
     return countersign_receipt(sign_receipt_as_miner(r, miner), COORDINATOR)
 
 
 def entry(
     deposit_id: str,
-    job_id: str,
+    name: str,
     expires: int = 15,
     units: int = 300,
     signer: KeyPair | None = None,
     max_price: int = 0,
     signed_receipt: Receipt | None = None,
 ) -> SettlementEntry:
-    r = signed_receipt or receipt(job_id, units, expires=expires)
-    expires = r.expires_height
+    r = signed_receipt or receipt(djid(name, expires), units)
     signature = ""
     if signer is not None:
         max_price = max_price or r.total_price
         request = JobRequest(
             chain_id=CHAIN,
-            job_id=job_id,
+            job_id=r.job_id,
             deposit_id=deposit_id,
             model=r.model,
             input_hash=r.input_hash,
             max_price=max_price,
-            expires_height=expires,
         )
         signature = sign_job_request(request, signer)
     return SettlementEntry(deposit_id=deposit_id, receipt=r, max_price=max_price, client_signature=signature)
 
 
 def reasons(out: BlockOutcome) -> dict[str, str]:
-    return {e.job_id: e.reason.split(":")[0] for e in out.delta.events if e.kind == "settle_rejected"}
+    """Rejected entries of a block: test job name -> reason."""
+    return {
+        e.job_id.split("-", 2)[2].rstrip("x"): e.reason.split(":")[0]
+        for e in out.delta.events
+        if e.kind == "settle_rejected"
+    }
 
 
 def test_open_deposit_moves_funds_and_is_provable() -> None:
@@ -208,7 +215,7 @@ def test_settle_batch_pays_valid_entries_and_reports_the_rest() -> None:
     deposit_id = chain.open()
     good, other = entry(deposit_id, "j1"), entry(deposit_id, "j2")
     forged = msgspec.structs.replace(
-        entry(deposit_id, "j3"), receipt=msgspec.structs.replace(receipt("j3", expires=15), unit_price=10)
+        entry(deposit_id, "j3"), receipt=msgspec.structs.replace(receipt(djid("j3", 15)), total_price=3000)
     )
     forged = msgspec.structs.replace(forged, receipt=msgspec.structs.replace(forged.receipt, miner_signature="00" * 64))
     expired = entry(deposit_id, "j4", expires=0)
@@ -227,8 +234,9 @@ def test_settle_batch_pays_valid_entries_and_reports_the_rest() -> None:
     assert deposit is not None and deposit.balance == 1_000_000 - 2 * charge and deposit.jobs_paid == 2
     assert chain.state.get_account(MINER.address).balance == 6000
     assert chain.state.get_account(REWARD_POOL_ADDRESS).balance == 2 * (charge - 3000)
-    paid = chain.state.get_paid("j1")
-    assert paid is not None and is_valid_paid_proof(chain.head.state_root, "j1", paid, chain.state.prove_paid("j1"))
+    j1 = djid("j1", 15)
+    paid = chain.state.get_paid(j1)
+    assert paid is not None and is_valid_paid_proof(chain.head.state_root, j1, paid, chain.state.prove_paid(j1))
     # a replay (same entries, next nonce) pays nothing
     again = chain.settle(good, other)
     assert reasons(again) == {"j1": "already_paid", "j2": "already_paid"}
@@ -236,6 +244,7 @@ def test_settle_batch_pays_valid_entries_and_reports_the_rest() -> None:
 
 
 def test_job_paid_at_most_once_across_escrow_and_deposit() -> None:
+    """Deposit job ids (they carry an expiry) never get an escrow; escrow job ids never settle in a batch."""
     chain = Chain()
     deposit_id = chain.open()
     escrow = OpenEscrow(
@@ -243,28 +252,35 @@ def test_job_paid_at_most_once_across_escrow_and_deposit() -> None:
         sender=CLIENT.address,
         nonce=chain.nonce(CLIENT),
         fee=10,
-        job_id="both",
+        job_id="job_escrowed",
         coordinator=COORDINATOR.address,
         amount=10_000,
         deadline_height=20,
     )
-    chain.block(sign_tx(escrow, CLIENT))
-    assert reasons(chain.settle(entry(deposit_id, "both"))) == {"both": "already_paid"}
-    chain.settle(entry(deposit_id, "dep-first"))
-    late = OpenEscrow(
-        chain_id=CHAIN,
-        sender=CLIENT.address,
-        nonce=chain.nonce(CLIENT),
-        fee=10,
-        job_id="dep-first",
-        coordinator=COORDINATOR.address,
-        amount=10_000,
-        deadline_height=20,
-    )
-    out = chain.block(sign_tx(late, CLIENT))
-    assert [exc.reason for _, exc in out.dropped] == ["already_paid"]
+    assert not chain.block(sign_tx(escrow, CLIENT)).dropped
+    plain = SettlementEntry(deposit_id=deposit_id, receipt=receipt("job_escrowed"))
+    out = chain.settle(plain)
+    assert [e.reason.split(":")[0] for e in out.delta.events if e.kind == "settle_rejected"] == ["bad_expiry"]
+    chain.settle(entry(deposit_id, "depfirst"))
+    for job_id in (djid("depfirst", 15), djid("neverpaid", 15)):
+        late = OpenEscrow(
+            chain_id=CHAIN,
+            sender=CLIENT.address,
+            nonce=chain.nonce(CLIENT),
+            fee=10,
+            job_id=job_id,
+            coordinator=COORDINATOR.address,
+            amount=10_000,
+            deadline_height=20,
+        )
+        out = chain.block(sign_tx(late, CLIENT))
+        assert [exc.reason for _, exc in out.dropped] == ["already_paid"]
     settle = SettleJob(
-        chain_id=CHAIN, sender=COORDINATOR.address, nonce=chain.nonce(COORDINATOR), fee=10, receipt=receipt("dep-first")
+        chain_id=CHAIN,
+        sender=COORDINATOR.address,
+        nonce=chain.nonce(COORDINATOR),
+        fee=10,
+        receipt=receipt(djid("depfirst", 15)),
     )
     out = chain.block(sign_tx(settle, COORDINATOR))
     assert [exc.reason for _, exc in out.dropped] == ["no_escrow"]
@@ -273,12 +289,12 @@ def test_job_paid_at_most_once_across_escrow_and_deposit() -> None:
 def test_paid_ids_are_forgotten_after_expiry_and_cannot_be_settled_again() -> None:
     chain = Chain()
     deposit_id = chain.open()
-    chain.settle(entry(deposit_id, "short", expires=chain.height + 2))
-    expires = chain.height + 1
-    assert chain.state.get_paid("short") is not None
+    expires = chain.height + 2
+    chain.settle(entry(deposit_id, "short", expires=expires))
+    assert chain.state.get_paid(djid("short", expires)) is not None
     while chain.height <= expires:
         chain.block()
-    assert chain.state.get_paid("short") is None and not chain.state.paid_due
+    assert chain.state.get_paid(djid("short", expires)) is None and not chain.state.paid_due
     # the same (signed, remembered-then-forgotten) entry is now past its expiry
     assert reasons(chain.settle(entry(deposit_id, "short", expires=expires))) == {"short": "expired"}
 
@@ -286,7 +302,7 @@ def test_paid_ids_are_forgotten_after_expiry_and_cannot_be_settled_again() -> No
 def test_only_the_deposits_coordinator_settles() -> None:
     chain = Chain()
     deposit_id = chain.open()
-    assert reasons(chain.settle(entry(deposit_id, "x"), sender=OTHER)) == {"x": "not_coordinator"}
+    assert reasons(chain.settle(entry(deposit_id, "y"), sender=OTHER)) == {"y": "not_coordinator"}
 
 
 def test_signed_mode_needs_the_clients_signature_over_the_request() -> None:
@@ -294,16 +310,16 @@ def test_signed_mode_needs_the_clients_signature_over_the_request() -> None:
     deposit_id = chain.open(mode="signed", cap=0)
     out = chain.settle(
         entry(deposit_id, "unsigned"),
-        entry(deposit_id, "by-other", signer=OTHER),
-        entry(deposit_id, "too-dear", signer=CLIENT, max_price=100),
+        entry(deposit_id, "byother", signer=OTHER),
+        entry(deposit_id, "toodear", signer=CLIENT, max_price=100),
         entry(deposit_id, "ok", signer=CLIENT),
     )
     assert reasons(out) == {
         "unsigned": "missing_client_signature",
-        "by-other": "bad_client_signature",
-        "too-dear": "price_above_max",
+        "byother": "bad_client_signature",
+        "toodear": "price_above_max",
     }
-    assert chain.state.get_paid("ok") is not None
+    assert chain.state.get_paid(djid("ok", 15)) is not None
 
 
 def test_cap_per_period_resets_with_the_period() -> None:
@@ -405,7 +421,7 @@ _OPS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=_OPS, signed=st.booleans(), cap_jobs=st.integers(1, 6))
 def test_deposit_invariants(ops: list[tuple[object, ...]], signed: bool, cap_jobs: int) -> None:
     """Never overdrawn, never past its cap, each job paid at most once across both paths, supply
@@ -421,11 +437,11 @@ def test_deposit_invariants(ops: list[tuple[object, ...]], signed: bool, cap_job
             entries = []
             for job, expires_in, flavour in op[1]:  # type: ignore[attr-defined]
                 sign = signed and flavour != 0
-                job_id = f"j{job}" if sign or not signed else f"u{job}"
-                if job_id not in signed_receipts:
-                    signed_receipts[job_id] = receipt(job_id, expires=chain.height + expires_in)
-                r = signed_receipts[job_id]
-                e = entry(deposit_id, job_id, signer=CLIENT if sign else None, signed_receipt=r)
+                name = f"j{job}" if sign or not signed else f"u{job}"
+                if name not in signed_receipts:
+                    signed_receipts[name] = receipt(djid(name, chain.height + expires_in))
+                r = signed_receipts[name]
+                e = entry(deposit_id, name, signer=CLIENT if sign else None, signed_receipt=r)
                 if flavour == 4:  # a forged miner signature
                     e = msgspec.structs.replace(
                         e, receipt=msgspec.structs.replace(e.receipt, miner_signature="cd" * 64)
@@ -459,7 +475,7 @@ def test_deposit_invariants(ops: list[tuple[object, ...]], signed: bool, cap_job
                 sender=CLIENT.address,
                 nonce=chain.nonce(CLIENT),
                 fee=10,
-                job_id=f"j{op[1]}",
+                job_id=signed_receipts[f"j{op[1]}"].job_id if f"j{op[1]}" in signed_receipts else f"job_{op[1]}",
                 coordinator=COORDINATOR.address,
                 amount=10_000,
                 deadline_height=chain.height + 3,
@@ -492,4 +508,4 @@ def test_deposit_invariants(ops: list[tuple[object, ...]], signed: bool, cap_job
     assert all(n == 1 for n in paid_by_job.values())
     assert not (set(paid_by_job) & escrowed)  # a job escrowed is never paid from the deposit too
     # a signed deposit never pays a job its owner did not sign
-    assert not [job for job in paid_by_job if job.startswith("u")]
+    assert not [job for job in paid_by_job if job.split("-", 2)[2].startswith("u")]
