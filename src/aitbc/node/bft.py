@@ -28,7 +28,7 @@ from typing import Final
 
 import msgspec
 
-from aitbc.chain.transition import BlockOutcome, apply_block, build_block
+from aitbc.chain.block import BlockOutcome, apply_block, build_block
 from aitbc.consensus.machine import (
     CastVote,
     ConsensusState,
