@@ -12,8 +12,8 @@ from pathlib import Path
 
 import msgspec
 
+from aitbc.chain.block import build_block
 from aitbc.chain.genesis import load_genesis
-from aitbc.chain.transition import build_block
 from aitbc.consensus.proposer import get_proposer
 from aitbc.node.bft import BftDriver
 from aitbc.node.config import NodeSettings
