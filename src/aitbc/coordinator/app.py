@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
 from aitbc.coordinator.api.routes import jobs, matching, miners
 from aitbc.coordinator.auth import AuthError, RateLimited
@@ -33,7 +34,7 @@ from aitbc.coordinator.services import (
 )
 from aitbc.market.lifecycle import JobRuleViolation
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, NotFound
+from aitbc.protocol.errors import AitbcError, InvalidRequest, NotFound
 from aitbc.protocol.receipt import InvalidReceipt
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
@@ -44,6 +45,7 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (UnknownMiner, 403),
     (RateLimited, 429),
     (NotFound, 404),
+    (InvalidRequest, 422),
     (InputTooLarge, 413),
     (UnknownModel, 422),
     (InvalidInput, 422),
@@ -72,6 +74,13 @@ class CoordinatorAPI(FastAPI):
 
     async def full_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, plus the schemas of the protocol messages the routes decode (``api.body``)."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(message_schemas())
+        return super().openapi()
 
 
 def load_or_create_key(settings: CoordinatorSettings) -> KeyPair:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import Account
-from aitbc.chain.transition import check_tx_stateless, compute_tx_cost
+from aitbc.chain.tx_rules import check_tx_stateless, compute_tx_cost
 from aitbc.protocol.errors import InvalidTx, MempoolRejected, TxRejection
 from aitbc.protocol.tx import VerifiedTx
 

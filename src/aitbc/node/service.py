@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
+from aitbc.chain.block import BlockOutcome, build_block
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
 from aitbc.chain.smt import SmtProof
 from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
-from aitbc.chain.transition import BlockOutcome, build_block
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
 from aitbc.node.metrics import NodeMetrics

@@ -18,8 +18,8 @@ from typing import Final
 import msgspec
 import orjson
 
+from aitbc.chain.block import BlockOutcome
 from aitbc.chain.state import Account, ChainEvent, Escrow, MultisigAccount
-from aitbc.chain.transition import BlockOutcome
 from aitbc.chain.validators import EMPTY_STAKING, StakingState
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError
