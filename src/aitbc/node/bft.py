@@ -289,7 +289,7 @@ class BftDriver:
     def _last_commit(self) -> CommitCertificate | None:
         """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
         is left out)."""
-        cert = self.node.store.commit_by_height(self.node.head.height)
+        cert = self.node.view.commit_by_height(self.node.head.height)
         if cert is None:
             return None
         powers = self.machine.powers
@@ -477,10 +477,10 @@ class BftDriver:
         if peer.backlog > SYNC_BACKLOG:  # it has not read what we sent; more would only fill its queue
             self.metrics.p2p_dropped.labels("sync_blocks", "peer_backlog").inc()
             return
-        store = self.node.store
+        view = self.node.view
         blocks: list[CommittedBlock] = []
         for height in range(max(1, from_height), min(self.node.head.height, from_height + SYNC_BATCH - 1) + 1):
-            block, commit = store.block_by_height(height), store.commit_by_height(height)
+            block, commit = view.block_by_height(height), view.commit_by_height(height)
             if block is None or commit is None:
                 break
             blocks.append(CommittedBlock(block, commit))
