@@ -261,6 +261,7 @@ class BftDriver:
                 int(time.time() * 1000),
                 node.params,
                 last_commit=self._last_commit(),
+                is_known_signature=node.known_signatures,
             )
             self.outcomes[outcome.hash] = outcome
         unsigned = Proposal(
@@ -433,6 +434,7 @@ class BftDriver:
                 node.params,
                 expected_proposer=proposal.proposer,
                 is_known_valid=node.mempool.__contains__,
+                is_known_signature=node.known_signatures,
             )
         except InvalidBlock as exc:
             log.warning("invalid proposal", extra={"proposer": proposal.proposer, "error": exc.message})

@@ -29,6 +29,7 @@ from aitbc.chain.smt import SmtProof
 from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
+from aitbc.node.known_signatures import KnownSignatures, get_inner_checks
 from aitbc.node.metrics import NodeMetrics
 from aitbc.node.store import HeadView, NodeStore
 from aitbc.node.verify import SignatureVerifier
@@ -92,6 +93,8 @@ class NodeService:
         self._rejected: OrderedDict[str, str] = OrderedDict()
         self._listeners: list[tuple[EventListener, TopicFilter | None]] = []
         self.verifier = SignatureVerifier(workers=2)
+        self.known_signatures = KnownSignatures()
+        """Receipt signatures inside settle batches, checked in bulk at admission (``known_signatures``)."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._last_block_monotonic: float | None = None
         self._event_seq = store.last_event_seq()
@@ -117,6 +120,8 @@ class NodeService:
             self.store.load_multisigs(),
             self.store.load_staking(),
             tuple(self.genesis.authorities),
+            self.store.load_deposits(),
+            self.store.load_paid_jobs(),
         )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
@@ -174,6 +179,9 @@ class NodeService:
                 pos += 1 + len(p.extra)
         else:
             valid = await self.verifier.check([p.check for _, p in prepared])
+        inner = get_inner_checks([p.verified.tx for (_, p), ok in zip(prepared, valid, strict=True) if ok], self.state)
+        if inner:  # settle batches: every receipt signature in one bulk run, remembered for the block
+            self.known_signatures.remember(inner, await self.verifier.check(inner))
         admitted: list[VerifiedTx] = []
         state, mempool, rejected = self.state, self.mempool, self._rejected
         for (i, p), signature_valid in zip(prepared, valid, strict=True):
@@ -228,7 +236,13 @@ class NodeService:
         # blocks (the writer thread gets the GIL only half the time while intake is busy); a
         # 5,000-tx block holds the loop ~50 ms. The SQLite commit (and its fsync) runs on the writer.
         outcome = build_block(
-            self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.params
+            self.state,
+            self.head,
+            candidates,
+            self.key,
+            now_ms or int(time.time() * 1000),
+            self.params,
+            is_known_signature=self.known_signatures,
         )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self.store.commit_block, outcome)
@@ -306,6 +320,31 @@ class NodeService:
             "escrow": msgspec.to_builtins(escrow),
             "events": [job_event_json(seq, height, None, ev) for seq, height, ev in events],
             "height": self.head.height,
+        }
+
+    def deposit_json(self, deposit_id: str) -> dict[str, Any] | None:
+        """A deposit with its Merkle proof against the head's state root (None if there is none)."""
+        deposit = self.state.get_deposit(deposit_id)
+        if deposit is None:
+            return None
+        return {
+            "deposit": msgspec.to_builtins(deposit),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": proof_to_json(self.state.prove_deposit(deposit_id)),
+        }
+
+    def paid_job_json(self, job_id: str) -> dict[str, Any]:
+        """A deposit job's payment record (null once forgotten, or never paid), with its proof."""
+        paid = self.state.get_paid(job_id)
+        return {
+            "job_id": job_id,
+            "paid": None if paid is None else msgspec.to_builtins(paid),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": proof_to_json(self.state.prove_paid(job_id)),
         }
 
     def job_proof_json(self, job_id: str) -> dict[str, Any]:
