@@ -40,16 +40,18 @@ from aitbc.protocol.codec import struct_tag
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, StorageError, TxRejection
 from aitbc.protocol.tx import (
+    ReportEvidence,
     Tx,
     TxSignatureCheck,
     VerifiedTx,
     complete_tx_check,
     get_tx_checks,
     prepare_tx_check,
+    sign_tx,
     tx_from_json_obj,
     tx_to_json_obj,
 )
-from aitbc.protocol.vote import CommitCertificate
+from aitbc.protocol.vote import CommitCertificate, DuplicateVoteEvidence
 
 log = logging.getLogger("aitbc.node")
 
@@ -215,6 +217,19 @@ class NodeService:
         if admitted and self._wanted("new_txs"):
             self._emit("new_txs", {"txs": [_tx_summary(v) for v in admitted]})
         return [r for r in results if r is not None]
+
+    async def submit_evidence(self, evidence: DuplicateVoteEvidence) -> SubmitResult:
+        """Report a double vote this node saw: a ``report_evidence`` tx signed with the node's key, at its next
+        nonce, paying the minimum fee, admitted like any submitted tx (and gossiped from there)."""
+        account = self.state.get_account(self.key.address)
+        unsigned = ReportEvidence(
+            chain_id=self.chain_id,
+            sender=self.key.address,
+            nonce=self.mempool.pending_nonce(self.key.address, account.nonce),
+            fee=self.params.min_fee,
+            evidence=evidence,
+        )
+        return (await self.submit_txs([sign_tx(unsigned, self.key)]))[0]
 
     def _remember_rejected(self, tx_hash: str, reason: str) -> None:
         self._rejected[tx_hash] = reason
