@@ -8,6 +8,7 @@ from aitbc.cli import (
     chain,
     coordinator,
     devnet,
+    gov,
     job,
     keys,
     match,
@@ -44,3 +45,4 @@ app.command("unstake")(stake.unstake)
 app.add_typer(poolhub.app, name="poolhub")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
+app.add_typer(gov.app, name="gov")
