@@ -82,35 +82,6 @@ class JobOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """All vectors concatenated, each value a little-endian IEEE-754 float32."""
 
 
-def check_job_input(job: JobInput) -> None:
-    """Shape rules a request must meet before it becomes a job; raises ValueError with the reason."""
-    if job.type == "inference":
-        if (job.prompt is None) == (job.messages is None):
-            raise ValueError("an inference job needs exactly one of input.prompt or input.messages")
-        if job.texts is not None:
-            raise ValueError("input.texts is only for embedding jobs")
-        if job.prompt is not None and not job.prompt.strip():
-            raise ValueError("input.prompt is empty")
-        if job.messages is not None and not 1 <= len(job.messages) <= MAX_MESSAGES:
-            raise ValueError(f"input.messages must hold 1..{MAX_MESSAGES} messages")
-        size = len(job.prompt or "") + sum(len(m.content) for m in job.messages or [])
-    elif job.type == "zk-inference":
-        from aitbc.protocol.zkml import check_zk_inference_texts
-
-        if job.prompt is not None or job.messages is not None:
-            raise ValueError("a zk-inference job takes input.texts (its vectors) and nothing else")
-        check_zk_inference_texts(job.texts)
-        size = sum(len(t) for t in job.texts or [])
-    else:
-        if job.texts is None or job.prompt is not None or job.messages is not None:
-            raise ValueError("an embedding job needs input.texts (a list of strings) and nothing else")
-        if not 1 <= len(job.texts) <= MAX_EMBED_TEXTS:
-            raise ValueError(f"input.texts must hold 1..{MAX_EMBED_TEXTS} strings")
-        size = sum(len(t) for t in job.texts)
-    if size > MAX_PROMPT_CHARS:
-        raise OverflowError(f"input is {size} characters; the limit is {MAX_PROMPT_CHARS}")
-
-
 def compute_model_kind(job_type: str) -> str:
     """The kind of served model a job type runs on (miners advertise models by kind)."""
     return job_type if job_type in ("embedding", "zk-inference") else "text"
