@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aitbc.chain.block_steps import process_begin_block, process_end_block
-from aitbc.chain.context import BlockContext
+from aitbc.chain.context import BlockContext, SignatureOracle
 from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import ChainState, StateDelta, compute_state_root
@@ -157,10 +157,12 @@ def build_block(
     now_ms: int,
     params: ChainParams,
     last_commit: CommitCertificate | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Propose the next block: apply candidates in order, skipping (and reporting) any that fail.
 
-    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block."""
+    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block.
+    ``is_known_signature``: signature checks inside txs (settle-batch receipts) the node already ran."""
     prev_hash = block_hash(head)
     proposer = key.address  # (a property that re-encodes the key: once per block, not per tx)
     ctx = BlockContext(
@@ -171,6 +173,7 @@ def build_block(
         params=params,
         prev_hash=prev_hash,
         last_commit=last_commit,
+        is_known_signature=is_known_signature,
     )
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     delta, included = execute_block(state, ctx, candidates, lambda vtx, exc: dropped.append((vtx, exc)))
@@ -206,6 +209,7 @@ def apply_block(
     params: ChainParams,
     expected_proposer: str | None = None,
     is_known_valid: Callable[[str], bool] | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Validate a block someone else proposed against our head and state, then execute it; raise
     ``InvalidBlock`` if either stage refuses it or the state root differs.
@@ -226,6 +230,7 @@ def apply_block(
         params=params,
         prev_hash=header.prev_hash,
         last_commit=block.last_commit,
+        is_known_signature=is_known_signature,
     )
     delta, _ = execute_block(state, ctx, verified, _refuse_block)
     # Verify the resulting state root

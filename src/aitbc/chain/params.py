@@ -30,6 +30,15 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Share of every settled job's total (basis points) paid to the validators' reward pool."""
     max_escrow_blocks: U64 = 100_000
     """An escrow's deadline may lie at most this many blocks ahead."""
+    deposit_withdrawal_delay: U64 = 30
+    """Blocks between a deposit's ``withdraw_deposit`` and the payout, so work already done still settles."""
+    max_receipt_blocks: U64 = 1_000
+    """A deposit job's expiry (carried in its id) may lie at most this many blocks ahead; paid job ids are
+    remembered until then, so the chain keeps at most this many blocks' worth of them."""
+    max_batch_entries: U64 = 2_000
+    """Most jobs one ``settle_batch`` may carry."""
+    max_batch_tx_bytes: U64 = 2 * 1024 * 1024
+    """Size limit of a ``settle_batch`` (other txs: ``max_tx_bytes``)."""
     staking: StakingParams = msgspec.field(default_factory=StakingParams)
     """Validator set, staking, slashing and reward rule (``aitbc.chain.validators``)."""
 

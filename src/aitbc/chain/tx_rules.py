@@ -29,6 +29,17 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aitbc.chain.context import TxContext
+from aitbc.chain.deposits import (
+    process_open_deposit,
+    process_settle_batch,
+    process_top_up_deposit,
+    process_withdraw_deposit,
+    verify_open_deposit,
+    verify_open_deposit_stateless,
+    verify_settle_batch,
+    verify_top_up_deposit,
+    verify_withdraw_deposit,
+)
 from aitbc.chain.escrow import (
     process_open_escrow,
     process_refund_escrow,
@@ -49,16 +60,20 @@ from aitbc.protocol.tx import (
     CreateMultisig,
     Delegate,
     MultisigTransfer,
+    OpenDeposit,
     OpenEscrow,
     RefundEscrow,
     ReportEvidence,
+    SettleBatch,
     SettleJob,
     SettleJobZk,
     Stake,
+    TopUpDeposit,
     Transfer,
     Tx,
     TxBase,
     Unstake,
+    WithdrawDeposit,
 )
 from aitbc.protocol.types import MAX_U64
 
@@ -106,6 +121,16 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     Delegate: TxKind(verify_delegate, process_staking_change, moves_amount=True, spends_amount=True),
     Unstake: TxKind(verify_unstake, process_staking_change, moves_amount=True),
     ReportEvidence: TxKind(verify_report_evidence, process_report_evidence),
+    OpenDeposit: TxKind(
+        verify_open_deposit,
+        process_open_deposit,
+        moves_amount=True,
+        spends_amount=True,
+        verify_stateless=verify_open_deposit_stateless,
+    ),
+    TopUpDeposit: TxKind(verify_top_up_deposit, process_top_up_deposit, moves_amount=True, spends_amount=True),
+    WithdrawDeposit: TxKind(verify_withdraw_deposit, process_withdraw_deposit, moves_amount=True),
+    SettleBatch: TxKind(verify_settle_batch, process_settle_batch),
 }
 """Every tx kind the chain executes, by struct type. A kind missing here is refused (``unknown_tx_type``)."""
 

@@ -51,9 +51,8 @@ from aitbc.market.lifecycle import (
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownModel
-from aitbc.protocol.job import JobOutput, compute_input_hash, compute_model_kind
+from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash, compute_model_kind
 from aitbc.protocol.job_messages import JobAssignment, JobRequest, MinerRegistration, SealedJobInput
-from aitbc.protocol.job_rules import check_job_input
 from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
 from aitbc.protocol.zk import ZkReceiptProof
 

@@ -48,15 +48,8 @@ from aitbc.protocol.job_messages import (
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
 from aitbc.protocol.sealed import open_job_input, seal_job_output
 from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow
-from aitbc.protocol.zkml import (
-    ZKML_INPUTS,
-    ZKML_MODEL,
-    ZKML_SCALE,
-    compute_float_of_felt,
-    compute_job_output_hash,
-    get_instances,
-    parse_zk_vector,
-)
+from aitbc.protocol.zkml import ZKML_SCALE, compute_float_of_felt, compute_job_output_hash, get_instances
+from aitbc.protocol.zkml_input import ZKML_INPUTS, ZKML_MODEL, parse_zk_vector
 from aitbc.zk.prover import Groth16pyProver, ReceiptProver, make_receipt_proof
 from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
 

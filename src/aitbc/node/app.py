@@ -21,11 +21,13 @@ from aitbc.node.bft import BftDriver
 from aitbc.node.config import NodeSettings
 from aitbc.node.http import create_http_app
 from aitbc.node.metrics import NodeMetrics
+from aitbc.node.rpc import RpcLimits
 from aitbc.node.service import NodeService
 from aitbc.node.store import NodeStore
 from aitbc.node.ws import EventHub, start_ws_server
 from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.keyfile import read_keyfile
+from aitbc.runtime.limits import BodyLimit, GuardedConfig
 
 log = logging.getLogger("aitbc.node")
 
@@ -89,14 +91,15 @@ async def serve_node(settings: NodeSettings) -> None:
     hub = EventHub(node.metrics, replay=node.job_events_page)
     node.add_listener(hub.publish, hub.has_subscribers)
     node.verifier.start()
-    config = uvicorn.Config(
-        create_http_app(node),
+    rpc_limits = RpcLimits(max_batch=settings.max_batch, max_reply_bytes=settings.max_reply_bytes)
+    config = GuardedConfig(
+        BodyLimit(create_http_app(node, rpc_limits), settings, rpc_paths={"/"}),
+        settings,
         host=settings.host,
         port=settings.rpc_port,
         log_level="warning",
         access_log=False,
         lifespan="off",
-        timeout_keep_alive=30,
     )
     http_server = _QuietServer(config)
     ws_server = await start_ws_server(hub, settings.host, settings.ws_port)

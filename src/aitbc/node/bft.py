@@ -48,25 +48,25 @@ from aitbc.consensus.machine import (
 from aitbc.consensus.proposer import get_proposer
 from aitbc.consensus.signing import get_resume_round
 from aitbc.node.config import NodeSettings
-from aitbc.node.p2p import (
+from aitbc.node.p2p import P2PNode, Peer, PeerMisbehaved
+from aitbc.node.p2p_messages import (
     CommittedBlock,
     Message,
-    P2PNode,
-    Peer,
-    PeerMisbehaved,
     ProposalGossip,
     Status,
     SyncBlocks,
     SyncRequest,
     TxGossip,
     VoteGossip,
+    encode_message,
     get_message_kind,
     message_key,
 )
+from aitbc.node.peerbook import P2PLimits
 from aitbc.node.service import NodeService
 from aitbc.node.signguard import DoubleSignRefused, SignGuard
-from aitbc.protocol.block import block_hash
-from aitbc.protocol.errors import InvalidBlock
+from aitbc.protocol.block import block_hash, get_block_tamper_problem
+from aitbc.protocol.errors import InvalidBlock, TxRejection
 from aitbc.protocol.tx import ReportEvidence as ReportEvidenceTx
 from aitbc.protocol.tx import Tx, VerifiedTx, sign_tx, tx_hash
 from aitbc.protocol.vote import (
@@ -80,7 +80,12 @@ from aitbc.protocol.vote import (
 log = logging.getLogger("aitbc.node.bft")
 
 SYNC_BATCH: Final = 20
-FUTURE_MEMORY: Final = 10_000
+SYNC_BACKLOG: Final = 256
+"""A peer with more frames than this waiting in its send queue is not served sync batches now."""
+BAD_SIGNATURE_PENALTY: Final = 50
+BAD_TX_PENALTY: Final = 10
+TAMPERED_PENALTY: Final = 50
+INVALID_PROPOSAL_PENALTY: Final = 20
 STATUS_SECONDS: Final = 0.5
 TX_FLUSH_SECONDS: Final = 0.01
 TX_BATCH: Final = 2_000
@@ -111,7 +116,9 @@ class BftDriver:
             on_connect=self._on_connect,
             block_path=settings.p2p_block_path,
             metrics=node.metrics,
+            limits=settings.p2p_limits,
         )
+        self.limits: P2PLimits = self.p2p.limits
         self.metrics = node.metrics
         self.height_started = time.monotonic()
         """When the current height's consensus started (commit latency)."""
@@ -119,7 +126,9 @@ class BftDriver:
         self.outcomes: dict[str, BlockOutcome] = {}
         self.own: list[Message] = []
         """Our signed proposal and votes of the current height (sent again to peers that missed them)."""
-        self.future: deque[tuple[Peer | None, Message]] = deque(maxlen=FUTURE_MEMORY)
+        self.future: list[tuple[Peer, Message, int]] = []
+        """Verified proposals and votes of coming heights, with their size (bounded per peer and in total)."""
+        self.future_bytes: dict[str, int] = {}
         self.events: deque[Event] = deque()
         self.lock = asyncio.Lock()
         self.timers: list[asyncio.TimerHandle] = []
@@ -178,17 +187,19 @@ class BftDriver:
         if head.height == 0:
             wait_ms = 0
         self._later(wait_ms, Start())
-        pending = [item for item in self.future if _height_of(item[1]) >= self.machine.height]
-        self.future.clear()
-        for peer, message in pending:
-            if _height_of(message) != self.machine.height:
-                self.future.append((peer, message))
+        pending, self.future, self.future_bytes = self.future, [], {}
+        for peer, message, size in pending:
+            height = _height_of(message)
+            if height < self.machine.height or peer.closed:
+                continue
+            if height > self.machine.height:
+                self._keep_future(peer, message, size)
                 continue
             try:
                 self._accept(peer, message)
             except PeerMisbehaved as exc:
-                if peer is not None:
-                    self.p2p.penalize(peer, exc.penalty, str(exc))
+                self.p2p.penalize(peer, exc.penalty, str(exc))
+        self.metrics.p2p_future_bytes.set(sum(self.future_bytes.values()))
 
     def _later(self, delay_ms: int, event: Event) -> None:
         loop = asyncio.get_running_loop()
@@ -254,6 +265,7 @@ class BftDriver:
                 int(time.time() * 1000),
                 node.params,
                 last_commit=self._last_commit(),
+                is_known_signature=node.known_signatures,
             )
             self.outcomes[outcome.hash] = outcome
         unsigned = Proposal(
@@ -278,7 +290,7 @@ class BftDriver:
     def _last_commit(self) -> CommitCertificate | None:
         """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
         is left out)."""
-        cert = self.node.store.commit_by_height(self.node.head.height)
+        cert = self.node.view.commit_by_height(self.node.head.height)
         if cert is None:
             return None
         powers = self.machine.powers
@@ -359,7 +371,7 @@ class BftDriver:
                     return
                 height = _height_of(message)
                 if height > self.machine.height:
-                    self.future.append((peer, message))
+                    self._buffer_future(peer, message)
                     self._ask_sync(peer)
                     return
                 if height < self.machine.height:
@@ -367,27 +379,69 @@ class BftDriver:
                 self._accept(peer, message)
             await self._drain()
 
-    def _accept(self, peer: Peer | None, message: Message) -> None:
-        """Check a proposal or vote of the current height and queue it for the machine."""
+    def _buffer_future(self, peer: Peer, message: Message) -> None:
+        """Keep a message of a coming height for when we get there: only if it verifies as far as it can
+        now (signatures, the block its proposal names), is not too far ahead, and fits the byte budgets."""
+        if _height_of(message) > self.machine.height + self.limits.future_heights:
+            self.metrics.p2p_dropped.labels(get_message_kind(message), "future_too_far").inc()
+            return
         if isinstance(message, VoteGossip):
             if not is_valid_vote_signature(message.vote):
-                raise PeerMisbehaved(50, "vote signature does not verify")
+                raise PeerMisbehaved(BAD_SIGNATURE_PENALTY, "future vote signature does not verify")
+            signer = message.vote.validator
+        elif isinstance(message, ProposalGossip):
+            self._check_proposal_copy(message)
+            signer = message.proposal.proposer
+        else:
+            return
+        if signer not in self.machine.powers:  # the set rarely changes; its own node sends it again
+            self.metrics.p2p_dropped.labels(get_message_kind(message), "future_unknown_signer").inc()
+            return
+        self._keep_future(peer, message, len(encode_message(message)))
+        self.metrics.p2p_future_bytes.set(sum(self.future_bytes.values()))
+
+    def _keep_future(self, peer: Peer, message: Message, size: int) -> None:
+        held = self.future_bytes.get(peer.address, 0)
+        total = sum(self.future_bytes.values())
+        if held + size > self.limits.future_bytes_per_peer or total + size > self.limits.future_bytes_total:
+            self.metrics.p2p_dropped.labels(get_message_kind(message), "future_budget").inc()
+            return
+        self.future_bytes[peer.address] = held + size
+        self.future.append((peer, message, size))
+
+    def _check_proposal_copy(self, message: ProposalGossip) -> None:
+        """The proposal is signed by its proposer and names the block it carries (else the sender is at fault)."""
+        if not is_valid_proposal_signature(message.proposal):
+            raise PeerMisbehaved(BAD_SIGNATURE_PENALTY, "proposal signature does not verify")
+        if block_hash(message.block.header) != message.proposal.block_hash:
+            raise PeerMisbehaved(TAMPERED_PENALTY, "proposal names another block than it carries")
+
+    def _accept(self, peer: Peer | None, message: Message) -> None:
+        """Check a proposal or vote of the current height, queue it for the machine, relay it if it verified."""
+        if isinstance(message, VoteGossip):
+            if not is_valid_vote_signature(message.vote):
+                raise PeerMisbehaved(BAD_SIGNATURE_PENALTY, "vote signature does not verify")
             self.p2p.broadcast(message, exclude=peer)
             self.events.append(VoteReceived(message.vote))
         elif isinstance(message, ProposalGossip):
-            proposal, block = message.proposal, message.block
-            if not is_valid_proposal_signature(proposal):
-                raise PeerMisbehaved(50, "proposal signature does not verify")
-            if block_hash(block.header) != proposal.block_hash:
-                raise PeerMisbehaved(50, "proposal names another block than it carries")
-            self.p2p.broadcast(message, exclude=peer)
-            valid = self._check_block(message)
-            self.events.append(ProposalReceived(proposal, valid))
+            self._check_proposal_copy(message)
+            problem = self._check_block(message)
+            if problem is None:
+                self.p2p.broadcast(message, exclude=peer)
+                self.events.append(ProposalReceived(message.proposal, True))
+                return
+            tampered = get_block_tamper_problem(message.block)
+            if tampered is not None:
+                # an altered copy: the relay is to blame and the genuine proposal may still come
+                raise PeerMisbehaved(TAMPERED_PENALTY, f"tampered proposal: {tampered}")
+            self.events.append(ProposalReceived(message.proposal, False))
+            raise PeerMisbehaved(INVALID_PROPOSAL_PENALTY, f"invalid proposal: {problem}")
 
-    def _check_block(self, message: ProposalGossip) -> bool:
+    def _check_block(self, message: ProposalGossip) -> str | None:
+        """Why the proposed block breaks the chain's rules on our head, or None (valid; outcome kept)."""
         node, proposal = self.node, message.proposal
         if proposal.block_hash in self.outcomes:
-            return True
+            return None
         try:
             outcome = apply_block(
                 node.state,
@@ -397,12 +451,13 @@ class BftDriver:
                 node.params,
                 expected_proposer=proposal.proposer,
                 is_known_valid=node.mempool.__contains__,
+                is_known_signature=node.known_signatures,
             )
         except InvalidBlock as exc:
             log.warning("invalid proposal", extra={"proposer": proposal.proposer, "error": exc.message})
-            return False
+            return exc.message
         self.outcomes[outcome.hash] = outcome
-        return True
+        return None
 
     async def _on_status(self, peer: Peer, status: Status) -> None:
         if status.height < self.machine.height:
@@ -421,10 +476,13 @@ class BftDriver:
         self.p2p.send(peer, SyncRequest(self.machine.height))
 
     def _serve_sync(self, peer: Peer, from_height: int) -> None:
-        store = self.node.store
+        if peer.backlog > SYNC_BACKLOG:  # it has not read what we sent; more would only fill its queue
+            self.metrics.p2p_dropped.labels("sync_blocks", "peer_backlog").inc()
+            return
+        view = self.node.view
         blocks: list[CommittedBlock] = []
         for height in range(max(1, from_height), min(self.node.head.height, from_height + SYNC_BATCH - 1) + 1):
-            block, commit = store.block_by_height(height), store.commit_by_height(height)
+            block, commit = view.block_by_height(height), view.commit_by_height(height)
             if block is None or commit is None:
                 break
             blocks.append(CommittedBlock(block, commit))
@@ -451,7 +509,7 @@ class BftDriver:
                     expected_proposer=get_proposer(powers, header.height, item.commit.round),
                 )
             except InvalidBlock as exc:
-                raise PeerMisbehaved(50, f"sync block {header.height}: {exc.message}") from None
+                raise PeerMisbehaved(INVALID_PROPOSAL_PENALTY, f"sync block {header.height}: {exc.message}") from None
             await node.commit_outcome(outcome, item.commit)
             self.outcomes = {}
             applied += 1
@@ -470,9 +528,17 @@ class BftDriver:
             return
         self._tx_source = peer
         try:
-            await self.node.submit_txs(fresh)
+            results = await self.node.submit_txs(fresh)
         finally:
             self._tx_source = None
+        # an honest node only relays txs whose signatures it checked: a bad one is the sender's doing
+        forged = sum(
+            1
+            for r in results
+            if r.error is not None and r.error.reason in (TxRejection.BAD_SIGNATURE, TxRejection.MALFORMED)
+        )
+        if forged:
+            raise PeerMisbehaved(min(BAD_SIGNATURE_PENALTY, BAD_TX_PENALTY * forged), f"{forged} txs fail their checks")
 
     def _gossip_admitted(self, admitted: list[VerifiedTx]) -> None:
         for vtx in admitted:

@@ -70,6 +70,13 @@ class TxRejection(StrEnum):
     BAD_EVIDENCE = "bad_evidence"
     EVIDENCE_TOO_OLD = "evidence_too_old"
     ALREADY_PUNISHED = "already_punished"
+    # deposits and batched settlement (aitbc.chain.deposits)
+    NO_DEPOSIT = "no_deposit"
+    NOT_DEPOSIT_OWNER = "not_deposit_owner"
+    BAD_DEPOSIT_TERMS = "bad_deposit_terms"
+    WITHDRAWAL_PENDING = "withdrawal_pending"
+    ALREADY_PAID = "already_paid"
+    BATCH_TOO_LARGE = "batch_too_large"
 
 
 class AitbcError(Exception):

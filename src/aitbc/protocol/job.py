@@ -16,7 +16,9 @@ from msgspec import Meta
 
 from aitbc.protocol import codec
 from aitbc.protocol.crypto import sha256_hex
+from aitbc.protocol.errors import InputTooLarge, InvalidInput
 from aitbc.protocol.types import U64, HexBytes, Wire
+from aitbc.protocol.zkml_input import check_zk_inference_texts
 
 JobType = Literal["inference", "embedding", "zk-inference"]
 JOB_TYPES: Final = ("inference", "embedding", "zk-inference")
@@ -80,6 +82,36 @@ class JobOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     dimensions: U64 = 0
     vectors_f32: HexBytes = ""
     """All vectors concatenated, each value a little-endian IEEE-754 float32."""
+
+
+def check_job_input(job: JobInput) -> None:
+    """Shape rules a request must meet before it becomes a job: ``InvalidInput`` / ``InputTooLarge`` say which."""
+    if job.type == "inference":
+        if (job.prompt is None) == (job.messages is None):
+            raise InvalidInput("an inference job needs exactly one of input.prompt or input.messages")
+        if job.texts is not None:
+            raise InvalidInput("input.texts is only for embedding jobs")
+        if job.prompt is not None and not job.prompt.strip():
+            raise InvalidInput("input.prompt is empty")
+        if job.messages is not None and not 1 <= len(job.messages) <= MAX_MESSAGES:
+            raise InvalidInput(f"input.messages must hold 1..{MAX_MESSAGES} messages")
+        size = len(job.prompt or "") + sum(len(m.content) for m in job.messages or [])
+    elif job.type == "zk-inference":
+        if job.prompt is not None or job.messages is not None:
+            raise InvalidInput("a zk-inference job takes input.texts (its vectors) and nothing else")
+        try:
+            check_zk_inference_texts(job.texts)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        size = sum(len(t) for t in job.texts or [])
+    else:
+        if job.texts is None or job.prompt is not None or job.messages is not None:
+            raise InvalidInput("an embedding job needs input.texts (a list of strings) and nothing else")
+        if not 1 <= len(job.texts) <= MAX_EMBED_TEXTS:
+            raise InvalidInput(f"input.texts must hold 1..{MAX_EMBED_TEXTS} strings")
+        size = sum(len(t) for t in job.texts)
+    if size > MAX_PROMPT_CHARS:
+        raise InputTooLarge(f"input is {size} characters; the limit is {MAX_PROMPT_CHARS}")
 
 
 def compute_model_kind(job_type: str) -> str:

@@ -28,6 +28,7 @@ from aitbc.protocol.crypto import (
     signature_check,
     signature_mismatch,
 )
+from aitbc.protocol.deposit import MAX_BATCH_ENTRIES, DepositId, DepositMode, SettlementEntry
 from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
@@ -193,6 +194,48 @@ class ReportEvidence(TxBase, frozen=True, kw_only=True, tag="report_evidence"):
     signature: SignatureHex = ""
 
 
+class OpenDeposit(TxBase, frozen=True, kw_only=True, tag="open_deposit"):
+    """Fund a deposit that ``coordinator`` may settle jobs against (``aitbc.protocol.deposit``).
+
+    ``cap_per_period``: the most the deposit may pay (receipt totals + protocol fees) in any
+    period of ``period_blocks`` blocks; a delegated deposit must have one, 0 means no cap (signed mode
+    only). Its id is ``compute_deposit_id(sender, nonce)``."""
+
+    coordinator: Address
+    mode: DepositMode
+    amount: Amount
+    cap_per_period: Amount = 0
+    period_blocks: U64 = 0
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "coordinator")
+
+
+class TopUpDeposit(TxBase, frozen=True, kw_only=True, tag="top_up_deposit"):
+    """Add ``amount`` to a deposit; anyone may (the funds belong to the deposit's owner from then on)."""
+
+    deposit_id: DepositId
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class WithdrawDeposit(TxBase, frozen=True, kw_only=True, tag="withdraw_deposit"):
+    """The owner asks for ``amount`` back; the chain pays it out ``deposit_withdrawal_delay`` blocks later
+    (what is left of it then), so jobs already done can still be settled meanwhile."""
+
+    deposit_id: DepositId
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class SettleBatch(TxBase, frozen=True, kw_only=True, tag="settle_batch"):
+    """A coordinator settles many deposit jobs at once; the chain applies each valid entry and reports
+    every rejected one (with its reason) in the tx's events."""
+
+    entries: Annotated[list[SettlementEntry], Meta(min_length=1, max_length=MAX_BATCH_ENTRIES)]
+    signature: SignatureHex = ""
+
+
 Tx = (
     Transfer
     | OpenEscrow
@@ -205,10 +248,15 @@ Tx = (
     | Delegate
     | Unstake
     | ReportEvidence
+    | OpenDeposit
+    | TopUpDeposit
+    | WithdrawDeposit
+    | SettleBatch
 )
 """Union of every tx kind."""
 
 STAKING_TX_TYPES: Final[tuple[type[TxBase], ...]] = (Stake, Delegate, Unstake, ReportEvidence)
+DEPOSIT_TX_TYPES: Final[tuple[type[TxBase], ...]] = (OpenDeposit, TopUpDeposit, WithdrawDeposit, SettleBatch)
 TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     Transfer,
     OpenEscrow,
@@ -218,6 +266,7 @@ TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     MultisigTransfer,
     SettleJobZk,
     *STAKING_TX_TYPES,
+    *DEPOSIT_TX_TYPES,
 )
 
 for _tx_type in TX_TYPES:

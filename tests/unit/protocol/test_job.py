@@ -19,12 +19,12 @@ from aitbc.protocol.job import (
     JobOutput,
     Message,
     Params,
+    check_job_input,
     compute_input_hash,
     compute_output_hash,
     pack_vectors,
     unpack_vectors,
 )
-from aitbc.protocol.job_rules import check_job_input
 
 
 def inference(**kw: object) -> JobInput:
