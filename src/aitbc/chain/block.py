@@ -24,10 +24,19 @@ from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import ChainState, StateDelta, compute_state_root
 from aitbc.chain.tx_rules import process_tx
 from aitbc.chain.validators import get_active_powers
-from aitbc.protocol.block import Block, BlockHeader, block_hash, compute_tx_root, sign_header, verify_header_signature
+from aitbc.protocol.block import (
+    Block,
+    BlockHeader,
+    block_hash,
+    compute_last_commit_hash,
+    compute_tx_root,
+    sign_header,
+    verify_header_signature,
+)
 from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.errors import InvalidBlock, InvalidSignature, InvalidTx
 from aitbc.protocol.tx import VerifiedTx, complete_tx_check, prepare_tx_check
+from aitbc.protocol.types import MAX_TIME_MS
 from aitbc.protocol.vote import CommitCertificate, commit_vote, is_valid_vote_signature
 
 
@@ -66,6 +75,8 @@ def verify_block_header(
         raise InvalidBlock("block does not build on our head (prev_hash mismatch)")
     if header.time_ms <= head.time_ms:
         raise InvalidBlock("block time does not increase")
+    if header.time_ms > MAX_TIME_MS:
+        raise InvalidBlock(f"block time {header.time_ms} is outside the codec's range")
     # Verify the proposer is the authority whose turn it is, and signed the header
     expected = expected_proposer or get_expected_proposer(authorities, header.height)
     if header.proposer != expected:
@@ -102,6 +113,8 @@ def verify_block_body(
         raise InvalidBlock(f"block txs take {size} bytes; the limit is {params.max_block_bytes}")
     if compute_tx_root([bytes.fromhex(v.hash) for v in verified]) != header.tx_root:
         raise InvalidBlock("tx root does not match the txs")
+    if compute_last_commit_hash(block.last_commit) != header.last_commit_hash:
+        raise InvalidBlock("last_commit does not match the header's last_commit_hash")
     return verified
 
 
@@ -117,6 +130,17 @@ def verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainS
         if not is_valid_vote_signature(commit_vote(cert, sig)):
             raise InvalidBlock(f"last_commit carries a bad signature of {sig.validator}")
         seen.add(sig.validator)
+
+
+def verify_block_time(header: BlockHeader, now_ms: int, max_drift_ms: int) -> None:
+    """A proposal may not be dated more than ``max_drift_ms`` after
+    the checking validator's own clock: a proposer cannot push the chain's clock (and with it the wait for
+    every following height) into the future. Past times are bounded by "strictly after the parent". A synced
+    block is not checked: its commit certificate shows > 2/3 of the power accepted its time."""
+    if header.time_ms > now_ms + max_drift_ms:
+        raise InvalidBlock(
+            f"block time {header.time_ms} is {header.time_ms - now_ms} ms ahead of our clock (limit {max_drift_ms})"
+        )
 
 
 # -- execution ----------------------------------------------------------------------------
@@ -184,6 +208,7 @@ def build_block(
         tx_count=len(included),
         state_root=state_root,
         proposer=proposer,
+        last_commit_hash=compute_last_commit_hash(last_commit),
     )
     block = Block(
         header=header,

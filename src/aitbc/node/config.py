@@ -31,6 +31,8 @@ class NodeSettings(ServiceSettings):
     timeout_delta_ms: int = Field(500, ge=0)
     bft_max_block_txs: int = Field(5_000, ge=1)
     """Most txs a BFT proposal carries: every validator must check it within the round's timeouts."""
+    max_clock_drift_ms: int = Field(5_000, ge=0)
+    """A proposal (or synced block) dated further than this after our clock is invalid (prevote nil)."""
     p2p_max_inbound: int = Field(64, ge=1)
     """Inbound p2p connections at once (in the handshake or authenticated)."""
     p2p_max_inbound_per_ip: int = Field(8, ge=1)
