@@ -23,7 +23,7 @@ from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import ChainState, StateDelta, compute_state_root
 from aitbc.chain.tx_rules import process_tx
-from aitbc.chain.validators import get_active_powers
+from aitbc.chain.validators import get_commit_powers
 from aitbc.protocol.block import (
     Block,
     BlockHeader,
@@ -37,7 +37,7 @@ from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.errors import InvalidBlock, InvalidSignature, InvalidTx
 from aitbc.protocol.tx import VerifiedTx, complete_tx_check, prepare_tx_check
 from aitbc.protocol.types import MAX_TIME_MS
-from aitbc.protocol.vote import CommitCertificate, commit_vote, is_valid_vote_signature
+from aitbc.protocol.vote import CommitCertificate, commit_vote, is_quorum, is_valid_vote_signature
 
 
 @dataclass(slots=True)
@@ -119,10 +119,12 @@ def verify_block_body(
 
 
 def verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainState, params: ChainParams) -> None:
-    """The precommits a block carries for its parent: for the parent, distinct, each signed by a validator."""
+    """The precommits a block carries for its parent: for the parent, distinct, each signed by a member of
+    the set that decided the parent, together more than 2/3 of its power (a proposer cannot leave out
+    enough votes to make a commit it never saw, nor mark honest validators absent at will)."""
     if cert.chain_id != head.chain_id or cert.height != head.height or cert.block_hash != block_hash(head):
         raise InvalidBlock("last_commit is not for the previous block")
-    powers = get_active_powers(state.staking, state.authorities, params.staking)
+    powers = get_commit_powers(state.staking, state.authorities, params.staking)
     seen: set[str] = set()
     for sig in cert.signatures:
         if sig.validator in seen or sig.validator not in powers:
@@ -130,6 +132,9 @@ def verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainS
         if not is_valid_vote_signature(commit_vote(cert, sig)):
             raise InvalidBlock(f"last_commit carries a bad signature of {sig.validator}")
         seen.add(sig.validator)
+    signed, total = sum(powers[v] for v in seen), sum(powers.values())
+    if not is_quorum(signed, total):
+        raise InvalidBlock(f"last_commit carries {signed} of {total} voting power; needs more than 2/3")
 
 
 def verify_block_time(header: BlockHeader, now_ms: int, max_drift_ms: int) -> None:

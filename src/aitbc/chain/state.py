@@ -249,6 +249,8 @@ class StateDelta:
     """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
     fees: int = 0
     """Fees collected so far in a BFT block (``voters`` set), paid out by ``process_end_block``."""
+    committee: dict[str, int] | None = None
+    """BFT blocks: the powers of the set that decided the parent (what ``voters`` is a part of)."""
 
     def get_staking(self) -> StakingState:
         return self.staking if self.staking is not None else self.base.get_staking()

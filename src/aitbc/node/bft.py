@@ -29,6 +29,7 @@ from typing import Final
 import msgspec
 
 from aitbc.chain.block import BlockOutcome, apply_block, build_block, verify_block_time
+from aitbc.chain.validators import get_commit_powers
 from aitbc.consensus.machine import (
     CastVote,
     ConsensusState,
@@ -290,12 +291,13 @@ class BftDriver:
         self.events.append(ProposalReceived(proposal, True))
 
     def _last_commit(self) -> CommitCertificate | None:
-        """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
-        is left out)."""
+        """The precommits we hold for our head (every one: the proposer bonus grows with the power included),
+        limited to the set that decided the head."""
         cert = self.node.store.commit_by_height(self.node.head.height)
         if cert is None:
             return None
-        powers = self.machine.powers
+        node = self.node
+        powers = get_commit_powers(node.state.staking, node.genesis.authorities, node.params.staking)
         return msgspec.structs.replace(cert, signatures=[s for s in cert.signatures if s.validator in powers])
 
     async def _commit(self, decide: Decide) -> None:
