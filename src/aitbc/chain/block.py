@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aitbc.chain.block_steps import process_begin_block, process_end_block
-from aitbc.chain.context import BlockContext
+from aitbc.chain.context import BlockContext, SignatureOracle
+from aitbc.chain.governance import compute_enactment
 from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import ChainState, StateDelta, compute_state_root
@@ -178,6 +179,15 @@ def execute_block(
     return delta, included
 
 
+def compute_block_params(state: ChainState, genesis_params: ChainParams, height: int) -> ChainParams:
+    """The parameters the block at ``height`` runs with: genesis's, with every governance change enacted up
+    to and including ``height`` (``aitbc.chain.governance.compute_enactment``)."""
+    governance = state.get_governance()
+    if governance.params is None and not governance.scheduled:
+        return genesis_params
+    return compute_enactment(governance, genesis_params, height)[0]
+
+
 def build_block(
     state: ChainState,
     head: BlockHeader,
@@ -186,10 +196,12 @@ def build_block(
     now_ms: int,
     params: ChainParams,
     last_commit: CommitCertificate | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Propose the next block: apply candidates in order, skipping (and reporting) any that fail.
 
-    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block."""
+    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block.
+    ``is_known_signature``: signature checks inside txs (settle-batch receipts) the node already ran."""
     prev_hash = block_hash(head)
     proposer = key.address  # (a property that re-encodes the key: once per block, not per tx)
     ctx = BlockContext(
@@ -197,9 +209,11 @@ def build_block(
         height=head.height + 1,
         time_ms=compute_block_time(head.time_ms, now_ms),
         proposer=proposer,
-        params=params,
+        params=compute_block_params(state, params, head.height + 1),
         prev_hash=prev_hash,
         last_commit=last_commit,
+        genesis_params=params,
+        is_known_signature=is_known_signature,
     )
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     delta, included = execute_block(state, ctx, candidates, lambda vtx, exc: dropped.append((vtx, exc)))
@@ -236,26 +250,31 @@ def apply_block(
     params: ChainParams,
     expected_proposer: str | None = None,
     is_known_valid: Callable[[str], bool] | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Validate a block someone else proposed against our head and state, then execute it; raise
     ``InvalidBlock`` if either stage refuses it or the state root differs.
 
-    ``expected_proposer``: the proposer the BFT rotation names for the block's round (multi-validator
-    chains); without it the PoA round robin over ``authorities`` applies. ``is_known_valid``: see
-    ``verify_block_body``."""
+    ``params``: genesis's (the block runs with them plus every enacted governance change,
+    ``compute_block_params``). ``expected_proposer``: the proposer the BFT rotation names for the block's
+    round (multi-validator chains); without it the PoA round robin over ``authorities`` applies.
+    ``is_known_valid``: see ``verify_block_body``."""
     header = block.header
     verify_block_header(head, block, authorities, expected_proposer)
-    verified = verify_block_body(block, params, is_known_valid)
+    live = compute_block_params(state, params, header.height)
+    verified = verify_block_body(block, live, is_known_valid)
     if block.last_commit is not None:
-        verify_last_commit(block.last_commit, head, state, params)
+        verify_last_commit(block.last_commit, head, state, live)
     ctx = BlockContext(
         chain_id=header.chain_id,
         height=header.height,
         time_ms=header.time_ms,
         proposer=header.proposer,
-        params=params,
+        params=live,
         prev_hash=header.prev_hash,
         last_commit=block.last_commit,
+        genesis_params=params,
+        is_known_signature=is_known_signature,
     )
     delta, _ = execute_block(state, ctx, verified, _refuse_block)
     # Verify the resulting state root

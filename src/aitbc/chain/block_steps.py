@@ -3,13 +3,18 @@
 ``process_begin_block`` runs these named steps, in this order:
 
 1. ``process_expired_escrows`` (``aitbc.chain.escrow``): refund every open
-   escrow whose deadline has passed;
+   escrow whose deadline has passed; ``process_deposit_withdrawals`` and
+   ``process_expired_paid_jobs`` (``aitbc.chain.deposits``): pay out deposit
+   withdrawals whose delay has passed, forget expired paid job ids;
 2. ``process_downtime``: BFT blocks count who signed the parent's commit and
    jail the chronically absent; the signers become the block's voters;
 3. ``process_unbonding_releases``: return matured unbondings to their delegators;
 4. ``process_epoch_boundary``: at an epoch boundary recompute the active set;
 5. ``process_block_reward``: mint the block reward, draw the reward pool's
-   payout, and split it over the proposer and the voters.
+   payout, and split it over the proposer and the voters;
+6. ``process_governance_block`` (``aitbc.chain.governance``): expire proposals,
+   tally closed votes from the bonds now, carry out passed proposals, enact the
+   parameter changes due at this height.
 
 ``process_end_block`` splits the fees a BFT block collected by the same rule, then
 records the set that decided the block if the block changed the active set
@@ -21,7 +26,9 @@ from __future__ import annotations
 import msgspec
 
 from aitbc.chain.context import BlockContext
+from aitbc.chain.deposits import process_deposit_withdrawals, process_expired_paid_jobs
 from aitbc.chain.escrow import process_expired_escrows
+from aitbc.chain.governance import process_governance_block
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS
 from aitbc.chain.state import Account, ChainState, StateDelta
@@ -88,6 +95,8 @@ def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockCon
 def process_begin_block(state: StateDelta, base: ChainState, ctx: BlockContext) -> None:
     """Start of every block (module docstring); ``base`` is the committed state the block builds on."""
     process_expired_escrows(state, base, ctx)
+    process_deposit_withdrawals(state, base, ctx)
+    process_expired_paid_jobs(state, base, ctx)
     original = staking = state.get_staking()
     if ctx.last_commit is not None:
         state.committee = get_commit_powers(base.staking, base.authorities, ctx.params.staking)
@@ -97,6 +106,7 @@ def process_begin_block(state: StateDelta, base: ChainState, ctx: BlockContext) 
     staking = process_block_reward(state, staking, ctx)
     if staking != original:
         state.set_staking(staking)
+    process_governance_block(state, ctx)
 
 
 def process_fee_split(state: StateDelta, ctx: BlockContext) -> None:
