@@ -14,8 +14,8 @@ import orjson
 from conftest import NodeFactory, NodeProcess, run_cli
 from websockets.sync.client import connect
 
+from aitbc.chain.entries import is_valid_governance_proof
 from aitbc.chain.gov_types import GovernanceState
-from aitbc.chain.state import is_valid_governance_proof
 from aitbc.client.node import proof_from_json
 from aitbc.protocol.crypto import KeyPair
 from aitbc.runtime.keyfile import write_keyfile

@@ -174,6 +174,7 @@ ProposalStatusQuery = Annotated[
 def add_governance_routes(app: FastAPI, node: NodeService) -> None:
     """REST mirrors of the governance reads (``get_proposals``, ``get_proposal``, ``get_gov_params``,
     ``get_governance_proof``)."""
+
     @app.get("/v1/gov/proposals", summary="A page of proposals (without votes), optionally of one status")
     async def gov_proposals(
         status: ProposalStatusQuery = None,

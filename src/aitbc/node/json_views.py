@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
+from aitbc.chain.entries import ChainEvent
 from aitbc.chain.smt import SmtProof
-from aitbc.chain.state import ChainEvent
 
 
 def proof_to_json(proof: SmtProof) -> dict[str, Any]:

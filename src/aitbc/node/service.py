@@ -24,10 +24,11 @@ from typing import Any
 import msgspec
 
 from aitbc.chain.block import BlockOutcome, build_block
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
 from aitbc.chain.gov_types import compute_live_params
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account, ChainState, commit_delta
+from aitbc.chain.state import ChainState, commit_delta
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
 from aitbc.node.gov_events import governance_events
