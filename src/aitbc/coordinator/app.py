@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
@@ -24,23 +24,23 @@ from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
-from aitbc.coordinator.services import (
-    BadResult,
-    CoordinatorService,
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.market.acceptance import ResultRejected
+from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import (
+    AitbcError,
     InputTooLarge,
     InvalidInput,
+    InvalidRequest,
+    NotFound,
     UnknownMiner,
     UnknownModel,
 )
-from aitbc.market.lifecycle import JobRuleViolation
-from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, InvalidRequest, NotFound
 from aitbc.protocol.receipt import InvalidReceipt
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
-
-MAX_BODY_BYTES: Final = 2 * 1024 * 1024
 
 _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (AuthError, 401),
@@ -52,7 +52,7 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (UnknownModel, 422),
     (InvalidInput, 422),
     (InvalidReceipt, 422),
-    (BadResult, 422),
+    (ResultRejected, 422),
     (JobRuleViolation, 409),
     (EscrowProblem, 402),
     (ChainUnavailable, 503),
@@ -61,38 +61,6 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
 
 def status_for(exc: AitbcError) -> int:
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
-
-
-class BodyLimitMiddleware:
-    """Refuse a request whose declared body is too large (413) before reading it.
-
-    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` wraps
-    every request in a task group and memory streams, which cost as much as the rest of a submission.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: CoordinatorMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if value.isdigit() and int(value) > MAX_BODY_BYTES:
-                        self.metrics.http_rejections.labels("too_large").inc()
-                        response = JSONResponse(
-                            {
-                                "error": {
-                                    "reason": "too_large",
-                                    "message": f"request body larger than {MAX_BODY_BYTES} bytes",
-                                }
-                            },
-                            status_code=413,
-                        )
-                        await response(scope, receive, send)
-                        return
-                    break
-        await self.app(scope, receive, send)
 
 
 class CoordinatorAPI(FastAPI):
@@ -184,8 +152,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
         return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
-    app.add_middleware(BodyLimitMiddleware, metrics=metrics)
-    app.fast_path = FastPath(app.full_stack, service, render_error, MAX_BODY_BYTES)
+    app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 
     @app.exception_handler(AitbcError)
     async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
@@ -222,19 +189,20 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
-    import uvicorn
 
+    from aitbc.runtime.limits import BodyLimit, GuardedConfig
     from aitbc.runtime.server import serve_forever
 
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
+    rejections = app.state.service.metrics.http_rejections
+    config = GuardedConfig(
+        # the body limit wraps everything, the fast path included: no handler or key check reads past it
+        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+        settings,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
-        http="httptools",
-        timeout_keep_alive=30,
         # Miners long-poll /claim for up to max_claim_wait_seconds; without a bound, a stop (Ctrl-C,
         # SIGTERM) would wait for every such poll to run out before shutting down.
         timeout_graceful_shutdown=2,
