@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from support.ports import free_port
+
 SKIP_ENV = "AITBC_SKIP_REDIS"
 INSTALL_HINT = (
     "redis-server not found on PATH. Install it with `apt-get update && apt-get install -y --no-install-recommends "
@@ -43,12 +45,6 @@ def require_redis_server() -> Path:
             pytest.skip(f"{SKIP_ENV}=1 and no redis client")
         pytest.fail("the redis client is missing: .venv/bin/pip install redis", pytrace=False)
     return Path(found)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers_ping(port: int) -> bool:
@@ -79,7 +75,7 @@ class RedisServer:
     def _start(self, binary: Path) -> None:
         last = ""
         for _ in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             log = self.root / "redis.log"
             command = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
             command += ["--appendonly", "no", "--dir", str(self.root), "--logfile", str(log), "--daemonize", "no"]

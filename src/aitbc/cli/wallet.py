@@ -19,7 +19,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from aitbc.cli.common import DevnetOpt, RpcOpt, console, err_console, handle_errors, load_devnet, node_client
+from aitbc.cli.common import DevnetOpt, RpcOpt, console, err_console, given, handle_errors, load_devnet, node_client
 from aitbc.client.node import NodeClient
 from aitbc.client.wallet import WalletClient
 from aitbc.protocol.address import decode_address
@@ -145,16 +145,24 @@ def _wait(node: NodeClient, tx_hash: str) -> dict[str, Any]:
 @handle_errors
 def daemon(
     wallet_dir: WalletDirOpt = None,
-    port: Annotated[int, typer.Option(help="Port (loopback)")] = DEFAULT_WALLET_PORT,
-    host: Annotated[str, typer.Option(help="Interface; only loopback unless --force")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help=f"Port (loopback); 0 picks a free one [default: {DEFAULT_WALLET_PORT}]")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface; only loopback unless --force [default: 127.0.0.1]")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow a non-loopback interface")] = False,
     rpc: RpcOpt = None,
     coordinator: Annotated[str | None, typer.Option("--coordinator", help="Coordinator URL (receipts)")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="AITBC_API_KEY", show_default=False)] = None,
-    unlock_timeout: Annotated[float, typer.Option(help="Default seconds an unlocked key stays unlocked")] = 300.0,
-    max_failed_unlocks: Annotated[int, typer.Option(help="Failed unlocks per wallet per minute before 429")] = 5,
+    unlock_timeout: Annotated[
+        float | None, typer.Option(help="Default seconds an unlocked key stays unlocked [default: 300]")
+    ] = None,
+    max_failed_unlocks: Annotated[
+        int | None, typer.Option(help="Failed unlocks per wallet per minute before 429 [default: 5]")
+    ] = None,
     devnet: DevnetOpt = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
 ) -> None:
     """Run the wallet daemon (REST /v1/wallets, JSON-RPC /rpc) until Ctrl-C / SIGTERM."""
     from aitbc.runtime.logging import configure_logging
@@ -167,15 +175,17 @@ def daemon(
             coordinator_url, api_key = info.coordinator_url, api_key or info.api_key
     settings = WalletSettings(
         wallet_dir=_dir(wallet_dir),
-        host=host,
-        port=port,
-        force_bind=force,
-        rpc_url=_default_rpc(rpc, devnet),
-        coordinator_url=coordinator_url,
-        coordinator_api_key=api_key,
-        unlock_timeout_s=unlock_timeout,
-        max_failed_unlocks=max_failed_unlocks,
-        log_level=log_level,
+        **given(
+            host=host,
+            port=port,
+            force_bind=force or None,
+            rpc_url=_default_rpc(rpc, devnet),
+            coordinator_url=coordinator_url,
+            coordinator_api_key=api_key,
+            unlock_timeout_s=unlock_timeout,
+            max_failed_unlocks=max_failed_unlocks,
+            log_level=log_level,
+        ),
     )
     configure_logging("wallet", settings.log_level)
     run_daemon(settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -189,27 +188,18 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
+    from aitbc.runtime.server import bind_socket, serve
 
-    from aitbc.runtime.limits import BodyLimit, GuardedConfig
-    from aitbc.runtime.server import serve_forever
-
+    sock = bind_socket(settings.host, settings.port, "the coordinator API")
     app = create_app(settings)
     rejections = app.state.service.metrics.http_rejections
-    config = GuardedConfig(
-        # the body limit wraps everything, the fast path included: no handler or key check reads past it
-        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+    # Miners long-poll /claim for up to max_claim_wait_seconds: a stop ends those polls first (``stop_claims``),
+    # so the graceful wait for open requests stays short.
+    serve(
+        "coordinator",
+        app,
         settings,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        # Miners long-poll /claim for up to max_claim_wait_seconds; without a bound, a stop (Ctrl-C,
-        # SIGTERM) would wait for every such poll to run out before shutting down.
-        timeout_graceful_shutdown=2,
+        sock,
+        on_reject=lambda reason: rejections.labels(reason).inc(),
+        on_stop=app.state.service.stop_claims,
     )
-    # The ~100k objects of the loaded app (FastAPI, pydantic, SQLAlchemy, …) live as long as the process:
-    # freezing them keeps every full garbage collection from walking them again (a ~75 ms pause on 2 cores,
-    # the largest latency spike under load).
-    gc.collect()
-    gc.freeze()
-    serve_forever(config, on_stop=app.state.service.stop_claims)

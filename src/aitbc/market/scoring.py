@@ -87,6 +87,9 @@ class ScoringWeights:
 
 @dataclass(frozen=True, slots=True)
 class ScoringConfig:
+    """The one scoring configuration: the pool hub's settings hold this very type (``PoolHubSettings.scoring``),
+    so every value is declared and checked here only."""
+
     weights: ScoringWeights = field(default_factory=ScoringWeights)
     ttft_ref_ms: float = 1_000.0
     tps_ref: float = 50.0
@@ -114,6 +117,10 @@ class ScoringConfig:
             raise ValueError("success_step, failure_step and latency_alpha must be within (0, 1]")
         if min(self.ttft_ref_ms, self.tps_ref, self.price_ref, self.stake_ref, self.age_ref_ms) <= 0:
             raise ValueError("reference values must be positive")
+        if not (0 <= self.unknown_factor <= 1 and 0 <= self.prior_reliability <= 1):
+            raise ValueError("unknown_factor and prior_reliability must be within [0, 1]")
+        if min(self.exploration_jobs, self.min_stake) < 0 or self.miner_timeout_ms <= 0:
+            raise ValueError("exploration_jobs and min_stake must be >= 0, miner_timeout_ms > 0")
 
 
 @dataclass(frozen=True, slots=True)

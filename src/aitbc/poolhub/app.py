@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -231,24 +231,13 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
 
     @app.get("/v1/scoring", tags=["read"], summary="The scoring configuration in force (weights, references)")
     async def scoring() -> dict[str, Any]:
-        return settings.scoring.model_dump() | {"miner_timeout_seconds": settings.miner_timeout_seconds}
+        return dataclasses.asdict(settings.scoring_config()) | {"miner_timeout_seconds": settings.miner_timeout_seconds}
 
     return app
 
 
 def run_poolhub(settings: PoolHubSettings) -> None:
-    from aitbc.runtime.limits import BodyLimit, GuardedConfig
-    from aitbc.runtime.server import serve_forever
+    from aitbc.runtime.server import bind_socket, serve
 
-    config = GuardedConfig(
-        BodyLimit(create_app(settings), settings),
-        settings,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=2,
-    )
-    gc.collect()
-    gc.freeze()
-    serve_forever(config)
+    sock = bind_socket(settings.host, settings.port, "the pool hub API")
+    serve("poolhub", create_app(settings), settings, sock)

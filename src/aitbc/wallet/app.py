@@ -25,8 +25,7 @@ from pydantic import BaseModel, Field
 
 from aitbc.protocol.errors import AitbcError, ConfigError, InvalidTx, NotFound, RemoteError
 from aitbc.runtime.files import atomic_write
-from aitbc.runtime.limits import BodyLimit, GuardedConfig
-from aitbc.runtime.server import GracefulServer
+from aitbc.runtime.server import announce, bind_socket, build_server, url_of
 from aitbc.wallet.config import WalletSettings, is_loopback_host
 from aitbc.wallet.keystore import KeystoreError, WrongPassphrase
 from aitbc.wallet.service import RateLimited, WalletLocked, WalletService
@@ -361,11 +360,7 @@ def bind_daemon_socket(settings: WalletSettings) -> socket.socket:
             "(127.0.0.1, ::1); pass --force to override on an isolated network",
             reason="not_loopback",
         )
-    try:
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        return socket.create_server((settings.host, settings.port), family=family, reuse_port=False)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    return bind_socket(settings.host, settings.port, "the wallet daemon")
 
 
 def run_daemon(settings: WalletSettings) -> None:
@@ -373,24 +368,16 @@ def run_daemon(settings: WalletSettings) -> None:
     import uvloop
 
     sock = bind_daemon_socket(settings)
-    port = sock.getsockname()[1]
     settings.wallet_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
     atomic_write(settings.token_path, token.encode() + b"\n", mode=0o600)
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{host}:{port}"
+    url = url_of(sock)
     atomic_write(settings.info_path, orjson.dumps({"url": url, "pid": os.getpid()}) + b"\n", mode=0o600)
     service = WalletService(settings)
-    config = GuardedConfig(
-        BodyLimit(create_app(service, token), settings, rpc_paths={"/rpc"}),
-        settings,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    log.info("wallet daemon started", extra={"url": url, "wallet_dir": str(settings.wallet_dir)})
+    server = build_server(create_app(service, token), settings, rpc_paths={"/rpc"}, lifespan="on")
+    announce("wallet", sock, settings.announce_file, wallet_dir=str(settings.wallet_dir))
     try:
-        uvloop.run(GracefulServer(config).serve(sockets=[sock]))
+        uvloop.run(server.serve(sockets=[sock]))
     finally:
         service.lock()
         for path in (settings.token_path, settings.info_path):
