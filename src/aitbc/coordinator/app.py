@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -17,49 +17,18 @@ from starlette.types import Receive, Scope, Send
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
 from aitbc.coordinator.api.routes import jobs, matching, miners
-from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
+from aitbc.coordinator.payments import ChainLink
 from aitbc.coordinator.services import CoordinatorService
-from aitbc.market.acceptance import ResultRejected
-from aitbc.market.lifecycle import JobRuleViolation
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import (
-    AitbcError,
-    InputTooLarge,
-    InvalidInput,
-    InvalidRequest,
-    NotFound,
-    UnknownMiner,
-    UnknownModel,
-)
-from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.protocol.errors import AitbcError
+from aitbc.runtime.errors import error_body, error_headers, http_status
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
-
-_STATUS: Final[list[tuple[type[AitbcError], int]]] = [
-    (AuthError, 401),
-    (UnknownMiner, 403),
-    (RateLimited, 429),
-    (NotFound, 404),
-    (InvalidRequest, 422),
-    (InputTooLarge, 413),
-    (UnknownModel, 422),
-    (InvalidInput, 422),
-    (InvalidReceipt, 422),
-    (ResultRejected, 422),
-    (JobRuleViolation, 409),
-    (EscrowProblem, 402),
-    (ChainUnavailable, 503),
-]
-
-
-def status_for(exc: AitbcError) -> int:
-    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
 
 
 class CoordinatorAPI(FastAPI):
@@ -148,8 +117,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
-        headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
-        return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
+        return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
 
     app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 

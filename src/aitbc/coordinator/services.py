@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, MinerRequestVerifier
+from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
 from aitbc.coordinator.db.repo import CoordinatorRepo
@@ -50,7 +50,7 @@ from aitbc.market.lifecycle import (
 )
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import InvalidInput, NotFound, UnknownModel
+from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized, UnknownModel
 from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash, compute_model_kind
 from aitbc.protocol.job_messages import JobAssignment, JobRequest, MinerRegistration, SealedJobInput
 from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
@@ -129,7 +129,7 @@ class CoordinatorService:
         """``authenticate_client`` for the event loop: a key not cached yet is read on the reader pool."""
         key_id = self.api_keys.uncached_key_id(token)
         if key_id is not None and await self.db.read(self.api_keys.lookup, key_id) is None:
-            raise AuthError("invalid API key")
+            raise Unauthorized("invalid API key")
         return self.api_keys.authenticate(token, time.monotonic())
 
     async def submit_job(self, api_key: ApiKey, request: JobRequest) -> dict[str, Any]:
