@@ -22,11 +22,15 @@ import msgspec
 
 from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
+from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
 from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow, payment_view
+from aitbc.coordinator.settlement import DepositSettler
+from aitbc.market.deposits import compute_worst_case_price
 from aitbc.market.lifecycle import (
     JobLifecycle,
     JobRuleViolation,
@@ -317,6 +321,22 @@ class CoordinatorService:
             )
         )
         self.match_policy: MatchPolicy = create_match_policy(settings)
+        self.deposits: DepositBook | None = None
+        """Jobs paid from API keys' deposits (``aitbc.coordinator.deposits``); only with a node."""
+        if chain is not None and self.payments is not None:
+            deposit_repo = DepositRepo(repo.engine)
+            self.deposits = DepositBook(chain, deposit_repo, self._read, key.address, settings.deposit_job_blocks)
+            self.payments.settler = DepositSettler(
+                chain,
+                key,
+                repo,
+                deposit_repo,
+                self.deposits,
+                metrics,
+                self._read,
+                self._write,
+                retry_seconds=settings.payment_retry_seconds,
+            )
 
     # -- plumbing ----------------------------------------------------------------
     async def _write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -383,7 +403,9 @@ class CoordinatorService:
             waiter.future.set_result(False)
 
     def load(self) -> None:
-        """Know previously registered miners (offline until they call again)."""
+        """Know previously registered miners (offline until they call again), and the deposit books."""
+        if self.deposits is not None:
+            self.deposits.load()
         for row in self.repo.load_miners():
             registration = row["registration"]
             self.miners[row["address"]] = LiveMiner(
@@ -482,13 +504,29 @@ class CoordinatorService:
             )
         ttl = min(request.ttl_seconds or self.settings.default_ttl_seconds, self.settings.max_ttl_seconds)
         payment: Row = dict.fromkeys(PAYMENT_COLUMNS)
-        if self.chain is not None:
-            if job_id is None:
+        reservation: Reservation | None = None
+        if self.chain is not None and self.deposits is not None and job_id is None:
+            if await self.deposits.deposit_of_key(api_key.id) is None:
                 raise EscrowProblem(
-                    "this coordinator takes paid jobs only: send the job_id of an escrow you opened on chain "
-                    f"naming coordinator {self.key.address} (`aitbc job submit` does it for you)",
+                    "this coordinator takes paid jobs only: bind this API key to a deposit (`aitbc deposit open`, "
+                    "`aitbc coordinator keys bind`), or send the job_id of an escrow you opened on chain naming "
+                    f"coordinator {self.key.address} (`aitbc job submit --escrow` does it for you)",
                     reason="escrow_missing",
                 )
+            info = await self.chain.get_info()
+            if max_price is None:
+                max_price = compute_worst_case_price(job_input, [int(m["max_unit_price"]) for m in served])
+            reservation = await self.deposits.reserve(api_key.id, api_key.client, max_price, info.params)
+            job_id = reservation.job_id
+            # A job nobody took must give up while it can still be settled (its id carries its expiry).
+            ttl = max(1, min(ttl, (self.settings.deposit_job_blocks // 2) * info.block_time_ms // 1000))
+            payment.update(
+                escrow_amount=reservation.charge,
+                escrow_deadline=reservation.expires_height,
+                payment_state="reserved",
+            )
+        elif self.chain is not None:
+            assert job_id is not None
             if await self._read(self.repo.get_job, job_id) is not None:
                 raise JobRuleViolation(f"job {job_id} was already submitted", reason="duplicate_job")
             terms = await check_escrow(
@@ -534,13 +572,49 @@ class CoordinatorService:
             "result": None,
             **payment,
         }
-        await self._insert_job(row)
+        try:
+            await self._insert_job(row)
+        except BaseException:
+            if reservation is not None and self.deposits is not None:
+                self.deposits.cancel_reservation(reservation.job_id)
+            raise
         self._due_by(row["expires_at_ms"])
         self.metrics.jobs_submitted.inc()
         view = job_view(row)
         self.events.publish(row["id"], "status", view)
         self._notify_work(row["model"])
         return view
+
+    async def account_view(self, api_key: ApiKey) -> dict[str, Any]:
+        """The key's deposit as this coordinator counts it (``GET /api/v1/account``)."""
+        deposit_id = None if self.deposits is None else await self.deposits.deposit_of_key(api_key.id)
+        if self.deposits is None or deposit_id is None:
+            raise DepositProblem("this API key has no deposit (`aitbc coordinator keys bind`)", reason="no_deposit")
+        await self.deposits.ensure(deposit_id)
+        availability = self.deposits.availability(deposit_id)
+        if availability is None:
+            raise DepositProblem(f"deposit {deposit_id} does not exist on chain", reason="no_deposit")
+        book = self.deposits.books[deposit_id]
+        return {
+            "deposit_id": deposit_id,
+            "client": api_key.client,
+            "coordinator": self.key.address,
+            "mode": book.deposit.mode,
+            "balance": availability.balance,
+            "reserved": availability.reserved,
+            "pending": availability.pending,
+            "available": availability.available,
+            "spent": availability.spent,
+            "withdrawing": availability.withdrawing,
+            "withdrawal_height": book.deposit.withdrawal_height or None,
+            "cap": {
+                "per_period": availability.cap_per_period or None,
+                "period_blocks": book.deposit.period_blocks or None,
+                "room": availability.cap_room,
+            },
+            "jobs": await self._read(self.deposits.repo.count_deposit_jobs, deposit_id),
+            "height": availability.height,
+        }
 
     async def get_job_row(self, api_key: ApiKey | None, job_id: str) -> Row:
         row = await self._read(self.repo.get_job, job_id)
@@ -931,6 +1005,8 @@ class CoordinatorService:
     # -- payments -----------------------------------------------------------------
     def _wake_payments(self, row: Row) -> None:
         if self.payments is not None and row.get("payment_state") is not None:
+            if self.deposits is not None and row["payment_state"] == "reserved":
+                self.deposits.on_finished(row["id"], completed=row["state"] == JobState.COMPLETED)
             self.payments.wake()
 
     async def _on_escrows_refunded(self, job_ids: list[str]) -> None:
