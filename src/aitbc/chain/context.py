@@ -34,6 +34,9 @@ class BlockContext:
     prev_hash: str
     last_commit: CommitCertificate | None = None
     """The precommits the block carries for its parent (BFT chains); ``None`` on PoA chains."""
+    genesis_params: ChainParams | None = None
+    """The parameters genesis set; ``params`` are these with every enacted governance change applied
+    (``aitbc.chain.governance.compute_enactment``). ``None``: ``params`` are genesis's."""
     is_known_signature: SignatureOracle | None = None
     """Signature checks the node already ran (in bulk, when it admitted the txs): True means it held.
     Only an optimisation: a check it does not vouch for is run by the rule itself."""

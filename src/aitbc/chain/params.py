@@ -6,6 +6,7 @@ from typing import Final
 
 import msgspec
 
+from aitbc.chain.gov_params import GOVERNANCE_PRESETS, GovernanceParams
 from aitbc.chain.validators import STAKING_PRESETS, StakingParams
 from aitbc.protocol.address import encode_address
 from aitbc.protocol.crypto import sha256
@@ -41,6 +42,8 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Size limit of a ``settle_batch`` (other txs: ``max_tx_bytes``)."""
     staking: StakingParams = msgspec.field(default_factory=StakingParams)
     """Validator set, staking, slashing and reward rule (``aitbc.chain.validators``)."""
+    governance: GovernanceParams = msgspec.field(default_factory=GovernanceParams)
+    """Proposals, votes and their tally (``aitbc.chain.governance``; docs/governance.md)."""
 
 
 PRESETS: dict[str, ChainParams] = {
@@ -51,6 +54,7 @@ PRESETS: dict[str, ChainParams] = {
         min_fee=100,
         mempool_max_txs=100_000,
         staking=STAKING_PRESETS["mainnet"],
+        governance=GOVERNANCE_PRESETS["mainnet"],
     ),
 }
 

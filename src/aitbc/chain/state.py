@@ -14,6 +14,7 @@ from typing import Annotated, Final, Protocol
 import msgspec
 from msgspec import Meta
 
+from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.smt import SmtProof, SparseMerkleTree, is_valid_smt_proof
 from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked, is_empty_staking
 from aitbc.protocol import codec
@@ -29,6 +30,8 @@ DEPOSIT_NAMESPACE: Final = b"deposit\x00"
 PAID_NAMESPACE: Final = b"paid\x00"
 STAKING_KEY: Final = sha256(b"staking\x00")
 """The one state entry holding the ``StakingState`` (absent while it is empty)."""
+GOVERNANCE_KEY: Final = sha256(b"governance\x00")
+"""The one state entry holding the ``GovernanceState`` (absent while it is empty)."""
 
 
 class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -156,6 +159,10 @@ def compute_staking_value_hash(staking: StakingState) -> bytes | None:
     return None if is_empty_staking(staking) else sha256(codec.encode(staking))
 
 
+def compute_governance_value_hash(governance: GovernanceState) -> bytes | None:
+    return None if governance == EMPTY_GOVERNANCE else sha256(codec.encode(governance))
+
+
 def compute_deposit_key(deposit_id: str) -> bytes:
     return sha256(DEPOSIT_NAMESPACE + deposit_id.encode("utf-8"))
 
@@ -180,6 +187,7 @@ def compute_state_items(
     staking: StakingState | None = None,
     deposits: Mapping[str, Deposit] | None = None,
     paid: Mapping[str, PaidJob | None] | None = None,
+    governance: GovernanceState | None = None,
 ) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
@@ -189,6 +197,8 @@ def compute_state_items(
         items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
     if staking is not None:
         items[STAKING_KEY] = compute_staking_value_hash(staking)
+    if governance is not None:
+        items[GOVERNANCE_KEY] = compute_governance_value_hash(governance)
     if deposits:
         items.update({compute_deposit_key(d): compute_deposit_value_hash(v) for d, v in deposits.items()})
     if paid:
@@ -205,6 +215,7 @@ class ChainState:
         "deposits",
         "due",
         "escrows",
+        "governance",
         "multisigs",
         "paid",
         "paid_due",
@@ -223,8 +234,10 @@ class ChainState:
         authorities: tuple[str, ...] = (),
         deposits: dict[str, Deposit] | None = None,
         paid: dict[str, PaidJob] | None = None,
+        governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> None:
         self.staking = staking
+        self.governance = governance
         self.authorities = authorities
         """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
@@ -276,19 +289,35 @@ class ChainState:
         authorities: tuple[str, ...] = (),
         deposits: Mapping[str, Deposit] | None = None,
         paid: Mapping[str, PaidJob] | None = None,
+        governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
         multisigs = multisigs or {}
         deposits = deposits or {}
         paid = paid or {}
-        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs, staking, deposits, paid))
+        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance)
+        tree = SparseMerkleTree().update(items)
         return cls(
-            dict(accounts), tree, dict(escrows), dict(multisigs), staking, authorities, dict(deposits), dict(paid)
+            dict(accounts),
+            tree,
+            dict(escrows),
+            dict(multisigs),
+            staking,
+            authorities,
+            dict(deposits),
+            dict(paid),
+            governance,
         )
 
     def get_staking(self) -> StakingState:
         return self.staking
+
+    def get_governance(self) -> GovernanceState:
+        return self.governance
+
+    def prove_governance(self) -> SmtProof:
+        return self.tree.prove(GOVERNANCE_KEY)
 
     def get_authorities(self) -> tuple[str, ...]:
         return self.authorities
@@ -334,10 +363,11 @@ class ChainState:
         return self.tree.root_hash.hex()
 
     def total_supply(self) -> int:
-        """Every token: balances plus what open escrows and deposits hold."""
+        """Every token: balances plus what open escrows, deposits, bonds and proposal deposits hold."""
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
         deposited = sum(d.balance for d in self.deposits.values())
-        return sum(a.balance for a in self.accounts.values()) + locked + deposited + get_locked(self.staking)
+        balances = sum(a.balance for a in self.accounts.values())
+        return balances + locked + deposited + get_locked(self.staking) + self.governance.locked
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -351,6 +381,8 @@ class StateReader(Protocol):
     def get_multisig(self, address: str) -> MultisigAccount | None: ...
 
     def get_staking(self) -> StakingState: ...
+
+    def get_governance(self) -> GovernanceState: ...
 
     def get_authorities(self) -> tuple[str, ...]: ...
 
@@ -373,10 +405,14 @@ class StateDelta:
     multisigs: dict[str, MultisigAccount] = field(default_factory=dict)
     staking: StakingState | None = None
     """The new staking state, if this block changed it."""
+    governance: GovernanceState | None = None
+    """The new governance state, if this block changed it."""
     voters: frozenset[str] | None = None
     """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
     fees: int = 0
     """Fees collected so far in a BFT block (``voters`` set), paid out by ``process_end_block``."""
+    committee: dict[str, int] | None = None
+    """BFT blocks: the powers of the set that decided the parent (what ``voters`` is a part of)."""
     deposits: dict[str, Deposit] = field(default_factory=dict)
     paid: dict[str, PaidJob | None] = field(default_factory=dict)
     """Paid job records written (None: forgotten at its expiry) by this block."""
@@ -401,6 +437,12 @@ class StateDelta:
 
     def set_staking(self, staking: StakingState) -> None:
         self.staking = staking
+
+    def get_governance(self) -> GovernanceState:
+        return self.governance if self.governance is not None else self.base.get_governance()
+
+    def set_governance(self, governance: GovernanceState) -> None:
+        self.governance = governance
 
     def get_authorities(self) -> tuple[str, ...]:
         return self.base.get_authorities()
@@ -433,7 +475,9 @@ class StateDelta:
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
     tree = base.tree.update(
-        compute_state_items(delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid)
+        compute_state_items(
+            delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid, delta.governance
+        )
     )
     return tree.root_hash.hex(), tree
 
@@ -449,6 +493,8 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state._index(escrow)
     if delta.staking is not None:
         state.staking = delta.staking
+    if delta.governance is not None:
+        state.governance = delta.governance
     for deposit in delta.deposits.values():
         state._index_withdrawal(state.deposits.get(deposit.id), deposit)
         state.deposits[deposit.id] = deposit
@@ -470,6 +516,12 @@ def is_valid_escrow_proof(state_root: str, job_id: str, escrow: Escrow | None, p
     """A light client's check of an escrow (and its anchored receipt hash) against a state root."""
     value_hash = None if escrow is None else compute_escrow_value_hash(escrow)
     return is_valid_smt_proof(bytes.fromhex(state_root), compute_escrow_key(job_id), value_hash, proof)
+
+
+def is_valid_governance_proof(state_root: str, governance: GovernanceState, proof: SmtProof) -> bool:
+    """A light client's check of the governance state (proposals, votes, tallies, live params) against a root."""
+    value_hash = compute_governance_value_hash(governance)
+    return is_valid_smt_proof(bytes.fromhex(state_root), GOVERNANCE_KEY, value_hash, proof)
 
 
 def is_valid_account_proof(state_root: str, address: str, account: Account | None, proof: SmtProof) -> bool:

@@ -50,6 +50,13 @@ from aitbc.chain.escrow import (
     verify_settle_job_stateless,
 )
 from aitbc.chain.evidence import process_report_evidence, verify_report_evidence
+from aitbc.chain.governance import (
+    process_governance_change,
+    process_submit_proposal,
+    verify_deposit_proposal,
+    verify_submit_proposal,
+    verify_vote,
+)
 from aitbc.chain.ledger import process_credit, process_fee
 from aitbc.chain.multisig import process_create_multisig, verify_create_multisig, verify_multisig_transfer
 from aitbc.chain.params import ChainParams
@@ -59,6 +66,7 @@ from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
     CreateMultisig,
     Delegate,
+    DepositProposal,
     MultisigTransfer,
     OpenDeposit,
     OpenEscrow,
@@ -68,11 +76,13 @@ from aitbc.protocol.tx import (
     SettleJob,
     SettleJobZk,
     Stake,
+    SubmitProposal,
     TopUpDeposit,
     Transfer,
     Tx,
     TxBase,
     Unstake,
+    Vote,
     WithdrawDeposit,
 )
 from aitbc.protocol.types import MAX_U64
@@ -121,6 +131,9 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     Delegate: TxKind(verify_delegate, process_staking_change, moves_amount=True, spends_amount=True),
     Unstake: TxKind(verify_unstake, process_staking_change, moves_amount=True),
     ReportEvidence: TxKind(verify_report_evidence, process_report_evidence),
+    SubmitProposal: TxKind(verify_submit_proposal, process_submit_proposal),
+    DepositProposal: TxKind(verify_deposit_proposal, process_governance_change, moves_amount=True, spends_amount=True),
+    Vote: TxKind(verify_vote, process_governance_change),
     OpenDeposit: TxKind(
         verify_open_deposit,
         process_open_deposit,

@@ -25,6 +25,8 @@ import msgspec
 
 from aitbc.chain.block import BlockOutcome, build_block
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
+from aitbc.chain.gov_types import compute_live_params
+from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SmtProof
 from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
@@ -38,16 +40,18 @@ from aitbc.protocol.codec import struct_tag
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, StorageError, TxRejection
 from aitbc.protocol.tx import (
+    ReportEvidence,
     Tx,
     TxSignatureCheck,
     VerifiedTx,
     complete_tx_check,
     get_tx_checks,
     prepare_tx_check,
+    sign_tx,
     tx_from_json_obj,
     tx_to_json_obj,
 )
-from aitbc.protocol.vote import CommitCertificate
+from aitbc.protocol.vote import CommitCertificate, DuplicateVoteEvidence
 
 log = logging.getLogger("aitbc.node")
 
@@ -78,7 +82,6 @@ class NodeService:
             raise StorageError(f"validator key {key.address} is not the genesis authority of this PoA chain")
         self.genesis = genesis
         self.chain_id = genesis.chain_id
-        self.params = genesis.params
         self.genesis_hash = compute_genesis_hash(genesis)
         self.store = store
         self.key = key
@@ -101,6 +104,12 @@ class NodeService:
         self.consensus = "bft" if len(genesis.authorities) > 1 else "poa"
         metrics.height.set(self.head.height)
 
+    @property
+    def params(self) -> ChainParams:
+        """The parameters in force at the head: genesis's with every enacted governance change (never a
+        copy taken at start-up; the mempool is handed the new set whenever a block changes it)."""
+        return compute_live_params(self.state.governance, self.genesis.params)
+
     def _load_or_init(self) -> tuple[ChainState, BlockHeader]:
         if self.store.is_empty():
             state = genesis_state(self.genesis)
@@ -120,6 +129,7 @@ class NodeService:
             tuple(self.genesis.authorities),
             self.store.load_deposits(),
             self.store.load_paid_jobs(),
+            self.store.load_governance(),
         )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
@@ -208,6 +218,19 @@ class NodeService:
             self._emit("new_txs", {"txs": [_tx_summary(v) for v in admitted]})
         return [r for r in results if r is not None]
 
+    async def submit_evidence(self, evidence: DuplicateVoteEvidence) -> SubmitResult:
+        """Report a double vote this node saw: a ``report_evidence`` tx signed with the node's key, at its next
+        nonce, paying the minimum fee, admitted like any submitted tx (and gossiped from there)."""
+        account = self.state.get_account(self.key.address)
+        unsigned = ReportEvidence(
+            chain_id=self.chain_id,
+            sender=self.key.address,
+            nonce=self.mempool.pending_nonce(self.key.address, account.nonce),
+            fee=self.params.min_fee,
+            evidence=evidence,
+        )
+        return (await self.submit_txs([sign_tx(unsigned, self.key)]))[0]
+
     def _remember_rejected(self, tx_hash: str, reason: str) -> None:
         self._rejected[tx_hash] = reason
         if len(self._rejected) > _REJECTED_MEMORY:
@@ -226,7 +249,7 @@ class NodeService:
             candidates,
             self.key,
             now_ms or int(time.time() * 1000),
-            self.params,
+            self.genesis.params,
             is_known_signature=self.known_signatures,
         )
         loop = asyncio.get_running_loop()
@@ -276,6 +299,8 @@ class NodeService:
 
     def _apply_committed(self, outcome: BlockOutcome) -> None:
         commit_delta(self.state, outcome.delta, outcome.tree)
+        if outcome.delta.governance is not None:
+            self.mempool.params = self.params
         self.head = outcome.block.header
         self.head_hash = outcome.hash
         self.view = self.store.view(self.head.height)  # reads see the new block from now on, not before

@@ -19,6 +19,7 @@ import msgspec
 import orjson
 
 from aitbc.chain.block import BlockOutcome
+from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.state import Account, ChainEvent, Deposit, Escrow, MultisigAccount, PaidJob
 from aitbc.chain.validators import EMPTY_STAKING, StakingState
 from aitbc.protocol.block import Block, BlockHeader
@@ -108,6 +109,7 @@ _multisig_decoder = msgspec.msgpack.Decoder(MultisigAccount)
 _deposit_decoder = msgspec.msgpack.Decoder(Deposit)
 _paid_decoder = msgspec.msgpack.Decoder(PaidJob)
 _staking_decoder = msgspec.json.Decoder(StakingState)
+_governance_decoder = msgspec.json.Decoder(GovernanceState)
 _commit_decoder = msgspec.msgpack.Decoder(CommitCertificate)
 
 
@@ -253,6 +255,12 @@ class NodeStore:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (msgspec.json.encode(outcome.delta.staking).decode(),),
                 )
+            if outcome.delta.governance is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('governance', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (msgspec.json.encode(outcome.delta.governance).decode(),),
+                )
             if outcome.delta.events:
                 conn.executemany(
                     "INSERT INTO job_events (height, job_id, data, client, coordinator, miner) "
@@ -270,6 +278,10 @@ class NodeStore:
     def load_staking(self) -> StakingState:
         raw = self.get_meta("staking")
         return EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
+
+    def load_governance(self) -> GovernanceState:
+        raw = self.get_meta("governance")
+        return EMPTY_GOVERNANCE if raw is None else _governance_decoder.decode(raw)
 
     def load_escrows(self) -> dict[str, Escrow]:
         return {

@@ -66,6 +66,12 @@ class TxRejection(StrEnum):
     BAD_EVIDENCE = "bad_evidence"
     EVIDENCE_TOO_OLD = "evidence_too_old"
     ALREADY_PUNISHED = "already_punished"
+    # governance (aitbc.chain.governance)
+    BAD_PROPOSAL = "bad_proposal"
+    BAD_PARAM_CHANGE = "bad_param_change"
+    TOO_MANY_PROPOSALS = "too_many_proposals"
+    NO_PROPOSAL = "no_proposal"
+    PROPOSAL_CLOSED = "proposal_closed"
     # deposits and batched settlement (aitbc.chain.deposits)
     NO_DEPOSIT = "no_deposit"
     NOT_DEPOSIT_OWNER = "not_deposit_owner"
