@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from aitbc.chain.smt import SmtProof
-from aitbc.chain.state import (
+from aitbc.chain.entries import (
     Account,
     Deposit,
     Escrow,
@@ -21,6 +20,7 @@ from aitbc.chain.state import (
     is_valid_escrow_proof,
     is_valid_paid_proof,
 )
+from aitbc.chain.smt import SmtProof
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError
 from aitbc.protocol.tx import Tx, sign_tx, tx_to_json_obj

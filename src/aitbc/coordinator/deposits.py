@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 
 from aitbc.chain.deposits import compute_job_charge
+from aitbc.chain.entries import Deposit
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Deposit
 from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable
 from aitbc.market.deposits import DepositAvailability, compute_deposit_availability, is_affordable

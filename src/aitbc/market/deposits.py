@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aitbc.chain.deposits import get_cap_room
-from aitbc.chain.state import Deposit
+from aitbc.chain.entries import Deposit
 from aitbc.market.matching import JobRequirements, compute_max_units
 from aitbc.protocol.job import JobInput
 

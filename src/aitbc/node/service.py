@@ -24,11 +24,12 @@ from typing import Any
 import msgspec
 
 from aitbc.chain.block import BlockOutcome, build_block
+from aitbc.chain.entries import Account, ChainEvent
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
 from aitbc.chain.gov_types import compute_live_params
 from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SmtProof
-from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
+from aitbc.chain.state import ChainState, commit_delta
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
 from aitbc.node.known_signatures import KnownSignatures, get_inner_checks
