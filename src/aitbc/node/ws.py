@@ -22,7 +22,7 @@ from aitbc.node.metrics import NodeMetrics
 
 log = logging.getLogger("aitbc.node.ws")
 
-TOPICS: Final = frozenset({"new_blocks", "new_txs", "job_updates"})
+TOPICS: Final = frozenset({"new_blocks", "new_txs", "job_updates", "governance"})
 QUEUE_LIMIT: Final = 1024
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 
