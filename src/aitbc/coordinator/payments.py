@@ -47,6 +47,8 @@ T = TypeVar("T")
 CURSOR_NAME: Final = "job_events"
 PAGE: Final = 1_000
 BATCH: Final = 256
+INFO_TTL_SECONDS: Final = 5.0
+"""How long the coordinator trusts the chain parameters it read (governance may change them)."""
 SETTLE_REFUSALS: Final = frozenset(
     {TxRejection.BAD_RECEIPT, TxRejection.TOTAL_ABOVE_ESCROW, TxRejection.NOT_COORDINATOR, TxRejection.WRONG_CHAIN_ID}
 )
@@ -84,24 +86,32 @@ class ChainInfo:
 class ChainLink:
     """The coordinator's node: one thread for its blocking client, and what the chain said at start."""
 
-    def __init__(self, node_url: str, *, client: NodeClient | None = None) -> None:
+    def __init__(self, node_url: str, *, client: NodeClient | None = None, info_ttl: float = INFO_TTL_SECONDS) -> None:
         self.node_url = node_url
         self.node = client or NodeClient(node_url, timeout=10.0)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
         self.info: ChainInfo | None = None
+        self.info_ttl = info_ttl
+        self._info_at = 0.0
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
     async def get_info(self) -> ChainInfo:
-        if self.info is None:
+        """Chain id and the parameters in force, re-read every ``info_ttl`` seconds: governance can change
+        the parameters (min_fee, protocol_fee_bps, …) while the coordinator runs, and a settle tx paying
+        last week's min_fee would be refused forever."""
+        if self.info is None or time.monotonic() - self._info_at > self.info_ttl:
             try:
                 raw = await self.call(self.node.get_chain_info)
             except RemoteError as exc:
+                if self.info is not None:
+                    return self.info  # a node hiccup: keep the last parameters we saw
                 raise ChainUnavailable(f"cannot reach the node at {self.node_url}: {exc.message}") from None
             self.info = ChainInfo(
                 raw["chain_id"], msgspec.convert(raw["params"], ChainParams), int(raw.get("block_time_ms", 1000))
             )
+            self._info_at = time.monotonic()
         return self.info
 
     def close(self) -> None:
