@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import msgspec
 
@@ -38,6 +38,9 @@ from aitbc.protocol.errors import AitbcError, RemoteError, TxRejection
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
+
+if TYPE_CHECKING:
+    from aitbc.coordinator.settlement import DepositSettler
 
 log = logging.getLogger("aitbc.coordinator.payments")
 
@@ -211,6 +214,8 @@ class PaymentWorker:
         self._wake = asyncio.Event()
         self._next_nonce: int | None = None
         self._cursor: int | None = None
+        self.settler: DepositSettler | None = None
+        """Settles deposit jobs in batches (``aitbc.coordinator.settlement``) with this worker's nonce."""
 
     def wake(self) -> None:
         """A job finished: look for payments to send now rather than at the next poll."""
@@ -223,6 +228,8 @@ class PaymentWorker:
                 await self.follow_once()
                 while await self.pay_once():
                     pass
+                if self.settler is not None:
+                    await self.settler.run_once(self._reserve_nonce, self._set_next_nonce)
             except (RemoteError, ChainUnavailable) as exc:
                 log.warning("node unavailable; payments wait", extra={"error": str(exc)})
                 self._next_nonce = None
@@ -359,6 +366,9 @@ class PaymentWorker:
             )
         return len(due) == BATCH
 
+    def _set_next_nonce(self, nonce: int | None) -> None:
+        self._next_nonce = nonce
+
     async def _reserve_nonce(self) -> int:
         if self._next_nonce is None:
             self._next_nonce = await self.link.call(self.link.node.next_nonce, self.key.address)
@@ -399,6 +409,8 @@ class PaymentWorker:
                     refunded.append(event["job_id"])
                 self.metrics.payments_closed.labels(event["kind"]).inc()
             next_seq = int(page["next_seq"])
+            if self.settler is not None:  # deposit jobs: settled ones leave the books, refused ones are marked
+                await self.settler.on_events(events)
             # Stop the jobs first, then record the refunds with the cursor: whoever sees a job's payment
             # "refunded" also sees the job ended, and a crash in between replays these events (both idempotent).
             if refunded:
