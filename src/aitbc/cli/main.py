@@ -9,6 +9,7 @@ from aitbc.cli import (
     coordinator,
     devnet,
     exchange,
+    gov,
     job,
     keys,
     match,
@@ -46,3 +47,4 @@ app.add_typer(poolhub.app, name="poolhub")
 app.add_typer(exchange.app, name="exchange")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
+app.add_typer(gov.app, name="gov")
