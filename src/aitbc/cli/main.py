@@ -19,6 +19,7 @@ from aitbc.cli import (
     stake,
     tx,
     wallet,
+    web,
     zk,
 )
 
@@ -44,3 +45,4 @@ app.command("unstake")(stake.unstake)
 app.add_typer(poolhub.app, name="poolhub")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
+app.add_typer(web.app, name="web")

@@ -35,6 +35,7 @@ from aitbc.market.lifecycle import JobRuleViolation
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, NotFound
 from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.runtime.cors import add_cors
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
@@ -93,13 +94,19 @@ class BodyLimitMiddleware:
         await self.app(scope, receive, send)
 
 
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope.get("headers", ()))
+
+
 class CoordinatorAPI(FastAPI):
     """FastAPI, except that the frequent requests try ``FastPath`` before the middleware and routing."""
 
     fast_path: FastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path is not None and self.fast_path.matches(scope):
+        # A browser's cross-origin request (it carries Origin) takes the full stack, where the CORS
+        # middleware (``cors_origins``) tags the answer; the fast path serves programs.
+        if self.fast_path is not None and self.fast_path.matches(scope) and not _has_origin(scope):
             await self.fast_path(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -176,6 +183,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
     app.add_middleware(BodyLimitMiddleware, metrics=metrics)
+    add_cors(app, settings.cors_origins)
     app.fast_path = FastPath(app.full_stack, service, render_error, MAX_BODY_BYTES)
 
     @app.exception_handler(AitbcError)

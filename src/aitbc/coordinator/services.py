@@ -828,6 +828,7 @@ class CoordinatorService:
         self._release_active(miner, job_id)
         row.update(changes)
         self.metrics.jobs_finished.labels("completed").inc()
+        self.metrics.tokens_served.inc(receipt.units.completion_tokens)
         speed = measured_speed(row, receipt.units.completion_tokens, now)
         self.match_policy.on_outcome(miner, job_id, row["attempts"], Outcome.COMPLETED, *speed)
         if row["assigned_at_ms"] is not None:

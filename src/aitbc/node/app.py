@@ -90,7 +90,7 @@ async def serve_node(settings: NodeSettings) -> None:
     node.add_listener(hub.publish, hub.has_subscribers)
     node.verifier.start()
     config = uvicorn.Config(
-        create_http_app(node),
+        create_http_app(node, settings.cors_origins),
         host=settings.host,
         port=settings.rpc_port,
         log_level="warning",
