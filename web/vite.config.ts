@@ -8,6 +8,7 @@ export default defineConfig({
     sourcemap: false,
     // one small entry chunk; uPlot (charts) is split off and loaded by the pages that draw
     chunkSizeWarningLimit: 200,
+    manifest: true,
   },
   server: { port: 5173, host: '127.0.0.1' },
   test: {

@@ -254,12 +254,14 @@ export class LiveApi implements Api {
       if (closed || !this.config.ws_url) return;
       events.onStatus?.('connecting');
       socket = new WebSocket(this.config.ws_url);
+      socket.binaryType = 'arraybuffer'; // the node sends its JSON in binary frames
       socket.onopen = () => {
         socket?.send(JSON.stringify({ method: 'subscribe', params: ['new_blocks', 'new_txs'], id: 1 }));
         events.onStatus?.('live');
       };
       socket.onmessage = (m) => {
-        const msg = JSON.parse(String(m.data)) as { method?: string; params?: unknown };
+        const text = typeof m.data === 'string' ? m.data : new TextDecoder().decode(m.data as ArrayBuffer);
+        const msg = JSON.parse(text) as { method?: string; params?: unknown };
         if (msg.method === 'new_blocks') events.onBlock(msg.params as BlockHeader);
         else if (msg.method === 'new_txs') events.onTxs?.((msg.params as { txs: Record<string, unknown>[] }).txs);
       };
