@@ -54,8 +54,8 @@ import msgspec
 import orjson
 from websockets.sync.client import connect as ws_connect
 
+from aitbc.chain.escrow import compute_escrow_amount
 from aitbc.chain.params import ChainParams
-from aitbc.chain.transition import compute_escrow_amount
 from aitbc.client.node import NodeClient
 from aitbc.client.payment import compute_default_max_price
 from aitbc.coordinator.app import open_repo

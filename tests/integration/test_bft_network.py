@@ -26,7 +26,9 @@ from aitbc.chain.genesis import compute_genesis_hash, genesis_to_json, load_gene
 from aitbc.client.node import NodeClient
 from aitbc.devnet.network import ValidatorNetwork, ValidatorProcess
 from aitbc.node.init import init_validator_network
-from aitbc.node.p2p import MAX_FRAME, Message, P2PNode, Peer, VoteGossip
+from aitbc.node.p2p import MAX_FRAME, P2PNode, Peer
+from aitbc.node.p2p_messages import Message, VoteGossip
+from aitbc.node.secret import TAG_LEN
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.vote import Vote, VoteKind, sign_vote
@@ -230,7 +232,7 @@ async def _inject_double_votes(network: Network, offender: KeyPair, heights: ran
                 peer.broadcast(VoteGossip(sign_vote(vote, offender)))
         await asyncio.sleep(1.0)
         # then a frame announcing more than MAX_FRAME bytes: validator 0 bans the peer at once
-        next(iter(peer.peers.values())).send((MAX_FRAME + 1).to_bytes(4, "big"))
+        next(iter(peer.peers.values())).writer.write((MAX_FRAME + TAG_LEN + 1).to_bytes(4, "big"))
         await asyncio.sleep(1.0)  # let the write queue drain before closing
     finally:
         await peer.stop()

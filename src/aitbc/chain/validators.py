@@ -339,33 +339,26 @@ def process_slash(
             u = msgspec.structs.replace(u, amount=u.amount - cut)
         if u.amount > 0:
             unbonding.append(u)
+    cut_down = msgspec.structs.replace(
+        _with_bonds(staking, bonds),
+        unbonding=unbonding,
+        punished=[*(o for o in staking.punished if o.validator != validator), Offence(validator, height)],
+        burned=staking.burned + burned,
+    )
+    return process_jail(cut_down, validator, height, authorities, params), burned
+
+
+def process_jail(
+    staking: StakingState, validator: str, height: int, authorities: Sequence[str], params: StakingParams
+) -> StakingState:
+    """Jail ``validator`` until ``height + jail_blocks`` (or longer, if it already sits longer) and drop it
+    from the active set at once; the rule of both slashing and downtime."""
     until = max(get_jailed_until(staking, validator), height + params.jail_blocks)
     jailed = sorted(
         [*(j for j in staking.jailed if j.validator != validator), Jail(validator, until)], key=lambda j: j.validator
     )
     active = [p for p in get_active_list(staking, authorities, params) if p.validator != validator]
     if not active:  # the last validator standing stays (a chain without validators cannot even jail)
-        active = get_active_list(staking, authorities, params)
-    updated = msgspec.structs.replace(
-        _with_bonds(staking, bonds),
-        unbonding=unbonding,
-        jailed=jailed,
-        active=_normalize_active(active, authorities, params),
-        punished=[*(o for o in staking.punished if o.validator != validator), Offence(validator, height)],
-        burned=staking.burned + burned,
-    )
-    return updated, burned
-
-
-def _jail(
-    staking: StakingState, validator: str, height: int, authorities: Sequence[str], params: StakingParams
-) -> StakingState:
-    until = max(get_jailed_until(staking, validator), height + params.jail_blocks)
-    jailed = sorted(
-        [*(j for j in staking.jailed if j.validator != validator), Jail(validator, until)], key=lambda j: j.validator
-    )
-    active = [p for p in get_active_list(staking, authorities, params) if p.validator != validator]
-    if not active:
         active = get_active_list(staking, authorities, params)
     return msgspec.structs.replace(staking, jailed=jailed, active=_normalize_active(active, authorities, params))
 
@@ -390,7 +383,7 @@ def process_commit_signers(
                 missed[v] = []
     updated = msgspec.structs.replace(staking, missed=[Missed(v, hs) for v, hs in sorted(missed.items()) if hs])
     for v in to_jail:
-        updated = _jail(updated, v, commit_height + 1, authorities, params)
+        updated = process_jail(updated, v, commit_height + 1, authorities, params)
     return updated
 
 

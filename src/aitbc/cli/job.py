@@ -34,7 +34,7 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
 from aitbc.protocol.job import JobInput, Params
 from aitbc.protocol.sealed import new_reply_key, open_job_output, seal_job_input
-from aitbc.protocol.zkml import ZKML_MODEL, format_zk_vector, parse_zk_vector
+from aitbc.protocol.zkml_input import ZKML_MODEL, format_zk_vector, parse_zk_vector
 from aitbc.runtime.keyfile import read_keyfile
 
 app = typer.Typer(help="Submit and follow AI jobs.", no_args_is_help=True)

@@ -32,6 +32,37 @@ def init(
     console.print(f"  faucet:    {genesis.balances[0].address}  ({data_dir / 'faucet.key'})")
 
 
+@app.command("init-network")
+@handle_errors
+def init_network(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Parent directory: node{i}/ and full{j}/ go inside")],
+    validators: Annotated[int, typer.Option(min=1, help="Genesis authorities (BFT when more than one)")] = 4,
+    full_nodes: Annotated[int, typer.Option(min=0, help="Non-validating nodes that sync and serve reads")] = 0,
+    chain_id: Annotated[str, typer.Option(help="Chain id written into genesis")] = "aitbc-devnet",
+    preset: Annotated[str, typer.Option(help="Parameter preset: devnet or mainnet")] = "devnet",
+    block_time_ms: Annotated[int | None, typer.Option(help="Override the preset's block time")] = None,
+    exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Do nothing (exit 0) if already initialized")] = False,
+) -> None:
+    """Write one genesis for a network of validators and full nodes, each in its own directory.
+
+    Every node{i}/ gets its authority key, the shared genesis.json and the faucet key; every full{j}/ gets the
+    genesis and a key of its own. Deployments (deploy/docker-compose.yml) run it once with every node's
+    volume mounted under DATA_DIR."""
+    from aitbc.node.init import init_network_dirs, is_network_initialized
+
+    if exist_ok and is_network_initialized(data_dir):
+        console.print(f"{data_dir} is already initialized; nothing to do")
+        return
+    genesis, validator_dirs, full_dirs = init_network_dirs(
+        data_dir, validators, full_nodes, chain_id=chain_id, preset=preset, block_time_ms=block_time_ms
+    )
+    console.print(f"[green]initialized[/] chain [bold]{genesis.chain_id}[/] in {data_dir}")
+    for d, authority in zip(validator_dirs, genesis.authorities, strict=True):
+        console.print(f"  validator {authority}  ({d})")
+    for d in full_dirs:
+        console.print(f"  full node  ({d})")
+
+
 @app.command("run")
 @handle_errors
 def run(

@@ -11,8 +11,8 @@ from typing import Any, Final
 
 import msgspec
 
+from aitbc.chain.escrow import compute_escrow_amount
 from aitbc.chain.params import ChainParams
-from aitbc.chain.transition import compute_escrow_amount
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.market.matching import JobRequirements, compute_max_units

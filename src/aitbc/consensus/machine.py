@@ -291,7 +291,11 @@ def _on_proposal(state: ConsensusState, proposal: Proposal, valid: bool) -> Cons
         return state
     if valid and proposal.block_hash not in state.known_blocks:
         state = replace(state, known_blocks=state.known_blocks | {proposal.block_hash})
-    if proposal.round in state.proposals:
+    held = state.proposals.get(proposal.round)
+    if held is not None:
+        if valid and not held[1] and held[0] == proposal:
+            # the same signed proposal, now with a copy of its block that checks out: it replaces the bad copy
+            return replace(state, proposals={**state.proposals, proposal.round: (proposal, True)})
         return state  # a second proposal from the same proposer: the first one counts for voting
     return replace(state, proposals={**state.proposals, proposal.round: (proposal, valid)})
 

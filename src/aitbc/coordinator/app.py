@@ -13,8 +13,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
 from aitbc.coordinator.api.routes import jobs, matching, miners
 from aitbc.coordinator.auth import AuthError, RateLimited
@@ -33,20 +34,19 @@ from aitbc.coordinator.services import (
 )
 from aitbc.market.lifecycle import JobRuleViolation
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, NotFound
+from aitbc.protocol.errors import AitbcError, InvalidRequest, NotFound
 from aitbc.protocol.receipt import InvalidReceipt
 from aitbc.runtime.cors import add_cors
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
 
-MAX_BODY_BYTES: Final = 2 * 1024 * 1024
-
 _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (AuthError, 401),
     (UnknownMiner, 403),
     (RateLimited, 429),
     (NotFound, 404),
+    (InvalidRequest, 422),
     (InputTooLarge, 413),
     (UnknownModel, 422),
     (InvalidInput, 422),
@@ -60,38 +60,6 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
 
 def status_for(exc: AitbcError) -> int:
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
-
-
-class BodyLimitMiddleware:
-    """Refuse a request whose declared body is too large (413) before reading it.
-
-    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` wraps
-    every request in a task group and memory streams, which cost as much as the rest of a submission.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: CoordinatorMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if value.isdigit() and int(value) > MAX_BODY_BYTES:
-                        self.metrics.http_rejections.labels("too_large").inc()
-                        response = JSONResponse(
-                            {
-                                "error": {
-                                    "reason": "too_large",
-                                    "message": f"request body larger than {MAX_BODY_BYTES} bytes",
-                                }
-                            },
-                            status_code=413,
-                        )
-                        await response(scope, receive, send)
-                        return
-                    break
-        await self.app(scope, receive, send)
 
 
 def _has_origin(scope: Scope) -> bool:
@@ -113,6 +81,13 @@ class CoordinatorAPI(FastAPI):
 
     async def full_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, plus the schemas of the protocol messages the routes decode (``api.body``)."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(message_schemas())
+        return super().openapi()
 
 
 def load_or_create_key(settings: CoordinatorSettings) -> KeyPair:
@@ -182,9 +157,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
         return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
-    app.add_middleware(BodyLimitMiddleware, metrics=metrics)
     add_cors(app, settings.cors_origins)
-    app.fast_path = FastPath(app.full_stack, service, render_error, MAX_BODY_BYTES)
+    app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 
     @app.exception_handler(AitbcError)
     async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
@@ -221,19 +195,20 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
-    import uvicorn
 
+    from aitbc.runtime.limits import BodyLimit, GuardedConfig
     from aitbc.runtime.server import serve_forever
 
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
+    rejections = app.state.service.metrics.http_rejections
+    config = GuardedConfig(
+        # the body limit wraps everything, the fast path included: no handler or key check reads past it
+        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+        settings,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
-        http="httptools",
-        timeout_keep_alive=30,
         # Miners long-poll /claim for up to max_claim_wait_seconds; without a bound, a stop (Ctrl-C,
         # SIGTERM) would wait for every such poll to run out before shutting down.
         timeout_graceful_shutdown=2,

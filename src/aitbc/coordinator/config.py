@@ -7,12 +7,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from aitbc.runtime.settings import ServiceSettings
+from aitbc.runtime.limits import HttpServerSettings, MiB
 
 DEFAULT_COORDINATOR_PORT = 8011
 
 
-class CoordinatorSettings(ServiceSettings):
+class CoordinatorSettings(HttpServerSettings):
     model_config = SettingsConfigDict(env_prefix="AITBC_COORDINATOR_", extra="forbid", frozen=True)
 
     data_dir: Path
@@ -42,6 +42,9 @@ class CoordinatorSettings(ServiceSettings):
     poolhub_token: str | None = None
     match_hold_ms: int = Field(500, ge=0)
     """How long a queued job waits for the best-ranked miner before any eligible claimer may take it."""
+
+    max_body_bytes: int = Field(2 * MiB, ge=1024)
+    """Largest request body (a prompt is at most 200,000 characters; see ``MAX_PROMPT_CHARS``)."""
 
     @property
     def sqlalchemy_url(self) -> str:

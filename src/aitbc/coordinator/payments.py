@@ -26,9 +26,9 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import msgspec
 
+from aitbc.chain.escrow import compute_escrow_amount, compute_max_price
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import Escrow, EscrowState
-from aitbc.chain.transition import compute_escrow_amount, compute_max_price
 from aitbc.client.node import NodeClient
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.metrics import CoordinatorMetrics

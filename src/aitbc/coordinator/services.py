@@ -48,6 +48,15 @@ from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, NotFound
 from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_model_kind
+from aitbc.protocol.job_messages import (
+    AssignedJob,
+    JobAssignment,
+    JobRequest,
+    Lease,
+    MinerRegistration,
+    SealedInput,
+    SealedJobInput,
+)
 from aitbc.protocol.receipt import (
     Receipt,
     ReceiptExpectation,
@@ -179,13 +188,11 @@ def lifecycle_changes(job: JobLifecycle) -> Row:
     }
 
 
-def sealed_row_input(job_input: JobInput, sealed: dict[str, Any]) -> dict[str, Any]:
+def sealed_row_input(job_input: JobInput, sealed: SealedInput) -> dict[str, Any]:
     """What the coordinator keeps of a private job's input: ciphertext, reply key, and the params."""
-    return {
-        "sealed": sealed["ciphertext"],
-        "reply_to": sealed["reply_to"],
-        "params": msgspec.to_builtins(job_input.params),
-    }
+    kept = SealedJobInput(sealed=sealed.ciphertext, reply_to=sealed.reply_to, params=job_input.params)
+    result: dict[str, Any] = msgspec.to_builtins(kept)
+    return result
 
 
 def is_sealed_row(row: Row) -> bool:
@@ -236,6 +243,20 @@ def job_view(row: Row) -> dict[str, Any]:
         "error": row["error"],
         "payment": payment_view(row),
     }
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def registration_dict(body: MinerRegistration) -> dict[str, Any]:
+    """The registration as stored and forwarded to the pool hub (unset optional fields left out)."""
+    result: dict[str, Any] = _drop_none(msgspec.to_builtins(body))
+    return result
 
 
 def offer_from_registration(address: str, registration: dict[str, Any]) -> MinerOffer:
@@ -427,23 +448,16 @@ class CoordinatorService:
                 entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
         return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))
 
-    async def submit_job(
-        self,
-        api_key: ApiKey,
-        job_input: JobInput,
-        *,
-        model_digest: str | None,
-        max_price: int | None,
-        ttl_seconds: int | None,
-        constraints: dict[str, Any],
-        job_id: str | None = None,
-        sealed: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    async def submit_job(self, api_key: ApiKey, request: JobRequest) -> dict[str, Any]:
+        job_input = request.to_job_input()
+        model_digest, max_price, job_id = request.model_digest, request.max_price, request.job_id
+        sealed = request.sealed
+        constraints = {k: v for k, v in msgspec.to_builtins(request.constraints).items() if v is not None}
         if sealed is not None:
             # A private job: the coordinator sees only ciphertext, the plaintext's hash, and the miner it is for.
             if job_input.type != "inference" or job_input.prompt or job_input.messages or job_input.texts:
                 raise InvalidInput("a sealed job is an inference job with its whole input in `sealed`")
-            constraints = {**constraints, "miner": sealed["miner"]}
+            constraints = {**constraints, "miner": sealed.miner}
         else:
             try:
                 check_job_input(job_input)
@@ -466,7 +480,7 @@ class CoordinatorService:
                 + (f" with digest {model_digest}" if model_digest else "")
                 + f"; available: {', '.join(available) or 'none'}"
             )
-        ttl = min(ttl_seconds or self.settings.default_ttl_seconds, self.settings.max_ttl_seconds)
+        ttl = min(request.ttl_seconds or self.settings.default_ttl_seconds, self.settings.max_ttl_seconds)
         payment: Row = dict.fromkeys(PAYMENT_COLUMNS)
         if self.chain is not None:
             if job_id is None:
@@ -501,7 +515,7 @@ class CoordinatorService:
             "model": job_input.model,
             "model_digest": model_digest,
             "input": msgspec.to_builtins(job_input) if sealed is None else sealed_row_input(job_input, sealed),
-            "input_hash": compute_input_hash(job_input) if sealed is None else sealed["input_hash"],
+            "input_hash": compute_input_hash(job_input) if sealed is None else sealed.input_hash,
             "max_price": max_price,
             "constraints": constraints,
             "state": JobState.QUEUED.value,
@@ -588,7 +602,8 @@ class CoordinatorService:
         live.last_seen_ms = now_ms()
         return live
 
-    async def register_miner(self, miner: str, registration: dict[str, Any]) -> dict[str, Any]:
+    async def register_miner(self, miner: str, body: MinerRegistration) -> dict[str, Any]:
+        registration = registration_dict(body)
         offer = offer_from_registration(miner, registration)
         previous = self.miners.get(miner)
         live = LiveMiner(
@@ -671,7 +686,7 @@ class CoordinatorService:
         self._stopping = True
         self._notify_work()
 
-    async def claim(self, miner: str, wait_seconds: float) -> dict[str, Any] | None:
+    async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
         live = self._live(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
         woken_for_a_job = False
@@ -731,36 +746,38 @@ class CoordinatorService:
                 return row
         return None
 
-    def _on_claimed(self, live: LiveMiner, row: Row) -> dict[str, Any]:
+    def _on_claimed(self, live: LiveMiner, row: Row) -> JobAssignment:
         live.active.add(row["id"])
         self._due_by(row["lease_expires_at_ms"])
         self.metrics.assignment_latency.observe((row["assigned_at_ms"] - row["created_at_ms"]) / 1000)
         self.events.publish(row["id"], "status", job_view(row))
         served = next(m for m in live.offer.models if m.name == row["model"] and m.digest == row["served_digest"])
-        return {
-            "job": {
-                "job_id": row["id"],
-                "type": row["type"],
-                "model": row["model"],
-                "model_digest": row["served_digest"],
-                "input": row["input"],
-                "input_hash": row["input_hash"],
-                "client": row["client"],
-                "max_price": row["max_price"],
-                "unit_price": served.unit_price,
-                "attempt": row["attempts"],
-                "chain_id": self.settings.chain_id,
-                "coordinator": self.key.address,
-                "assigned_at_ms": row["assigned_at_ms"],
-                "escrow_amount": row.get("escrow_amount"),
-                "zk_proof_required": bool((row["constraints"] or {}).get("zk_proof_required")),
-            },
-            "lease": {
-                "lease_id": row["lease_id"],
-                "expires_at_ms": row["lease_expires_at_ms"],
-                "lease_seconds": self.settings.lease_seconds,
-            },
-        }
+        sealed = is_sealed_row(row)
+        return JobAssignment(
+            job=AssignedJob(
+                job_id=row["id"],
+                type=row["type"],
+                model=row["model"],
+                model_digest=row["served_digest"],
+                input=None if sealed else msgspec.convert(row["input"], JobInput),
+                sealed=msgspec.convert(row["input"], SealedJobInput) if sealed else None,
+                input_hash=row["input_hash"],
+                client=row["client"],
+                max_price=row["max_price"],
+                unit_price=served.unit_price,
+                attempt=row["attempts"],
+                chain_id=self.settings.chain_id,
+                coordinator=self.key.address,
+                assigned_at_ms=row["assigned_at_ms"],
+                escrow_amount=row.get("escrow_amount"),
+                zk_proof_required=bool((row["constraints"] or {}).get("zk_proof_required")),
+            ),
+            lease=Lease(
+                lease_id=row["lease_id"],
+                expires_at_ms=row["lease_expires_at_ms"],
+                lease_seconds=self.settings.lease_seconds,
+            ),
+        )
 
     def _release_active(self, miner: str | None, job_id: str) -> None:
         self._leases.pop(job_id, None)

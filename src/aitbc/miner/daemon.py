@@ -35,18 +35,21 @@ from aitbc.protocol.auth import sign_miner_request
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, pack_vectors
+from aitbc.protocol.job_messages import (
+    AssignedJob,
+    ClaimRequest,
+    Hardware,
+    JobAssignment,
+    Lease,
+    MinerRegistration,
+    ResultSubmission,
+    ServedModel,
+)
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
 from aitbc.protocol.sealed import open_job_input, seal_job_output
 from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow
-from aitbc.protocol.zkml import (
-    ZKML_INPUTS,
-    ZKML_MODEL,
-    ZKML_SCALE,
-    compute_float_of_felt,
-    compute_job_output_hash,
-    get_instances,
-    parse_zk_vector,
-)
+from aitbc.protocol.zkml import ZKML_SCALE, compute_float_of_felt, compute_job_output_hash, get_instances
+from aitbc.protocol.zkml_input import ZKML_INPUTS, ZKML_MODEL, parse_zk_vector
 from aitbc.zk.prover import Groth16pyProver, ReceiptProver, make_receipt_proof
 from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
 
@@ -98,11 +101,15 @@ class CoordinatorLink:
             base_url=self.base_url, timeout=httpx.Timeout(70.0, connect=5.0), transport=transport
         )
 
-    async def post(self, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
-        body = orjson.dumps(payload)
+    async def send(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> httpx.Response:
+        """POST ``payload`` (a protocol message or plain JSON) signed with the miner's key."""
+        body = msgspec.json.encode(payload) if isinstance(payload, msgspec.Struct) else orjson.dumps(payload)
         headers = sign_miner_request(self.key, self.chain_id, "POST", path, body, now_ms())
         headers["Content-Type"] = "application/json"
-        response = await self.http.post(path, content=body, headers=headers)
+        return await self.http.post(path, content=body, headers=headers)
+
+    async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
+        response = await self.send(path, payload)
         if response.status_code == 204:
             return 204, None
         try:
@@ -113,6 +120,13 @@ class CoordinatorLink:
 
     async def close(self) -> None:
         await self.http.aclose()
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _error_reason(data: Any) -> str:
@@ -186,25 +200,25 @@ class MinerDaemon:
         self.link = CoordinatorLink(self.config.coordinator_url, self.key, str(health["chain_id"]))
         return self.link
 
-    def registration(self) -> dict[str, Any]:
-        return {
-            "models": [
-                {
-                    "name": m.name,
-                    "digest": m.digest,
-                    "kind": m.kind,
-                    "unit_price": self.config.unit_price,
-                    **({"context_length": m.context_length} if m.context_length else {}),
-                    **({"dimensions": m.dimensions} if m.dimensions else {}),
-                }
+    def registration(self) -> MinerRegistration:
+        return MinerRegistration(
+            models=[
+                ServedModel(
+                    name=m.name,
+                    digest=m.digest,
+                    kind=m.kind,
+                    unit_price=self.config.unit_price,
+                    context_length=m.context_length or None,
+                    dimensions=m.dimensions or None,
+                )
                 for m in self.models
             ],
-            "backend": self.config.backend_name,
-            "hardware": self.config.hardware or {"kind": "cpu"},
-            "region": self.config.region,
-            "max_concurrency": self.config.max_concurrency,
-            "version": self.config.version,
-        }
+            backend=self.config.backend_name,
+            hardware=msgspec.convert(self.config.hardware or {"kind": "cpu"}, Hardware),
+            region=self.config.region,
+            max_concurrency=self.config.max_concurrency,
+            version=self.config.version,
+        )
 
     async def register(self) -> None:
         """Register, retrying with backoff until the coordinator answers."""
@@ -275,9 +289,10 @@ class MinerDaemon:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                status, data = await self.link.post(
-                    "/api/v1/miners/claim", {"wait_seconds": self.config.claim_wait_seconds}
+                response = await self.link.send(
+                    "/api/v1/miners/claim", ClaimRequest(wait_seconds=self.config.claim_wait_seconds)
                 )
+                status = response.status_code
                 backoff = 0.5
             except (httpx.HTTPError, OSError) as exc:
                 log.warning("claim failed; backing off", extra={"error": str(exc), "worker": index})
@@ -290,31 +305,37 @@ class MinerDaemon:
                 await self.register()
                 continue
             if status != 200:
-                log.warning("claim refused", extra={"status": status, "reason": _error_reason(data)})
+                log.warning("claim refused", extra={"status": status, "reason": _error_reason(_json_or_none(response))})
                 await self._sleep(1.0)
                 continue
             try:
-                await self._run_job(data["job"], data["lease"])
+                assignment = msgspec.json.decode(response.content, type=JobAssignment)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                log.error("the coordinator sent an assignment this miner cannot read", extra={"error": str(exc)})
+                await self._sleep(1.0)
+                continue
+            try:
+                await self._run_job(assignment.job, assignment.lease)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("job handling failed", extra={"job_id": data["job"]["job_id"]})
+                log.exception("job handling failed", extra={"job_id": assignment.job.job_id})
 
-    async def _run_job(self, job: dict[str, Any], lease: dict[str, Any]) -> None:
+    async def _run_job(self, job: AssignedJob, lease: Lease) -> None:
         assert self.link is not None
-        job_id = job["job_id"]
-        active = _ActiveJob(job_id, lease["lease_id"])
+        job_id = job.job_id
+        active = _ActiveJob(job_id, lease.lease_id)
         self.active[job_id] = active
         tokens: list[str] = []
         sent = 0
         halted = False
 
-        sealed = "sealed" in job["input"]
+        sealed = job.sealed
 
         def on_token(text: str) -> None:
             if halted or active.aborted or self._stopping.is_set():
                 raise JobAborted
-            if sealed:
+            if sealed is not None:
                 return  # a private job streams nothing through the coordinator
             # A plain append (atomic on a list): the loop picks tokens up at its next progress tick.
             # Waking the event loop for every token cost the model CPU it shares the machine with.
@@ -333,10 +354,12 @@ class MinerDaemon:
                 log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": _error_reason(data)})
 
         try:
-            if sealed:
-                job_input = open_job_input(self.key, job["input"]["sealed"], job["input_hash"])
+            if sealed is not None:
+                job_input = open_job_input(self.key, sealed.sealed, job.input_hash)
+            elif job.input is not None:
+                job_input = job.input
             else:
-                job_input = msgspec.convert(job["input"], JobInput)
+                raise RemoteError("the assignment carries no input", reason="bad_assignment")
             # The first report tells the coordinator the job is running; the generation starts meanwhile
             # instead of a round trip later (pushes stay one at a time: the loop below waits for this one).
             first_report = asyncio.create_task(push_progress())
@@ -361,29 +384,25 @@ class MinerDaemon:
                 chain_id=self.link.chain_id,
                 job_id=job_id,
                 miner=self.key.address,
-                client=job["client"],
-                coordinator=job["coordinator"],
-                model=job["model"],
-                model_digest=job["model_digest"],
-                input_hash=job["input_hash"],
+                client=job.client,
+                coordinator=job.coordinator,
+                model=job.model,
+                model_digest=job.model_digest,
+                input_hash=job.input_hash,
                 output_hash=compute_job_output_hash(job_input.type, output),
                 units=units,
-                unit_price=job["unit_price"],
-                total_price=compute_total_price(units, job["unit_price"]),
+                unit_price=job.unit_price,
+                total_price=compute_total_price(units, job.unit_price),
                 started_at_ms=started,
                 finished_at_ms=finished,
             )
             receipt = sign_receipt_as_miner(receipt, self.key)
-            delivered = JobOutput(text=seal_job_output(output, job["input"]["reply_to"])) if sealed else output
-            result: dict[str, Any] = {
-                "lease_id": active.lease_id,
-                "output": msgspec.to_builtins(delivered),
-                "receipt": msgspec.to_builtins(receipt),
-            }
-            if job.get("zk_proof_required"):
-                escrow = compute_proof_escrow(job.get("escrow_amount"), job.get("max_price"), receipt.total_price)
+            delivered = output if sealed is None else JobOutput(text=seal_job_output(output, sealed.reply_to))
+            proof = None
+            if job.zk_proof_required:
+                escrow = compute_proof_escrow(job.escrow_amount, job.max_price, receipt.total_price)
                 proof = await asyncio.to_thread(self._prove_receipt, receipt, escrow)
-                result["zk_proof"] = msgspec.to_builtins(proof)
+            result = ResultSubmission(lease_id=active.lease_id, output=delivered, receipt=receipt, zk_proof=proof)
             status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
             if status == 200:
                 self.completed += 1

@@ -21,11 +21,13 @@ from aitbc.node.bft import BftDriver
 from aitbc.node.config import NodeSettings
 from aitbc.node.http import create_http_app
 from aitbc.node.metrics import NodeMetrics
+from aitbc.node.rpc import RpcLimits
 from aitbc.node.service import NodeService
 from aitbc.node.store import NodeStore
 from aitbc.node.ws import EventHub, start_ws_server
 from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.keyfile import read_keyfile
+from aitbc.runtime.limits import BodyLimit, GuardedConfig
 
 log = logging.getLogger("aitbc.node")
 
@@ -45,9 +47,9 @@ def open_node(settings: NodeSettings) -> NodeService:
 
 
 async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
-    """Propose a block every ``block_time``, aligned to a fixed schedule (no drift)."""
-    interval = node.params.block_time_ms / 1000
-    next_at = time.monotonic() + interval
+    """Propose a block every ``block_time``, aligned to a fixed schedule (no drift); the interval is read
+    from the live parameters each time, so a governance change of ``block_time_ms`` applies at once."""
+    next_at = time.monotonic() + node.params.block_time_ms / 1000
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_at - time.monotonic()))
@@ -56,6 +58,7 @@ async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
         outcome = await node.produce_block()
         if outcome.included:
             log.info("committed block", extra={"height": outcome.block.header.height, "txs": len(outcome.included)})
+        interval = node.params.block_time_ms / 1000
         next_at += interval
         if next_at < time.monotonic():  # we fell behind; do not burst to catch up
             next_at = time.monotonic() + interval
@@ -89,14 +92,15 @@ async def serve_node(settings: NodeSettings) -> None:
     hub = EventHub(node.metrics, replay=node.job_events_page)
     node.add_listener(hub.publish, hub.has_subscribers)
     node.verifier.start()
-    config = uvicorn.Config(
-        create_http_app(node, settings.cors_origins),
+    rpc_limits = RpcLimits(max_batch=settings.max_batch, max_reply_bytes=settings.max_reply_bytes)
+    config = GuardedConfig(
+        BodyLimit(create_http_app(node, rpc_limits, settings.cors_origins), settings, rpc_paths={"/"}),
+        settings,
         host=settings.host,
         port=settings.rpc_port,
         log_level="warning",
         access_log=False,
         lifespan="off",
-        timeout_keep_alive=30,
     )
     http_server = _QuietServer(config)
     ws_server = await start_ws_server(hub, settings.host, settings.ws_port)

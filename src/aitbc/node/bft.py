@@ -28,7 +28,7 @@ from typing import Final
 
 import msgspec
 
-from aitbc.chain.transition import BlockOutcome, apply_block, build_block
+from aitbc.chain.block import BlockOutcome, apply_block, build_block
 from aitbc.consensus.machine import (
     CastVote,
     ConsensusState,
@@ -45,45 +45,48 @@ from aitbc.consensus.machine import (
     new_height,
     step,
 )
-from aitbc.consensus.proposer import get_proposer
 from aitbc.consensus.signing import get_resume_round
+from aitbc.node.blocksync import (
+    BAD_SYNC_BLOCK_PENALTY,
+    SYNC_BACKLOG,
+    SYNC_BATCH,
+    commit_synced_blocks,
+    get_sync_batch,
+)
 from aitbc.node.config import NodeSettings
-from aitbc.node.p2p import (
-    CommittedBlock,
+from aitbc.node.p2p import P2PNode, Peer, PeerMisbehaved
+from aitbc.node.p2p_messages import (
     Message,
-    P2PNode,
-    Peer,
-    PeerMisbehaved,
     ProposalGossip,
     Status,
     SyncBlocks,
     SyncRequest,
     TxGossip,
     VoteGossip,
+    encode_message,
+    get_message_height,
     get_message_kind,
     message_key,
 )
+from aitbc.node.peerbook import P2PLimits
 from aitbc.node.service import NodeService
 from aitbc.node.signguard import DoubleSignRefused, SignGuard
-from aitbc.protocol.block import block_hash
+from aitbc.node.txrelay import TxRelay
+from aitbc.protocol.block import block_hash, get_block_tamper_problem
 from aitbc.protocol.errors import InvalidBlock
-from aitbc.protocol.tx import ReportEvidence as ReportEvidenceTx
-from aitbc.protocol.tx import Tx, VerifiedTx, sign_tx, tx_hash
 from aitbc.protocol.vote import (
     CommitCertificate,
     Proposal,
     is_valid_proposal_signature,
     is_valid_vote_signature,
-    verify_commit,
 )
 
 log = logging.getLogger("aitbc.node.bft")
 
-SYNC_BATCH: Final = 20
-FUTURE_MEMORY: Final = 10_000
+BAD_SIGNATURE_PENALTY: Final = 50
+TAMPERED_PENALTY: Final = 50
+INVALID_PROPOSAL_PENALTY: Final = 20
 STATUS_SECONDS: Final = 0.5
-TX_FLUSH_SECONDS: Final = 0.01
-TX_BATCH: Final = 2_000
 INBOX: Final = 10_000
 """Consensus messages waiting for the consensus task; more are dropped (gossip repeats what matters)."""
 
@@ -111,7 +114,9 @@ class BftDriver:
             on_connect=self._on_connect,
             block_path=settings.p2p_block_path,
             metrics=node.metrics,
+            limits=settings.p2p_limits,
         )
+        self.limits: P2PLimits = self.p2p.limits
         self.metrics = node.metrics
         self.height_started = time.monotonic()
         """When the current height's consensus started (commit latency)."""
@@ -119,17 +124,17 @@ class BftDriver:
         self.outcomes: dict[str, BlockOutcome] = {}
         self.own: list[Message] = []
         """Our signed proposal and votes of the current height (sent again to peers that missed them)."""
-        self.future: deque[tuple[Peer | None, Message]] = deque(maxlen=FUTURE_MEMORY)
+        self.future: list[tuple[Peer, Message, int]] = []
+        """Verified proposals and votes of coming heights, with their size (bounded per peer and in total)."""
+        self.future_bytes: dict[str, int] = {}
         self.events: deque[Event] = deque()
         self.lock = asyncio.Lock()
         self.timers: list[asyncio.TimerHandle] = []
-        self.tx_out: list[Tx] = []
-        self._tx_source: Peer | None = None
         self._sync_asked: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.inbox: asyncio.Queue[tuple[Peer, Message]] = asyncio.Queue(INBOX)
         self.inbox_dropped = 0
-        node.on_admitted = self._gossip_admitted
+        self.txs = TxRelay(node, self.p2p)
 
     def _fresh_machine(self) -> ConsensusState:
         powers = self.node.get_validator_powers()
@@ -152,7 +157,7 @@ class BftDriver:
         await self.p2p.start(sock)
         self._tasks = [
             asyncio.create_task(self._status_loop()),
-            asyncio.create_task(self._tx_flush_loop()),
+            asyncio.create_task(self.txs.flush_loop()),
             asyncio.create_task(self._inbox_loop()),
         ]
         self._enter_height()
@@ -178,17 +183,19 @@ class BftDriver:
         if head.height == 0:
             wait_ms = 0
         self._later(wait_ms, Start())
-        pending = [item for item in self.future if _height_of(item[1]) >= self.machine.height]
-        self.future.clear()
-        for peer, message in pending:
-            if _height_of(message) != self.machine.height:
-                self.future.append((peer, message))
+        pending, self.future, self.future_bytes = self.future, [], {}
+        for peer, message, size in pending:
+            height = get_message_height(message)
+            if height < self.machine.height or peer.closed:
+                continue
+            if height > self.machine.height:
+                self._keep_future(peer, message, size)
                 continue
             try:
                 self._accept(peer, message)
             except PeerMisbehaved as exc:
-                if peer is not None:
-                    self.p2p.penalize(peer, exc.penalty, str(exc))
+                self.p2p.penalize(peer, exc.penalty, str(exc))
+        self.metrics.p2p_future_bytes.set(sum(self.future_bytes.values()))
 
     def _later(self, delay_ms: int, event: Event) -> None:
         loop = asyncio.get_running_loop()
@@ -252,8 +259,9 @@ class BftDriver:
                 candidates,
                 self.key,
                 int(time.time() * 1000),
-                node.params,
+                node.genesis.params,
                 last_commit=self._last_commit(),
+                is_known_signature=node.known_signatures,
             )
             self.outcomes[outcome.hash] = outcome
         unsigned = Proposal(
@@ -278,7 +286,7 @@ class BftDriver:
     def _last_commit(self) -> CommitCertificate | None:
         """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
         is left out)."""
-        cert = self.node.store.commit_by_height(self.node.head.height)
+        cert = self.node.view.commit_by_height(self.node.head.height)
         if cert is None:
             return None
         powers = self.machine.powers
@@ -297,24 +305,11 @@ class BftDriver:
         self._enter_height()
 
     async def _report(self, action: ReportEvidence) -> None:
-        node = self.node
         self.metrics.consensus_evidence.inc()
-        account = node.state.get_account(self.key.address)
-        nonce = node.mempool.pending_nonce(self.key.address, account.nonce)
-        tx = sign_tx(
-            ReportEvidenceTx(
-                chain_id=node.chain_id,
-                sender=self.key.address,
-                nonce=nonce,
-                fee=node.params.min_fee,
-                evidence=action.evidence,
-            ),
-            self.key,
-        )
-        results = await node.submit_txs([tx])
+        result = await self.node.submit_evidence(action.evidence)
         log.warning(
             "double vote seen; evidence submitted",
-            extra={"offender": action.evidence.vote_a.validator, "error": results[0].error and results[0].error.reason},
+            extra={"offender": action.evidence.vote_a.validator, "error": result.error and result.error.reason},
         )
 
     # -- p2p --------------------------------------------------------------------
@@ -325,7 +320,7 @@ class BftDriver:
         """Called from a peer's read loop: txs are admitted here, consensus messages are queued for the one
         consensus task (a read loop is cancelled when its connection closes; a commit must never be)."""
         if isinstance(message, TxGossip):
-            await self._on_txs(peer, message.txs)
+            await self.txs.on_txs(peer, message.txs)
             return
         if isinstance(message, Status):
             await self._on_status(peer, message)
@@ -357,9 +352,9 @@ class BftDriver:
                 if not self.p2p.is_new(message_key(message)):
                     self.metrics.p2p_dropped.labels(get_message_kind(message), "duplicate").inc()
                     return
-                height = _height_of(message)
+                height = get_message_height(message)
                 if height > self.machine.height:
-                    self.future.append((peer, message))
+                    self._buffer_future(peer, message)
                     self._ask_sync(peer)
                     return
                 if height < self.machine.height:
@@ -367,42 +362,85 @@ class BftDriver:
                 self._accept(peer, message)
             await self._drain()
 
-    def _accept(self, peer: Peer | None, message: Message) -> None:
-        """Check a proposal or vote of the current height and queue it for the machine."""
+    def _buffer_future(self, peer: Peer, message: Message) -> None:
+        """Keep a message of a coming height for when we get there: only if it verifies as far as it can
+        now (signatures, the block its proposal names), is not too far ahead, and fits the byte budgets."""
+        if get_message_height(message) > self.machine.height + self.limits.future_heights:
+            self.metrics.p2p_dropped.labels(get_message_kind(message), "future_too_far").inc()
+            return
         if isinstance(message, VoteGossip):
             if not is_valid_vote_signature(message.vote):
-                raise PeerMisbehaved(50, "vote signature does not verify")
+                raise PeerMisbehaved(BAD_SIGNATURE_PENALTY, "future vote signature does not verify")
+            signer = message.vote.validator
+        elif isinstance(message, ProposalGossip):
+            self._check_proposal_copy(message)
+            signer = message.proposal.proposer
+        else:
+            return
+        if signer not in self.machine.powers:  # the set rarely changes; its own node sends it again
+            self.metrics.p2p_dropped.labels(get_message_kind(message), "future_unknown_signer").inc()
+            return
+        self._keep_future(peer, message, len(encode_message(message)))
+        self.metrics.p2p_future_bytes.set(sum(self.future_bytes.values()))
+
+    def _keep_future(self, peer: Peer, message: Message, size: int) -> None:
+        held = self.future_bytes.get(peer.address, 0)
+        total = sum(self.future_bytes.values())
+        if held + size > self.limits.future_bytes_per_peer or total + size > self.limits.future_bytes_total:
+            self.metrics.p2p_dropped.labels(get_message_kind(message), "future_budget").inc()
+            return
+        self.future_bytes[peer.address] = held + size
+        self.future.append((peer, message, size))
+
+    def _check_proposal_copy(self, message: ProposalGossip) -> None:
+        """The proposal is signed by its proposer and names the block it carries (else the sender is at fault)."""
+        if not is_valid_proposal_signature(message.proposal):
+            raise PeerMisbehaved(BAD_SIGNATURE_PENALTY, "proposal signature does not verify")
+        if block_hash(message.block.header) != message.proposal.block_hash:
+            raise PeerMisbehaved(TAMPERED_PENALTY, "proposal names another block than it carries")
+
+    def _accept(self, peer: Peer | None, message: Message) -> None:
+        """Check a proposal or vote of the current height, queue it for the machine, relay it if it verified."""
+        if isinstance(message, VoteGossip):
+            if not is_valid_vote_signature(message.vote):
+                raise PeerMisbehaved(BAD_SIGNATURE_PENALTY, "vote signature does not verify")
             self.p2p.broadcast(message, exclude=peer)
             self.events.append(VoteReceived(message.vote))
         elif isinstance(message, ProposalGossip):
-            proposal, block = message.proposal, message.block
-            if not is_valid_proposal_signature(proposal):
-                raise PeerMisbehaved(50, "proposal signature does not verify")
-            if block_hash(block.header) != proposal.block_hash:
-                raise PeerMisbehaved(50, "proposal names another block than it carries")
-            self.p2p.broadcast(message, exclude=peer)
-            valid = self._check_block(message)
-            self.events.append(ProposalReceived(proposal, valid))
+            self._check_proposal_copy(message)
+            problem = self._check_block(message)
+            if problem is None:
+                self.p2p.broadcast(message, exclude=peer)
+                self.events.append(ProposalReceived(message.proposal, True))
+                return
+            tampered = get_block_tamper_problem(message.block)
+            if tampered is not None:
+                # an altered copy: the relay is to blame and the genuine proposal may still come
+                raise PeerMisbehaved(TAMPERED_PENALTY, f"tampered proposal: {tampered}")
+            self.events.append(ProposalReceived(message.proposal, False))
+            raise PeerMisbehaved(INVALID_PROPOSAL_PENALTY, f"invalid proposal: {problem}")
 
-    def _check_block(self, message: ProposalGossip) -> bool:
+    def _check_block(self, message: ProposalGossip) -> str | None:
+        """Why the proposed block breaks the chain's rules on our head, or None (valid; outcome kept)."""
         node, proposal = self.node, message.proposal
         if proposal.block_hash in self.outcomes:
-            return True
+            return None
         try:
             outcome = apply_block(
                 node.state,
                 node.head,
                 message.block,
                 node.genesis.authorities,
-                node.params,
+                node.genesis.params,
                 expected_proposer=proposal.proposer,
                 is_known_valid=node.mempool.__contains__,
+                is_known_signature=node.known_signatures,
             )
         except InvalidBlock as exc:
             log.warning("invalid proposal", extra={"proposer": proposal.proposer, "error": exc.message})
-            return False
+            return exc.message
         self.outcomes[outcome.hash] = outcome
-        return True
+        return None
 
     async def _on_status(self, peer: Peer, status: Status) -> None:
         if status.height < self.machine.height:
@@ -421,84 +459,27 @@ class BftDriver:
         self.p2p.send(peer, SyncRequest(self.machine.height))
 
     def _serve_sync(self, peer: Peer, from_height: int) -> None:
-        store = self.node.store
-        blocks: list[CommittedBlock] = []
-        for height in range(max(1, from_height), min(self.node.head.height, from_height + SYNC_BATCH - 1) + 1):
-            block, commit = store.block_by_height(height), store.commit_by_height(height)
-            if block is None or commit is None:
-                break
-            blocks.append(CommittedBlock(block, commit))
+        if peer.backlog > SYNC_BACKLOG:  # it has not read what we sent; more would only fill its queue
+            self.metrics.p2p_dropped.labels("sync_blocks", "peer_backlog").inc()
+            return
+        blocks = get_sync_batch(self.node, from_height)
         if blocks:
             self.p2p.send(peer, SyncBlocks(blocks))
 
     async def _on_sync(self, peer: Peer, message: SyncBlocks) -> None:
-        node = self.node
-        applied = 0
-        for item in message.blocks:
-            header = item.block.header
-            if header.height != node.head.height + 1:
-                continue
-            powers = node.get_validator_powers()
-            hash_ = block_hash(header)
-            try:
-                verify_commit(item.commit, node.chain_id, header.height, hash_, powers)
-                outcome = self.outcomes.get(hash_) or apply_block(
-                    node.state,
-                    node.head,
-                    item.block,
-                    node.genesis.authorities,
-                    node.params,
-                    expected_proposer=get_proposer(powers, header.height, item.commit.round),
-                )
-            except InvalidBlock as exc:
-                raise PeerMisbehaved(50, f"sync block {header.height}: {exc.message}") from None
-            await node.commit_outcome(outcome, item.commit)
-            self.outcomes = {}
-            applied += 1
+        applied, problem = await commit_synced_blocks(self.node, message, self.outcomes)
         if applied:
-            log.info("synced blocks", extra={"from": peer.address, "count": applied, "height": node.head.height})
+            self.outcomes = {}
+            log.info("synced blocks", extra={"from": peer.address, "count": applied, "height": self.node.head.height})
             self.events.clear()
             self._enter_height()
             if len(message.blocks) >= SYNC_BATCH:
                 self._sync_asked.pop(peer.address, None)
                 self._ask_sync(peer)
-
-    # -- txs ----------------------------------------------------------------------
-    async def _on_txs(self, peer: Peer, txs: list[Tx]) -> None:
-        fresh = [tx for tx in txs if self.p2p.is_new(bytes.fromhex(tx_hash(tx)))]
-        if not fresh:
-            return
-        self._tx_source = peer
-        try:
-            await self.node.submit_txs(fresh)
-        finally:
-            self._tx_source = None
-
-    def _gossip_admitted(self, admitted: list[VerifiedTx]) -> None:
-        for vtx in admitted:
-            self.p2p.is_new(bytes.fromhex(vtx.hash))
-        if self._tx_source is not None:
-            source = self._tx_source
-            self.p2p.broadcast(TxGossip([v.tx for v in admitted]), exclude=source)
-            return
-        self.tx_out.extend(v.tx for v in admitted)
-
-    async def _tx_flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TX_FLUSH_SECONDS)
-            while self.tx_out:
-                batch, self.tx_out = self.tx_out[:TX_BATCH], self.tx_out[TX_BATCH:]
-                self.p2p.broadcast(TxGossip(batch))
+        if problem is not None:
+            raise PeerMisbehaved(BAD_SYNC_BLOCK_PENALTY, problem)
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(STATUS_SECONDS)
             self.p2p.broadcast(Status(self.machine.height, self.machine.round))
-
-
-def _height_of(message: Message) -> int:
-    if isinstance(message, ProposalGossip):
-        return message.proposal.height
-    if isinstance(message, VoteGossip):
-        return message.vote.height
-    return -1

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aitbc.node.rpc import INVALID_REQUEST, RpcError, handle_rpc_body, parse_block_ref
+from aitbc.node.rpc import INVALID_REQUEST, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import InvalidAddress
@@ -54,7 +54,9 @@ JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="J
 HashPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="64-character hex hash")]
 
 
-def create_http_app(node: NodeService, cors_origins: Sequence[str] = ()) -> FastAPI:
+def create_http_app(
+    node: NodeService, rpc_limits: RpcLimits | None = None, cors_origins: Sequence[str] = ()
+) -> FastAPI:
     app = FastAPI(
         title="AITBC node",
         version="0.1.0",
@@ -75,10 +77,10 @@ def create_http_app(node: NodeService, cors_origins: Sequence[str] = ()) -> Fast
                 status_code=413,
                 media_type="application/json",
             )
-        reply = await handle_rpc_body(node, body)
-        if reply is None:
+        reply = await handle_rpc_body(node, body, rpc_limits)
+        if reply.body is None:
             return Response(status_code=204)
-        return Response(reply, media_type="application/json")
+        return Response(reply.body, status_code=reply.status, media_type="application/json")
 
     @app.get("/healthz", summary="Liveness and head height")
     async def healthz() -> dict[str, Any]:

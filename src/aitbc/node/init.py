@@ -94,3 +94,35 @@ def init_validator_network(
         write_keyfile(d / "faucet.key", faucet)
         atomic_write(d / "genesis.json", genesis_to_json(genesis))
     return genesis, dirs
+
+
+def init_network_dirs(
+    base_dir: Path,
+    validators: int,
+    full_nodes: int,
+    *,
+    chain_id: str = DEFAULT_CHAIN_ID,
+    preset: str = "devnet",
+    block_time_ms: int | None = None,
+) -> tuple[Genesis, list[Path], list[Path]]:
+    """Validators in ``base_dir/node{i}`` (see ``init_validator_network``) plus full nodes in
+    ``base_dir/full{j}``: the same genesis and a key of their own that is no authority, so they sync and
+    follow (and vote only once staked into the active set). Used by deployments that give every node its own
+    volume: the init step mounts them all under one directory."""
+    full_dirs = [base_dir / f"full{j}" for j in range(full_nodes)]
+    for d in full_dirs:
+        if (d / "genesis.json").exists():
+            raise ConfigError(f"{d} is already initialized (found genesis.json)")
+    genesis, validator_dirs = init_validator_network(
+        base_dir, validators, chain_id=chain_id, preset=preset, block_time_ms=block_time_ms
+    )
+    for d in full_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        write_keyfile(d / "validator.key", KeyPair.generate())
+        atomic_write(d / "genesis.json", genesis_to_json(genesis))
+    return genesis, validator_dirs, full_dirs
+
+
+def is_network_initialized(base_dir: Path) -> bool:
+    """Whether ``init_network_dirs`` already ran here (its first validator holds a genesis)."""
+    return (base_dir / "node0" / "genesis.json").exists()

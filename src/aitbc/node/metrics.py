@@ -82,14 +82,31 @@ class NodeMetrics:
         )
         self.p2p_dropped = Counter(
             "aitbc_p2p_messages_dropped",
-            "Messages dropped, by type and reason (send_queue_full, inbox_full, duplicate, blocked)",
+            "Messages dropped, by type and reason (send_queue_full, inbox_full, duplicate, blocked, rate_limited, ...)",
             ["type", "reason"],
             registry=self.registry,
         )
         self.p2p_penalties = Counter(
             "aitbc_p2p_peer_penalties", "Times a peer was scored down for invalid data", registry=self.registry
         )
-        self.p2p_bans = Counter("aitbc_p2p_peer_bans", "Peers banned (score exhausted)", registry=self.registry)
+        self.p2p_bans = Counter(
+            "aitbc_p2p_peer_bans", "Node keys or IPs banned (score exhausted)", registry=self.registry
+        )
+        self.p2p_refused = Counter(
+            "aitbc_p2p_inbound_refused",
+            "Inbound connections refused before the handshake (caps, banned IP, blocked)",
+            registry=self.registry,
+        )
+        self.p2p_broken = Counter(
+            "aitbc_p2p_frames_refused",
+            "Connections ended by a sealed frame that did not open (altered, dropped or replayed in transit)",
+            registry=self.registry,
+        )
+        self.p2p_future_bytes = Gauge(
+            "aitbc_p2p_future_bytes",
+            "Bytes of verified future-height consensus messages buffered",
+            registry=self.registry,
+        )
 
     def on_block(self, height: int, tx_count: int, interval: float | None, mempool_size: int) -> None:
         self.height.set(height)

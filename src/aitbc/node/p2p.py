@@ -1,17 +1,21 @@
-"""Peer-to-peer transport (port 9082): authenticated connections, gossip with de-duplication, peer scores.
+"""Peer-to-peer transport (port 9082): encrypted authenticated connections, gossip, peer scores and caps.
 
-Wire: each frame is ``u32 length | msgpack(message)`` (at most ``MAX_FRAME``
-bytes). A connection starts with a handshake in both directions: ``Hello``
-(chain id, genesis hash, the node's address and a fresh random challenge),
-then ``Auth``: the node key's signature over the *peer's* challenge under the
-``p2p-handshake`` domain. A peer is known by the address it proved; one
-connection per peer pair is kept (the one dialed by the lower address).
+A connection starts with an ephemeral X25519 key exchange (``aitbc.node.secret``);
+from then on every frame is ChaCha20-Poly1305 sealed with a counter nonce,
+and one that does not open (altered, dropped, replayed) ends the connection.
+The first sealed frame each way is ``Hello`` (chain id, genesis hash, the
+node's address and its node key's signature over the session challenge), at
+most ``pre_auth_frame`` bytes: an unauthenticated connection can make us hold
+a few KiB, never a 32 MiB frame. A peer is known by the address it proved;
+one connection per peer pair is kept (the one dialed by the lower address).
 
-Every peer has a bounded send queue (gossip that does not fit is dropped, TCP
-back-pressure bounds what we read) and a score: undecodable frames, bad
-signatures and invalid blocks cost points; at zero the peer is disconnected
-and refused for ``BAN_SECONDS``. Messages seen before (by hash) are neither
-handled nor relayed again.
+Inbound connections are capped in total and per IP. Misbehaviour (undecodable
+frames, bad signatures, invalid blocks, floods) costs points in the
+``PeerBook`` under both the node key and the IP, scores survive reconnects,
+and a name at zero is banned. Status messages and sync requests are rate
+limited per peer. Every peer has a bounded send queue (gossip that does not
+fit is dropped; TCP back-pressure bounds what we read). Messages seen before
+(by hash) are neither handled nor relayed again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import time
 from collections import OrderedDict
@@ -31,86 +34,35 @@ from typing import Final
 import msgspec
 
 from aitbc.node.metrics import NodeMetrics
-from aitbc.protocol.block import Block
-from aitbc.protocol.crypto import KeyPair, SigningKind, is_valid_signature, sha256
-from aitbc.protocol.tx import Tx
-from aitbc.protocol.vote import CommitCertificate, Proposal, Vote
+from aitbc.node.p2p_messages import (
+    Hello,
+    Message,
+    decode_message,
+    encode_message,
+    get_message_kind,
+    handshake_message,
+)
+from aitbc.node.peerbook import P2PLimits, PeerBook, TokenBucket, ip_name, key_name
+from aitbc.node.secret import (
+    EPHEMERAL_KEY_LEN,
+    ChannelBroken,
+    FrameOpener,
+    FrameSealer,
+    FrameTooLarge,
+    derive_session_keys,
+    new_ephemeral,
+)
+from aitbc.protocol.crypto import KeyPair, SigningKind, is_valid_signature
 
 log = logging.getLogger("aitbc.node.p2p")
 
-MAX_FRAME: Final = 32 * 1024 * 1024
+MAX_FRAME: Final = P2PLimits().max_frame
 SEND_QUEUE: Final = 4_096
 SEEN_MEMORY: Final = 200_000
-START_SCORE: Final = 100
-BAN_SECONDS: Final = 30.0
 HANDSHAKE_TIMEOUT: Final = 5.0
 REDIAL_SECONDS: Final = 0.5
-
-
-class Hello(msgspec.Struct, frozen=True, tag="hello"):
-    chain_id: str
-    genesis_hash: str
-    address: str
-    challenge: str
-
-
-class Auth(msgspec.Struct, frozen=True, tag="auth"):
-    signature: str
-
-
-class TxGossip(msgspec.Struct, frozen=True, tag="txs"):
-    txs: list[Tx]
-
-
-class ProposalGossip(msgspec.Struct, frozen=True, tag="proposal"):
-    proposal: Proposal
-    block: Block
-
-
-class VoteGossip(msgspec.Struct, frozen=True, tag="vote"):
-    vote: Vote
-
-
-class Status(msgspec.Struct, frozen=True, tag="status"):
-    height: int
-    """The height this node is deciding (its head + 1)."""
-    round: int
-
-
-class SyncRequest(msgspec.Struct, frozen=True, tag="sync_request"):
-    from_height: int
-
-
-class CommittedBlock(msgspec.Struct, frozen=True):
-    block: Block
-    commit: CommitCertificate
-
-
-class SyncBlocks(msgspec.Struct, frozen=True, tag="sync_blocks"):
-    blocks: list[CommittedBlock]
-
-
-Message = Hello | Auth | TxGossip | ProposalGossip | VoteGossip | Status | SyncRequest | SyncBlocks
-
-_KINDS: Final[dict[type, str]] = {
-    Hello: "hello",
-    Auth: "auth",
-    TxGossip: "txs",
-    ProposalGossip: "proposal",
-    VoteGossip: "vote",
-    Status: "status",
-    SyncRequest: "sync_request",
-    SyncBlocks: "sync_blocks",
-}
-
-
-def get_message_kind(message: Message) -> str:
-    """The wire tag of a message (the ``type`` label of the p2p metrics)."""
-    return _KINDS[type(message)]
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Message)
+UNDECODABLE_PENALTY: Final = 25
+FLOOD_PENALTY: Final = 2
 
 
 class PeerMisbehaved(Exception):
@@ -119,52 +71,61 @@ class PeerMisbehaved(Exception):
         self.penalty = penalty
 
 
-def encode_frame(message: Message) -> bytes:
-    body = _encoder.encode(message)
-    return len(body).to_bytes(4, "big") + body
-
-
-def handshake_message(chain_id: str, challenge: str) -> bytes:
-    return bytes.fromhex(challenge) + chain_id.encode()
-
-
 @dataclass(eq=False)
 class Peer:
     address: str
     dialed_by: str
+    host: str
+    """The peer's IP address (its ban-book name besides its node key)."""
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    sealer: FrameSealer
+    opener: FrameOpener
+    inbound: bool = False
     queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
-    score: int = START_SCORE
+    """Encoded messages waiting to be sealed and written, in order."""
     dropped: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closed: bool = False
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
-    def send(self, frame: bytes) -> bool:
+    @property
+    def names(self) -> tuple[str, str]:
+        return key_name(self.address), ip_name(self.host)
+
+    def send(self, body: bytes) -> bool:
         if self.closed:
             return False
         try:
-            self.queue.put_nowait(frame)
+            self.queue.put_nowait(body)
         except asyncio.QueueFull:
             self.dropped += 1
             return False
         return True
 
+    @property
+    def backlog(self) -> int:
+        return self.queue.qsize()
+
 
 Handler = Callable[[Peer, Message], Awaitable[None]]
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> Message:
-    header = await reader.readexactly(4)
-    size = int.from_bytes(header, "big")
-    if size > MAX_FRAME:
-        raise PeerMisbehaved(START_SCORE, f"frame of {size} bytes exceeds {MAX_FRAME}")
-    body = await reader.readexactly(size)
+async def read_message(opener: FrameOpener, reader: asyncio.StreamReader, max_size: int) -> Message:
+    """Open the next sealed frame and decode it (``ChannelBroken`` / ``PeerMisbehaved`` otherwise)."""
     try:
-        message: Message = _decoder.decode(body)
+        body = await opener.read(reader, max_size)
+    except FrameTooLarge as exc:
+        raise PeerMisbehaved(100, str(exc)) from None
+    try:
+        return decode_message(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise PeerMisbehaved(25, f"undecodable frame: {exc}") from None
-    return message
+        raise PeerMisbehaved(UNDECODABLE_PENALTY, f"undecodable frame: {exc}") from None
+
+
+def _peer_host(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    return str(info[0]) if info else "?"
 
 
 class P2PNode:
@@ -181,8 +142,11 @@ class P2PNode:
         on_connect: Callable[[Peer], None] | None = None,
         block_path: Path | None = None,
         metrics: NodeMetrics | None = None,
+        limits: P2PLimits | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else NodeMetrics()
+        self.limits = limits or P2PLimits()
+        self.book = PeerBook(self.limits)
         self.chain_id = chain_id
         self.genesis_hash = genesis_hash
         self.key = key
@@ -194,7 +158,8 @@ class P2PNode:
         self.on_connect = on_connect
         self.block_path = block_path
         self.peers: dict[str, Peer] = {}
-        self.banned: dict[str, float] = {}
+        self.inbound: dict[str, int] = {}
+        """Open inbound connections (in the handshake or authenticated) per IP."""
         self.seen: OrderedDict[bytes, None] = OrderedDict()
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -227,6 +192,10 @@ class P2PNode:
     def blocked(self) -> bool:
         return self.block_path is not None and self.block_path.exists()
 
+    @property
+    def inbound_total(self) -> int:
+        return sum(self.inbound.values())
+
     async def _watch_block_file(self) -> None:
         while True:
             await asyncio.sleep(0.2)
@@ -245,46 +214,56 @@ class P2PNode:
                 except (OSError, TimeoutError):
                     pass
                 else:
-                    address = await self._handshake(reader, writer, dialed_by=self.address)
+                    address = await self._handshake(reader, writer, dialed_by=self.address, inbound=False)
                     if address is not None:
                         self._target_address[target] = address
             await asyncio.sleep(REDIAL_SECONDS)
 
     async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.blocked:
+        host = _peer_host(writer)
+        limits = self.limits
+        refused = (
+            self.blocked
+            or self.inbound_total >= limits.max_inbound
+            or self.inbound.get(host, 0) >= limits.max_inbound_per_ip
+            or self.book.is_banned(ip_name(host), time.monotonic())
+        )
+        if refused:
+            self.metrics.p2p_refused.inc()
             writer.close()
             return
-        await self._handshake(reader, writer, dialed_by="")
+        self.inbound[host] = self.inbound.get(host, 0) + 1
+        address = await self._handshake(reader, writer, dialed_by="", inbound=True)
+        peer = self.peers.get(address) if address is not None else None
+        if peer is None or peer.writer is not writer:
+            self._release_inbound(host)
+
+    def _release_inbound(self, host: str) -> None:
+        left = self.inbound.get(host, 0) - 1
+        if left > 0:
+            self.inbound[host] = left
+        else:
+            self.inbound.pop(host, None)
 
     async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialed_by: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialed_by: str, inbound: bool
     ) -> str | None:
-        """Authenticate the peer; returns its address (None if it failed), connected or a duplicate."""
-        challenge = os.urandom(32).hex()
+        """Key exchange, then authenticate the peer; returns its address (None if it failed)."""
+        host = _peer_host(writer)
         try:
-            writer.write(encode_frame(Hello(self.chain_id, self.genesis_hash, self.address, challenge)))
-            hello = await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT)
-            if not isinstance(hello, Hello):
-                raise PeerMisbehaved(START_SCORE, "expected hello")
-            if hello.chain_id != self.chain_id or hello.genesis_hash != self.genesis_hash:
-                raise PeerMisbehaved(START_SCORE, f"peer is on another chain ({hello.chain_id})")
-            if hello.address == self.address:
-                raise PeerMisbehaved(START_SCORE, "connected to ourselves")
-            if self.banned.get(hello.address, 0) > time.monotonic():
-                raise PeerMisbehaved(START_SCORE, "peer is banned")
-            signature = self.key.sign(
-                self.chain_id, SigningKind.P2P_HANDSHAKE, handshake_message(self.chain_id, hello.challenge)
-            )
-            writer.write(encode_frame(Auth(signature.hex())))
-            auth = await asyncio.wait_for(_read_frame(reader), HANDSHAKE_TIMEOUT)
-            if not isinstance(auth, Auth) or not _valid_auth(hello.address, self.chain_id, challenge, auth.signature):
-                raise PeerMisbehaved(START_SCORE, "handshake signature does not prove the node key")
-        except (PeerMisbehaved, OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
-            log.debug("handshake failed", extra={"error": str(exc)})
+            hello, sealer, opener = await asyncio.wait_for(self._exchange(reader, writer), HANDSHAKE_TIMEOUT)
+        except PeerMisbehaved as exc:
+            log.debug("handshake refused", extra={"error": str(exc), "host": host})
+            if exc.penalty:
+                self.book.penalize((ip_name(host),), exc.penalty, time.monotonic())
+            writer.close()
+            return None
+        except (ChannelBroken, OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            log.debug("handshake failed", extra={"error": str(exc), "host": host})
             writer.close()
             return None
         dialer = dialed_by or hello.address
-        peer = Peer(hello.address, dialer, reader, writer)
+        peer = Peer(hello.address, dialer, host, reader, writer, sealer, opener, inbound=inbound)
         existing = self.peers.get(peer.address)
         if existing is not None:
             # keep the connection dialed by the lower address, on both sides alike
@@ -301,10 +280,41 @@ class P2PNode:
             self.on_connect(peer)
         return peer.address
 
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[Hello, FrameSealer, FrameOpener]:
+        secret, public = new_ephemeral()
+        writer.write(public)
+        peer_public = await reader.readexactly(EPHEMERAL_KEY_LEN)
+        keys = derive_session_keys(secret, public, peer_public)
+        sealer, opener = FrameSealer(keys.send_key), FrameOpener(keys.recv_key)
+        proof = self.key.sign(
+            self.chain_id, SigningKind.P2P_HANDSHAKE, handshake_message(self.chain_id, keys.challenge)
+        )
+        writer.write(sealer.seal(encode_message(Hello(self.chain_id, self.genesis_hash, self.address, proof.hex()))))
+        hello = await read_message(opener, reader, self.limits.pre_auth_frame)
+        if not isinstance(hello, Hello):
+            raise PeerMisbehaved(self.limits.key_start, "expected hello")
+        if hello.chain_id != self.chain_id or hello.genesis_hash != self.genesis_hash:
+            raise PeerMisbehaved(0, f"peer is on another chain ({hello.chain_id})")
+        if hello.address == self.address:
+            raise PeerMisbehaved(0, "connected to ourselves")
+        if not _valid_proof(hello.address, self.chain_id, keys.challenge, hello.signature):
+            raise PeerMisbehaved(self.limits.key_start, "handshake signature does not prove the node key")
+        if self.book.banned_any((key_name(hello.address), ip_name(_peer_host(writer))), time.monotonic()):
+            raise PeerMisbehaved(0, "peer is banned")
+        return hello, sealer, opener
+
     async def _close(self, peer: Peer, why: str = "") -> None:
+        self._drop(peer, why)
+
+    def _drop(self, peer: Peer, why: str) -> None:
+        """Close the connection now (cancels its tasks except the caller)."""
         if peer.closed:
             return
         peer.closed = True
+        if peer.inbound:
+            self._release_inbound(peer.host)
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
             self.metrics.p2p_peers.set(len(self.peers))
@@ -318,23 +328,25 @@ class P2PNode:
     async def _write_loop(self, peer: Peer) -> None:
         try:
             while True:
-                frame = await peer.queue.get()
-                peer.writer.write(frame)
+                body = await peer.queue.get()
+                peer.writer.write(peer.sealer.seal(body))
                 await peer.writer.drain()
-        except (OSError, asyncio.CancelledError) as exc:
+        except (OSError, ChannelBroken, asyncio.CancelledError) as exc:
             await self._close(peer, f"write: {type(exc).__name__}")
 
     async def _read_loop(self, peer: Peer) -> None:
         why = "closed"
         try:
             while True:
-                message = await _read_frame(peer.reader)
+                message = await read_message(peer.opener, peer.reader, self.limits.max_frame)
                 kind = get_message_kind(message)
                 if self.blocked:
                     self.metrics.p2p_dropped.labels(kind, "blocked").inc()
                     why = "blocked"
                     break
                 self.metrics.p2p_in.labels(kind).inc()
+                if not self._within_rate(peer, kind):
+                    continue
                 try:
                     await self.handler(peer, message)
                 except PeerMisbehaved as exc:
@@ -344,6 +356,9 @@ class P2PNode:
         except PeerMisbehaved as exc:
             self.penalize(peer, exc.penalty, str(exc))
             why = str(exc)
+        except ChannelBroken as exc:
+            self.metrics.p2p_broken.inc()
+            why = str(exc)
         except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError) as exc:
             why = type(exc).__name__
         except Exception as exc:  # a bug in a handler must not kill the node, only this connection
@@ -352,15 +367,44 @@ class P2PNode:
         finally:
             await self._close(peer, why)
 
+    def _within_rate(self, peer: Peer, kind: str) -> bool:
+        """Status and sync requests are rate limited per peer: floods of status are penalised, surplus
+        sync requests only dropped (a node catching up asks as fast as replies arrive)."""
+        if kind == "status":
+            rate = self.limits.status_per_s
+        elif kind == "sync_request":
+            rate = self.limits.sync_per_s
+        else:
+            return True
+        now = time.monotonic()
+        bucket = peer.buckets.get(kind)
+        if bucket is None:
+            bucket = peer.buckets[kind] = TokenBucket(rate, 2 * rate, now)
+        if bucket.take(now):
+            return True
+        self.metrics.p2p_dropped.labels(kind, "rate_limited").inc()
+        if kind == "status":
+            self.penalize(peer, FLOOD_PENALTY, "status flood")
+        return False
+
     def penalize(self, peer: Peer, penalty: int, why: str) -> None:
-        peer.score -= penalty
+        """Score the peer down under its node key and its IP; a banned name loses its connections."""
+        now = time.monotonic()
+        banned = self.book.penalize(peer.names, penalty, now)
         self.metrics.p2p_penalties.inc()
-        log.warning("peer misbehaved", extra={"peer": peer.address, "why": why, "score": peer.score})
-        if peer.score <= 0:
-            if self.banned.get(peer.address, 0) <= time.monotonic():
-                self.metrics.p2p_bans.inc()
-            self.banned[peer.address] = time.monotonic() + BAN_SECONDS
-            asyncio.get_running_loop().create_task(self._close(peer))
+        log.warning(
+            "peer misbehaved",
+            extra={"peer": peer.address, "why": why, "score": self.book.score(key_name(peer.address), now)},
+        )
+        if banned:
+            self.metrics.p2p_bans.inc(len(banned))
+            for other in list(self.peers.values()):
+                if other is not peer and self.book.banned_any(other.names, now):
+                    self._drop(other, "banned")
+            self._drop(peer, "banned")
+
+    def is_banned(self, address: str) -> bool:
+        return self.book.is_banned(key_name(address), time.monotonic())
 
     # -- gossip ---------------------------------------------------------------
     def is_new(self, key: bytes) -> bool:
@@ -375,15 +419,15 @@ class P2PNode:
     def broadcast(self, message: Message, exclude: Peer | None = None) -> None:
         if self.blocked:
             return
-        frame = encode_frame(message)
+        body = encode_message(message)
         kind = get_message_kind(message)
         for peer in list(self.peers.values()):
             if peer is not exclude:
-                self._count_send(kind, peer.send(frame))
+                self._count_send(kind, peer.send(body))
 
     def send(self, peer: Peer, message: Message) -> None:
         if not self.blocked:
-            self._count_send(get_message_kind(message), peer.send(encode_frame(message)))
+            self._count_send(get_message_kind(message), peer.send(encode_message(message)))
 
     def _count_send(self, kind: str, queued: bool) -> None:
         if queued:
@@ -392,7 +436,7 @@ class P2PNode:
             self.metrics.p2p_dropped.labels(kind, "send_queue_full").inc()
 
 
-def _valid_auth(address: str, chain_id: str, challenge: str, signature: str) -> bool:
+def _valid_proof(address: str, chain_id: str, challenge: bytes, signature: str) -> bool:
     try:
         return is_valid_signature(
             address,
@@ -403,7 +447,3 @@ def _valid_auth(address: str, chain_id: str, challenge: str, signature: str) -> 
         )
     except Exception:
         return False
-
-
-def message_key(message: Message) -> bytes:
-    return sha256(_encoder.encode(message))

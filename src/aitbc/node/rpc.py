@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import orjson
 
+from aitbc.node.config import DEFAULT_MAX_BATCH, DEFAULT_MAX_REPLY_BYTES
 from aitbc.node.service import NodeService, SubmitResult
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import AitbcError, InvalidAddress, InvalidTx, NotFound
@@ -32,7 +34,6 @@ INTERNAL_ERROR: Final = -32603
 TX_REJECTED: Final = -32001
 NOT_FOUND: Final = -32004
 
-MAX_BATCH: Final = 10_000
 _HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_HEIGHT: Final = 2**63 - 1  # SQLite INTEGER
@@ -186,6 +187,24 @@ async def rpc_get_job_proof(node: NodeService, params: Any) -> Any:
     return node.job_proof_json(_job_id_param(job_id))
 
 
+_DEPOSIT_ID_RE: Final = re.compile(r"^dep_[0-9a-f]{40}$")
+
+
+async def rpc_get_deposit(node: NodeService, params: Any) -> Any:
+    (deposit_id,) = _params(params, ("deposit_id",), 1)
+    if not isinstance(deposit_id, str) or not _DEPOSIT_ID_RE.match(deposit_id):
+        raise RpcError(INVALID_PARAMS, "'deposit_id' must be 'dep_' and 40 hex digits")
+    found = node.deposit_json(deposit_id)
+    if found is None:
+        raise RpcError(NOT_FOUND, f"no deposit {deposit_id}")
+    return found
+
+
+async def rpc_get_paid_job(node: NodeService, params: Any) -> Any:
+    (job_id,) = _params(params, ("job_id",), 1)
+    return node.paid_job_json(_job_id_param(job_id))
+
+
 MAX_EVENTS_PAGE: Final = 1_000
 
 
@@ -213,6 +232,8 @@ METHODS: Final[dict[str, Handler]] = {
     "get_job": rpc_get_job,
     "get_job_proof": rpc_get_job_proof,
     "get_job_events": rpc_get_job_events,
+    "get_deposit": rpc_get_deposit,
+    "get_paid_job": rpc_get_paid_job,
 }
 
 
@@ -312,7 +333,7 @@ class _SendTxCall(msgspec.Struct, frozen=True):
 _send_tx_calls: Final = msgspec.json.Decoder(list[_SendTxCall])
 
 
-def _decode_send_tx_batch(body: bytes) -> list[_SendTxCall] | None:
+def _decode_send_tx_batch(body: bytes, max_batch: int) -> list[_SendTxCall] | None:
     """The batch if it is a non-empty list of well-formed ``send_tx`` calls carrying valid txs, else None.
 
     That is the shape bulk submitters send; decoding it straight into typed txs skips the generic
@@ -325,7 +346,7 @@ def _decode_send_tx_batch(body: bytes) -> list[_SendTxCall] | None:
         calls = _send_tx_calls.decode(body)
     except Exception:  # any decode or validation failure: let the generic path answer it
         return None
-    if not calls or len(calls) > MAX_BATCH:
+    if not calls or len(calls) > max_batch:
         return None
     for call in calls:
         if not isinstance(call.params[0], TX_TYPES):
@@ -341,30 +362,90 @@ async def _submit_send_tx_calls(node: NodeService, calls: list[_SendTxCall]) -> 
     return _send_tx_replies(ids, results)
 
 
-async def handle_rpc_body(node: NodeService, body: bytes) -> bytes | None:
-    """Answer one HTTP body; ``None`` means nothing to send (only notifications)."""
-    calls = _decode_send_tx_batch(body)
+@dataclass(frozen=True)
+class RpcLimits:
+    """How much one HTTP body may ask of the node (``NodeSettings.max_batch`` / ``max_reply_bytes``)."""
+
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+
+
+@dataclass(frozen=True)
+class RpcReply:
+    """What to send back: ``body`` None means nothing (only notifications); ``status`` the HTTP status."""
+
+    body: bytes | None
+    status: int = 200
+
+
+def _limit_error(message: str, **data: Any) -> RpcReply:
+    return RpcReply(orjson.dumps(_error(None, RpcError(INVALID_REQUEST, message, data))), 413)
+
+
+def _reply_too_large(limits: RpcLimits) -> RpcReply:
+    return _limit_error(
+        f"the reply would be larger than {limits.max_reply_bytes} bytes (max_reply_bytes); ask for less per call",
+        reason="reply_too_large",
+        limit="max_reply_bytes",
+        max_bytes=limits.max_reply_bytes,
+    )
+
+
+def _encode_replies(replies: list[dict[str, Any] | None], limits: RpcLimits) -> RpcReply:
+    parts: list[bytes] = []
+    size = 2
+    for reply in replies:
+        if reply is None:
+            continue
+        part = orjson.dumps(reply)
+        size += len(part) + 1
+        if size > limits.max_reply_bytes:
+            return _reply_too_large(limits)
+        parts.append(part)
+    return RpcReply(b"[" + b",".join(parts) + b"]" if parts else None)
+
+
+async def handle_rpc_body(node: NodeService, body: bytes, limits: RpcLimits | None = None) -> RpcReply:
+    """Answer one HTTP body within ``limits``: a batch of more than ``max_batch`` calls, or one whose
+    encoded reply would pass ``max_reply_bytes``, is refused whole (413 and a JSON-RPC error), never cut.
+    Replies are encoded one by one as they are made, so a refused batch never held more than the budget."""
+    limits = limits or RpcLimits()
+    calls = _decode_send_tx_batch(body, limits.max_batch)
     if calls is not None:
-        answered = [r for r in await _submit_send_tx_calls(node, calls) if r is not None]
-        return orjson.dumps(answered) if answered else None
+        return _encode_replies(await _submit_send_tx_calls(node, calls), limits)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return orjson.dumps(_error(None, RpcError(PARSE_ERROR, f"parse error: {exc}")))
+        return RpcReply(orjson.dumps(_error(None, RpcError(PARSE_ERROR, f"parse error: {exc}"))))
     if isinstance(payload, list):
         if not payload:
-            return orjson.dumps(_error(None, RpcError(INVALID_REQUEST, "invalid request: empty batch")))
-        if len(payload) > MAX_BATCH:
-            return orjson.dumps(_error(None, RpcError(INVALID_REQUEST, f"batch larger than {MAX_BATCH}")))
-        replies: list[dict[str, Any] | None]
+            return RpcReply(orjson.dumps(_error(None, RpcError(INVALID_REQUEST, "invalid request: empty batch"))))
+        if len(payload) > limits.max_batch:
+            return _limit_error(
+                f"a batch of {len(payload)} calls; at most {limits.max_batch} (max_batch)",
+                reason="batch_too_large",
+                limit="max_batch",
+                max_calls=limits.max_batch,
+            )
         if all(isinstance(r, dict) and r.get("method") == "send_tx" for r in payload):
             try:
-                replies = await _send_tx_batch(node, payload)
+                return _encode_replies(await _send_tx_batch(node, payload), limits)
             except RpcError:
-                replies = [await _call(node, r) for r in payload]
-        else:
-            replies = [await _call(node, r) for r in payload]
-        answered = [r for r in replies if r is not None]
-        return orjson.dumps(answered) if answered else None
+                pass
+        parts: list[bytes] = []
+        size = 2
+        for request in payload:
+            reply = await _call(node, request)
+            if reply is None:
+                continue
+            part = orjson.dumps(reply)
+            size += len(part) + 1
+            if size > limits.max_reply_bytes:
+                return _reply_too_large(limits)
+            parts.append(part)
+        return RpcReply(b"[" + b",".join(parts) + b"]" if parts else None)
     reply = await _call(node, payload)
-    return None if reply is None else orjson.dumps(reply)
+    if reply is None:
+        return RpcReply(None)
+    encoded = orjson.dumps(reply)
+    return _reply_too_large(limits) if len(encoded) > limits.max_reply_bytes else RpcReply(encoded)

@@ -4,7 +4,10 @@ Everything here runs on the event loop thread except the Ed25519 checks of
 submitted txs (worker processes, see ``aitbc.node.verify``) and the block
 commit (one writer thread, so SQLite's fsync never stalls the RPC). The
 committed state is swapped in only after the block is durable, so every read
-sees exactly one committed height.
+sees exactly one committed height: the in-memory state and the head move
+together in ``_apply_committed``, and stored blocks, txs and events are read
+through a ``HeadView`` bounded by that head (the store's reader sees a block
+as soon as the writer thread commits it, a moment earlier).
 """
 
 from __future__ import annotations
@@ -20,30 +23,35 @@ from typing import Any
 
 import msgspec
 
+from aitbc.chain.block import BlockOutcome, build_block
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
+from aitbc.chain.gov_types import compute_live_params
+from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SmtProof
 from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
-from aitbc.chain.transition import BlockOutcome, build_block
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
+from aitbc.node.known_signatures import KnownSignatures, get_inner_checks
 from aitbc.node.metrics import NodeMetrics
-from aitbc.node.store import NodeStore
+from aitbc.node.store import HeadView, NodeStore
 from aitbc.node.verify import SignatureVerifier
 from aitbc.protocol.block import Block, BlockHeader, block_hash
 from aitbc.protocol.codec import struct_tag
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, StorageError, TxRejection
 from aitbc.protocol.tx import (
+    ReportEvidence,
     Tx,
     TxSignatureCheck,
     VerifiedTx,
     complete_tx_check,
     get_tx_checks,
     prepare_tx_check,
+    sign_tx,
     tx_from_json_obj,
     tx_to_json_obj,
 )
-from aitbc.protocol.vote import CommitCertificate
+from aitbc.protocol.vote import CommitCertificate, DuplicateVoteEvidence
 
 log = logging.getLogger("aitbc.node")
 
@@ -74,17 +82,20 @@ class NodeService:
             raise StorageError(f"validator key {key.address} is not the genesis authority of this PoA chain")
         self.genesis = genesis
         self.chain_id = genesis.chain_id
-        self.params = genesis.params
         self.genesis_hash = compute_genesis_hash(genesis)
         self.store = store
         self.key = key
         self.metrics = metrics
         self.state, self.head = self._load_or_init()
         self.head_hash = block_hash(self.head)
+        self.view: HeadView = store.view(self.head.height)
+        """Every client read of blocks, txs and events goes through this view of the head (``HeadView``)."""
         self.mempool = Mempool(self.chain_id, self.params)
         self._rejected: OrderedDict[str, str] = OrderedDict()
         self._listeners: list[tuple[EventListener, TopicFilter | None]] = []
         self.verifier = SignatureVerifier(workers=2)
+        self.known_signatures = KnownSignatures()
+        """Receipt signatures inside settle batches, checked in bulk at admission (``known_signatures``)."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._last_block_monotonic: float | None = None
         self._event_seq = store.last_event_seq()
@@ -92,6 +103,12 @@ class NodeService:
         """Called with the txs each submission admitted (the p2p layer gossips them)."""
         self.consensus = "bft" if len(genesis.authorities) > 1 else "poa"
         metrics.height.set(self.head.height)
+
+    @property
+    def params(self) -> ChainParams:
+        """The parameters in force at the head: genesis's with every enacted governance change (never a
+        copy taken at start-up; the mempool is handed the new set whenever a block changes it)."""
+        return compute_live_params(self.state.governance, self.genesis.params)
 
     def _load_or_init(self) -> tuple[ChainState, BlockHeader]:
         if self.store.is_empty():
@@ -110,6 +127,9 @@ class NodeService:
             self.store.load_multisigs(),
             self.store.load_staking(),
             tuple(self.genesis.authorities),
+            self.store.load_deposits(),
+            self.store.load_paid_jobs(),
+            self.store.load_governance(),
         )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
@@ -167,6 +187,9 @@ class NodeService:
                 pos += 1 + len(p.extra)
         else:
             valid = await self.verifier.check([p.check for _, p in prepared])
+        inner = get_inner_checks([p.verified.tx for (_, p), ok in zip(prepared, valid, strict=True) if ok], self.state)
+        if inner:  # settle batches: every receipt signature in one bulk run, remembered for the block
+            self.known_signatures.remember(inner, await self.verifier.check(inner))
         admitted: list[VerifiedTx] = []
         state, mempool, rejected = self.state, self.mempool, self._rejected
         for (i, p), signature_valid in zip(prepared, valid, strict=True):
@@ -195,6 +218,19 @@ class NodeService:
             self._emit("new_txs", {"txs": [_tx_summary(v) for v in admitted]})
         return [r for r in results if r is not None]
 
+    async def submit_evidence(self, evidence: DuplicateVoteEvidence) -> SubmitResult:
+        """Report a double vote this node saw: a ``report_evidence`` tx signed with the node's key, at its next
+        nonce, paying the minimum fee, admitted like any submitted tx (and gossiped from there)."""
+        account = self.state.get_account(self.key.address)
+        unsigned = ReportEvidence(
+            chain_id=self.chain_id,
+            sender=self.key.address,
+            nonce=self.mempool.pending_nonce(self.key.address, account.nonce),
+            fee=self.params.min_fee,
+            evidence=evidence,
+        )
+        return (await self.submit_txs([sign_tx(unsigned, self.key)]))[0]
+
     def _remember_rejected(self, tx_hash: str, reason: str) -> None:
         self._rejected[tx_hash] = reason
         if len(self._rejected) > _REJECTED_MEMORY:
@@ -208,7 +244,13 @@ class NodeService:
         # blocks (the writer thread gets the GIL only half the time while intake is busy); a
         # 5,000-tx block holds the loop ~50 ms. The SQLite commit (and its fsync) runs on the writer.
         outcome = build_block(
-            self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.params
+            self.state,
+            self.head,
+            candidates,
+            self.key,
+            now_ms or int(time.time() * 1000),
+            self.genesis.params,
+            is_known_signature=self.known_signatures,
         )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self.store.commit_block, outcome)
@@ -257,8 +299,11 @@ class NodeService:
 
     def _apply_committed(self, outcome: BlockOutcome) -> None:
         commit_delta(self.state, outcome.delta, outcome.tree)
+        if outcome.delta.governance is not None:
+            self.mempool.params = self.params
         self.head = outcome.block.header
         self.head_hash = outcome.hash
+        self.view = self.store.view(self.head.height)  # reads see the new block from now on, not before
         dropped = [vtx for vtx, _ in outcome.dropped]
         for vtx, exc in outcome.dropped:
             self._remember_rejected(vtx.hash, exc.reason)
@@ -279,12 +324,37 @@ class NodeService:
         escrow = self.state.get_escrow(job_id)
         if escrow is None:
             return None
-        events = self.store.job_events(job_id)
+        events = self.view.job_events(job_id)
         return {
             "job_id": job_id,
             "escrow": msgspec.to_builtins(escrow),
             "events": [job_event_json(seq, height, None, ev) for seq, height, ev in events],
             "height": self.head.height,
+        }
+
+    def deposit_json(self, deposit_id: str) -> dict[str, Any] | None:
+        """A deposit with its Merkle proof against the head's state root (None if there is none)."""
+        deposit = self.state.get_deposit(deposit_id)
+        if deposit is None:
+            return None
+        return {
+            "deposit": msgspec.to_builtins(deposit),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": proof_to_json(self.state.prove_deposit(deposit_id)),
+        }
+
+    def paid_job_json(self, job_id: str) -> dict[str, Any]:
+        """A deposit job's payment record (null once forgotten, or never paid), with its proof."""
+        paid = self.state.get_paid(job_id)
+        return {
+            "job_id": job_id,
+            "paid": None if paid is None else msgspec.to_builtins(paid),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": proof_to_json(self.state.prove_paid(job_id)),
         }
 
     def job_proof_json(self, job_id: str) -> dict[str, Any]:
@@ -301,7 +371,7 @@ class NodeService:
 
     def job_events_after(self, after_seq: int, address: str | None, limit: int) -> dict[str, Any]:
         """A page of job events after ``after_seq`` (a follower's cursor), with the seq to ask from next."""
-        events = self.store.job_events_after(after_seq, address, limit)
+        events = self.view.job_events_after(after_seq, address, limit)
         return {
             "events": [job_event_json(seq, h, None, ev) for seq, h, ev in events],
             "next_seq": events[-1][0] if events else after_seq,
@@ -310,11 +380,11 @@ class NodeService:
         }
 
     def job_events_since(self, height: int) -> list[dict[str, Any]]:
-        return [job_event_json(seq, h, None, ev) for seq, h, ev in self.store.job_events_since(height)]
+        return [job_event_json(seq, h, None, ev) for seq, h, ev in self.view.job_events_since(height)]
 
     def job_events_page(self, from_height: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Stored job events at ``from_height`` or later with ``seq > after_seq`` (a WebSocket resume)."""
-        events = self.store.job_events_page(from_height, after_seq, limit)
+        events = self.view.job_events_page(from_height, after_seq, limit)
         return [job_event_json(seq, h, None, ev) for seq, h, ev in events]
 
     def chain_info(self) -> dict[str, Any]:
@@ -334,21 +404,21 @@ class NodeService:
 
     def get_block(self, ref: int | str) -> Block | None:
         if isinstance(ref, int):
-            return self.store.block_by_height(ref)
-        return self.store.block_by_hash(ref)
+            return self.view.block_by_height(ref)
+        return self.view.block_by_hash(ref)
 
     def block_json(self, block: Block, include_txs: bool = True) -> dict[str, Any]:
         body = header_to_json(block.header)
         body["proposer_signature"] = block.proposer_signature
         if self.consensus == "bft":
-            commit = self.store.commit_by_height(block.header.height)
+            commit = self.view.commit_by_height(block.header.height)
             body["commit"] = None if commit is None else msgspec.to_builtins(commit)
         if include_txs:
             body["txs"] = [tx_to_json_obj(tx) for tx in block.txs]
         return body
 
     def tx_status(self, tx_hash: str) -> dict[str, Any]:
-        location = self.store.tx_location(tx_hash)
+        location = self.view.tx_location(tx_hash)
         if location is not None:
             height, index = location
             return {
@@ -366,7 +436,7 @@ class NodeService:
         return {"tx_hash": tx_hash, "status": "unknown"}
 
     def get_tx(self, tx_hash: str) -> dict[str, Any] | None:
-        found = self.store.tx_by_hash(tx_hash)
+        found = self.view.tx_by_hash(tx_hash)
         if found is not None:
             tx, height, index = found
             return {

@@ -18,8 +18,9 @@ from typing import Final
 import msgspec
 import orjson
 
-from aitbc.chain.state import Account, ChainEvent, Escrow, MultisigAccount
-from aitbc.chain.transition import BlockOutcome
+from aitbc.chain.block import BlockOutcome
+from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
+from aitbc.chain.state import Account, ChainEvent, Deposit, Escrow, MultisigAccount, PaidJob
 from aitbc.chain.validators import EMPTY_STAKING, StakingState
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError
@@ -69,6 +70,14 @@ CREATE TABLE IF NOT EXISTS multisigs (
     address TEXT PRIMARY KEY,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deposits (
+    id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS paid_jobs (
+    job_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
 """
 
 _EVENT_PARTY_COLUMNS: Final = ("client", "coordinator", "miner")
@@ -97,7 +106,10 @@ _header_decoder = msgspec.msgpack.Decoder(BlockHeader)
 _escrow_decoder = msgspec.msgpack.Decoder(Escrow)
 _event_decoder = msgspec.msgpack.Decoder(ChainEvent)
 _multisig_decoder = msgspec.msgpack.Decoder(MultisigAccount)
+_deposit_decoder = msgspec.msgpack.Decoder(Deposit)
+_paid_decoder = msgspec.msgpack.Decoder(PaidJob)
 _staking_decoder = msgspec.json.Decoder(StakingState)
+_governance_decoder = msgspec.json.Decoder(GovernanceState)
 _commit_decoder = msgspec.msgpack.Decoder(CommitCertificate)
 
 
@@ -112,8 +124,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 class NodeStore:
     """Blocks, the tx index and the account table of one chain.
 
-    ``commit_block`` is called from one writer thread; the read methods from
-    the event loop thread over a second connection (WAL lets both run).
+    ``commit_block`` is called from one writer thread; reads run on the event loop thread over a
+    second connection (WAL lets both run): the startup reads here, everything a client can ask
+    through a ``HeadView`` bounded by the node's head.
     """
 
     def __init__(self, path: Path) -> None:
@@ -222,11 +235,31 @@ class NodeStore:
                     "ON CONFLICT (address) DO UPDATE SET data = excluded.data",
                     [(a, _block_encoder.encode(m)) for a, m in outcome.delta.multisigs.items()],
                 )
+            if outcome.delta.deposits:
+                conn.executemany(
+                    "INSERT INTO deposits (id, data) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    [(d, _block_encoder.encode(v)) for d, v in outcome.delta.deposits.items()],
+                )
+            if outcome.delta.paid:
+                written = [(j, _block_encoder.encode(p)) for j, p in outcome.delta.paid.items() if p is not None]
+                forgotten = [(j,) for j, p in outcome.delta.paid.items() if p is None]
+                conn.executemany(
+                    "INSERT INTO paid_jobs (job_id, data) VALUES (?, ?) "
+                    "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data",
+                    written,
+                )
+                conn.executemany("DELETE FROM paid_jobs WHERE job_id = ?", forgotten)
             if outcome.delta.staking is not None:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('staking', ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (msgspec.json.encode(outcome.delta.staking).decode(),),
+                )
+            if outcome.delta.governance is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('governance', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (msgspec.json.encode(outcome.delta.governance).decode(),),
                 )
             if outcome.delta.events:
                 conn.executemany(
@@ -242,18 +275,27 @@ class NodeStore:
         row = self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events").fetchone()
         return int(row[0])
 
-    def commit_by_height(self, height: int) -> CommitCertificate | None:
-        row = self._reader.execute("SELECT data FROM commits WHERE height = ?", (height,)).fetchone()
-        return None if row is None else _commit_decoder.decode(row[0])
-
     def load_staking(self) -> StakingState:
         raw = self.get_meta("staking")
         return EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
+
+    def load_governance(self) -> GovernanceState:
+        raw = self.get_meta("governance")
+        return EMPTY_GOVERNANCE if raw is None else _governance_decoder.decode(raw)
 
     def load_escrows(self) -> dict[str, Escrow]:
         return {
             job_id: _escrow_decoder.decode(data)
             for job_id, data in self._reader.execute("SELECT job_id, data FROM escrows")
+        }
+
+    def load_deposits(self) -> dict[str, Deposit]:
+        return {d: _deposit_decoder.decode(data) for d, data in self._reader.execute("SELECT id, data FROM deposits")}
+
+    def load_paid_jobs(self) -> dict[str, PaidJob]:
+        return {
+            job_id: _paid_decoder.decode(data)
+            for job_id, data in self._reader.execute("SELECT job_id, data FROM paid_jobs")
         }
 
     def load_multisigs(self) -> dict[str, MultisigAccount]:
@@ -262,39 +304,7 @@ class NodeStore:
             for address, data in self._reader.execute("SELECT address, data FROM multisigs")
         }
 
-    def job_events(self, job_id: str) -> list[tuple[int, int, ChainEvent]]:
-        """(seq, height, event) of one job, oldest first."""
-        rows = self._reader.execute("SELECT seq, height, data FROM job_events WHERE job_id = ? ORDER BY seq", (job_id,))
-        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
-
-    def job_events_after(self, after_seq: int, address: str | None, limit: int) -> list[tuple[int, int, ChainEvent]]:
-        """(seq, height, event) with ``seq > after_seq``, oldest first; only those naming ``address`` if given."""
-        if address is None:
-            rows = self._reader.execute(
-                "SELECT seq, height, data FROM job_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-            )
-        else:
-            rows = self._reader.execute(
-                "SELECT seq, height, data FROM job_events WHERE seq > ?1 AND (client = ?2 OR coordinator = ?2 "
-                "OR miner = ?2) ORDER BY seq LIMIT ?3",
-                (after_seq, address, limit),
-            )
-        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
-
-    def job_events_page(self, from_height: int, after_seq: int, limit: int) -> list[tuple[int, int, ChainEvent]]:
-        rows = self._reader.execute(
-            "SELECT seq, height, data FROM job_events WHERE height >= ? AND seq > ? ORDER BY seq LIMIT ?",
-            (from_height, after_seq, limit),
-        )
-        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
-
-    def job_events_since(self, height: int, limit: int = 10_000) -> list[tuple[int, int, ChainEvent]]:
-        rows = self._reader.execute(
-            "SELECT seq, height, data FROM job_events WHERE height >= ? ORDER BY seq LIMIT ?", (height, limit)
-        )
-        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
-
-    # -- reads -----------------------------------------------------------
+    # -- startup reads (before the node serves anything) -------------------
     def head_header(self) -> BlockHeader:
         row = self._reader.execute("SELECT header FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
         if row is None:
@@ -307,20 +317,54 @@ class NodeStore:
             for address, balance, nonce in self._reader.execute("SELECT address, balance, nonce FROM accounts")
         }
 
+    def view(self, height: int) -> HeadView:
+        """Reads of blocks, txs and events as of ``height`` (the node's head; see ``HeadView``)."""
+        return HeadView(self._reader, height)
+
+
+class HeadView:
+    """Reads of committed blocks, txs, commits and job events, bounded by one height: the node's head.
+
+    The store's reader connection sees a block as soon as the writer thread commits it, which is
+    before the node moves its head (state swap, mempool update, events). Every read a client can
+    reach goes through the view of the head the node has moved to, so no answer mixes the next block
+    with the current head: no tx "committed" with 0 confirmations, no block above the head, no job
+    event that was not emitted yet. The node swaps in a new view where it moves its head."""
+
+    __slots__ = ("_conn", "height")
+
+    def __init__(self, conn: sqlite3.Connection, height: int) -> None:
+        self._conn = conn
+        self.height = height
+
     def block_by_height(self, height: int) -> Block | None:
-        row = self._reader.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
+        if height > self.height:
+            return None
+        row = self._conn.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
         return None if row is None else _block_decoder.decode(row[0])
 
     def block_by_hash(self, block_hash: str) -> Block | None:
-        row = self._reader.execute("SELECT data FROM blocks WHERE hash = ?", (bytes.fromhex(block_hash),)).fetchone()
+        row = self._conn.execute(
+            "SELECT data FROM blocks WHERE hash = ? AND height <= ?", (bytes.fromhex(block_hash), self.height)
+        ).fetchone()
         return None if row is None else _block_decoder.decode(row[0])
 
     def header_by_height(self, height: int) -> BlockHeader | None:
-        row = self._reader.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()
+        if height > self.height:
+            return None
+        row = self._conn.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()
         return None if row is None else _header_decoder.decode(row[0])
 
+    def commit_by_height(self, height: int) -> CommitCertificate | None:
+        if height > self.height:
+            return None
+        row = self._conn.execute("SELECT data FROM commits WHERE height = ?", (height,)).fetchone()
+        return None if row is None else _commit_decoder.decode(row[0])
+
     def tx_location(self, tx_hash: str) -> tuple[int, int] | None:
-        row = self._reader.execute("SELECT height, idx FROM txs WHERE hash = ?", (bytes.fromhex(tx_hash),)).fetchone()
+        row = self._conn.execute(
+            "SELECT height, idx FROM txs WHERE hash = ? AND height <= ?", (bytes.fromhex(tx_hash), self.height)
+        ).fetchone()
         return None if row is None else (int(row[0]), int(row[1]))
 
     def tx_by_hash(self, tx_hash: str) -> tuple[Tx, int, int] | None:
@@ -331,3 +375,40 @@ class NodeStore:
         if block is None:  # pragma: no cover - the index and blocks are written together
             raise StorageError(f"tx index points at missing block {location[0]}")
         return block.txs[location[1]], location[0], location[1]
+
+    def job_events(self, job_id: str) -> list[tuple[int, int, ChainEvent]]:
+        """(seq, height, event) of one job, oldest first."""
+        rows = self._conn.execute(
+            "SELECT seq, height, data FROM job_events WHERE job_id = ? AND height <= ? ORDER BY seq",
+            (job_id, self.height),
+        )
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
+
+    def job_events_after(self, after_seq: int, address: str | None, limit: int) -> list[tuple[int, int, ChainEvent]]:
+        """(seq, height, event) with ``seq > after_seq``, oldest first; only those naming ``address`` if given."""
+        if address is None:
+            rows = self._conn.execute(
+                "SELECT seq, height, data FROM job_events WHERE seq > ? AND height <= ? ORDER BY seq LIMIT ?",
+                (after_seq, self.height, limit),
+            )
+        else:
+            rows = self._conn.execute(
+                "SELECT seq, height, data FROM job_events WHERE seq > ?1 AND (client = ?2 OR coordinator = ?2 "
+                "OR miner = ?2) AND height <= ?4 ORDER BY seq LIMIT ?3",
+                (after_seq, address, limit, self.height),
+            )
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
+
+    def job_events_page(self, from_height: int, after_seq: int, limit: int) -> list[tuple[int, int, ChainEvent]]:
+        rows = self._conn.execute(
+            "SELECT seq, height, data FROM job_events WHERE height BETWEEN ? AND ? AND seq > ? ORDER BY seq LIMIT ?",
+            (from_height, self.height, after_seq, limit),
+        )
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]
+
+    def job_events_since(self, height: int, limit: int = 10_000) -> list[tuple[int, int, ChainEvent]]:
+        rows = self._conn.execute(
+            "SELECT seq, height, data FROM job_events WHERE height BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+            (height, self.height, limit),
+        )
+        return [(int(seq), int(h), _event_decoder.decode(data)) for seq, h, data in rows]

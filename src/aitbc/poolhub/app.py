@@ -239,18 +239,16 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
 
 
 def run_poolhub(settings: PoolHubSettings) -> None:
-    import uvicorn
-
+    from aitbc.runtime.limits import BodyLimit, GuardedConfig
     from aitbc.runtime.server import serve_forever
 
-    config = uvicorn.Config(
-        create_app(settings),
+    config = GuardedConfig(
+        BodyLimit(create_app(settings), settings),
+        settings,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
-        http="httptools",
-        timeout_keep_alive=30,
         timeout_graceful_shutdown=2,
     )
     gc.collect()

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from aitbc.market.scoring import ScoringConfig, ScoringWeights
-from aitbc.runtime.settings import ServiceSettings
+from aitbc.runtime.limits import HttpServerSettings
 
 DEFAULT_POOLHUB_PORT = 8012
 
@@ -46,7 +46,7 @@ class ScoringSettings(BaseModel):
     min_stake: int = Field(0, ge=0)
 
 
-class PoolHubSettings(ServiceSettings):
+class PoolHubSettings(HttpServerSettings):
     model_config = SettingsConfigDict(
         env_prefix="AITBC_POOLHUB_", env_nested_delimiter="__", extra="forbid", frozen=True
     )

@@ -8,6 +8,7 @@ import msgspec
 
 from aitbc.protocol import codec
 from aitbc.protocol.crypto import KeyPair, SigningKind, sha256, verify_signature
+from aitbc.protocol.errors import InvalidSignature
 from aitbc.protocol.merkle import compute_merkle_root
 from aitbc.protocol.tx import Tx, tx_bytes
 from aitbc.protocol.types import U64, Address, ChainId, Hash32, Height, SignatureHex, TimestampMs
@@ -70,3 +71,18 @@ def block_bytes(block: Block) -> bytes:
 def block_from_bytes(raw: bytes) -> Block:
     block: Block = codec.decode(Block, raw)
     return block
+
+
+def get_block_tamper_problem(block: Block) -> str | None:
+    """Why this copy of a block is not what its header's proposer signed, or None if it is.
+
+    Everything a validator acts on is bound to the header (and the header to the proposer's signature),
+    so a copy altered on the way fails here; a relay that forwards it is to blame, not the proposer."""
+    header = block.header
+    try:
+        verify_header_signature(header, block.proposer_signature)
+    except (InvalidSignature, ValueError):
+        return "the proposer signature does not verify"
+    if header.tx_count != len(block.txs) or compute_tx_root_of(block.txs) != header.tx_root:
+        return "the txs are not the ones the header commits to"
+    return None

@@ -12,6 +12,7 @@ person understands.
     ├── InvalidTx                a tx that breaks a chain rule (reason: TxRejection)
     │   └── MempoolRejected      a tx the mempool refuses (full, duplicate, window)
     ├── InvalidBlock             a block that breaks a chain rule
+    ├── InvalidRequest           a request body that breaks its message type (names the field)
     ├── NotFound                 unknown block / tx / account / key
     ├── ConfigError              bad settings, genesis or data directory
     ├── StorageError             the store is missing, corrupt or from another chain
@@ -21,6 +22,7 @@ person understands.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class TxRejection(StrEnum):
@@ -64,6 +66,19 @@ class TxRejection(StrEnum):
     BAD_EVIDENCE = "bad_evidence"
     EVIDENCE_TOO_OLD = "evidence_too_old"
     ALREADY_PUNISHED = "already_punished"
+    # governance (aitbc.chain.governance)
+    BAD_PROPOSAL = "bad_proposal"
+    BAD_PARAM_CHANGE = "bad_param_change"
+    TOO_MANY_PROPOSALS = "too_many_proposals"
+    NO_PROPOSAL = "no_proposal"
+    PROPOSAL_CLOSED = "proposal_closed"
+    # deposits and batched settlement (aitbc.chain.deposits)
+    NO_DEPOSIT = "no_deposit"
+    NOT_DEPOSIT_OWNER = "not_deposit_owner"
+    BAD_DEPOSIT_TERMS = "bad_deposit_terms"
+    WITHDRAWAL_PENDING = "withdrawal_pending"
+    ALREADY_PAID = "already_paid"
+    BATCH_TOO_LARGE = "batch_too_large"
 
 
 class AitbcError(Exception):
@@ -77,7 +92,7 @@ class AitbcError(Exception):
         if reason is not None:
             self.reason = reason
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "message": self.message}
 
 
@@ -105,6 +120,22 @@ class MempoolRejected(InvalidTx):
 
 class InvalidBlock(AitbcError):
     reason = "invalid_block"
+
+
+class InvalidRequest(AitbcError):
+    """A request body that does not decode to its message type; ``path`` names the offending field."""
+
+    reason = "invalid_request"
+
+    def __init__(self, message: str, *, path: tuple[str | int, ...] = ()) -> None:
+        field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+        super().__init__(f"{field}: {message}" if field else message)
+        self.path = path
+        self.field = field
+        self.detail = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "details": [{"loc": ["body", *self.path], "message": self.detail}]}
 
 
 class NotFound(AitbcError):

@@ -17,6 +17,7 @@ from msgspec import Meta
 from aitbc.protocol import codec
 from aitbc.protocol.crypto import sha256_hex
 from aitbc.protocol.types import U64, HexBytes, Wire
+from aitbc.protocol.zkml_input import check_zk_inference_texts
 
 JobType = Literal["inference", "embedding", "zk-inference"]
 JOB_TYPES: Final = ("inference", "embedding", "zk-inference")
@@ -26,6 +27,20 @@ MAX_PROMPT_CHARS: Final = 32_000
 MAX_MESSAGES: Final = 64
 MAX_EMBED_TEXTS: Final = 256
 MAX_TOKENS_LIMIT: Final = 4096
+MAX_STOPS: Final = 8
+MAX_STOP_CHARS: Final = 64
+MAX_SEED: Final = 2**31 - 1
+MAX_TEMPERATURE_MILLI: Final = 2000
+
+# Each limit of a job is written once, here, as an annotated type: the wire structs below, the
+# coordinator's request bodies (``aitbc.protocol.job_messages``) and its OpenAPI document all use these
+# very objects, so what a client may send and what a miner accepts cannot drift apart.
+MaxTokens = Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT), Wire.U64]
+Seed = Annotated[int, Meta(ge=0, le=MAX_SEED), Wire.U64]
+StopString = Annotated[str, Meta(min_length=1, max_length=MAX_STOP_CHARS), Wire.STR]
+StopList = Annotated[list[StopString], Meta(max_length=MAX_STOPS)]
+ChatRole = Annotated[str, Meta(pattern=r"^(system|user|assistant)$"), Wire.STR]
+JobTypeName = Annotated[str, Meta(pattern=r"^(inference|embedding|zk-inference)$"), Wire.STR]
 
 ModelName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"), Wire.STR]
 Text = Annotated[str, Wire.STR]
@@ -37,23 +52,23 @@ ModelDigest = Annotated[str, Meta(min_length=1, max_length=200), Wire.STR]
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    role: Annotated[str, Meta(pattern=r"^(system|user|assistant)$"), Wire.STR]
+    role: ChatRole
     content: Text
 
 
 class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Generation parameters; temperature is in thousandths (700 = 0.7) so it hashes exactly."""
 
-    max_tokens: Annotated[int, Meta(ge=1, le=MAX_TOKENS_LIMIT), Wire.U64] = 128
-    temperature_milli: Annotated[int, Meta(ge=0, le=2000), Wire.U64] = 0
-    seed: Annotated[int, Meta(ge=0, le=2**31 - 1), Wire.U64] | None = None
-    stop: list[Annotated[str, Meta(min_length=1, max_length=64), Wire.STR]] = msgspec.field(default_factory=list)
+    max_tokens: MaxTokens = 128
+    temperature_milli: Annotated[int, Meta(ge=0, le=MAX_TEMPERATURE_MILLI), Wire.U64] = 0
+    seed: Seed | None = None
+    stop: StopList = msgspec.field(default_factory=list)
 
 
 class JobInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Exactly what the miner must run: one of prompt / messages (inference) or texts (embedding)."""
 
-    type: Annotated[str, Meta(pattern=r"^(inference|embedding|zk-inference)$"), Wire.STR]
+    type: JobTypeName
     model: ModelName
     prompt: Text | None = None
     messages: list[Message] | None = None
@@ -81,8 +96,6 @@ def check_job_input(job: JobInput) -> None:
             raise ValueError(f"input.messages must hold 1..{MAX_MESSAGES} messages")
         size = len(job.prompt or "") + sum(len(m.content) for m in job.messages or [])
     elif job.type == "zk-inference":
-        from aitbc.protocol.zkml import check_zk_inference_texts
-
         if job.prompt is not None or job.messages is not None:
             raise ValueError("a zk-inference job takes input.texts (its vectors) and nothing else")
         check_zk_inference_texts(job.texts)

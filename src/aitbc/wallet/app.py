@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final
 
 import orjson
-import uvicorn
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from aitbc.protocol.errors import AitbcError, ConfigError, InvalidTx, NotFound, RemoteError
 from aitbc.runtime.files import atomic_write
+from aitbc.runtime.limits import BodyLimit, GuardedConfig
 from aitbc.runtime.server import GracefulServer
 from aitbc.wallet.config import WalletSettings, is_loopback_host
 from aitbc.wallet.keystore import KeystoreError, WrongPassphrase
@@ -381,8 +381,12 @@ def run_daemon(settings: WalletSettings) -> None:
     url = f"http://{host}:{port}"
     atomic_write(settings.info_path, orjson.dumps({"url": url, "pid": os.getpid()}) + b"\n", mode=0o600)
     service = WalletService(settings)
-    config = uvicorn.Config(
-        create_app(service, token), log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30
+    config = GuardedConfig(
+        BodyLimit(create_app(service, token), settings, rpc_paths={"/rpc"}),
+        settings,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
     )
     log.info("wallet daemon started", extra={"url": url, "wallet_dir": str(settings.wallet_dir)})
     try:

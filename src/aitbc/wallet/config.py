@@ -9,7 +9,7 @@ from typing import Final
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from aitbc.runtime.settings import ServiceSettings
+from aitbc.runtime.limits import HttpServerSettings
 from aitbc.wallet.keystore import DEFAULT_MEMLIMIT_KIB, DEFAULT_OPSLIMIT
 
 DEFAULT_WALLET_PORT: Final = 8013
@@ -26,7 +26,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-class WalletSettings(ServiceSettings):
+class WalletSettings(HttpServerSettings):
     model_config = SettingsConfigDict(env_prefix="AITBC_WALLETD_", extra="forbid", frozen=True)
 
     wallet_dir: Path

@@ -30,14 +30,13 @@ from aitbc.protocol.receipt import (
 from aitbc.protocol.tx import SettleJob, SettleJobZk, tx_from_json_obj
 from aitbc.protocol.zk import RECEIPT_VK_SHA256, ZkReceiptProof, get_receipt_proof_problem
 from aitbc.protocol.zkml import (
-    ZKML_INPUTS,
-    ZKML_MODEL,
     ZKML_SCALE,
     compute_float_of_felt,
     compute_zk_inference_output_hash,
     get_instances,
     get_zk_inference_problem,
 )
+from aitbc.protocol.zkml_input import ZKML_INPUTS, ZKML_MODEL
 
 Outcome = Literal["pass", "fail", "skip"]
 

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
-from coordinator_harness import Stack, echo_job, submit
+from coordinator_harness import Stack, echo_job, fake_model, submit
 
-from aitbc.protocol.job import MAX_PROMPT_CHARS
+from aitbc.protocol.job import MAX_PROMPT_CHARS, MAX_STOP_CHARS
 
 
 @pytest.fixture
@@ -65,7 +66,36 @@ def test_missing_or_wrong_fields_are_422(stack: Stack, case: str, body: Any) -> 
     assert error["reason"] in {"invalid_request", "invalid_input"}, case
 
 
-@pytest.mark.usefixtures("unchanged")
+def test_a_stop_string_longer_than_miners_take_is_422_and_never_reaches_a_miner(stack: Stack) -> None:
+    # Submission used to accept it; every miner then refused the job as retryable, so it bounced between
+    # miners, each one's score dropped, and the client was refunded. The limit is now one declaration.
+    model = fake_model()
+    miner = stack.fake_miner([model])
+    body = {"type": "inference", "model": model["name"], "input": {"prompt": "hi"}, "params": {"stop": ["x" * 100]}}
+    before = stack.coordinator.db_counts()
+    with stack.http() as http:
+        error = error_of(http.post("/api/v1/jobs", json=body), 422)
+        assert error["reason"] == "invalid_request"
+        assert error["message"].startswith("params.stop[0]: ")
+        assert str(MAX_STOP_CHARS) in error["message"]
+        assert error["details"][0]["loc"] == ["body", "params", "stop", 0]
+        # through the full stack too (no Content-Length: the fast path hands such requests on)
+        streamed = http.post(
+            "/api/v1/jobs", content=iter([orjson.dumps(body)]), headers={"Content-Type": "application/json"}
+        )
+        assert error_of(streamed, 422)["message"] == error["message"]
+    assert stack.coordinator.db_counts() == before, "nothing was stored"
+    assert miner.claim() is None, "the miner serving the model is offered nothing"
+    body["params"] = {"stop": ["x" * MAX_STOP_CHARS]}
+    with stack.http() as http:
+        accepted = submit(http, body)
+        claim = miner.claim()
+        assert claim is not None and claim["job"]["job_id"] == accepted["job_id"]
+        assert claim["job"]["input"]["params"]["stop"] == ["x" * MAX_STOP_CHARS]
+        miner.release(accepted["job_id"], claim["lease"]["lease_id"])
+        assert http.post(f"/api/v1/jobs/{accepted['job_id']}/cancel").status_code == 200
+
+
 def test_a_body_that_is_not_json_is_422(stack: Stack) -> None:
     with stack.http() as http:
         response = http.post("/api/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})

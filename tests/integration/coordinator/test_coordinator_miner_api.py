@@ -269,7 +269,8 @@ def test_malformed_results_are_422(stack: Stack) -> None:
         output, receipt = miner.build_result(claim)
         broken = {k: v for k, v in receipt.items() if k != "output_hash"}
         response = miner.result(job["job_id"], lease_id, output, broken)
-        assert response.status_code == 422 and reason(response) == "bad_result"
+        assert response.status_code == 422 and reason(response) == "invalid_request"  # breaks the message type
+        assert response.json()["error"]["message"].startswith("receipt: ")
         vectors = {"dimensions": 1, "vectors_f32": "0000803f"}
         response = miner.result(job["job_id"], lease_id, vectors, receipt)
         assert response.status_code == 422 and reason(response) == "bad_result"

@@ -21,7 +21,8 @@ from coordinator_harness import CoordinatorProcess, MinerProcess, run_cli
 from test_paid_jobs import MINER_PRICE, PaidStack, wait_escrow_closed
 
 from aitbc.client.payment import submit_paid_job
-from aitbc.protocol.zkml import ZKML_MODEL, compute_zk_inference_output_hash
+from aitbc.protocol.zkml import compute_zk_inference_output_hash
+from aitbc.protocol.zkml_input import ZKML_MODEL
 from aitbc.wallet.receipts import verify_receipt_end_to_end
 
 if TYPE_CHECKING:

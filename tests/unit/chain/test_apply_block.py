@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.block import BlockOutcome, apply_block, build_block, compute_block_time
 from aitbc.chain.genesis import Genesis, genesis_block, genesis_state
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import Account, ChainState, StateDelta, commit_delta, compute_state_root
-from aitbc.chain.transition import BlockOutcome, apply_block, build_block, compute_block_time, process_tx
+from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.block import (
     Block,
     BlockHeader,
@@ -26,6 +27,7 @@ from aitbc.protocol.block import (
 from aitbc.protocol.crypto import KeyPair, SigningKind
 from aitbc.protocol.errors import InvalidBlock, InvalidTx, TxRejection
 from aitbc.protocol.tx import Transfer, VerifiedTx, sign_tx, tx_signing_bytes, verify_tx
+from support.chain import tx_context
 
 INITIAL = 1_000_000_000  # conftest.INITIAL_BALANCE
 NOW = 1_700_000_001_000
@@ -564,7 +566,7 @@ def test_state_root_from_scratch_matches_incremental(
     built = build_block(state, head, txs, keys.authority, NOW, params)
     delta = StateDelta(base=state)
     for v in txs:
-        process_tx(delta, v.tx, keys.authority.address, genesis.chain_id, params)
+        process_tx(delta, v.tx, tx_context(keys.authority.address, genesis.chain_id, params))
     root, _ = compute_state_root(state, delta)
     assert root == built.block.header.state_root
     merged = {**state.accounts, **built.delta.accounts}

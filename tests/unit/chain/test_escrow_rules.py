@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.block import build_block
+from aitbc.chain.context import BlockContext, TxContext
+from aitbc.chain.escrow import compute_escrow_amount, compute_max_price, compute_protocol_fee
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_block, genesis_state
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.state import ChainState, EscrowState, StateDelta, commit_delta, is_valid_escrow_proof
-from aitbc.chain.transition import (
-    build_block,
-    compute_escrow_amount,
-    compute_max_price,
-    compute_protocol_fee,
-    process_open_escrow,
-    process_refund_escrow,
-    process_settle_job,
-)
+from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, TxRejection
@@ -99,16 +96,24 @@ def refund_tx(job_id: str = "job_1", nonce: int = 0, sender: KeyPair = OTHER) ->
     return sign_tx(RefundEscrow(chain_id=CHAIN, sender=sender.address, nonce=nonce, fee=10, job_id=job_id), sender)
 
 
+def at(height: int, tx_hash: str = "") -> TxContext:
+    """The context of the first tx of a block at ``height`` that AUTHORITY proposes."""
+    block = BlockContext(
+        chain_id=CHAIN, height=height, time_ms=height * 1000, proposer=AUTHORITY.address, params=PARAMS, prev_hash=""
+    )
+    return block.tx(tx_hash, 0)
+
+
 def with_open_escrow(height: int = 1, **kwargs: object) -> tuple[ChainState, StateDelta]:
     state, _ = fresh()
     delta = StateDelta(base=state)
-    process_open_escrow(delta, open_tx(**kwargs), AUTHORITY.address, CHAIN, PARAMS, height, "aa" * 32)  # type: ignore[arg-type]
+    process_tx(delta, open_tx(**kwargs), at(height, "aa" * 32))  # type: ignore[arg-type]
     return state, delta
 
 
-def rejection(fn: object, *args: object) -> str:
+def rejection(fn: Callable[[StateDelta, Tx, TxContext], None], delta: StateDelta, tx: Tx, ctx: TxContext) -> str:
     with pytest.raises(InvalidTx) as info:
-        fn(*args)  # type: ignore[operator]
+        fn(delta, tx, ctx)
     return info.value.reason
 
 
@@ -123,32 +128,22 @@ def test_process_open_escrow_locks_funds_and_emits_event() -> None:
 def test_open_escrow_rejections() -> None:
     _, delta = with_open_escrow()
     again = open_tx(nonce=1)
-    assert rejection(process_open_escrow, delta, again, AUTHORITY.address, CHAIN, PARAMS, 1, "") == "escrow_exists"
+    assert rejection(process_tx, delta, again, at(1)) == "escrow_exists"
     state, _ = fresh()
     d = StateDelta(base=state)
-    assert rejection(process_open_escrow, d, open_tx(deadline=0), AUTHORITY.address, CHAIN, PARAMS, 1, "") == (
-        TxRejection.BAD_DEADLINE
-    )
-    assert rejection(process_open_escrow, d, open_tx(deadline=500), AUTHORITY.address, CHAIN, PARAMS, 1, "") == (
-        TxRejection.BAD_DEADLINE
-    )
-    assert rejection(process_open_escrow, d, open_tx(amount=0), AUTHORITY.address, CHAIN, PARAMS, 1, "") == (
-        TxRejection.ZERO_AMOUNT
-    )
-    assert rejection(process_open_escrow, d, open_tx(amount=START), AUTHORITY.address, CHAIN, PARAMS, 1, "") == (
-        TxRejection.INSUFFICIENT_BALANCE
-    )
+    assert rejection(process_tx, d, open_tx(deadline=0), at(1)) == (TxRejection.BAD_DEADLINE)
+    assert rejection(process_tx, d, open_tx(deadline=500), at(1)) == (TxRejection.BAD_DEADLINE)
+    assert rejection(process_tx, d, open_tx(amount=0), at(1)) == (TxRejection.ZERO_AMOUNT)
+    assert rejection(process_tx, d, open_tx(amount=START), at(1)) == (TxRejection.INSUFFICIENT_BALANCE)
     wrong_chain = sign_tx(msgspec.structs.replace(open_tx(), chain_id="other", signature=""), CLIENT)
-    assert rejection(process_open_escrow, d, wrong_chain, AUTHORITY.address, CHAIN, PARAMS, 1, "") == (
-        TxRejection.WRONG_CHAIN_ID
-    )
+    assert rejection(process_tx, d, wrong_chain, at(1)) == (TxRejection.WRONG_CHAIN_ID)
     assert not d.accounts and not d.escrows  # refused txs leave no trace
 
 
 def test_process_settle_job_pays_miner_fee_pool_and_returns_rest() -> None:
     _, delta = with_open_escrow()
     r = receipt()
-    process_settle_job(delta, settle_tx(r), AUTHORITY.address, CHAIN, PARAMS, 2, "bb" * 32)
+    process_tx(delta, settle_tx(r), at(2, "bb" * 32))
     fee = compute_protocol_fee(3_000, PARAMS)
     assert fee == 60
     assert delta.get_account(MINER.address).balance == 3_000  # the miner gets exactly the receipt's total
@@ -161,29 +156,20 @@ def test_process_settle_job_pays_miner_fee_pool_and_returns_rest() -> None:
 
 def test_settle_rejections() -> None:
     _, delta = with_open_escrow()
-    args = (AUTHORITY.address, CHAIN, PARAMS, 2, "")
-    assert rejection(process_settle_job, delta, settle_tx(receipt(job_id="job_9")), *args) == TxRejection.NO_ESCROW
-    assert rejection(process_settle_job, delta, settle_tx(receipt(), sender=OTHER), *args) == (
-        TxRejection.NOT_COORDINATOR
-    )
+    ctx = at(2)
+    assert rejection(process_tx, delta, settle_tx(receipt(job_id="job_9")), ctx) == TxRejection.NO_ESCROW
+    assert rejection(process_tx, delta, settle_tx(receipt(), sender=OTHER), ctx) == (TxRejection.NOT_COORDINATOR)
     # A receipt from a miner the coordinator did not assign has no valid countersignature.
     forged = msgspec.structs.replace(receipt(), miner=OTHER.address)
-    assert rejection(process_settle_job, delta, settle_tx(forged), *args) == TxRejection.BAD_RECEIPT
+    assert rejection(process_tx, delta, settle_tx(forged), ctx) == TxRejection.BAD_RECEIPT
     not_cosigned = msgspec.structs.replace(receipt(), coordinator_signature="")
-    assert rejection(process_settle_job, delta, settle_tx(not_cosigned), *args) == TxRejection.BAD_RECEIPT
-    assert rejection(process_settle_job, delta, settle_tx(receipt(total_units=2_000)), *args) == (
-        TxRejection.TOTAL_ABOVE_ESCROW
-    )
-    assert rejection(process_settle_job, delta, settle_tx(receipt(client=OTHER.address)), *args) == (
-        TxRejection.BAD_RECEIPT
-    )
-    late = (AUTHORITY.address, CHAIN, PARAMS, 6, "")
-    assert rejection(process_settle_job, delta, settle_tx(receipt()), *late) == TxRejection.ESCROW_EXPIRED
-    process_settle_job(delta, settle_tx(receipt()), *args)
-    assert rejection(process_settle_job, delta, settle_tx(receipt(), nonce=1), *args) == TxRejection.ALREADY_SETTLED
-    assert rejection(process_refund_escrow, delta, refund_tx(), AUTHORITY.address, CHAIN, PARAMS, 9, "") == (
-        TxRejection.ALREADY_SETTLED
-    )
+    assert rejection(process_tx, delta, settle_tx(not_cosigned), ctx) == TxRejection.BAD_RECEIPT
+    assert rejection(process_tx, delta, settle_tx(receipt(total_units=2_000)), ctx) == (TxRejection.TOTAL_ABOVE_ESCROW)
+    assert rejection(process_tx, delta, settle_tx(receipt(client=OTHER.address)), ctx) == (TxRejection.BAD_RECEIPT)
+    assert rejection(process_tx, delta, settle_tx(receipt()), at(6)) == TxRejection.ESCROW_EXPIRED
+    process_tx(delta, settle_tx(receipt()), ctx)
+    assert rejection(process_tx, delta, settle_tx(receipt(), nonce=1), ctx) == TxRejection.ALREADY_SETTLED
+    assert rejection(process_tx, delta, refund_tx(), at(9)) == (TxRejection.ALREADY_SETTLED)
 
 
 def test_settle_needs_room_for_the_protocol_fee() -> None:
@@ -191,10 +177,10 @@ def test_settle_needs_room_for_the_protocol_fee() -> None:
     assert compute_max_price(10_000, PARAMS) == 9_804
     assert compute_escrow_amount(9_804, PARAMS) == 10_000
     _, delta = with_open_escrow()
-    args = (AUTHORITY.address, CHAIN, PARAMS, 2, "")
+    ctx = at(2)
     over = receipt(total_units=9_805, unit_price=1)
-    assert rejection(process_settle_job, delta, settle_tx(over), *args) == TxRejection.TOTAL_ABOVE_ESCROW
-    process_settle_job(delta, settle_tx(receipt(total_units=9_804, unit_price=1)), *args)
+    assert rejection(process_tx, delta, settle_tx(over), ctx) == TxRejection.TOTAL_ABOVE_ESCROW
+    process_tx(delta, settle_tx(receipt(total_units=9_804, unit_price=1)), ctx)
     assert delta.get_account(CLIENT.address).balance == START - 10 - 10_000
 
 
@@ -208,16 +194,13 @@ def test_compute_max_price_is_the_largest_price_that_fits(amount: int, bps: int)
 
 def test_refund_rules() -> None:
     _, delta = with_open_escrow(deadline=5)
-    early = (AUTHORITY.address, CHAIN, PARAMS, 5, "")
-    assert rejection(process_refund_escrow, delta, refund_tx(), *early) == TxRejection.DEADLINE_NOT_REACHED
-    process_refund_escrow(delta, refund_tx(), AUTHORITY.address, CHAIN, PARAMS, 6, "")
+    assert rejection(process_tx, delta, refund_tx(), at(5)) == TxRejection.DEADLINE_NOT_REACHED
+    process_tx(delta, refund_tx(), at(6))
     assert delta.get_account(CLIENT.address).balance == START - 10
-    assert rejection(process_settle_job, delta, settle_tx(receipt()), AUTHORITY.address, CHAIN, PARAMS, 6, "") == (
-        TxRejection.ALREADY_REFUNDED
-    )
+    assert rejection(process_tx, delta, settle_tx(receipt()), at(6)) == (TxRejection.ALREADY_REFUNDED)
     # Its coordinator may give up on a job before the deadline.
     _, delta = with_open_escrow(deadline=5)
-    process_refund_escrow(delta, refund_tx(sender=COORDINATOR), AUTHORITY.address, CHAIN, PARAMS, 2, "")
+    process_tx(delta, refund_tx(sender=COORDINATOR), at(2))
     escrow = delta.get_escrow("job_1")
     assert escrow is not None and escrow.state == EscrowState.REFUNDED
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.block import apply_block, build_block
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import ChainState, StateDelta, commit_delta, compute_state_root
-from aitbc.chain.transition import apply_block, build_block, process_tx
+from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, TxRejection
@@ -29,6 +30,7 @@ from aitbc.protocol.tx import (
     tx_to_json_obj,
     verify_tx,
 )
+from support.chain import tx_context
 
 CHAIN_ID = "aitbc-unit"  # tests/unit/conftest.py
 Keys = Any
@@ -52,13 +54,13 @@ def _setup(state: ChainState, keys: Keys, params: ChainParams, threshold: int = 
     """A 2-of-3 (alice, bob, carol) account funded with 10_000; its address."""
     delta = StateDelta(base=state)
     create = _create(keys, [keys.alice, keys.bob, keys.carol], threshold)
-    process_tx(delta, verify_tx(create).tx, PROPOSER, CHAIN_ID, params, height=1)
+    process_tx(delta, verify_tx(create).tx, tx_context(PROPOSER, CHAIN_ID, params))
     address = compute_multisig_address(keys.alice.address, 0)
     fund = sign_tx(
         Transfer(chain_id=CHAIN_ID, sender=keys.bob.address, nonce=0, fee=10, recipient=address, amount=10_000),
         keys.bob,
     )
-    process_tx(delta, fund, PROPOSER, CHAIN_ID, params, height=1)
+    process_tx(delta, fund, tx_context(PROPOSER, CHAIN_ID, params))
     _, tree = compute_state_root(state, delta)
     commit_delta(state, delta, tree)
     return address
@@ -84,7 +86,7 @@ def test_two_of_three_spend(state: ChainState, keys: Keys, params: ChainParams) 
     address = _setup(state, keys, params)
     tx = verify_tx(_spend(address, keys, [keys.carol, keys.bob])).tx
     delta = StateDelta(base=state)
-    process_tx(delta, tx, PROPOSER, CHAIN_ID, params)
+    process_tx(delta, tx, tx_context(PROPOSER, CHAIN_ID, params))
     assert delta.get_account(keys.dave.address).balance == 1_000
     assert delta.get_account(address).balance == 10_000 - 1_010
     assert delta.get_account(address).nonce == 1
@@ -94,7 +96,7 @@ def test_one_of_three_rejected(state: ChainState, keys: Keys, params: ChainParam
     address = _setup(state, keys, params)
     tx = verify_tx(_spend(address, keys, [keys.bob])).tx
     with pytest.raises(InvalidTx) as exc:
-        process_tx(StateDelta(base=state), tx, PROPOSER, CHAIN_ID, params)
+        process_tx(StateDelta(base=state), tx, tx_context(PROPOSER, CHAIN_ID, params))
     assert exc.value.rejection == TxRejection.MULTISIG_THRESHOLD_NOT_MET
 
 
@@ -102,14 +104,14 @@ def test_outsider_approval_rejected(state: ChainState, keys: Keys, params: Chain
     address = _setup(state, keys, params)
     tx = verify_tx(_spend(address, keys, [keys.bob, keys.dave])).tx
     with pytest.raises(InvalidTx) as exc:
-        process_tx(StateDelta(base=state), tx, PROPOSER, CHAIN_ID, params)
+        process_tx(StateDelta(base=state), tx, tx_context(PROPOSER, CHAIN_ID, params))
     assert exc.value.rejection == TxRejection.NOT_MULTISIG_MEMBER
 
 
 def test_spend_from_plain_account_rejected(state: ChainState, keys: Keys, params: ChainParams) -> None:
     tx = verify_tx(_spend(keys.bob.address, keys, [keys.bob])).tx
     with pytest.raises(InvalidTx) as exc:
-        process_tx(StateDelta(base=state), tx, PROPOSER, CHAIN_ID, params)
+        process_tx(StateDelta(base=state), tx, tx_context(PROPOSER, CHAIN_ID, params))
     assert exc.value.rejection == TxRejection.NOT_MULTISIG
 
 
@@ -141,7 +143,7 @@ def test_forged_or_stale_approval_fails_signature_check(state: ChainState, keys:
 def test_bad_policy(state: ChainState, keys: Keys, params: ChainParams, members: list[str], threshold: int) -> None:
     tx = verify_tx(_create(keys, [getattr(keys, m) for m in members], threshold)).tx
     with pytest.raises(InvalidTx) as exc:
-        process_tx(StateDelta(base=state), tx, PROPOSER, CHAIN_ID, params, height=1)
+        process_tx(StateDelta(base=state), tx, tx_context(PROPOSER, CHAIN_ID, params))
     assert exc.value.rejection == TxRejection.BAD_MULTISIG_POLICY
 
 
@@ -173,11 +175,11 @@ def test_threshold_property(
         return
     tx = verify_tx(_spend(address, keys, signers)).tx
     if len(signers) >= threshold and keys.dave not in signers:
-        process_tx(delta, tx, PROPOSER, CHAIN_ID, params)
+        process_tx(delta, tx, tx_context(PROPOSER, CHAIN_ID, params))
         assert delta.get_account(keys.dave.address).balance == 1_000
     else:
         with pytest.raises(InvalidTx):
-            process_tx(delta, tx, PROPOSER, CHAIN_ID, params)
+            process_tx(delta, tx, tx_context(PROPOSER, CHAIN_ID, params))
         assert not delta.accounts
 
 

@@ -1,4 +1,4 @@
-"""``process_transfer`` and the tx rules around it: each rule has a valid case and its refusal."""
+"""A transfer through ``process_tx`` and the shared tx steps: each rule has a valid case and its refusal."""
 
 from __future__ import annotations
 
@@ -9,16 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.block import get_expected_proposer
+from aitbc.chain.ledger import process_fee
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import Account, ChainState, StateDelta
-from aitbc.chain.transition import (
-    check_tx_stateless,
-    compute_tx_cost,
-    get_expected_proposer,
-    process_fee,
-    process_transfer,
-    process_tx,
-)
+from aitbc.chain.tx_rules import check_tx_stateless, compute_tx_cost, process_tx
 from aitbc.protocol.crypto import KeyPair, SigningKind
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
@@ -31,6 +26,7 @@ from aitbc.protocol.tx import (
     verify_tx,
 )
 from aitbc.protocol.types import MAX_U64
+from support.chain import tx_context
 
 INITIAL = 1_000_000_000  # conftest.INITIAL_BALANCE
 
@@ -46,7 +42,7 @@ def _refuse(delta: StateDelta, tx: Transfer, proposer: str, chain_id: str, param
     before = _snapshot(delta)
     with pytest.raises(InvalidTx) as info:
         verify_tx(tx)
-        process_tx(delta, tx, proposer, chain_id, params)
+        process_tx(delta, tx, tx_context(proposer, chain_id, params))
     assert delta.accounts == before, "a refused tx must leave the StateDelta untouched"
     assert isinstance(info.value.rejection, TxRejection)
     assert info.value.reason == info.value.rejection.value
@@ -71,7 +67,7 @@ def test_valid_transfer_moves_amount_and_pays_the_proposer(
 ) -> None:
     tx = make_transfer(keys.alice, keys.bob, amount=1_234, fee=56, nonce=0)
     verify_tx(tx)
-    process_tx(delta, tx, proposer, chain_id, params)
+    process_tx(delta, tx, tx_context(proposer, chain_id, params))
     assert delta.get_account(keys.alice.address) == Account(balance=INITIAL - 1_234 - 56, nonce=1)
     assert delta.get_account(keys.bob.address) == Account(balance=INITIAL + 1_234, nonce=0)
     assert delta.get_account(proposer) == Account(balance=56, nonce=0)
@@ -83,8 +79,10 @@ def test_consecutive_nonces_apply(
     delta: StateDelta, keys: Any, make_transfer: Any, proposer: str, chain_id: str, params: ChainParams
 ) -> None:
     for nonce in range(5):
-        process_transfer(
-            delta, make_transfer(keys.alice, keys.bob, amount=1, fee=10, nonce=nonce), proposer, chain_id, params
+        process_tx(
+            delta,
+            make_transfer(keys.alice, keys.bob, amount=1, fee=10, nonce=nonce),
+            tx_context(proposer, chain_id, params),
         )
     assert delta.get_account(keys.alice.address) == Account(balance=INITIAL - 5 * 11, nonce=5)
     assert delta.get_account(proposer).balance == 50
@@ -94,14 +92,14 @@ def test_transfer_to_a_new_account(
     delta: StateDelta, keys: Any, make_transfer: Any, proposer: str, chain_id: str, params: ChainParams
 ) -> None:
     assert delta.get_account(keys.dave.address) == Account()
-    process_transfer(delta, make_transfer(keys.alice, keys.dave, amount=7), proposer, chain_id, params)
+    process_tx(delta, make_transfer(keys.alice, keys.dave, amount=7), tx_context(proposer, chain_id, params))
     assert delta.get_account(keys.dave.address) == Account(balance=7, nonce=0)
 
 
 def test_transfer_to_self_costs_only_the_fee(
     delta: StateDelta, keys: Any, make_transfer: Any, proposer: str, chain_id: str, params: ChainParams
 ) -> None:
-    process_transfer(delta, make_transfer(keys.alice, keys.alice, amount=500, fee=10), proposer, chain_id, params)
+    process_tx(delta, make_transfer(keys.alice, keys.alice, amount=500, fee=10), tx_context(proposer, chain_id, params))
     assert delta.get_account(keys.alice.address) == Account(balance=INITIAL - 10, nonce=1)
 
 
@@ -109,7 +107,7 @@ def test_proposer_paying_itself_keeps_its_fee(
     delta: StateDelta, keys: Any, make_transfer: Any, chain_id: str, params: ChainParams
 ) -> None:
     proposer = keys.alice.address
-    process_transfer(delta, make_transfer(keys.alice, keys.bob, amount=100, fee=10), proposer, chain_id, params)
+    process_tx(delta, make_transfer(keys.alice, keys.bob, amount=100, fee=10), tx_context(proposer, chain_id, params))
     assert delta.get_account(keys.alice.address) == Account(balance=INITIAL - 100, nonce=1)
 
 
@@ -117,14 +115,14 @@ def test_spending_the_whole_balance_is_allowed(
     delta: StateDelta, keys: Any, make_transfer: Any, proposer: str, chain_id: str, params: ChainParams
 ) -> None:
     tx = make_transfer(keys.alice, keys.bob, amount=INITIAL - 10, fee=10)
-    process_transfer(delta, tx, proposer, chain_id, params)
+    process_tx(delta, tx, tx_context(proposer, chain_id, params))
     assert delta.get_account(keys.alice.address) == Account(balance=0, nonce=1)
 
 
 def test_fee_at_the_minimum_is_allowed(
     delta: StateDelta, keys: Any, make_transfer: Any, proposer: str, chain_id: str, params: ChainParams
 ) -> None:
-    process_transfer(delta, make_transfer(keys.alice, keys.bob, fee=params.min_fee), proposer, chain_id, params)
+    process_tx(delta, make_transfer(keys.alice, keys.bob, fee=params.min_fee), tx_context(proposer, chain_id, params))
     assert delta.get_account(proposer).balance == params.min_fee
 
 
@@ -194,7 +192,7 @@ def test_replayed_nonce(
     delta: StateDelta, keys: Any, make_transfer: Any, proposer: str, chain_id: str, params: ChainParams
 ) -> None:
     tx = make_transfer(keys.alice, keys.bob, nonce=0)
-    process_tx(delta, tx, proposer, chain_id, params)
+    process_tx(delta, tx, tx_context(proposer, chain_id, params))
     assert _refuse(delta, tx, proposer, chain_id, params) == TxRejection.NONCE_TOO_LOW == "nonce_too_low"
     # another tx reusing the consumed nonce is refused the same way
     other = make_transfer(keys.alice, keys.carol, nonce=0, amount=1)
@@ -207,7 +205,7 @@ def test_replay_against_committed_nonce(
     state = ChainState.from_accounts({keys.alice.address: Account(balance=INITIAL, nonce=3)})
     delta = StateDelta(base=state)
     assert _refuse(delta, make_transfer(keys.alice, keys.bob, nonce=2), proposer, chain_id, params) == "nonce_too_low"
-    process_tx(delta, make_transfer(keys.alice, keys.bob, nonce=3), proposer, chain_id, params)
+    process_tx(delta, make_transfer(keys.alice, keys.bob, nonce=3), tx_context(proposer, chain_id, params))
 
 
 @pytest.mark.parametrize("nonce", [1, 2, 1_000, MAX_U64])
@@ -246,11 +244,15 @@ def test_overspend_counts_earlier_txs_in_the_block(
     delta: StateDelta, keys: Any, make_transfer: Any, proposer: str, chain_id: str, params: ChainParams
 ) -> None:
     process_tx(
-        delta, make_transfer(keys.alice, keys.bob, amount=INITIAL - 100, fee=10, nonce=0), proposer, chain_id, params
+        delta,
+        make_transfer(keys.alice, keys.bob, amount=INITIAL - 100, fee=10, nonce=0),
+        tx_context(proposer, chain_id, params),
     )
     tx = make_transfer(keys.alice, keys.bob, amount=81, fee=10, nonce=1)
     assert _refuse(delta, tx, proposer, chain_id, params) == "insufficient_balance"
-    process_tx(delta, make_transfer(keys.alice, keys.bob, amount=80, fee=10, nonce=1), proposer, chain_id, params)
+    process_tx(
+        delta, make_transfer(keys.alice, keys.bob, amount=80, fee=10, nonce=1), tx_context(proposer, chain_id, params)
+    )
     assert delta.get_account(keys.alice.address) == Account(balance=0, nonce=2)
 
 
@@ -286,7 +288,7 @@ def test_recipient_balance_overflow(
     tx = make_transfer(keys.alice, keys.bob, amount=6, fee=10)
     assert _refuse(delta, tx, proposer, chain_id, params) == "amount_overflow"
     # exactly reaching the maximum is fine
-    process_tx(delta, make_transfer(keys.alice, keys.bob, amount=5, fee=10), proposer, chain_id, params)
+    process_tx(delta, make_transfer(keys.alice, keys.bob, amount=5, fee=10), tx_context(proposer, chain_id, params))
     assert delta.get_account(keys.bob.address).balance == MAX_U64
 
 
@@ -295,7 +297,11 @@ def test_self_transfer_near_the_maximum_is_not_an_overflow(
 ) -> None:
     state = ChainState.from_accounts({keys.alice.address: Account(balance=MAX_U64)})
     delta = StateDelta(base=state)
-    process_tx(delta, make_transfer(keys.alice, keys.alice, amount=MAX_U64 - 10, fee=10), proposer, chain_id, params)
+    process_tx(
+        delta,
+        make_transfer(keys.alice, keys.alice, amount=MAX_U64 - 10, fee=10),
+        tx_context(proposer, chain_id, params),
+    )
     assert delta.get_account(keys.alice.address) == Account(balance=MAX_U64 - 10, nonce=1)
 
 
@@ -342,7 +348,7 @@ def test_unknown_tx_kind_in_the_transition(
 ) -> None:
     tx = _Mint(chain_id=chain_id, sender=keys.alice.address, nonce=0, fee=10, amount=5)
     with pytest.raises(InvalidTx) as info:
-        process_tx(delta, tx, proposer, chain_id, params)  # type: ignore[arg-type]
+        process_tx(delta, tx, tx_context(proposer, chain_id, params))  # type: ignore[arg-type]
     assert info.value.reason == TxRejection.UNKNOWN_TX_TYPE
     assert delta.accounts == {}
 
@@ -394,7 +400,7 @@ def test_any_sequence_conserves_supply_and_refusals_leave_no_trace(
         )
         before = _snapshot(delta)
         try:
-            process_transfer(delta, tx, _PROPOSER, chain_id, params)
+            process_tx(delta, tx, tx_context(_PROPOSER, chain_id, params))
         except InvalidTx:
             assert delta.accounts == before
             continue

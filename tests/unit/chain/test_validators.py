@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.block import apply_block, build_block
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_block, genesis_state
 from aitbc.chain.params import PRESETS, REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.state import ChainState, commit_delta
-from aitbc.chain.transition import apply_block, build_block
 from aitbc.chain.validators import (
     EMPTY_STAKING,
     Bond,
@@ -30,6 +30,7 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidBlock, InvalidTx, TxRejection
 from aitbc.protocol.tx import Delegate, ReportEvidence, Stake, Transfer, Tx, Unstake, sign_tx, verify_tx
 from aitbc.protocol.vote import CommitCertificate, CommitSig, Vote, VoteKind, make_evidence, sign_vote
+from support.chain import tx_context
 
 CHAIN = "aitbc-test"
 AUTH = [KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2)]
@@ -359,12 +360,12 @@ def test_invalid_tx_leaves_no_trace() -> None:
     chain = Chain()
     with pytest.raises(InvalidTx):
         from aitbc.chain.state import StateDelta
-        from aitbc.chain.transition import process_staking_tx
+        from aitbc.chain.tx_rules import process_tx
 
         delta = StateDelta(base=chain.state)
         tx = Unstake(chain_id=CHAIN, sender=ALICE.address, nonce=0, fee=1, validator=ALICE.address, amount=1)
         try:
-            process_staking_tx(delta, tx, AUTH[0].address, CHAIN, chain.params, 1)
+            process_tx(delta, tx, tx_context(AUTH[0].address, CHAIN, chain.params))
         finally:
             assert delta.staking is None and delta.accounts == {}
 

@@ -9,14 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.block import apply_block, build_block
 from aitbc.chain.genesis import Genesis, genesis_block, genesis_state
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import Account, ChainState, StateDelta, commit_delta
-from aitbc.chain.transition import apply_block, build_block, process_transfer
+from aitbc.chain.tx_rules import process_tx
 from aitbc.mempool import Mempool
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, MempoolRejected, TxRejection
 from aitbc.protocol.tx import Transfer, VerifiedTx, sign_tx, verify_tx
+from support.chain import tx_context
 
 RICH = Account(balance=1_000_000, nonce=0)
 
@@ -458,7 +460,7 @@ def test_reap_is_always_executable_against_the_state(
     reaped = _check_pool(pool, state, live, params)
     delta = StateDelta(base=state)
     for vtx in reaped:
-        process_transfer(delta, vtx.tx, _AUTHORITY.address, genesis.chain_id, params)  # never raises
+        process_tx(delta, vtx.tx, tx_context(_AUTHORITY.address, genesis.chain_id, params))  # never raises
 
 
 @settings(max_examples=30, deadline=None)

@@ -11,17 +11,15 @@ from hypothesis import strategies as st
 from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_model_kind, compute_output_hash
 from aitbc.protocol.zk import FIELD_MODULUS
 from aitbc.protocol.zkml import (
-    ZKML_MODEL,
     ZKML_SCALE,
     compute_felt_of_float,
     compute_float_of_felt,
     compute_job_output_hash,
     compute_zk_inference_output_hash,
-    format_zk_vector,
     get_zk_inference_problem,
     parse_zk_inference_proofs,
-    parse_zk_vector,
 )
+from aitbc.protocol.zkml_input import ZKML_MODEL, format_zk_vector, parse_zk_vector
 from aitbc.zk.zkml import compute_zkml_output_hash, default_zkml_paths
 
 SAMPLE = default_zkml_paths()

@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("ezkl", reason="the zkml extra (ezkl, onnx) is not installed")
 
 from aitbc.protocol.receipt import Receipt, ReceiptUnits
-from aitbc.protocol.zkml import ZKML_MODEL, compute_zk_inference_output_hash
+from aitbc.protocol.zkml import compute_zk_inference_output_hash
+from aitbc.protocol.zkml_input import ZKML_MODEL
 from aitbc.wallet.receipts import ReceiptReport, _check_zkml
 from aitbc.zk.zkml import compute_zkml_model_digest, default_zkml_paths
 

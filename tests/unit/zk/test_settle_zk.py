@@ -9,7 +9,7 @@ import pytest
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_state
 from aitbc.chain.params import ChainParams
 from aitbc.chain.state import EscrowState, StateDelta
-from aitbc.chain.transition import process_open_escrow, process_settle_job, process_tx
+from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, countersign_receipt, sign_receipt_as_miner
@@ -26,6 +26,7 @@ from aitbc.protocol.tx import (
 )
 from aitbc.protocol.zk import ZkReceiptProof, commitment_hex
 from aitbc.zk.prover import Groth16pyProver, make_receipt_proof
+from support.chain import tx_context
 
 CHAIN = "aitbc-test"
 AUTHORITY = KeyPair.from_seed(b"\x01" * 32)
@@ -76,7 +77,7 @@ def open_escrow(job_id: str = "job_1") -> StateDelta:
         amount=ESCROW,
         deadline_height=50,
     )
-    process_open_escrow(delta, sign_tx(tx, CLIENT), AUTHORITY.address, CHAIN, PARAMS, 1, "aa" * 32)
+    process_tx(delta, sign_tx(tx, CLIENT), tx_context(AUTHORITY.address, CHAIN, PARAMS, 1, "aa" * 32))
     return delta
 
 
@@ -94,7 +95,7 @@ def genuine(prover: Groth16pyProver) -> tuple[Receipt, ZkReceiptProof]:
 def settle_rejection(tx: SettleJobZk) -> tuple[str, StateDelta]:
     delta = open_escrow()
     with pytest.raises(InvalidTx) as info:
-        process_settle_job(delta, tx, AUTHORITY.address, CHAIN, PARAMS, 2, "bb" * 32)
+        process_tx(delta, tx, tx_context(AUTHORITY.address, CHAIN, PARAMS, 2, "bb" * 32))
     return info.value.reason, delta
 
 
@@ -103,7 +104,7 @@ def test_genuine_proof_settles(genuine: tuple[Receipt, ZkReceiptProof]) -> None:
     delta = open_escrow()
     tx = settle_zk(receipt, proof)
     verify_tx(tx)
-    process_tx(delta, tx, AUTHORITY.address, CHAIN, PARAMS, 2, "bb" * 32)
+    process_tx(delta, tx, tx_context(AUTHORITY.address, CHAIN, PARAMS, 2, "bb" * 32))
     escrow = delta.get_escrow("job_1")
     assert escrow is not None and escrow.state == EscrowState.SETTLED
     assert delta.get_account(MINER.address).balance == receipt.total_price

@@ -6,9 +6,21 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from aitbc.coordinator.api.body import json_body
 from aitbc.coordinator.auth import ApiKey
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from aitbc.protocol.job_messages import (
+    ClaimRequest,
+    FailureReport,
+    HeartbeatRequest,
+    JobRequest,
+    MinerRegistration,
+    ProgressReport,
+    QuoteRequest,
+    ReleaseRequest,
+    ResultSubmission,
+)
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker
 # thread, a round trip that cost more than the rest of a job submission.
@@ -41,3 +53,17 @@ async def get_miner(request: Request, service: Service) -> str:
 
 
 Miner = Annotated[str, Depends(get_miner)]
+
+
+# Request bodies, decoded into their protocol messages (see ``aitbc.coordinator.api.body``). Declare
+# them after the caller's identity (``Client`` / ``Miner``): a request from nobody is a 401 before its
+# body is looked at.
+JobRequestBody = Annotated[JobRequest, Depends(json_body(JobRequest))]
+QuoteRequestBody = Annotated[QuoteRequest, Depends(json_body(QuoteRequest))]
+RegistrationBody = Annotated[MinerRegistration, Depends(json_body(MinerRegistration))]
+ClaimBody = Annotated[ClaimRequest, Depends(json_body(ClaimRequest))]
+HeartbeatBody = Annotated[HeartbeatRequest, Depends(json_body(HeartbeatRequest))]
+ProgressBody = Annotated[ProgressReport, Depends(json_body(ProgressReport))]
+ResultBody = Annotated[ResultSubmission, Depends(json_body(ResultSubmission))]
+FailureBody = Annotated[FailureReport, Depends(json_body(FailureReport))]
+ReleaseBody = Annotated[ReleaseRequest, Depends(json_body(ReleaseRequest))]

@@ -10,18 +10,18 @@ FastAPI's middleware and routing:
 - ``POST /api/v1/miners/claim``, ``/heartbeat``, ``/jobs/{job_id}/progress`` and
   ``/jobs/{job_id}/result`` (miners).
 
-They are served with the very same pieces the routes use — the same pydantic request
-models (validated from the raw JSON), the same authentication (``X-Api-Key``; the miner's
-request signature over method, path and body), the same ``CoordinatorService`` calls and
-the app's own ``AitbcError`` rendering — and every other case goes to the FastAPI route
+They are served with the very same pieces the routes use — the same protocol messages
+(``aitbc.protocol.job_messages``, decoded from the raw JSON by the same ``decode_message``),
+the same authentication, in the same order (``X-Api-Key`` or the miner's request signature
+over method, path and body, then the body), the same ``CoordinatorService`` calls and the
+app's own ``AitbcError`` rendering — and every other case goes to the FastAPI route
 unchanged, so the API, its errors and ``/openapi.json`` stay exactly what the routes define:
 
-- a body that is not JSON by ``Content-Type``, has no declared length, is larger than the
-  limit, or does not validate goes to the full stack (with the body replayed) *before*
-  anything else happens, so 413 and 422 answers stay FastAPI's and nothing is consumed
-  (no rate-limit token, no miner nonce) twice;
-- an ``AitbcError`` (bad key, rate limit, bad signature, unknown model, lost lease …) is
-  rendered by the same function as the app's exception handler.
+- a body that is not JSON by ``Content-Type``, has no declared length or is larger than the
+  limit goes to the full stack (with the body replayed) *before* anything else happens, so
+  413 answers stay the app's and nothing is consumed (no rate-limit token, no miner nonce) twice;
+- an ``AitbcError`` (bad key, rate limit, bad signature, a body that breaks its message type,
+  unknown model, lost lease …) is rendered by the same function as the app's exception handler.
 """
 
 from __future__ import annotations
@@ -31,17 +31,25 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import msgspec
 import orjson
-from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aitbc.coordinator.api.routes.jobs import result_response, submit
 from aitbc.coordinator.api.routes.miners import deliver_result
-from aitbc.coordinator.schemas import ClaimRequest, HeartbeatRequest, JobCreate, ProgressRequest, ResultRequest
 from aitbc.coordinator.services import CoordinatorService, job_view
 from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.job_messages import (
+    ClaimRequest,
+    HeartbeatRequest,
+    JobAssignment,
+    JobRequest,
+    ProgressReport,
+    ResultSubmission,
+    decode_message,
+)
 
 SUBMIT_PATH: Final = "/api/v1/jobs"
 JOBS_PREFIX: Final = "/api/v1/jobs/"
@@ -54,10 +62,10 @@ _MINER_HEADERS: Final = {
     HEADER_SIGNATURE.lower().encode(): "signature",
 }
 
-Handler = Callable[[CoordinatorService, str, str, Any], Awaitable[dict[str, Any] | None]]
+Handler = Callable[[CoordinatorService, str, str, Any], Awaitable[dict[str, Any] | JobAssignment | None]]
 
 
-async def _claim(service: CoordinatorService, miner: str, _: str, body: ClaimRequest) -> dict[str, Any] | None:
+async def _claim(service: CoordinatorService, miner: str, _: str, body: ClaimRequest) -> JobAssignment | None:
     return await service.claim(miner, body.wait_seconds)
 
 
@@ -65,20 +73,20 @@ async def _heartbeat(service: CoordinatorService, miner: str, _: str, body: Hear
     return await service.heartbeat(miner, body.leases)
 
 
-async def _progress(service: CoordinatorService, miner: str, job_id: str, body: ProgressRequest) -> dict[str, Any]:
+async def _progress(service: CoordinatorService, miner: str, job_id: str, body: ProgressReport) -> dict[str, Any]:
     return await service.progress(miner, job_id, body.lease_id, body.tokens, body.first_index)
 
 
-async def _result(service: CoordinatorService, miner: str, job_id: str, body: ResultRequest) -> dict[str, Any]:
+async def _result(service: CoordinatorService, miner: str, job_id: str, body: ResultSubmission) -> dict[str, Any]:
     return await deliver_result(service, miner, job_id, body)
 
 
 # route (below /api/v1/miners/) → request model, handler; "jobs/*/x" routes take the job id from the path
-_MINER_ROUTES: Final[dict[str, tuple[type[BaseModel], Handler]]] = {
+_MINER_ROUTES: Final[dict[str, tuple[type[Any], Handler]]] = {
     "claim": (ClaimRequest, _claim),
     "heartbeat": (HeartbeatRequest, _heartbeat),
-    "jobs/*/progress": (ProgressRequest, _progress),
-    "jobs/*/result": (ResultRequest, _result),
+    "jobs/*/progress": (ProgressReport, _progress),
+    "jobs/*/result": (ResultSubmission, _result),
 }
 
 
@@ -177,17 +185,12 @@ class FastPath:
     async def _submit(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], body: bytes
     ) -> None:
-        try:
-            job = JobCreate.model_validate_json(body)
-        except ValidationError:
-            await self.app(scope, _replay(body, receive), send)
-            return
         api_key = headers.get(b"x-api-key")
         try:
             client = await self.service.authenticate_client_async(
                 None if api_key is None else api_key.decode("latin-1")
             )
-            view = await submit(self.service, client, job)
+            view = await submit(self.service, client, decode_message(JobRequest, body))
         except AitbcError as exc:
             await self.render_error(exc)(scope, receive, send)
             return
@@ -218,24 +221,22 @@ class FastPath:
         route = _miner_route(path)
         assert route is not None
         key, job_id = route
-        model, handler = _MINER_ROUTES[key]
-        try:
-            request = model.model_validate_json(body)
-        except ValidationError:
-            await self.app(scope, _replay(body, receive), send)
-            return
+        kind, handler = _MINER_ROUTES[key]
         auth = {
             field: None if (v := headers.get(h)) is None else v.decode("latin-1") for h, field in _MINER_HEADERS.items()
         }
         try:
             miner = self.service.authenticate_miner(auth, "POST", path, body)
-            answer = await handler(self.service, miner, job_id, request)
+            answer = await handler(self.service, miner, job_id, decode_message(kind, body))
         except AitbcError as exc:
             await self.render_error(exc)(scope, receive, send)
             return
         if answer is None:  # a claim that found no work in time
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
+            return
+        if isinstance(answer, JobAssignment):
+            await _send_bytes(send, 200, msgspec.json.encode(answer))
             return
         await _send_json(send, 200, answer)
 
@@ -252,7 +253,10 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 
 async def _send_json(send: Send, status: int, value: Any) -> None:
-    payload = _dumps(value)
+    await _send_bytes(send, status, _dumps(value))
+
+
+async def _send_bytes(send: Send, status: int, payload: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -261,17 +265,3 @@ async def _send_json(send: Send, status: int, value: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that yields the already-read body once, then defers to the real one."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

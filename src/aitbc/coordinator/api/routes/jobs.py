@@ -10,46 +10,21 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from aitbc.coordinator.api.deps import Client, Service
+from aitbc.coordinator.api.body import openapi_body
+from aitbc.coordinator.api.deps import Client, JobRequestBody, QuoteRequestBody, Service
 from aitbc.coordinator.auth import ApiKey
-from aitbc.coordinator.schemas import JobCreate, QuoteRequest
 from aitbc.coordinator.services import CoordinatorService, job_view
 from aitbc.market.lifecycle import TERMINAL_STATES, JobState
-from aitbc.protocol.job import JobInput, JobOutput, Message, Params, unpack_vectors
+from aitbc.protocol.job import JobOutput, unpack_vectors
+from aitbc.protocol.job_messages import JobRequest, QuoteRequest
 from aitbc.protocol.zkml import ZK_INFERENCE, parse_zk_inference_proofs
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
-def to_job_input(body: JobCreate) -> JobInput:
-    params = body.params
-    return JobInput(
-        type=body.type,
-        model=body.model,
-        prompt=body.input.prompt,
-        messages=None if body.input.messages is None else [Message(m.role, m.content) for m in body.input.messages],
-        texts=body.input.texts,
-        params=Params(
-            max_tokens=params.max_tokens,
-            temperature_milli=round(params.temperature * 1000),
-            seed=params.seed,
-            stop=list(params.stop),
-        ),
-    )
-
-
-async def submit(service: CoordinatorService, client: ApiKey, body: JobCreate) -> dict[str, Any]:
+async def submit(service: CoordinatorService, client: ApiKey, body: JobRequest) -> dict[str, Any]:
     """One submission, for the routed and the fast path alike."""
-    return await service.submit_job(
-        client,
-        to_job_input(body),
-        model_digest=body.model_digest,
-        max_price=body.max_price,
-        ttl_seconds=body.ttl_seconds,
-        constraints=body.constraints.model_dump(exclude_none=True),
-        job_id=body.job_id,
-        sealed=None if body.sealed is None else body.sealed.model_dump(),
-    )
+    return await service.submit_job(client, body)
 
 
 @router.post(
@@ -57,8 +32,9 @@ async def submit(service: CoordinatorService, client: ApiKey, body: JobCreate) -
     summary="Which miner would run a job, and at what unit price",
     description="For a private job: seal the input to the returned miner (its address is its key), then submit "
     "with `sealed`; only that miner can claim it.",
+    openapi_extra=openapi_body(QuoteRequest),
 )
-async def quote(body: QuoteRequest, client: Client, service: Service) -> dict[str, Any]:
+async def quote(client: Client, service: Service, body: QuoteRequestBody) -> dict[str, Any]:
     return service.quote(body.type, body.model, body.model_digest)
 
 
@@ -68,8 +44,9 @@ async def quote(body: QuoteRequest, client: Client, service: Service) -> dict[st
     summary="Submit a job",
     description="On a coordinator with a node (paid jobs), `job_id` names the escrow the client opened on chain; "
     "402 says what is wrong with it.",
+    openapi_extra=openapi_body(JobRequest),
 )
-async def submit_job(body: JobCreate, client: Client, service: Service) -> dict[str, Any]:
+async def submit_job(client: Client, service: Service, body: JobRequestBody) -> dict[str, Any]:
     return await submit(service, client, body)
 
 

@@ -1,0 +1,221 @@
+"""The hostile-input probes of issue 14, replayed against the real node, coordinator, pool hub and wallet daemon.
+
+Each service runs as its own process with short idle/header timeouts (settings from the environment) and is
+sent, without credentials: 300 MiB bodies chunked and with a declared length, headers that never end, and
+1,000 idle or half-sent connections. Each must answer the right 4xx, stay up, and grow its RSS by less
+than 32 MiB (peak, sampled every 10 ms). The node also gets the 300 x ``get_block`` batch over a block of
+1,000 txs and a batch over ``max_batch``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aitbc.protocol.tx import Transfer, sign_tx, tx_to_json_obj
+from aitbc.runtime.keyfile import read_keyfile
+from e2e.hostile import (
+    HEADER_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    PYTHON,
+    MiB,
+    Service,
+    clean_env,
+    free_port,
+    hold_connections,
+    rss_growth,
+    stream_body,
+    wait_all_closed,
+)
+
+RSS_BUDGET = 32 * MiB
+HOSTILE_BODY = 300 * MiB
+SERVICES = ("node", "coordinator", "poolhub", "wallet")
+
+
+def _service(name: str, root: Path) -> Service:
+    port = free_port()
+    data = root / name
+    log = root / f"{name}.log"
+    cli = [PYTHON, "-m", "aitbc"]
+    if name == "node":
+        init = subprocess.run(
+            [*cli, "node", "init", "--data-dir", str(data), "--block-time-ms", "300"],
+            capture_output=True,
+            env=clean_env("AITBC_NODE_"),
+            check=False,
+        )
+        assert init.returncode == 0, init.stderr
+        ws, p2p = free_port(), free_port()
+        args = [*cli, "node", "run", "--data-dir", str(data), "--rpc-port", str(port), "--ws-port", str(ws)]
+        return Service(name, [*args, "--p2p-port", str(p2p)], clean_env("AITBC_NODE_"), log, port, "/", rpc=True)
+    if name == "coordinator":
+        args = [*cli, "coordinator", "run", "--data-dir", str(data), "--port", str(port), "--log-level", "warning"]
+        return Service(name, args, clean_env("AITBC_COORDINATOR_"), log, port, "/api/v1/miners/register")
+    if name == "poolhub":
+        args = [*cli, "poolhub", "run", "--data-dir", str(data), "--port", str(port), "--api-token", "secret-token"]
+        return Service(name, args, clean_env("AITBC_POOLHUB_"), log, port, "/v1/miners")
+    args = [*cli, "wallet", "daemon", "--wallet-dir", str(data), "--port", str(port)]
+    return Service(name, args, clean_env("AITBC_WALLETD_"), log, port, "/rpc", rpc=True)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
+    root = tmp_path_factory.mktemp("hostile")
+    running: dict[str, Service] = {}
+    try:
+        for name in SERVICES:
+            service = _service(name, root)
+            service.start(ready=root / "wallet" / "daemon.token" if name == "wallet" else None)
+            running[name] = service
+        yield running
+    finally:
+        for service in running.values():
+            service.stop()
+
+
+def _limit_error(reply_json: dict[str, object], rpc: bool) -> dict[str, object]:
+    error = reply_json["error"]
+    assert isinstance(error, dict)
+    if rpc:
+        assert error["code"] == -32600
+        data = error["data"]
+        assert isinstance(data, dict)
+        return data
+    return error
+
+
+@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_300_mib_body_without_credentials_is_413_early(services: dict[str, Service], name: str, chunked: bool) -> None:
+    service = services[name]
+    stream_body(service.port, service.post_path, 8 * MiB, chunked=True)  # warm-up: first-request allocations
+    with rss_growth(service.pid) as growth:
+        reply, sent = stream_body(service.port, service.post_path, HOSTILE_BODY, chunked=chunked)
+    assert reply is not None, f"{name} answered nothing:\n{service.log()}"
+    assert reply.status == 413, reply
+    error = _limit_error(reply.json(), service.rpc)
+    assert error["reason"] == "too_large" and error["limit"] == "max_body_bytes"
+    assert sent < 64 * MiB, f"{name} read {sent} bytes before refusing"
+    assert growth[0] < RSS_BUDGET, f"{name} RSS grew {growth[0] / MiB:.1f} MiB"
+    service.healthy()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_endless_headers_are_431(services: dict[str, Service], name: str) -> None:
+    service = services[name]
+    with rss_growth(service.pid) as growth:
+        reply, _ = stream_body(
+            service.port, "/healthz", 1, chunked=False, headers={"X-Pad": "a" * (256 * 1024)}, chunk=1
+        )
+    assert reply is not None and reply.status == 431, reply
+    assert growth[0] < RSS_BUDGET
+    service.healthy()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_1000_idle_and_partial_connections_are_closed_within_the_timeouts(
+    services: dict[str, Service], name: str
+) -> None:
+    service = services[name]
+    with rss_growth(service.pid) as growth:
+        socks = hold_connections(service.port, idle=500, partial=500)
+        still_open, waited = wait_all_closed(socks, within=max(IDLE_TIMEOUT_S, HEADER_TIMEOUT_S) + 5)
+    assert still_open == 0, f"{name}: {still_open} of 1000 connections still open after {waited:.1f} s"
+    assert growth[0] < RSS_BUDGET, f"{name} RSS grew {growth[0] / MiB:.1f} MiB"
+    service.healthy()
+
+
+def test_connections_past_the_cap_get_503_at_once(services: dict[str, Service]) -> None:
+    service = services["coordinator"]
+    socks = hold_connections(service.port, idle=MAX_CONNECTIONS + 50, partial=0)
+    try:
+        time.sleep(0.5)
+        refused = 0
+        for sock in socks[-50:]:
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                continue
+            refused += data.startswith(b"HTTP/1.1 503")
+        assert refused >= 40, f"only {refused} of 50 over-cap connections were refused"
+    finally:
+        wait_all_closed(socks, within=IDLE_TIMEOUT_S + 5)
+    service.healthy()
+
+
+def _fill_a_block(node: Service, data_dir: Path, txs: int) -> int:
+    faucet = read_keyfile(data_dir / "faucet.key")
+    info = httpx.post(node.url, json={"jsonrpc": "2.0", "method": "get_chain_info", "id": 1}).json()["result"]
+    recipient = read_keyfile(data_dir / "validator.key").address
+    calls = [
+        {
+            "jsonrpc": "2.0",
+            "method": "send_tx",
+            "id": nonce,
+            "params": [
+                tx_to_json_obj(
+                    sign_tx(
+                        Transfer(
+                            chain_id=info["chain_id"],
+                            sender=faucet.address,
+                            nonce=nonce,
+                            fee=1_000,
+                            recipient=recipient,
+                            amount=1,
+                            memo="m" * 64,
+                        ),
+                        faucet,
+                    )
+                )
+            ],
+        }
+        for nonce in range(txs)
+    ]
+    replies = httpx.post(node.url, json=calls, timeout=60).json()
+    assert all("result" in r for r in replies), replies[:3]
+    last = replies[-1]["result"]["tx_hash"]
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{node.url}/v1/txs/{last}/status").json()["status"] != "committed":
+        assert time.monotonic() < deadline, "the txs were not committed"
+        time.sleep(0.2)
+    head = httpx.get(node.url + "/v1/head").json()["height"]
+    sizes = {h: len(httpx.get(f"{node.url}/v1/blocks/{h}").json()["txs"]) for h in range(1, head + 1)}
+    return max(sizes, key=lambda h: sizes[h])
+
+
+def test_300_get_block_batch_is_refused_whole_within_the_reply_budget(
+    services: dict[str, Service], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    node = services["node"]
+    data_dir = Path(node.args[node.args.index("--data-dir") + 1])
+    height = _fill_a_block(node, data_dir, 1_000)
+    one = httpx.post(node.url, json={"jsonrpc": "2.0", "method": "get_block", "params": [height], "id": 1})
+    assert one.status_code == 200 and len(one.json()["result"]["txs"]) >= 300
+    batch = [{"jsonrpc": "2.0", "method": "get_block", "params": [height], "id": i} for i in range(300)]
+    with rss_growth(node.pid) as growth:
+        started = time.monotonic()
+        reply = httpx.post(node.url, json=batch, timeout=60)
+        took = time.monotonic() - started
+    assert reply.status_code == 413, reply.text[:300]
+    data = _limit_error(reply.json(), rpc=True)
+    assert data["reason"] == "reply_too_large" and data["limit"] == "max_reply_bytes"
+    assert growth[0] < RSS_BUDGET, f"node RSS grew {growth[0] / MiB:.1f} MiB"
+    assert took < 5, f"refusing took {took:.1f} s"
+    assert node.healthy() < 1.0
+
+
+def test_batch_over_max_batch_is_413(services: dict[str, Service]) -> None:
+    node = services["node"]
+    batch = [{"jsonrpc": "2.0", "method": "get_head", "id": i} for i in range(1_001)]
+    reply = httpx.post(node.url, json=batch, timeout=30)
+    assert reply.status_code == 413
+    data = _limit_error(reply.json(), rpc=True)
+    assert data["reason"] == "batch_too_large" and data["max_calls"] == 1_000
+    node.healthy()
