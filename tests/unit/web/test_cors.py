@@ -70,7 +70,7 @@ def test_no_origins_configured_means_no_cors(tmp_path: Path) -> None:
 
 
 def test_node_and_poolhub_allow_the_web_origin(tmp_path: Path) -> None:
-    node = create_http_app(cast(NodeService, None), [WEB])
+    node = create_http_app(cast(NodeService, None), cors_origins=[WEB])
     hub = create_poolhub(PoolHubSettings(data_dir=tmp_path, cors_origins=[WEB]))
     apps: list[FastAPI] = [node, hub]
     for app in apps:

@@ -79,13 +79,3 @@ def test_writes_every_service_openapi(tmp_path: Path) -> None:
     coordinator = json.loads((tmp_path / "coordinator.json").read_text())
     assert "/api/v1/jobs" in coordinator["paths"]
     assert "/v1/blocks/{ref}" in json.loads((tmp_path / "node.json").read_text())["paths"]
-
-
-def test_committed_openapi_matches_the_services(tmp_path: Path) -> None:
-    """web/openapi/*.json (the source of the app's typed clients) must not drift from the code."""
-    committed = Path(__file__).resolve().parents[3] / "web" / "openapi"
-    write_openapi(tmp_path)
-    for name in SERVICES:
-        assert (tmp_path / f"{name}.json").read_text() == (committed / f"{name}.json").read_text(), (
-            f"web/openapi/{name}.json is stale: run `npm run gen:api` in web/"
-        )

@@ -317,34 +317,42 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** ChatMessageIn */
-        ChatMessageIn: {
-            /** Content */
-            content: string;
-            /**
-             * Role
-             * @enum {string}
-             */
-            role: "system" | "user" | "assistant";
+        /**
+         * AssignedJob
+         * @description The job as its miner receives it: exactly one of ``input`` (plain) or ``sealed`` (a private job).
+         */
+        AssignedJob: {
+            assigned_at_ms: number;
+            attempt: number;
+            chain_id: string;
+            client: string;
+            coordinator: string;
+            /** @default null */
+            escrow_amount: number | null;
+            input: components["schemas"]["JobInput"] | null;
+            input_hash: string;
+            job_id: string;
+            max_price: number | null;
+            model: string;
+            model_digest: string;
+            /** @default null */
+            sealed: components["schemas"]["SealedJobInput"] | null;
+            /** @enum {unknown} */
+            type: "embedding" | "inference" | "zk-inference";
+            unit_price: number;
+            /** @default false */
+            zk_proof_required: boolean;
         };
         /** ClaimRequest */
         ClaimRequest: {
-            /**
-             * Wait Seconds
-             * @default 20
-             */
+            /** @default 20 */
             wait_seconds: number;
         };
-        /** FailRequest */
-        FailRequest: {
-            /** Error */
+        /** FailureReport */
+        FailureReport: {
             error: string;
-            /** Lease Id */
             lease_id: string;
-            /**
-             * Retryable
-             * @default true
-             */
+            /** @default true */
             retryable: boolean;
         };
         /** HTTPValidationError */
@@ -352,224 +360,279 @@ export interface components {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
         };
-        /** HardwareIn */
-        HardwareIn: {
-            /** Cpu Cores */
-            cpu_cores?: number | null;
-            /** Cpu Model */
-            cpu_model?: string | null;
-            /** Gpu Name */
-            gpu_name?: string | null;
-            /**
-             * Kind
-             * @enum {string}
-             */
-            kind: "gpu" | "cpu";
-            /** Ram Gb */
-            ram_gb?: number | null;
-            /** Vram Gb */
-            vram_gb?: number | null;
-        } & {
-            [key: string]: unknown;
+        /**
+         * Hardware
+         * @description What the miner runs on, as it reports it (fields it adds later are ignored, not refused).
+         */
+        Hardware: {
+            /** @default null */
+            cpu_cores: number | null;
+            /** @default null */
+            cpu_model: string | null;
+            /** @default null */
+            gpu_count: number | null;
+            /** @default null */
+            gpu_name: string | null;
+            /** @enum {unknown} */
+            kind: "cpu" | "gpu";
+            /** @default null */
+            ram_gb: number | null;
+            /** @default null */
+            source: string | null;
+            /** @default null */
+            vram_gb: number | null;
         };
         /** HeartbeatRequest */
         HeartbeatRequest: {
             /**
-             * Leases
              * @description job_id → lease_id of running jobs
+             * @default {}
              */
-            leases?: {
+            leases: {
                 [key: string]: string;
             };
         };
+        /**
+         * JobAssignment
+         * @description ``POST /api/v1/miners/claim`` answers with this (or 204 when no job came in time).
+         */
+        JobAssignment: {
+            job: components["schemas"]["AssignedJob"];
+            lease: components["schemas"]["Lease"];
+        };
         /** JobConstraints */
         JobConstraints: {
-            /** Gpu */
-            gpu?: string | null;
-            /** Min Vram Gb */
-            min_vram_gb?: number | null;
-            /** Region */
-            region?: string | null;
+            /** @default null */
+            gpu: string | null;
+            /** @default null */
+            min_vram_gb: number | null;
+            /** @default null */
+            region: string | null;
             /**
-             * Zk Proof Required
              * @description The miner must attach a Groth16 receipt proof (docs/zk.md)
              * @default false
              */
             zk_proof_required: boolean;
         };
-        /** JobCreate */
-        JobCreate: {
-            constraints?: components["schemas"]["JobConstraints"];
-            input?: components["schemas"]["JobInputIn"];
-            /**
-             * Job Id
-             * @description Paid jobs: the job id of the escrow the client opened on chain for this job
-             */
-            job_id?: string | null;
-            /**
-             * Max Price
-             * @description Most the client pays, in base units
-             */
-            max_price?: number | null;
-            /** Model */
+        /**
+         * JobInput
+         * @description Exactly what the miner must run: one of prompt / messages (inference) or texts (embedding).
+         */
+        JobInput: {
+            /** @default null */
+            messages: components["schemas"]["Message"][] | null;
             model: string;
-            /** Model Digest */
-            model_digest?: string | null;
-            params?: components["schemas"]["JobParams"];
-            /** @description Private job: the input sealed to the quoted miner */
-            sealed?: components["schemas"]["SealedInputIn"] | null;
+            params?: components["schemas"]["Params"];
+            /** @default null */
+            prompt: string | null;
+            /** @default null */
+            texts: string[] | null;
+            type: string;
+        };
+        /** JobOutput */
+        JobOutput: {
+            /** @default 0 */
+            dimensions: number;
+            /** @default null */
+            text: string | null;
+            /** @default  */
+            vectors_f32: string;
+        };
+        /**
+         * JobRequest
+         * @description ``POST /api/v1/jobs``: what a client asks to be run.
+         */
+        JobRequest: {
+            constraints?: components["schemas"]["JobConstraints"];
+            input?: components["schemas"]["RequestInput"];
+            /** @default null */
+            job_id: string | null;
+            /** @default null */
+            max_price: number | null;
+            model: string;
+            /** @default null */
+            model_digest: string | null;
+            params?: components["schemas"]["RequestParams"];
+            /** @default null */
+            sealed: components["schemas"]["SealedInput"] | null;
+            /** @default null */
+            ttl_seconds: number | null;
             /**
-             * Ttl Seconds
-             * @description Give up if no miner starts the job by then
-             */
-            ttl_seconds?: number | null;
-            /**
-             * Type
              * @description zk-inference is EXPERIMENTAL: the small ONNX model aitbc-zkml-mlp proved with EZKL; input.texts holds 1..4 vectors of 4 comma-separated numbers (docs/zk.md)
-             * @enum {string}
+             * @enum {unknown}
              */
-            type: "inference" | "embedding" | "zk-inference";
-        };
-        /** JobInputIn */
-        JobInputIn: {
-            /** Messages */
-            messages?: components["schemas"]["ChatMessageIn"][] | null;
-            /** Prompt */
-            prompt?: string | null;
-            /** Texts */
-            texts?: string[] | null;
-        };
-        /** JobParams */
-        JobParams: {
-            /**
-             * Max Tokens
-             * @default 128
-             */
-            max_tokens: number;
-            /** Seed */
-            seed?: number | null;
-            /** Stop */
-            stop?: string[];
-            /**
-             * Temperature
-             * @default 0
-             */
-            temperature: number;
+            type: "embedding" | "inference" | "zk-inference";
         };
         /**
          * JobState
          * @enum {string}
          */
         JobState: "queued" | "assigned" | "running" | "completed" | "failed" | "cancelled" | "expired";
-        /** MinerRegistration */
+        /** Lease */
+        Lease: {
+            expires_at_ms: number;
+            lease_id: string;
+            lease_seconds: number;
+        };
+        /** Message */
+        Message: {
+            content: string;
+            role: string;
+        };
+        /**
+         * MinerRegistration
+         * @description ``POST /api/v1/miners/register``: the models a miner serves, at which price, on what.
+         */
         MinerRegistration: {
-            /** Backend */
             backend: string;
-            hardware: components["schemas"]["HardwareIn"];
-            /**
-             * Max Concurrency
-             * @default 1
-             */
+            hardware: components["schemas"]["Hardware"];
+            /** @default 1 */
             max_concurrency: number;
-            /** Models */
-            models: components["schemas"]["ServedModelIn"][];
-            /**
-             * Region
-             * @default
-             */
+            models: components["schemas"]["ServedModel"][];
+            /** @default  */
             region: string;
-            /**
-             * Version
-             * @default
-             */
+            /** @default  */
             version: string;
         };
-        /** ProgressRequest */
-        ProgressRequest: {
-            /**
-             * First Index
-             * @default 0
-             */
-            first_index: number;
-            /** Lease Id */
-            lease_id: string;
-            /** Tokens */
-            tokens?: string[];
+        /**
+         * Params
+         * @description Generation parameters; temperature is in thousandths (700 = 0.7) so it hashes exactly.
+         */
+        Params: {
+            /** @default 128 */
+            max_tokens: number;
+            /** @default null */
+            seed: number | null;
+            /** @default [] */
+            stop: string[];
+            /** @default 0 */
+            temperature_milli: number;
         };
-        /** QuoteRequest */
+        /**
+         * ProgressReport
+         * @description Tokens generated since the last report; each report also extends the job's lease.
+         */
+        ProgressReport: {
+            /** @default 0 */
+            first_index: number;
+            lease_id: string;
+            /** @default [] */
+            tokens: string[];
+        };
+        /**
+         * QuoteRequest
+         * @description ``POST /api/v1/jobs/quote``: which miner would run such a job (a private job is sealed to it).
+         */
         QuoteRequest: {
-            /** Model */
             model: string;
-            /** Model Digest */
-            model_digest?: string | null;
-            /**
-             * Type
-             * @enum {string}
-             */
-            type: "inference" | "embedding" | "zk-inference";
+            /** @default null */
+            model_digest: string | null;
+            /** @enum {unknown} */
+            type: "embedding" | "inference" | "zk-inference";
+        };
+        /** Receipt */
+        Receipt: {
+            chain_id: string;
+            client: string;
+            coordinator: string;
+            /** @default  */
+            coordinator_signature: string;
+            finished_at_ms: number;
+            input_hash: string;
+            job_id: string;
+            miner: string;
+            /** @default  */
+            miner_signature: string;
+            model: string;
+            model_digest: string;
+            output_hash: string;
+            started_at_ms: number;
+            total_price: number;
+            unit_price: number;
+            units: components["schemas"]["ReceiptUnits"];
+        };
+        /** ReceiptUnits */
+        ReceiptUnits: {
+            completion_tokens: number;
+            compute_ms: number;
+            prompt_tokens: number;
         };
         /** ReleaseRequest */
         ReleaseRequest: {
-            /** Lease Id */
             lease_id: string;
-        };
-        /** ResultRequest */
-        ResultRequest: {
-            /** Lease Id */
-            lease_id: string;
-            /** Output */
-            output: {
-                [key: string]: unknown;
-            };
-            /** Receipt */
-            receipt: {
-                [key: string]: unknown;
-            };
-            /** Zk Proof */
-            zk_proof?: {
-                [key: string]: unknown;
-            } | null;
         };
         /**
-         * SealedInputIn
+         * RequestInput
+         * @description One of ``prompt`` / ``messages`` (inference) or ``texts`` (embedding, zk-inference).
+         */
+        RequestInput: {
+            /** @default null */
+            messages: components["schemas"]["Message"][] | null;
+            /** @default null */
+            prompt: string | null;
+            /** @default null */
+            texts: string[] | null;
+        };
+        /**
+         * RequestParams
+         * @description Generation parameters as a client writes them (temperature as a float; ``Params`` holds it in thousandths).
+         */
+        RequestParams: {
+            /** @default 128 */
+            max_tokens: number;
+            /** @default null */
+            seed: number | null;
+            /** @default [] */
+            stop: string[];
+            /** @default 0 */
+            temperature: number;
+        };
+        /**
+         * ResultSubmission
+         * @description The output with the miner-signed receipt (and the zk receipt proof when the job asked for one).
+         */
+        ResultSubmission: {
+            lease_id: string;
+            output: components["schemas"]["JobOutput"];
+            receipt: components["schemas"]["Receipt"];
+            /** @default null */
+            zk_proof: components["schemas"]["ZkReceiptProof"] | null;
+        };
+        /**
+         * SealedInput
          * @description A private job's input, sealed by the client to ``miner`` (docs/zk.md, private inputs).
          */
-        SealedInputIn: {
-            /** Ciphertext */
+        SealedInput: {
             ciphertext: string;
-            /**
-             * Input Hash
-             * @description sha256 of the plaintext input's canonical bytes
-             */
+            /** @description sha256 of the plaintext input's canonical bytes */
             input_hash: string;
-            /** Miner */
             miner: string;
-            /**
-             * Reply To
-             * @description X25519 public key the result is sealed to
-             */
+            /** @description X25519 public key the result is sealed to */
             reply_to: string;
         };
-        /** ServedModelIn */
-        ServedModelIn: {
-            /** Context Length */
-            context_length?: number | null;
-            /** Digest */
+        /**
+         * SealedJobInput
+         * @description What the coordinator keeps of a private job's input: ciphertext, the client's reply key, the params.
+         */
+        SealedJobInput: {
+            params?: components["schemas"]["Params"];
+            reply_to: string;
+            sealed: string;
+        };
+        /** ServedModel */
+        ServedModel: {
+            /** @default null */
+            context_length: number | null;
             digest: string;
-            /** Dimensions */
-            dimensions?: number | null;
+            /** @default null */
+            dimensions: number | null;
             /**
-             * Kind
              * @description zk-inference: EXPERIMENTAL (docs/zk.md)
-             * @enum {string}
+             * @enum {unknown}
              */
-            kind: "text" | "embedding" | "zk-inference";
-            /** Name */
+            kind: "embedding" | "text" | "zk-inference";
             name: string;
-            /**
-             * Unit Price
-             * @description Base units per token
-             */
+            /** @description Base units per token */
             unit_price: number;
         };
         /** ValidationError */
@@ -584,6 +647,15 @@ export interface components {
             msg: string;
             /** Error Type */
             type: string;
+        };
+        /**
+         * ZkReceiptProof
+         * @description A Groth16 proof about a receipt, as it travels in a tx.
+         */
+        ZkReceiptProof: {
+            commitment: string;
+            proof: string;
+            salt: string;
         };
     };
     responses: never;
@@ -644,7 +716,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["JobCreate"];
+                "application/json": components["schemas"]["JobRequest"];
             };
         };
         responses: {
@@ -926,23 +998,21 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The job and its lease */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["JobAssignment"];
                 };
             };
-            /** @description Validation Error */
-            422: {
+            /** @description No job arrived in time */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
+                content?: never;
             };
         };
     };
@@ -970,15 +1040,6 @@ export interface operations {
                     };
                 };
             };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
         };
     };
     fail_api_v1_miners_jobs__job_id__fail_post: {
@@ -992,7 +1053,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["FailRequest"];
+                "application/json": components["schemas"]["FailureReport"];
             };
         };
         responses: {
@@ -1029,7 +1090,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ProgressRequest"];
+                "application/json": components["schemas"]["ProgressReport"];
             };
         };
         responses: {
@@ -1103,7 +1164,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ResultRequest"];
+                "application/json": components["schemas"]["ResultSubmission"];
             };
         };
         responses: {
@@ -1151,15 +1212,6 @@ export interface operations {
                     "application/json": {
                         [key: string]: unknown;
                     };
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
