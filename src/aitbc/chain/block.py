@@ -24,12 +24,21 @@ from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import ChainState, StateDelta, compute_state_root
 from aitbc.chain.tx_rules import process_tx
-from aitbc.chain.validators import get_active_powers
-from aitbc.protocol.block import Block, BlockHeader, block_hash, compute_tx_root, sign_header, verify_header_signature
+from aitbc.chain.validators import get_commit_powers
+from aitbc.protocol.block import (
+    Block,
+    BlockHeader,
+    block_hash,
+    compute_last_commit_hash,
+    compute_tx_root,
+    sign_header,
+    verify_header_signature,
+)
 from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.errors import InvalidBlock, InvalidSignature, InvalidTx
 from aitbc.protocol.tx import VerifiedTx, complete_tx_check, prepare_tx_check
-from aitbc.protocol.vote import CommitCertificate, commit_vote, is_valid_vote_signature
+from aitbc.protocol.types import MAX_TIME_MS
+from aitbc.protocol.vote import CommitCertificate, commit_vote, is_quorum, is_valid_vote_signature
 
 
 @dataclass(slots=True)
@@ -67,6 +76,8 @@ def verify_block_header(
         raise InvalidBlock("block does not build on our head (prev_hash mismatch)")
     if header.time_ms <= head.time_ms:
         raise InvalidBlock("block time does not increase")
+    if header.time_ms > MAX_TIME_MS:
+        raise InvalidBlock(f"block time {header.time_ms} is outside the codec's range")
     # Verify the proposer is the authority whose turn it is, and signed the header
     expected = expected_proposer or get_expected_proposer(authorities, header.height)
     if header.proposer != expected:
@@ -103,14 +114,18 @@ def verify_block_body(
         raise InvalidBlock(f"block txs take {size} bytes; the limit is {params.max_block_bytes}")
     if compute_tx_root([bytes.fromhex(v.hash) for v in verified]) != header.tx_root:
         raise InvalidBlock("tx root does not match the txs")
+    if compute_last_commit_hash(block.last_commit) != header.last_commit_hash:
+        raise InvalidBlock("last_commit does not match the header's last_commit_hash")
     return verified
 
 
 def verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainState, params: ChainParams) -> None:
-    """The precommits a block carries for its parent: for the parent, distinct, each signed by a validator."""
+    """The precommits a block carries for its parent: for the parent, distinct, each signed by a member of
+    the set that decided the parent, together more than 2/3 of its power (a proposer cannot leave out
+    enough votes to make a commit it never saw, nor mark honest validators absent at will)."""
     if cert.chain_id != head.chain_id or cert.height != head.height or cert.block_hash != block_hash(head):
         raise InvalidBlock("last_commit is not for the previous block")
-    powers = get_active_powers(state.staking, state.authorities, params.staking)
+    powers = get_commit_powers(state.staking, state.authorities, params.staking)
     seen: set[str] = set()
     for sig in cert.signatures:
         if sig.validator in seen or sig.validator not in powers:
@@ -118,6 +133,20 @@ def verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainS
         if not is_valid_vote_signature(commit_vote(cert, sig)):
             raise InvalidBlock(f"last_commit carries a bad signature of {sig.validator}")
         seen.add(sig.validator)
+    signed, total = sum(powers[v] for v in seen), sum(powers.values())
+    if not is_quorum(signed, total):
+        raise InvalidBlock(f"last_commit carries {signed} of {total} voting power; needs more than 2/3")
+
+
+def verify_block_time(header: BlockHeader, now_ms: int, max_drift_ms: int) -> None:
+    """A proposal may not be dated more than ``max_drift_ms`` after
+    the checking validator's own clock: a proposer cannot push the chain's clock (and with it the wait for
+    every following height) into the future. Past times are bounded by "strictly after the parent". A synced
+    block is not checked: its commit certificate shows > 2/3 of the power accepted its time."""
+    if header.time_ms > now_ms + max_drift_ms:
+        raise InvalidBlock(
+            f"block time {header.time_ms} is {header.time_ms - now_ms} ms ahead of our clock (limit {max_drift_ms})"
+        )
 
 
 # -- execution ----------------------------------------------------------------------------
@@ -198,6 +227,7 @@ def build_block(
         tx_count=len(included),
         state_root=state_root,
         proposer=proposer,
+        last_commit_hash=compute_last_commit_hash(last_commit),
     )
     block = Block(
         header=header,

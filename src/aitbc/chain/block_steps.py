@@ -16,7 +16,9 @@
    tally closed votes from the bonds now, carry out passed proposals, enact the
    parameter changes due at this height.
 
-``process_end_block`` splits the fees a BFT block collected by the same rule.
+``process_end_block`` splits the fees a BFT block collected by the same rule, then
+records the set that decided the block if the block changed the active set
+(the next block's ``last_commit`` is measured against it).
 """
 
 from __future__ import annotations
@@ -33,19 +35,25 @@ from aitbc.chain.state import Account, ChainState, StateDelta
 from aitbc.chain.validators import (
     StakingState,
     compute_rewards,
+    get_commit_powers,
     process_commit_signers,
     process_epoch,
     process_matured_unbondings,
+    process_record_deciding_set,
 )
 
 
 def process_downtime(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
-    """The parent's precommits (``last_commit``) name this block's voters; missing ones count as downtime."""
+    """The parent's precommits (``last_commit``, > 2/3 of the deciding set's power, checked before) name this
+    block's voters; members of the deciding set missing from it count as downtime."""
     if ctx.last_commit is None:
         return staking
     signers = frozenset(sig.validator for sig in ctx.last_commit.signatures)
     state.voters = signers
-    return process_commit_signers(staking, signers, ctx.last_commit.height, state.get_authorities(), ctx.params.staking)
+    committee = state.committee
+    return process_commit_signers(
+        staking, signers, ctx.last_commit.height, state.get_authorities(), ctx.params.staking, committee
+    )
 
 
 def process_unbonding_releases(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
@@ -69,7 +77,16 @@ def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockCon
         return staking
     if from_pool:
         state.set_account(REWARD_POOL_ADDRESS, Account(balance=pool.balance - from_pool, nonce=pool.nonce))
-    credits = compute_rewards(staking, state.get_authorities(), rules, ctx.proposer, reward, state.voters)
+    credits = compute_rewards(
+        staking,
+        state.get_authorities(),
+        rules,
+        ctx.proposer,
+        reward,
+        state.voters,
+        committee=state.committee,
+        unclaimed_to=REWARD_POOL_ADDRESS,
+    )
     for address, amount in sorted(credits.items()):
         process_credit(state, address, amount)
     return msgspec.structs.replace(staking, minted=staking.minted + rules.block_reward)
@@ -81,6 +98,8 @@ def process_begin_block(state: StateDelta, base: ChainState, ctx: BlockContext) 
     process_deposit_withdrawals(state, base, ctx)
     process_expired_paid_jobs(state, base, ctx)
     original = staking = state.get_staking()
+    if ctx.last_commit is not None:
+        state.committee = get_commit_powers(base.staking, base.authorities, ctx.params.staking)
     staking = process_downtime(state, staking, ctx)
     staking = process_unbonding_releases(state, staking, ctx)
     staking = process_epoch_boundary(state, staking, ctx)
@@ -90,12 +109,36 @@ def process_begin_block(state: StateDelta, base: ChainState, ctx: BlockContext) 
     process_governance_block(state, ctx)
 
 
-def process_end_block(state: StateDelta, ctx: BlockContext) -> None:
-    """End of a BFT block: the fees it collected go by the reward rule to the proposer and the voters."""
+def process_fee_split(state: StateDelta, ctx: BlockContext) -> None:
+    """A BFT block's collected fees go by the reward rule to the proposer and the voters."""
     if state.voters is None or state.fees == 0:
         return
     staking, authorities = state.get_staking(), state.get_authorities()
-    credits = compute_rewards(staking, authorities, ctx.params.staking, ctx.proposer, state.fees, state.voters)
+    credits = compute_rewards(
+        staking,
+        authorities,
+        ctx.params.staking,
+        ctx.proposer,
+        state.fees,
+        state.voters,
+        committee=state.committee,
+        unclaimed_to=REWARD_POOL_ADDRESS,
+    )
     state.fees = 0
     for address, amount in sorted(credits.items()):
         process_credit(state, address, amount)
+
+
+def process_deciding_set(state: StateDelta, ctx: BlockContext) -> None:
+    """Remember which set decided this block if the block changed the active set (see ``last_set``)."""
+    before = state.base.get_staking()
+    staking = state.get_staking()
+    updated = process_record_deciding_set(staking, before, state.get_authorities(), ctx.params.staking)
+    if updated is not staking:
+        state.set_staking(updated)
+
+
+def process_end_block(state: StateDelta, ctx: BlockContext) -> None:
+    """End of every block: split a BFT block's fees, then record the set that decided it."""
+    process_fee_split(state, ctx)
+    process_deciding_set(state, ctx)

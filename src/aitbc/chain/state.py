@@ -411,6 +411,8 @@ class StateDelta:
     """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
     fees: int = 0
     """Fees collected so far in a BFT block (``voters`` set), paid out by ``process_end_block``."""
+    committee: dict[str, int] | None = None
+    """BFT blocks: the powers of the set that decided the parent (what ``voters`` is a part of)."""
     deposits: dict[str, Deposit] = field(default_factory=dict)
     paid: dict[str, PaidJob | None] = field(default_factory=dict)
     """Paid job records written (None: forgotten at its expiry) by this block."""

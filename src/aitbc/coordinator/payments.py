@@ -169,22 +169,6 @@ async def check_escrow(
     return EscrowTerms(escrow.amount, escrow.deadline_height, head, most if max_price is None else max_price)
 
 
-def payment_view(row: Row) -> dict[str, Any] | None:
-    if row.get("payment_state") is None:
-        return None
-    return {
-        "state": row["payment_state"],
-        "escrow_amount": row["escrow_amount"],
-        "deadline_height": row["escrow_deadline"],
-        "tx_hash": row["payment_tx"],
-        "height": row["payment_height"],
-        "paid_to_miner": row["paid_to_miner"],
-        "protocol_fee": row["protocol_fee"],
-        "refunded": row["refunded"],
-        "error": row["payment_error"],
-    }
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 

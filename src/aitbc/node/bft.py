@@ -28,7 +28,8 @@ from typing import Final
 
 import msgspec
 
-from aitbc.chain.block import BlockOutcome, apply_block, build_block
+from aitbc.chain.block import BlockOutcome, apply_block, build_block, verify_block_time
+from aitbc.chain.validators import get_commit_powers
 from aitbc.consensus.machine import (
     CastVote,
     ConsensusState,
@@ -97,6 +98,7 @@ class BftDriver:
         self.key = node.key
         self.guard = SignGuard(settings.sign_state_path, node.key)
         self.max_block_txs = settings.bft_max_block_txs
+        self.max_clock_drift_ms = settings.max_clock_drift_ms
         self.timeouts = TimeoutConfig(
             propose_ms=settings.timeout_propose_ms,
             prevote_ms=settings.timeout_vote_ms,
@@ -179,7 +181,9 @@ class BftDriver:
         self.outcomes = {}
         self.own = []
         head = self.node.head
-        wait_ms = max(0, head.time_ms + self.node.params.block_time_ms - int(time.time() * 1000))
+        block_time = self.node.params.block_time_ms
+        # never longer than one block time, whatever the head claims its time is
+        wait_ms = min(block_time, max(0, head.time_ms + block_time - int(time.time() * 1000)))
         if head.height == 0:
             wait_ms = 0
         self._later(wait_ms, Start())
@@ -284,12 +288,13 @@ class BftDriver:
         self.events.append(ProposalReceived(proposal, True))
 
     def _last_commit(self) -> CommitCertificate | None:
-        """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
-        is left out)."""
+        """The precommits we hold for our head (every one: the proposer bonus grows with the power included),
+        limited to the set that decided the head."""
         cert = self.node.view.commit_by_height(self.node.head.height)
         if cert is None:
             return None
-        powers = self.machine.powers
+        node = self.node
+        powers = get_commit_powers(node.state.staking, node.genesis.authorities, node.params.staking)
         return msgspec.structs.replace(cert, signatures=[s for s in cert.signatures if s.validator in powers])
 
     async def _commit(self, decide: Decide) -> None:
@@ -426,6 +431,7 @@ class BftDriver:
         if proposal.block_hash in self.outcomes:
             return None
         try:
+            verify_block_time(message.block.header, int(time.time() * 1000), self.max_clock_drift_ms)
             outcome = apply_block(
                 node.state,
                 node.head,

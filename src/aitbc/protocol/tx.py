@@ -443,6 +443,9 @@ def _prepare_multisig_check(tx: MultisigTransfer) -> TxSignatureCheck:
     signers = [a.signer for a in tx.approvals]
     if len(set(signers)) != len(signers):
         raise InvalidTx(TxRejection.MALFORMED, "a member approves the multisig spend twice")
+    if signers != sorted(signers):
+        # one canonical order (``add_multisig_approvals``), so the same approvals always make the same tx hash
+        raise InvalidTx(TxRejection.MALFORMED, "multisig approvals must be sorted by signer")
     signing_bytes = tx_signing_bytes(tx)
     checks = tuple(
         signature_check(a.signer, tx.chain_id, SigningKind.TX, signing_bytes, bytes.fromhex(a.signature))
