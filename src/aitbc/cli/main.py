@@ -9,6 +9,7 @@ from aitbc.cli import (
     coordinator,
     devnet,
     exchange,
+    gov,
     job,
     keys,
     match,
@@ -48,3 +49,4 @@ app.add_typer(exchange.app, name="exchange")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
 app.add_typer(web.app, name="web")
+app.add_typer(gov.app, name="gov")

@@ -17,11 +17,12 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import jobs, matching, miners
+from aitbc.coordinator.api.routes import account, jobs, matching, miners
 from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.coordinator.deposits import DepositProblem
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
 from aitbc.coordinator.services import CoordinatorService
@@ -56,6 +57,7 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (ResultRejected, 422),
     (JobRuleViolation, 409),
     (EscrowProblem, 402),
+    (DepositProblem, 402),
     (ChainUnavailable, 503),
 ]
 
@@ -125,6 +127,11 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
                     log.exception("sweep failed")
 
         tasks = [asyncio.create_task(sweeper())]
+        if service.deposits is not None:
+            try:
+                await service.deposits.start()
+            except (ChainUnavailable, AitbcError) as exc:  # the books fill in as the node answers
+                log.warning("deposits not read at start", extra={"error": str(exc)})
         if service.payments is not None:
             tasks.append(asyncio.create_task(service.payments.run()))
         log.info(
@@ -153,6 +160,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(miners.router)
     app.include_router(matching.router)
+    app.include_router(account.router)
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
