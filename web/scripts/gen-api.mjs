@@ -1,7 +1,9 @@
-// Regenerate the typed API clients from the services' OpenAPI documents, in one command:
-//   npm run gen:api     dump each service's openapi.json (from its create_app, in Python) and
-//                        run openapi-typescript over it into src/api/<service>.d.ts
-//   npm run check:api   the same into a temporary directory; fails if the committed files differ (CI)
+// Generate the typed API clients from the services' OpenAPI documents, in one command:
+//   npm run gen:api     dump each service's openapi.json (from its create_app, in Python, no server) into
+//                        openapi/ and run openapi-typescript over it into src/api/<service>.d.ts
+// Every build and typecheck runs it first, so the app is always compiled against the API the code serves
+// now: the clients cannot drift (a route the app uses that changed shape fails `tsc`). The generated
+// files are not committed. `--check` compares with the files already there (no writes).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
