@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from aitbc.chain.bonds import BondReader
 from aitbc.chain.context import BlockContext, TxContext
 from aitbc.chain.gov_params import BPS, GovernanceParams
 from aitbc.chain.gov_types import (
@@ -198,12 +199,13 @@ def verify_vote(state: StateDelta, tx: Vote, ctx: TxContext) -> GovernanceState:
     return _replace_proposal(gov, msgspec.structs.replace(proposal, votes=votes))
 
 
-def compute_tally(proposal: Proposal, staking: StakingState) -> Tally:
-    """Bonded stake behind each option: a bond follows its delegator's vote, else its validator's."""
+def compute_tally(proposal: Proposal, staking: StakingState, bonds: BondReader | None = None) -> Tally:
+    """Bonded stake behind each option: a bond follows its delegator's vote, else its validator's.
+    ``bonds``: the block's bonds (default: ``staking.bonds``)."""
     votes = {v.voter: v.option for v in proposal.votes}
     counts = {"yes": 0, "no": 0, "abstain": 0, "no_with_veto": 0}
     total = 0
-    for bond in staking.bonds:
+    for bond in bonds.iter_bonds() if bonds is not None else staking.bonds:
         total += bond.amount
         option = votes.get(bond.delegator) or votes.get(bond.validator)
         if option is not None:
@@ -291,7 +293,7 @@ def process_proposal_deadlines(state: StateDelta, gov: GovernanceState, ctx: Blo
             )
             gov = msgspec.structs.replace(_replace_proposal(gov, closed), locked=gov.locked - proposal.total_deposit)
         elif proposal.status == ProposalStatus.VOTING_PERIOD and proposal.voting_end_height < ctx.height:
-            tally = compute_tally(proposal, state.get_staking())
+            tally = compute_tally(proposal, state.get_staking(), state.bonds)
             status, note, burn = compute_outcome(tally, ctx.params.governance)
             _release_deposits(state, proposal, burn=burn)
             closed = msgspec.structs.replace(

@@ -14,9 +14,10 @@ from typing import Annotated, Final, Protocol
 import msgspec
 from msgspec import Meta
 
+from aitbc.chain.bonds import BondIndex, BondOverlay, BondReader
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.smt import SmtProof, SparseMerkleTree, is_valid_smt_proof
-from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked, is_empty_staking
+from aitbc.chain.validators import EMPTY_STAKING, StakingPlan, StakingState, get_locked, is_empty_staking
 from aitbc.protocol import codec
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.crypto import sha256
@@ -28,6 +29,8 @@ ESCROW_NAMESPACE: Final = b"escrow\x00"
 MULTISIG_NAMESPACE: Final = b"multisig\x00"
 DEPOSIT_NAMESPACE: Final = b"deposit\x00"
 PAID_NAMESPACE: Final = b"paid\x00"
+BOND_NAMESPACE: Final = b"bond\x00"
+_NOT_BONDS: Final = frozenset({"bonds"})
 STAKING_KEY: Final = sha256(b"staking\x00")
 """The one state entry holding the ``StakingState`` (absent while it is empty)."""
 GOVERNANCE_KEY: Final = sha256(b"governance\x00")
@@ -156,7 +159,18 @@ def compute_multisig_value_hash(multisig: MultisigAccount) -> bytes:
 
 
 def compute_staking_value_hash(staking: StakingState) -> bytes | None:
-    return None if is_empty_staking(staking) else sha256(codec.encode(staking))
+    """Everything of the staking state but the bonds, which are leaves of their own (``compute_bond_key``)."""
+    if is_empty_staking(msgspec.structs.replace(staking, bonds=[])):
+        return None
+    return sha256(codec.encode(staking, omit=_NOT_BONDS))
+
+
+def compute_bond_key(validator: str, delegator: str) -> bytes:
+    return sha256(BOND_NAMESPACE + decode_address(validator) + decode_address(delegator))
+
+
+def compute_bond_value_hash(amount: int) -> bytes | None:
+    return None if amount == 0 else sha256(amount.to_bytes(8, "big"))
 
 
 def compute_governance_value_hash(governance: GovernanceState) -> bytes | None:
@@ -188,6 +202,7 @@ def compute_state_items(
     deposits: Mapping[str, Deposit] | None = None,
     paid: Mapping[str, PaidJob | None] | None = None,
     governance: GovernanceState | None = None,
+    bonds: Mapping[tuple[str, str], int] | None = None,
 ) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
@@ -197,6 +212,8 @@ def compute_state_items(
         items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
     if staking is not None:
         items[STAKING_KEY] = compute_staking_value_hash(staking)
+    if bonds:
+        items.update({compute_bond_key(v, d): compute_bond_value_hash(a) for (v, d), a in bonds.items()})
     if governance is not None:
         items[GOVERNANCE_KEY] = compute_governance_value_hash(governance)
     if deposits:
@@ -212,6 +229,7 @@ class ChainState:
     __slots__ = (
         "accounts",
         "authorities",
+        "bonds",
         "deposits",
         "due",
         "escrows",
@@ -237,6 +255,8 @@ class ChainState:
         governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> None:
         self.staking = staking
+        self.bonds = BondIndex(staking.bonds)
+        """Every bond with running totals (an index of ``staking.bonds``, kept in step at each commit)."""
         self.governance = governance
         self.authorities = authorities
         """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
@@ -296,7 +316,8 @@ class ChainState:
         multisigs = multisigs or {}
         deposits = deposits or {}
         paid = paid or {}
-        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance)
+        bonds = {(b.validator, b.delegator): b.amount for b in staking.bonds}
+        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance, bonds)
         tree = SparseMerkleTree().update(items)
         return cls(
             dict(accounts),
@@ -312,6 +333,9 @@ class ChainState:
 
     def get_staking(self) -> StakingState:
         return self.staking
+
+    def get_bonds(self) -> BondReader:
+        return self.bonds
 
     def get_governance(self) -> GovernanceState:
         return self.governance
@@ -367,7 +391,7 @@ class ChainState:
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
         deposited = sum(d.balance for d in self.deposits.values())
         balances = sum(a.balance for a in self.accounts.values())
-        return balances + locked + deposited + get_locked(self.staking) + self.governance.locked
+        return balances + locked + deposited + get_locked(self.staking, self.bonds) + self.governance.locked
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -381,6 +405,8 @@ class StateReader(Protocol):
     def get_multisig(self, address: str) -> MultisigAccount | None: ...
 
     def get_staking(self) -> StakingState: ...
+
+    def get_bonds(self) -> BondReader: ...
 
     def get_governance(self) -> GovernanceState: ...
 
@@ -413,6 +439,28 @@ class StateDelta:
     """Fees collected so far in a BFT block (``voters`` set), paid out by ``process_end_block``."""
     committee: dict[str, int] | None = None
     """BFT blocks: the powers of the set that decided the parent (what ``voters`` is a part of)."""
+    _bonds: BondOverlay | None = None
+
+    @property
+    def bonds(self) -> BondOverlay:
+        """This block's bond writes over the committed bonds (O(1) per read and write)."""
+        if self._bonds is None:
+            self._bonds = BondOverlay(self.base.get_bonds())
+        return self._bonds
+
+    def get_bonds(self) -> BondReader:
+        return self.bonds
+
+    def set_staking_plan(self, plan: StakingPlan) -> None:
+        """Store a verified staking change: its staking state and its bond writes."""
+        self.staking = plan.staking
+        for (validator, delegator), amount in plan.bonds.writes.items():
+            self.bonds.set(validator, delegator, amount)
+
+    @property
+    def bond_writes(self) -> dict[tuple[str, str], int]:
+        return {} if self._bonds is None else self._bonds.writes
+
     deposits: dict[str, Deposit] = field(default_factory=dict)
     paid: dict[str, PaidJob | None] = field(default_factory=dict)
     """Paid job records written (None: forgotten at its expiry) by this block."""
@@ -476,7 +524,14 @@ def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, Sparse
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
     tree = base.tree.update(
         compute_state_items(
-            delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid, delta.governance
+            delta.accounts,
+            delta.escrows,
+            delta.multisigs,
+            delta.staking,
+            delta.deposits,
+            delta.paid,
+            delta.governance,
+            delta.bond_writes,
         )
     )
     return tree.root_hash.hex(), tree
@@ -493,6 +548,10 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state._index(escrow)
     if delta.staking is not None:
         state.staking = delta.staking
+    if delta.bond_writes:
+        state.bonds.apply(delta.bond_writes)
+        # the persisted, displayed list (once per block that changed bonds)
+        state.staking = msgspec.structs.replace(state.staking, bonds=state.bonds.to_list())
     if delta.governance is not None:
         state.governance = delta.governance
     for deposit in delta.deposits.values():

@@ -14,7 +14,7 @@ from aitbc.chain.gov_types import GovernanceState, Proposal, ProposalStatus, Vot
 from aitbc.chain.governance import compute_outcome, compute_tally
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.state import ChainState, commit_delta, is_valid_governance_proof
-from aitbc.chain.validators import Bond, StakingState
+from aitbc.chain.validators import Bond, StakingParams, StakingState
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, TxRejection
@@ -38,7 +38,7 @@ CAROL = KeyPair.from_seed(b"\x04" * 32)
 GOV = GovernanceParams(
     min_deposit=1_000, deposit_period_blocks=5, voting_period_blocks=3, quorum_bps=3_340, veto_threshold_bps=3_340
 )
-PARAMS = ChainParams(protocol_fee_bps=200, governance=GOV)
+PARAMS = ChainParams(protocol_fee_bps=200, governance=GOV, staking=StakingParams(min_delegation=1))
 START = 10**9
 POOL = 50_000
 
