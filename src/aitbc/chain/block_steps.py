@@ -27,11 +27,12 @@ import msgspec
 
 from aitbc.chain.context import BlockContext
 from aitbc.chain.deposits import process_deposit_withdrawals, process_expired_paid_jobs
+from aitbc.chain.entries import Account
 from aitbc.chain.escrow import process_expired_escrows
 from aitbc.chain.governance import process_governance_block
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS
-from aitbc.chain.state import Account, ChainState, StateDelta
+from aitbc.chain.state import ChainState, StateDelta
 from aitbc.chain.validators import (
     StakingState,
     compute_rewards,

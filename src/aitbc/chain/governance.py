@@ -32,6 +32,7 @@ import msgspec
 
 from aitbc.chain.bonds import BondReader
 from aitbc.chain.context import BlockContext, TxContext
+from aitbc.chain.entries import Account
 from aitbc.chain.gov_params import BPS, GovernanceParams
 from aitbc.chain.gov_types import (
     OPEN_STATUSES,
@@ -50,7 +51,7 @@ from aitbc.chain.gov_types import (
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.param_changes import compute_changed_params, get_param
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
-from aitbc.chain.state import Account, StateDelta
+from aitbc.chain.state import StateDelta
 from aitbc.chain.validators import StakingState
 from aitbc.protocol.address import is_valid_address
 from aitbc.protocol.errors import InvalidTx, TxRejection

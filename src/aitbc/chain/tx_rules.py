@@ -40,6 +40,7 @@ from aitbc.chain.deposits import (
     verify_top_up_deposit,
     verify_withdraw_deposit,
 )
+from aitbc.chain.entries import Account
 from aitbc.chain.escrow import (
     process_open_escrow,
     process_refund_escrow,
@@ -61,7 +62,7 @@ from aitbc.chain.ledger import process_credit, process_fee
 from aitbc.chain.multisig import process_create_multisig, verify_create_multisig, verify_multisig_transfer
 from aitbc.chain.params import ChainParams
 from aitbc.chain.staking import process_staking_change, verify_delegate, verify_stake, verify_unstake
-from aitbc.chain.state import Account, StateDelta
+from aitbc.chain.state import StateDelta
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
     CreateMultisig,

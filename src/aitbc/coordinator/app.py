@@ -17,24 +17,27 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import jobs, matching, miners
+from aitbc.coordinator.api.routes import account, jobs, matching, miners
 from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.coordinator.deposits import DepositProblem
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
-from aitbc.coordinator.services import (
-    BadResult,
-    CoordinatorService,
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.market.acceptance import ResultRejected
+from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import (
+    AitbcError,
     InputTooLarge,
     InvalidInput,
+    InvalidRequest,
+    NotFound,
     UnknownMiner,
     UnknownModel,
 )
-from aitbc.market.lifecycle import JobRuleViolation
-from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, InvalidRequest, NotFound
 from aitbc.protocol.receipt import InvalidReceipt
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
@@ -50,9 +53,10 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (UnknownModel, 422),
     (InvalidInput, 422),
     (InvalidReceipt, 422),
-    (BadResult, 422),
+    (ResultRejected, 422),
     (JobRuleViolation, 409),
     (EscrowProblem, 402),
+    (DepositProblem, 402),
     (ChainUnavailable, 503),
 ]
 
@@ -116,6 +120,11 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
                     log.exception("sweep failed")
 
         tasks = [asyncio.create_task(sweeper())]
+        if service.deposits is not None:
+            try:
+                await service.deposits.start()
+            except (ChainUnavailable, AitbcError) as exc:  # the books fill in as the node answers
+                log.warning("deposits not read at start", extra={"error": str(exc)})
         if service.payments is not None:
             tasks.append(asyncio.create_task(service.payments.run()))
         log.info(
@@ -144,6 +153,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(miners.router)
     app.include_router(matching.router)
+    app.include_router(account.router)
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()

@@ -9,6 +9,8 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aitbc.chain.gov_types import ProposalStatus
+from aitbc.node import governance as gov_views
 from aitbc.node.rpc import INVALID_REQUEST, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
@@ -160,4 +162,38 @@ def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> F
     ) -> dict[str, Any]:
         return node.job_events_after(after_seq, address, limit)
 
+    add_governance_routes(app, node)
     return app
+
+
+ProposalStatusQuery = Annotated[
+    str | None, Query(pattern="^(" + "|".join(s.value for s in ProposalStatus) + ")$", description="Proposal status")
+]
+
+
+def add_governance_routes(app: FastAPI, node: NodeService) -> None:
+    """REST mirrors of the governance reads (``get_proposals``, ``get_proposal``, ``get_gov_params``,
+    ``get_governance_proof``)."""
+
+    @app.get("/v1/gov/proposals", summary="A page of proposals (without votes), optionally of one status")
+    async def gov_proposals(
+        status: ProposalStatusQuery = None,
+        after_id: Annotated[int, Query(ge=0, lt=2**63)] = 0,
+        limit: Annotated[int, Query(ge=1, le=gov_views.MAX_PROPOSALS_PAGE)] = gov_views.MAX_PROPOSALS_PAGE,
+    ) -> dict[str, Any]:
+        return gov_views.proposals_json(node, status, after_id, limit)
+
+    @app.get("/v1/gov/proposals/{proposal_id}", summary="One proposal with its votes and (while open) projected tally")
+    async def gov_proposal(proposal_id: Annotated[int, Path(ge=1, lt=2**63)]) -> Response:
+        found = gov_views.proposal_json(node, proposal_id)
+        if found is None:
+            return _problem(404, "not_found", f"no proposal {proposal_id}")
+        return JSONResponse(found)
+
+    @app.get("/v1/gov/params", summary="Live chain parameters, scheduled changes, their history, upgrade signals")
+    async def gov_params() -> dict[str, Any]:
+        return gov_views.gov_params_json(node)
+
+    @app.get("/v1/gov/proof", summary="The whole governance state with its Merkle proof against the head state root")
+    async def gov_proof() -> dict[str, Any]:
+        return gov_views.governance_proof_json(node)

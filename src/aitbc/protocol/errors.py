@@ -13,6 +13,10 @@ person understands.
     │   └── MempoolRejected      a tx the mempool refuses (full, duplicate, window)
     ├── InvalidBlock             a block that breaks a chain rule
     ├── InvalidRequest           a request body that breaks its message type (names the field)
+    ├── InvalidInput             a job request that breaks a job's shape rules
+    ├── InputTooLarge            a job's input over its size limit
+    ├── UnknownModel             no live miner serves the model a job asks for
+    ├── UnknownMiner             a miner that is not registered
     ├── NotFound                 unknown block / tx / account / key
     ├── ConfigError              bad settings, genesis or data directory
     ├── StorageError             the store is missing, corrupt or from another chain
@@ -137,6 +141,28 @@ class InvalidRequest(AitbcError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "details": [{"loc": ["body", *self.path], "message": self.detail}]}
+
+
+class InvalidInput(AitbcError):
+    """A job request that decodes but breaks a job's shape rules (HTTP 422, like any other invalid field)."""
+
+    reason = "invalid_input"
+
+
+class InputTooLarge(AitbcError):
+    reason = "input_too_large"
+
+
+class UnknownModel(AitbcError):
+    """No live miner serves the model a job asks for."""
+
+    reason = "unknown_model"
+
+
+class UnknownMiner(AitbcError):
+    """A miner that is not registered (with the coordinator or the pool hub)."""
+
+    reason = "unknown_miner"
 
 
 class NotFound(AitbcError):

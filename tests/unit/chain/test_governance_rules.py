@@ -8,12 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aitbc.chain.block import build_block, compute_block_params
+from aitbc.chain.entries import is_valid_governance_proof
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_block, genesis_state
 from aitbc.chain.gov_params import GovernanceParams
 from aitbc.chain.gov_types import GovernanceState, Proposal, ProposalStatus, VoteRecord, get_proposal
 from aitbc.chain.governance import compute_outcome, compute_tally
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
-from aitbc.chain.state import ChainState, commit_delta, is_valid_governance_proof
+from aitbc.chain.state import ChainState, commit_delta
 from aitbc.chain.validators import Bond, StakingParams, StakingState
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair
