@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Final
 
 import orjson
@@ -16,6 +17,7 @@ from aitbc.node.rpc import INVALID_REQUEST, METHODS, RpcError, RpcLimits, handle
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import InvalidAddress
+from aitbc.runtime.cors import add_cors
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 
@@ -55,13 +57,17 @@ JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="J
 HashPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="64-character hex hash")]
 
 
-def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> FastAPI:
+def create_http_app(
+    node: NodeService, rpc_limits: RpcLimits | None = None, cors_origins: Sequence[str] = ()
+) -> FastAPI:
     app = FastAPI(
         title="AITBC node",
         version="0.1.0",
         description="JSON-RPC 2.0 at POST / (get_head, get_block, get_tx, get_tx_status, get_account, "
         "get_account_proof, send_tx, get_chain_info, get_job, get_job_proof) and the same reads as REST under /v1.",
     )
+
+    add_cors(app, cors_origins)
 
     @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)", openapi_extra=rpc_request_body(METHODS))
     async def json_rpc(request: Request) -> Response:
