@@ -55,7 +55,7 @@ from aitbc.chain.state import StateDelta
 from aitbc.chain.validators import StakingState
 from aitbc.protocol.address import is_valid_address
 from aitbc.protocol.errors import InvalidTx, TxRejection
-from aitbc.protocol.tx import DepositProposal, SubmitProposal, Vote
+from aitbc.protocol.tx import DepositProposal, GovernanceVote, SubmitProposal
 
 
 def _replace_proposal(gov: GovernanceState, proposal: Proposal) -> GovernanceState:
@@ -180,13 +180,13 @@ def verify_deposit_proposal(state: StateDelta, tx: DepositProposal, ctx: TxConte
 
 
 def process_governance_change(
-    state: StateDelta, tx: DepositProposal | Vote, ctx: TxContext, gov: GovernanceState
+    state: StateDelta, tx: DepositProposal | GovernanceVote, ctx: TxContext, gov: GovernanceState
 ) -> None:
     """Store the governance state the kind's ``verify_*`` computed (a deposit's amount was charged)."""
     state.set_governance(gov)
 
 
-def verify_vote(state: StateDelta, tx: Vote, ctx: TxContext) -> GovernanceState:
+def verify_vote(state: StateDelta, tx: GovernanceVote, ctx: TxContext) -> GovernanceState:
     gov = state.get_governance()
     proposal = _open_proposal(gov, tx.proposal_id, (ProposalStatus.VOTING_PERIOD.value,))
     votes = list(proposal.votes)
