@@ -22,6 +22,7 @@ from aitbc.cli import (
     stake,
     tx,
     wallet,
+    web,
     zk,
 )
 
@@ -49,4 +50,5 @@ app.add_typer(poolhub.app, name="poolhub")
 app.add_typer(exchange.app, name="exchange")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
+app.add_typer(web.app, name="web")
 app.add_typer(gov.app, name="gov")

@@ -39,6 +39,7 @@ from aitbc.protocol.errors import (
     UnknownModel,
 )
 from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.runtime.cors import add_cors
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
@@ -65,13 +66,19 @@ def status_for(exc: AitbcError) -> int:
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
 
 
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope.get("headers", ()))
+
+
 class CoordinatorAPI(FastAPI):
     """FastAPI, except that the frequent requests try ``FastPath`` before the middleware and routing."""
 
     fast_path: FastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path is not None and self.fast_path.matches(scope):
+        # A browser's cross-origin request (it carries Origin) takes the full stack, where the CORS
+        # middleware (``cors_origins``) tags the answer; the fast path serves programs.
+        if self.fast_path is not None and self.fast_path.matches(scope) and not _has_origin(scope):
             await self.fast_path(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -160,6 +167,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
         return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
+    add_cors(app, settings.cors_origins)
     app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 
     @app.exception_handler(AitbcError)

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -39,10 +39,20 @@ from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
 
-if TYPE_CHECKING:
-    from aitbc.coordinator.settlement import DepositSettler
-
 log = logging.getLogger("aitbc.coordinator.payments")
+
+
+class DepositSettlement(Protocol):
+    """What the payment worker drives for deposit jobs (``aitbc.coordinator.settlement.DepositSettler``).
+
+    A protocol, not an import: the settler itself builds on this module's ``ChainLink``."""
+
+    async def run_once(
+        self, reserve_nonce: Callable[[], Awaitable[int]], set_next_nonce: Callable[[int | None], None]
+    ) -> None: ...
+
+    async def on_events(self, events: Sequence[dict[str, Any]]) -> None: ...
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,6 +60,8 @@ T = TypeVar("T")
 CURSOR_NAME: Final = "job_events"
 PAGE: Final = 1_000
 BATCH: Final = 256
+INFO_TTL_SECONDS: Final = 5.0
+"""How long the coordinator trusts the chain parameters it read (governance may change them)."""
 SETTLE_REFUSALS: Final = frozenset(
     {TxRejection.BAD_RECEIPT, TxRejection.TOTAL_ABOVE_ESCROW, TxRejection.NOT_COORDINATOR, TxRejection.WRONG_CHAIN_ID}
 )
@@ -87,24 +99,32 @@ class ChainInfo:
 class ChainLink:
     """The coordinator's node: one thread for its blocking client, and what the chain said at start."""
 
-    def __init__(self, node_url: str, *, client: NodeClient | None = None) -> None:
+    def __init__(self, node_url: str, *, client: NodeClient | None = None, info_ttl: float = INFO_TTL_SECONDS) -> None:
         self.node_url = node_url
         self.node = client or NodeClient(node_url, timeout=10.0)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
         self.info: ChainInfo | None = None
+        self.info_ttl = info_ttl
+        self._info_at = 0.0
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
     async def get_info(self) -> ChainInfo:
-        if self.info is None:
+        """Chain id and the parameters in force, re-read every ``info_ttl`` seconds: governance can change
+        the parameters (min_fee, protocol_fee_bps, …) while the coordinator runs, and a settle tx paying
+        last week's min_fee would be refused forever."""
+        if self.info is None or time.monotonic() - self._info_at > self.info_ttl:
             try:
                 raw = await self.call(self.node.get_chain_info)
             except RemoteError as exc:
+                if self.info is not None:
+                    return self.info  # a node hiccup: keep the last parameters we saw
                 raise ChainUnavailable(f"cannot reach the node at {self.node_url}: {exc.message}") from None
             self.info = ChainInfo(
                 raw["chain_id"], msgspec.convert(raw["params"], ChainParams), int(raw.get("block_time_ms", 1000))
             )
+            self._info_at = time.monotonic()
         return self.info
 
     def close(self) -> None:
@@ -204,7 +224,7 @@ class PaymentWorker:
         self._wake = asyncio.Event()
         self._next_nonce: int | None = None
         self._cursor: int | None = None
-        self.settler: DepositSettler | None = None
+        self.settler: DepositSettlement | None = None
         """Settles deposit jobs in batches (``aitbc.coordinator.settlement``) with this worker's nonce."""
 
     def wake(self) -> None:

@@ -432,6 +432,7 @@ class CoordinatorService:
             raise JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
         self.dispatcher.release_active(miner, job_id)
         self.metrics.jobs_finished.labels("completed").inc()
+        self.metrics.tokens_served.inc(receipt.units.completion_tokens)
         speed = measured_speed(job.assigned_at_ms, job.started_at_ms, receipt.units.completion_tokens, now)
         self.match_policy.on_outcome(miner, job_id, job.attempts, Outcome.COMPLETED, *speed)
         if job.assigned_at_ms is not None:

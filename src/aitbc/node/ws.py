@@ -1,4 +1,5 @@
-"""WebSocket push on its own port: ``subscribe`` / ``unsubscribe`` to ``new_blocks`` and ``new_txs``.
+"""WebSocket push on its own port: ``subscribe`` / ``unsubscribe`` to ``new_blocks``, ``new_txs``, ``job_updates``
+(the chain's job events) and ``governance`` (proposal status changes and enacted parameters).
 
 Each client has a bounded queue; the block producer only ever does a
 non-blocking put, so a slow or dead client is dropped (close code 1013)
