@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from aitbc.chain.state import Account, is_valid_account_proof
+from aitbc.chain.entries import Account, is_valid_account_proof
 from aitbc.client.node import NodeClient, proof_from_json
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.tx import tx_hash as compute_tx_hash

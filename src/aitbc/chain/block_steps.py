@@ -27,11 +27,12 @@ import msgspec
 
 from aitbc.chain.context import BlockContext
 from aitbc.chain.deposits import process_deposit_withdrawals, process_expired_paid_jobs
+from aitbc.chain.entries import Account
 from aitbc.chain.escrow import process_expired_escrows
 from aitbc.chain.governance import process_governance_block
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS
-from aitbc.chain.state import Account, ChainState, StateDelta
+from aitbc.chain.state import ChainState, StateDelta
 from aitbc.chain.validators import (
     StakingState,
     compute_rewards,
@@ -64,7 +65,7 @@ def process_unbonding_releases(state: StateDelta, staking: StakingState, ctx: Bl
 
 
 def process_epoch_boundary(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
-    return process_epoch(staking, state.get_authorities(), ctx.params.staking, ctx.height)
+    return process_epoch(staking, state.get_authorities(), ctx.params.staking, ctx.height, state.bonds)
 
 
 def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
@@ -86,6 +87,7 @@ def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockCon
         state.voters,
         committee=state.committee,
         unclaimed_to=REWARD_POOL_ADDRESS,
+        bonds=state.bonds,
     )
     for address, amount in sorted(credits.items()):
         process_credit(state, address, amount)
@@ -123,6 +125,7 @@ def process_fee_split(state: StateDelta, ctx: BlockContext) -> None:
         state.voters,
         committee=state.committee,
         unclaimed_to=REWARD_POOL_ADDRESS,
+        bonds=state.bonds,
     )
     state.fees = 0
     for address, amount in sorted(credits.items()):

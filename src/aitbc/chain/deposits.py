@@ -29,10 +29,11 @@ from enum import StrEnum
 import msgspec
 
 from aitbc.chain.context import BlockContext, SignatureOracle, TxContext
+from aitbc.chain.entries import ChainEvent, Deposit, PaidJob
 from aitbc.chain.escrow import compute_escrow_amount
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
-from aitbc.chain.state import ChainEvent, ChainState, Deposit, PaidJob, StateDelta
+from aitbc.chain.state import ChainState, StateDelta
 from aitbc.protocol.crypto import SignatureCheck, is_valid_signature_check
 from aitbc.protocol.deposit import (
     SettlementEntry,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import msgspec
 
 from aitbc.chain.context import BlockContext, TxContext
+from aitbc.chain.entries import ChainEvent, Escrow, EscrowState
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
-from aitbc.chain.state import ChainEvent, ChainState, Escrow, EscrowState, StateDelta
+from aitbc.chain.state import ChainState, StateDelta
 from aitbc.protocol.deposit import get_job_expiry
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.receipt import (

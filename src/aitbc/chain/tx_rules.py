@@ -40,6 +40,7 @@ from aitbc.chain.deposits import (
     verify_top_up_deposit,
     verify_withdraw_deposit,
 )
+from aitbc.chain.entries import Account
 from aitbc.chain.escrow import (
     process_open_escrow,
     process_refund_escrow,
@@ -61,12 +62,13 @@ from aitbc.chain.ledger import process_credit, process_fee
 from aitbc.chain.multisig import process_create_multisig, verify_create_multisig, verify_multisig_transfer
 from aitbc.chain.params import ChainParams
 from aitbc.chain.staking import process_staking_change, verify_delegate, verify_stake, verify_unstake
-from aitbc.chain.state import Account, StateDelta
+from aitbc.chain.state import StateDelta
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
     CreateMultisig,
     Delegate,
     DepositProposal,
+    GovernanceVote,
     MultisigTransfer,
     OpenDeposit,
     OpenEscrow,
@@ -82,7 +84,6 @@ from aitbc.protocol.tx import (
     Tx,
     TxBase,
     Unstake,
-    Vote,
     WithdrawDeposit,
 )
 from aitbc.protocol.types import MAX_U64
@@ -133,7 +134,7 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     ReportEvidence: TxKind(verify_report_evidence, process_report_evidence),
     SubmitProposal: TxKind(verify_submit_proposal, process_submit_proposal),
     DepositProposal: TxKind(verify_deposit_proposal, process_governance_change, moves_amount=True, spends_amount=True),
-    Vote: TxKind(verify_vote, process_governance_change),
+    GovernanceVote: TxKind(verify_vote, process_governance_change),
     OpenDeposit: TxKind(
         verify_open_deposit,
         process_open_deposit,

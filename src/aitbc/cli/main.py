@@ -7,8 +7,10 @@ import typer
 from aitbc.cli import (
     chain,
     coordinator,
+    deposit,
     devnet,
     exchange,
+    gov,
     job,
     keys,
     match,
@@ -21,6 +23,7 @@ from aitbc.cli import (
     tx,
     wallet,
     wallet_multisig,
+    web,
     zk,
 )
 
@@ -38,6 +41,7 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
+app.add_typer(deposit.app, name="deposit")
 app.add_typer(wallet.app, name="wallet")
 wallet.app.add_typer(wallet_multisig.multisig_app, name="multisig")
 app.add_typer(receipt.app, name="receipt")
@@ -48,3 +52,5 @@ app.add_typer(poolhub.app, name="poolhub")
 app.add_typer(exchange.app, name="exchange")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
+app.add_typer(web.app, name="web")
+app.add_typer(gov.app, name="gov")

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import jobs, matching, miners
+from aitbc.coordinator.api.routes import account, jobs, matching, miners
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
@@ -25,10 +25,15 @@ from aitbc.coordinator.payments import ChainLink
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError
+from aitbc.runtime.cors import add_cors
 from aitbc.runtime.errors import error_body, error_headers, http_status
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
+
+
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope.get("headers", ()))
 
 
 class CoordinatorAPI(FastAPI):
@@ -37,7 +42,9 @@ class CoordinatorAPI(FastAPI):
     fast_path: FastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path is not None and self.fast_path.matches(scope):
+        # A browser's cross-origin request (it carries Origin) takes the full stack, where the CORS
+        # middleware (``cors_origins``) tags the answer; the fast path serves programs.
+        if self.fast_path is not None and self.fast_path.matches(scope) and not _has_origin(scope):
             await self.fast_path(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -86,6 +93,11 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
                     log.exception("sweep failed")
 
         tasks = [asyncio.create_task(sweeper())]
+        if service.deposits is not None:
+            try:
+                await service.deposits.start()
+            except AitbcError as exc:  # the books fill in as the node answers (ChainUnavailable among others)
+                log.warning("deposits not read at start", extra={"error": str(exc)})
         if service.payments is not None:
             tasks.append(asyncio.create_task(service.payments.run()))
         log.info(
@@ -114,11 +126,13 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(miners.router)
     app.include_router(matching.router)
+    app.include_router(account.router)
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
         return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
 
+    add_cors(app, settings.cors_origins)
     app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 
     @app.exception_handler(AitbcError)

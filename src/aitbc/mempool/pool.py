@@ -17,8 +17,8 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from aitbc.chain.entries import Account
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account
 from aitbc.chain.tx_rules import check_tx_stateless, compute_tx_cost
 from aitbc.protocol.errors import InvalidTx, MempoolRejected, TxRejection
 from aitbc.protocol.tx import SettleBatch, VerifiedTx

@@ -78,7 +78,11 @@ async def serve_node(settings: NodeSettings) -> None:
     rpc_limits = RpcLimits(max_batch=settings.max_batch, max_reply_bytes=settings.max_reply_bytes)
     # the node stops all its servers together, so the HTTP server leaves signals to it
     http_server = build_server(
-        create_http_app(node, rpc_limits), settings, rpc_paths={"/"}, lifespan="off", own_signals=False
+        create_http_app(node, rpc_limits, settings.cors_origins),
+        settings,
+        rpc_paths={"/"},
+        lifespan="off",
+        own_signals=False,
     )
     ws_server = await start_ws_server(hub, settings.host, settings.ws_port, sock=ws_socket)
     stop = asyncio.Event()

@@ -19,8 +19,8 @@ import msgspec
 import orjson
 
 from aitbc.chain.block import BlockOutcome
+from aitbc.chain.entries import Account, ChainEvent, Deposit, Escrow, MultisigAccount, PaidJob
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
-from aitbc.chain.state import Account, ChainEvent, Deposit, Escrow, MultisigAccount, PaidJob
 from aitbc.chain.validators import EMPTY_STAKING, StakingState
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError

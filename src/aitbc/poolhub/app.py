@@ -29,6 +29,7 @@ from aitbc.poolhub.schemas import (
 )
 from aitbc.poolhub.service import PoolHubService
 from aitbc.protocol.errors import AitbcError, ConfigError, Unauthorized
+from aitbc.runtime.cors import add_cors
 from aitbc.runtime.errors import error_body, error_headers, http_status
 
 log = logging.getLogger("aitbc.poolhub")
@@ -223,6 +224,7 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
     async def scoring() -> dict[str, Any]:
         return dataclasses.asdict(settings.scoring_config()) | {"miner_timeout_seconds": settings.miner_timeout_seconds}
 
+    add_cors(app, settings.cors_origins)
     return app
 
 

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aitbc.chain.block import BlockOutcome, apply_block, build_block, compute_block_time
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import Genesis, genesis_block, genesis_state
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account, ChainState, StateDelta, commit_delta, compute_state_root
+from aitbc.chain.state import ChainState, StateDelta, commit_delta, compute_state_root
 from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.block import (
     Block,

@@ -13,15 +13,10 @@ from hypothesis import strategies as st
 
 from aitbc.chain.block import BlockOutcome, apply_block, build_block
 from aitbc.chain.deposits import compute_job_charge, get_cap_room
+from aitbc.chain.entries import ChainEvent, is_valid_deposit_proof, is_valid_paid_proof
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_block, genesis_state
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
-from aitbc.chain.state import (
-    ChainEvent,
-    ChainState,
-    commit_delta,
-    is_valid_deposit_proof,
-    is_valid_paid_proof,
-)
+from aitbc.chain.state import ChainState, commit_delta
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.deposit import (

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import Genesis, GenesisBalance
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account
 from aitbc.protocol import codec
 from aitbc.protocol.address import encode_address
 from aitbc.protocol.block import Block, BlockHeader, block_from_bytes, block_hash
