@@ -93,6 +93,11 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
 
         service.bitcoin = BitcoinFunds(service, open_backend(settings))
         service.background_starters.append(service.bitcoin.run)
+    if settings.aitbc.node_url and service.aitbc is None:
+        from aitbc.exchange.chain import AitbcFunds
+
+        service.aitbc = AitbcFunds(service)
+        service.background_starters.append(service.aitbc.run)
     metrics = service.metrics
     background: list[asyncio.Task[None]] = []
 
@@ -158,6 +163,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
             "committed_seq": service.committed_seq,
             "open_orders": len(service.engine.book.orders),
             "bitcoin": service.bitcoin_status(),
+            "aitbc": None if service.aitbc is None else service.aitbc.status(),
         }
         return JSONResponse(body, status_code=200 if service.failed is None else 503)
 

@@ -12,7 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aitbc.chain.gov_types import ProposalStatus
 from aitbc.node import governance as gov_views
-from aitbc.node.rpc import INVALID_REQUEST, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
+from aitbc.node.openapi import rpc_request_body, tx_request_body, with_tx_components
+from aitbc.node.rpc import INVALID_REQUEST, METHODS, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import InvalidAddress
@@ -68,7 +69,7 @@ def create_http_app(
 
     add_cors(app, cors_origins)
 
-    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)")
+    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)", openapi_extra=rpc_request_body(METHODS))
     async def json_rpc(request: Request) -> Response:
         try:
             body = await read_limited_body(request)
@@ -122,7 +123,12 @@ def create_http_app(
     async def get_tx_status(tx_hash: HashPath) -> dict[str, Any]:
         return node.tx_status(tx_hash.lower())
 
-    @app.post("/v1/txs", status_code=202, summary="Submit a signed tx (JSON object)")
+    @app.post(
+        "/v1/txs",
+        status_code=202,
+        summary="Submit a signed tx (JSON object; kinds, bytes and signing: docs/transactions.md)",
+        openapi_extra=tx_request_body(),
+    )
     async def post_tx(request: Request) -> Response:
         try:
             body = await read_limited_body(request, limit=1024 * 1024)
@@ -169,6 +175,14 @@ def create_http_app(
         return node.job_events_after(after_seq, address, limit)
 
     add_governance_routes(app, node)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_tx_components(base_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
