@@ -25,8 +25,16 @@ from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
+from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow, payment_view
+from aitbc.market.conduct import (
+    ReleaseAllowance,
+    compute_recent_releases,
+    is_heartbeat_within_slots,
+    is_reclaim_allowed,
+    is_release_over_allowance,
+)
 from aitbc.market.lifecycle import (
     JobLifecycle,
     JobRuleViolation,
@@ -44,6 +52,7 @@ from aitbc.market.lifecycle import (
     on_ttl_expired,
 )
 from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel, find_served_model, get_ineligibility
+from aitbc.market.metering import verify_receipt_metering
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, NotFound
@@ -288,6 +297,7 @@ class CoordinatorService:
         self.api_keys = ApiKeyAuthenticator(repo)
         self.miner_auth = MinerRequestVerifier(settings.chain_id, now_ms())
         self.events = JobEventBroker()
+        self.metering = Metering()
         self.miners: dict[str, LiveMiner] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="db-read")
@@ -298,6 +308,13 @@ class CoordinatorService:
         self._work_generation = 0
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self._leases: dict[str, _LeaseMark] = {}  # job id → the running job's lease as last written
+        self.release_allowance = ReleaseAllowance(
+            free_releases=settings.free_releases,
+            window_ms=int(settings.release_window_seconds * 1000),
+            cooldown_ms=int(settings.release_cooldown_seconds * 1000),
+        )
+        self._releases: dict[str, list[int]] = {}  # miner → its recent release times (aitbc.market.conduct)
+        self._released: dict[str, tuple[str, int]] = {}  # job id → (miner that released it, when)
         self._lease_ms = int(settings.lease_seconds * 1000)
         self._stopping = False
         self.chain = chain
@@ -531,6 +548,7 @@ class CoordinatorService:
             "finished_at_ms": None,
             "error": None,
             "served_digest": None,
+            "assigned_unit_price": None,
             "result": None,
             **payment,
         }
@@ -629,7 +647,13 @@ class CoordinatorService:
 
     async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
         """Mark the miner alive and extend the leases of the jobs it says it is still running."""
-        self.match_policy.on_heartbeat(miner, len(self._live(miner).active))
+        live = self._live(miner)
+        if not is_heartbeat_within_slots(len(leases), live.max_concurrency):
+            raise InvalidInput(
+                f"a heartbeat carries at most {live.max_concurrency} leases (the miner's max_concurrency), "
+                f"not {len(leases)}"
+            )
+        self.match_policy.on_heartbeat(miner, len(live.active))
         extended: dict[str, int] = {}
         lost: list[str] = []
         for job_id, lease_id in leases.items():
@@ -732,6 +756,9 @@ class CoordinatorService:
         for row in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
             if (row["constraints"] or {}).get("miner", live.offer.miner) != live.offer.miner:
                 continue  # a private job, sealed to another miner
+            released_by, released_at = self._released.get(row["id"], (None, None))
+            if not is_reclaim_allowed(released_by, released_at, live.offer.miner, now, self.release_allowance):
+                continue  # it handed this job back just now: someone else first (aitbc.market.conduct)
             requirements = requirements_from_row(row)
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
@@ -740,7 +767,11 @@ class CoordinatorService:
             served = find_served_model(live.offer, requirements)
             assert served is not None
             claimed = on_claim(lifecycle_from_row(row), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
-            changes = {**lifecycle_changes(claimed), "served_digest": served.digest}
+            changes = {
+                **lifecycle_changes(claimed),
+                "served_digest": served.digest,
+                "assigned_unit_price": served.unit_price,  # what the receipt must charge (metering)
+            }
             if self.repo.update_job_if(row["id"], ("queued",), None, changes):
                 row.update(changes)
                 return row
@@ -827,6 +858,7 @@ class CoordinatorService:
                 require_coordinator_signature=False,
             ),
         )
+        verify_receipt_metering(receipt, await self.metering.bounds_for(row))
         self._check_zk_proof(row, receipt, zk_proof)
         cosigned = countersign_receipt(receipt, self.key)
         receipt_json = msgspec.to_builtins(cosigned)
@@ -904,8 +936,16 @@ class CoordinatorService:
         self._live(miner)
         row = await self.get_job_row(None, job_id)
         job = lifecycle_from_row(row)
-        released = on_release(job, miner, lease_id, now_ms())
+        now = now_ms()
+        released = on_release(job, miner, lease_id, now)
         await self._apply_transition(row, job, released, expect_lease=lease_id)
+        self._released[job_id] = (miner, now)
+        recent = [*compute_recent_releases(self._releases.get(miner, []), now, self.release_allowance), now]
+        self._releases[miner] = recent
+        if is_release_over_allowance(len(recent), self.release_allowance):
+            detail = f"released {len(recent)} jobs within {self.release_allowance.window_ms // 1000} s"
+            self.match_policy.on_outcome(miner, job_id, job.attempts, Outcome.FAILED, detail=detail)
+            log.warning("miner releases too often", extra={"miner": miner, "job_id": job_id, "releases": len(recent)})
         return job_view(row)
 
     async def _apply_transition(
@@ -965,6 +1005,7 @@ class CoordinatorService:
         """
         now = now_ms()
         self.events.prune()
+        self._prune_releases(now)
         self.metrics.miners_online.set(len(self.live_miners(now)))
         if self.match_policy.is_due(now):
             self._notify_work()  # a job held for a better-ranked miner is now open to any claimer
@@ -990,6 +1031,13 @@ class CoordinatorService:
                 await self._apply_transition(row, job, on_ttl_expired(job, now), expect_lease=None)
             except JobRuleViolation:
                 continue
+
+    def _prune_releases(self, now: int) -> None:
+        cooldown, window = self.release_allowance.cooldown_ms, self.release_allowance.window_ms
+        for job_id in [j for j, (_, at) in self._released.items() if now - at >= cooldown]:
+            del self._released[job_id]
+        for miner in [m for m, times in self._releases.items() if not times or now - times[-1] >= window]:
+            del self._releases[miner]
 
     async def refresh_gauges(self) -> None:
         """Jobs by state and queue depth, counted now (called when ``/metrics`` is scraped)."""
