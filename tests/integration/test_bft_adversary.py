@@ -109,12 +109,18 @@ def run_with_rig(tmp_path: Path, scenario: Callable[[Rig], Awaitable[None]]) -> 
     asyncio.run(main())
 
 
-def _genuine_proposal(rig: Rig, height: int = 1, round_: int = 0) -> ProposalGossip:
+def _genuine_proposal(rig: Rig, height: int = 1, round_: int = 0, now_ms: int | None = None) -> ProposalGossip:
     """The proposal the rotation's proposer would make at ``height`` (from the node's own state)."""
     powers = rig.node.get_validator_powers()
     proposer = next(k for k in rig.keys if k.address == get_proposer(powers, height, round_))
     outcome = build_block(
-        rig.node.state, rig.node.head, [], proposer, int(time.time() * 1000), rig.node.params, last_commit=None
+        rig.node.state,
+        rig.node.head,
+        [],
+        proposer,
+        now_ms or int(time.time() * 1000),
+        rig.node.params,
+        last_commit=None,
     )
     proposal = Proposal(
         chain_id=rig.node.chain_id,
@@ -214,3 +220,17 @@ async def _item6(rig: Rig) -> None:
         await asyncio.sleep(0.05)
     await wait_for(lambda: rig.driver.p2p.book.score(f"key:{rig.keys[1].address}", time.monotonic()) <= 50)
     assert len(rig.node.mempool) == 0
+
+
+def test_item1_a_proposal_dated_ten_years_ahead_gets_a_nil_prevote(tmp_path: Path) -> None:
+    run_with_rig(tmp_path, _item1)
+
+
+async def _item1(rig: Rig) -> None:
+    """Item 1: the round's proposer proposes a block dated 10 years ahead: the node prevotes nil (and the
+    wait before its next height never exceeds one block time, whatever a head's time says)."""
+    ten_years = 10 * 365 * 24 * 3600 * 1000
+    future = _genuine_proposal(rig, now_ms=int(time.time() * 1000) + ten_years)
+    rig.attacker.broadcast(future)
+    await wait_for(lambda: bool(_prevotes(rig)))
+    assert _prevotes(rig) == [""]

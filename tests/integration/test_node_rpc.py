@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -23,12 +24,20 @@ def post(node: Any, payload: Any = None, *, content: bytes | None = None) -> htt
     return httpx.post(node.rpc_url, content=content, headers={"content-type": "application/json"}, timeout=30.0)
 
 
+def assert_is_stored_head(node: Any, head: dict[str, Any]) -> None:
+    """``head`` (a ``get_head`` result) is a real block: the block stored at its height has its hash."""
+    assert isinstance(head["height"], int) and re.fullmatch(r"[0-9a-f]{64}", head["hash"]), head
+    block = post(node, {"jsonrpc": "2.0", "method": "get_block", "params": [head["height"], False], "id": "b"})
+    assert block.json()["result"]["hash"] == head["hash"]
+    assert block.json()["result"]["state_root"] == head["state_root"]
+
+
 def assert_still_serving(node: Any) -> None:
     reply = post(node, {"jsonrpc": "2.0", "method": "get_head", "params": [], "id": "alive"})
     assert reply.status_code == 200
     body = reply.json()
     assert body["id"] == "alive"
-    assert body["result"]["height"] >= 0
+    assert_is_stored_head(node, body["result"])
 
 
 def test_seed_get_head_call(shared_node: Any) -> None:
@@ -41,8 +50,7 @@ def test_seed_get_head_call(shared_node: Any) -> None:
     assert answer["id"] == 1
     assert "error" not in answer
     head = answer["result"]
-    assert isinstance(head["height"], int) and head["height"] >= 0
-    assert len(head["hash"]) == 64 and int(head["hash"], 16) >= 0
+    assert_is_stored_head(shared_node, head)
     assert isinstance(head["time"], float | int) and head["time"] > 1_600_000_000
     assert head["chain_id"] == shared_node.chain_id
     assert head["proposer"] == shared_node.validator.address
@@ -125,7 +133,7 @@ def test_batch_mixed_methods(shared_node: Any) -> None:
     assert [a["id"] for a in answers] == [1, "two", 3, 4, 5, 6, 8]
     assert all(a["jsonrpc"] == "2.0" for a in answers)
     by_id = {a["id"]: a for a in answers}
-    assert by_id[1]["result"]["height"] >= 0
+    assert_is_stored_head(node, by_id[1]["result"])
     assert by_id["two"]["result"]["chain_id"] == node.chain_id
     assert by_id["two"]["result"]["authorities"] == [node.validator.address]
     assert by_id[3]["result"]["address"] == node.faucet.address
@@ -263,7 +271,7 @@ def test_batch_with_invalid_members(shared_node: Any) -> None:
     answers = reply.json()
     assert [a.get("id") for a in answers] == [None, 2, None]
     assert answers[0]["error"]["code"] == -32600
-    assert answers[1]["result"]["height"] >= 0
+    assert_is_stored_head(shared_node, answers[1]["result"])
     assert answers[2]["error"]["code"] == -32600
     assert_still_serving(shared_node)
 

@@ -18,17 +18,27 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aitbc.chain.block_steps import process_begin_block, process_end_block
-from aitbc.chain.context import BlockContext
+from aitbc.chain.context import BlockContext, SignatureOracle
+from aitbc.chain.governance import compute_enactment
 from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SparseMerkleTree
 from aitbc.chain.state import ChainState, StateDelta, compute_state_root
 from aitbc.chain.tx_rules import process_tx
-from aitbc.chain.validators import get_active_powers
-from aitbc.protocol.block import Block, BlockHeader, block_hash, compute_tx_root, sign_header, verify_header_signature
+from aitbc.chain.validators import get_commit_powers
+from aitbc.protocol.block import (
+    Block,
+    BlockHeader,
+    block_hash,
+    compute_last_commit_hash,
+    compute_tx_root,
+    sign_header,
+    verify_header_signature,
+)
 from aitbc.protocol.crypto import KeyPair, is_valid_signature_check
 from aitbc.protocol.errors import InvalidBlock, InvalidSignature, InvalidTx
 from aitbc.protocol.tx import VerifiedTx, complete_tx_check, prepare_tx_check
-from aitbc.protocol.vote import CommitCertificate, commit_vote, is_valid_vote_signature
+from aitbc.protocol.types import MAX_TIME_MS
+from aitbc.protocol.vote import CommitCertificate, commit_vote, is_quorum, is_valid_vote_signature
 
 
 @dataclass(slots=True)
@@ -66,6 +76,8 @@ def verify_block_header(
         raise InvalidBlock("block does not build on our head (prev_hash mismatch)")
     if header.time_ms <= head.time_ms:
         raise InvalidBlock("block time does not increase")
+    if header.time_ms > MAX_TIME_MS:
+        raise InvalidBlock(f"block time {header.time_ms} is outside the codec's range")
     # Verify the proposer is the authority whose turn it is, and signed the header
     expected = expected_proposer or get_expected_proposer(authorities, header.height)
     if header.proposer != expected:
@@ -102,14 +114,18 @@ def verify_block_body(
         raise InvalidBlock(f"block txs take {size} bytes; the limit is {params.max_block_bytes}")
     if compute_tx_root([bytes.fromhex(v.hash) for v in verified]) != header.tx_root:
         raise InvalidBlock("tx root does not match the txs")
+    if compute_last_commit_hash(block.last_commit) != header.last_commit_hash:
+        raise InvalidBlock("last_commit does not match the header's last_commit_hash")
     return verified
 
 
 def verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainState, params: ChainParams) -> None:
-    """The precommits a block carries for its parent: for the parent, distinct, each signed by a validator."""
+    """The precommits a block carries for its parent: for the parent, distinct, each signed by a member of
+    the set that decided the parent, together more than 2/3 of its power (a proposer cannot leave out
+    enough votes to make a commit it never saw, nor mark honest validators absent at will)."""
     if cert.chain_id != head.chain_id or cert.height != head.height or cert.block_hash != block_hash(head):
         raise InvalidBlock("last_commit is not for the previous block")
-    powers = get_active_powers(state.staking, state.authorities, params.staking)
+    powers = get_commit_powers(state.staking, state.authorities, params.staking)
     seen: set[str] = set()
     for sig in cert.signatures:
         if sig.validator in seen or sig.validator not in powers:
@@ -117,6 +133,20 @@ def verify_last_commit(cert: CommitCertificate, head: BlockHeader, state: ChainS
         if not is_valid_vote_signature(commit_vote(cert, sig)):
             raise InvalidBlock(f"last_commit carries a bad signature of {sig.validator}")
         seen.add(sig.validator)
+    signed, total = sum(powers[v] for v in seen), sum(powers.values())
+    if not is_quorum(signed, total):
+        raise InvalidBlock(f"last_commit carries {signed} of {total} voting power; needs more than 2/3")
+
+
+def verify_block_time(header: BlockHeader, now_ms: int, max_drift_ms: int) -> None:
+    """A proposal may not be dated more than ``max_drift_ms`` after
+    the checking validator's own clock: a proposer cannot push the chain's clock (and with it the wait for
+    every following height) into the future. Past times are bounded by "strictly after the parent". A synced
+    block is not checked: its commit certificate shows > 2/3 of the power accepted its time."""
+    if header.time_ms > now_ms + max_drift_ms:
+        raise InvalidBlock(
+            f"block time {header.time_ms} is {header.time_ms - now_ms} ms ahead of our clock (limit {max_drift_ms})"
+        )
 
 
 # -- execution ----------------------------------------------------------------------------
@@ -149,6 +179,15 @@ def execute_block(
     return delta, included
 
 
+def compute_block_params(state: ChainState, genesis_params: ChainParams, height: int) -> ChainParams:
+    """The parameters the block at ``height`` runs with: genesis's, with every governance change enacted up
+    to and including ``height`` (``aitbc.chain.governance.compute_enactment``)."""
+    governance = state.get_governance()
+    if governance.params is None and not governance.scheduled:
+        return genesis_params
+    return compute_enactment(governance, genesis_params, height)[0]
+
+
 def build_block(
     state: ChainState,
     head: BlockHeader,
@@ -157,10 +196,12 @@ def build_block(
     now_ms: int,
     params: ChainParams,
     last_commit: CommitCertificate | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Propose the next block: apply candidates in order, skipping (and reporting) any that fail.
 
-    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block."""
+    ``last_commit`` (BFT chains): the precommits we hold for ``head``; they go into the block.
+    ``is_known_signature``: signature checks inside txs (settle-batch receipts) the node already ran."""
     prev_hash = block_hash(head)
     proposer = key.address  # (a property that re-encodes the key: once per block, not per tx)
     ctx = BlockContext(
@@ -168,9 +209,11 @@ def build_block(
         height=head.height + 1,
         time_ms=compute_block_time(head.time_ms, now_ms),
         proposer=proposer,
-        params=params,
+        params=compute_block_params(state, params, head.height + 1),
         prev_hash=prev_hash,
         last_commit=last_commit,
+        genesis_params=params,
+        is_known_signature=is_known_signature,
     )
     dropped: list[tuple[VerifiedTx, InvalidTx]] = []
     delta, included = execute_block(state, ctx, candidates, lambda vtx, exc: dropped.append((vtx, exc)))
@@ -184,6 +227,7 @@ def build_block(
         tx_count=len(included),
         state_root=state_root,
         proposer=proposer,
+        last_commit_hash=compute_last_commit_hash(last_commit),
     )
     block = Block(
         header=header,
@@ -206,26 +250,31 @@ def apply_block(
     params: ChainParams,
     expected_proposer: str | None = None,
     is_known_valid: Callable[[str], bool] | None = None,
+    is_known_signature: SignatureOracle | None = None,
 ) -> BlockOutcome:
     """Validate a block someone else proposed against our head and state, then execute it; raise
     ``InvalidBlock`` if either stage refuses it or the state root differs.
 
-    ``expected_proposer``: the proposer the BFT rotation names for the block's round (multi-validator
-    chains); without it the PoA round robin over ``authorities`` applies. ``is_known_valid``: see
-    ``verify_block_body``."""
+    ``params``: genesis's (the block runs with them plus every enacted governance change,
+    ``compute_block_params``). ``expected_proposer``: the proposer the BFT rotation names for the block's
+    round (multi-validator chains); without it the PoA round robin over ``authorities`` applies.
+    ``is_known_valid``: see ``verify_block_body``."""
     header = block.header
     verify_block_header(head, block, authorities, expected_proposer)
-    verified = verify_block_body(block, params, is_known_valid)
+    live = compute_block_params(state, params, header.height)
+    verified = verify_block_body(block, live, is_known_valid)
     if block.last_commit is not None:
-        verify_last_commit(block.last_commit, head, state, params)
+        verify_last_commit(block.last_commit, head, state, live)
     ctx = BlockContext(
         chain_id=header.chain_id,
         height=header.height,
         time_ms=header.time_ms,
         proposer=header.proposer,
-        params=params,
+        params=live,
         prev_hash=header.prev_hash,
         last_commit=block.last_commit,
+        genesis_params=params,
+        is_known_signature=is_known_signature,
     )
     delta, _ = execute_block(state, ctx, verified, _refuse_block)
     # Verify the resulting state root

@@ -8,10 +8,15 @@ tx hash by accident: whoever builds or applies a block makes exactly one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aitbc.chain.params import ChainParams
+from aitbc.protocol.crypto import SignatureCheck
 from aitbc.protocol.vote import CommitCertificate
+
+SignatureOracle = Callable[[SignatureCheck], bool]
+"""Answers whether a signature check is known to hold (never True for one that does not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,12 @@ class BlockContext:
     prev_hash: str
     last_commit: CommitCertificate | None = None
     """The precommits the block carries for its parent (BFT chains); ``None`` on PoA chains."""
+    genesis_params: ChainParams | None = None
+    """The parameters genesis set; ``params`` are these with every enacted governance change applied
+    (``aitbc.chain.governance.compute_enactment``). ``None``: ``params`` are genesis's."""
+    is_known_signature: SignatureOracle | None = None
+    """Signature checks the node already ran (in bulk, when it admitted the txs): True means it held.
+    Only an optimisation: a check it does not vouch for is run by the rule itself."""
 
     def tx(self, tx_hash: str, index: int) -> TxContext:
         """The context of the ``index``-th tx of this block, whose hash is ``tx_hash``."""

@@ -12,9 +12,11 @@ from __future__ import annotations
 import msgspec
 
 from aitbc.chain.context import BlockContext, TxContext
+from aitbc.chain.entries import ChainEvent, Escrow, EscrowState
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
-from aitbc.chain.state import ChainEvent, ChainState, Escrow, EscrowState, StateDelta
+from aitbc.chain.state import ChainState, StateDelta
+from aitbc.protocol.deposit import get_job_expiry
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.receipt import (
     InvalidReceipt,
@@ -79,9 +81,11 @@ def _verify_escrow_open(escrow: Escrow | None, job_id: str) -> Escrow:
 
 # -- open_escrow ---------------------------------------------------------------------------
 def verify_open_escrow(state: StateDelta, tx: OpenEscrow, ctx: TxContext) -> None:
-    # Verify the job has no escrow yet
+    # Verify the job has no escrow yet, and was not paid from a deposit (a job is paid at most once)
     if state.get_escrow(tx.job_id) is not None:
         raise InvalidTx(TxRejection.ESCROW_EXISTS, f"job {tx.job_id} already has an escrow")
+    if state.get_paid(tx.job_id) is not None or get_job_expiry(tx.job_id) is not None:
+        raise InvalidTx(TxRejection.ALREADY_PAID, f"job {tx.job_id} is a deposit job (paid by settle_batch)")
     # Verify the deadline lies ahead, within the limit
     height, limit = ctx.height, ctx.params.max_escrow_blocks
     if not height <= tx.deadline_height <= height + limit:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import msgspec
 
+from aitbc.chain.entries import Account
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account, ChainState
+from aitbc.chain.state import ChainState
 from aitbc.protocol import codec
 from aitbc.protocol.address import is_valid_address
 from aitbc.protocol.block import Block, BlockHeader, compute_tx_root

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aitbc.chain.state import Account, StateDelta
+from aitbc.chain.entries import Account
+from aitbc.chain.state import StateDelta
 
 
 def process_credit(state: StateDelta, address: str, amount: int) -> None:

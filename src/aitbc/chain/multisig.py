@@ -10,7 +10,8 @@ run once for every kind in ``aitbc.chain.tx_rules.process_tx``.
 from __future__ import annotations
 
 from aitbc.chain.context import TxContext
-from aitbc.chain.state import MultisigAccount, StateDelta
+from aitbc.chain.entries import MultisigAccount
+from aitbc.chain.state import StateDelta
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import CreateMultisig, MultisigTransfer, compute_multisig_address
 

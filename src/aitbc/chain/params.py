@@ -6,6 +6,7 @@ from typing import Final
 
 import msgspec
 
+from aitbc.chain.gov_params import GOVERNANCE_PRESETS, GovernanceParams
 from aitbc.chain.validators import STAKING_PRESETS, StakingParams
 from aitbc.protocol.address import encode_address
 from aitbc.protocol.crypto import sha256
@@ -30,8 +31,19 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Share of every settled job's total (basis points) paid to the validators' reward pool."""
     max_escrow_blocks: U64 = 100_000
     """An escrow's deadline may lie at most this many blocks ahead."""
+    deposit_withdrawal_delay: U64 = 30
+    """Blocks between a deposit's ``withdraw_deposit`` and the payout, so work already done still settles."""
+    max_receipt_blocks: U64 = 1_000
+    """A deposit job's expiry (carried in its id) may lie at most this many blocks ahead; paid job ids are
+    remembered until then, so the chain keeps at most this many blocks' worth of them."""
+    max_batch_entries: U64 = 2_000
+    """Most jobs one ``settle_batch`` may carry."""
+    max_batch_tx_bytes: U64 = 2 * 1024 * 1024
+    """Size limit of a ``settle_batch`` (other txs: ``max_tx_bytes``)."""
     staking: StakingParams = msgspec.field(default_factory=StakingParams)
     """Validator set, staking, slashing and reward rule (``aitbc.chain.validators``)."""
+    governance: GovernanceParams = msgspec.field(default_factory=GovernanceParams)
+    """Proposals, votes and their tally (``aitbc.chain.governance``; docs/governance.md)."""
 
 
 PRESETS: dict[str, ChainParams] = {
@@ -42,6 +54,7 @@ PRESETS: dict[str, ChainParams] = {
         min_fee=100,
         mempool_max_txs=100_000,
         staking=STAKING_PRESETS["mainnet"],
+        governance=GOVERNANCE_PRESETS["mainnet"],
     ),
 }
 

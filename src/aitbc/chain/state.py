@@ -1,142 +1,55 @@
-"""Account state: the committed state, a working overlay for one block, and the state root.
+"""The chain's state: the committed state at the head, a working overlay for one block, the root.
 
-Each state entry lives under a 32-byte key ``sha256(namespace || id)`` in one
-sparse Merkle tree whose root goes into every block header.
+``ChainState`` holds every entry (``aitbc.chain.entries``) of the committed
+head and the sparse Merkle tree over them; ``StateDelta`` collects one
+block's writes on top of it, which ``compute_state_root`` hashes into the next
+root and ``commit_delta`` applies once the block is committed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Annotated, Final, Protocol
+from typing import Protocol
 
-import msgspec
-from msgspec import Meta
-
-from aitbc.chain.smt import SmtProof, SparseMerkleTree, is_valid_smt_proof
-from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked, is_empty_staking
-from aitbc.protocol import codec
-from aitbc.protocol.address import decode_address
-from aitbc.protocol.crypto import sha256
-from aitbc.protocol.job import JobId
-from aitbc.protocol.types import U64, Address, Amount, Height, Wire
-
-ACCOUNT_NAMESPACE: Final = b"account\x00"
-ESCROW_NAMESPACE: Final = b"escrow\x00"
-MULTISIG_NAMESPACE: Final = b"multisig\x00"
-STAKING_KEY: Final = sha256(b"staking\x00")
-"""The one state entry holding the ``StakingState`` (absent while it is empty)."""
-
-
-class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    balance: Amount = 0
-    nonce: U64 = 0
-    """Number of txs this account has sent; its next tx must carry exactly this nonce."""
-
-
-EMPTY_ACCOUNT: Final = Account()
-
-
-class EscrowState(StrEnum):
-    OPEN = "open"
-    SETTLED = "settled"
-    REFUNDED = "refunded"
-
-
-class Escrow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Funds a client locked for one job; the receipt hash is anchored here when it settles."""
-
-    job_id: JobId
-    client: Address
-    coordinator: Address
-    amount: Amount
-    deadline_height: Height
-    opened_height: Height
-    state: Annotated[str, Meta(pattern=r"^(open|settled|refunded)$"), Wire.STR] = EscrowState.OPEN.value
-    miner: Annotated[str, Wire.STR] = ""
-    paid_to_miner: Amount = 0
-    protocol_fee: Amount = 0
-    refunded: Amount = 0
-    receipt_hash: Annotated[str, Wire.STR] = ""
-    closed_height: Height = 0
-
-
-class MultisigAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The policy of an m-of-n account: ``threshold`` of ``members`` must approve each spend."""
-
-    address: Address
-    members: list[Address]
-    threshold: U64
-    creator: Address
-    created_height: Height
-
-
-class ChainEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """Something a block did that people follow (``job_updates`` on the WebSocket)."""
-
-    kind: str
-    job_id: str
-    client: str
-    coordinator: str
-    amount: int
-    tx_hash: str
-    miner: str = ""
-    paid_to_miner: int = 0
-    protocol_fee: int = 0
-    refunded: int = 0
-    receipt_hash: str = ""
-
-
-def compute_escrow_key(job_id: str) -> bytes:
-    return sha256(ESCROW_NAMESPACE + job_id.encode("utf-8"))
-
-
-def compute_account_key(address: str) -> bytes:
-    return sha256(ACCOUNT_NAMESPACE + decode_address(address))
-
-
-def compute_account_value_hash(account: Account) -> bytes:
-    return sha256(codec.encode(account))
-
-
-def compute_escrow_value_hash(escrow: Escrow) -> bytes:
-    return sha256(codec.encode(escrow))
-
-
-def compute_multisig_key(address: str) -> bytes:
-    return sha256(MULTISIG_NAMESPACE + decode_address(address))
-
-
-def compute_multisig_value_hash(multisig: MultisigAccount) -> bytes:
-    return sha256(codec.encode(multisig))
-
-
-def compute_staking_value_hash(staking: StakingState) -> bytes | None:
-    return None if is_empty_staking(staking) else sha256(codec.encode(staking))
-
-
-def compute_state_items(
-    accounts: Mapping[str, Account],
-    escrows: Mapping[str, Escrow],
-    multisigs: Mapping[str, MultisigAccount] | None = None,
-    staking: StakingState | None = None,
-) -> dict[bytes, bytes | None]:
-    items: dict[bytes, bytes | None] = {
-        compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
-    }
-    items.update({compute_escrow_key(j): compute_escrow_value_hash(e) for j, e in escrows.items()})
-    if multisigs:
-        items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
-    if staking is not None:
-        items[STAKING_KEY] = compute_staking_value_hash(staking)
-    return items
+from aitbc.chain.entries import (
+    EMPTY_ACCOUNT,
+    GOVERNANCE_KEY,
+    Account,
+    ChainEvent,
+    Deposit,
+    Escrow,
+    EscrowState,
+    MultisigAccount,
+    PaidJob,
+    compute_account_key,
+    compute_deposit_key,
+    compute_escrow_key,
+    compute_paid_key,
+    compute_state_items,
+)
+from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
+from aitbc.chain.smt import SmtProof, SparseMerkleTree
+from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked
 
 
 class ChainState:
     """The committed state at the head: accounts, escrows, and the Merkle tree over both."""
 
-    __slots__ = ("accounts", "authorities", "due", "escrows", "multisigs", "staking", "tree")
+    __slots__ = (
+        "accounts",
+        "authorities",
+        "deposits",
+        "due",
+        "escrows",
+        "governance",
+        "multisigs",
+        "paid",
+        "paid_due",
+        "staking",
+        "tree",
+        "withdrawals_due",
+    )
 
     def __init__(
         self,
@@ -146,8 +59,12 @@ class ChainState:
         multisigs: dict[str, MultisigAccount] | None = None,
         staking: StakingState = EMPTY_STAKING,
         authorities: tuple[str, ...] = (),
+        deposits: dict[str, Deposit] | None = None,
+        paid: dict[str, PaidJob] | None = None,
+        governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> None:
         self.staking = staking
+        self.governance = governance
         self.authorities = authorities
         """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
         self.accounts: dict[str, Account] = accounts if accounts is not None else {}
@@ -158,6 +75,26 @@ class ChainState:
         """Open escrows by deadline height (an index, derived from ``escrows``; not in the root)."""
         for escrow in self.escrows.values():
             self._index(escrow)
+        self.deposits: dict[str, Deposit] = deposits if deposits is not None else {}
+        self.paid: dict[str, PaidJob] = paid if paid is not None else {}
+        self.withdrawals_due: dict[int, set[str]] = {}
+        """Deposits with a pending withdrawal, by payout height (an index, not in the root)."""
+        self.paid_due: dict[int, set[str]] = {}
+        """Remembered paid job ids by expiry height (an index, not in the root)."""
+        for deposit in self.deposits.values():
+            self._index_withdrawal(None, deposit)
+        for record in self.paid.values():
+            self.paid_due.setdefault(record.expires_height, set()).add(record.job_id)
+
+    def _index_withdrawal(self, previous: Deposit | None, deposit: Deposit) -> None:
+        if previous is not None and previous.withdrawal_amount:
+            ids = self.withdrawals_due.get(previous.withdrawal_height)
+            if ids is not None:
+                ids.discard(previous.id)
+                if not ids:
+                    del self.withdrawals_due[previous.withdrawal_height]
+        if deposit.withdrawal_amount:
+            self.withdrawals_due.setdefault(deposit.withdrawal_height, set()).add(deposit.id)
 
     def _index(self, escrow: Escrow) -> None:
         if escrow.state == EscrowState.OPEN:
@@ -177,15 +114,37 @@ class ChainState:
         multisigs: Mapping[str, MultisigAccount] | None = None,
         staking: StakingState = EMPTY_STAKING,
         authorities: tuple[str, ...] = (),
+        deposits: Mapping[str, Deposit] | None = None,
+        paid: Mapping[str, PaidJob] | None = None,
+        governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
         multisigs = multisigs or {}
-        tree = SparseMerkleTree().update(compute_state_items(accounts, escrows, multisigs, staking))
-        return cls(dict(accounts), tree, dict(escrows), dict(multisigs), staking, authorities)
+        deposits = deposits or {}
+        paid = paid or {}
+        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance)
+        tree = SparseMerkleTree().update(items)
+        return cls(
+            dict(accounts),
+            tree,
+            dict(escrows),
+            dict(multisigs),
+            staking,
+            authorities,
+            dict(deposits),
+            dict(paid),
+            governance,
+        )
 
     def get_staking(self) -> StakingState:
         return self.staking
+
+    def get_governance(self) -> GovernanceState:
+        return self.governance
+
+    def prove_governance(self) -> SmtProof:
+        return self.tree.prove(GOVERNANCE_KEY)
 
     def get_authorities(self) -> tuple[str, ...]:
         return self.authorities
@@ -199,6 +158,26 @@ class ChainState:
     def get_multisig(self, address: str) -> MultisigAccount | None:
         return self.multisigs.get(address)
 
+    def get_deposit(self, deposit_id: str) -> Deposit | None:
+        return self.deposits.get(deposit_id)
+
+    def get_paid(self, job_id: str) -> PaidJob | None:
+        return self.paid.get(job_id)
+
+    def get_due_withdrawals(self, height: int) -> list[str]:
+        """Deposits whose withdrawal pays out at or before ``height`` (sorted: one order on every node)."""
+        return sorted(d for h, ids in self.withdrawals_due.items() if h <= height for d in ids)
+
+    def get_expired_paid(self, height: int) -> list[str]:
+        """Paid job ids whose record expired before ``height`` (they can no longer be settled)."""
+        return sorted(j for h, jobs in self.paid_due.items() if h < height for j in jobs)
+
+    def prove_deposit(self, deposit_id: str) -> SmtProof:
+        return self.tree.prove(compute_deposit_key(deposit_id))
+
+    def prove_paid(self, job_id: str) -> SmtProof:
+        return self.tree.prove(compute_paid_key(job_id))
+
     def get_expired_escrows(self, height: int) -> list[str]:
         """Open escrows whose deadline lies before ``height`` (sorted, so every node refunds in one order)."""
         return sorted(j for h, jobs in self.due.items() if h < height for j in jobs)
@@ -211,9 +190,11 @@ class ChainState:
         return self.tree.root_hash.hex()
 
     def total_supply(self) -> int:
-        """Every token: balances plus what open escrows hold."""
+        """Every token: balances plus what open escrows, deposits, bonds and proposal deposits hold."""
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
-        return sum(a.balance for a in self.accounts.values()) + locked + get_locked(self.staking)
+        deposited = sum(d.balance for d in self.deposits.values())
+        balances = sum(a.balance for a in self.accounts.values())
+        return balances + locked + deposited + get_locked(self.staking) + self.governance.locked
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -228,7 +209,13 @@ class StateReader(Protocol):
 
     def get_staking(self) -> StakingState: ...
 
+    def get_governance(self) -> GovernanceState: ...
+
     def get_authorities(self) -> tuple[str, ...]: ...
+
+    def get_deposit(self, deposit_id: str) -> Deposit | None: ...
+
+    def get_paid(self, job_id: str) -> PaidJob | None: ...
 
 
 AccountReader = StateReader
@@ -245,16 +232,44 @@ class StateDelta:
     multisigs: dict[str, MultisigAccount] = field(default_factory=dict)
     staking: StakingState | None = None
     """The new staking state, if this block changed it."""
+    governance: GovernanceState | None = None
+    """The new governance state, if this block changed it."""
     voters: frozenset[str] | None = None
     """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
     fees: int = 0
     """Fees collected so far in a BFT block (``voters`` set), paid out by ``process_end_block``."""
+    committee: dict[str, int] | None = None
+    """BFT blocks: the powers of the set that decided the parent (what ``voters`` is a part of)."""
+    deposits: dict[str, Deposit] = field(default_factory=dict)
+    paid: dict[str, PaidJob | None] = field(default_factory=dict)
+    """Paid job records written (None: forgotten at its expiry) by this block."""
+
+    def get_deposit(self, deposit_id: str) -> Deposit | None:
+        deposit = self.deposits.get(deposit_id)
+        return deposit if deposit is not None else self.base.get_deposit(deposit_id)
+
+    def set_deposit(self, deposit: Deposit) -> None:
+        self.deposits[deposit.id] = deposit
+
+    def get_paid(self, job_id: str) -> PaidJob | None:
+        if job_id in self.paid:
+            return self.paid[job_id]
+        return self.base.get_paid(job_id)
+
+    def set_paid(self, job_id: str, record: PaidJob | None) -> None:
+        self.paid[job_id] = record
 
     def get_staking(self) -> StakingState:
         return self.staking if self.staking is not None else self.base.get_staking()
 
     def set_staking(self, staking: StakingState) -> None:
         self.staking = staking
+
+    def get_governance(self) -> GovernanceState:
+        return self.governance if self.governance is not None else self.base.get_governance()
+
+    def set_governance(self, governance: GovernanceState) -> None:
+        self.governance = governance
 
     def get_authorities(self) -> tuple[str, ...]:
         return self.base.get_authorities()
@@ -286,7 +301,11 @@ class StateDelta:
 
 def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, SparseMerkleTree]:
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
-    tree = base.tree.update(compute_state_items(delta.accounts, delta.escrows, delta.multisigs, delta.staking))
+    tree = base.tree.update(
+        compute_state_items(
+            delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid, delta.governance
+        )
+    )
     return tree.root_hash.hex(), tree
 
 
@@ -301,16 +320,20 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state._index(escrow)
     if delta.staking is not None:
         state.staking = delta.staking
+    if delta.governance is not None:
+        state.governance = delta.governance
+    for deposit in delta.deposits.values():
+        state._index_withdrawal(state.deposits.get(deposit.id), deposit)
+        state.deposits[deposit.id] = deposit
+    for job_id, record in delta.paid.items():
+        forgotten = state.paid.pop(job_id, None)
+        if forgotten is not None:
+            jobs = state.paid_due.get(forgotten.expires_height)
+            if jobs is not None:
+                jobs.discard(job_id)
+                if not jobs:
+                    del state.paid_due[forgotten.expires_height]
+        if record is not None:
+            state.paid[job_id] = record
+            state.paid_due.setdefault(record.expires_height, set()).add(job_id)
     state.tree = tree
-
-
-def is_valid_escrow_proof(state_root: str, job_id: str, escrow: Escrow | None, proof: SmtProof) -> bool:
-    """A light client's check of an escrow (and its anchored receipt hash) against a state root."""
-    value_hash = None if escrow is None else compute_escrow_value_hash(escrow)
-    return is_valid_smt_proof(bytes.fromhex(state_root), compute_escrow_key(job_id), value_hash, proof)
-
-
-def is_valid_account_proof(state_root: str, address: str, account: Account | None, proof: SmtProof) -> bool:
-    """A light client's check: does ``address`` hold ``account`` (or nothing) under this state root?"""
-    value_hash = None if account is None else compute_account_value_hash(account)
-    return is_valid_smt_proof(bytes.fromhex(state_root), compute_account_key(address), value_hash, proof)

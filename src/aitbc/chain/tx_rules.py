@@ -29,6 +29,18 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aitbc.chain.context import TxContext
+from aitbc.chain.deposits import (
+    process_open_deposit,
+    process_settle_batch,
+    process_top_up_deposit,
+    process_withdraw_deposit,
+    verify_open_deposit,
+    verify_open_deposit_stateless,
+    verify_settle_batch,
+    verify_top_up_deposit,
+    verify_withdraw_deposit,
+)
+from aitbc.chain.entries import Account
 from aitbc.chain.escrow import (
     process_open_escrow,
     process_refund_escrow,
@@ -39,26 +51,40 @@ from aitbc.chain.escrow import (
     verify_settle_job_stateless,
 )
 from aitbc.chain.evidence import process_report_evidence, verify_report_evidence
+from aitbc.chain.governance import (
+    process_governance_change,
+    process_submit_proposal,
+    verify_deposit_proposal,
+    verify_submit_proposal,
+    verify_vote,
+)
 from aitbc.chain.ledger import process_credit, process_fee
 from aitbc.chain.multisig import process_create_multisig, verify_create_multisig, verify_multisig_transfer
 from aitbc.chain.params import ChainParams
 from aitbc.chain.staking import process_staking_change, verify_delegate, verify_stake, verify_unstake
-from aitbc.chain.state import Account, StateDelta
+from aitbc.chain.state import StateDelta
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
     CreateMultisig,
     Delegate,
+    DepositProposal,
     MultisigTransfer,
+    OpenDeposit,
     OpenEscrow,
     RefundEscrow,
     ReportEvidence,
+    SettleBatch,
     SettleJob,
     SettleJobZk,
     Stake,
+    SubmitProposal,
+    TopUpDeposit,
     Transfer,
     Tx,
     TxBase,
     Unstake,
+    Vote,
+    WithdrawDeposit,
 )
 from aitbc.protocol.types import MAX_U64
 
@@ -106,6 +132,19 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     Delegate: TxKind(verify_delegate, process_staking_change, moves_amount=True, spends_amount=True),
     Unstake: TxKind(verify_unstake, process_staking_change, moves_amount=True),
     ReportEvidence: TxKind(verify_report_evidence, process_report_evidence),
+    SubmitProposal: TxKind(verify_submit_proposal, process_submit_proposal),
+    DepositProposal: TxKind(verify_deposit_proposal, process_governance_change, moves_amount=True, spends_amount=True),
+    Vote: TxKind(verify_vote, process_governance_change),
+    OpenDeposit: TxKind(
+        verify_open_deposit,
+        process_open_deposit,
+        moves_amount=True,
+        spends_amount=True,
+        verify_stateless=verify_open_deposit_stateless,
+    ),
+    TopUpDeposit: TxKind(verify_top_up_deposit, process_top_up_deposit, moves_amount=True, spends_amount=True),
+    WithdrawDeposit: TxKind(verify_withdraw_deposit, process_withdraw_deposit, moves_amount=True),
+    SettleBatch: TxKind(verify_settle_batch, process_settle_batch),
 }
 """Every tx kind the chain executes, by struct type. A kind missing here is refused (``unknown_tx_type``)."""
 

@@ -25,18 +25,21 @@ The exact rule (parameters in ``StakingParams``, part of genesis):
   double vote it made up to the block that slashed it (a validator that
   equivocates for several steps in a row is slashed once).
 * **Downtime**: every BFT block carries the precommits its proposer saw for
-  the previous block; an active validator missing from more than
+  the previous block, more than 2/3 of the power of the set that decided it
+  (``get_commit_powers``); a member of that set missing from more than
   ``downtime_max_missed`` of the last ``downtime_window`` of them is jailed
   for ``jail_blocks`` (not slashed) and leaves the active set at once.
 * **Rewards**, at the start of every block: ``block_reward`` new tokens plus
-  ``reward_pool_payout_bps`` of the reward pool's balance. The proposer gets
-  ``proposer_bonus_bps`` of it; the rest is split by power over the *voters*:
-  the active validators that signed the block's ``last_commit`` (the
-  precommits for the previous block). A validator's share is split between its
-  authority part (to it) and its stake part (to its bonds, pro rata). Rounding
-  leftovers, and the whole rest if no active validator signed, go to the
-  proposer. A block without ``last_commit`` (a PoA chain, the first block of a
-  BFT chain) counts the whole active set as voters.
+  ``reward_pool_payout_bps`` of the reward pool's balance. Shares are by power
+  over the set that decided the previous block: the proposer gets
+  ``proposer_bonus_bps`` of it times the share of that power its
+  ``last_commit`` includes; each *voter* (signer of ``last_commit``) gets its
+  share of the rest. A validator's share is split between its authority part
+  (to it) and its stake part (to its bonds, pro rata). The shares of those
+  left out and the rounding leftovers go to the reward pool, never to the
+  proposer, so leaving out a vote always costs the proposer. A block without
+  ``last_commit`` (a PoA chain, the first block of a BFT chain) counts the
+  whole active set as voters (full bonus, leftovers to the proposer).
 * **Fees** of a BFT block (one carrying ``last_commit``) are collected while
   its txs run and split at its end by the same rule over the same voters; in
   a block without ``last_commit`` each fee goes to the proposer.
@@ -152,6 +155,9 @@ class StakingState(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     minted: Amount = 0
     burned: Amount = 0
     missed: list[Missed] = msgspec.field(default_factory=list)
+    last_set: list[Power] = msgspec.field(default_factory=list)
+    """The set that decided the latest block (whose precommits the next block's ``last_commit`` carries),
+    recorded only when it differs from ``active`` (empty: it is the active set)."""
 
 
 EMPTY_STAKING = StakingState()
@@ -212,6 +218,26 @@ def get_active_powers(staking: StakingState, authorities: Sequence[str], params:
     if staking.active:
         return {p.validator: p.power for p in staking.active}
     return {a: params.authority_power for a in authorities}
+
+
+def get_commit_powers(staking: StakingState, authorities: Sequence[str], params: StakingParams) -> dict[str, int]:
+    """The powers of the set that decided the latest block: what its commit (the next ``last_commit``) is
+    measured against."""
+    if staking.last_set:
+        return {p.validator: p.power for p in staking.last_set}
+    return get_active_powers(staking, authorities, params)
+
+
+def process_record_deciding_set(
+    staking: StakingState, before: StakingState, authorities: Sequence[str], params: StakingParams
+) -> StakingState:
+    """End of a block: the set that decided it is the active set it started with (``before``); remember it
+    if the block changed the active set (jail, slash, epoch), forget it otherwise."""
+    start = get_active_list(before, authorities, params)
+    wanted = [] if get_active_list(staking, authorities, params) == start else start
+    if staking.last_set == wanted:
+        return staking
+    return msgspec.structs.replace(staking, last_set=wanted)
 
 
 def compute_active_set(
@@ -369,13 +395,19 @@ def process_commit_signers(
     commit_height: int,
     authorities: Sequence[str],
     params: StakingParams,
+    committee: Collection[str] | None = None,
 ) -> StakingState:
-    """Count who of the active set did not sign the commit of ``commit_height``; jail the chronically absent."""
+    """Count who of ``committee`` (the set that decided ``commit_height``; default the active set) did not
+    sign its commit; jail the chronically absent."""
     floor = commit_height - params.downtime_window
     missed = {m.validator: [h for h in m.heights if h > floor] for m in staking.missed}
     to_jail: list[str] = []
-    for power in get_active_list(staking, authorities, params):
-        v = power.validator
+    members = (
+        sorted(committee)
+        if committee is not None
+        else [p.validator for p in get_active_list(staking, authorities, params)]
+    )
+    for v in members:
         if v not in signers:
             missed[v] = [*missed.get(v, []), commit_height]
             if len(missed[v]) > params.downtime_max_missed:
@@ -394,9 +426,18 @@ def compute_rewards(
     proposer: str,
     amount: int,
     voters: Collection[str] | None = None,
+    *,
+    committee: Mapping[str, int] | None = None,
+    unclaimed_to: str = "",
 ) -> dict[str, int]:
-    """Split ``amount`` by the reward rule (module docstring) over the active validators among ``voters``
-    (None: the whole active set); the credits sum to exactly ``amount``."""
+    """Split ``amount`` by the reward rule (module docstring); the credits sum to exactly ``amount``.
+
+    ``voters`` None (a block without ``last_commit``): the whole active set shares, the proposer gets the
+    full bonus and the rounding dust. Otherwise shares are by power over ``committee`` (the set that decided
+    the parent; default the active set): each signer in ``voters`` gets its share, the proposer's bonus is
+    ``proposer_bonus_bps`` times the share of power its ``last_commit`` includes, and the shares of
+    validators it left out, with the dust, go to ``unclaimed_to`` (the reward pool), never to the proposer:
+    leaving votes out always costs the proposer."""
     credits: dict[str, int] = {}
 
     def credit(address: str, value: int) -> None:
@@ -405,25 +446,29 @@ def compute_rewards(
 
     if amount == 0:
         return credits
-    active = get_active_powers(staking, authorities, params)
-    if voters is not None:
-        active = {v: p for v, p in active.items() if v in voters}
-    total_power = sum(active.values())
-    bonus = amount * params.proposer_bonus_bps // BPS
+    if voters is None:
+        powers = get_active_powers(staking, authorities, params)
+        paid_powers = powers
+    else:
+        powers = dict(committee) if committee is not None else get_active_powers(staking, authorities, params)
+        paid_powers = {v: p for v, p in powers.items() if v in voters}
+    total_power = sum(powers.values())
+    included = sum(paid_powers.values())
+    bonus = amount * params.proposer_bonus_bps * included // (BPS * total_power) if total_power else 0
     rest = amount - bonus
-    paid = 0
-    if total_power > 0:
-        for validator, power in sorted(active.items()):
-            share = rest * power // total_power
-            stake_power = power - (params.authority_power if validator in authorities else 0)
-            stake_part = share * stake_power // power if power else 0
-            credit(validator, share - stake_part)
-            paid += share - stake_part
-            bonds = [b for b in staking.bonds if b.validator == validator]
-            bonded = sum(b.amount for b in bonds)
-            for b in bonds:
-                cut = stake_part * b.amount // bonded
-                credit(b.delegator, cut)
-                paid += cut
-    credit(proposer, amount - paid)
+    paid = bonus
+    credit(proposer, bonus)
+    for validator, power in sorted(paid_powers.items()):
+        share = rest * power // total_power
+        stake_power = power - (params.authority_power if validator in authorities else 0)
+        stake_part = share * max(0, stake_power) // power if power else 0
+        credit(validator, share - stake_part)
+        paid += share - stake_part
+        bonds = [b for b in staking.bonds if b.validator == validator]
+        bonded = sum(b.amount for b in bonds)
+        for b in bonds:
+            cut = stake_part * b.amount // bonded
+            credit(b.delegator, cut)
+            paid += cut
+    credit(proposer if voters is None or not unclaimed_to else unclaimed_to, amount - paid)
     return credits

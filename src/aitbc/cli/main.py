@@ -8,6 +8,7 @@ from aitbc.cli import (
     chain,
     coordinator,
     devnet,
+    exchange,
     job,
     keys,
     match,
@@ -42,5 +43,6 @@ app.add_typer(zk.app, name="zk")
 app.command("stake")(stake.stake)
 app.command("unstake")(stake.unstake)
 app.add_typer(poolhub.app, name="poolhub")
+app.add_typer(exchange.app, name="exchange")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")

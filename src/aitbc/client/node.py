@@ -10,8 +10,17 @@ from typing import Any
 import httpx
 import msgspec
 
+from aitbc.chain.entries import (
+    Account,
+    Deposit,
+    Escrow,
+    PaidJob,
+    is_valid_account_proof,
+    is_valid_deposit_proof,
+    is_valid_escrow_proof,
+    is_valid_paid_proof,
+)
 from aitbc.chain.smt import SmtProof
-from aitbc.chain.state import Account, Escrow, is_valid_account_proof, is_valid_escrow_proof
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError
 from aitbc.protocol.tx import Tx, sign_tx, tx_to_json_obj
@@ -156,6 +165,33 @@ class NodeClient:
         if not is_valid_escrow_proof(payload["state_root"], job_id, escrow, proof_from_json(payload["proof"])):
             raise AitbcError("escrow proof does not verify against the state root", reason="bad_proof")
         return escrow, payload
+
+    def get_verified_deposit(self, deposit_id: str) -> tuple[Deposit | None, dict[str, Any]]:
+        """A deposit (None if there is none) checked by its Merkle proof against the header it names."""
+        try:
+            payload: dict[str, Any] = self.call("get_deposit", deposit_id)
+        except RemoteError as exc:
+            if exc.code == -32004:
+                return None, {}
+            raise
+        header = self.get_block(payload["height"], False)
+        if header["state_root"] != payload["state_root"]:
+            raise AitbcError("proof's state root differs from the block header's", reason="bad_proof")
+        deposit = msgspec.convert(payload["deposit"], Deposit)
+        if not is_valid_deposit_proof(payload["state_root"], deposit_id, deposit, proof_from_json(payload["proof"])):
+            raise AitbcError("deposit proof does not verify against the state root", reason="bad_proof")
+        return deposit, payload
+
+    def get_verified_paid_job(self, job_id: str) -> tuple[PaidJob | None, dict[str, Any]]:
+        """A deposit job's payment record (None: never paid, or forgotten after its expiry), proof checked."""
+        payload: dict[str, Any] = self.call("get_paid_job", job_id)
+        header = self.get_block(payload["height"], False)
+        if header["state_root"] != payload["state_root"]:
+            raise AitbcError("proof's state root differs from the block header's", reason="bad_proof")
+        paid = None if payload["paid"] is None else msgspec.convert(payload["paid"], PaidJob)
+        if not is_valid_paid_proof(payload["state_root"], job_id, paid, proof_from_json(payload["proof"])):
+            raise AitbcError("paid-job proof does not verify against the state root", reason="bad_proof")
+        return paid, payload
 
     def get_verified_account(self, address: str) -> tuple[Account | None, dict[str, Any]]:
         """Fetch an account with its Merkle proof and check the proof against the block header it names."""

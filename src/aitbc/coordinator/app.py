@@ -24,17 +24,19 @@ from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
-from aitbc.coordinator.services import (
-    BadResult,
-    CoordinatorService,
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.market.acceptance import ResultRejected
+from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import (
+    AitbcError,
     InputTooLarge,
     InvalidInput,
+    InvalidRequest,
+    NotFound,
     UnknownMiner,
     UnknownModel,
 )
-from aitbc.market.lifecycle import JobRuleViolation
-from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, InvalidRequest, NotFound
 from aitbc.protocol.receipt import InvalidReceipt
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
@@ -50,7 +52,7 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (UnknownModel, 422),
     (InvalidInput, 422),
     (InvalidReceipt, 422),
-    (BadResult, 422),
+    (ResultRejected, 422),
     (JobRuleViolation, 409),
     (EscrowProblem, 402),
     (ChainUnavailable, 503),

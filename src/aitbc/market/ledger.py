@@ -115,6 +115,8 @@ class OrderClosed(NamedTuple):
     order_id: int
     user: str
     side: str
+    price: int
+    """The order's limit price (0 for a market order)."""
     asset: str
     filled: int
     remaining: int

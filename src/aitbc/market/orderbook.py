@@ -145,7 +145,7 @@ Fill = tuple[Order, int, int]
 class OrderBook:
     """Resting orders of one market, bids and asks, in price-time priority."""
 
-    __slots__ = ("ask_prices", "asks", "bid_prices", "bids", "orders", "spec")
+    __slots__ = ("ask_prices", "asks", "bid_prices", "bids", "open_by_user", "orders", "spec")
 
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
@@ -156,6 +156,8 @@ class OrderBook:
         self.ask_prices: list[int] = []
         """Descending: the best ask is the last."""
         self.orders: dict[int, Order] = {}
+        self.open_by_user: dict[str, int] = {}
+        """Resting orders per user (for a per-user cap)."""
 
     # -- reads -------------------------------------------------------------------------
     def best_bid(self) -> int | None:
@@ -223,12 +225,21 @@ class OrderBook:
                 insort(self.ask_prices, order.price, key=_neg)
         level[order.order_id] = order
         self.orders[order.order_id] = order
+        self.open_by_user[order.user] = self.open_by_user.get(order.user, 0) + 1
+
+    def _forget(self, order: Order) -> None:
+        del self.orders[order.order_id]
+        left = self.open_by_user[order.user] - 1
+        if left:
+            self.open_by_user[order.user] = left
+        else:
+            del self.open_by_user[order.user]
 
     def remove(self, order: Order) -> None:
         book, prices = (self.bids, self.bid_prices) if order.side is Side.BUY else (self.asks, self.ask_prices)
         level = book[order.price]
         del level[order.order_id]
-        del self.orders[order.order_id]
+        self._forget(order)
         if not level:
             del book[order.price]
             prices.remove(order.price)
@@ -243,7 +254,7 @@ class OrderBook:
         """
         is_buy = side is Side.BUY
         prices, book = (self.ask_prices, self.asks) if is_buy else (self.bid_prices, self.bids)
-        orders = self.orders
+        forget = self._forget
         fills: list[Fill] = []
         cancelled: list[Order] = []
         remaining = quantity
@@ -260,7 +271,7 @@ class OrderBook:
                         stopped = True
                         break
                     del level[maker.order_id]
-                    del orders[maker.order_id]
+                    forget(maker)
                     cancelled.append(maker)
                     if stp is SelfTradePrevention.CANCEL_BOTH:
                         stopped = True
@@ -272,7 +283,7 @@ class OrderBook:
                 fills.append((maker, q, price))
                 if not maker.remaining:
                     del level[maker.order_id]
-                    del orders[maker.order_id]
+                    forget(maker)
             if not level:
                 del book[price]
                 prices.pop()

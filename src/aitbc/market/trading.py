@@ -319,6 +319,7 @@ class TradingEngine:
                 order.order_id,
                 order.user,
                 order.side,
+                order.price,
                 asset,
                 order.quantity - order.remaining,
                 order.remaining,

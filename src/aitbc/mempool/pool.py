@@ -17,11 +17,11 @@ import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from aitbc.chain.entries import Account
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account
 from aitbc.chain.tx_rules import check_tx_stateless, compute_tx_cost
 from aitbc.protocol.errors import InvalidTx, MempoolRejected, TxRejection
-from aitbc.protocol.tx import VerifiedTx
+from aitbc.protocol.tx import SettleBatch, VerifiedTx
 
 
 @dataclass(slots=True)
@@ -72,10 +72,9 @@ class Mempool:
         if vtx.hash in self._by_hash:
             raise MempoolRejected(TxRejection.DUPLICATE, "tx is already in the mempool")
         # Verify size, chain id, fee floor and amounts
-        if vtx.size > self.params.max_tx_bytes:
-            raise MempoolRejected(
-                TxRejection.TX_TOO_LARGE, f"tx is {vtx.size} bytes; the limit is {self.params.max_tx_bytes}"
-            )
+        limit = self.params.max_batch_tx_bytes if isinstance(tx, SettleBatch) else self.params.max_tx_bytes
+        if vtx.size > limit:
+            raise MempoolRejected(TxRejection.TX_TOO_LARGE, f"tx is {vtx.size} bytes; the limit is {limit}")
         try:
             check_tx_stateless(tx, self.chain_id, self.params)
         except InvalidTx as exc:

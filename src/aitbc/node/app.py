@@ -47,9 +47,9 @@ def open_node(settings: NodeSettings) -> NodeService:
 
 
 async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
-    """Propose a block every ``block_time``, aligned to a fixed schedule (no drift)."""
-    interval = node.params.block_time_ms / 1000
-    next_at = time.monotonic() + interval
+    """Propose a block every ``block_time``, aligned to a fixed schedule (no drift); the interval is read
+    from the live parameters each time, so a governance change of ``block_time_ms`` applies at once."""
+    next_at = time.monotonic() + node.params.block_time_ms / 1000
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_at - time.monotonic()))
@@ -58,6 +58,7 @@ async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
         outcome = await node.produce_block()
         if outcome.included:
             log.info("committed block", extra={"height": outcome.block.header.height, "txs": len(outcome.included)})
+        interval = node.params.block_time_ms / 1000
         next_at += interval
         if next_at < time.monotonic():  # we fell behind; do not burst to catch up
             next_at = time.monotonic() + interval

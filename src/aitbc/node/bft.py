@@ -28,7 +28,8 @@ from typing import Final
 
 import msgspec
 
-from aitbc.chain.block import BlockOutcome, apply_block, build_block
+from aitbc.chain.block import BlockOutcome, apply_block, build_block, verify_block_time
+from aitbc.chain.validators import get_commit_powers
 from aitbc.consensus.machine import (
     CastVote,
     ConsensusState,
@@ -45,12 +46,17 @@ from aitbc.consensus.machine import (
     new_height,
     step,
 )
-from aitbc.consensus.proposer import get_proposer
 from aitbc.consensus.signing import get_resume_round
+from aitbc.node.blocksync import (
+    BAD_SYNC_BLOCK_PENALTY,
+    SYNC_BACKLOG,
+    SYNC_BATCH,
+    commit_synced_blocks,
+    get_sync_batch,
+)
 from aitbc.node.config import NodeSettings
 from aitbc.node.p2p import P2PNode, Peer, PeerMisbehaved
 from aitbc.node.p2p_messages import (
-    CommittedBlock,
     Message,
     ProposalGossip,
     Status,
@@ -59,36 +65,29 @@ from aitbc.node.p2p_messages import (
     TxGossip,
     VoteGossip,
     encode_message,
+    get_message_height,
     get_message_kind,
     message_key,
 )
 from aitbc.node.peerbook import P2PLimits
 from aitbc.node.service import NodeService
 from aitbc.node.signguard import DoubleSignRefused, SignGuard
+from aitbc.node.txrelay import TxRelay
 from aitbc.protocol.block import block_hash, get_block_tamper_problem
-from aitbc.protocol.errors import InvalidBlock, TxRejection
-from aitbc.protocol.tx import ReportEvidence as ReportEvidenceTx
-from aitbc.protocol.tx import Tx, VerifiedTx, sign_tx, tx_hash
+from aitbc.protocol.errors import InvalidBlock
 from aitbc.protocol.vote import (
     CommitCertificate,
     Proposal,
     is_valid_proposal_signature,
     is_valid_vote_signature,
-    verify_commit,
 )
 
 log = logging.getLogger("aitbc.node.bft")
 
-SYNC_BATCH: Final = 20
-SYNC_BACKLOG: Final = 256
-"""A peer with more frames than this waiting in its send queue is not served sync batches now."""
 BAD_SIGNATURE_PENALTY: Final = 50
-BAD_TX_PENALTY: Final = 10
 TAMPERED_PENALTY: Final = 50
 INVALID_PROPOSAL_PENALTY: Final = 20
 STATUS_SECONDS: Final = 0.5
-TX_FLUSH_SECONDS: Final = 0.01
-TX_BATCH: Final = 2_000
 INBOX: Final = 10_000
 """Consensus messages waiting for the consensus task; more are dropped (gossip repeats what matters)."""
 
@@ -99,6 +98,7 @@ class BftDriver:
         self.key = node.key
         self.guard = SignGuard(settings.sign_state_path, node.key)
         self.max_block_txs = settings.bft_max_block_txs
+        self.max_clock_drift_ms = settings.max_clock_drift_ms
         self.timeouts = TimeoutConfig(
             propose_ms=settings.timeout_propose_ms,
             prevote_ms=settings.timeout_vote_ms,
@@ -132,13 +132,11 @@ class BftDriver:
         self.events: deque[Event] = deque()
         self.lock = asyncio.Lock()
         self.timers: list[asyncio.TimerHandle] = []
-        self.tx_out: list[Tx] = []
-        self._tx_source: Peer | None = None
         self._sync_asked: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.inbox: asyncio.Queue[tuple[Peer, Message]] = asyncio.Queue(INBOX)
         self.inbox_dropped = 0
-        node.on_admitted = self._gossip_admitted
+        self.txs = TxRelay(node, self.p2p)
 
     def _fresh_machine(self) -> ConsensusState:
         powers = self.node.get_validator_powers()
@@ -161,7 +159,7 @@ class BftDriver:
         await self.p2p.start(sock)
         self._tasks = [
             asyncio.create_task(self._status_loop()),
-            asyncio.create_task(self._tx_flush_loop()),
+            asyncio.create_task(self.txs.flush_loop()),
             asyncio.create_task(self._inbox_loop()),
         ]
         self._enter_height()
@@ -183,13 +181,15 @@ class BftDriver:
         self.outcomes = {}
         self.own = []
         head = self.node.head
-        wait_ms = max(0, head.time_ms + self.node.params.block_time_ms - int(time.time() * 1000))
+        block_time = self.node.params.block_time_ms
+        # never longer than one block time, whatever the head claims its time is
+        wait_ms = min(block_time, max(0, head.time_ms + block_time - int(time.time() * 1000)))
         if head.height == 0:
             wait_ms = 0
         self._later(wait_ms, Start())
         pending, self.future, self.future_bytes = self.future, [], {}
         for peer, message, size in pending:
-            height = _height_of(message)
+            height = get_message_height(message)
             if height < self.machine.height or peer.closed:
                 continue
             if height > self.machine.height:
@@ -263,8 +263,9 @@ class BftDriver:
                 candidates,
                 self.key,
                 int(time.time() * 1000),
-                node.params,
+                node.genesis.params,
                 last_commit=self._last_commit(),
+                is_known_signature=node.known_signatures,
             )
             self.outcomes[outcome.hash] = outcome
         unsigned = Proposal(
@@ -287,12 +288,13 @@ class BftDriver:
         self.events.append(ProposalReceived(proposal, True))
 
     def _last_commit(self) -> CommitCertificate | None:
-        """The precommits we hold for our head, limited to the current set (a validator jailed meanwhile
-        is left out)."""
+        """The precommits we hold for our head (every one: the proposer bonus grows with the power included),
+        limited to the set that decided the head."""
         cert = self.node.view.commit_by_height(self.node.head.height)
         if cert is None:
             return None
-        powers = self.machine.powers
+        node = self.node
+        powers = get_commit_powers(node.state.staking, node.genesis.authorities, node.params.staking)
         return msgspec.structs.replace(cert, signatures=[s for s in cert.signatures if s.validator in powers])
 
     async def _commit(self, decide: Decide) -> None:
@@ -308,24 +310,11 @@ class BftDriver:
         self._enter_height()
 
     async def _report(self, action: ReportEvidence) -> None:
-        node = self.node
         self.metrics.consensus_evidence.inc()
-        account = node.state.get_account(self.key.address)
-        nonce = node.mempool.pending_nonce(self.key.address, account.nonce)
-        tx = sign_tx(
-            ReportEvidenceTx(
-                chain_id=node.chain_id,
-                sender=self.key.address,
-                nonce=nonce,
-                fee=node.params.min_fee,
-                evidence=action.evidence,
-            ),
-            self.key,
-        )
-        results = await node.submit_txs([tx])
+        result = await self.node.submit_evidence(action.evidence)
         log.warning(
             "double vote seen; evidence submitted",
-            extra={"offender": action.evidence.vote_a.validator, "error": results[0].error and results[0].error.reason},
+            extra={"offender": action.evidence.vote_a.validator, "error": result.error and result.error.reason},
         )
 
     # -- p2p --------------------------------------------------------------------
@@ -336,7 +325,7 @@ class BftDriver:
         """Called from a peer's read loop: txs are admitted here, consensus messages are queued for the one
         consensus task (a read loop is cancelled when its connection closes; a commit must never be)."""
         if isinstance(message, TxGossip):
-            await self._on_txs(peer, message.txs)
+            await self.txs.on_txs(peer, message.txs)
             return
         if isinstance(message, Status):
             await self._on_status(peer, message)
@@ -368,7 +357,7 @@ class BftDriver:
                 if not self.p2p.is_new(message_key(message)):
                     self.metrics.p2p_dropped.labels(get_message_kind(message), "duplicate").inc()
                     return
-                height = _height_of(message)
+                height = get_message_height(message)
                 if height > self.machine.height:
                     self._buffer_future(peer, message)
                     self._ask_sync(peer)
@@ -381,7 +370,7 @@ class BftDriver:
     def _buffer_future(self, peer: Peer, message: Message) -> None:
         """Keep a message of a coming height for when we get there: only if it verifies as far as it can
         now (signatures, the block its proposal names), is not too far ahead, and fits the byte budgets."""
-        if _height_of(message) > self.machine.height + self.limits.future_heights:
+        if get_message_height(message) > self.machine.height + self.limits.future_heights:
             self.metrics.p2p_dropped.labels(get_message_kind(message), "future_too_far").inc()
             return
         if isinstance(message, VoteGossip):
@@ -442,14 +431,16 @@ class BftDriver:
         if proposal.block_hash in self.outcomes:
             return None
         try:
+            verify_block_time(message.block.header, int(time.time() * 1000), self.max_clock_drift_ms)
             outcome = apply_block(
                 node.state,
                 node.head,
                 message.block,
                 node.genesis.authorities,
-                node.params,
+                node.genesis.params,
                 expected_proposer=proposal.proposer,
                 is_known_valid=node.mempool.__contains__,
+                is_known_signature=node.known_signatures,
             )
         except InvalidBlock as exc:
             log.warning("invalid proposal", extra={"proposer": proposal.proposer, "error": exc.message})
@@ -477,92 +468,24 @@ class BftDriver:
         if peer.backlog > SYNC_BACKLOG:  # it has not read what we sent; more would only fill its queue
             self.metrics.p2p_dropped.labels("sync_blocks", "peer_backlog").inc()
             return
-        view = self.node.view
-        blocks: list[CommittedBlock] = []
-        for height in range(max(1, from_height), min(self.node.head.height, from_height + SYNC_BATCH - 1) + 1):
-            block, commit = view.block_by_height(height), view.commit_by_height(height)
-            if block is None or commit is None:
-                break
-            blocks.append(CommittedBlock(block, commit))
+        blocks = get_sync_batch(self.node, from_height)
         if blocks:
             self.p2p.send(peer, SyncBlocks(blocks))
 
     async def _on_sync(self, peer: Peer, message: SyncBlocks) -> None:
-        node = self.node
-        applied = 0
-        for item in message.blocks:
-            header = item.block.header
-            if header.height != node.head.height + 1:
-                continue
-            powers = node.get_validator_powers()
-            hash_ = block_hash(header)
-            try:
-                verify_commit(item.commit, node.chain_id, header.height, hash_, powers)
-                outcome = self.outcomes.get(hash_) or apply_block(
-                    node.state,
-                    node.head,
-                    item.block,
-                    node.genesis.authorities,
-                    node.params,
-                    expected_proposer=get_proposer(powers, header.height, item.commit.round),
-                )
-            except InvalidBlock as exc:
-                raise PeerMisbehaved(INVALID_PROPOSAL_PENALTY, f"sync block {header.height}: {exc.message}") from None
-            await node.commit_outcome(outcome, item.commit)
-            self.outcomes = {}
-            applied += 1
+        applied, problem = await commit_synced_blocks(self.node, message, self.outcomes)
         if applied:
-            log.info("synced blocks", extra={"from": peer.address, "count": applied, "height": node.head.height})
+            self.outcomes = {}
+            log.info("synced blocks", extra={"from": peer.address, "count": applied, "height": self.node.head.height})
             self.events.clear()
             self._enter_height()
             if len(message.blocks) >= SYNC_BATCH:
                 self._sync_asked.pop(peer.address, None)
                 self._ask_sync(peer)
-
-    # -- txs ----------------------------------------------------------------------
-    async def _on_txs(self, peer: Peer, txs: list[Tx]) -> None:
-        fresh = [tx for tx in txs if self.p2p.is_new(bytes.fromhex(tx_hash(tx)))]
-        if not fresh:
-            return
-        self._tx_source = peer
-        try:
-            results = await self.node.submit_txs(fresh)
-        finally:
-            self._tx_source = None
-        # an honest node only relays txs whose signatures it checked: a bad one is the sender's doing
-        forged = sum(
-            1
-            for r in results
-            if r.error is not None and r.error.reason in (TxRejection.BAD_SIGNATURE, TxRejection.MALFORMED)
-        )
-        if forged:
-            raise PeerMisbehaved(min(BAD_SIGNATURE_PENALTY, BAD_TX_PENALTY * forged), f"{forged} txs fail their checks")
-
-    def _gossip_admitted(self, admitted: list[VerifiedTx]) -> None:
-        for vtx in admitted:
-            self.p2p.is_new(bytes.fromhex(vtx.hash))
-        if self._tx_source is not None:
-            source = self._tx_source
-            self.p2p.broadcast(TxGossip([v.tx for v in admitted]), exclude=source)
-            return
-        self.tx_out.extend(v.tx for v in admitted)
-
-    async def _tx_flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TX_FLUSH_SECONDS)
-            while self.tx_out:
-                batch, self.tx_out = self.tx_out[:TX_BATCH], self.tx_out[TX_BATCH:]
-                self.p2p.broadcast(TxGossip(batch))
+        if problem is not None:
+            raise PeerMisbehaved(BAD_SYNC_BLOCK_PENALTY, problem)
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(STATUS_SECONDS)
             self.p2p.broadcast(Status(self.machine.height, self.machine.round))
-
-
-def _height_of(message: Message) -> int:
-    if isinstance(message, ProposalGossip):
-        return message.proposal.height
-    if isinstance(message, VoteGossip):
-        return message.vote.height
-    return -1

@@ -33,6 +33,8 @@ class NodeSettings(HttpServerSettings):
     timeout_delta_ms: int = Field(500, ge=0)
     bft_max_block_txs: int = Field(5_000, ge=1)
     """Most txs a BFT proposal carries: every validator must check it within the round's timeouts."""
+    max_clock_drift_ms: int = Field(5_000, ge=0)
+    """A proposal dated further than this after our clock is invalid (prevote nil)."""
     max_body_bytes: int = Field(4 * MiB, ge=1024)
     """Largest request body on the RPC port (a ``send_tx`` batch of 1,000 txs is well under 1 MiB)."""
     max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1)

@@ -75,6 +75,15 @@ def get_message_kind(message: Message) -> str:
     return _KINDS[type(message)]
 
 
+def get_message_height(message: Message) -> int:
+    """The height a proposal or vote is for; -1 for messages that belong to no height."""
+    if isinstance(message, ProposalGossip):
+        return message.proposal.height
+    if isinstance(message, VoteGossip):
+        return message.vote.height
+    return -1
+
+
 def encode_message(message: Message) -> bytes:
     return _encoder.encode(message)
 

@@ -187,6 +187,24 @@ async def rpc_get_job_proof(node: NodeService, params: Any) -> Any:
     return node.job_proof_json(_job_id_param(job_id))
 
 
+_DEPOSIT_ID_RE: Final = re.compile(r"^dep_[0-9a-f]{40}$")
+
+
+async def rpc_get_deposit(node: NodeService, params: Any) -> Any:
+    (deposit_id,) = _params(params, ("deposit_id",), 1)
+    if not isinstance(deposit_id, str) or not _DEPOSIT_ID_RE.match(deposit_id):
+        raise RpcError(INVALID_PARAMS, "'deposit_id' must be 'dep_' and 40 hex digits")
+    found = node.deposit_json(deposit_id)
+    if found is None:
+        raise RpcError(NOT_FOUND, f"no deposit {deposit_id}")
+    return found
+
+
+async def rpc_get_paid_job(node: NodeService, params: Any) -> Any:
+    (job_id,) = _params(params, ("job_id",), 1)
+    return node.paid_job_json(_job_id_param(job_id))
+
+
 MAX_EVENTS_PAGE: Final = 1_000
 
 
@@ -194,7 +212,7 @@ async def rpc_get_job_events(node: NodeService, params: Any) -> Any:
     after_seq, address, limit = _params(params, ("after_seq", "address", "limit"), 0)
     after_seq = 0 if after_seq is None else after_seq
     limit = MAX_EVENTS_PAGE if limit is None else limit
-    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
+    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or not 0 <= after_seq <= _MAX_HEIGHT:
         raise RpcError(INVALID_PARAMS, "'after_seq' must be a non-negative integer (the last event_seq you saw)")
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_EVENTS_PAGE:
         raise RpcError(INVALID_PARAMS, f"'limit' must be an integer from 1 to {MAX_EVENTS_PAGE}")
@@ -214,6 +232,8 @@ METHODS: Final[dict[str, Handler]] = {
     "get_job": rpc_get_job,
     "get_job_proof": rpc_get_job_proof,
     "get_job_events": rpc_get_job_events,
+    "get_deposit": rpc_get_deposit,
+    "get_paid_job": rpc_get_paid_job,
 }
 
 

@@ -24,11 +24,15 @@ from typing import Any
 import msgspec
 
 from aitbc.chain.block import BlockOutcome, build_block
+from aitbc.chain.entries import Account, ChainEvent
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
+from aitbc.chain.gov_types import compute_live_params
+from aitbc.chain.params import ChainParams
 from aitbc.chain.smt import SmtProof
-from aitbc.chain.state import Account, ChainEvent, ChainState, commit_delta
+from aitbc.chain.state import ChainState, commit_delta
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
+from aitbc.node.known_signatures import KnownSignatures, get_inner_checks
 from aitbc.node.metrics import NodeMetrics
 from aitbc.node.store import HeadView, NodeStore
 from aitbc.node.verify import SignatureVerifier
@@ -37,16 +41,18 @@ from aitbc.protocol.codec import struct_tag
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, StorageError, TxRejection
 from aitbc.protocol.tx import (
+    ReportEvidence,
     Tx,
     TxSignatureCheck,
     VerifiedTx,
     complete_tx_check,
     get_tx_checks,
     prepare_tx_check,
+    sign_tx,
     tx_from_json_obj,
     tx_to_json_obj,
 )
-from aitbc.protocol.vote import CommitCertificate
+from aitbc.protocol.vote import CommitCertificate, DuplicateVoteEvidence
 
 log = logging.getLogger("aitbc.node")
 
@@ -77,7 +83,6 @@ class NodeService:
             raise StorageError(f"validator key {key.address} is not the genesis authority of this PoA chain")
         self.genesis = genesis
         self.chain_id = genesis.chain_id
-        self.params = genesis.params
         self.genesis_hash = compute_genesis_hash(genesis)
         self.store = store
         self.key = key
@@ -90,6 +95,8 @@ class NodeService:
         self._rejected: OrderedDict[str, str] = OrderedDict()
         self._listeners: list[tuple[EventListener, TopicFilter | None]] = []
         self.verifier = SignatureVerifier(workers=2)
+        self.known_signatures = KnownSignatures()
+        """Receipt signatures inside settle batches, checked in bulk at admission (``known_signatures``)."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._last_block_monotonic: float | None = None
         self._event_seq = store.last_event_seq()
@@ -97,6 +104,12 @@ class NodeService:
         """Called with the txs each submission admitted (the p2p layer gossips them)."""
         self.consensus = "bft" if len(genesis.authorities) > 1 else "poa"
         metrics.height.set(self.head.height)
+
+    @property
+    def params(self) -> ChainParams:
+        """The parameters in force at the head: genesis's with every enacted governance change (never a
+        copy taken at start-up; the mempool is handed the new set whenever a block changes it)."""
+        return compute_live_params(self.state.governance, self.genesis.params)
 
     def _load_or_init(self) -> tuple[ChainState, BlockHeader]:
         if self.store.is_empty():
@@ -115,6 +128,9 @@ class NodeService:
             self.store.load_multisigs(),
             self.store.load_staking(),
             tuple(self.genesis.authorities),
+            self.store.load_deposits(),
+            self.store.load_paid_jobs(),
+            self.store.load_governance(),
         )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")
@@ -172,6 +188,9 @@ class NodeService:
                 pos += 1 + len(p.extra)
         else:
             valid = await self.verifier.check([p.check for _, p in prepared])
+        inner = get_inner_checks([p.verified.tx for (_, p), ok in zip(prepared, valid, strict=True) if ok], self.state)
+        if inner:  # settle batches: every receipt signature in one bulk run, remembered for the block
+            self.known_signatures.remember(inner, await self.verifier.check(inner))
         admitted: list[VerifiedTx] = []
         state, mempool, rejected = self.state, self.mempool, self._rejected
         for (i, p), signature_valid in zip(prepared, valid, strict=True):
@@ -200,6 +219,19 @@ class NodeService:
             self._emit("new_txs", {"txs": [_tx_summary(v) for v in admitted]})
         return [r for r in results if r is not None]
 
+    async def submit_evidence(self, evidence: DuplicateVoteEvidence) -> SubmitResult:
+        """Report a double vote this node saw: a ``report_evidence`` tx signed with the node's key, at its next
+        nonce, paying the minimum fee, admitted like any submitted tx (and gossiped from there)."""
+        account = self.state.get_account(self.key.address)
+        unsigned = ReportEvidence(
+            chain_id=self.chain_id,
+            sender=self.key.address,
+            nonce=self.mempool.pending_nonce(self.key.address, account.nonce),
+            fee=self.params.min_fee,
+            evidence=evidence,
+        )
+        return (await self.submit_txs([sign_tx(unsigned, self.key)]))[0]
+
     def _remember_rejected(self, tx_hash: str, reason: str) -> None:
         self._rejected[tx_hash] = reason
         if len(self._rejected) > _REJECTED_MEMORY:
@@ -213,7 +245,13 @@ class NodeService:
         # blocks (the writer thread gets the GIL only half the time while intake is busy); a
         # 5,000-tx block holds the loop ~50 ms. The SQLite commit (and its fsync) runs on the writer.
         outcome = build_block(
-            self.state, self.head, candidates, self.key, now_ms or int(time.time() * 1000), self.params
+            self.state,
+            self.head,
+            candidates,
+            self.key,
+            now_ms or int(time.time() * 1000),
+            self.genesis.params,
+            is_known_signature=self.known_signatures,
         )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self.store.commit_block, outcome)
@@ -262,6 +300,8 @@ class NodeService:
 
     def _apply_committed(self, outcome: BlockOutcome) -> None:
         commit_delta(self.state, outcome.delta, outcome.tree)
+        if outcome.delta.governance is not None:
+            self.mempool.params = self.params
         self.head = outcome.block.header
         self.head_hash = outcome.hash
         self.view = self.store.view(self.head.height)  # reads see the new block from now on, not before
@@ -291,6 +331,31 @@ class NodeService:
             "escrow": msgspec.to_builtins(escrow),
             "events": [job_event_json(seq, height, None, ev) for seq, height, ev in events],
             "height": self.head.height,
+        }
+
+    def deposit_json(self, deposit_id: str) -> dict[str, Any] | None:
+        """A deposit with its Merkle proof against the head's state root (None if there is none)."""
+        deposit = self.state.get_deposit(deposit_id)
+        if deposit is None:
+            return None
+        return {
+            "deposit": msgspec.to_builtins(deposit),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": proof_to_json(self.state.prove_deposit(deposit_id)),
+        }
+
+    def paid_job_json(self, job_id: str) -> dict[str, Any]:
+        """A deposit job's payment record (null once forgotten, or never paid), with its proof."""
+        paid = self.state.get_paid(job_id)
+        return {
+            "job_id": job_id,
+            "paid": None if paid is None else msgspec.to_builtins(paid),
+            "height": self.head.height,
+            "block_hash": self.head_hash,
+            "state_root": self.head.state_root,
+            "proof": proof_to_json(self.state.prove_paid(job_id)),
         }
 
     def job_proof_json(self, job_id: str) -> dict[str, Any]:

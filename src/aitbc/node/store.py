@@ -19,7 +19,8 @@ import msgspec
 import orjson
 
 from aitbc.chain.block import BlockOutcome
-from aitbc.chain.state import Account, ChainEvent, Escrow, MultisigAccount
+from aitbc.chain.entries import Account, ChainEvent, Deposit, Escrow, MultisigAccount, PaidJob
+from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.validators import EMPTY_STAKING, StakingState
 from aitbc.protocol.block import Block, BlockHeader
 from aitbc.protocol.errors import StorageError
@@ -69,6 +70,14 @@ CREATE TABLE IF NOT EXISTS multisigs (
     address TEXT PRIMARY KEY,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deposits (
+    id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS paid_jobs (
+    job_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
 """
 
 _EVENT_PARTY_COLUMNS: Final = ("client", "coordinator", "miner")
@@ -97,7 +106,10 @@ _header_decoder = msgspec.msgpack.Decoder(BlockHeader)
 _escrow_decoder = msgspec.msgpack.Decoder(Escrow)
 _event_decoder = msgspec.msgpack.Decoder(ChainEvent)
 _multisig_decoder = msgspec.msgpack.Decoder(MultisigAccount)
+_deposit_decoder = msgspec.msgpack.Decoder(Deposit)
+_paid_decoder = msgspec.msgpack.Decoder(PaidJob)
 _staking_decoder = msgspec.json.Decoder(StakingState)
+_governance_decoder = msgspec.json.Decoder(GovernanceState)
 _commit_decoder = msgspec.msgpack.Decoder(CommitCertificate)
 
 
@@ -223,11 +235,31 @@ class NodeStore:
                     "ON CONFLICT (address) DO UPDATE SET data = excluded.data",
                     [(a, _block_encoder.encode(m)) for a, m in outcome.delta.multisigs.items()],
                 )
+            if outcome.delta.deposits:
+                conn.executemany(
+                    "INSERT INTO deposits (id, data) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                    [(d, _block_encoder.encode(v)) for d, v in outcome.delta.deposits.items()],
+                )
+            if outcome.delta.paid:
+                written = [(j, _block_encoder.encode(p)) for j, p in outcome.delta.paid.items() if p is not None]
+                forgotten = [(j,) for j, p in outcome.delta.paid.items() if p is None]
+                conn.executemany(
+                    "INSERT INTO paid_jobs (job_id, data) VALUES (?, ?) "
+                    "ON CONFLICT (job_id) DO UPDATE SET data = excluded.data",
+                    written,
+                )
+                conn.executemany("DELETE FROM paid_jobs WHERE job_id = ?", forgotten)
             if outcome.delta.staking is not None:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('staking', ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (msgspec.json.encode(outcome.delta.staking).decode(),),
+                )
+            if outcome.delta.governance is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('governance', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (msgspec.json.encode(outcome.delta.governance).decode(),),
                 )
             if outcome.delta.events:
                 conn.executemany(
@@ -247,10 +279,23 @@ class NodeStore:
         raw = self.get_meta("staking")
         return EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
 
+    def load_governance(self) -> GovernanceState:
+        raw = self.get_meta("governance")
+        return EMPTY_GOVERNANCE if raw is None else _governance_decoder.decode(raw)
+
     def load_escrows(self) -> dict[str, Escrow]:
         return {
             job_id: _escrow_decoder.decode(data)
             for job_id, data in self._reader.execute("SELECT job_id, data FROM escrows")
+        }
+
+    def load_deposits(self) -> dict[str, Deposit]:
+        return {d: _deposit_decoder.decode(data) for d, data in self._reader.execute("SELECT id, data FROM deposits")}
+
+    def load_paid_jobs(self) -> dict[str, PaidJob]:
+        return {
+            job_id: _paid_decoder.decode(data)
+            for job_id, data in self._reader.execute("SELECT job_id, data FROM paid_jobs")
         }
 
     def load_multisigs(self) -> dict[str, MultisigAccount]:

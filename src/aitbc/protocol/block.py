@@ -26,6 +26,9 @@ class BlockHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     tx_count: U64
     state_root: Hash32
     proposer: Address
+    last_commit_hash: Hash32 = ZERO_HASH
+    """``compute_last_commit_hash`` of the block's ``last_commit``: the block hash (what proposals and votes
+    name) covers the precommits the block carries, so a relay cannot swap them."""
 
 
 class Block(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -35,6 +38,10 @@ class Block(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     last_commit: CommitCertificate | None = None
     """BFT chains: the precommits the proposer saw for the previous block. Its effect (who missed
     signing, see ``aitbc.chain.validators``) is in the state root, which the header commits to."""
+
+
+def compute_last_commit_hash(last_commit: CommitCertificate | None) -> str:
+    return ZERO_HASH if last_commit is None else sha256(codec.encode(last_commit)).hex()
 
 
 def header_bytes(header: BlockHeader) -> bytes:
@@ -85,4 +92,6 @@ def get_block_tamper_problem(block: Block) -> str | None:
         return "the proposer signature does not verify"
     if header.tx_count != len(block.txs) or compute_tx_root_of(block.txs) != header.tx_root:
         return "the txs are not the ones the header commits to"
+    if compute_last_commit_hash(block.last_commit) != header.last_commit_hash:
+        return "last_commit is not the one the header commits to"
     return None

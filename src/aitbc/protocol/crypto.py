@@ -48,6 +48,7 @@ class SigningKind(StrEnum):
     RECEIPT_COSIGN = "receipt-cosign"
     MINER_REQUEST = "miner-request"
     P2P_HANDSHAKE = "p2p-handshake"
+    JOB_REQUEST = "job-request"
 
 
 @lru_cache(maxsize=256)

@@ -13,6 +13,10 @@ person understands.
     │   └── MempoolRejected      a tx the mempool refuses (full, duplicate, window)
     ├── InvalidBlock             a block that breaks a chain rule
     ├── InvalidRequest           a request body that breaks its message type (names the field)
+    ├── InvalidInput             a job request that breaks a job's shape rules
+    ├── InputTooLarge            a job's input over its size limit
+    ├── UnknownModel             no live miner serves the model a job asks for
+    ├── UnknownMiner             a miner that is not registered
     ├── NotFound                 unknown block / tx / account / key
     ├── ConfigError              bad settings, genesis or data directory
     ├── StorageError             the store is missing, corrupt or from another chain
@@ -66,6 +70,19 @@ class TxRejection(StrEnum):
     BAD_EVIDENCE = "bad_evidence"
     EVIDENCE_TOO_OLD = "evidence_too_old"
     ALREADY_PUNISHED = "already_punished"
+    # governance (aitbc.chain.governance)
+    BAD_PROPOSAL = "bad_proposal"
+    BAD_PARAM_CHANGE = "bad_param_change"
+    TOO_MANY_PROPOSALS = "too_many_proposals"
+    NO_PROPOSAL = "no_proposal"
+    PROPOSAL_CLOSED = "proposal_closed"
+    # deposits and batched settlement (aitbc.chain.deposits)
+    NO_DEPOSIT = "no_deposit"
+    NOT_DEPOSIT_OWNER = "not_deposit_owner"
+    BAD_DEPOSIT_TERMS = "bad_deposit_terms"
+    WITHDRAWAL_PENDING = "withdrawal_pending"
+    ALREADY_PAID = "already_paid"
+    BATCH_TOO_LARGE = "batch_too_large"
 
 
 class AitbcError(Exception):
@@ -123,6 +140,28 @@ class InvalidRequest(AitbcError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "details": [{"loc": ["body", *self.path], "message": self.detail}]}
+
+
+class InvalidInput(AitbcError):
+    """A job request that decodes but breaks a job's shape rules (HTTP 422, like any other invalid field)."""
+
+    reason = "invalid_input"
+
+
+class InputTooLarge(AitbcError):
+    reason = "input_too_large"
+
+
+class UnknownModel(AitbcError):
+    """No live miner serves the model a job asks for."""
+
+    reason = "unknown_model"
+
+
+class UnknownMiner(AitbcError):
+    """A miner that is not registered (with the coordinator or the pool hub)."""
+
+    reason = "unknown_miner"
 
 
 class NotFound(AitbcError):

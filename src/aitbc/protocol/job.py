@@ -16,6 +16,7 @@ from msgspec import Meta
 
 from aitbc.protocol import codec
 from aitbc.protocol.crypto import sha256_hex
+from aitbc.protocol.errors import InputTooLarge, InvalidInput
 from aitbc.protocol.types import U64, HexBytes, Wire
 from aitbc.protocol.zkml_input import check_zk_inference_texts
 
@@ -84,30 +85,33 @@ class JobOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 def check_job_input(job: JobInput) -> None:
-    """Shape rules a request must meet before it becomes a job; raises ValueError with the reason."""
+    """Shape rules a request must meet before it becomes a job: ``InvalidInput`` / ``InputTooLarge`` say which."""
     if job.type == "inference":
         if (job.prompt is None) == (job.messages is None):
-            raise ValueError("an inference job needs exactly one of input.prompt or input.messages")
+            raise InvalidInput("an inference job needs exactly one of input.prompt or input.messages")
         if job.texts is not None:
-            raise ValueError("input.texts is only for embedding jobs")
+            raise InvalidInput("input.texts is only for embedding jobs")
         if job.prompt is not None and not job.prompt.strip():
-            raise ValueError("input.prompt is empty")
+            raise InvalidInput("input.prompt is empty")
         if job.messages is not None and not 1 <= len(job.messages) <= MAX_MESSAGES:
-            raise ValueError(f"input.messages must hold 1..{MAX_MESSAGES} messages")
+            raise InvalidInput(f"input.messages must hold 1..{MAX_MESSAGES} messages")
         size = len(job.prompt or "") + sum(len(m.content) for m in job.messages or [])
     elif job.type == "zk-inference":
         if job.prompt is not None or job.messages is not None:
-            raise ValueError("a zk-inference job takes input.texts (its vectors) and nothing else")
-        check_zk_inference_texts(job.texts)
+            raise InvalidInput("a zk-inference job takes input.texts (its vectors) and nothing else")
+        try:
+            check_zk_inference_texts(job.texts)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         size = sum(len(t) for t in job.texts or [])
     else:
         if job.texts is None or job.prompt is not None or job.messages is not None:
-            raise ValueError("an embedding job needs input.texts (a list of strings) and nothing else")
+            raise InvalidInput("an embedding job needs input.texts (a list of strings) and nothing else")
         if not 1 <= len(job.texts) <= MAX_EMBED_TEXTS:
-            raise ValueError(f"input.texts must hold 1..{MAX_EMBED_TEXTS} strings")
+            raise InvalidInput(f"input.texts must hold 1..{MAX_EMBED_TEXTS} strings")
         size = sum(len(t) for t in job.texts)
     if size > MAX_PROMPT_CHARS:
-        raise OverflowError(f"input is {size} characters; the limit is {MAX_PROMPT_CHARS}")
+        raise InputTooLarge(f"input is {size} characters; the limit is {MAX_PROMPT_CHARS}")
 
 
 def compute_model_kind(job_type: str) -> str:

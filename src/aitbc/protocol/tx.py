@@ -28,6 +28,7 @@ from aitbc.protocol.crypto import (
     signature_check,
     signature_mismatch,
 )
+from aitbc.protocol.deposit import MAX_BATCH_ENTRIES, DepositId, DepositMode, SettlementEntry
 from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
 from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
@@ -193,6 +194,103 @@ class ReportEvidence(TxBase, frozen=True, kw_only=True, tag="report_evidence"):
     signature: SignatureHex = ""
 
 
+class OpenDeposit(TxBase, frozen=True, kw_only=True, tag="open_deposit"):
+    """Fund a deposit that ``coordinator`` may settle jobs against (``aitbc.protocol.deposit``).
+
+    ``cap_per_period``: the most the deposit may pay (receipt totals + protocol fees) in any
+    period of ``period_blocks`` blocks; a delegated deposit must have one, 0 means no cap (signed mode
+    only). Its id is ``compute_deposit_id(sender, nonce)``."""
+
+    coordinator: Address
+    mode: DepositMode
+    amount: Amount
+    cap_per_period: Amount = 0
+    period_blocks: U64 = 0
+    signature: SignatureHex = ""
+
+    __address_fields__: ClassVar[tuple[str, ...]] = ("sender", "coordinator")
+
+
+class TopUpDeposit(TxBase, frozen=True, kw_only=True, tag="top_up_deposit"):
+    """Add ``amount`` to a deposit; anyone may (the funds belong to the deposit's owner from then on)."""
+
+    deposit_id: DepositId
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class WithdrawDeposit(TxBase, frozen=True, kw_only=True, tag="withdraw_deposit"):
+    """The owner asks for ``amount`` back; the chain pays it out ``deposit_withdrawal_delay`` blocks later
+    (what is left of it then), so jobs already done can still be settled meanwhile."""
+
+    deposit_id: DepositId
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class SettleBatch(TxBase, frozen=True, kw_only=True, tag="settle_batch"):
+    """A coordinator settles many deposit jobs at once; the chain applies each valid entry and reports
+    every rejected one (with its reason) in the tx's events."""
+
+    entries: Annotated[list[SettlementEntry], Meta(min_length=1, max_length=MAX_BATCH_ENTRIES)]
+    signature: SignatureHex = ""
+
+
+PROPOSAL_KINDS: Final = ("param_change", "text", "treasury_spend", "software_upgrade")
+VOTE_OPTIONS: Final = ("yes", "no", "abstain", "no_with_veto")
+MAX_PARAM_CHANGES: Final = 16
+
+
+class ParamChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Set one chain parameter, named by its dotted path in ``ChainParams`` (``protocol_fee_bps``,
+    ``staking.jail_blocks``); every governable parameter is an integer (``aitbc.chain.governance``)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z_]+(\.[a-z_]+)?$"), Wire.STR]
+    value: U64
+
+
+class SubmitProposal(TxBase, frozen=True, kw_only=True, tag="submit_proposal"):
+    """Put a proposal to the stakers, with an opening ``deposit`` (``docs/governance.md``).
+
+    ``proposal_kind`` decides which of the other fields matter: ``param_change`` → ``changes`` and
+    ``activation_height`` (0: the block after the vote ends); ``treasury_spend`` → ``recipient`` and
+    ``spend`` (paid from the reward pool); ``software_upgrade`` → ``activation_height`` and
+    ``upgrade_version``; ``text`` → only the title and description."""
+
+    proposal_kind: Annotated[str, Meta(pattern=r"^(param_change|text|treasury_spend|software_upgrade)$"), Wire.STR]
+    title: Annotated[str, Meta(min_length=1, max_length=140), Wire.STR]
+    description: Annotated[str, Meta(max_length=4_000), Wire.STR] = ""
+    changes: Annotated[list[ParamChange], Meta(max_length=MAX_PARAM_CHANGES)] = msgspec.field(default_factory=list)
+    recipient: Annotated[str, Meta(max_length=90), Wire.STR] = ""
+    spend: Amount = 0
+    activation_height: Height = 0
+    upgrade_version: Annotated[str, Meta(max_length=64), Wire.STR] = ""
+    deposit: Amount = 0
+    signature: SignatureHex = ""
+
+    __text_fields__: ClassVar[tuple[str, ...]] = ("title", "description", "upgrade_version")
+
+
+class DepositProposal(TxBase, frozen=True, kw_only=True, tag="deposit_proposal"):
+    """Add ``amount`` to a proposal's deposit; voting opens once the deposit reaches ``min_deposit``."""
+
+    proposal_id: U64
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class Vote(TxBase, frozen=True, kw_only=True, tag="vote"):
+    """Vote on a proposal in its voting period; weighted at the tally by the sender's bonded stake (a
+    validator's vote also carries every delegation to it whose delegator did not vote)."""
+
+    proposal_id: U64
+    option: Annotated[str, Meta(pattern=r"^(yes|no|abstain|no_with_veto)$"), Wire.STR]
+    signature: SignatureHex = ""
+
+
+GOVERNANCE_TX_TYPES: Final[tuple[type[TxBase], ...]] = (SubmitProposal, DepositProposal, Vote)
+
+
 Tx = (
     Transfer
     | OpenEscrow
@@ -205,10 +303,18 @@ Tx = (
     | Delegate
     | Unstake
     | ReportEvidence
+    | OpenDeposit
+    | TopUpDeposit
+    | WithdrawDeposit
+    | SettleBatch
+    | SubmitProposal
+    | DepositProposal
+    | Vote
 )
 """Union of every tx kind."""
 
 STAKING_TX_TYPES: Final[tuple[type[TxBase], ...]] = (Stake, Delegate, Unstake, ReportEvidence)
+DEPOSIT_TX_TYPES: Final[tuple[type[TxBase], ...]] = (OpenDeposit, TopUpDeposit, WithdrawDeposit, SettleBatch)
 TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     Transfer,
     OpenEscrow,
@@ -218,6 +324,8 @@ TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     MultisigTransfer,
     SettleJobZk,
     *STAKING_TX_TYPES,
+    *DEPOSIT_TX_TYPES,
+    *GOVERNANCE_TX_TYPES,
 )
 
 for _tx_type in TX_TYPES:
@@ -335,6 +443,9 @@ def _prepare_multisig_check(tx: MultisigTransfer) -> TxSignatureCheck:
     signers = [a.signer for a in tx.approvals]
     if len(set(signers)) != len(signers):
         raise InvalidTx(TxRejection.MALFORMED, "a member approves the multisig spend twice")
+    if signers != sorted(signers):
+        # one canonical order (``add_multisig_approvals``), so the same approvals always make the same tx hash
+        raise InvalidTx(TxRejection.MALFORMED, "multisig approvals must be sorted by signer")
     signing_bytes = tx_signing_bytes(tx)
     checks = tuple(
         signature_check(a.signer, tx.chain_id, SigningKind.TX, signing_bytes, bytes.fromhex(a.signature))

@@ -35,8 +35,12 @@ Amount = Annotated[int, Meta(ge=0, le=MAX_U64), Wire.U64]
 
 Height = Annotated[int, Meta(ge=0, le=MAX_U64), Wire.U64]
 
-TimestampMs = Annotated[int, Meta(ge=0, le=MAX_U64), Wire.U64]
-"""Milliseconds since the Unix epoch."""
+MAX_TIME_MS: Final = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest time any field may hold. Far below ``MAX_U64``, so a successor
+(a block one millisecond later) always fits the codec too."""
+
+TimestampMs = Annotated[int, Meta(ge=0, le=MAX_TIME_MS), Wire.U64]
+"""Milliseconds since the Unix epoch, at most ``MAX_TIME_MS``."""
 
 ChainId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$"), Wire.STR]
 

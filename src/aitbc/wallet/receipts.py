@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from aitbc.chain.state import Escrow, EscrowState
+from aitbc.chain.entries import Escrow, EscrowState
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.protocol.block import BlockHeader, block_hash, verify_header_signature

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aitbc.chain.block import BlockOutcome, apply_block, build_block, compute_block_time
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import Genesis, genesis_block, genesis_state
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account, ChainState, StateDelta, commit_delta, compute_state_root
+from aitbc.chain.state import ChainState, StateDelta, commit_delta, compute_state_root
 from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.block import (
     Block,
@@ -577,3 +578,63 @@ def test_dropped_reasons_are_tx_rejections(build: Any, keys: Any, make_verified:
     built = build([make_verified(keys.dave, keys.alice, amount=1)])
     ((_, exc),) = built.dropped
     assert exc.rejection is TxRejection.INSUFFICIENT_BALANCE
+
+
+# -- issue 13 ---------------------------------------------------------------------------------
+
+
+def test_item1_block_times_outside_the_codec_range_or_ahead_of_the_clock_are_refused(
+    build: Any,
+    make_state: Callable[[], ChainState],
+    genesis_head: BlockHeader,
+    authorities: list[str],
+    params: ChainParams,
+    keys: Any,
+) -> None:
+    """Issue 13 item 1: a header dated 2^63-1 neither decodes nor validates (so the next block's time always
+    fits the codec), and a proposal dated beyond the validator's clock + drift is invalid."""
+    from aitbc.chain.block import verify_block_time
+    from aitbc.protocol import codec
+    from aitbc.protocol.errors import EncodingError
+    from aitbc.protocol.types import MAX_TIME_MS, MAX_U64
+
+    block = build([]).block
+    far = _resign(block, keys.authority, time_ms=MAX_U64)
+    _rejects(far, make_state(), genesis_head, authorities, params, "outside the codec's range")
+    raw = bytearray(codec.encode(block.header))
+    encoded_time = NOW.to_bytes(8, "big")
+    at = raw.index(encoded_time)
+    raw[at : at + 8] = MAX_U64.to_bytes(8, "big")
+    with pytest.raises(EncodingError):
+        codec.decode(BlockHeader, bytes(raw))
+    assert MAX_TIME_MS + 1 <= MAX_U64  # the successor of the latest valid time still encodes
+    ten_years = 10 * 365 * 24 * 3600 * 1000
+    verify_block_time(block.header, NOW, 5_000)
+    with pytest.raises(InvalidBlock, match="ahead of our clock"):
+        verify_block_time(_resign(block, keys.authority, time_ms=NOW + ten_years).header, NOW, 5_000)
+
+
+def test_item3_the_block_hash_covers_last_commit(
+    build: Any,
+    make_state: Callable[[], ChainState],
+    genesis_head: BlockHeader,
+    authorities: list[str],
+    params: ChainParams,
+    keys: Any,
+) -> None:
+    """Issue 13 item 3: a copy of a block whose ``last_commit`` was swapped on the way is not the block the
+    proposer signed: its header no longer matches (the relay is found out before the block is executed)."""
+    from aitbc.protocol.block import compute_last_commit_hash, get_block_tamper_problem
+    from aitbc.protocol.vote import CommitCertificate
+
+    block = build([]).block
+    assert block.header.last_commit_hash == compute_last_commit_hash(None)
+    swapped = msgspec.structs.replace(
+        block,
+        last_commit=CommitCertificate(
+            chain_id=block.header.chain_id, height=0, round=0, block_hash=block_hash(genesis_head), signatures=[]
+        ),
+    )
+    assert get_block_tamper_problem(block) is None
+    assert get_block_tamper_problem(swapped) == "last_commit is not the one the header commits to"
+    _rejects(swapped, make_state(), genesis_head, authorities, params, "last_commit_hash")

@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from aitbc.chain.block import build_block
 from aitbc.chain.context import BlockContext, TxContext
+from aitbc.chain.entries import EscrowState, is_valid_escrow_proof
 from aitbc.chain.escrow import compute_escrow_amount, compute_max_price, compute_protocol_fee
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_block, genesis_state
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
-from aitbc.chain.state import ChainState, EscrowState, StateDelta, commit_delta, is_valid_escrow_proof
+from aitbc.chain.state import ChainState, StateDelta, commit_delta
 from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair

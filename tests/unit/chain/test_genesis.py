@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import (
     Genesis,
     GenesisBalance,
@@ -19,7 +20,7 @@ from aitbc.chain.genesis import (
     validate_genesis,
 )
 from aitbc.chain.params import PRESETS, ChainParams, get_preset
-from aitbc.chain.state import Account, ChainState
+from aitbc.chain.state import ChainState
 from aitbc.protocol import codec
 from aitbc.protocol.block import compute_tx_root
 from aitbc.protocol.crypto import sha256

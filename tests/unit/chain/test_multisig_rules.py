@@ -214,3 +214,16 @@ def test_canonical_bytes_round_trip_and_strict_json(keys: Keys) -> None:
         assert exc.value.rejection == TxRejection.MALFORMED
     with pytest.raises(InvalidTx):  # a spend carries approvals, never a signature of its own
         verify_tx(msgspec.structs.replace(spend, signature="00" * 64))
+
+
+def test_item9_multisig_approvals_have_one_canonical_order(state: ChainState, keys: Keys) -> None:
+    """Issue 13 item 9: the same approvals in another order would be another tx hash; only the canonical
+    order (sorted by signer, as ``add_multisig_approvals`` makes it) is accepted."""
+    address = compute_multisig_address(keys.alice.address, 0)
+    good = _spend(address, keys, [keys.alice, keys.bob])
+    verify_tx(good)
+    swapped = msgspec.structs.replace(good, approvals=list(reversed(good.approvals)))
+    with pytest.raises(InvalidTx) as exc:
+        verify_tx(swapped)
+    assert exc.value.rejection == TxRejection.MALFORMED
+    assert add_multisig_approvals(swapped, []) == good  # re-canonicalised: one tx, one hash

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aitbc.chain.block import get_expected_proposer
+from aitbc.chain.entries import Account
 from aitbc.chain.ledger import process_fee
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account, ChainState, StateDelta
+from aitbc.chain.state import ChainState, StateDelta
 from aitbc.chain.tx_rules import check_tx_stateless, compute_tx_cost, process_tx
 from aitbc.protocol.crypto import KeyPair, SigningKind
 from aitbc.protocol.errors import InvalidTx, TxRejection

@@ -9,19 +9,16 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aitbc.chain.smt import EMPTY_HASH, SparseMerkleTree
-from aitbc.chain.state import (
+from aitbc.chain.entries import (
     ACCOUNT_NAMESPACE,
     EMPTY_ACCOUNT,
     Account,
-    ChainState,
-    StateDelta,
-    commit_delta,
     compute_account_key,
     compute_account_value_hash,
-    compute_state_root,
     is_valid_account_proof,
 )
+from aitbc.chain.smt import EMPTY_HASH, SparseMerkleTree
+from aitbc.chain.state import ChainState, StateDelta, commit_delta, compute_state_root
 from aitbc.protocol import codec
 from aitbc.protocol.address import encode_address
 from aitbc.protocol.crypto import sha256

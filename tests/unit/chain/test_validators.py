@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from aitbc.chain.block import apply_block, build_block
@@ -34,6 +34,8 @@ from support.chain import tx_context
 
 CHAIN = "aitbc-test"
 AUTH = [KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2)]
+AUTH4 = [KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2, 3, 4)]
+"""Four authorities: a last_commit needs three of them (> 2/3), so one can be absent."""
 ALICE = KeyPair.from_seed(b"\x0a" * 32)
 BOB = KeyPair.from_seed(b"\x0b" * 32)
 CAROL = KeyPair.from_seed(b"\x0c" * 32)
@@ -58,7 +60,8 @@ START = 10_000
 class Chain:
     """A chain driven block by block through ``build_block`` (and checked by ``apply_block``)."""
 
-    def __init__(self, rules: StakingParams = RULES, pool: int = 0) -> None:
+    def __init__(self, rules: StakingParams = RULES, pool: int = 0, auth: list[KeyPair] = AUTH) -> None:
+        self.auth = auth
         self.params = ChainParams(staking=rules)
         balances = [GenesisBalance(k.address, START) for k in (ALICE, BOB, CAROL)]
         if pool:
@@ -66,7 +69,7 @@ class Chain:
         genesis = Genesis(
             chain_id=CHAIN,
             genesis_time_ms=1,
-            authorities=[k.address for k in AUTH],
+            authorities=[k.address for k in auth],
             balances=sorted(balances, key=lambda b: b.address),
             params=self.params,
         )
@@ -88,12 +91,12 @@ class Chain:
                 )
             )
             nonces[key.address] = nonces.get(key.address, 0) + 1
-        proposer = AUTH[(self.head.height + 1) % 2]
+        proposer = self.auth[(self.head.height + 1) % len(self.auth)]
         outcome = build_block(
             self.state, self.head, [verify_tx(t) for t in signed], proposer, 10 + self.head.height, self.params
         )
         # every node reaches the same state root
-        checked = apply_block(self.state, self.head, outcome.block, [k.address for k in AUTH], self.params)
+        checked = apply_block(self.state, self.head, outcome.block, [k.address for k in self.auth], self.params)
         assert checked.block.header.state_root == outcome.block.header.state_root
         commit_delta(self.state, outcome.delta, outcome.tree)
         self.head = outcome.block.header
@@ -391,19 +394,22 @@ def _certificate(head: BlockHeader, signers: list[KeyPair]) -> CommitCertificate
 
 def test_a_validator_missing_too_many_commits_is_jailed_not_slashed() -> None:
     rules = msgspec.structs.replace(RULES, downtime_window=6, downtime_max_missed=3, jail_blocks=50)
-    chain = Chain(rules)
-    authorities = [k.address for k in AUTH]
-    for _ in range(4):  # AUTH[1] never signs: misses 1, 2, 3 are tolerated, the 4th jails it
-        assert AUTH[1].address in get_active_powers(chain.staking, chain.state.authorities, rules)
-        cert = _certificate(chain.head, [AUTH[0]])
-        proposer = AUTH[0]
+    chain = Chain(rules, auth=AUTH4)
+    authorities = [k.address for k in AUTH4]
+    absent = AUTH4[3]
+    for _ in range(4):  # AUTH4[3] never signs: misses 1, 2, 3 are tolerated, the 4th jails it
+        assert absent.address in get_active_powers(chain.staking, chain.state.authorities, rules)
+        cert = _certificate(chain.head, AUTH4[:3])
+        proposer = AUTH4[0]
         outcome = build_block(chain.state, chain.head, [], proposer, 10 + chain.head.height, chain.params, cert)
-        checked = apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH[0].address)
+        checked = apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH4[0].address)
         assert checked.block.header.state_root == outcome.block.header.state_root
         commit_delta(chain.state, outcome.delta, outcome.tree)
         chain.head = outcome.block.header
-    assert is_jailed(chain.staking, AUTH[1].address, chain.head.height)
-    assert get_active_powers(chain.staking, chain.state.authorities, rules) == {AUTH[0].address: 10}
+    assert is_jailed(chain.staking, absent.address, chain.head.height)
+    assert get_active_powers(chain.staking, chain.state.authorities, rules) == {k.address: 10 for k in AUTH4[:3]}
+    # the set that decided the block that jailed it is remembered: the next last_commit is measured against it
+    assert {p.validator for p in chain.staking.last_set} == set(authorities)
     assert chain.staking.burned == 0 and chain.supply_matches()
 
 
@@ -425,27 +431,76 @@ def test_a_forged_or_foreign_last_commit_is_an_invalid_block() -> None:
     chain = Chain()
     authorities = [k.address for k in AUTH]
     stranger = KeyPair.from_seed(b"\x66" * 32)
-    for signers in ([AUTH[0], stranger], [AUTH[0], AUTH[0]]):
+    for signers in ([AUTH[0], AUTH[1], stranger], [AUTH[0], AUTH[1], AUTH[0]]):
         cert = _certificate(chain.head, signers)
         outcome = build_block(chain.state, chain.head, [], AUTH[0], 50, chain.params, cert)
         with pytest.raises(InvalidBlock, match="last_commit"):
             apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH[0].address)
-    cert = _certificate(chain.head, [AUTH[0]])
-    bad = msgspec.structs.replace(cert, signatures=[CommitSig(AUTH[0].address, "00" * 64)])
+    cert = _certificate(chain.head, AUTH)
+    bad = msgspec.structs.replace(cert, signatures=[CommitSig(AUTH[0].address, "00" * 64), cert.signatures[1]])
     outcome = build_block(chain.state, chain.head, [], AUTH[0], 50, chain.params, bad)
     with pytest.raises(InvalidBlock, match="bad signature"):
         apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH[0].address)
 
 
+def test_item2_last_commit_must_carry_more_than_two_thirds_of_the_power() -> None:
+    """Issue 13 item 2: a proposer cannot drop precommits below a quorum (nor include none): such a block
+    is invalid, so it can neither take every reward nor mark the others absent."""
+    chain = Chain(auth=AUTH4)
+    authorities = [k.address for k in AUTH4]
+    for signers in ([], AUTH4[:1], AUTH4[:2]):
+        cert = _certificate(chain.head, signers)
+        outcome = build_block(chain.state, chain.head, [], AUTH4[0], 50, chain.params, cert)
+        with pytest.raises(InvalidBlock, match="needs more than 2/3"):
+            apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH4[0].address)
+    cert = _certificate(chain.head, AUTH4[:3])
+    outcome = build_block(chain.state, chain.head, [], AUTH4[0], 50, chain.params, cert)
+    apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, AUTH4[0].address)
+
+
 def test_rewards_go_only_to_the_voters_and_the_proposer() -> None:
     a, b = AUTH[0].address, AUTH[1].address
-    staking = StakingState(active=sorted([Power(a, 20), Power(b, 10)], key=lambda p: p.validator))
-    # b proposes, only b voted: a (active but silent) gets nothing
-    assert compute_rewards(staking, [a, b], RULES, proposer=b, amount=1_000, voters={b}) == {b: 1_000}
-    # a proposes, b voted: a gets only the bonus, b the rest
-    assert compute_rewards(staking, [a, b], RULES, proposer=a, amount=1_000, voters={b}) == {a: 100, b: 900}
-    # a voter outside the active set counts for nothing; no active voter: all to the proposer
-    assert compute_rewards(staking, [a, b], RULES, proposer=a, amount=1_000, voters={ALICE.address}) == {a: 1_000}
+    staking = StakingState(  # a: 10 authority power + 10 from its own bond of 100
+        bonds=[Bond(a, a, 100)], active=sorted([Power(a, 20), Power(b, 10)], key=lambda p: p.validator)
+    )
+    pool = REWARD_POOL_ADDRESS
+
+    def rewards(proposer: str, voters: set[str]) -> dict[str, int]:
+        return compute_rewards(
+            staking, [a, b], RULES, proposer=proposer, amount=1_000, voters=voters, unclaimed_to=pool
+        )
+
+    # everyone signed: the full 10 % bonus, the rest by power
+    assert rewards(b, {a, b}) == {a: 600, b: 400}
+    # b proposes with only its own vote (1/3 of the power): a third of the bonus; a's share goes to the pool,
+    # not to b
+    assert rewards(b, {b}) == {b: 33 + 322, pool: 645}
+    # a proposes, only b voted: a gets only its (partial) bonus
+    assert rewards(a, {b}) == {a: 33, b: 322, pool: 645}
+    # a voter outside the set counts for nothing
+    assert rewards(a, {ALICE.address}) == {pool: 1_000}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=2, max_size=6), st.data())
+def test_item2_leaving_a_vote_out_always_costs_the_proposer(powers: list[int], data: st.DataObject) -> None:
+    """Issue 13 item 2: whichever precommits a proposer includes, including one more pays it more."""
+    keys = [KeyPair.from_seed(bytes([100 + i]) * 32).address for i in range(len(powers))]
+    staking = StakingState(
+        active=sorted((Power(k, p) for k, p in zip(keys, powers, strict=True)), key=lambda p: p.validator)
+    )
+    proposer = data.draw(st.sampled_from(keys))
+    voters = data.draw(st.sets(st.sampled_from(keys)))
+    extra = data.draw(st.sampled_from(keys))
+    assume(extra not in voters)
+
+    def proposer_gets(included: set[str]) -> int:
+        credits = compute_rewards(
+            staking, [], RULES, proposer=proposer, amount=10**9, voters=included, unclaimed_to=REWARD_POOL_ADDRESS
+        )
+        return credits.get(proposer, 0)
+
+    assert proposer_gets(voters | {extra}) > proposer_gets(voters)
 
 
 def _bft_block(chain: Chain, proposer: KeyPair, signers: list[KeyPair], txs: list[Tx]) -> None:
@@ -453,7 +508,7 @@ def _bft_block(chain: Chain, proposer: KeyPair, signers: list[KeyPair], txs: lis
     outcome = build_block(
         chain.state, chain.head, [verify_tx(t) for t in txs], proposer, 10 + chain.head.height, chain.params, cert
     )
-    authorities = [k.address for k in AUTH]
+    authorities = [k.address for k in chain.auth]
     checked = apply_block(chain.state, chain.head, outcome.block, authorities, chain.params, proposer.address)
     assert checked.block.header.state_root == outcome.block.header.state_root
     commit_delta(chain.state, outcome.delta, outcome.tree)
@@ -471,23 +526,26 @@ def _transfer(chain: Chain, key: KeyPair, fee: int, nonce_ahead: int = 0) -> Tx:
 
 def test_a_bft_block_pays_reward_and_fees_to_its_proposer_and_voters() -> None:
     rules = msgspec.structs.replace(RULES, block_reward=100)
-    chain = Chain(rules)
-    proposer, voter = AUTH[0], AUTH[1]
-    _bft_block(chain, proposer, [voter], [_transfer(chain, ALICE, fee=50)])
-    # reward 100 and fees 50, each: 10 % bonus to the proposer, the rest to the one voter
-    assert chain.balance(proposer) == 10 + 5 and chain.balance(voter) == 90 + 45
-    assert chain.balance(ALICE) == START - 51 and chain.supply_matches()
-    # the proposer is also a voter: it shares the rest by power
-    _bft_block(chain, proposer, [proposer, voter], [_transfer(chain, ALICE, fee=20)])
-    assert chain.balance(proposer) == 15 + (10 + 45) + (2 + 9)
-    assert chain.balance(voter) == 135 + 45 + 9
-    assert chain.supply_matches()
+    chain = Chain(rules, auth=AUTH4)
+    proposer, absent = AUTH4[0], AUTH4[3]
+    _bft_block(chain, proposer, AUTH4[:3], [_transfer(chain, ALICE, fee=40)])
+    # reward 100: bonus 10 * 3/4 = 7, the rest 93 by power: 23 to each signer, the absent one's 23 and the
+    # dust to the pool; fees 40: bonus 3, 37 -> 9 each, the rest to the pool
+    assert chain.balance(proposer) == 7 + 23 + 3 + 9
+    assert chain.balance(AUTH4[1]) == chain.balance(AUTH4[2]) == 23 + 9
+    assert chain.balance(absent) == 0
+    assert chain.state.get_account(REWARD_POOL_ADDRESS).balance == 100 + 40 - (7 + 23 * 3 + 3 + 9 * 3)
+    assert chain.balance(ALICE) == START - 41 and chain.supply_matches()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        st.tuples(st.integers(0, 1), st.sets(st.integers(0, 1)), st.lists(st.integers(1, 90), max_size=3)),
+        st.tuples(
+            st.integers(0, 3),
+            st.sets(st.integers(0, 3), min_size=3),
+            st.lists(st.integers(1, 90), max_size=3),
+        ),
         min_size=1,
         max_size=12,
     ),
@@ -497,20 +555,21 @@ def test_bft_rewards_and_fees_reach_only_proposer_and_voters(
     blocks: list[tuple[int, set[int], list[int]]], reward: int
 ) -> None:
     rules = msgspec.structs.replace(RULES, block_reward=reward, reward_pool_payout_bps=500)
-    chain = Chain(rules, pool=3_000)
+    chain = Chain(rules, pool=3_000, auth=AUTH4)
     for proposer_index, signer_indexes, fees in blocks:
-        proposer = AUTH[proposer_index]
-        signers = [AUTH[i] for i in sorted(signer_indexes)]
-        before = {k.address: chain.balance(k) for k in AUTH}
+        proposer = AUTH4[proposer_index]
+        signers = [AUTH4[i] for i in sorted(signer_indexes)]
+        before = {k.address: chain.balance(k) for k in AUTH4}
         pool_before = chain.state.get_account(REWARD_POOL_ADDRESS).balance
         minted_before = chain.staking.minted
         txs = [_transfer(chain, ALICE, fee, nonce_ahead=i) for i, fee in enumerate(fees)]
         _bft_block(chain, proposer, signers, txs)
-        paid = chain.staking.minted - minted_before + pool_before - chain.state.get_account(REWARD_POOL_ADDRESS).balance
-        gains = {k.address: chain.balance(k) - before[k.address] for k in AUTH}
-        # every validator's gain is exactly the reward plus the fees, and a silent non-proposer gets nothing
-        assert sum(gains.values()) == paid + sum(fees)
-        for key in AUTH:
+        pool_delta = chain.state.get_account(REWARD_POOL_ADDRESS).balance - pool_before
+        gains = {k.address: chain.balance(k) - before[k.address] for k in AUTH4}
+        # the validators and the pool share exactly the minted reward plus the fees, and a silent
+        # non-proposer gets nothing
+        assert sum(gains.values()) + pool_delta == chain.staking.minted - minted_before + sum(fees)
+        for key in AUTH4:
             if key is not proposer and key not in signers:
                 assert gains[key.address] == 0
         assert chain.supply_matches()

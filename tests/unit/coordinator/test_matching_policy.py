@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.live import LiveMiner
 from aitbc.coordinator.matching import LocalMatchPolicy, PoolHubMatchPolicy, create_match_policy, measured_speed
-from aitbc.coordinator.services import LiveMiner
 from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel
 from aitbc.market.scoring import Outcome, ScoringConfig
 
@@ -18,7 +18,7 @@ CONFIG = ScoringConfig(exploration_share=0.0)
 
 def live(name: str, price: int, active: int = 0, concurrency: int = 1, model: str = "m") -> LiveMiner:
     offer = MinerOffer(name, (ServedModel(model, "d", "text", price),))
-    return LiveMiner(offer, {}, concurrency, NOW, active={f"job{i}" for i in range(active)})
+    return LiveMiner(offer, None, concurrency, NOW, active={f"job{i}" for i in range(active)})
 
 
 def test_only_the_best_ranked_free_miner_may_claim_until_the_hold_ends() -> None:
@@ -55,12 +55,11 @@ def test_outcomes_change_who_ranks_first() -> None:
 
 
 def test_measured_speed_uses_the_coordinators_clock() -> None:
-    row = {"assigned_at_ms": 1_000, "started_at_ms": 1_250}
-    ttft, tps = measured_speed(row, completion_tokens=100, now_ms=3_250)
+    ttft, tps = measured_speed(1_000, 1_250, completion_tokens=100, now_ms=3_250)
     assert ttft == 250 and tps == 50
     # no progress report: the first token is the result itself
-    assert measured_speed({"assigned_at_ms": 1_000, "started_at_ms": 1_000}, 10, 1_400) == (400, None)
-    assert measured_speed({"assigned_at_ms": None, "started_at_ms": None}, 10, 1_400) == (None, None)
+    assert measured_speed(1_000, 1_000, 10, 1_400) == (400, None)
+    assert measured_speed(None, None, 10, 1_400) == (None, None)
 
 
 def test_policy_choice_follows_settings(tmp_path: Path) -> None:

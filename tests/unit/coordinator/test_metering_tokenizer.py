@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aitbc.coordinator.db.records import JobRecord, StoredConstraints
 from aitbc.coordinator.metering import BUILTIN_TEXT_MODEL, Metering, _load_builtin, find_packaged_gguf
+from aitbc.protocol.job import JobInput
 
 pytestmark = pytest.mark.skipif(
     find_packaged_gguf() is None or importlib.util.find_spec("llama_cpp") is None,
@@ -23,10 +27,14 @@ METERING = Metering()  # loads the tokenizer once, on first use
 
 
 @pytest.fixture(scope="module")
-def builtin() -> Any:
+def builtin() -> Iterator[Any]:
     loaded = _load_builtin()
     assert loaded is not None
-    return loaded
+    yield loaded
+    loaded[1]._llm.close()  # free it before interpreter shutdown tears llama_cpp down under it
+    metering_loaded = METERING._builtin
+    if metering_loaded is not None:
+        metering_loaded[1]._llm.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +56,13 @@ def templated(builtin: Any) -> Any:
     return count
 
 
-def _row(digest: str, job_input: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "inference", "model": BUILTIN_TEXT_MODEL, "served_digest": digest, "input": job_input,
-            "assigned_unit_price": 3}  # fmt: skip
+def _row(digest: str, job_input: dict[str, Any]) -> JobRecord:
+    parsed = msgspec.convert({"type": "inference", "model": BUILTIN_TEXT_MODEL, **job_input}, JobInput)
+    return JobRecord(
+        id="job_1", api_key_id="k", client="c", type="inference", model=BUILTIN_TEXT_MODEL, model_digest=None,
+        input=parsed, input_hash="0" * 64, max_price=None, constraints=StoredConstraints(), state="running",
+        attempts=1, max_attempts=3, expires_at_ms=0, created_at_ms=0, served_digest=digest, assigned_unit_price=3,
+    )  # fmt: skip
 
 
 def test_bounds_use_the_tokenizer_only_for_the_packaged_file(builtin: Any) -> None:

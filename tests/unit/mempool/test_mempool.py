@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aitbc.chain.block import apply_block, build_block
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import Genesis, genesis_block, genesis_state
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account, ChainState, StateDelta, commit_delta
+from aitbc.chain.state import ChainState, StateDelta, commit_delta
 from aitbc.chain.tx_rules import process_tx
 from aitbc.mempool import Mempool
 from aitbc.protocol.crypto import KeyPair

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import Genesis, GenesisBalance
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import Account
 from aitbc.protocol import codec
 from aitbc.protocol.address import encode_address
 from aitbc.protocol.block import Block, BlockHeader, block_from_bytes, block_hash
@@ -31,13 +31,14 @@ from aitbc.protocol.tx import (
     tx_to_json_obj,
     verify_tx,
 )
-from aitbc.protocol.types import MAX_U64
+from aitbc.protocol.types import MAX_TIME_MS, MAX_U64
 
 VECTOR_PATH = Path(__file__).resolve().parents[2] / "vectors" / "transfer_v1.json"
 
 # -- strategies ----------------------------------------------------------------
 
 u64s = st.integers(min_value=0, max_value=MAX_U64)
+times = st.integers(min_value=0, max_value=MAX_TIME_MS)
 addresses = st.binary(min_size=32, max_size=32).map(encode_address)
 hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
 chain_ids = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,63}", fullmatch=True)
@@ -59,7 +60,7 @@ headers = st.builds(
     BlockHeader,
     chain_id=chain_ids,
     height=u64s,
-    time_ms=u64s,
+    time_ms=times,
     prev_hash=hashes,
     tx_root=hashes,
     tx_count=u64s,
@@ -82,7 +83,7 @@ chain_params = st.builds(
 geneses = st.builds(
     Genesis,
     chain_id=chain_ids,
-    genesis_time_ms=u64s,
+    genesis_time_ms=times,
     authorities=st.lists(addresses, max_size=4),
     balances=st.lists(st.builds(GenesisBalance, address=addresses, amount=u64s), max_size=4),
     params=chain_params,

@@ -8,8 +8,8 @@ import random
 import msgspec
 import pytest
 
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import GenesisBalance
-from aitbc.chain.state import Account
 from aitbc.protocol import codec
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.protocol.errors import InputTooLarge, InvalidInput
 from aitbc.protocol.job import (
     MAX_EMBED_TEXTS,
     MAX_MESSAGES,
@@ -57,10 +58,10 @@ def test_valid_inputs_pass() -> None:
         (JobInput(type="embedding", model="minilm", texts=["a"] * (MAX_EMBED_TEXTS + 1)), "texts"),
     ],
 )
-def test_bad_shapes_are_value_errors(job: JobInput, needle: str) -> None:
-    with pytest.raises(ValueError, match=needle) as info:
+def test_bad_shapes_are_invalid_input(job: JobInput, needle: str) -> None:
+    with pytest.raises(InvalidInput, match=needle) as info:
         check_job_input(job)
-    assert not isinstance(info.value, OverflowError)
+    assert info.value.reason == "invalid_input"
 
 
 @pytest.mark.parametrize(
@@ -71,8 +72,8 @@ def test_bad_shapes_are_value_errors(job: JobInput, needle: str) -> None:
         JobInput(type="embedding", model="minilm", texts=["x" * 1000] * 33),
     ],
 )
-def test_oversized_input_is_an_overflow(job: JobInput) -> None:
-    with pytest.raises(OverflowError, match=str(MAX_PROMPT_CHARS)):
+def test_oversized_input_is_input_too_large(job: JobInput) -> None:
+    with pytest.raises(InputTooLarge, match=str(MAX_PROMPT_CHARS)):
         check_job_input(job)
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aitbc.protocol.errors import InvalidInput
 from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_model_kind, compute_output_hash
 from aitbc.protocol.zk import FIELD_MODULUS
 from aitbc.protocol.zkml import (
@@ -39,9 +40,9 @@ def test_zk_inference_input_rules() -> None:
     ok = JobInput(type="zk-inference", model=ZKML_MODEL, texts=["0.1,-0.2,0.3,0.4"])
     check_job_input(ok)
     for texts in (None, [], ["1,2,3"], ["a,b,c,d"], ["1,2,3,inf"], ["1,2,3,1e9"], ["1,2,3,4"] * 5):
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidInput):
             check_job_input(JobInput(type="zk-inference", model=ZKML_MODEL, texts=texts))
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         check_job_input(JobInput(type="zk-inference", model=ZKML_MODEL, prompt="x", texts=["1,2,3,4"]))
     assert compute_model_kind("zk-inference") == "zk-inference" and compute_model_kind("inference") == "text"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from aitbc.chain.state import Escrow
+from aitbc.chain.entries import Escrow
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.receipt import Receipt, ReceiptUnits

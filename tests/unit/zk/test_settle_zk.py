@@ -6,9 +6,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from aitbc.chain.entries import EscrowState
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_state
 from aitbc.chain.params import ChainParams
-from aitbc.chain.state import EscrowState, StateDelta
+from aitbc.chain.state import StateDelta
 from aitbc.chain.tx_rules import process_tx
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, TxRejection

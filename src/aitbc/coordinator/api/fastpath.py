@@ -38,7 +38,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aitbc.coordinator.api.routes.jobs import result_response, submit
 from aitbc.coordinator.api.routes.miners import deliver_result
-from aitbc.coordinator.services import CoordinatorService, job_view
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.coordinator.views import job_view
 from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job_messages import (
@@ -208,7 +209,7 @@ class FastPath:
             if wants_result:
                 await (await result_response(self.service, client, job_id))(scope, receive, send)
                 return
-            view = job_view(await self.service.get_job_row(client, job_id))
+            view = job_view(await self.service.get_job(client, job_id))
         except AitbcError as exc:
             await self.render_error(exc)(scope, receive, send)
             return

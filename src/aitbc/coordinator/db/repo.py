@@ -1,5 +1,8 @@
 """Every query the coordinator makes, as plain synchronous methods (called from the DB thread).
 
+Jobs and receipts go in and come out as the typed records of ``aitbc.coordinator.db.records`` (mapped
+to and from rows there, once); the payment worker's narrow reads and writes stay column-level.
+
 State changes are conditional updates (``WHERE state = … AND lease_id = …``):
 if two actors race, exactly one update matches a row, so a job is claimed
 once and completed once even if the in-process locks were bypassed.
@@ -11,11 +14,26 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
+from aitbc.coordinator.db.records import (
+    JobRecord,
+    ReceiptRecord,
+    job_from_row,
+    job_to_row,
+    lifecycle_columns,
+    receipt_from_row,
+    receipt_to_row,
+    registration_from_json,
+    registration_to_json,
+)
 from aitbc.coordinator.db.schema import api_keys, chain_cursor, jobs, miners, receipts
+from aitbc.market.lifecycle import JobLifecycle
+from aitbc.protocol.job_messages import MinerRegistration
 
 Row = dict[str, Any]
+"""A plain row: API keys, miners and the payment worker's column-level updates."""
 
 # Hot statements are built once with bound parameters: building one per call (``.where(col == value)``,
 # ``.values(**changes)``) and computing its cache key cost more than running it on SQLite.
@@ -75,7 +93,8 @@ class CoordinatorRepo:
             return conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(revoked=True)).rowcount == 1
 
     # -- miners ----------------------------------------------------------------
-    def upsert_miner(self, address: str, registration: Row, now_ms: int) -> None:
+    def upsert_miner(self, address: str, body: MinerRegistration, now_ms: int) -> None:
+        registration = registration_to_json(body)
         with self.engine.begin() as conn:
             updated = conn.execute(
                 miners.update()
@@ -89,27 +108,28 @@ class CoordinatorRepo:
                     )
                 )
 
-    def load_miners(self) -> list[Row]:
+    def load_miners(self) -> list[tuple[str, MinerRegistration]]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(miners)).mappings()]
+            rows = conn.execute(sa.select(miners.c.address, miners.c.registration)).all()
+        return [(address, registration_from_json(registration)) for address, registration in rows]
 
     # -- jobs ------------------------------------------------------------------
-    def insert_job(self, row: Row) -> None:
-        self.insert_jobs([row])
+    def insert_job(self, job: JobRecord) -> None:
+        self.insert_jobs([job])
 
-    def insert_jobs(self, rows: Sequence[Row]) -> None:
+    def insert_jobs(self, records: Sequence[JobRecord]) -> None:
         """Insert jobs in one transaction (the submit path's group commit); all or none.
 
         The rows go as parameters of one cached statement (``executemany``), not through
         ``.values(**row)``, which builds and cache-keys a new statement per row.
         """
         with self.engine.begin() as conn:
-            conn.execute(jobs.insert(), list(rows))
+            conn.execute(jobs.insert(), [job_to_row(job) for job in records])
 
-    def get_job(self, job_id: str) -> Row | None:
+    def get_job(self, job_id: str) -> JobRecord | None:
         with self.engine.connect() as conn:
             found = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
-        return None if found is None else dict(found)
+        return None if found is None else job_from_row(found)
 
     def list_jobs(
         self,
@@ -118,7 +138,7 @@ class CoordinatorRepo:
         model: str | None,
         limit: int,
         before: tuple[int, str] | None,
-    ) -> list[Row]:
+    ) -> list[JobRecord]:
         query = sa.select(jobs)
         if api_key_id is not None:
             query = query.where(jobs.c.api_key_id == api_key_id)
@@ -133,17 +153,31 @@ class CoordinatorRepo:
             )
         query = query.order_by(jobs.c.created_at_ms.desc(), jobs.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [job_from_row(r) for r in conn.execute(query).mappings()]
 
-    def find_claimable(self, models: Sequence[str], now_ms: int, limit: int) -> list[Row]:
+    def find_claimable(self, models: Sequence[str], now_ms: int, limit: int) -> list[JobRecord]:
         with self.engine.connect() as conn:
             return [
-                dict(r)
+                job_from_row(r)
                 for r in conn.execute(_find_claimable(limit), {"models": list(models), "now_ms": now_ms}).mappings()
             ]
 
-    def update_job_if(self, job_id: str, expect_state: Sequence[str], expect_lease: str | None, changes: Row) -> bool:
-        """Apply ``changes`` only if the job is still in one of ``expect_state`` under ``expect_lease``."""
+    def transition_job(
+        self,
+        job_id: str,
+        expect_state: Sequence[str],
+        expect_lease: str | None,
+        after: JobLifecycle,
+        served_digest: str | None = None,
+        unit_price: int | None = None,
+    ) -> bool:
+        """Write ``after`` only if the job is still in one of ``expect_state`` under ``expect_lease``
+        (and, on a claim, the digest and unit price of the model that serves it)."""
+        changes = lifecycle_columns(after)
+        if served_digest is not None:
+            changes["served_digest"] = served_digest
+        if unit_price is not None:
+            changes["assigned_unit_price"] = unit_price
         with self.engine.begin() as conn:
             return self._update_job_if(conn, job_id, expect_state, expect_lease, changes)
 
@@ -159,29 +193,32 @@ class CoordinatorRepo:
             params["w_lease"] = expect_lease
         return conn.execute(statement, params).rowcount == 1
 
-    def complete_job(self, job_id: str, expect_lease: str, changes: Row, receipt_row: Row) -> bool:
-        """Mark the job completed and store its one receipt, atomically; False if someone else won."""
+    def complete_job(self, job: JobRecord, expect_lease: str, receipt: ReceiptRecord) -> bool:
+        """Mark the job completed with its result and store its one receipt, atomically; False if someone
+        else won."""
+        changes = lifecycle_columns(job.lifecycle())
+        changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
         with self.engine.begin() as conn:
-            if not self._update_job_if(conn, job_id, ("assigned", "running"), expect_lease, changes):
+            if not self._update_job_if(conn, job.id, ("assigned", "running"), expect_lease, changes):
                 return False
-            conn.execute(receipts.insert(), receipt_row)
+            conn.execute(receipts.insert(), receipt_to_row(receipt))
             return True
 
     # The sweeper's queries run four times a second: built once (see the note at the top).
-    def jobs_with_expired_leases(self, now_ms: int) -> list[Row]:
+    def jobs_with_expired_leases(self, now_ms: int) -> list[JobRecord]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(_EXPIRED_LEASES, {"now_ms": now_ms}).mappings()]
+            return [job_from_row(r) for r in conn.execute(_EXPIRED_LEASES, {"now_ms": now_ms}).mappings()]
 
-    def jobs_past_ttl(self, now_ms: int) -> list[Row]:
+    def jobs_past_ttl(self, now_ms: int) -> list[JobRecord]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(_PAST_TTL, {"now_ms": now_ms}).mappings()]
+            return [job_from_row(r) for r in conn.execute(_PAST_TTL, {"now_ms": now_ms}).mappings()]
 
-    def sweep_candidates(self, now_ms: int) -> tuple[list[Row], list[Row], int | None]:
+    def sweep_candidates(self, now_ms: int) -> tuple[list[JobRecord], list[JobRecord], int | None]:
         """The sweeper's one read: ``jobs_with_expired_leases``, ``jobs_past_ttl``, and the earliest lease
         end or queued job's expiry still ahead (None when there is none), on one connection."""
         with self.engine.connect() as conn:
-            leases = [dict(r) for r in conn.execute(_EXPIRED_LEASES, {"now_ms": now_ms}).mappings()]
-            ttl = [dict(r) for r in conn.execute(_PAST_TTL, {"now_ms": now_ms}).mappings()]
+            leases = [job_from_row(r) for r in conn.execute(_EXPIRED_LEASES, {"now_ms": now_ms}).mappings()]
+            ttl = [job_from_row(r) for r in conn.execute(_PAST_TTL, {"now_ms": now_ms}).mappings()]
             ends = [conn.execute(_NEXT_LEASE_END).scalar(), conn.execute(_NEXT_TTL_END).scalar()]
         upcoming = [int(t) for t in ends if t is not None]
         return leases, ttl, min(upcoming) if upcoming else None
@@ -191,10 +228,10 @@ class CoordinatorRepo:
             return {state: int(n) for state, n in conn.execute(_COUNT_BY_STATE)}
 
     # -- receipts --------------------------------------------------------------
-    def get_receipt(self, job_id: str) -> Row | None:
+    def get_receipt(self, job_id: str) -> ReceiptRecord | None:
         with self.engine.connect() as conn:
             found = conn.execute(sa.select(receipts).where(receipts.c.job_id == job_id)).mappings().first()
-        return None if found is None else dict(found)
+        return None if found is None else receipt_from_row(found)
 
     def count_receipts(self, job_id: str) -> int:
         with self.engine.connect() as conn:

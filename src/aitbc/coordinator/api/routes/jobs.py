@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import msgspec
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -13,9 +12,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from aitbc.coordinator.api.body import openapi_body
 from aitbc.coordinator.api.deps import Client, JobRequestBody, QuoteRequestBody, Service
 from aitbc.coordinator.auth import ApiKey
-from aitbc.coordinator.services import CoordinatorService, job_view
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.coordinator.views import job_view
 from aitbc.market.lifecycle import TERMINAL_STATES, JobState
-from aitbc.protocol.job import JobOutput, unpack_vectors
+from aitbc.protocol.job import unpack_vectors
 from aitbc.protocol.job_messages import JobRequest, QuoteRequest
 from aitbc.protocol.zkml import ZK_INFERENCE, parse_zk_inference_proofs
 
@@ -62,17 +62,17 @@ async def list_jobs(
     before = None
     if cursor:
         created, _, job_id = cursor.partition(":")
-        if not created.isdigit() or not job_id:
+        if not created.isascii() or not created.isdigit() or len(created) > 18 or not 0 < len(job_id) <= 64:
             return JSONResponse({"error": {"reason": "invalid_cursor", "message": "malformed cursor"}}, status_code=400)  # type: ignore[return-value]
         before = (int(created), job_id)
     rows = await service.list_jobs(client, None if state is None else state.value, model, limit, before)
-    next_cursor = f"{rows[-1]['created_at_ms']}:{rows[-1]['id']}" if len(rows) == limit else None
+    next_cursor = f"{rows[-1].created_at_ms}:{rows[-1].id}" if len(rows) == limit else None
     return {"jobs": [job_view(r) for r in rows], "next_cursor": next_cursor}
 
 
 @router.get("/jobs/{job_id}", summary="Job status with timestamps and attempts")
 async def get_job(job_id: str, client: Client, service: Service) -> dict[str, Any]:
-    return job_view(await service.get_job_row(client, job_id))
+    return job_view(await service.get_job(client, job_id))
 
 
 @router.get("/jobs/{job_id}/result", summary="The result (409 while running, 410 if it never will be)")
@@ -82,9 +82,9 @@ async def get_result(job_id: str, client: Client, service: Service) -> JSONRespo
 
 async def result_response(service: CoordinatorService, client: ApiKey, job_id: str) -> JSONResponse:
     """The result route's answer (shared with ``aitbc.coordinator.api.fastpath``)."""
-    row = await service.get_job_row(client, job_id)
-    state = row["state"]
-    if state != JobState.COMPLETED.value:
+    job = await service.get_job(client, job_id)
+    state = job.state
+    if state != JobState.COMPLETED.value or job.result is None:
         gone = state in {s.value for s in TERMINAL_STATES}
         return JSONResponse(
             {
@@ -92,23 +92,23 @@ async def result_response(service: CoordinatorService, client: ApiKey, job_id: s
                     "reason": f"job_{state}" if gone else "not_ready",
                     "state": state,
                     "message": f"job is {state}"
-                    + (f": {row['error']}" if gone and row["error"] else "; the result is not ready yet"),
+                    + (f": {job.error}" if gone and job.error else "; the result is not ready yet"),
                 }
             },
             status_code=410 if gone else 409,
         )
-    output = msgspec.convert(row["result"], JobOutput)
-    receipt = await service.get_receipt(client, job_id, row=row)
+    output = job.result
+    receipt = await service.get_receipt(client, job_id, job=job)
     body: dict[str, Any] = {
         "job_id": job_id,
         "state": state,
-        "model": row["model"],
-        "model_digest": row["served_digest"],
+        "model": job.model,
+        "model_digest": job.served_digest,
         "receipt_hash": receipt["receipt_hash"],
         "usage": receipt["receipt"]["units"],
         "total_price": receipt["receipt"]["total_price"],
     }
-    if row["type"] == ZK_INFERENCE:  # EXPERIMENTAL: the outputs and the EZKL proofs of them
+    if job.type == ZK_INFERENCE:  # EXPERIMENTAL: the outputs and the EZKL proofs of them
         body["output"] = {
             "experimental": True,
             "outputs": unpack_vectors(output.dimensions, output.vectors_f32),
@@ -140,7 +140,7 @@ def _sse(event: str, seq: int, data: dict[str, Any]) -> bytes:
 
 @router.get("/jobs/{job_id}/events", summary="Server-sent events: status changes and generated tokens")
 async def job_events(job_id: str, request: Request, client: Client, service: Service) -> StreamingResponse:
-    row = await service.get_job_row(client, job_id)
+    job = await service.get_job(client, job_id)
     history, queue = service.events.subscribe(job_id)
 
     async def stream() -> AsyncIterator[bytes]:
@@ -151,11 +151,11 @@ async def job_events(job_id: str, request: Request, client: Client, service: Ser
                 yield b"".join(_sse(item.event, item.seq, item.data) for item in history)
             if queue is None:
                 if not history or history[-1].data.get("state") not in {s.value for s in TERMINAL_STATES}:
-                    latest = await service.get_job_row(client, job_id)
+                    latest = await service.get_job(client, job_id)
                     yield _sse("status", 0, job_view(latest))
                 return
-            if row["state"] in {s.value for s in TERMINAL_STATES} and not history:
-                yield _sse("status", 0, job_view(row))
+            if job.state in {s.value for s in TERMINAL_STATES} and not history:
+                yield _sse("status", 0, job_view(job))
                 return
             while True:
                 pushed = await queue.get()

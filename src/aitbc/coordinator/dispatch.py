@@ -1,0 +1,381 @@
+"""``MinerDispatcher``: the live miners, the claimers waiting for work, their claims and leases.
+
+A miner waiting for work long-polls ``claim`` on an in-process event that every new or requeued
+job fires, so a claim follows a submission within milliseconds. Who of several waiting claimers
+gets a job is the matching policy's call (``aitbc.coordinator.matching``); what a claim may take is
+the job lifecycle's (``aitbc.market.lifecycle``) and the market's eligibility rules
+(``aitbc.market.matching``). Everything here runs on the event loop, except ``_try_claim`` and
+``_extend_lease_sync``, which run on the database writer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.records import JobRecord
+from aitbc.coordinator.db.writer import DbWriter
+from aitbc.coordinator.events import JobEventBroker
+from aitbc.coordinator.live import LiveMiner, offer_from_registration
+from aitbc.coordinator.matching import MatchPolicy
+from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.views import job_view
+from aitbc.market.conduct import (
+    ReleaseAllowance,
+    compute_recent_releases,
+    is_heartbeat_within_slots,
+    is_reclaim_allowed,
+)
+from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_progress
+from aitbc.market.matching import find_served_model, get_ineligibility
+from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
+from aitbc.protocol.job import compute_model_kind
+from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
+
+log = logging.getLogger("aitbc.coordinator")
+
+CLAIM_SCAN_LIMIT = 50
+LEASE_REWRITE_BELOW = 0.9
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True, frozen=True)
+class LeaseMark:
+    miner: str
+    lease_id: str
+    expires_at_ms: int
+
+
+@dataclass(slots=True, eq=False)
+class Waiter:
+    live: LiveMiner
+    future: asyncio.Future[bool]
+    """Resolves True when woken for one new job, False when woken with everyone."""
+
+
+class MinerDispatcher:
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        db: DbWriter,
+        coordinator: str,
+        metrics: CoordinatorMetrics,
+        events: JobEventBroker,
+        match_policy: MatchPolicy,
+        due_by: Callable[[int | None], None],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.repo = db.repo
+        self.coordinator = coordinator
+        self.metrics = metrics
+        self.events = events
+        self.match_policy = match_policy
+        self.due_by = due_by
+        """Tell the sweeper something (a lease) may expire then."""
+        self.miners: dict[str, LiveMiner] = {}
+        self._claim_lock = asyncio.Lock()
+        self._waiters: list[Waiter] = []  # claimers long-polling for work, longest-waiting first
+        self._work_generation = 0
+        self._leases: dict[str, LeaseMark] = {}  # job id → the running job's lease as last written
+        self._lease_ms = int(settings.lease_seconds * 1000)
+        self._stopping = False
+        self.release_allowance = ReleaseAllowance(
+            free_releases=settings.free_releases,
+            window_ms=int(settings.release_window_seconds * 1000),
+            cooldown_ms=int(settings.release_cooldown_seconds * 1000),
+        )
+        self._releases: dict[str, list[int]] = {}  # miner → its recent release times
+        self._released: dict[str, tuple[str, int]] = {}  # job id → (the miner that released it, when)
+
+    # -- miners ----------------------------------------------------------------------
+    def load(self) -> None:
+        """Know previously registered miners (offline until they call again)."""
+        for address, registration in self.repo.load_miners():
+            self.miners[address] = LiveMiner(
+                offer_from_registration(address, registration),
+                registration,
+                registration.max_concurrency,
+                last_seen_ms=0,
+            )
+
+    def live_miners(self, at_ms: int | None = None) -> list[LiveMiner]:
+        cutoff = (at_ms or now_ms()) - int(self.settings.miner_timeout_seconds * 1000)
+        return [m for m in self.miners.values() if m.last_seen_ms >= cutoff]
+
+    def live(self, miner: str) -> LiveMiner:
+        """The registered miner, marked as heard from now."""
+        live = self.miners.get(miner)
+        if live is None:
+            raise UnknownMiner(f"miner {miner} is not registered; register first")
+        live.last_seen_ms = now_ms()
+        return live
+
+    async def register(self, miner: str, registration: MinerRegistration) -> LiveMiner:
+        offer = offer_from_registration(miner, registration)
+        previous = self.miners.get(miner)
+        live = LiveMiner(
+            offer,
+            registration,
+            registration.max_concurrency,
+            now_ms(),
+            active=previous.active if previous else set(),
+        )
+        await self.db.write(self.repo.upsert_miner, miner, registration, live.last_seen_ms)
+        self.miners[miner] = live
+        self.match_policy.on_register(offer, registration, live.max_concurrency)
+        self.metrics.miners_online.set(len(self.live_miners()))
+        self.notify_work()
+        log.info("miner registered", extra={"miner": miner, "models": [m.name for m in offer.models]})
+        return live
+
+    def quote(self, job_type: str, model: str, model_digest: str | None) -> dict[str, Any]:
+        """The live miner with spare capacity that serves ``model`` cheapest (a private job is sealed to it)."""
+        kind = compute_model_kind(job_type)
+        offers = [
+            (served.unit_price, len(live.active) / live.max_concurrency, live.offer.miner, served)
+            for live in self.live_miners()
+            for served in live.offer.models
+            if served.name == model and served.kind == kind and model_digest in (None, served.digest)
+        ]
+        if not offers:
+            raise UnknownModel(f"no live miner serves {kind} model {model!r}")
+        price, _, miner, served = min(offers, key=lambda o: (o[0], o[1], o[2]))
+        return {"miner": miner, "unit_price": price, "model": model, "model_digest": served.digest}
+
+    def served_models(self) -> list[dict[str, Any]]:
+        models: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for miner in self.live_miners():
+            for model in miner.offer.models:
+                entry = models.setdefault(
+                    (model.name, model.kind, model.digest),
+                    {
+                        "name": model.name,
+                        "kind": model.kind,
+                        "digest": model.digest,
+                        "miners": 0,
+                        "min_unit_price": model.unit_price,
+                        "max_unit_price": model.unit_price,
+                    },
+                )
+                entry["miners"] += 1
+                entry["min_unit_price"] = min(entry["min_unit_price"], model.unit_price)
+                entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
+        return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))
+
+    # -- waking claimers ---------------------------------------------------------------
+    def notify_work(self, model: str | None = None) -> None:
+        """Wake long-polling claimers: for one new job of ``model``, the claimer that serves it and has room that
+        the match policy ranks first (then the longest-waiting); otherwise (requeued jobs, new miners) all of them.
+
+        Waking one claimer per new job instead of all keeps N waiting workers from racing N database
+        round trips for every submission; a claimer woken for a job it then does not get wakes the rest.
+        """
+        self._work_generation += 1
+        if model is not None:
+            for i, waiter in self.match_policy.order_waiters(model, self._waiters):
+                live = waiter.live
+                if len(live.active) < live.max_concurrency and any(m.name == model for m in live.offer.models):
+                    del self._waiters[i]
+                    waiter.future.set_result(True)
+                    return
+            return
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.future.set_result(False)
+
+    def stop_claims(self) -> None:
+        """The coordinator is stopping: long-polling claims end now, empty, and no new job is handed out."""
+        self._stopping = True
+        self.notify_work()
+
+    # -- claims ------------------------------------------------------------------------
+    async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
+        live = self.live(miner)
+        deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
+        woken_for_a_job = False
+        while True:
+            if self._stopping:
+                return None
+            generation = self._work_generation
+            # Jobs become claimable only through ``notify_work`` (a submission, a requeue, a registration),
+            # so if none happened since this miner's last empty look, the database has nothing for it either.
+            if len(live.active) < live.max_concurrency and live.idle_generation != generation:
+                async with self._claim_lock:
+                    claimed = await self.db.write(self._try_claim, live, now_ms())
+                if claimed is not None:
+                    return self._on_claimed(live, claimed)
+                live.idle_generation = generation
+            work_arrived = generation != self._work_generation
+            if woken_for_a_job:  # the job went to someone else, or does not suit this miner
+                self.notify_work()
+                woken_for_a_job = False
+            if work_arrived:
+                continue  # work arrived while this claimer was looking: look again before sleeping
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            waiter = Waiter(live, asyncio.get_running_loop().create_future())
+            self._waiters.append(waiter)
+            try:
+                woken_for_a_job = await asyncio.wait_for(waiter.future, timeout=remaining)
+            except TimeoutError:
+                return None
+            except asyncio.CancelledError:  # the miner went away: pass on a job it was woken for
+                if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result():
+                    self.notify_work()
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            live.last_seen_ms = now_ms()
+
+    def _try_claim(self, live: LiveMiner, now: int) -> JobRecord | None:
+        models = sorted({m.name for m in live.offer.models})
+        ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
+        for job in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
+            if job.constraints.miner not in (None, live.offer.miner):
+                continue  # a private job, sealed to another miner
+            requirements = job.requirements()
+            if get_ineligibility(live.offer, requirements) is not None:
+                continue
+            released_by, released_at = self._released.get(job.id, (None, None))
+            if not is_reclaim_allowed(released_by, released_at, live.offer.miner, now, self.release_allowance):
+                continue  # it handed this job back just now: someone else first (aitbc.market.conduct)
+            if not self.match_policy.allows(live, requirements, job.id, job.created_at_ms, ready, now):
+                continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
+            served = find_served_model(live.offer, requirements)
+            assert served is not None
+            claimed = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
+            if self.repo.transition_job(
+                job.id, ("queued",), None, claimed, served_digest=served.digest, unit_price=served.unit_price
+            ):
+                return replace(
+                    job.with_lifecycle(claimed), served_digest=served.digest, assigned_unit_price=served.unit_price
+                )
+        return None
+
+    def _on_claimed(self, live: LiveMiner, job: JobRecord) -> JobAssignment:
+        assert job.assigned_at_ms is not None and job.lease_id is not None and job.lease_expires_at_ms is not None
+        assert job.served_digest is not None
+        live.active.add(job.id)
+        self.due_by(job.lease_expires_at_ms)
+        self.metrics.assignment_latency.observe((job.assigned_at_ms - job.created_at_ms) / 1000)
+        self.events.publish(job.id, "status", job_view(job))
+        served = next(m for m in live.offer.models if m.name == job.model and m.digest == job.served_digest)
+        sealed = job.sealed
+        return JobAssignment(
+            job=AssignedJob(
+                job_id=job.id,
+                type=job.type,  # type: ignore[arg-type]
+                model=job.model,
+                model_digest=job.served_digest,
+                input=None if sealed is not None else job.input,  # type: ignore[arg-type]
+                sealed=sealed,
+                input_hash=job.input_hash,
+                client=job.client,
+                max_price=job.max_price,
+                unit_price=served.unit_price,
+                attempt=job.attempts,
+                chain_id=self.settings.chain_id,
+                coordinator=self.coordinator,
+                assigned_at_ms=job.assigned_at_ms,
+                escrow_amount=job.escrow_amount,
+                zk_proof_required=job.constraints.zk_proof_required,
+            ),
+            lease=Lease(
+                lease_id=job.lease_id,
+                expires_at_ms=job.lease_expires_at_ms,
+                lease_seconds=self.settings.lease_seconds,
+            ),
+        )
+
+    # -- releases (aitbc.market.conduct) ---------------------------------------------------
+    def on_released(self, miner: str, job_id: str, now: int) -> int:
+        """The miner handed ``job_id`` back: keep it from that miner for the cooldown; returns how many
+        jobs the miner released within the window, this one included."""
+        self._released[job_id] = (miner, now)
+        recent = [*compute_recent_releases(self._releases.get(miner, []), now, self.release_allowance), now]
+        self._releases[miner] = recent
+        return len(recent)
+
+    def prune_releases(self, now: int) -> None:
+        cooldown, window = self.release_allowance.cooldown_ms, self.release_allowance.window_ms
+        for job_id in [j for j, (_, at) in self._released.items() if now - at >= cooldown]:
+            del self._released[job_id]
+        for miner in [m for m, times in self._releases.items() if not times or now - times[-1] >= window]:
+            del self._releases[miner]
+
+    def release_active(self, miner: str | None, job_id: str) -> None:
+        """The job's lease ended (completed, failed, requeued, cancelled): the miner has that slot back."""
+        self._leases.pop(job_id, None)
+        if miner is not None and miner in self.miners:
+            self.miners[miner].active.discard(job_id)
+
+    # -- leases ------------------------------------------------------------------------
+    async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
+        """Mark the miner alive and extend the leases of the jobs it says it is still running."""
+        live = self.live(miner)
+        if not is_heartbeat_within_slots(len(leases), live.max_concurrency):
+            raise InvalidInput(
+                f"a heartbeat carries at most {live.max_concurrency} leases (the miner's max_concurrency), "
+                f"not {len(leases)}"
+            )
+        self.match_policy.on_heartbeat(miner, len(live.active))
+        extended: dict[str, int] = {}
+        lost: list[str] = []
+        for job_id, lease_id in leases.items():
+            try:
+                extended[job_id] = await self.extend_lease(miner, job_id, lease_id)
+            except (JobRuleViolation, NotFound):
+                lost.append(job_id)
+        self.metrics.miners_online.set(len(self.live_miners()))
+        return {"extended": extended, "lost": lost}
+
+    async def extend_lease(self, miner: str, job_id: str, lease_id: str) -> int:
+        """Extend the lease of a job the miner is running; returns the lease's end as stored.
+
+        Progress reports come ~10 times a second per job. A running job's lease is written to the
+        database only when less than ``LEASE_REWRITE_BELOW`` of it is left (at most every 1.5 s with the
+        default 15 s lease); reports in between are checked against what this process last wrote
+        (``LeaseMark``), which every transition that ends the lease drops (``release_active``).
+        So the stored lease never falls below 90 % of a full lease while reports flow.
+        """
+        now = now_ms()
+        mark = self._leases.get(job_id)
+        if (
+            mark is not None
+            and mark.miner == miner
+            and mark.lease_id == lease_id
+            and mark.expires_at_ms - now >= self._lease_ms * LEASE_REWRITE_BELOW
+        ):
+            return mark.expires_at_ms
+        # Read and conditional update in one trip to the writer thread.
+        job, progressed = await self.db.write(self._extend_lease_sync, miner, job_id, lease_id, now)
+        assert progressed.lease_expires_at_ms is not None
+        live = self.miners.get(miner)
+        if live is not None and job_id in live.active:  # not ended meanwhile (see ``release_active``)
+            self._leases[job_id] = LeaseMark(miner, lease_id, progressed.lease_expires_at_ms)
+        if job.state != progressed.state.value:
+            self.events.publish(job_id, "status", job_view(job.with_lifecycle(progressed)))
+        return progressed.lease_expires_at_ms
+
+    def _extend_lease_sync(self, miner: str, job_id: str, lease_id: str, now: int) -> tuple[JobRecord, JobLifecycle]:
+        job = self.repo.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        before = job.lifecycle()
+        progressed = on_progress(before, miner, lease_id, now, self._lease_ms)
+        if not self.repo.transition_job(job_id, (before.state.value,), lease_id, progressed):
+            raise JobRuleViolation("lease is no longer valid", reason="lease_lost")
+        return job, progressed

@@ -1,0 +1,1 @@
+"""The exchange's tables and migrations (SQLAlchemy Core + Alembic; SQLite or PostgreSQL)."""

@@ -1,0 +1,75 @@
+"""The coordinator's job record (``aitbc.coordinator.db.records``) through the real repo and back."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from aitbc.coordinator.db.engine import create_db_engine, migrate
+from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
+from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.market.lifecycle import JobState, on_claim
+from aitbc.protocol.job import JobInput, JobOutput, Params
+from aitbc.protocol.job_messages import SealedJobInput
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> CoordinatorRepo:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    return CoordinatorRepo(engine)
+
+
+def record(job_id: str, job_input: JobInput | SealedJobInput, **changes: object) -> JobRecord:
+    job = JobRecord(
+        id=job_id,
+        api_key_id="k1",
+        client="k1",
+        type="inference",
+        model="m",
+        model_digest=None,
+        input=job_input,
+        input_hash="ab" * 32,
+        max_price=10,
+        constraints=StoredConstraints(region="eu"),
+        state=JobState.QUEUED.value,
+        attempts=0,
+        max_attempts=3,
+        expires_at_ms=2_000,
+        created_at_ms=1_000,
+    )
+    return replace(job, **changes)  # type: ignore[arg-type]
+
+
+def test_plain_and_sealed_jobs_come_back_as_stored(repo: CoordinatorRepo) -> None:
+    plain = record("job_a", JobInput(type="inference", model="m", prompt="hi", params=Params(stop=["."])))
+    sealed = record(
+        "job_b",
+        SealedJobInput(sealed="00ff", reply_to="cd" * 32, params=Params(max_tokens=5)),
+        constraints=StoredConstraints(miner="ait1xyz", zk_proof_required=True),
+    )
+    repo.insert_jobs([plain, sealed])
+    assert repo.get_job("job_a") == plain
+    assert repo.get_job("job_b") == sealed
+    assert sealed.sealed is not None and plain.sealed is None
+    assert sealed.requirements().max_tokens == 5 and plain.requirements().input_chars == 2
+
+
+def test_a_claim_and_a_completion_are_written_through_the_record(repo: CoordinatorRepo) -> None:
+    job = record("job_c", JobInput(type="inference", model="m", prompt="hi"))
+    repo.insert_job(job)
+    claimed = on_claim(job.lifecycle(), "ait1miner", "lease1", 1_100, 15_000)
+    assert repo.transition_job("job_c", ("queued",), None, claimed, served_digest="sha256:x")
+    assert not repo.transition_job("job_c", ("queued",), None, claimed), "a job is claimed once"
+    stored = repo.get_job("job_c")
+    assert stored == replace(job.with_lifecycle(claimed), served_digest="sha256:x")
+    assert stored is not None and stored.lifecycle() == claimed
+    assert repo.find_claimable(["m"], 1_200, 10) == []
+    done = replace(stored, state="completed", result=JobOutput(text="hello"))
+    receipt = ReceiptRecord("job_c", "ef" * 32, "ait1miner", {"x": 1}, 1_300)
+    assert repo.complete_job(done, "lease1", receipt)
+    again = repo.get_job("job_c")
+    assert again is not None and again.result == JobOutput(text="hello") and again.state == "completed"
+    assert repo.get_receipt("job_c") == receipt
