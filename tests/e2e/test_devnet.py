@@ -57,7 +57,7 @@ class DevnetUp:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DevnetInfo:
-        rpc, ws, p2p, coordinator = (str(p) for p in self.ports)
+        rpc, ws, p2p, coordinator, poolhub, web = (str(p) for p in self.ports)
         with contextlib.suppress(FileNotFoundError):
             devnet_file(self.data_dir).unlink()  # so we wait for this start's file, not the last one's
         with self.log.open("ab") as log:
@@ -66,6 +66,7 @@ class DevnetUp:
                     *(sys.executable, "-m", "aitbc", "devnet", "up", "--data-dir", str(self.data_dir)),
                     *("--rpc-port", rpc, "--ws-port", ws, "--p2p-port", p2p),
                     *("--coordinator-port", coordinator, "--miner-backend", self.miner_backend, "--no-demo"),
+                    *("--poolhub-port", poolhub, "--web-port", web),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -100,7 +101,7 @@ class DevnetUp:
 
 def test_devnet_up_transfer_sigterm_resume(tmp_path: Path) -> None:
     data_dir = tmp_path / "devnet"
-    devnet = DevnetUp(data_dir, free_ports(4), tmp_path / "devnet-up.log")
+    devnet = DevnetUp(data_dir, free_ports(6), tmp_path / "devnet-up.log")
     try:
         info = devnet.start()
         rpc_port = devnet.ports[0]
@@ -155,7 +156,7 @@ def test_paid_job_through_the_cli_settles_on_chain(tmp_path: Path) -> None:
     """`aitbc job submit --wait` opens the escrow with the devnet client's key, runs the job on the echo
     miner, and the chain pays the miner the receipt's total; `job cost` and `miner earnings` agree."""
     data_dir = tmp_path / "devnet"
-    devnet = DevnetUp(data_dir, free_ports(4), tmp_path / "devnet-up.log", miner_backend="echo")
+    devnet = DevnetUp(data_dir, free_ports(6), tmp_path / "devnet-up.log", miner_backend="echo")
     try:
         info = devnet.start()
         assert info.client_key is not None and info.coordinator_address is not None

@@ -65,7 +65,7 @@ def process_unbonding_releases(state: StateDelta, staking: StakingState, ctx: Bl
 
 
 def process_epoch_boundary(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
-    return process_epoch(staking, state.get_authorities(), ctx.params.staking, ctx.height)
+    return process_epoch(staking, state.get_authorities(), ctx.params.staking, ctx.height, state.bonds)
 
 
 def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
@@ -87,6 +87,7 @@ def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockCon
         state.voters,
         committee=state.committee,
         unclaimed_to=REWARD_POOL_ADDRESS,
+        bonds=state.bonds,
     )
     for address, amount in sorted(credits.items()):
         process_credit(state, address, amount)
@@ -124,6 +125,7 @@ def process_fee_split(state: StateDelta, ctx: BlockContext) -> None:
         state.voters,
         committee=state.committee,
         unclaimed_to=REWARD_POOL_ADDRESS,
+        bonds=state.bonds,
     )
     state.fees = 0
     for address, amount in sorted(credits.items()):

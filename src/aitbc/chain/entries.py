@@ -31,6 +31,8 @@ ESCROW_NAMESPACE: Final = b"escrow\x00"
 MULTISIG_NAMESPACE: Final = b"multisig\x00"
 DEPOSIT_NAMESPACE: Final = b"deposit\x00"
 PAID_NAMESPACE: Final = b"paid\x00"
+BOND_NAMESPACE: Final = b"bond\x00"
+_NOT_BONDS: Final = frozenset({"bonds"})
 STAKING_KEY: Final = sha256(b"staking\x00")
 """The one state entry holding the ``StakingState`` (absent while it is empty)."""
 GOVERNANCE_KEY: Final = sha256(b"governance\x00")
@@ -159,7 +161,18 @@ def compute_multisig_value_hash(multisig: MultisigAccount) -> bytes:
 
 
 def compute_staking_value_hash(staking: StakingState) -> bytes | None:
-    return None if is_empty_staking(staking) else sha256(codec.encode(staking))
+    """Everything of the staking state but the bonds, which are leaves of their own (``compute_bond_key``)."""
+    if is_empty_staking(msgspec.structs.replace(staking, bonds=[])):
+        return None
+    return sha256(codec.encode(staking, omit=_NOT_BONDS))
+
+
+def compute_bond_key(validator: str, delegator: str) -> bytes:
+    return sha256(BOND_NAMESPACE + decode_address(validator) + decode_address(delegator))
+
+
+def compute_bond_value_hash(amount: int) -> bytes | None:
+    return None if amount == 0 else sha256(amount.to_bytes(8, "big"))
 
 
 def compute_governance_value_hash(governance: GovernanceState) -> bytes | None:
@@ -191,6 +204,7 @@ def compute_state_items(
     deposits: Mapping[str, Deposit] | None = None,
     paid: Mapping[str, PaidJob | None] | None = None,
     governance: GovernanceState | None = None,
+    bonds: Mapping[tuple[str, str], int] | None = None,
 ) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
@@ -200,6 +214,8 @@ def compute_state_items(
         items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
     if staking is not None:
         items[STAKING_KEY] = compute_staking_value_hash(staking)
+    if bonds:
+        items.update({compute_bond_key(v, d): compute_bond_value_hash(a) for (v, d), a in bonds.items()})
     if governance is not None:
         items[GOVERNANCE_KEY] = compute_governance_value_hash(governance)
     if deposits:

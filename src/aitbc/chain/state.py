@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
+from aitbc.chain.bonds import BondIndex, BondOverlay, BondReader
 from aitbc.chain.entries import (
     EMPTY_ACCOUNT,
     GOVERNANCE_KEY,
@@ -30,7 +33,7 @@ from aitbc.chain.entries import (
 )
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.smt import SmtProof, SparseMerkleTree
-from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked
+from aitbc.chain.validators import EMPTY_STAKING, StakingPlan, StakingState, get_locked
 
 
 class ChainState:
@@ -39,6 +42,7 @@ class ChainState:
     __slots__ = (
         "accounts",
         "authorities",
+        "bonds",
         "deposits",
         "due",
         "escrows",
@@ -64,6 +68,8 @@ class ChainState:
         governance: GovernanceState = EMPTY_GOVERNANCE,
     ) -> None:
         self.staking = staking
+        self.bonds = BondIndex(staking.bonds)
+        """Every bond with running totals (an index of ``staking.bonds``, kept in step at each commit)."""
         self.governance = governance
         self.authorities = authorities
         """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
@@ -123,7 +129,8 @@ class ChainState:
         multisigs = multisigs or {}
         deposits = deposits or {}
         paid = paid or {}
-        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance)
+        bonds = {(b.validator, b.delegator): b.amount for b in staking.bonds}
+        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance, bonds)
         tree = SparseMerkleTree().update(items)
         return cls(
             dict(accounts),
@@ -139,6 +146,9 @@ class ChainState:
 
     def get_staking(self) -> StakingState:
         return self.staking
+
+    def get_bonds(self) -> BondReader:
+        return self.bonds
 
     def get_governance(self) -> GovernanceState:
         return self.governance
@@ -194,7 +204,7 @@ class ChainState:
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
         deposited = sum(d.balance for d in self.deposits.values())
         balances = sum(a.balance for a in self.accounts.values())
-        return balances + locked + deposited + get_locked(self.staking) + self.governance.locked
+        return balances + locked + deposited + get_locked(self.staking, self.bonds) + self.governance.locked
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -208,6 +218,8 @@ class StateReader(Protocol):
     def get_multisig(self, address: str) -> MultisigAccount | None: ...
 
     def get_staking(self) -> StakingState: ...
+
+    def get_bonds(self) -> BondReader: ...
 
     def get_governance(self) -> GovernanceState: ...
 
@@ -243,6 +255,27 @@ class StateDelta:
     deposits: dict[str, Deposit] = field(default_factory=dict)
     paid: dict[str, PaidJob | None] = field(default_factory=dict)
     """Paid job records written (None: forgotten at its expiry) by this block."""
+    _bonds: BondOverlay | None = None
+
+    @property
+    def bonds(self) -> BondOverlay:
+        """This block's bond writes over the committed bonds (O(1) per read and write)."""
+        if self._bonds is None:
+            self._bonds = BondOverlay(self.base.get_bonds())
+        return self._bonds
+
+    def get_bonds(self) -> BondReader:
+        return self.bonds
+
+    def set_staking_plan(self, plan: StakingPlan) -> None:
+        """Store a verified staking change: its staking state and its bond writes."""
+        self.staking = plan.staking
+        for (validator, delegator), amount in plan.bonds.writes.items():
+            self.bonds.set(validator, delegator, amount)
+
+    @property
+    def bond_writes(self) -> dict[tuple[str, str], int]:
+        return {} if self._bonds is None else self._bonds.writes
 
     def get_deposit(self, deposit_id: str) -> Deposit | None:
         deposit = self.deposits.get(deposit_id)
@@ -303,7 +336,14 @@ def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, Sparse
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
     tree = base.tree.update(
         compute_state_items(
-            delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid, delta.governance
+            delta.accounts,
+            delta.escrows,
+            delta.multisigs,
+            delta.staking,
+            delta.deposits,
+            delta.paid,
+            delta.governance,
+            delta.bond_writes,
         )
     )
     return tree.root_hash.hex(), tree
@@ -320,6 +360,10 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state._index(escrow)
     if delta.staking is not None:
         state.staking = delta.staking
+    if delta.bond_writes:
+        state.bonds.apply(delta.bond_writes)
+        # the persisted, displayed list (once per block that changed bonds)
+        state.staking = msgspec.structs.replace(state.staking, bonds=state.bonds.to_list())
     if delta.governance is not None:
         state.governance = delta.governance
     for deposit in delta.deposits.values():

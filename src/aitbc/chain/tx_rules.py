@@ -68,6 +68,7 @@ from aitbc.protocol.tx import (
     CreateMultisig,
     Delegate,
     DepositProposal,
+    GovernanceVote,
     MultisigTransfer,
     OpenDeposit,
     OpenEscrow,
@@ -83,7 +84,6 @@ from aitbc.protocol.tx import (
     Tx,
     TxBase,
     Unstake,
-    Vote,
     WithdrawDeposit,
 )
 from aitbc.protocol.types import MAX_U64
@@ -134,7 +134,7 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     ReportEvidence: TxKind(verify_report_evidence, process_report_evidence),
     SubmitProposal: TxKind(verify_submit_proposal, process_submit_proposal),
     DepositProposal: TxKind(verify_deposit_proposal, process_governance_change, moves_amount=True, spends_amount=True),
-    Vote: TxKind(verify_vote, process_governance_change),
+    GovernanceVote: TxKind(verify_vote, process_governance_change),
     OpenDeposit: TxKind(
         verify_open_deposit,
         process_open_deposit,

@@ -76,18 +76,60 @@ def create_key(
     client: Annotated[str | None, typer.Option(help="Client id or ait1 address the key acts for")] = None,
     rate: Annotated[float, typer.Option(help="Requests per second allowed")] = 200.0,
     burst: Annotated[int, typer.Option(help="Requests allowed in a burst")] = 400,
+    deposit: Annotated[
+        str | None,
+        typer.Option(help="Pay this key's jobs from this deposit (dep_…, opened by --client)", show_default=False),
+    ] = None,
     database_url: DbUrl = None,
 ) -> None:
     """Create a client API key; the key is printed once (only its hash is stored)."""
+    import time
+
     from aitbc.coordinator.app import open_repo
     from aitbc.coordinator.auth import new_api_key
+    from aitbc.coordinator.db.deposit_repo import DepositRepo
 
     repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
     token, row = new_api_key(name, client, rate, burst)
     repo.insert_api_key(row)
+    if deposit is not None:
+        DepositRepo(repo.engine).bind(str(row["id"]), _deposit_id(deposit), int(time.time() * 1000))
     repo.engine.dispose()
     console.print(f"[green]created API key[/] {row['id']} ({name}); send it as the X-Api-Key header:")
     print(token)
+
+
+def _deposit_id(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"dep_[0-9a-f]{40}", value):
+        raise typer.BadParameter(f"{value!r} is not a deposit id (dep_ and 40 hex digits)")
+    return value
+
+
+@keys_app.command("bind")
+@handle_errors
+def bind_key(
+    key_id: Annotated[str, typer.Argument(help="Key id")],
+    deposit: Annotated[str, typer.Argument(help="Deposit id (dep_…) opened by the key's client for this coordinator")],
+    data_dir: DataDir,
+    database_url: DbUrl = None,
+) -> None:
+    """Pay a key's jobs from a deposit: a plain POST /api/v1/jobs is then accepted at once while it covers them."""
+    import time
+
+    from aitbc.coordinator.app import open_repo
+    from aitbc.coordinator.db.deposit_repo import DepositRepo
+
+    repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
+    found = repo.get_api_key(key_id)
+    if found is not None:
+        DepositRepo(repo.engine).bind(key_id, _deposit_id(deposit), int(time.time() * 1000))
+    repo.engine.dispose()
+    if found is None:
+        console.print(f"[red]no key {key_id}[/]")
+        raise typer.Exit(1)
+    console.print(f"key {key_id} now pays from {deposit}")
 
 
 @keys_app.command("list")

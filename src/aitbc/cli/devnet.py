@@ -120,6 +120,12 @@ def up(
     ws_port: Annotated[int, typer.Option(help="Node WebSocket port")] = 9081,
     p2p_port: Annotated[int, typer.Option(help="Node p2p port")] = 9082,
     coordinator_port: Annotated[int, typer.Option(help="Coordinator port")] = 8011,
+    poolhub_port: Annotated[int, typer.Option(help="Pool hub port")] = 8012,
+    web_port: Annotated[int, typer.Option(help="Web app port (served when web/ is built: `make web`)")] = 8015,
+    poolhub: Annotated[
+        bool, typer.Option("--poolhub/--no-poolhub", help="Run the pool hub (else the coordinator matches in process)")
+    ] = True,
+    web: Annotated[bool, typer.Option("--web/--no-web", help="Serve the web app (when it is built)")] = True,
     miner_backend: Annotated[
         str, typer.Option(help="Backend of the devnet miner: builtin (SmolLM2 + MiniLM), echo (instant test), none")
     ] = "builtin",
@@ -136,6 +142,8 @@ def up(
         ws_port=ws_port,
         p2p_port=p2p_port,
         coordinator_port=coordinator_port,
+        poolhub_port=poolhub_port if poolhub else None,
+        web_port=web_port if web else None,
         miner_backend=None if miner_backend == "none" else miner_backend,
         validators=validators,
     )
@@ -152,6 +160,12 @@ def up(
         console.print(f"  JSON-RPC:     {info.rpc_url}   (REST under /v1, OpenAPI at /openapi.json)")
         console.print(f"  WebSocket:    {info.ws_url}")
         console.print(f"  coordinator:  {info.coordinator_url}   (OpenAPI at /openapi.json)")
+        if info.poolhub_url:
+            console.print(f"  pool hub:     {info.poolhub_url}   (miners, leaderboard, match explanations)")
+        if info.web_url:
+            console.print(f"  web app:      [bold]{info.web_url}[/]   (import the client key {info.client_key} there)")
+        elif web:
+            console.print("  web app:      not built — run `make web`, then `make devnet` again")
         console.print(f"  API key:      {info.api_key}")
         console.print(f"  faucet key:   {info.faucet_key}")
         console.print(f"  devnet.json:  {devnet.data_dir / 'devnet.json'}")

@@ -9,6 +9,7 @@ from aitbc.cli import (
     coordinator,
     devnet,
     exchange,
+    gov,
     job,
     keys,
     match,
@@ -20,6 +21,7 @@ from aitbc.cli import (
     stake,
     tx,
     wallet,
+    web,
     zk,
 )
 
@@ -46,3 +48,5 @@ app.add_typer(poolhub.app, name="poolhub")
 app.add_typer(exchange.app, name="exchange")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
+app.add_typer(web.app, name="web")
+app.add_typer(gov.app, name="gov")

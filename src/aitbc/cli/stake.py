@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -11,7 +11,7 @@ from aitbc.cli.common import DevnetOpt, RpcOpt, console, handle_errors, load_key
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.amounts import format_aitbc, parse_aitbc
 from aitbc.protocol.errors import ConfigError, InvalidAddress, RemoteError
-from aitbc.protocol.tx import Delegate, Stake, Tx, Unstake, sign_tx
+from aitbc.protocol.tx import Delegate, Stake, Tx, TxBase, Unstake, sign_tx
 
 KeyOpt = Annotated[str | None, typer.Option("--from", help="Key name or .key file (default: the devnet faucet)")]
 KeysDirOpt = Annotated[Path | None, typer.Option("--keys-dir", show_default=False)]
@@ -38,25 +38,28 @@ def _validator(value: str | None) -> str | None:
     return value
 
 
-def _send(
-    build: type[Stake] | type[Delegate] | type[Unstake],
+def send_and_wait(
+    build: type[TxBase],
     key_name: str | None,
     fee: str,
     devnet: Path | None,
     rpc: str | None,
     keys: Path | None,
     **fields: object,
-) -> None:
+) -> dict[str, Any]:
+    """Sign a ``build`` tx with the named key, send it, wait for its block; returns the tx's status
+    (``height`` where it committed). A dropped tx is an error naming the chain's reason."""
     key = load_key(key_name, devnet, keys)
     with node_client(devnet, rpc) as node:
         chain_id = node.get_chain_info()["chain_id"]
-        tx: Tx = build(
+        built = build(
             chain_id=chain_id,
             sender=key.address,
             nonce=node.next_nonce(key.address),
             fee=_units(fee, "--fee"),
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )
+        tx = cast(Tx, built)  # every TxBase subclass the CLI builds is a member of the Tx union
         tx_hash = node.send_tx(sign_tx(tx, key))
         console.print(f"sent {build.__name__.lower()} tx {tx_hash}")
         with console.status("waiting for a block…"):
@@ -64,6 +67,7 @@ def _send(
         if status["status"] == "rejected":
             raise RemoteError(f"tx was dropped: {status.get('reason')}", reason=status.get("reason"))
         console.print(f"[green]committed[/] in block {status['height']}")
+        return status
 
 
 @handle_errors
@@ -81,9 +85,9 @@ def stake(
     target = _validator(validator)
     key = load_key(sender, devnet, keys)
     if target is None or target == key.address:
-        _send(Stake, sender, fee, devnet, rpc, keys, amount=units)
+        send_and_wait(Stake, sender, fee, devnet, rpc, keys, amount=units)
     else:
-        _send(Delegate, sender, fee, devnet, rpc, keys, validator=target, amount=units)
+        send_and_wait(Delegate, sender, fee, devnet, rpc, keys, validator=target, amount=units)
     console.print(f"bonded {format_aitbc(units)} AITBC to {target or key.address}")
 
 
@@ -101,5 +105,5 @@ def unstake(
     units = _units(amount, "amount")
     key = load_key(sender, devnet, keys)
     target = _validator(validator) or key.address
-    _send(Unstake, sender, fee, devnet, rpc, keys, validator=target, amount=units)
+    send_and_wait(Unstake, sender, fee, devnet, rpc, keys, validator=target, amount=units)
     console.print(f"unbonding {format_aitbc(units)} AITBC from {target} (see `aitbc chain validators`)")

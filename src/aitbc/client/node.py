@@ -18,8 +18,10 @@ from aitbc.chain.entries import (
     is_valid_account_proof,
     is_valid_deposit_proof,
     is_valid_escrow_proof,
+    is_valid_governance_proof,
     is_valid_paid_proof,
 )
+from aitbc.chain.gov_types import GovernanceState
 from aitbc.chain.smt import SmtProof
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError
@@ -203,6 +205,18 @@ class NodeClient:
         if not is_valid_account_proof(payload["state_root"], address, account, proof_from_json(payload["proof"])):
             raise AitbcError("account proof does not verify against the state root", reason="bad_proof")
         return account, payload
+
+    def get_verified_governance(self) -> tuple[GovernanceState, dict[str, Any]]:
+        """The whole governance state (proposals, votes, tallies, live params), checked by its Merkle proof
+        against the header it names: what ``aitbc gov`` shows is what the chain holds."""
+        payload: dict[str, Any] = self.call("get_governance_proof")
+        header = self.get_block(payload["height"], False)
+        if header["state_root"] != payload["state_root"]:
+            raise AitbcError("proof's state root differs from the block header's", reason="bad_proof")
+        governance = msgspec.convert(payload["governance"], GovernanceState)
+        if not is_valid_governance_proof(payload["state_root"], governance, proof_from_json(payload["proof"])):
+            raise AitbcError("governance proof does not verify against the state root", reason="bad_proof")
+        return governance, payload
 
 
 def proof_from_json(proof: dict[str, Any]) -> SmtProof:

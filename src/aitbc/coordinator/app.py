@@ -17,11 +17,12 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import jobs, matching, miners
+from aitbc.coordinator.api.routes import account, jobs, matching, miners
 from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.coordinator.deposits import DepositProblem
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
 from aitbc.coordinator.services import CoordinatorService
@@ -38,6 +39,7 @@ from aitbc.protocol.errors import (
     UnknownModel,
 )
 from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.runtime.cors import add_cors
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
@@ -55,6 +57,7 @@ _STATUS: Final[list[tuple[type[AitbcError], int]]] = [
     (ResultRejected, 422),
     (JobRuleViolation, 409),
     (EscrowProblem, 402),
+    (DepositProblem, 402),
     (ChainUnavailable, 503),
 ]
 
@@ -63,13 +66,19 @@ def status_for(exc: AitbcError) -> int:
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
 
 
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope.get("headers", ()))
+
+
 class CoordinatorAPI(FastAPI):
     """FastAPI, except that the frequent requests try ``FastPath`` before the middleware and routing."""
 
     fast_path: FastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path is not None and self.fast_path.matches(scope):
+        # A browser's cross-origin request (it carries Origin) takes the full stack, where the CORS
+        # middleware (``cors_origins``) tags the answer; the fast path serves programs.
+        if self.fast_path is not None and self.fast_path.matches(scope) and not _has_origin(scope):
             await self.fast_path(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -118,6 +127,11 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
                     log.exception("sweep failed")
 
         tasks = [asyncio.create_task(sweeper())]
+        if service.deposits is not None:
+            try:
+                await service.deposits.start()
+            except (ChainUnavailable, AitbcError) as exc:  # the books fill in as the node answers
+                log.warning("deposits not read at start", extra={"error": str(exc)})
         if service.payments is not None:
             tasks.append(asyncio.create_task(service.payments.run()))
         log.info(
@@ -146,12 +160,14 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(miners.router)
     app.include_router(matching.router)
+    app.include_router(account.router)
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
         headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
         return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
 
+    add_cors(app, settings.cors_origins)
     app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 
     @app.exception_handler(AitbcError)

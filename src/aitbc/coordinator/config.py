@@ -33,6 +33,9 @@ class CoordinatorSettings(HttpServerSettings):
     """JSON-RPC URL of a node: jobs are then paid on chain (escrow, settle, refund); without it they run unpaid."""
     escrow_min_blocks: int = Field(10, ge=1)
     """A paid job is accepted only if its escrow stays open at least this many blocks more."""
+    deposit_job_blocks: int = Field(600, ge=10, le=100_000)
+    """A deposit job's id carries an expiry this many blocks ahead (at most the chain's ``max_receipt_blocks``):
+    it must be settled by then; jobs nobody took give up after half of it."""
     payment_retry_seconds: float = Field(10.0, gt=0)
     """A settle / refund tx not seen on chain after this long is checked and sent again."""
     default_rate_per_second: float = Field(200.0, gt=0)

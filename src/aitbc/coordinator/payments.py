@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import msgspec
 
@@ -39,6 +39,9 @@ from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
 
+if TYPE_CHECKING:
+    from aitbc.coordinator.settlement import DepositSettler
+
 log = logging.getLogger("aitbc.coordinator.payments")
 
 P = ParamSpec("P")
@@ -47,6 +50,8 @@ T = TypeVar("T")
 CURSOR_NAME: Final = "job_events"
 PAGE: Final = 1_000
 BATCH: Final = 256
+INFO_TTL_SECONDS: Final = 5.0
+"""How long the coordinator trusts the chain parameters it read (governance may change them)."""
 SETTLE_REFUSALS: Final = frozenset(
     {TxRejection.BAD_RECEIPT, TxRejection.TOTAL_ABOVE_ESCROW, TxRejection.NOT_COORDINATOR, TxRejection.WRONG_CHAIN_ID}
 )
@@ -84,24 +89,32 @@ class ChainInfo:
 class ChainLink:
     """The coordinator's node: one thread for its blocking client, and what the chain said at start."""
 
-    def __init__(self, node_url: str, *, client: NodeClient | None = None) -> None:
+    def __init__(self, node_url: str, *, client: NodeClient | None = None, info_ttl: float = INFO_TTL_SECONDS) -> None:
         self.node_url = node_url
         self.node = client or NodeClient(node_url, timeout=10.0)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
         self.info: ChainInfo | None = None
+        self.info_ttl = info_ttl
+        self._info_at = 0.0
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
     async def get_info(self) -> ChainInfo:
-        if self.info is None:
+        """Chain id and the parameters in force, re-read every ``info_ttl`` seconds: governance can change
+        the parameters (min_fee, protocol_fee_bps, …) while the coordinator runs, and a settle tx paying
+        last week's min_fee would be refused forever."""
+        if self.info is None or time.monotonic() - self._info_at > self.info_ttl:
             try:
                 raw = await self.call(self.node.get_chain_info)
             except RemoteError as exc:
+                if self.info is not None:
+                    return self.info  # a node hiccup: keep the last parameters we saw
                 raise ChainUnavailable(f"cannot reach the node at {self.node_url}: {exc.message}") from None
             self.info = ChainInfo(
                 raw["chain_id"], msgspec.convert(raw["params"], ChainParams), int(raw.get("block_time_ms", 1000))
             )
+            self._info_at = time.monotonic()
         return self.info
 
     def close(self) -> None:
@@ -201,6 +214,8 @@ class PaymentWorker:
         self._wake = asyncio.Event()
         self._next_nonce: int | None = None
         self._cursor: int | None = None
+        self.settler: DepositSettler | None = None
+        """Settles deposit jobs in batches (``aitbc.coordinator.settlement``) with this worker's nonce."""
 
     def wake(self) -> None:
         """A job finished: look for payments to send now rather than at the next poll."""
@@ -213,6 +228,8 @@ class PaymentWorker:
                 await self.follow_once()
                 while await self.pay_once():
                     pass
+                if self.settler is not None:
+                    await self.settler.run_once(self._reserve_nonce, self._set_next_nonce)
             except (RemoteError, ChainUnavailable) as exc:
                 log.warning("node unavailable; payments wait", extra={"error": str(exc)})
                 self._next_nonce = None
@@ -349,6 +366,9 @@ class PaymentWorker:
             )
         return len(due) == BATCH
 
+    def _set_next_nonce(self, nonce: int | None) -> None:
+        self._next_nonce = nonce
+
     async def _reserve_nonce(self) -> int:
         if self._next_nonce is None:
             self._next_nonce = await self.link.call(self.link.node.next_nonce, self.key.address)
@@ -389,6 +409,8 @@ class PaymentWorker:
                     refunded.append(event["job_id"])
                 self.metrics.payments_closed.labels(event["kind"]).inc()
             next_seq = int(page["next_seq"])
+            if self.settler is not None:  # deposit jobs: settled ones leave the books, refused ones are marked
+                await self.settler.on_events(events)
             # Stop the jobs first, then record the refunds with the cursor: whoever sees a job's payment
             # "refunded" also sees the job ended, and a crash in between replays these events (both idempotent).
             if refunded:

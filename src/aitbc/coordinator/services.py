@@ -6,7 +6,9 @@ It composes the coordinator's parts and applies the pure rules between them:
 - ``MinerDispatcher`` (``dispatch.py``): live miners, long-polling claimers, claims and leases;
 - ``aitbc.market.lifecycle``: every job transition; ``aitbc.market.acceptance``: whether a result may
   complete a job; ``aitbc.market.matching`` / ``coordinator.matching``: who may take a job;
-- ``PaymentWorker`` (``payments.py``): escrow settlement and refunds on chain, when a node is configured.
+- ``PaymentWorker`` (``payments.py``): escrow settlement and refunds on chain, when a node is configured;
+  ``DepositBook`` (``deposits.py``) and ``DepositSettler`` (``settlement.py``): jobs paid from an API
+  key's deposit, reserved at submission and settled in batches.
 
 Jobs are ``JobRecord``s throughout (``db/records.py``); clients see ``views.job_view`` of them.
 """
@@ -23,9 +25,11 @@ import msgspec
 
 from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
+from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
 from aitbc.coordinator.dispatch import MinerDispatcher, now_ms
 from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.live import LiveMiner
@@ -33,9 +37,11 @@ from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measure
 from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow
+from aitbc.coordinator.settlement import DepositSettler
 from aitbc.coordinator.views import job_view
 from aitbc.market.acceptance import ResultTerms, process_result
 from aitbc.market.conduct import is_release_over_allowance
+from aitbc.market.deposits import compute_worst_case_price
 from aitbc.market.lifecycle import (
     JobLifecycle,
     JobRuleViolation,
@@ -54,7 +60,7 @@ from aitbc.market.metering import MeteringBounds
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownModel
-from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash, compute_model_kind
+from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_model_kind
 from aitbc.protocol.job_messages import JobAssignment, JobRequest, MinerRegistration, SealedJobInput
 from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
 from aitbc.protocol.zk import ZkReceiptProof
@@ -104,9 +110,27 @@ class CoordinatorService:
                 retry_seconds=settings.payment_retry_seconds,
             )
         )
+        self.deposits: DepositBook | None = None
+        """Jobs paid from API keys' deposits (``aitbc.coordinator.deposits``); only with a node."""
+        if chain is not None and self.payments is not None:
+            deposit_repo = DepositRepo(repo.engine)
+            self.deposits = DepositBook(chain, deposit_repo, self.db.read, key.address, settings.deposit_job_blocks)
+            self.payments.settler = DepositSettler(
+                chain,
+                key,
+                repo,
+                deposit_repo,
+                self.deposits,
+                metrics,
+                self.db.read,
+                self.db.write,
+                retry_seconds=settings.payment_retry_seconds,
+            )
 
     def load(self) -> None:
         self.dispatcher.load()
+        if self.deposits is not None:
+            self.deposits.load()
 
     def close(self) -> None:
         self.db.close()
@@ -172,11 +196,19 @@ class CoordinatorService:
             expires_at_ms=created + ttl * 1000,
             created_at_ms=created,
         )
-        if self.chain is not None:
+        reservation: Reservation | None = None
+        if self.chain is not None and request.job_id is None and await self._has_deposit(api_key):
+            job, reservation = await self._reserved(api_key, job, ttl, job_input)
+        elif self.chain is not None:
             job = await self._escrowed(api_key, job, ttl, request.job_id)
         elif request.job_id is not None:
             raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
-        await self.db.insert_job(job)
+        try:
+            await self.db.insert_job(job)
+        except BaseException:
+            if reservation is not None and self.deposits is not None:
+                self.deposits.cancel_reservation(reservation.job_id)
+            raise
         self._due_by(job.expires_at_ms)
         self.metrics.jobs_submitted.inc()
         view = job_view(job)
@@ -200,8 +232,9 @@ class CoordinatorService:
         assert self.chain is not None
         if escrow_job_id is None:
             raise EscrowProblem(
-                "this coordinator takes paid jobs only: send the job_id of an escrow you opened on chain "
-                f"naming coordinator {self.key.address} (`aitbc job submit` does it for you)",
+                "this coordinator takes paid jobs only: bind this API key to a deposit (`aitbc deposit open`, "
+                "`aitbc coordinator keys bind`), or send the job_id of an escrow you opened on chain naming "
+                f"coordinator {self.key.address} (`aitbc job submit --escrow` does it for you)",
                 reason="escrow_missing",
             )
         if await self.db.read(self.repo.get_job, job.id) is not None:
@@ -221,6 +254,63 @@ class CoordinatorService:
             escrow_deadline=terms.deadline_height,
             payment_state=PaymentState.ESCROWED.value,
         )
+
+    async def _has_deposit(self, api_key: ApiKey) -> bool:
+        return self.deposits is not None and await self.deposits.deposit_of_key(api_key.id) is not None
+
+    async def _reserved(
+        self, api_key: ApiKey, job: JobRecord, ttl: int, job_input: JobInput
+    ) -> tuple[JobRecord, Reservation]:
+        """A job paid from the key's deposit: its worst-case charge reserved now, or 402 (``DepositProblem``)."""
+        assert self.chain is not None and self.deposits is not None
+        info = await self.chain.get_info()
+        max_price = job.max_price
+        if max_price is None:
+            prices = [int(m["max_unit_price"]) for m in self.served_models() if m["name"] == job.model]
+            max_price = compute_worst_case_price(job_input, prices)
+        reservation = await self.deposits.reserve(api_key.id, api_key.client, max_price, info.params)
+        # A job nobody took must give up while it can still be settled (its id carries its expiry).
+        ttl = max(1, min(ttl, (self.settings.deposit_job_blocks // 2) * info.block_time_ms // 1000))
+        paid = replace(
+            job,
+            id=reservation.job_id,
+            max_price=max_price,
+            expires_at_ms=job.created_at_ms + ttl * 1000,
+            escrow_amount=reservation.charge,
+            escrow_deadline=reservation.expires_height,
+            payment_state=PaymentState.RESERVED.value,
+        )
+        return paid, reservation
+
+    async def account_view(self, api_key: ApiKey) -> dict[str, Any]:
+        """The key's deposit as this coordinator counts it (``GET /api/v1/account``)."""
+        deposit_id = None if self.deposits is None else await self.deposits.deposit_of_key(api_key.id)
+        if self.deposits is None or deposit_id is None:
+            raise DepositProblem("this API key has no deposit (`aitbc coordinator keys bind`)", reason="no_deposit")
+        book = await self.deposits.ensure(deposit_id)
+        availability = self.deposits.availability(deposit_id)
+        if book is None or availability is None:
+            raise DepositProblem(f"deposit {deposit_id} does not exist on chain", reason="no_deposit")
+        return {
+            "deposit_id": deposit_id,
+            "client": api_key.client,
+            "coordinator": self.key.address,
+            "mode": book.deposit.mode,
+            "balance": availability.balance,
+            "reserved": availability.reserved,
+            "pending": availability.pending,
+            "available": availability.available,
+            "spent": availability.spent,
+            "withdrawing": availability.withdrawing,
+            "withdrawal_height": book.deposit.withdrawal_height or None,
+            "cap": {
+                "per_period": availability.cap_per_period or None,
+                "period_blocks": book.deposit.period_blocks or None,
+                "room": availability.cap_room,
+            },
+            "jobs": await self.db.read(self.deposits.repo.count_deposit_jobs, deposit_id),
+            "height": availability.height,
+        }
 
     async def get_job(self, api_key: ApiKey | None, job_id: str) -> JobRecord:
         job = await self.db.read(self.repo.get_job, job_id)
@@ -348,6 +438,7 @@ class CoordinatorService:
             raise JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
         self.dispatcher.release_active(miner, job_id)
         self.metrics.jobs_finished.labels("completed").inc()
+        self.metrics.tokens_served.inc(receipt.units.completion_tokens)
         speed = measured_speed(job.assigned_at_ms, job.started_at_ms, receipt.units.completion_tokens, now)
         self.match_policy.on_outcome(miner, job_id, job.attempts, Outcome.COMPLETED, *speed)
         if job.assigned_at_ms is not None:
@@ -403,6 +494,8 @@ class CoordinatorService:
     # -- payments -----------------------------------------------------------------
     def _wake_payments(self, job: JobRecord) -> None:
         if self.payments is not None and job.payment_state is not None:
+            if self.deposits is not None and job.payment_state == PaymentState.RESERVED:
+                self.deposits.on_finished(job.id, completed=job.state == JobState.COMPLETED)
             self.payments.wake()
 
     async def _on_escrows_refunded(self, job_ids: list[str]) -> None:

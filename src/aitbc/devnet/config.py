@@ -34,6 +34,9 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     """The client's key file: it signs the escrows that pay for jobs (funded at start)."""
     coordinator_address: str | None = None
     miner_key: str | None = None
+    poolhub_url: str | None = None
+    web_url: str | None = None
+    """The marketplace web app (``aitbc web serve``), when it is built."""
     pids: dict[str, int] = msgspec.field(default_factory=dict)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -40,11 +41,14 @@ class ManagedProcess:
     log_path: Path
     health_url: str
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
+    """Extra environment (the services' ``AITBC_*_CORS_ORIGINS``)."""
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.close()
 
     def wait_healthy(self, timeout: float) -> None:
@@ -76,6 +80,10 @@ class Devnet:
     ws_port: int = 9081
     p2p_port: int = 9082
     coordinator_port: int = 8011
+    poolhub_port: int | None = 8012
+    """The pool hub (miner registry, scoring, match explanations); None: the coordinator matches in process."""
+    web_port: int | None = 8015
+    """The web app (``aitbc web serve``), started when it is built (web/dist); None: not started."""
     miner_backend: str | None = "builtin"
     """Backend of the devnet's one miner (None: no miner)."""
     host: str = "127.0.0.1"
@@ -83,6 +91,16 @@ class Devnet:
     validators: int = 1
     """More than one: a BFT network of validator processes (``aitbc.devnet.network``); clients use node 0."""
     network: ValidatorNetwork | None = None
+
+    @property
+    def web_url(self) -> str | None:
+        return None if self.web_port is None else f"http://{self.host}:{self.web_port}"
+
+    def cors_env(self, service: str) -> dict[str, str]:
+        """Let the web app's origin call ``service`` from the browser."""
+        if self.web_url is None:
+            return {}
+        return {f"AITBC_{service.upper()}_CORS_ORIGINS": json.dumps([self.web_url])}
 
     @property
     def coordinator_dir(self) -> Path:
@@ -221,6 +239,7 @@ class Devnet:
             ],
             self.data_dir / "logs" / "node.log",
             f"http://{self.host}:{self.rpc_port}/healthz",
+            env=self.cors_env("node"),
         )
         self.processes.append(node)
         on_step("starting node")
@@ -234,6 +253,7 @@ class Devnet:
         self.fund(rpc_url)
         api_key = self.client_api_key()
         coordinator_url = f"http://{self.host}:{self.coordinator_port}"
+        poolhub_url = self._start_poolhub(on_step)
         coordinator = ManagedProcess(
             "coordinator",
             [
@@ -252,9 +272,11 @@ class Devnet:
                 genesis.chain_id,
                 "--node-url",
                 rpc_url,
+                *(["--poolhub-url", poolhub_url] if poolhub_url else []),
             ],
             self.data_dir / "logs" / "coordinator.log",
             f"{coordinator_url}/healthz",
+            env=self.cors_env("coordinator"),
         )
         self.processes.append(coordinator)
         on_step("starting coordinator")
@@ -285,10 +307,12 @@ class Devnet:
             on_step(f"starting miner ({self.miner_backend} backend)")
             miner.start()
             wait_for_miner(coordinator_url, miner, timeout=120)
+        ws_url = self.network.nodes[0].ws_url if self.network else f"ws://{self.host}:{self.ws_port}/ws"
+        web_url = self._start_web(on_step, genesis.chain_id, rpc_url, ws_url, coordinator_url, poolhub_url)
         info = DevnetInfo(
             chain_id=genesis.chain_id,
             rpc_url=rpc_url,
-            ws_url=self.network.nodes[0].ws_url if self.network else f"ws://{self.host}:{self.ws_port}/ws",
+            ws_url=ws_url,
             node_data_dir=str(self.node_dir),
             faucet_key=str(self.node_dir / "faucet.key"),
             validator_key=str(self.node_dir / "validator.key"),
@@ -298,10 +322,63 @@ class Devnet:
             client_key=str(self.client_key_path),
             coordinator_address=self.coordinator_key().address,
             miner_key=str(self.miner_dir / "miner.key") if self.miner_backend else None,
+            poolhub_url=poolhub_url,
+            web_url=web_url,
             pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
         )
         write_devnet_info(self.data_dir, info)
         return info
+
+    def _start_poolhub(self, on_step: Callable[[str], None]) -> str | None:
+        if self.poolhub_port is None:
+            return None
+        url = f"http://{self.host}:{self.poolhub_port}"
+        hub = ManagedProcess(
+            "poolhub",
+            [
+                *(sys.executable, "-m", "aitbc", "poolhub", "run", "--data-dir", str(self.data_dir / "poolhub")),
+                *("--host", self.host, "--port", str(self.poolhub_port)),
+            ],
+            self.data_dir / "logs" / "poolhub.log",
+            f"{url}/healthz",
+            env=self.cors_env("poolhub"),
+        )
+        self.processes.append(hub)
+        on_step("starting pool hub")
+        hub.start()
+        hub.wait_healthy(timeout=30)
+        return url
+
+    def _start_web(
+        self,
+        on_step: Callable[[str], None],
+        chain_id: str,
+        rpc_url: str,
+        ws_url: str,
+        coordinator_url: str,
+        poolhub_url: str | None,
+    ) -> str | None:
+        """Serve the web app if it is built (``make web``); the devnet works without it."""
+        from aitbc.web.config import default_dist_dir
+
+        if self.web_url is None or not (default_dist_dir() / "index.html").is_file():
+            return None
+        web = ManagedProcess(
+            "web",
+            [
+                *(sys.executable, "-m", "aitbc", "web", "serve", "--host", self.host, "--port", str(self.web_port)),
+                *("--node-url", rpc_url, "--ws-url", ws_url, "--coordinator-url", coordinator_url),
+                *(["--poolhub-url", poolhub_url] if poolhub_url else []),
+                *("--chain-id", chain_id),
+            ],
+            self.data_dir / "logs" / "web.log",
+            f"{self.web_url}/healthz",
+        )
+        self.processes.append(web)
+        on_step("starting the web app")
+        web.start()
+        web.wait_healthy(timeout=30)
+        return self.web_url
 
     def first_exited(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.proc is not None and p.proc.poll() is not None), None)

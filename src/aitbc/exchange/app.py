@@ -20,6 +20,7 @@ from aitbc.exchange.accounts import Conflict, Forbidden, TooManyRequests, Unauth
 from aitbc.exchange.api import build_router
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.feed import CHANNELS
+from aitbc.exchange.funds_api import build_funds_router
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.orderbook import OrderRejected, OrderRejection
 from aitbc.protocol.errors import AitbcError, NotFound, RemoteError, StorageError
@@ -86,6 +87,16 @@ class _BodyTooLarge(Exception):
 def create_app(settings: ExchangeSettings, service: ExchangeService | None = None) -> FastAPI:
     service = service or ExchangeService(settings)
     service.load()
+    if settings.bitcoin.xpub and service.bitcoin is None:
+        from aitbc.exchange.bitcoin.funds import BitcoinFunds, open_backend
+
+        service.bitcoin = BitcoinFunds(service, open_backend(settings))
+        service.background_starters.append(service.bitcoin.run)
+    if settings.aitbc.node_url and service.aitbc is None:
+        from aitbc.exchange.chain import AitbcFunds
+
+        service.aitbc = AitbcFunds(service)
+        service.background_starters.append(service.aitbc.run)
     metrics = service.metrics
     background: list[asyncio.Task[None]] = []
 
@@ -150,6 +161,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
             "committed_seq": service.committed_seq,
             "open_orders": len(service.engine.book.orders),
             "bitcoin": service.bitcoin_status(),
+            "aitbc": None if service.aitbc is None else service.aitbc.status(),
         }
         return JSONResponse(body, status_code=200 if service.failed is None else 503)
 
@@ -160,6 +172,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(build_router(service))
+    app.include_router(build_funds_router(service))
     for router in service.extra_routers:
         app.include_router(router)
 

@@ -73,6 +73,8 @@ class ExchangeService:
         self.extra_routers: list[APIRouter] = []
         self.bitcoin: Any = None
         """``aitbc.exchange.bitcoin.funds.BitcoinFunds`` when BTC deposits are configured."""
+        self.aitbc: Any = None
+        """``aitbc.exchange.chain.AitbcFunds`` when the AITBC node is configured."""
 
     # -- start and stop ------------------------------------------------------------------------
     def load(self) -> None:

@@ -214,6 +214,15 @@ class PaymentState(StrEnum):
     """The chain refused the settlement for good (e.g. a bad receipt): refund instead."""
     SETTLED = "settled"
     REFUNDED = "refunded"
+    # deposit jobs (aitbc.coordinator.deposits): no escrow; paid from the API key's deposit in a batch
+    RESERVED = "reserved"
+    """The job's worst-case charge is reserved on the deposit (in flight, or completed and not batched yet)."""
+    BATCHING = "batching"
+    """In a ``settle_batch`` sent and not yet seen on chain."""
+    RELEASED = "released"
+    """Ended without a result: the reservation was released, nothing paid."""
+    BATCH_REFUSED = "batch_refused"
+    """The chain refused the job's entry (its reason in ``payment_error``): nothing paid."""
 
 
 SETTLE_ACTION: Final = "settle"

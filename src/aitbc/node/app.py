@@ -94,7 +94,7 @@ async def serve_node(settings: NodeSettings) -> None:
     node.verifier.start()
     rpc_limits = RpcLimits(max_batch=settings.max_batch, max_reply_bytes=settings.max_reply_bytes)
     config = GuardedConfig(
-        BodyLimit(create_http_app(node, rpc_limits), settings, rpc_paths={"/"}),
+        BodyLimit(create_http_app(node, rpc_limits, settings.cors_origins), settings, rpc_paths={"/"}),
         settings,
         host=settings.host,
         port=settings.rpc_port,

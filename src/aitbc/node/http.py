@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Final
 
 import orjson
@@ -9,10 +10,14 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aitbc.node.rpc import INVALID_REQUEST, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
+from aitbc.chain.gov_types import ProposalStatus
+from aitbc.node import governance as gov_views
+from aitbc.node.openapi import rpc_request_body, tx_request_body, with_tx_components
+from aitbc.node.rpc import INVALID_REQUEST, METHODS, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import InvalidAddress
+from aitbc.runtime.cors import add_cors
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_INT64: Final = 2**63 - 1
@@ -54,7 +59,9 @@ JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="J
 HashPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="64-character hex hash")]
 
 
-def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> FastAPI:
+def create_http_app(
+    node: NodeService, rpc_limits: RpcLimits | None = None, cors_origins: Sequence[str] = ()
+) -> FastAPI:
     app = FastAPI(
         title="AITBC node",
         version="0.1.0",
@@ -62,7 +69,9 @@ def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> F
         "get_account_proof, send_tx, get_chain_info, get_job, get_job_proof) and the same reads as REST under /v1.",
     )
 
-    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)")
+    add_cors(app, cors_origins)
+
+    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)", openapi_extra=rpc_request_body(METHODS))
     async def json_rpc(request: Request) -> Response:
         try:
             body = await read_limited_body(request)
@@ -116,7 +125,12 @@ def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> F
     async def get_tx_status(tx_hash: HashPath) -> dict[str, Any]:
         return node.tx_status(tx_hash.lower())
 
-    @app.post("/v1/txs", status_code=202, summary="Submit a signed tx (JSON object)")
+    @app.post(
+        "/v1/txs",
+        status_code=202,
+        summary="Submit a signed tx (JSON object; kinds, bytes and signing: docs/transactions.md)",
+        openapi_extra=tx_request_body(),
+    )
     async def post_tx(request: Request) -> Response:
         try:
             body = await read_limited_body(request, limit=1024 * 1024)
@@ -162,4 +176,46 @@ def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> F
     ) -> dict[str, Any]:
         return node.job_events_after(after_seq, address, limit)
 
+    add_governance_routes(app, node)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_tx_components(base_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+ProposalStatusQuery = Annotated[
+    str | None, Query(pattern="^(" + "|".join(s.value for s in ProposalStatus) + ")$", description="Proposal status")
+]
+
+
+def add_governance_routes(app: FastAPI, node: NodeService) -> None:
+    """REST mirrors of the governance reads (``get_proposals``, ``get_proposal``, ``get_gov_params``,
+    ``get_governance_proof``)."""
+
+    @app.get("/v1/gov/proposals", summary="A page of proposals (without votes), optionally of one status")
+    async def gov_proposals(
+        status: ProposalStatusQuery = None,
+        after_id: Annotated[int, Query(ge=0, lt=2**63)] = 0,
+        limit: Annotated[int, Query(ge=1, le=gov_views.MAX_PROPOSALS_PAGE)] = gov_views.MAX_PROPOSALS_PAGE,
+    ) -> dict[str, Any]:
+        return gov_views.proposals_json(node, status, after_id, limit)
+
+    @app.get("/v1/gov/proposals/{proposal_id}", summary="One proposal with its votes and (while open) projected tally")
+    async def gov_proposal(proposal_id: Annotated[int, Path(ge=1, lt=2**63)]) -> Response:
+        found = gov_views.proposal_json(node, proposal_id)
+        if found is None:
+            return _problem(404, "not_found", f"no proposal {proposal_id}")
+        return JSONResponse(found)
+
+    @app.get("/v1/gov/params", summary="Live chain parameters, scheduled changes, their history, upgrade signals")
+    async def gov_params() -> dict[str, Any]:
+        return gov_views.gov_params_json(node)
+
+    @app.get("/v1/gov/proof", summary="The whole governance state with its Merkle proof against the head state root")
+    async def gov_proof() -> dict[str, Any]:
+        return gov_views.governance_proof_json(node)

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import orjson
 
+from aitbc.chain.gov_types import ProposalStatus
+from aitbc.node import governance as gov_views
 from aitbc.node.config import DEFAULT_MAX_BATCH, DEFAULT_MAX_REPLY_BYTES
 from aitbc.node.service import NodeService, SubmitResult
 from aitbc.protocol.address import decode_address
@@ -219,6 +221,45 @@ async def rpc_get_job_events(node: NodeService, params: Any) -> Any:
     return node.job_events_after(after_seq, None if address is None else _address_param(address), limit)
 
 
+def _proposal_id_param(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**63:
+        raise RpcError(INVALID_PARAMS, "'proposal_id' must be a positive integer")
+    return value
+
+
+async def rpc_get_proposal(node: NodeService, params: Any) -> Any:
+    (proposal_id,) = _params(params, ("proposal_id",), 1)
+    found = gov_views.proposal_json(node, _proposal_id_param(proposal_id))
+    if found is None:
+        raise RpcError(NOT_FOUND, f"no proposal {proposal_id}")
+    return found
+
+
+async def rpc_get_proposals(node: NodeService, params: Any) -> Any:
+    status, after_id, limit = _params(params, ("status", "after_id", "limit"), 0)
+    if status is not None and status not in PROPOSAL_STATUSES:
+        raise RpcError(INVALID_PARAMS, f"'status' must be one of {', '.join(sorted(PROPOSAL_STATUSES))}")
+    after_id = 0 if after_id is None else after_id
+    if not isinstance(after_id, int) or isinstance(after_id, bool) or not 0 <= after_id < 2**63:
+        raise RpcError(INVALID_PARAMS, "'after_id' must be a non-negative integer (the last id you saw)")
+    limit = gov_views.MAX_PROPOSALS_PAGE if limit is None else limit
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= gov_views.MAX_PROPOSALS_PAGE:
+        raise RpcError(INVALID_PARAMS, f"'limit' must be an integer from 1 to {gov_views.MAX_PROPOSALS_PAGE}")
+    return gov_views.proposals_json(node, status, after_id, limit)
+
+
+async def rpc_get_gov_params(node: NodeService, params: Any) -> Any:
+    _params(params, (), 0)
+    return gov_views.gov_params_json(node)
+
+
+async def rpc_get_governance_proof(node: NodeService, params: Any) -> Any:
+    _params(params, (), 0)
+    return gov_views.governance_proof_json(node)
+
+
+PROPOSAL_STATUSES: Final = frozenset(s.value for s in ProposalStatus)
+
 METHODS: Final[dict[str, Handler]] = {
     "get_head": rpc_get_head,
     "get_chain_info": rpc_get_chain_info,
@@ -234,6 +275,10 @@ METHODS: Final[dict[str, Handler]] = {
     "get_job_events": rpc_get_job_events,
     "get_deposit": rpc_get_deposit,
     "get_paid_job": rpc_get_paid_job,
+    "get_proposal": rpc_get_proposal,
+    "get_proposals": rpc_get_proposals,
+    "get_gov_params": rpc_get_gov_params,
+    "get_governance_proof": rpc_get_governance_proof,
 }
 
 

@@ -24,14 +24,15 @@ from typing import Any
 import msgspec
 
 from aitbc.chain.block import BlockOutcome, build_block
-from aitbc.chain.entries import Account, ChainEvent
+from aitbc.chain.entries import Account
 from aitbc.chain.genesis import Genesis, compute_genesis_hash, genesis_block, genesis_state
 from aitbc.chain.gov_types import compute_live_params
 from aitbc.chain.params import ChainParams
-from aitbc.chain.smt import SmtProof
 from aitbc.chain.state import ChainState, commit_delta
 from aitbc.chain.validators import get_active_powers, get_bond, get_bonded, get_jailed_until, is_jailed
 from aitbc.mempool import Mempool
+from aitbc.node.gov_events import governance_events
+from aitbc.node.json_views import job_event_json, proof_to_json
 from aitbc.node.known_signatures import KnownSignatures, get_inner_checks
 from aitbc.node.metrics import NodeMetrics
 from aitbc.node.store import HeadView, NodeStore
@@ -299,6 +300,7 @@ class NodeService:
         }
 
     def _apply_committed(self, outcome: BlockOutcome) -> None:
+        governance_before = self.state.governance
         commit_delta(self.state, outcome.delta, outcome.tree)
         if outcome.delta.governance is not None:
             self.mempool.params = self.params
@@ -318,6 +320,9 @@ class NodeService:
         for event in outcome.delta.events:
             self._event_seq += 1
             self._emit("job_updates", job_event_json(self._event_seq, self.head.height, self.head_hash, event))
+        if outcome.delta.governance is not None:
+            for change in governance_events(governance_before, self.state.governance, self.head.height):
+                self._emit("governance", change)
 
     # -- queries ---------------------------------------------------------
     def job_json(self, job_id: str) -> dict[str, Any] | None:
@@ -483,20 +488,3 @@ class NodeService:
 def _tx_summary(vtx: VerifiedTx) -> dict[str, Any]:
     tx = vtx.tx
     return {"hash": vtx.hash, "type": struct_tag(type(tx)), "sender": tx.sender, "nonce": tx.nonce, "fee": tx.fee}
-
-
-def proof_to_json(proof: SmtProof) -> dict[str, Any]:
-    return {
-        "siblings": [s.hex() for s in proof.siblings],
-        "leaf_key": None if proof.leaf_key is None else proof.leaf_key.hex(),
-        "leaf_value_hash": None if proof.leaf_value_hash is None else proof.leaf_value_hash.hex(),
-    }
-
-
-def job_event_json(seq: int, height: int, block_hash: str | None, event: ChainEvent) -> dict[str, Any]:
-    body: dict[str, Any] = msgspec.to_builtins(event)
-    body["event_seq"] = seq
-    body["height"] = height
-    if block_hash is not None:
-        body["block_hash"] = block_hash
-    return body

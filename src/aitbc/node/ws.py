@@ -1,4 +1,5 @@
-"""WebSocket push on its own port: ``subscribe`` / ``unsubscribe`` to ``new_blocks`` and ``new_txs``.
+"""WebSocket push on its own port: ``subscribe`` / ``unsubscribe`` to ``new_blocks``, ``new_txs``, ``job_updates``
+(the chain's job events) and ``governance`` (proposal status changes and enacted parameters).
 
 Each client has a bounded queue; the block producer only ever does a
 non-blocking put, so a slow or dead client is dropped (close code 1013)
@@ -22,7 +23,7 @@ from aitbc.node.metrics import NodeMetrics
 
 log = logging.getLogger("aitbc.node.ws")
 
-TOPICS: Final = frozenset({"new_blocks", "new_txs", "job_updates"})
+TOPICS: Final = frozenset({"new_blocks", "new_txs", "job_updates", "governance"})
 QUEUE_LIMIT: Final = 1024
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 

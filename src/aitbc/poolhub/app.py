@@ -29,6 +29,7 @@ from aitbc.poolhub.schemas import (
 )
 from aitbc.poolhub.service import PoolHubService
 from aitbc.protocol.errors import AitbcError, ConfigError, NotFound
+from aitbc.runtime.cors import add_cors
 
 log = logging.getLogger("aitbc.poolhub")
 
@@ -233,6 +234,7 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
     async def scoring() -> dict[str, Any]:
         return settings.scoring.model_dump() | {"miner_timeout_seconds": settings.miner_timeout_seconds}
 
+    add_cors(app, settings.cors_origins)
     return app
 
 

@@ -65,6 +65,7 @@ class TxRejection(StrEnum):
     BAD_ZK_PROOF = "bad_zk_proof"
     # staking and evidence (aitbc.chain.validators)
     STAKE_TOO_LOW = "stake_too_low"
+    DELEGATION_TOO_LOW = "delegation_too_low"
     NOT_A_VALIDATOR = "not_a_validator"
     INSUFFICIENT_STAKE = "insufficient_stake"
     BAD_EVIDENCE = "bad_evidence"

@@ -279,7 +279,7 @@ class DepositProposal(TxBase, frozen=True, kw_only=True, tag="deposit_proposal")
     signature: SignatureHex = ""
 
 
-class Vote(TxBase, frozen=True, kw_only=True, tag="vote"):
+class GovernanceVote(TxBase, frozen=True, kw_only=True, tag="vote"):
     """Vote on a proposal in its voting period; weighted at the tally by the sender's bonded stake (a
     validator's vote also carries every delegation to it whose delegator did not vote)."""
 
@@ -288,7 +288,7 @@ class Vote(TxBase, frozen=True, kw_only=True, tag="vote"):
     signature: SignatureHex = ""
 
 
-GOVERNANCE_TX_TYPES: Final[tuple[type[TxBase], ...]] = (SubmitProposal, DepositProposal, Vote)
+GOVERNANCE_TX_TYPES: Final[tuple[type[TxBase], ...]] = (SubmitProposal, DepositProposal, GovernanceVote)
 
 
 Tx = (
@@ -309,7 +309,7 @@ Tx = (
     | SettleBatch
     | SubmitProposal
     | DepositProposal
-    | Vote
+    | GovernanceVote
 )
 """Union of every tx kind."""
 
