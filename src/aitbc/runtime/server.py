@@ -122,11 +122,16 @@ def build_server(
     on_stop: Callable[[], None] | None = None,
     lifespan: Literal["auto", "on", "off"] = "auto",
     own_signals: bool = True,
+    wrap: Callable[[ASGIApp], ASGIApp] | None = None,
 ) -> GracefulServer:
-    """``app`` behind every transport limit of ``settings`` (``aitbc.runtime.limits``), ready to ``serve``."""
+    """``app`` behind every transport limit of ``settings`` (``aitbc.runtime.limits``), ready to ``serve``.
+
+    ``wrap`` adds a layer outside the body limit (the wallet's loopback guard refuses foreign hosts and
+    origins before a byte of the body is read)."""
+    # the body limit wraps everything: no handler, fast path or key check reads past it
+    guarded: ASGIApp = BodyLimit(app, settings, rpc_paths=rpc_paths, on_reject=on_reject)
     config = GuardedConfig(
-        # the body limit wraps everything: no handler, fast path or key check reads past it
-        BodyLimit(app, settings, rpc_paths=rpc_paths, on_reject=on_reject),
+        guarded if wrap is None else wrap(guarded),
         settings,
         log_level="warning",
         access_log=False,

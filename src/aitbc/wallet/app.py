@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Field
 from aitbc.protocol.errors import AitbcError, ConfigError, Unauthorized
 from aitbc.runtime.errors import error_body, error_headers, http_status, rpc_code
 from aitbc.runtime.files import atomic_write
+from aitbc.runtime.origin import LoopbackGuard
 from aitbc.runtime.server import announce, bind_socket, build_server, url_of
 from aitbc.wallet.config import WalletSettings, is_loopback_host
 from aitbc.wallet.service import WalletService
@@ -64,7 +66,7 @@ class CreateBody(BaseModel):
 
 class UnlockBody(BaseModel):
     passphrase: str = Field(max_length=1024)
-    timeout_s: float | None = Field(None, gt=0, description="Seconds until the key is wiped again")
+    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="Seconds until the key is wiped again")
 
 
 class SignBody(BaseModel):
@@ -120,6 +122,16 @@ def create_app(service: WalletService, token: str) -> FastAPI:
     async def on_error(_: Request, exc: AitbcError) -> JSONResponse:
         service.metrics.rejected.labels(exc.reason).inc()
         return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: a NaN or infinity in it cannot be written as JSON (it was a 500).
+        service.metrics.rejected.labels("invalid_request").inc()
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(d['loc'][1:])}: {d['message']}" for d in details[:5])
+        return JSONResponse(
+            {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
+        )
 
     auth = [Depends(require_token)]
 
@@ -336,7 +348,14 @@ def run_daemon(settings: WalletSettings) -> None:
     url = url_of(sock)
     atomic_write(settings.info_path, orjson.dumps({"url": url, "pid": os.getpid()}) + b"\n", mode=0o600)
     service = WalletService(settings)
-    server = build_server(create_app(service, token), settings, rpc_paths={"/rpc"}, lifespan="on")
+    allowed_hosts = [*settings.allowed_hosts, settings.host]  # a forced non-loopback address is allowed too
+    server = build_server(
+        create_app(service, token),
+        settings,
+        rpc_paths={"/rpc"},
+        lifespan="on",
+        wrap=lambda app: LoopbackGuard(app, allowed_hosts=allowed_hosts, allowed_origins=settings.allowed_origins),
+    )
     announce("wallet", sock, settings.announce_file, wallet_dir=str(settings.wallet_dir))
     try:
         uvloop.run(server.serve(sockets=[sock]))
