@@ -24,6 +24,7 @@ import httpx
 import msgspec
 import orjson
 
+from aitbc.client.http import AsyncRestClient
 from aitbc.miner.backends.base import (
     ChatMessage,
     GenerationParams,
@@ -74,23 +75,40 @@ class _ActiveJob:
     aborted: bool = False
 
 
-class CoordinatorLink:
-    """Signed HTTP calls to the coordinator's miner API."""
+class CoordinatorLink(AsyncRestClient):
+    """Signed HTTP calls to the coordinator's miner API (on the shared async REST client)."""
 
-    def __init__(self, base_url: str, key: KeyPair, chain_id: str, transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
+    service = "coordinator"
+
+    def __init__(
+        self, base_url: str, key: KeyPair, chain_id: str, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        # a claim long-polls up to 60 s: the read timeout leaves room for it
+        super().__init__(base_url, {}, httpx.Timeout(70.0, connect=5.0), transport)
         self.key = key
         self.chain_id = chain_id
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(70.0, connect=5.0), transport=transport
-        )
+
+    @classmethod
+    async def connect(
+        cls, base_url: str, key: KeyPair, transport: httpx.AsyncBaseTransport | None = None
+    ) -> CoordinatorLink:
+        """A link to the coordinator at ``base_url``, signing for the chain its ``/healthz`` names."""
+        link = cls(base_url, key, "", transport)
+        try:
+            health = await link._request("GET", "/healthz")
+            link.chain_id = str(health["chain_id"])
+        except BaseException:
+            await link.aclose()
+            raise
+        return link
 
     async def send(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> httpx.Response:
-        """POST ``payload`` (a protocol message or plain JSON) signed with the miner's key."""
+        """POST ``payload`` (a protocol message or plain JSON) signed with the miner's key; any status comes
+        back, a transport failure is ``RemoteError(reason="unreachable")``."""
         body = msgspec.json.encode(payload) if isinstance(payload, msgspec.Struct) else orjson.dumps(payload)
         headers = sign_miner_request(self.key, self.chain_id, "POST", path, body, now_ms())
         headers["Content-Type"] = "application/json"
-        return await self.http.post(path, content=body, headers=headers)
+        return await self._send("POST", path, content=body, headers=headers)
 
     async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
         response = await self.send(path, payload)
@@ -103,7 +121,7 @@ class CoordinatorLink:
         return response.status_code, data
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.aclose()
 
 
 def _json_or_none(response: httpx.Response) -> Any:
@@ -182,9 +200,7 @@ class MinerDaemon:
     async def _connect(self) -> CoordinatorLink:
         if self.link is not None:
             return self.link
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            health = (await http.get(self.config.coordinator_url.rstrip("/") + "/healthz")).json()
-        self.link = CoordinatorLink(self.config.coordinator_url, self.key, str(health["chain_id"]))
+        self.link = await CoordinatorLink.connect(self.config.coordinator_url, self.key)
         return self.link
 
     def registration(self) -> MinerRegistration:
@@ -214,13 +230,14 @@ class MinerDaemon:
             try:
                 link = await self._connect()
                 status, data = await link.post("/api/v1/miners/register", self.registration())
-                if status == 200:
-                    self._registered.set()
-                    log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
-                    return
-                raise RemoteError(f"registration refused: {data}", code=status, reason=_error_reason(data))
-            except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            except (RemoteError, OSError, KeyError, ValueError) as exc:  # not up yet, or not answering right
                 log.warning("coordinator unreachable; retrying", extra={"error": str(exc), "backoff_s": backoff})
+            else:
+                if status != 200:
+                    raise RemoteError(f"registration refused: {data}", code=status, reason=_error_reason(data))
+                self._registered.set()
+                log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
+                return
             await self._sleep(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2) * (0.8 + 0.4 * random.random())
 
@@ -268,7 +285,7 @@ class MinerDaemon:
                         if job_id in self.active:
                             self.active[job_id].aborted = True
                             log.warning("lease lost; aborting job", extra={"job_id": job_id})
-            except (httpx.HTTPError, OSError) as exc:
+            except (RemoteError, OSError) as exc:
                 log.warning("heartbeat failed", extra={"error": str(exc)})
 
     async def _worker(self, index: int) -> None:
@@ -281,7 +298,7 @@ class MinerDaemon:
                 )
                 status = response.status_code
                 backoff = 0.5
-            except (httpx.HTTPError, OSError) as exc:
+            except (RemoteError, OSError) as exc:
                 log.warning("claim failed; backing off", extra={"error": str(exc), "worker": index})
                 await self._sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
@@ -415,7 +432,7 @@ class MinerDaemon:
             raise
         except Exception as exc:
             log.exception("job failed", extra={"job_id": job_id})
-            with contextlib.suppress(httpx.HTTPError, OSError):
+            with contextlib.suppress(RemoteError, OSError):
                 await self.link.post(
                     f"/api/v1/miners/jobs/{job_id}/fail",
                     {"lease_id": active.lease_id, "error": f"{type(exc).__name__}: {exc}", "retryable": True},
@@ -423,7 +440,7 @@ class MinerDaemon:
         finally:
             self.active.pop(job_id, None)
             if (active.aborted or self._stopping.is_set()) and self.link is not None:
-                with contextlib.suppress(httpx.HTTPError, OSError):
+                with contextlib.suppress(RemoteError, OSError):
                     await asyncio.shield(
                         self.link.post(f"/api/v1/miners/jobs/{job_id}/release", {"lease_id": active.lease_id})
                     )
