@@ -37,9 +37,11 @@ def test_the_node_client_speaks_json_rpc_through_the_shared_client() -> None:
             client.get_tx_status("ab" * 32)
     assert caught.value.code == -32004 and caught.value.reason == "not_found"
     assert str(seen[0].url) == "http://node.test:9080/rpc/"
-    with NodeClient("http://node.test:9080", transport=httpx.MockTransport(refuse)) as client:
-        with pytest.raises(RemoteError, match="cannot reach the node at http://node.test:9080") as caught:
-            client.get_head()
+    with (
+        NodeClient("http://node.test:9080", transport=httpx.MockTransport(refuse)) as client,
+        pytest.raises(RemoteError, match=r"cannot reach the node at http://node\.test:9080") as caught,
+    ):
+        client.get_head()
     assert is_unreachable(caught.value)
 
 
