@@ -151,8 +151,16 @@ def test_key_without_deposit_still_needs_an_escrow(dstack: PaidStack) -> None:
 
 
 def test_kill_9_mid_run_pays_every_completed_job_exactly_once(dstack: PaidStack) -> None:
-    """Short default-suite variant of the 1,000-job run (tests/e2e/test_deposit_settlement.py)."""
+    """Short default-suite variant of the 1,000-job run below."""
     run_kill_test(dstack, jobs=60)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_1000_deposit_jobs_with_the_coordinator_killed_mid_run(dstack: PaidStack) -> None:
+    """1,000 deposit jobs; the coordinator is killed (-9) and restarted mid-run: every completed job paid
+    exactly once, nothing for the rest, the deposit down by exactly the sum of price + protocol fee."""
+    run_kill_test(dstack, jobs=1_000)
 
 
 def run_kill_test(stack: PaidStack, jobs: int) -> None:
