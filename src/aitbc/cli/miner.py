@@ -38,6 +38,12 @@ def run(
     price: Annotated[int, typer.Option(help="Price per token in base units")] = 1,
     region: Annotated[str, typer.Option(help="Region label offered to clients")] = "",
     concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 1,
+    claim_batch: Annotated[
+        int,
+        typer.Option(
+            help="Jobs claimed per long-poll and results delivered per request (1: one request per job)", min=1, max=64
+        ),
+    ] = 1,
     ollama_url: Annotated[str, typer.Option(help="Ollama server (backend ollama)")] = "http://127.0.0.1:11434",
     openai_url: Annotated[
         str, typer.Option(help="OpenAI-compatible server (backend openai)")
@@ -94,6 +100,7 @@ def run(
         unit_price=price,
         region=region,
         max_concurrency=concurrency,
+        claim_batch=claim_batch,
         hardware=detect_hardware_dict(),
         zk_inference=zk_inference,
         data_dir=data_dir,
