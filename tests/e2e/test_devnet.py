@@ -205,7 +205,7 @@ def test_deposit_job_through_the_cli_and_the_readme_curl(tmp_path: Path) -> None
     import orjson
 
     data_dir = tmp_path / "devnet"
-    ports = free_ports(4)
+    ports = free_ports(6)
     builtin = os.environ.get("AITBC_E2E_BUILTIN") == "1"
     devnet = DevnetUp(data_dir, ports, tmp_path / "devnet-up.log", miner_backend="builtin" if builtin else "echo")
     try:

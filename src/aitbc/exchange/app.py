@@ -19,11 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aitbc.exchange.accounts import Conflict, Forbidden, TooManyRequests, Unauthorized
 from aitbc.exchange.api import build_router
 from aitbc.exchange.config import ExchangeSettings
+from aitbc.exchange.fastpath import FastPath
 from aitbc.exchange.feed import CHANNELS
 from aitbc.exchange.funds_api import build_funds_router
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.orderbook import OrderRejected, OrderRejection
 from aitbc.protocol.errors import AitbcError, NotFound, RemoteError, StorageError
+from aitbc.runtime.cors import add_cors
 
 log = logging.getLogger("aitbc.exchange")
 
@@ -84,6 +86,20 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class ExchangeAPI(FastAPI):
+    """FastAPI, except that order placement tries ``FastPath`` before the middleware and routing."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and self.fast_path.matches(scope):
+            headers = self.fast_path.takes(scope)
+            if headers is not None:
+                await self.fast_path(scope, receive, send, headers)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: ExchangeSettings, service: ExchangeService | None = None) -> FastAPI:
     service = service or ExchangeService(settings)
     service.load()
@@ -127,7 +143,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
                     await task
             await service.stop()
 
-    app = FastAPI(
+    app = ExchangeAPI(
         title="AITBC exchange",
         version="0.1.0",
         description="BTC <-> AITBC order book: accounts with 2FA, BTC deposits to per-user BIP84 addresses, "
@@ -136,7 +152,9 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
         lifespan=lifespan,
     )
     app.state.service = service
+    app.fast_path = FastPath(service, settings.max_body_bytes, status_for)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    add_cors(app, settings.cors_origins)  # the web app's exchange page (AITBC_EXCHANGE_CORS_ORIGINS)
 
     @app.exception_handler(AitbcError)
     async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:

@@ -77,6 +77,12 @@ class TxRejection(StrEnum):
     TOO_MANY_PROPOSALS = "too_many_proposals"
     NO_PROPOSAL = "no_proposal"
     PROPOSAL_CLOSED = "proposal_closed"
+    # audited inference (aitbc.chain.audits)
+    BOND_TOO_LOW = "bond_too_low"
+    NO_BOND = "no_bond"
+    NO_AUDIT = "no_audit"
+    NOT_AUDITOR = "not_auditor"
+    AUDIT_CLOSED = "audit_closed"
     # deposits and batched settlement (aitbc.chain.deposits)
     NO_DEPOSIT = "no_deposit"
     NOT_DEPOSIT_OWNER = "not_deposit_owner"
