@@ -11,14 +11,14 @@ import segno
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from aitbc.exchange.accounts import Forbidden, Principal, Unauthorized
+from aitbc.exchange.accounts import Principal
 from aitbc.exchange.db import schema
 from aitbc.exchange.schemas import Login, NewApiKey, NewOrder, SignUp, TotpBody
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.ledger import OrderAccepted, OrderClosed, OrderRested, Trade
 from aitbc.market.orderbook import OrderType, TimeInForce
 from aitbc.market.trading import CancelOrder, PlaceOrder
-from aitbc.protocol.errors import NotFound
+from aitbc.protocol.errors import Forbidden, NotFound, Unauthorized
 
 AuthDep = Callable[..., Awaitable[Principal]]
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
-from aitbc.exchange.accounts import Conflict, Forbidden, TooManyRequests, Unauthorized
+from aitbc.exchange.accounts import TooManyRequests
 from aitbc.exchange.api import build_router
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.fastpath import FastPath
@@ -24,7 +24,7 @@ from aitbc.exchange.feed import CHANNELS
 from aitbc.exchange.funds_api import build_funds_router
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.orderbook import OrderRejected, OrderRejection
-from aitbc.protocol.errors import AitbcError, NotFound, RemoteError, StorageError
+from aitbc.protocol.errors import AitbcError, Conflict, Forbidden, NotFound, RemoteError, StorageError, Unauthorized
 from aitbc.runtime.cors import add_cors
 
 log = logging.getLogger("aitbc.exchange")

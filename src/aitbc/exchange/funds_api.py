@@ -7,14 +7,14 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Response
 
-from aitbc.exchange.accounts import Forbidden, Principal
+from aitbc.exchange.accounts import Principal
 from aitbc.exchange.api import make_auth, qr_response
 from aitbc.exchange.bitcoin.addresses import bip21_uri, check_address
 from aitbc.exchange.db import schema
 from aitbc.exchange.schemas import DepositRequest, SignedWithdrawal, WithdrawalRequest
 from aitbc.exchange.service import ExchangeService
 from aitbc.protocol.address import is_valid_address
-from aitbc.protocol.errors import AitbcError, InvalidAddress
+from aitbc.protocol.errors import AitbcError, Forbidden, InvalidAddress
 
 
 class AssetDisabled(AitbcError):

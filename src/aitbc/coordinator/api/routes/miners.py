@@ -38,6 +38,7 @@ from aitbc.protocol.job_messages import (
     ResultSubmission,
 )
 from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.runtime.errors import http_status
 
 router = APIRouter(prefix="/api/v1/miners", tags=["miners"])
 
@@ -116,9 +117,7 @@ async def results(miner: Miner, service: Service, body: ResultBatchBody) -> dict
         try:
             done = await deliver_result(service, miner, item.job_id, item)
         except AitbcError as exc:
-            from aitbc.coordinator.app import status_for
-
-            answers.append({"job_id": item.job_id, "error": {**exc.to_dict(), "status": status_for(exc)}})
+            answers.append({"job_id": item.job_id, "error": {**exc.to_dict(), "status": http_status(exc)}})
         else:
             answers.append({"job_id": item.job_id, "receipt_hash": done["receipt_hash"]})
     return {"results": answers}
