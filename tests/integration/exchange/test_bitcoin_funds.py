@@ -203,3 +203,23 @@ def test_hot_key_signs_small_withdrawals(btc: tuple[Harness, RegtestChain]) -> N
     r = h.client.post("/api/v1/withdrawals", json=body, headers=alice["h"])
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "awaiting_signature"  # above the hot limit: the operator signs
+
+
+def test_reorg_that_reincludes_the_deposit_credits_it_again(btc: tuple[Harness, RegtestChain]) -> None:
+    h, chain = btc
+    alice = h.user("alice")
+    deposit(h, chain, alice, 70_000)
+    chain.mine(CONFS)
+    poll(h)
+    assert h.balances(alice)["BTC"]["available"] == 70_000
+    old_block = h.service.store.fetch_one(sa.select(schema.deposits.c.block_hash)).block_hash
+    # the deposit's block is orphaned but the new branch mines the same transaction again
+    chain.reorg(CONFS, extra=1, keep_txs=True)
+    poll(h)  # reversed with the old block, seen again in the new one, which already has N confirmations
+    assert h.balances(alice)["BTC"]["available"] == 70_000
+    assert h.service.metrics.reversals.labels("BTC")._value.get() == 1
+    row = h.service.store.fetch_one(sa.select(schema.deposits))
+    assert row.block_hash != old_block and row.status == "credited"
+    deposits = h.client.get("/api/v1/deposits", headers=alice["h"]).json()["deposits"]
+    assert len(deposits) == 1 and deposits[0]["status"] == "credited"
+    assert h.service.engine.ledger.deposits["BTC"] == 70_000
