@@ -20,11 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 import orjson
 
-from aitbc.client.http import AsyncRestClient
 from aitbc.miner.backends.base import (
     ChatMessage,
     GenerationParams,
@@ -32,15 +30,18 @@ from aitbc.miner.backends.base import (
     ModelInfo,
 )
 from aitbc.miner.config import MinerSettings
-from aitbc.protocol.auth import sign_miner_request
+from aitbc.miner.link import CoordinatorLink, ResultQueue, error_reason, json_or_none
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, pack_vectors
 from aitbc.protocol.job_messages import (
+    MAX_CLAIM_BATCH,
     AssignedJob,
+    ClaimManyRequest,
     ClaimRequest,
     Hardware,
     JobAssignment,
+    JobAssignments,
     Lease,
     MinerRegistration,
     ResultSubmission,
@@ -75,68 +76,6 @@ class _ActiveJob:
     aborted: bool = False
 
 
-class CoordinatorLink(AsyncRestClient):
-    """Signed HTTP calls to the coordinator's miner API (on the shared async REST client)."""
-
-    service = "coordinator"
-
-    def __init__(
-        self, base_url: str, key: KeyPair, chain_id: str, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        # a claim long-polls up to 60 s: the read timeout leaves room for it
-        super().__init__(base_url, {}, httpx.Timeout(70.0, connect=5.0), transport)
-        self.key = key
-        self.chain_id = chain_id
-
-    @classmethod
-    async def connect(
-        cls, base_url: str, key: KeyPair, transport: httpx.AsyncBaseTransport | None = None
-    ) -> CoordinatorLink:
-        """A link to the coordinator at ``base_url``, signing for the chain its ``/healthz`` names."""
-        link = cls(base_url, key, "", transport)
-        try:
-            health = await link._request("GET", "/healthz")
-            link.chain_id = str(health["chain_id"])
-        except BaseException:
-            await link.aclose()
-            raise
-        return link
-
-    async def send(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> httpx.Response:
-        """POST ``payload`` (a protocol message or plain JSON) signed with the miner's key; any status comes
-        back, a transport failure is ``RemoteError(reason="unreachable")``."""
-        body = msgspec.json.encode(payload) if isinstance(payload, msgspec.Struct) else orjson.dumps(payload)
-        headers = sign_miner_request(self.key, self.chain_id, "POST", path, body, now_ms())
-        headers["Content-Type"] = "application/json"
-        return await self._send("POST", path, content=body, headers=headers)
-
-    async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
-        response = await self.send(path, payload)
-        if response.status_code == 204:
-            return 204, None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"error": {"reason": "bad_reply", "message": response.text[:200]}}
-        return response.status_code, data
-
-    async def close(self) -> None:
-        await self.aclose()
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _error_reason(data: Any) -> str:
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return str(data["error"].get("reason", "error"))
-    return "error"
-
-
 class MinerDaemon:
     def __init__(
         self,
@@ -160,6 +99,8 @@ class MinerDaemon:
         self.models: list[ModelInfo] = []
         self.active: dict[str, _ActiveJob] = {}
         self.completed = 0
+        self._results: ResultQueue | None = None
+        """Batch mode (``claim_batch`` > 1): results go out several per request."""
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
 
@@ -234,7 +175,7 @@ class MinerDaemon:
                 log.warning("coordinator unreachable; retrying", extra={"error": str(exc), "backoff_s": backoff})
             else:
                 if status != 200:
-                    raise RemoteError(f"registration refused: {data}", code=status, reason=_error_reason(data))
+                    raise RemoteError(f"registration refused: {data}", code=status, reason=error_reason(data))
                 self._registered.set()
                 log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
                 return
@@ -255,7 +196,12 @@ class MinerDaemon:
         if not self.models:
             raise RemoteError("the backend serves no models; nothing to offer", reason="no_models")
         await self.register()
-        workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
+        if self.config.claim_batch > 1:
+            assert self.link is not None
+            self._results = ResultQueue(self.link, self.config.claim_batch)
+            workers = [asyncio.create_task(self._claimer()), asyncio.create_task(self._results.run())]
+        else:
+            workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
         heartbeat = asyncio.create_task(self._heartbeat())
         await self._stopping.wait()
         for task in workers:
@@ -288,6 +234,61 @@ class MinerDaemon:
             except (RemoteError, OSError) as exc:
                 log.warning("heartbeat failed", extra={"error": str(exc)})
 
+    async def _claimer(self) -> None:
+        """Batch mode: fill the free slots with ``claim-many`` long-polls; each job runs as a task of its own."""
+        assert self.link is not None
+        running: set[asyncio.Task[None]] = set()
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                free = self.config.max_concurrency - len(running)
+                if free <= 0:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                request = ClaimManyRequest(
+                    wait_seconds=self.config.claim_wait_seconds,
+                    max_jobs=min(free, self.config.claim_batch, MAX_CLAIM_BATCH),
+                )
+                try:
+                    response = await self.link.send("/api/v1/miners/claim-many", request)
+                    backoff = 0.5
+                except (RemoteError, OSError) as exc:
+                    log.warning("claim failed; backing off", extra={"error": str(exc)})
+                    await self._sleep(backoff)
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    continue
+                if response.status_code == 204:
+                    continue
+                if response.status_code == 403:
+                    await self.register()
+                    continue
+                if response.status_code != 200:
+                    log.warning("claim refused", extra={"status": response.status_code})
+                    await self._sleep(1.0)
+                    continue
+                try:
+                    claimed = msgspec.json.decode(response.content, type=JobAssignments).assignments
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    log.error("the coordinator sent assignments this miner cannot read", extra={"error": str(exc)})
+                    await self._sleep(1.0)
+                    continue
+                for assignment in claimed:
+                    task = asyncio.create_task(self._run_logged(assignment))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_logged(self, assignment: JobAssignment) -> None:
+        try:
+            await self._run_job(assignment.job, assignment.lease)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job handling failed", extra={"job_id": assignment.job.job_id})
+
     async def _worker(self, index: int) -> None:
         assert self.link is not None
         backoff = 0.5
@@ -309,7 +310,7 @@ class MinerDaemon:
                 await self.register()
                 continue
             if status != 200:
-                log.warning("claim refused", extra={"status": status, "reason": _error_reason(_json_or_none(response))})
+                log.warning("claim refused", extra={"status": status, "reason": error_reason(json_or_none(response))})
                 await self._sleep(1.0)
                 continue
             try:
@@ -355,7 +356,7 @@ class MinerDaemon:
             sent += len(batch)
             if status != 200:
                 active.aborted = True
-                log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": _error_reason(data)})
+                log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": error_reason(data)})
 
         try:
             if sealed is not None:
@@ -366,23 +367,27 @@ class MinerDaemon:
                 raise RemoteError("the assignment carries no input", reason="bad_assignment")
             # The first report tells the coordinator the job is running; the generation starts meanwhile
             # instead of a round trip later (pushes stay one at a time: the loop below waits for this one).
-            first_report = asyncio.create_task(push_progress())
+            # In batch mode a job reports only once it has run for PROGRESS_INTERVAL_S (a quick one: never).
+            reported = self._results is None
+            first_report = asyncio.create_task(push_progress()) if reported else None
             started = now_ms()
             work = asyncio.create_task(asyncio.to_thread(self._execute, job_input, on_token))
             try:
-                await first_report
+                if first_report is not None:
+                    await first_report
             except BaseException:
                 halted = True  # the generation stops at its next token
                 raise
             while not work.done():
                 await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
-                if len(tokens) > sent and not active.aborted:
+                if (len(tokens) > sent or not reported) and not active.aborted and not work.done():
                     await push_progress()
+                    reported = True
             output, units = work.result()
             finished = max(now_ms(), started + units.compute_ms)
             if active.aborted:
                 return
-            if len(tokens) > sent:
+            if len(tokens) > sent and reported:
                 await push_progress()
             receipt = Receipt(
                 chain_id=self.link.chain_id,
@@ -407,7 +412,10 @@ class MinerDaemon:
                 escrow = compute_proof_escrow(job.escrow_amount, job.max_price, receipt.total_price)
                 proof = await asyncio.to_thread(self._prove_receipt, receipt, escrow)
             result = ResultSubmission(lease_id=active.lease_id, output=delivered, receipt=receipt, zk_proof=proof)
-            status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
+            if self._results is not None:
+                status, data = await self._results.deliver(job_id, result)
+            else:
+                status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
             if status == 200:
                 self.completed += 1
                 log.info(
@@ -421,7 +429,7 @@ class MinerDaemon:
                         f"/api/v1/miners/jobs/{job_id}/fail",
                         {
                             "lease_id": active.lease_id,
-                            "error": f"result refused: {_error_reason(data)}",
+                            "error": f"result refused: {error_reason(data)}",
                             "retryable": True,
                         },
                     )

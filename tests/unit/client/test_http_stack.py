@@ -11,7 +11,7 @@ import pytest
 from aitbc.client.http import AsyncRestClient, is_unreachable
 from aitbc.client.node import NodeClient
 from aitbc.client.poolhub import AsyncPoolHubClient
-from aitbc.miner.daemon import CoordinatorLink
+from aitbc.miner.link import CoordinatorLink
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 
