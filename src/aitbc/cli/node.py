@@ -78,6 +78,7 @@ def run(
     timeout_propose_ms: Annotated[int, typer.Option(help="BFT: round-0 propose timeout")] = 1_000,
     timeout_vote_ms: Annotated[int, typer.Option(help="BFT: round-0 prevote/precommit timeout")] = 500,
     timeout_delta_ms: Annotated[int, typer.Option(help="BFT: added to every timeout per round")] = 500,
+    test_byzantine: Annotated[bool, typer.Option(hidden=True, help="tests only: see aitbc.node.byzantine")] = False,
 ) -> None:
     """Run the node until Ctrl-C / SIGTERM; it resumes from its data directory.
 
@@ -96,6 +97,7 @@ def run(
         timeout_propose_ms=timeout_propose_ms,
         timeout_vote_ms=timeout_vote_ms,
         timeout_delta_ms=timeout_delta_ms,
+        test_byzantine=test_byzantine,
     )
     configure_logging("node", settings.log_level)
     run_node(settings)
