@@ -13,7 +13,6 @@ import typer
 from aitbc.cli.common import console, handle_errors, resolve_devnet
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
-from aitbc.client.payment import submit_paid_job
 from aitbc.devnet.config import DEVNET_ENV
 from aitbc.devnet.runner import Devnet
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC, format_aitbc
@@ -59,8 +58,9 @@ def _demo_transfer(devnet: Devnet, rpc_url: str) -> None:
     )
 
 
-def _demo_job(devnet: Devnet, coordinator_url: str, api_key: str, rpc_url: str) -> None:
-    """Show a real job end to end: escrow on chain → miner → text with its signed receipt → settlement."""
+def _demo_job(coordinator_url: str, api_key: str, rpc_url: str) -> None:
+    """Show a real job end to end: paid from the key's deposit → miner → text with its signed receipt →
+    settled on chain in a batch."""
     prompt = "In one sentence, what is a blockchain?"
     with CoordinatorClient(coordinator_url, api_key) as client, NodeClient(rpc_url) as node:
         model = next(m["name"] for m in client.models() if m["kind"] == "text")
@@ -70,11 +70,11 @@ def _demo_job(devnet: Devnet, coordinator_url: str, api_key: str, rpc_url: str) 
             "input": {"prompt": prompt},
             "params": {"max_tokens": 48, "temperature": 0, "seed": 42},
         }
-        job, escrow = submit_paid_job(client, node, devnet.client_key(), body)
+        job = client.submit(body)
         console.print(
             f"  demo job: {job['job_id']} on {model}: [italic]{prompt}[/]\n"
-            f"  escrow: {format_aitbc(escrow.amount)} AITBC locked by the client, tx {escrow.tx_hash[:16]}… "
-            f"committed in block {escrow.height}"
+            f"  paid from the API key's deposit: {format_aitbc(job['payment']['escrow_amount'])} AITBC reserved "
+            "at once (no tx, no wait for a block)"
         )
         answer = []
         for event, data in client.events(job["job_id"], timeout=120):
@@ -93,17 +93,15 @@ def _demo_job(devnet: Devnet, coordinator_url: str, api_key: str, rpc_url: str) 
             f"receipt {receipt['receipt_hash'][:16]}… signed by miner and coordinator"
         )
         deadline = time.monotonic() + 30
-        while (found := node.get_job(job["job_id"])) is None or found["escrow"]["state"] == "open":
+        while (paid := node.get_verified_paid_job(job["job_id"])[0]) is None:
             if time.monotonic() > deadline:
-                console.print("  [yellow]the settlement has not committed yet; see `aitbc chain job`[/]")
+                console.print("  [yellow]the settlement has not committed yet; see `aitbc deposit show`[/]")
                 return
             time.sleep(0.2)
-    settled = found["escrow"]
     console.print(
-        f"  [green]{settled['state']}[/] on chain in block {found['events'][-1]['height']}: "
-        f"miner paid {format_aitbc(settled['paid_to_miner'])} AITBC (the receipt's total), "
-        f"protocol fee {format_aitbc(settled['protocol_fee'])}, "
-        f"{format_aitbc(settled['refunded'])} AITBC back to the client"
+        f"  [green]settled[/] on chain in a batch, block {paid.height}: miner paid {format_aitbc(paid.paid_to_miner)} "
+        f"AITBC (the receipt's total), protocol fee {format_aitbc(paid.protocol_fee)}, drawn from deposit "
+        f"{paid.deposit_id[:16]}…"
     )
 
 
@@ -167,12 +165,13 @@ def up(
         elif web:
             console.print("  web app:      not built — run `make web`, then `make devnet` again")
         console.print(f"  API key:      {info.api_key}")
+        console.print(f"  deposit:      {info.deposit_id}   (pays the key's jobs; `aitbc deposit show`)")
         console.print(f"  faucet key:   {info.faucet_key}")
         console.print(f"  devnet.json:  {devnet.data_dir / 'devnet.json'}")
         if demo:
             _demo_transfer(devnet, info.rpc_url)
             if devnet.miner_backend is not None:
-                _demo_job(devnet, info.coordinator_url or "", info.api_key or "", info.rpc_url)
+                _demo_job(info.coordinator_url or "", info.api_key or "", info.rpc_url)
         if detach:
             return
         console.print("[dim]running; Ctrl-C stops everything (data is kept for the next `devnet up`)[/]")

@@ -7,6 +7,7 @@ import typer
 from aitbc.cli import (
     chain,
     coordinator,
+    deposit,
     devnet,
     exchange,
     gov,
@@ -39,6 +40,7 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
+app.add_typer(deposit.app, name="deposit")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(zk.app, name="zk")

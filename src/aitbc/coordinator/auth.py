@@ -16,6 +16,9 @@ from aitbc.protocol.crypto import SigningKind, is_valid_signature, sha256_hex
 from aitbc.protocol.errors import AitbcError
 
 KEY_PREFIX: Final = "aitbc"
+KEY_CACHE_SECONDS: Final = 0.5
+"""How long a key read from the database is trusted: a revocation takes effect within this."""
+MAX_CACHED_KEYS: Final = 100_000
 
 
 class AuthError(AitbcError):
@@ -83,15 +86,20 @@ class _Bucket:
 class ApiKeyAuthenticator:
     """Checks ``X-Api-Key`` tokens against the store (cached) and applies a token bucket per key."""
 
-    def __init__(self, repo: CoordinatorRepo) -> None:
+    def __init__(self, repo: CoordinatorRepo, cache_seconds: float = KEY_CACHE_SECONDS) -> None:
         self.repo = repo
-        self._cache: dict[str, ApiKey] = {}
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[ApiKey, float]] = {}
+        """key id → (key, monotonic time it was read): read again once older than ``cache_seconds``, so a
+        key revoked in the database (``aitbc coordinator keys revoke``, another replica) stops working
+        within that time without a restart."""
         self._buckets: dict[str, _Bucket] = {}
 
     def lookup(self, key_id: str) -> ApiKey | None:
         cached = self._cache.get(key_id)
-        if cached is not None:
-            return cached
+        if cached is not None and time.monotonic() - cached[1] < self.cache_seconds:
+            return cached[0]
+        read_at = time.monotonic()
         row = self.repo.get_api_key(key_id)
         if row is None:
             return None
@@ -104,13 +112,18 @@ class ApiKeyAuthenticator:
             row["burst"],
             bool(row["revoked"]),
         )
-        self._cache[key_id] = key
+        if len(self._cache) >= MAX_CACHED_KEYS:
+            self._cache.clear()
+        self._cache[key_id] = (key, read_at)
         return key
 
     def uncached_key_id(self, token: str | None) -> str | None:
         """The key id a well-formed token names, if it is not cached yet (to look it up off the event loop)."""
         parsed = parse_api_key(token) if token else None
-        if parsed is not None and parsed[0] not in self._cache:
+        if parsed is None:
+            return None
+        cached = self._cache.get(parsed[0])
+        if cached is None or time.monotonic() - cached[1] >= self.cache_seconds:
             return parsed[0]
         return None
 

@@ -46,6 +46,11 @@ class CoordinatorSettings(HttpServerSettings):
     match_hold_ms: int = Field(500, ge=0)
     """How long a queued job waits for the best-ranked miner before any eligible claimer may take it."""
 
+    free_releases: int = Field(3, ge=0)
+    """Jobs a miner may hand back (release) within ``release_window_seconds`` before each counts as a failure."""
+    release_window_seconds: float = Field(600.0, gt=0)
+    release_cooldown_seconds: float = Field(30.0, ge=0)
+    """A released job is not handed back to the miner that released it for this long."""
     max_body_bytes: int = Field(2 * MiB, ge=1024)
     """Largest request body (a prompt is at most 200,000 characters; see ``MAX_PROMPT_CHARS``)."""
 

@@ -34,11 +34,13 @@ from aitbc.coordinator.dispatch import MinerDispatcher, now_ms
 from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.live import LiveMiner
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
+from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow
 from aitbc.coordinator.settlement import DepositSettler
 from aitbc.coordinator.views import job_view
 from aitbc.market.acceptance import ResultTerms, process_result
+from aitbc.market.conduct import is_release_over_allowance
 from aitbc.market.deposits import compute_worst_case_price
 from aitbc.market.lifecycle import (
     JobLifecycle,
@@ -54,6 +56,7 @@ from aitbc.market.lifecycle import (
     on_result,
     on_ttl_expired,
 )
+from aitbc.market.metering import MeteringBounds
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownModel
@@ -84,6 +87,7 @@ class CoordinatorService:
         self.api_keys = ApiKeyAuthenticator(repo)
         self.miner_auth = MinerRequestVerifier(settings.chain_id, now_ms())
         self.events = JobEventBroker()
+        self.metering = Metering()
         self.db = DbWriter(repo)
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self.match_policy: MatchPolicy = create_match_policy(settings)
@@ -383,7 +387,7 @@ class CoordinatorService:
             self.events.publish(job_id, "token", {"index": first_index + offset, "text": text})
         return {"lease_expires_at_ms": expires}
 
-    def _result_terms(self, job: JobRecord, miner: str) -> ResultTerms:
+    def _result_terms(self, job: JobRecord, miner: str, metering: MeteringBounds) -> ResultTerms:
         return ResultTerms(
             chain_id=self.settings.chain_id,
             job_id=job.id,
@@ -400,6 +404,7 @@ class CoordinatorService:
             escrow_amount=job.escrow_amount,
             zk_proof_required=job.constraints.zk_proof_required,
             assigned_at_ms=job.assigned_at_ms or 0,
+            metering=metering,
         )
 
     async def submit_result(
@@ -415,7 +420,8 @@ class CoordinatorService:
         job = await self.get_job(None, job_id)
         now = now_ms()
         completed = on_result(job.lifecycle(), miner, lease_id, now)
-        process_result(self._result_terms(job, miner), output, receipt, zk_proof, now)
+        metering = await self.metering.bounds_for(job)
+        process_result(self._result_terms(job, miner, metering), output, receipt, zk_proof, now)
         cosigned = countersign_receipt(receipt, self.key)
         receipt_json = msgspec.to_builtins(cosigned)
         receipt_hash = compute_receipt_hash(cosigned)
@@ -457,8 +463,15 @@ class CoordinatorService:
         self.dispatcher.live(miner)
         job = await self.get_job(None, job_id)
         before = job.lifecycle()
-        released = on_release(before, miner, lease_id, now_ms())
-        return job_view(await self._apply_transition(job, before, released, expect_lease=lease_id))
+        now = now_ms()
+        released = on_release(before, miner, lease_id, now)
+        view = job_view(await self._apply_transition(job, before, released, expect_lease=lease_id))
+        recent = self.dispatcher.on_released(miner, job_id, now)
+        if is_release_over_allowance(recent, self.dispatcher.release_allowance):
+            detail = f"released {recent} jobs within {self.dispatcher.release_allowance.window_ms // 1000} s"
+            self.match_policy.on_outcome(miner, job_id, before.attempts, Outcome.FAILED, detail=detail)
+            log.warning("miner releases too often", extra={"miner": miner, "job_id": job_id, "releases": recent})
+        return view
 
     async def _apply_transition(
         self, job: JobRecord, before: JobLifecycle, after: JobLifecycle, expect_lease: str | None
@@ -518,6 +531,7 @@ class CoordinatorService:
         """
         now = now_ms()
         self.events.prune()
+        self.dispatcher.prune_releases(now)
         self.metrics.miners_online.set(len(self.live_miners(now)))
         if self.match_policy.is_due(now):
             self.dispatcher.notify_work()  # a job held for a better-ranked miner is now open to any claimer

@@ -24,6 +24,7 @@ from aitbc.exchange.funds_api import build_funds_router
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.orderbook import OrderRejected, OrderRejection
 from aitbc.protocol.errors import AitbcError, NotFound, RemoteError, StorageError
+from aitbc.runtime.cors import add_cors
 
 log = logging.getLogger("aitbc.exchange")
 
@@ -137,6 +138,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
     )
     app.state.service = service
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    add_cors(app, settings.cors_origins)  # the web app's exchange page (AITBC_EXCHANGE_CORS_ORIGINS)
 
     @app.exception_handler(AitbcError)
     async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:

@@ -20,6 +20,8 @@ from aitbc.protocol.errors import InvalidAddress
 from aitbc.runtime.cors import add_cors
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+MAX_INT64: Final = 2**63 - 1
+"""Heights and sequence numbers are SQLite integers: a larger query value is a 422, not an OverflowError."""
 
 
 class BodyTooLarge(Exception):
@@ -163,12 +165,12 @@ def create_http_app(
         return node.job_proof_json(job_id)
 
     @app.get("/v1/job-events", summary="On-chain job events (escrow_opened, settled, refunded) from a height")
-    async def job_events(from_height: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    async def job_events(from_height: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0) -> dict[str, Any]:
         return {"events": node.job_events_since(from_height)}
 
     @app.get("/v1/job-events/page", summary="A page of job events after a sequence number, optionally for one address")
     async def job_events_page(
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
         address: Annotated[str | None, Query(pattern=r"^ait1[02-9ac-hj-np-z]+$", max_length=90)] = None,
         limit: Annotated[int, Query(ge=1, le=1_000)] = 1_000,
     ) -> dict[str, Any]:

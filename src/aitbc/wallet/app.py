@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Field
 from aitbc.protocol.errors import AitbcError, ConfigError, InvalidTx, NotFound, RemoteError
 from aitbc.runtime.files import atomic_write
 from aitbc.runtime.limits import BodyLimit, GuardedConfig
+from aitbc.runtime.origin import LoopbackGuard
 from aitbc.runtime.server import GracefulServer
 from aitbc.wallet.config import WalletSettings, is_loopback_host
 from aitbc.wallet.keystore import KeystoreError, WrongPassphrase
@@ -88,7 +90,7 @@ class CreateBody(BaseModel):
 
 class UnlockBody(BaseModel):
     passphrase: str = Field(max_length=1024)
-    timeout_s: float | None = Field(None, gt=0, description="Seconds until the key is wiped again")
+    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False, description="Seconds until the key is wiped again")
 
 
 class SignBody(BaseModel):
@@ -147,6 +149,16 @@ def create_app(service: WalletService, token: str) -> FastAPI:
         service.metrics.rejected.labels(exc.reason).inc()
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
         return _problem(status, exc.reason, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: a NaN or infinity in it cannot be written as JSON (it was a 500).
+        service.metrics.rejected.labels("invalid_request").inc()
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(d['loc'][1:])}: {d['message']}" for d in details[:5])
+        return JSONResponse(
+            {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
+        )
 
     @app.exception_handler(_Unauthorized)
     async def on_unauthorized(_: Request, exc: _Unauthorized) -> JSONResponse:
@@ -381,8 +393,13 @@ def run_daemon(settings: WalletSettings) -> None:
     url = f"http://{host}:{port}"
     atomic_write(settings.info_path, orjson.dumps({"url": url, "pid": os.getpid()}) + b"\n", mode=0o600)
     service = WalletService(settings)
+    allowed_hosts = [*settings.allowed_hosts, settings.host]  # a forced non-loopback address is allowed too
     config = GuardedConfig(
-        BodyLimit(create_app(service, token), settings, rpc_paths={"/rpc"}),
+        LoopbackGuard(
+            BodyLimit(create_app(service, token), settings, rpc_paths={"/rpc"}),
+            allowed_hosts=allowed_hosts,
+            allowed_origins=settings.allowed_origins,
+        ),
         settings,
         log_level="warning",
         access_log=False,
