@@ -101,6 +101,9 @@ def sample_fields(kind: type[TxBase]) -> dict[str, Any]:
                             "changes": [ParamChange(name="protocol_fee_bps", value=100)], "deposit": 10_000_000},
         "deposit_proposal": {"proposal_id": 3, "amount": 1_000_000},
         "vote": {"proposal_id": 3, "option": "yes"},
+        "bond_miner": {"amount": 100_000_000, "models": ["sha256:" + "ab" * 32]},
+        "unbond_miner": {"amount": 40_000_000},
+        "submit_audit": {"job_id": "job_0123456789abcdef0123", "output_hash": H2},
     }  # fmt: skip
     return samples[codec.struct_tag(kind)]
 

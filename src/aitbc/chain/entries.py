@@ -17,6 +17,7 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta
 
+from aitbc.chain.audit_types import EMPTY_AUDITS, AuditState
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.smt import SmtProof, is_valid_smt_proof
 from aitbc.chain.validators import StakingState, is_empty_staking
@@ -36,6 +37,8 @@ _NOT_BONDS: Final = frozenset({"bonds"})
 STAKING_KEY: Final = sha256(b"staking\x00")
 """The one state entry holding the ``StakingState`` (absent while it is empty)."""
 GOVERNANCE_KEY: Final = sha256(b"governance\x00")
+AUDITS_KEY: Final = sha256(b"audits\x00")
+"""The one state entry holding the ``AuditState`` (miner bonds, audits, disputes; absent while empty)."""
 """The one state entry holding the ``GovernanceState`` (absent while it is empty)."""
 
 
@@ -196,6 +199,10 @@ def compute_paid_value_hash(paid: PaidJob | None) -> bytes | None:
     return None if paid is None else sha256(codec.encode(paid))
 
 
+def compute_audits_value_hash(audits: AuditState) -> bytes | None:
+    return None if audits == EMPTY_AUDITS else sha256(codec.encode(audits))
+
+
 def compute_state_items(
     accounts: Mapping[str, Account],
     escrows: Mapping[str, Escrow],
@@ -205,6 +212,7 @@ def compute_state_items(
     paid: Mapping[str, PaidJob | None] | None = None,
     governance: GovernanceState | None = None,
     bonds: Mapping[tuple[str, str], int] | None = None,
+    audits: AuditState | None = None,
 ) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
@@ -218,6 +226,8 @@ def compute_state_items(
         items.update({compute_bond_key(v, d): compute_bond_value_hash(a) for (v, d), a in bonds.items()})
     if governance is not None:
         items[GOVERNANCE_KEY] = compute_governance_value_hash(governance)
+    if audits is not None:
+        items[AUDITS_KEY] = compute_audits_value_hash(audits)
     if deposits:
         items.update({compute_deposit_key(d): compute_deposit_value_hash(v) for d, v in deposits.items()})
     if paid:
@@ -235,6 +245,11 @@ def is_valid_governance_proof(state_root: str, governance: GovernanceState, proo
     """A light client's check of the governance state (proposals, votes, tallies, live params) against a root."""
     value_hash = compute_governance_value_hash(governance)
     return is_valid_smt_proof(bytes.fromhex(state_root), GOVERNANCE_KEY, value_hash, proof)
+
+
+def is_valid_audits_proof(state_root: str, audits: AuditState, proof: SmtProof) -> bool:
+    """A light client's check of the audit state (miner bonds, audits, disputes) against a root."""
+    return is_valid_smt_proof(bytes.fromhex(state_root), AUDITS_KEY, compute_audits_value_hash(audits), proof)
 
 
 def is_valid_account_proof(state_root: str, address: str, account: Account | None, proof: SmtProof) -> bool:

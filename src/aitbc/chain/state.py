@@ -14,8 +14,10 @@ from typing import Protocol
 
 import msgspec
 
+from aitbc.chain.audit_types import EMPTY_AUDITS, AuditCandidate, AuditState, get_bonded_total
 from aitbc.chain.bonds import BondIndex, BondOverlay, BondReader
 from aitbc.chain.entries import (
+    AUDITS_KEY,
     EMPTY_ACCOUNT,
     GOVERNANCE_KEY,
     Account,
@@ -41,6 +43,7 @@ class ChainState:
 
     __slots__ = (
         "accounts",
+        "audits",
         "authorities",
         "bonds",
         "deposits",
@@ -66,7 +69,9 @@ class ChainState:
         deposits: dict[str, Deposit] | None = None,
         paid: dict[str, PaidJob] | None = None,
         governance: GovernanceState = EMPTY_GOVERNANCE,
+        audits: AuditState = EMPTY_AUDITS,
     ) -> None:
+        self.audits = audits
         self.staking = staking
         self.bonds = BondIndex(staking.bonds)
         """Every bond with running totals (an index of ``staking.bonds``, kept in step at each commit)."""
@@ -123,6 +128,7 @@ class ChainState:
         deposits: Mapping[str, Deposit] | None = None,
         paid: Mapping[str, PaidJob] | None = None,
         governance: GovernanceState = EMPTY_GOVERNANCE,
+        audits: AuditState = EMPTY_AUDITS,
     ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
@@ -130,7 +136,7 @@ class ChainState:
         deposits = deposits or {}
         paid = paid or {}
         bonds = {(b.validator, b.delegator): b.amount for b in staking.bonds}
-        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance, bonds)
+        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance, bonds, audits)
         tree = SparseMerkleTree().update(items)
         return cls(
             dict(accounts),
@@ -142,6 +148,7 @@ class ChainState:
             dict(deposits),
             dict(paid),
             governance,
+            audits,
         )
 
     def get_staking(self) -> StakingState:
@@ -152,6 +159,12 @@ class ChainState:
 
     def get_governance(self) -> GovernanceState:
         return self.governance
+
+    def get_audits(self) -> AuditState:
+        return self.audits
+
+    def prove_audits(self) -> SmtProof:
+        return self.tree.prove(AUDITS_KEY)
 
     def prove_governance(self) -> SmtProof:
         return self.tree.prove(GOVERNANCE_KEY)
@@ -200,11 +213,12 @@ class ChainState:
         return self.tree.root_hash.hex()
 
     def total_supply(self) -> int:
-        """Every token: balances plus what open escrows, deposits, bonds and proposal deposits hold."""
+        """Every token: balances plus what open escrows, deposits, stake, proposal deposits and miner bonds hold."""
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
         deposited = sum(d.balance for d in self.deposits.values())
         balances = sum(a.balance for a in self.accounts.values())
-        return balances + locked + deposited + get_locked(self.staking, self.bonds) + self.governance.locked
+        held = get_locked(self.staking, self.bonds) + self.governance.locked + get_bonded_total(self.audits)
+        return balances + locked + deposited + held
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -222,6 +236,8 @@ class StateReader(Protocol):
     def get_bonds(self) -> BondReader: ...
 
     def get_governance(self) -> GovernanceState: ...
+
+    def get_audits(self) -> AuditState: ...
 
     def get_authorities(self) -> tuple[str, ...]: ...
 
@@ -246,6 +262,10 @@ class StateDelta:
     """The new staking state, if this block changed it."""
     governance: GovernanceState | None = None
     """The new governance state, if this block changed it."""
+    audits: AuditState | None = None
+    """The new audit state, if this block changed it."""
+    audit_candidates: list[AuditCandidate] = field(default_factory=list)
+    """Jobs this block settled (``aitbc.chain.audits.note_settled``); stored at its end for the next draw."""
     voters: frozenset[str] | None = None
     """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
     fees: int = 0
@@ -304,6 +324,12 @@ class StateDelta:
     def set_governance(self, governance: GovernanceState) -> None:
         self.governance = governance
 
+    def get_audits(self) -> AuditState:
+        return self.audits if self.audits is not None else self.base.get_audits()
+
+    def set_audits(self, audits: AuditState) -> None:
+        self.audits = audits
+
     def get_authorities(self) -> tuple[str, ...]:
         return self.base.get_authorities()
 
@@ -344,6 +370,7 @@ def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, Sparse
             delta.paid,
             delta.governance,
             delta.bond_writes,
+            delta.audits,
         )
     )
     return tree.root_hash.hex(), tree
@@ -366,6 +393,8 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state.staking = msgspec.structs.replace(state.staking, bonds=state.bonds.to_list())
     if delta.governance is not None:
         state.governance = delta.governance
+    if delta.audits is not None:
+        state.audits = delta.audits
     for deposit in delta.deposits.values():
         state._index_withdrawal(state.deposits.get(deposit.id), deposit)
         state.deposits[deposit.id] = deposit

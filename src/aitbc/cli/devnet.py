@@ -9,11 +9,13 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from aitbc.cli.common import console, handle_errors, resolve_devnet
+from aitbc.cli.common import console, handle_errors, print_json, resolve_devnet
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DEVNET_ENV
+from aitbc.devnet.control import acquire_lock, check_can_start, get_status, reset_devnet, stop_devnet
 from aitbc.devnet.runner import Devnet
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC, format_aitbc
 from aitbc.protocol.crypto import KeyPair
@@ -145,9 +147,11 @@ def up(
         miner_backend=None if miner_backend == "none" else miner_backend,
         validators=validators,
     )
-    created = devnet.prepare()
+    check_can_start(devnet.data_dir, devnet.host, devnet.ports())  # refuse before touching anything
+    lock = acquire_lock(devnet.data_dir)
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        created = devnet.prepare()
         with console.status("starting the devnet…") as status:
             info = devnet.start(on_step=lambda step: status.update(step + "…"))
         console.print(f"[bold green]AITBC devnet {'created' if created else 'resumed'}[/] in {devnet.data_dir}")
@@ -187,4 +191,67 @@ def up(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         devnet.stop()
+        lock.close()  # the next `devnet up` may start now
         console.print("devnet stopped")
+
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help=f"Devnet directory (default: ${DEVNET_ENV} or ~/.aitbc/devnet)", show_default=False
+    ),
+]
+
+
+@app.command("status")
+@handle_errors
+def status(data_dir: DataDirOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Is a devnet running on the directory, and is each of its services alive and healthy? (exit 3: not running)"""
+    directory = resolve_devnet(data_dir)
+    pid, services = get_status(directory)
+    if as_json:
+        print_json(
+            {
+                "data_dir": str(directory),
+                "running": pid is not None,
+                "pid": pid,
+                "services": [s.__dict__ for s in services],
+            }
+        )
+    else:
+        state = f"[green]running[/] (pid {pid})" if pid is not None else "[yellow]not running[/]"
+        console.print(f"devnet {directory}: {state}")
+        table = Table("service", "pid", "process", "health", "url")
+        for s in services:
+            health = "-" if s.healthy is None else ("[green]ok[/]" if s.healthy else "[red]failing[/]")
+            table.add_row(s.name, str(s.pid), "alive" if s.alive else "[dim]exited[/]", health, s.url or "")
+        if services:
+            console.print(table)
+    if pid is None:
+        raise typer.Exit(3)
+
+
+@app.command("down")
+@handle_errors
+def down(data_dir: DataDirOpt = None) -> None:
+    """Stop the devnet running on the directory (its data is kept for the next `devnet up`)."""
+    directory = resolve_devnet(data_dir)
+    stopped = stop_devnet(directory)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else f"no devnet running on {directory}")
+
+
+@app.command("reset")
+@handle_errors
+def reset(
+    data_dir: DataDirOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Stop the devnet and delete its directory: chain, keys, databases, logs (the next `up` starts afresh)."""
+    directory = resolve_devnet(data_dir)
+    if not directory.exists():
+        console.print(f"nothing to reset: {directory} does not exist")
+        return
+    if not yes:
+        typer.confirm(f"delete {directory} and everything in it?", abort=True)
+    reset_devnet(directory)
+    console.print(f"reset: {directory} deleted")

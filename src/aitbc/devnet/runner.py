@@ -430,6 +430,21 @@ class Devnet:
         web.wait_healthy(timeout=30)
         return self.web_url
 
+    def ports(self) -> list[int]:
+        """Every port this devnet listens on (``devnet up`` checks them all before it starts anything)."""
+        from aitbc.web.config import default_dist_dir
+
+        nodes = range(self.validators) if self.validators > 1 else range(1)
+        ports = [self.rpc_port + 10 * i + k for i in nodes for k in range(3)]
+        if self.validators == 1:
+            ports = [self.rpc_port, self.ws_port, self.p2p_port]
+        ports.append(self.coordinator_port)
+        if self.poolhub_port is not None:
+            ports.append(self.poolhub_port)
+        if self.web_port is not None and (default_dist_dir() / "index.html").is_file():
+            ports.append(self.web_port)
+        return ports
+
     def first_exited(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.proc is not None and p.proc.poll() is not None), None)
 
