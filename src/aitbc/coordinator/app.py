@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import msgspec
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,13 +18,14 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import account, jobs, matching, miners
+from aitbc.coordinator.api.routes import account, jobs, matching, miners, openai
 from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.deposits import DepositProblem
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.openai_gateway import OPENAI_PREFIX, OpenAIGateway, openai_error
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.market.acceptance import ResultRejected
@@ -157,10 +159,12 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.openai = OpenAIGateway(service, settings.openai_max_open_per_key, settings.openai_keepalive_seconds)
     app.include_router(jobs.router)
     app.include_router(miners.router)
     app.include_router(matching.router)
     app.include_router(account.router)
+    app.include_router(openai.router)
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
@@ -171,7 +175,12 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 
     @app.exception_handler(AitbcError)
-    async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
+    async def on_aitbc_error(request: Request, exc: AitbcError) -> Response:
+        if request.url.path.startswith(OPENAI_PREFIX):  # OpenAI clients get OpenAI's error shape
+            metrics.http_rejections.labels(exc.reason).inc()
+            status, body = openai_error(exc)
+            headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
+            return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
         return render_error(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -213,7 +222,7 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
     rejections = app.state.service.metrics.http_rejections
     config = GuardedConfig(
         # the body limit wraps everything, the fast path included: no handler or key check reads past it
-        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+        BodyLimit(app, settings, openai_prefix=OPENAI_PREFIX, on_reject=lambda reason: rejections.labels(reason).inc()),
         settings,
         host=settings.host,
         port=settings.port,
