@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 
 const repo = resolve(import.meta.dirname, '../..');
 
-async function freePort() {
+export async function freePort() {
   return new Promise((ok, fail) => {
     const srv = createServer();
     srv.listen(0, '127.0.0.1', () => {
@@ -20,6 +20,19 @@ async function freePort() {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitHttp(url, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs / 1000} s`);
+    await sleep(100);
+  }
+}
 
 export async function startDevnet() {
   if (process.env.E2E_DEVNET) {

@@ -2,6 +2,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import type { Config } from './api/types';
 import { AccountPage } from './pages/account';
+import { ExchangePage } from './pages/exchange';
 import { ExplorerPage } from './pages/explorer';
 import { JobsPage } from './pages/jobs';
 import { MarketPage } from './pages/market';
@@ -17,6 +18,7 @@ const PAGES = [
   { path: 'jobs', label: 'My jobs' },
   { path: 'explorer', label: 'Explorer' },
   { path: 'stats', label: 'Stats' },
+  { path: 'exchange', label: 'Exchange' },
   { path: 'account', label: 'Account' },
 ] as const;
 
@@ -56,6 +58,7 @@ export function App({ config }: { config: Config }) {
   else if (page === 'explorer') body = <ExplorerPage route={rest} />;
   else if (page === 'stats') body = <StatsPage />;
   else if (page === 'account') body = <AccountPage />;
+  else if (page === 'exchange') body = <ExchangePage />;
   else body = <MarketPage />;
 
   return (

@@ -7,6 +7,7 @@ import typer
 from aitbc.cli import (
     chain,
     coordinator,
+    deposit,
     devnet,
     exchange,
     gov,
@@ -21,6 +22,7 @@ from aitbc.cli import (
     stake,
     tx,
     wallet,
+    wallet_multisig,
     web,
     zk,
 )
@@ -39,7 +41,9 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
+app.add_typer(deposit.app, name="deposit")
 app.add_typer(wallet.app, name="wallet")
+wallet.app.add_typer(wallet_multisig.multisig_app, name="multisig")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(zk.app, name="zk")
 app.command("stake")(stake.stake)

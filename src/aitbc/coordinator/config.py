@@ -46,6 +46,11 @@ class CoordinatorSettings(HttpServerSettings):
     match_hold_ms: int = Field(500, ge=0)
     """How long a queued job waits for the best-ranked miner before any eligible claimer may take it."""
 
+    free_releases: int = Field(3, ge=0)
+    """Jobs a miner may hand back (release) within ``release_window_seconds`` before each counts as a failure."""
+    release_window_seconds: float = Field(600.0, gt=0)
+    release_cooldown_seconds: float = Field(30.0, ge=0)
+    """A released job is not handed back to the miner that released it for this long."""
     openai_max_open_per_key: int = Field(32, ge=1)
     """``/v1`` requests one API key may hold open at once (streams included); one more is a 429."""
     openai_keepalive_seconds: float = Field(15.0, gt=0)

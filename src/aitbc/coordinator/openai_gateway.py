@@ -23,14 +23,12 @@ from typing import Any, Final
 
 import msgspec
 
-from aitbc.coordinator.auth import ApiKey, AuthError, RateLimited
+from aitbc.coordinator.auth import ApiKey
 from aitbc.coordinator.db.records import JobRecord
-from aitbc.coordinator.deposits import DepositProblem
 from aitbc.coordinator.events import JobEvent
-from aitbc.coordinator.payments import ChainUnavailable, EscrowProblem
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.market.lifecycle import TERMINAL_STATES, JobState
-from aitbc.protocol.errors import AitbcError, InputTooLarge, InvalidInput, InvalidRequest, NotFound, UnknownModel
+from aitbc.protocol.errors import AitbcError, InvalidRequest, RateLimited, Unauthorized, UnknownModel
 from aitbc.protocol.job import unpack_vectors
 from aitbc.protocol.job_messages import JobRequest
 from aitbc.protocol.openai_messages import (
@@ -44,6 +42,7 @@ from aitbc.protocol.openai_messages import (
     ModelList,
     Usage,
 )
+from aitbc.runtime.errors import http_status
 
 log = logging.getLogger("aitbc.coordinator.openai")
 
@@ -54,7 +53,7 @@ RECEIPT_HEADER: Final = "X-Aitbc-Receipt"
 
 
 class JobNotCompleted(AitbcError):
-    """The job behind a ``/v1`` request ended without a result (failed, expired, cancelled)."""
+    """The job behind a ``/v1`` request ended without a result (failed 502, expired 504, cancelled 409)."""
 
     def __init__(self, job: JobRecord) -> None:
         detail = f": {job.error}" if job.error else ""
@@ -66,46 +65,34 @@ class TooManyOpenRequests(RateLimited):
     reason = "too_many_open_requests"
 
     def __init__(self, limit: int) -> None:
-        AitbcError.__init__(self, f"this API key already has {limit} /v1 requests open (openai_max_open_per_key)")
-        self.retry_after = 1.0
+        super().__init__(f"this API key already has {limit} /v1 requests open (openai_max_open_per_key)", 1.0)
 
 
 # -- errors in OpenAI's shape ----------------------------------------------------------------------------
 
-_OPENAI_STATUS: Final[list[tuple[type[AitbcError], int, str]]] = [
-    (TooManyOpenRequests, 429, "rate_limit_error"),
-    (AuthError, 401, "invalid_request_error"),
-    (RateLimited, 429, "rate_limit_error"),
-    (UnknownModel, 404, "invalid_request_error"),
-    (NotFound, 404, "invalid_request_error"),
-    (InvalidRequest, 400, "invalid_request_error"),
-    (InvalidInput, 400, "invalid_request_error"),
-    (InputTooLarge, 400, "invalid_request_error"),
-    (DepositProblem, 402, "insufficient_quota"),
-    (EscrowProblem, 402, "insufficient_quota"),
-    (ChainUnavailable, 503, "server_error"),
-]
 _JOB_END_STATUS: Final = {"failed": 502, "expired": 504, "cancelled": 409}
 
 
 def openai_error(exc: AitbcError) -> tuple[int, ErrorBody]:
-    """The HTTP status and OpenAI error body of an ``AitbcError`` raised on a ``/v1`` route."""
-    if isinstance(exc, JobNotCompleted):
-        status, kind = _JOB_END_STATUS.get(exc.state, 500), "server_error"
-    else:
-        status, kind = next(
-            ((s, k) for cls, s, k in _OPENAI_STATUS if isinstance(exc, cls)), (400, "invalid_request_error")
-        )
-    code = exc.reason
-    param: str | None = None
-    if isinstance(exc, AuthError):
+    """The HTTP status and OpenAI error body of an ``AitbcError`` raised on a ``/v1`` route.
+
+    The status is the error class's own (``aitbc.runtime.errors``) except where OpenAI clients expect
+    another: a body that breaks its type or a job's limits is a 400 (not 422 / 413), an unknown model
+    a 404 ``model_not_found``.
+    """
+    status = _JOB_END_STATUS.get(exc.state, 500) if isinstance(exc, JobNotCompleted) else http_status(exc)
+    code, param = exc.reason, None
+    if isinstance(exc, UnknownModel):
+        status, code, param = 404, "model_not_found", "model"
+    elif status in (413, 422):
+        status = 400
+        param = (exc.field or None) if isinstance(exc, InvalidRequest) else None
+    elif isinstance(exc, Unauthorized):
         code = "invalid_api_key"
-    elif isinstance(exc, UnknownModel):
-        code, param = "model_not_found", "model"
     elif isinstance(exc, RateLimited) and not isinstance(exc, TooManyOpenRequests):
         code = "rate_limit_exceeded"
-    elif isinstance(exc, InvalidRequest):
-        param = exc.field or None
+    kinds = {401: "invalid_request_error", 402: "insufficient_quota", 429: "rate_limit_error"}
+    kind = kinds.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return status, ErrorBody(error=ErrorDetail(message=exc.message, type=kind, param=param, code=code))
 
 

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -34,15 +34,25 @@ from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.market.lifecycle import REFUND_ACTION, SETTLE_ACTION, JobState, PaymentState, get_payment_action
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, RemoteError, TxRejection
+from aitbc.protocol.errors import PaymentRequired, RemoteError, TxRejection, Unavailable
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
 
-if TYPE_CHECKING:
-    from aitbc.coordinator.settlement import DepositSettler
-
 log = logging.getLogger("aitbc.coordinator.payments")
+
+
+class DepositSettlement(Protocol):
+    """What the payment worker drives for deposit jobs (``aitbc.coordinator.settlement.DepositSettler``).
+
+    A protocol, not an import: the settler itself builds on this module's ``ChainLink``."""
+
+    async def run_once(
+        self, reserve_nonce: Callable[[], Awaitable[int]], set_next_nonce: Callable[[int | None], None]
+    ) -> None: ...
+
+    async def on_events(self, events: Sequence[dict[str, Any]]) -> None: ...
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -58,13 +68,13 @@ SETTLE_REFUSALS: Final = frozenset(
 """Refusals a retry cannot fix: the escrow is refunded instead."""
 
 
-class EscrowProblem(AitbcError):
+class EscrowProblem(PaymentRequired):
     """A paid job's escrow is missing, closed or does not fit the job (HTTP 402)."""
 
     reason = "escrow_required"
 
 
-class ChainUnavailable(AitbcError):
+class ChainUnavailable(Unavailable):
     """The coordinator cannot reach its node (HTTP 503): paid jobs cannot be checked now."""
 
     reason = "chain_unavailable"
@@ -214,7 +224,7 @@ class PaymentWorker:
         self._wake = asyncio.Event()
         self._next_nonce: int | None = None
         self._cursor: int | None = None
-        self.settler: DepositSettler | None = None
+        self.settler: DepositSettlement | None = None
         """Settles deposit jobs in batches (``aitbc.coordinator.settlement``) with this worker's nonce."""
 
     def wake(self) -> None:

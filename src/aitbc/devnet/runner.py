@@ -30,6 +30,11 @@ from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 COORDINATOR_FUNDS = 1_000 * BASE_UNITS_PER_AITBC
 """Enough for a million settle / refund tx fees at the devnet's minimum fee."""
 CLIENT_FUNDS = 10_000 * BASE_UNITS_PER_AITBC
+DEVNET_DEPOSIT = 1_000 * BASE_UNITS_PER_AITBC
+"""What the devnet client keeps in its delegated deposit with the coordinator (topped up to it at each start)."""
+DEVNET_DEPOSIT_CAP = DEVNET_DEPOSIT
+DEVNET_DEPOSIT_PERIOD = 86_400
+"""The coordinator may spend at most ``DEVNET_DEPOSIT_CAP`` of it per this many blocks (a day of 1 s blocks)."""
 DEVNET_MINER_PRICE = 100
 """Base units per token: 0.0001 AITBC, so a demo job's payment and protocol fee show."""
 
@@ -153,6 +158,48 @@ class Devnet:
         atomic_write(path, token.encode() + b"\n", mode=0o600)
         return token
 
+    def ensure_deposit(self, rpc_url: str, api_key: str) -> str:
+        """The client's delegated deposit with the devnet coordinator, funded, and the API key bound to it:
+        the documented plain ``POST /api/v1/jobs`` is then paid from it (no escrow, no wait for a block)."""
+        from aitbc.client.deposit import open_deposit, top_up_deposit
+        from aitbc.coordinator.app import open_repo
+        from aitbc.coordinator.auth import parse_api_key
+        from aitbc.coordinator.config import CoordinatorSettings
+        from aitbc.coordinator.db.deposit_repo import DepositRepo
+
+        parsed = parse_api_key(api_key)
+        if parsed is None:  # pragma: no cover - the key was made here
+            raise ConfigError("the devnet API key is malformed")
+        key_id = parsed[0]
+        client, coordinator = self.client_key(), self.coordinator_key().address
+        repo = open_repo(CoordinatorSettings(data_dir=self.coordinator_dir))
+        deposits = DepositRepo(repo.engine)
+        try:
+            deposit_id = deposits.get_binding(key_id)
+            with NodeClient(rpc_url) as node:
+                deposit = None if deposit_id is None else node.get_verified_deposit(deposit_id)[0]
+                if (
+                    deposit_id is None
+                    or deposit is None
+                    or deposit.owner != client.address
+                    or deposit.coordinator != coordinator
+                ):
+                    deposit_id = open_deposit(
+                        node,
+                        client,
+                        coordinator,
+                        DEVNET_DEPOSIT,
+                        cap_per_period=DEVNET_DEPOSIT_CAP,
+                        period_blocks=DEVNET_DEPOSIT_PERIOD,
+                    ).deposit_id
+                    deposits.bind(key_id, deposit_id, int(time.time() * 1000))
+                elif deposit.balance < DEVNET_DEPOSIT // 2:
+                    top_up_deposit(node, client, deposit_id, DEVNET_DEPOSIT - deposit.balance)
+        finally:
+            repo.engine.dispose()
+        assert deposit_id is not None
+        return deposit_id
+
     def fund(self, rpc_url: str) -> None:
         """The faucet tops up the coordinator (it pays the settle / refund tx fees) and the client."""
         faucet = read_keyfile(self.node_dir / "faucet.key")
@@ -252,6 +299,8 @@ class Devnet:
         on_step("funding the coordinator and client keys")
         self.fund(rpc_url)
         api_key = self.client_api_key()
+        on_step("funding the client's deposit with the coordinator")
+        deposit_id = self.ensure_deposit(rpc_url, api_key)
         coordinator_url = f"http://{self.host}:{self.coordinator_port}"
         poolhub_url = self._start_poolhub(on_step)
         coordinator = ManagedProcess(
@@ -319,6 +368,7 @@ class Devnet:
             keys_dir=str(self.data_dir / "keys"),
             coordinator_url=coordinator_url,
             api_key=api_key,
+            deposit_id=deposit_id,
             client_key=str(self.client_key_path),
             coordinator_address=self.coordinator_key().address,
             miner_key=str(self.miner_dir / "miner.key") if self.miner_backend else None,
@@ -379,6 +429,21 @@ class Devnet:
         web.start()
         web.wait_healthy(timeout=30)
         return self.web_url
+
+    def ports(self) -> list[int]:
+        """Every port this devnet listens on (``devnet up`` checks them all before it starts anything)."""
+        from aitbc.web.config import default_dist_dir
+
+        nodes = range(self.validators) if self.validators > 1 else range(1)
+        ports = [self.rpc_port + 10 * i + k for i in nodes for k in range(3)]
+        if self.validators == 1:
+            ports = [self.rpc_port, self.ws_port, self.p2p_port]
+        ports.append(self.coordinator_port)
+        if self.poolhub_port is not None:
+            ports.append(self.poolhub_port)
+        if self.web_port is not None and (default_dist_dir() / "index.html").is_file():
+            ports.append(self.web_port)
+        return ports
 
     def first_exited(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.proc is not None and p.proc.poll() is not None), None)

@@ -23,27 +23,14 @@ import sqlalchemy as sa
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.db import schema
 from aitbc.exchange.store import ExchangeStore
-from aitbc.protocol.errors import AitbcError, NotFound
+from aitbc.protocol.errors import AitbcError, Conflict, Forbidden, NotFound, Unauthorized
 
 SCOPES: Final = ("read", "trade", "withdraw")
 TOTP_STEP_SECONDS: Final = 30
 ISSUER: Final = "AITBC Exchange"
 
 
-class Unauthorized(AitbcError):
-    """No valid credentials: missing, wrong, expired or revoked (401)."""
-
-    reason = "unauthorized"
-
-
-class Forbidden(AitbcError):
-    """Valid credentials without the right to this action: a scope, or 2FA, is missing (403)."""
-
-    reason = "forbidden"
-
-
-class Conflict(AitbcError):
-    reason = "conflict"
+# Unauthorized (401), Forbidden (403) and Conflict (409) are the project's (aitbc.protocol.errors).
 
 
 class TooManyRequests(AitbcError):

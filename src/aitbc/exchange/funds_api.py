@@ -7,13 +7,14 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Response
 
-from aitbc.exchange.accounts import Forbidden, Principal
+from aitbc.exchange.accounts import Principal
 from aitbc.exchange.api import make_auth, qr_response
 from aitbc.exchange.bitcoin.addresses import bip21_uri, check_address
 from aitbc.exchange.db import schema
 from aitbc.exchange.schemas import DepositRequest, SignedWithdrawal, WithdrawalRequest
 from aitbc.exchange.service import ExchangeService
-from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.address import is_valid_address
+from aitbc.protocol.errors import AitbcError, Forbidden, InvalidAddress
 
 
 class AssetDisabled(AitbcError):
@@ -39,11 +40,18 @@ def build_funds_router(service: ExchangeService) -> APIRouter:
         "/deposits",
         tags=["funds"],
         status_code=201,
-        summary="Where to send BTC: the caller's BIP84 address, a BIP21 URI and its QR codes",
+        summary="Where to deposit: BTC (the caller's BIP84 address, BIP21 URI, QR codes) or AITBC (address + memo)",
     )
     async def new_deposit(body: DepositRequest, p: Principal = reader) -> dict[str, Any]:
+        if body.asset == "AITBC" and service.aitbc is not None:
+            return {
+                "asset": "AITBC",
+                "address": service.aitbc.address,
+                "memo": service.aitbc.memo_for(p.user_id),
+                "note": "send a transfer to this address with exactly this memo; credited once committed",
+            }
         if body.asset != "BTC":
-            raise AssetDisabled(f"deposits of {body.asset!r} are not taken here (BTC; AITBC: see docs/exchange.md)")
+            raise AssetDisabled(f"deposits of {body.asset!r} are not configured on this exchange")
         if body.amount is not None and body.amount <= 0:
             raise AitbcError("amount must be positive", reason="non_positive_amount")
         funds = btc()
@@ -75,7 +83,10 @@ def build_funds_router(service: ExchangeService) -> APIRouter:
         rows = service.store.fetch_all(
             sa.select(schema.deposits).where(d.user_id == p.user_id).order_by(d.seen_at_ms.desc()).limit(200)
         )
-        tips = {"BTC": service.bitcoin.tip if service.bitcoin is not None else None}
+        tips = {
+            "BTC": service.bitcoin.tip if service.bitcoin is not None else None,
+            "AITBC": service.aitbc.scanned if service.aitbc is not None else None,
+        }
         out = []
         for r in rows:
             tip = tips.get(r.asset)
@@ -109,6 +120,8 @@ def build_funds_router(service: ExchangeService) -> APIRouter:
             check_address(body.address, btc().network)
         elif body.asset != "AITBC" or service.aitbc is None:
             raise AssetDisabled(f"withdrawals of {body.asset!r} are not configured on this exchange")
+        elif not is_valid_address(body.address):
+            raise InvalidAddress("not an AITBC address (ait1…, bech32m)")
         accounts.check_totp(p.user_id, body.totp)
         if body.asset == "BTC":
             result: dict[str, Any] = await btc().request_withdrawal(p, body.address, body.amount)

@@ -17,8 +17,7 @@ import random
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from aitbc.miner.backends.base import (
     InferenceBackend,
     ModelInfo,
 )
+from aitbc.miner.config import MinerSettings
 from aitbc.protocol.auth import sign_miner_request
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
@@ -65,22 +65,6 @@ class JobAborted(Exception):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass
-class MinerConfig:
-    coordinator_url: str
-    backend_name: str
-    unit_price: int = 1
-    region: str = ""
-    max_concurrency: int = 1
-    claim_wait_seconds: float = 20.0
-    version: str = "0.1.0"
-    hardware: dict[str, Any] = field(default_factory=dict)
-    zk_inference: bool = False
-    """EXPERIMENTAL: also serve zk-inference jobs (needs the zkml extra; docs/zk.md)."""
-    data_dir: Path | None = None
-    """Where the zk-inference proving key is cached (generated on first use)."""
 
 
 @dataclass
@@ -138,13 +122,16 @@ def _error_reason(data: Any) -> str:
 class MinerDaemon:
     def __init__(
         self,
-        config: MinerConfig,
+        config: MinerSettings,
         key: KeyPair,
         backend: InferenceBackend,
         link: CoordinatorLink | None = None,
         zk_prover: ReceiptProver | None = None,
+        hardware: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.hardware = hardware or {"kind": "cpu"}
+        """What the miner runs on, as detected at start (``aitbc.miner.hardware``)."""
         self._zk_prover = zk_prover
         self._zk_lock = threading.Lock()
         self._zkml_lock = threading.Lock()
@@ -183,7 +170,7 @@ class MinerDaemon:
             if self._zkml_pool is None:
                 self._zkml_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             pool = self._zkml_pool
-        cache = (self.config.data_dir or Path.home() / ".aitbc" / "miner") / "zkml"
+        cache = self.config.data_dir / "zkml"
         vectors = [parse_zk_vector(t) for t in job.texts or []]
         root = str(zkml.default_zkml_paths().root)
         proofs = pool.submit(zkml.prove_job, root, str(cache), vectors).result()
@@ -213,8 +200,8 @@ class MinerDaemon:
                 )
                 for m in self.models
             ],
-            backend=self.config.backend_name,
-            hardware=msgspec.convert(self.config.hardware or {"kind": "cpu"}, Hardware),
+            backend=self.config.backend,
+            hardware=msgspec.convert(self.hardware, Hardware),
             region=self.config.region,
             max_concurrency=self.config.max_concurrency,
             version=self.config.version,

@@ -12,13 +12,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aitbc.chain.gov_types import ProposalStatus
 from aitbc.node import governance as gov_views
-from aitbc.node.rpc import INVALID_REQUEST, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
+from aitbc.node.openapi import rpc_request_body, tx_request_body, with_tx_components
+from aitbc.node.rpc import INVALID_REQUEST, METHODS, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import InvalidAddress
 from aitbc.runtime.cors import add_cors
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+MAX_INT64: Final = 2**63 - 1
+"""Heights and sequence numbers are SQLite integers: a larger query value is a 422, not an OverflowError."""
 
 
 class BodyTooLarge(Exception):
@@ -68,7 +71,7 @@ def create_http_app(
 
     add_cors(app, cors_origins)
 
-    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)")
+    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)", openapi_extra=rpc_request_body(METHODS))
     async def json_rpc(request: Request) -> Response:
         try:
             body = await read_limited_body(request)
@@ -122,7 +125,12 @@ def create_http_app(
     async def get_tx_status(tx_hash: HashPath) -> dict[str, Any]:
         return node.tx_status(tx_hash.lower())
 
-    @app.post("/v1/txs", status_code=202, summary="Submit a signed tx (JSON object)")
+    @app.post(
+        "/v1/txs",
+        status_code=202,
+        summary="Submit a signed tx (JSON object; kinds, bytes and signing: docs/transactions.md)",
+        openapi_extra=tx_request_body(),
+    )
     async def post_tx(request: Request) -> Response:
         try:
             body = await read_limited_body(request, limit=1024 * 1024)
@@ -157,18 +165,26 @@ def create_http_app(
         return node.job_proof_json(job_id)
 
     @app.get("/v1/job-events", summary="On-chain job events (escrow_opened, settled, refunded) from a height")
-    async def job_events(from_height: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    async def job_events(from_height: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0) -> dict[str, Any]:
         return {"events": node.job_events_since(from_height)}
 
     @app.get("/v1/job-events/page", summary="A page of job events after a sequence number, optionally for one address")
     async def job_events_page(
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
         address: Annotated[str | None, Query(pattern=r"^ait1[02-9ac-hj-np-z]+$", max_length=90)] = None,
         limit: Annotated[int, Query(ge=1, le=1_000)] = 1_000,
     ) -> dict[str, Any]:
         return node.job_events_after(after_seq, address, limit)
 
     add_governance_routes(app, node)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_tx_components(base_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -214,7 +214,7 @@ async def rpc_get_job_events(node: NodeService, params: Any) -> Any:
     after_seq, address, limit = _params(params, ("after_seq", "address", "limit"), 0)
     after_seq = 0 if after_seq is None else after_seq
     limit = MAX_EVENTS_PAGE if limit is None else limit
-    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or after_seq < 0:
+    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or not 0 <= after_seq <= _MAX_HEIGHT:
         raise RpcError(INVALID_PARAMS, "'after_seq' must be a non-negative integer (the last event_seq you saw)")
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_EVENTS_PAGE:
         raise RpcError(INVALID_PARAMS, f"'limit' must be an integer from 1 to {MAX_EVENTS_PAGE}")

@@ -50,4 +50,7 @@ class WebSettings(ServiceSettings):
             if url:
                 parts = urlsplit(url)
                 origins.append(f"{parts.scheme}://{parts.netloc}")
+        if self.exchange_url:  # its feed is a WebSocket on the same host and port
+            parts = urlsplit(self.exchange_url)
+            origins.append(f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}")
         return sorted(set(origins))

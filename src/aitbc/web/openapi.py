@@ -37,10 +37,18 @@ def _poolhub(tmp: Path) -> FastAPI:
     return create_app(PoolHubSettings(data_dir=tmp / "poolhub"))
 
 
+def _exchange(tmp: Path) -> FastAPI:
+    from aitbc.exchange.app import create_app
+    from aitbc.exchange.config import ExchangeSettings
+
+    return create_app(ExchangeSettings(data_dir=tmp / "exchange"))
+
+
 SERVICES: dict[str, Callable[[Path], FastAPI]] = {
     "coordinator": _coordinator,
     "node": _node,
     "poolhub": _poolhub,
+    "exchange": _exchange,
 }
 
 

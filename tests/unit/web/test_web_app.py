@@ -61,6 +61,12 @@ def test_serves_the_app_its_config_and_headers(dist: Path) -> None:
     assert client.get("/missing.js").status_code == 404
 
 
+def test_csp_allows_the_exchange_feed(dist: Path) -> None:
+    web = WebSettings(dist_dir=dist, exchange_url="https://exchange.example:8014")
+    csp = TestClient(create_app(web)).get("/").headers["content-security-policy"]
+    assert "connect-src 'self' https://exchange.example:8014 wss://exchange.example:8014;" in csp
+
+
 def test_refuses_to_start_when_not_built(tmp_path: Path) -> None:
     with pytest.raises(NotBuilt, match="make web"):
         create_app(settings(tmp_path / "nothing"))

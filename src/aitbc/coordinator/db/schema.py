@@ -54,6 +54,7 @@ jobs = sa.Table(
     sa.Column("finished_at_ms", sa.BigInteger, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("served_digest", sa.String(200), nullable=True),
+    sa.Column("assigned_unit_price", sa.BigInteger, nullable=True),
     sa.Column("result", sa.JSON, nullable=True),
     # Payment on chain (all NULL for a job run unpaid, without a node): the escrow the client opened,
     # then what the coordinator did about it (see aitbc.coordinator.payments).

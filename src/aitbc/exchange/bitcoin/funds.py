@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from aitbc.exchange.accounts import Forbidden, Principal
+from aitbc.exchange.accounts import Principal
 from aitbc.exchange.bitcoin.addresses import CHANGE, RECEIVE, AccountKey, check_address
 from aitbc.exchange.bitcoin.backend import BitcoinBackend, Block, CoreRpcBackend, EsploraBackend
 from aitbc.exchange.bitcoin.psbt import (
@@ -39,7 +39,7 @@ from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.db import schema
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.trading import CompleteWithdrawal, Deposit, RequestWithdrawal, ReverseDeposit
-from aitbc.protocol.errors import AitbcError, ConfigError, NotFound
+from aitbc.protocol.errors import AitbcError, ConfigError, Forbidden, NotFound
 
 log = logging.getLogger("aitbc.exchange.bitcoin")
 ASSET = "BTC"
