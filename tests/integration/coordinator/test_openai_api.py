@@ -8,6 +8,7 @@ streaming order, limits). The SDK only gets a base URL and an API key, as any Op
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from coordinator_harness import CoordinatorProcess, MinerProcess
+from coordinator_harness import CoordinatorProcess, MinerProcess, wait_until
 
 from aitbc.miner.backends.builtin import EMBEDDING_MODEL, TEXT_MODEL, find_minilm_dir, find_smollm2_gguf
 from aitbc.miner.backends.echo import ECHO_DIGEST
@@ -44,10 +45,17 @@ def text_model_runs() -> bool:
 HAS_TEXT = text_model_runs()
 
 
+OPEN_PER_KEY = 3
+
+
 class OpenAIStack:
     def __init__(self, base: Path) -> None:
         self.coordinator = CoordinatorProcess(base / "coordinator", lease_seconds=10.0)
-        self.coordinator.start()
+        os.environ["AITBC_COORDINATOR_OPENAI_MAX_OPEN_PER_KEY"] = str(OPEN_PER_KEY)
+        try:
+            self.coordinator.start()
+        finally:
+            del os.environ["AITBC_COORDINATOR_OPENAI_MAX_OPEN_PER_KEY"]
         self.echo = MinerProcess(self.coordinator, base / "echo", token_delay=0.02)
         self.echo.start()
         self.builtin = MinerProcess(self.coordinator, base / "builtin", extra_args=("--backend", "builtin"))
@@ -297,3 +305,42 @@ def test_x_api_key_works_and_errors_keep_openai_shape(ostack: OpenAIStack) -> No
             "/embeddings", headers={"Authorization": f"Bearer {ostack.api_key}"}, content=b"{nope", timeout=30
         )
         assert not_json.status_code == 400 and not_json.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_open_requests_per_key_are_capped(ostack: OpenAIStack) -> None:
+    """Streams a client opens and does not read hold their slots; one more is a 429; closing frees them."""
+    key = ostack.coordinator.insert_key(1000.0, 1000)
+    client = ostack.client(key)
+    long_prompt = " ".join(f"w{i}" for i in range(400))
+    streams = [
+        client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": long_prompt}], max_tokens=300, stream=True
+        )
+        for _ in range(OPEN_PER_KEY)
+    ]
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "one more"}])
+    assert caught.value.code == "too_many_open_requests"
+    assert caught.value.response.headers["retry-after"] == "1.00"
+    # another key is not affected
+    assert ostack.client().chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    for stream in streams:
+        stream.close()
+
+    def freed() -> bool:
+        try:
+            client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "again"}])
+        except openai.RateLimitError:
+            return False
+        return True
+
+    wait_until(freed, 30, "the closed streams' slots to be freed", interval=0.5)
+
+
+def test_a_body_over_the_limit_is_413_in_openai_shape(ostack: OpenAIStack) -> None:
+    huge = {"model": "echo", "messages": [{"role": "user", "content": "x" * (3 * 1024 * 1024)}]}
+    with httpx.Client(base_url=ostack.base_url, timeout=30) as http:
+        response = http.post("/chat/completions", json=huge)  # refused before the key is even looked at
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
