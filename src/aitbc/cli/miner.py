@@ -42,6 +42,10 @@ def run(
     price: Annotated[int | None, typer.Option(help="Price per token in base units [default: 1]")] = None,
     region: Annotated[str | None, typer.Option(help="Region label offered to clients")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once [default: 1]")] = None,
+    claim_batch: Annotated[
+        int | None,
+        typer.Option(help="Jobs claimed per long-poll and results delivered per request (1: one request per job)"),
+    ] = None,
     ollama_url: Annotated[
         str | None, typer.Option(help="Ollama server (backend ollama) [default: http://127.0.0.1:11434]")
     ] = None,
@@ -98,6 +102,7 @@ def run(
                 unit_price=price,
                 region=region,
                 max_concurrency=concurrency,
+                claim_batch=claim_batch,
                 ollama_url=ollama_url,
                 openai_url=openai_url,
                 openai_api_key=openai_api_key,

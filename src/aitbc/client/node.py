@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import msgspec
 
+from aitbc.chain.audit_types import AuditState
 from aitbc.chain.entries import (
     Account,
     Deposit,
     Escrow,
     PaidJob,
     is_valid_account_proof,
+    is_valid_audits_proof,
     is_valid_deposit_proof,
     is_valid_escrow_proof,
     is_valid_governance_proof,
@@ -217,6 +219,18 @@ class NodeClient:
         if not is_valid_governance_proof(payload["state_root"], governance, proof_from_json(payload["proof"])):
             raise AitbcError("governance proof does not verify against the state root", reason="bad_proof")
         return governance, payload
+
+    def get_verified_audits(self) -> tuple[AuditState, dict[str, Any]]:
+        """The whole audit state (miner bonds, audits, disputes), checked by its Merkle proof against the
+        header it names."""
+        payload: dict[str, Any] = self.call("get_audit_proof")
+        header = self.get_block(payload["height"], False)
+        if header["state_root"] != payload["state_root"]:
+            raise AitbcError("proof's state root differs from the block header's", reason="bad_proof")
+        audits = msgspec.convert(payload["audits"], AuditState)
+        if not is_valid_audits_proof(payload["state_root"], audits, proof_from_json(payload["proof"])):
+            raise AitbcError("audit proof does not verify against the state root", reason="bad_proof")
+        return audits, payload
 
 
 def proof_from_json(proof: dict[str, Any]) -> SmtProof:

@@ -300,6 +300,9 @@ class CoordinatorService:
     async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
         return await self.dispatcher.claim(miner, wait_seconds)
 
+    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+        return await self.dispatcher.claim_many(miner, wait_seconds, max_jobs)
+
     async def progress(
         self, miner: str, job_id: str, lease_id: str, tokens: list[str], first_index: int
     ) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from aitbc.protocol.job_messages import MAX_CLAIM_WAIT_SECONDS, MAX_CONCURRENCY, MAX_UNIT_PRICE
+from aitbc.protocol.job_messages import MAX_CLAIM_BATCH, MAX_CLAIM_WAIT_SECONDS, MAX_CONCURRENCY, MAX_UNIT_PRICE
 from aitbc.runtime.settings import ServiceSettings
 
 BACKENDS = ("builtin", "ollama", "openai", "echo")
@@ -35,6 +35,11 @@ class MinerSettings(ServiceSettings):
     max_concurrency: int = Field(1, ge=1, le=MAX_CONCURRENCY)
     """Jobs run at once."""
     claim_wait_seconds: float = Field(20.0, ge=0, le=MAX_CLAIM_WAIT_SECONDS)
+    claim_batch: int = Field(1, ge=1, le=MAX_CLAIM_BATCH)
+    """Jobs asked for per long-poll (``claim-many``), and results delivered per request (``results``); 1: one
+    request per job and per result (each job also reports ``running`` at once). Fewer, larger requests cost the
+    miner and the coordinator less CPU per job: a job then reports progress only if it runs longer than
+    ``PROGRESS_INTERVAL_S``."""
     version: str = Field("0.1.0", max_length=32)
     zk_inference: bool = False
     """EXPERIMENTAL: also serve zk-inference jobs (needs the zkml extra; docs/zk.md)."""

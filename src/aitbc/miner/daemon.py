@@ -36,12 +36,17 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, pack_vectors
 from aitbc.protocol.job_messages import (
+    MAX_CLAIM_BATCH,
     AssignedJob,
+    BatchedResult,
+    ClaimManyRequest,
     ClaimRequest,
     Hardware,
     JobAssignment,
+    JobAssignments,
     Lease,
     MinerRegistration,
+    ResultBatch,
     ResultSubmission,
     ServedModel,
 )
@@ -72,6 +77,58 @@ class _ActiveJob:
     job_id: str
     lease_id: str
     aborted: bool = False
+
+
+class _ResultQueue:
+    """Results waiting for delivery: while one ``results`` request is in flight the next ones gather, so
+    under load each request carries many results (one signature, one round trip) and alone it goes at once."""
+
+    def __init__(self, link: CoordinatorLink, max_items: int) -> None:
+        self.link = link
+        self.max_items = min(max_items, MAX_CLAIM_BATCH)
+        self.waiting: list[tuple[BatchedResult, asyncio.Future[tuple[int, Any]]]] = []
+        self.wake = asyncio.Event()
+
+    async def deliver(self, job_id: str, result: ResultSubmission) -> tuple[int, Any]:
+        """Queue one result; returns (HTTP-like status, body) of its own outcome, as the single route would."""
+        item = BatchedResult(
+            job_id=job_id,
+            lease_id=result.lease_id,
+            output=result.output,
+            receipt=result.receipt,
+            zk_proof=result.zk_proof,
+        )
+        future: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        self.wake.set()
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.waiting:
+                batch, self.waiting = self.waiting[: self.max_items], self.waiting[self.max_items :]
+                try:
+                    status, data = await self.link.post(
+                        "/api/v1/miners/results", ResultBatch(results=[item for item, _ in batch])
+                    )
+                except (httpx.HTTPError, OSError) as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                answers = {a["job_id"]: a for a in data.get("results", [])} if status == 200 else {}
+                for item, future in batch:
+                    if future.done():
+                        continue
+                    answer = answers.get(item.job_id)
+                    if answer is None:
+                        future.set_result((status if status != 200 else 502, data))
+                    elif "error" in answer:
+                        future.set_result((int(answer["error"].get("status", 400)), {"error": answer["error"]}))
+                    else:
+                        future.set_result((200, {"receipt_hash": answer["receipt_hash"]}))
 
 
 class CoordinatorLink:
@@ -142,6 +199,8 @@ class MinerDaemon:
         self.models: list[ModelInfo] = []
         self.active: dict[str, _ActiveJob] = {}
         self.completed = 0
+        self._results: _ResultQueue | None = None
+        """Batch mode (``claim_batch`` > 1): results go out several per request."""
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
 
@@ -238,7 +297,12 @@ class MinerDaemon:
         if not self.models:
             raise RemoteError("the backend serves no models; nothing to offer", reason="no_models")
         await self.register()
-        workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
+        if self.config.claim_batch > 1:
+            assert self.link is not None
+            self._results = _ResultQueue(self.link, self.config.claim_batch)
+            workers = [asyncio.create_task(self._claimer()), asyncio.create_task(self._results.run())]
+        else:
+            workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
         heartbeat = asyncio.create_task(self._heartbeat())
         await self._stopping.wait()
         for task in workers:
@@ -270,6 +334,61 @@ class MinerDaemon:
                             log.warning("lease lost; aborting job", extra={"job_id": job_id})
             except (httpx.HTTPError, OSError) as exc:
                 log.warning("heartbeat failed", extra={"error": str(exc)})
+
+    async def _claimer(self) -> None:
+        """Batch mode: fill the free slots with ``claim-many`` long-polls; each job runs as a task of its own."""
+        assert self.link is not None
+        running: set[asyncio.Task[None]] = set()
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                free = self.config.max_concurrency - len(running)
+                if free <= 0:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                request = ClaimManyRequest(
+                    wait_seconds=self.config.claim_wait_seconds,
+                    max_jobs=min(free, self.config.claim_batch, MAX_CLAIM_BATCH),
+                )
+                try:
+                    response = await self.link.send("/api/v1/miners/claim-many", request)
+                    backoff = 0.5
+                except (httpx.HTTPError, OSError) as exc:
+                    log.warning("claim failed; backing off", extra={"error": str(exc)})
+                    await self._sleep(backoff)
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    continue
+                if response.status_code == 204:
+                    continue
+                if response.status_code == 403:
+                    await self.register()
+                    continue
+                if response.status_code != 200:
+                    log.warning("claim refused", extra={"status": response.status_code})
+                    await self._sleep(1.0)
+                    continue
+                try:
+                    claimed = msgspec.json.decode(response.content, type=JobAssignments).assignments
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    log.error("the coordinator sent assignments this miner cannot read", extra={"error": str(exc)})
+                    await self._sleep(1.0)
+                    continue
+                for assignment in claimed:
+                    task = asyncio.create_task(self._run_logged(assignment))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_logged(self, assignment: JobAssignment) -> None:
+        try:
+            await self._run_job(assignment.job, assignment.lease)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job handling failed", extra={"job_id": assignment.job.job_id})
 
     async def _worker(self, index: int) -> None:
         assert self.link is not None
@@ -349,23 +468,27 @@ class MinerDaemon:
                 raise RemoteError("the assignment carries no input", reason="bad_assignment")
             # The first report tells the coordinator the job is running; the generation starts meanwhile
             # instead of a round trip later (pushes stay one at a time: the loop below waits for this one).
-            first_report = asyncio.create_task(push_progress())
+            # In batch mode a job reports only once it has run for PROGRESS_INTERVAL_S (a quick one: never).
+            reported = self._results is None
+            first_report = asyncio.create_task(push_progress()) if reported else None
             started = now_ms()
             work = asyncio.create_task(asyncio.to_thread(self._execute, job_input, on_token))
             try:
-                await first_report
+                if first_report is not None:
+                    await first_report
             except BaseException:
                 halted = True  # the generation stops at its next token
                 raise
             while not work.done():
                 await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
-                if len(tokens) > sent and not active.aborted:
+                if (len(tokens) > sent or not reported) and not active.aborted and not work.done():
                     await push_progress()
+                    reported = True
             output, units = work.result()
             finished = max(now_ms(), started + units.compute_ms)
             if active.aborted:
                 return
-            if len(tokens) > sent:
+            if len(tokens) > sent and reported:
                 await push_progress()
             receipt = Receipt(
                 chain_id=self.link.chain_id,
@@ -390,7 +513,10 @@ class MinerDaemon:
                 escrow = compute_proof_escrow(job.escrow_amount, job.max_price, receipt.total_price)
                 proof = await asyncio.to_thread(self._prove_receipt, receipt, escrow)
             result = ResultSubmission(lease_id=active.lease_id, output=delivered, receipt=receipt, zk_proof=proof)
-            status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
+            if self._results is not None:
+                status, data = await self._results.deliver(job_id, result)
+            else:
+                status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
             if status == 200:
                 self.completed += 1
                 log.info(

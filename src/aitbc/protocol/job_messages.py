@@ -222,6 +222,29 @@ class ResultSubmission(_Message, frozen=True, kw_only=True):
     zk_proof: ZkReceiptProof | None = None
 
 
+MAX_CLAIM_BATCH: Final = 64
+"""Most jobs one ``claim-many`` hands out, and most results one ``results`` request carries."""
+
+
+class ClaimManyRequest(_Message, frozen=True, kw_only=True):
+    """``POST /api/v1/miners/claim-many``: long-poll for up to ``max_jobs`` jobs (one request, one signature)."""
+
+    wait_seconds: Annotated[float, Meta(ge=0, le=MAX_CLAIM_WAIT_SECONDS)] = 20.0
+    max_jobs: Annotated[int, Meta(ge=1, le=MAX_CLAIM_BATCH)] = 16
+
+
+class BatchedResult(ResultSubmission, frozen=True, kw_only=True):
+    """One job's result inside a ``ResultBatch``."""
+
+    job_id: JobId
+
+
+class ResultBatch(_Message, frozen=True, kw_only=True):
+    """``POST /api/v1/miners/results``: several finished jobs in one request; each is judged on its own."""
+
+    results: Annotated[list[BatchedResult], Meta(min_length=1, max_length=MAX_CLAIM_BATCH)]
+
+
 class FailureReport(_Message, frozen=True, kw_only=True):
     lease_id: LeaseId
     error: Annotated[str, Meta(max_length=MAX_ERROR_CHARS)]
@@ -277,14 +300,22 @@ class JobAssignment(msgspec.Struct, frozen=True, kw_only=True):
     lease: Lease
 
 
+class JobAssignments(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /api/v1/miners/claim-many`` answers with these (or 204 when no job came in time)."""
+
+    assignments: list[JobAssignment]
+
+
 REQUEST_MESSAGES: Final = (
     JobRequest,
     QuoteRequest,
     MinerRegistration,
     ClaimRequest,
+    ClaimManyRequest,
     HeartbeatRequest,
     ProgressReport,
     ResultSubmission,
+    ResultBatch,
     FailureReport,
     ReleaseRequest,
 )

@@ -38,7 +38,7 @@ from aitbc.exchange.bitcoin.psbt import (
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.db import schema
 from aitbc.exchange.service import ExchangeService
-from aitbc.market.trading import CompleteWithdrawal, Deposit, RequestWithdrawal, ReverseDeposit
+from aitbc.market.trading import CancelWithdrawal, CompleteWithdrawal, Deposit, RequestWithdrawal, ReverseDeposit
 from aitbc.protocol.errors import AitbcError, ConfigError, Forbidden, NotFound
 
 log = logging.getLogger("aitbc.exchange.bitcoin")
@@ -364,6 +364,27 @@ class BitcoinFunds:
             raise Forbidden(f"withdrawal {ref} is {row.status}", reason="bad_state")
         signed = parse_psbt(psbt_text)
         return {"ref": ref, "status": await self._broadcast(ref, signed, expected_txid=row.txid), "txid": row.txid}
+
+    async def cancel_withdrawal(self, ref: str) -> dict[str, Any]:
+        """Release an unsigned withdrawal: the user's hold (``CancelWithdrawal``) and its reserved coins, at once."""
+        w, u = schema.withdrawals.c, schema.btc_utxos.c
+        row = self.store.fetch_one(sa.select(schema.withdrawals).where(w.ref == ref))
+        if row is None or row.asset != ASSET:
+            raise NotFound(f"no BTC withdrawal {ref}")
+        if row.status != "awaiting_signature":
+            raise Forbidden(
+                f"withdrawal {ref} is {row.status}: only one awaiting its signature can be cancelled",
+                reason="bad_state",
+            )
+        now = _now()
+        await self.service.submit(
+            CancelWithdrawal(ref),
+            extra=[
+                (schema.withdrawals.update().where(w.ref == ref), {"status": "cancelled", "updated_at_ms": now}),
+                (schema.btc_utxos.update().where(u.reserved_by == ref), {"reserved_by": None}),
+            ],
+        )
+        return {"ref": ref, "status": "cancelled"}
 
     async def _broadcast(self, ref: str, psbt: Any, expected_txid: str | None = None) -> str:
         tx = finalize_signed(psbt, expected_txid or psbt.tx.txid().hex())
