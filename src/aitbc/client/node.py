@@ -25,31 +25,24 @@ from aitbc.chain.entries import (
 )
 from aitbc.chain.gov_types import GovernanceState
 from aitbc.chain.smt import SmtProof
+from aitbc.client.http import RestClient
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError
 from aitbc.protocol.tx import Tx, sign_tx, tx_to_json_obj
 
 
-class NodeClient:
+class NodeClient(RestClient):
+    """JSON-RPC over the shared REST client (``aitbc.client.http``): one call, or a batch, per POST."""
+
+    service = "node"
+
     def __init__(self, rpc_url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
-        self.rpc_url = rpc_url.rstrip("/") + "/"
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        super().__init__(rpc_url, {}, timeout, transport)
+        self.rpc_url = self.base_url + "/"
         self._ids = itertools.count(1)
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> NodeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _post(self, payload: Any) -> Any:
-        try:
-            response = self._http.post(self.rpc_url, json=payload)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach node at {self.rpc_url}: {exc}", reason="unreachable") from None
+        response = self._send("POST", "/", json=payload)
         if response.status_code == 204:
             return None
         try:

@@ -41,7 +41,7 @@ def btc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Harnes
             "poll_seconds": 3600,
             "min_withdrawal_sat": 10_000,
         }
-        if request.param == "core" and "hot" in request.node.name:
+        if "hot" in request.node.name:
             key_file = tmp_path / "hot.key"
             key_file.write_text(ROOT.to_string())
             bitcoin |= {"hot_key_file": str(key_file), "hot_limit_sat": 60_000}
@@ -186,10 +186,10 @@ def test_withdrawal_psbt_spends_only_exchange_outputs(btc: tuple[Harness, Regtes
     assert h.client.get("/api/v1/withdrawals", headers=alice["h"]).json()["withdrawals"][0]["status"] == "confirmed"
 
 
+@pytest.mark.parametrize("btc", ["core"], indirect=True)
 def test_hot_key_signs_small_withdrawals(btc: tuple[Harness, RegtestChain]) -> None:
     h, chain = btc
-    if h.service.bitcoin.hot_key is None:
-        pytest.skip("the hot key is configured for the Core RPC case only")
+    assert h.service.bitcoin.hot_key is not None
     alice = h.user("alice")
     deposit(h, chain, alice, 200_000)
     deposit(h, chain, alice, 200_000)  # two coins: the first withdrawal reserves one until its change confirms
