@@ -207,7 +207,9 @@ def build_router(service: ExchangeService) -> APIRouter:
         key = f"login:{body.username}"
         accounts.check_login_throttle(key)
         user = accounts.find_user(body.username)
-        ok = user is not None and await asyncio.to_thread(accounts.is_password_ok, user.password_hash, body.password)
+        # an unknown user costs the same Argon2id verification (no timing oracle for usernames)
+        stored = user.password_hash if user is not None else accounts.dummy_hash
+        ok = await asyncio.to_thread(accounts.is_password_ok, stored, body.password) and user is not None
         if not ok:
             accounts.note_failure(key)
             accounts.audit(user.id if user is not None else None, "login_failed", username=body.username)

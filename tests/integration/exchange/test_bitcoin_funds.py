@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,18 @@ def test_operator_cancels_a_pending_withdrawal(btc: tuple[Harness, RegtestChain]
     # the coin is free again for the next withdrawal
     r = h.client.post("/api/v1/withdrawals", json=body | {"totp": totp.at(time.time() + 30)}, headers=alice["h"])
     assert r.status_code == 201, r.text
+
+
+def test_a_backend_fee_estimate_above_the_cap_is_refused(btc: tuple[Harness, RegtestChain]) -> None:
+    h, chain = btc
+    alice = h.user("alice")
+    deposit(h, chain, alice, 200_000)
+    chain.mine(CONFS)
+    poll(h)
+    totp = enable_2fa(h, alice)
+    chain.fee_rate = Decimal("0.05")  # 5,000 sat/vB: a lying (or panicking) backend
+    before = h.balances(alice)
+    body = {"asset": "BTC", "address": OUTSIDER, "amount": 50_000, "totp": totp.now()}
+    r = h.client.post("/api/v1/withdrawals", json=body, headers=alice["h"])
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "fee_too_high"
+    assert h.balances(alice) == before

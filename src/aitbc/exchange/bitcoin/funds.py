@@ -87,6 +87,7 @@ class BitcoinFunds:
         self.tip = self.chain[-1][0] if self.chain else -1
         self.last_error: str | None = None
         self._poll_lock = asyncio.Lock()
+        self._withdraw_lock = asyncio.Lock()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -284,12 +285,23 @@ class BitcoinFunds:
 
     # -- withdrawals ---------------------------------------------------------------------------------
     async def request_withdrawal(self, p: Principal, address: str, amount: int) -> dict[str, Any]:
+        # one at a time: two withdrawals must never pick the same coin before either reserves it
+        async with self._withdraw_lock:
+            return await self._request_withdrawal(p, address, amount)
+
+    async def _request_withdrawal(self, p: Principal, address: str, amount: int) -> dict[str, Any]:
         recipient = check_address(address, self.network)
         if type(amount) is not int or amount < self.cfg.min_withdrawal_sat:
             raise AitbcError(
                 f"a BTC withdrawal is at least {self.cfg.min_withdrawal_sat} sat", reason="amount_too_small"
             )
         fee_rate = await asyncio.to_thread(self.backend.estimate_fee_rate, 6)
+        if fee_rate > self.cfg.max_fee_rate_sat_vb:  # a lying or panicking backend does not set users' fees
+            raise AitbcError(
+                f"the network fee estimate ({fee_rate} sat/vB) is above the exchange's cap "
+                f"({self.cfg.max_fee_rate_sat_vb}); try later",
+                reason="fee_too_high",
+            )
         u = schema.btc_utxos.c
         deepest = self.tip - self.cfg.confirmations + 1
         rows = self.store.fetch_all(
