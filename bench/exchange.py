@@ -7,8 +7,16 @@
    ``aitbc.market.orderbook.OrderBook`` (``match`` + ``add`` / ``remove``, no validation, no ledger, no
    events): the strongest honest floor for a Python book. Reported: orders/s of each and the ratio.
 2. **Replay**: the accepted commands fed to a fresh engine, its state hash compared (and its speed).
+3. **Over the API**: ``python -m aitbc exchange run`` (one process, SQLite WAL, group commit) with
+   ``--api-users`` users holding API keys and funded through the command log before start; ``--api-orders``
+   ``POST /api/v1/orders`` from ``--concurrency`` keep-alive connections, closed loop, the same order mix
+   (every answer is read after the order is committed to the database). Per-user rate limits are raised
+   for the run (the default 50/s per user would throttle it: that is the limit working, not the engine).
+   **Baseline**: ``GET /healthz`` on the same connections (the HTTP floor of this server). Reported:
+   orders/s, p50/p99 latency, and the machine's load average (the machine is shared).
 
-Target (issue 19): in process >= 100,000 orders/s with validation and balance checks.
+Targets (issue 19): in process >= 100,000 orders/s with validation and balance checks; over the API
+>= 2,000 orders/s with p99 <= 20 ms.
 
     .venv/bin/python bench/exchange.py             # full run
     .venv/bin/python bench/exchange.py --quick     # smoke run
@@ -17,11 +25,23 @@ Target (issue 19): in process >= 100,000 orders/s with validation and balance ch
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import json
 import os
 import platform
 import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 from aitbc.market.orderbook import MarketSpec, Order, OrderBook, OrderRejected, OrderType, SelfTradePrevention, Side
 from aitbc.market.trading import (
@@ -117,6 +137,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--api-orders", type=int, default=20_000)
+    parser.add_argument("--api-users", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-api", action="store_true")
     args = parser.parse_args()
     n = 30_000 if args.quick else args.orders
     print(f"# bench/exchange.py  python {platform.python_version()}  {os.cpu_count()} cpus  load {os.getloadavg()}")
@@ -146,9 +170,199 @@ def main() -> None:
         f"replay of {len(accepted):,} accepted commands: {len(accepted) / rep_s:,.0f}/s, "
         f"state hash {'identical' if same else 'DIFFERENT'} ({compute_state_hash(engine)[:16]}…)"
     )
-    print(f"# load average after: {os.getloadavg()}")
     if not same:
         raise SystemExit(1)
+    if not args.no_api:
+        api_bench(3_000 if args.quick else args.api_orders, args.api_users, args.concurrency, args.seed)
+    print(f"# load average after: {os.getloadavg()}")
+
+
+# -- over the API --------------------------------------------------------------------------------------
+
+
+def seed_exchange(data_dir: Path, users: int) -> list[str]:
+    """Users with trade-scoped API keys, funded by Deposit commands in the log (as the watchers would)."""
+    from aitbc.exchange.accounts import Accounts
+    from aitbc.exchange.config import ExchangeSettings
+    from aitbc.exchange.store import Entry, ExchangeStore
+
+    settings = ExchangeSettings(**exchange_env_settings(data_dir))
+    store = ExchangeStore(settings.sqlalchemy_url, SPEC.base, SPEC.quote)
+    accounts = Accounts(settings, store)
+    engine = TradingEngine(SPEC, FEES)
+    tokens, entries, seq = [], [], 0
+    now = int(time.time() * 1000)
+    for i in range(users):
+        uid = accounts.create_user(f"bench{i}", "unused-hash")
+        tokens.append(accounts.create_api_key(uid, "bench", ["read", "trade"])[1])
+        for asset, amount in (("BTC", 10**14), ("AITBC", 10**15)):
+            seq += 1
+            cmd = Deposit(str(uid), asset, amount, f"seed-{asset}-{uid}")
+            entries.append(Entry(seq, now, cmd, engine.process(cmd)))
+    store.write_batch(entries)
+    store.close()
+    return tokens
+
+
+def exchange_env_settings(data_dir: Path) -> dict[str, Any]:
+    return {
+        "data_dir": data_dir,
+        "market": {
+            "tick_size": SPEC.tick_size,
+            "lot_size": SPEC.lot_size,
+            "maker_fee_bps": FEES.maker_bps,
+            "taker_fee_bps": FEES.taker_bps,
+        },
+        "rate_limit_per_second": 1e9,
+        "rate_limit_burst": 10**9,
+        "max_open_orders_per_user": 10**9,
+    }
+
+
+ENV = {
+    "AITBC_EXCHANGE_MARKET__TICK_SIZE": str(SPEC.tick_size),
+    "AITBC_EXCHANGE_MARKET__LOT_SIZE": str(SPEC.lot_size),
+    "AITBC_EXCHANGE_MARKET__MAKER_FEE_BPS": str(FEES.maker_bps),
+    "AITBC_EXCHANGE_MARKET__TAKER_FEE_BPS": str(FEES.taker_bps),
+    "AITBC_EXCHANGE_RATE_LIMIT_PER_SECOND": "1e9",
+    "AITBC_EXCHANGE_RATE_LIMIT_BURST": str(10**9),
+    "AITBC_EXCHANGE_MAX_OPEN_ORDERS_PER_USER": str(10**9),
+}
+
+
+async def _http_loop(port: int, requests: list[bytes], latencies: list[float], statuses: dict[int, int]) -> None:
+    """One keep-alive HTTP/1.1 connection, requests one after another (a minimal client: the server is measured)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for raw in requests:
+            t0 = time.perf_counter()
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            status = int(head[9:12])
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+def _post(path: str, token: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+def _run_load(port: int, per_conn: list[list[bytes]]) -> tuple[float, list[float], dict[int, int]]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(_http_loop(port, reqs, latencies, statuses) for reqs in per_conn))
+        return time.perf_counter() - t0
+
+    return asyncio.run(main()), latencies, statuses
+
+
+def api_bench(n: int, users: int, concurrency: int, seed: int) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="i19-exchange-bench-", dir="/tmp"))
+    proc = None
+    try:
+        tokens = seed_exchange(data_dir, users)
+        port = _free_port()
+        log = (data_dir / "server.log").open("wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")} | ENV
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aitbc",
+                "exchange",
+                "run",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"exchange did not start: {(data_dir / 'server.log').read_text()}")
+            time.sleep(0.1)
+        # the same order mix as in process, limit and market orders only (a cancel needs the id of a live order)
+        rng = random.Random(seed)
+        stream = [c for c in make_stream(n * 2, users, seed) if type(c) is PlaceOrder][:n]
+        reqs = []
+        for cmd in stream:
+            body: dict[str, Any] = {"side": str(cmd.side), "type": str(cmd.order_type), "quantity": cmd.quantity}
+            if cmd.price is not None:
+                body["price"] = cmd.price
+            reqs.append(_post("/api/v1/orders", tokens[int(cmd.user[4:]) % len(tokens)], body))
+        rng.shuffle(tokens)
+        per_conn = [reqs[i::concurrency] for i in range(concurrency)]
+        health = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
+        base_s, base_lat, _ = _run_load(port, [[health] * (len(r)) for r in per_conn])
+        load_before = os.getloadavg()
+        api_s, lat, statuses = _run_load(port, per_conn)
+        load_after = os.getloadavg()
+        check = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
+        print(
+            f"over the API, {len(reqs):,} POST /api/v1/orders, {concurrency} keep-alive connections, "
+            f"{users} users (server: 1 process, SQLite WAL, group commit):"
+        )
+        print(
+            f"  orders: {len(reqs) / api_s:>8,.0f}/s   p50 {pct(lat, 50) * 1000:6.2f} ms   "
+            f"p99 {pct(lat, 99) * 1000:6.2f} ms   statuses {statuses}"
+        )
+        print(
+            f"  baseline GET /healthz: {len(base_lat) / base_s:>8,.0f}/s   p50 {pct(base_lat, 50) * 1000:6.2f} ms   "
+            f"p99 {pct(base_lat, 99) * 1000:6.2f} ms"
+        )
+        print(
+            f"  ratio orders / healthz: {base_s / api_s:.2f};  targets >= 2,000 orders/s: "
+            f"{'met' if len(reqs) / api_s >= 2000 else 'NOT met'}, p99 <= 20 ms: "
+            f"{'met' if pct(lat, 99) <= 0.020 else 'NOT met'}"
+        )
+        print(
+            f"  committed commands {check['committed_seq']:,}; load average during "
+            f"{load_before[0]:.2f} -> {load_after[0]:.2f}"
+        )
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

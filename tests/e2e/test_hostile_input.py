@@ -219,3 +219,65 @@ def test_batch_over_max_batch_is_413(services: dict[str, Service]) -> None:
     data = _limit_error(reply.json(), rpc=True)
     assert data["reason"] == "batch_too_large" and data["max_calls"] == 1_000
     node.healthy()
+
+
+# -- inputs that gave a 500 -----------------------------------------------------------------------
+HUGE = "9" * 30
+
+
+def test_node_huge_heights_and_sequence_numbers_are_4xx(services: dict[str, Service]) -> None:
+    node = services["node"]
+    for path in (f"/v1/job-events?from_height={HUGE}", f"/v1/job-events/page?after_seq={HUGE}", f"/v1/blocks/{HUGE}"):
+        reply = httpx.get(node.url + path, timeout=10)
+        assert 400 <= reply.status_code < 500, (path, reply.status_code, reply.text)
+    call = {"jsonrpc": "2.0", "method": "get_job_events", "params": {"after_seq": int(HUGE)}, "id": 1}
+    assert httpx.post(node.url, json=call).json()["error"]["code"] == -32602
+    node.healthy()
+
+
+def test_coordinator_huge_list_cursor_is_400(services: dict[str, Service]) -> None:
+    coordinator = services["coordinator"]
+    data_dir = coordinator.args[coordinator.args.index("--data-dir") + 1]
+    created = subprocess.run(
+        [PYTHON, "-m", "aitbc", "coordinator", "keys", "create", "--data-dir", data_dir, "--name", "hostile"],
+        capture_output=True,
+        text=True,
+        env=coordinator.env,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1].strip()
+    for cursor in (f"{HUGE}:job_x", f"{HUGE}", f"1:{'x' * 500}", "١٢٣:job_x"):
+        reply = httpx.get(coordinator.url + "/api/v1/jobs", params={"cursor": cursor}, headers={"X-Api-Key": key})
+        assert reply.status_code == 400 and reply.json()["error"]["reason"] == "invalid_cursor", (cursor, reply.text)
+    coordinator.healthy()
+
+
+def _wallet_token(wallet: Service) -> str:
+    wallet_dir = Path(wallet.args[wallet.args.index("--wallet-dir") + 1])
+    return (wallet_dir / "daemon.token").read_text().strip()
+
+
+def test_wallet_unlock_with_nan_timeout_is_422(services: dict[str, Service]) -> None:
+    wallet = services["wallet"]
+    headers = {"Authorization": f"Bearer {_wallet_token(wallet)}", "Content-Type": "application/json"}
+    for value in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+        body = b'{"passphrase": "correct horse", "timeout_s": ' + value + b"}"
+        reply = httpx.post(wallet.url + "/v1/wallets/alice/unlock", content=body, headers=headers)
+        assert reply.status_code == 422, (value, reply.status_code, reply.text)
+        assert reply.json()["error"]["reason"] == "invalid_request"
+    wallet.healthy()
+
+
+def test_wallet_refuses_foreign_hosts_and_cross_origin_requests(services: dict[str, Service]) -> None:
+    wallet = services["wallet"]
+    rebinding = httpx.get(wallet.url + "/metrics", headers={"Host": f"attacker.example:{wallet.port}"})
+    assert rebinding.status_code == 403 and rebinding.json()["error"]["reason"] == "host_not_allowed"
+    page = httpx.get(wallet.url + "/metrics", headers={"Origin": "http://attacker.example"})
+    assert page.status_code == 403 and page.json()["error"]["reason"] == "origin_not_allowed"
+    token = {"Authorization": f"Bearer {_wallet_token(wallet)}"}
+    preflight = httpx.options(wallet.url + "/v1/wallets", headers={"Origin": "http://attacker.example", **token})
+    assert preflight.status_code == 403
+    for host in ("127.0.0.1", "localhost", f"localhost:{wallet.port}", f"[::1]:{wallet.port}"):
+        assert httpx.get(wallet.url + "/healthz", headers={"Host": host}).status_code == 200, host
+    assert httpx.get(wallet.url + "/v1/wallets", headers=token).status_code == 200

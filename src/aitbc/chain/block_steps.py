@@ -14,7 +14,10 @@
    payout, and split it over the proposer and the voters;
 6. ``process_governance_block`` (``aitbc.chain.governance``): expire proposals,
    tally closed votes from the bonds now, carry out passed proposals, enact the
-   parameter changes due at this height.
+   parameter changes due at this height;
+7. ``process_audit_block`` (``aitbc.chain.audits``): draw audits among the jobs
+   the parent settled, expire and decide audits past their windows, release
+   matured miner unbondings.
 
 ``process_end_block`` splits the fees a BFT block collected by the same rule, then
 records the set that decided the block if the block changed the active set
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import msgspec
 
+from aitbc.chain.audits import process_audit_block, process_audit_candidates
 from aitbc.chain.context import BlockContext
 from aitbc.chain.deposits import process_deposit_withdrawals, process_expired_paid_jobs
 from aitbc.chain.entries import Account
@@ -65,7 +69,7 @@ def process_unbonding_releases(state: StateDelta, staking: StakingState, ctx: Bl
 
 
 def process_epoch_boundary(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
-    return process_epoch(staking, state.get_authorities(), ctx.params.staking, ctx.height)
+    return process_epoch(staking, state.get_authorities(), ctx.params.staking, ctx.height, state.bonds)
 
 
 def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockContext) -> StakingState:
@@ -87,6 +91,7 @@ def process_block_reward(state: StateDelta, staking: StakingState, ctx: BlockCon
         state.voters,
         committee=state.committee,
         unclaimed_to=REWARD_POOL_ADDRESS,
+        bonds=state.bonds,
     )
     for address, amount in sorted(credits.items()):
         process_credit(state, address, amount)
@@ -108,6 +113,7 @@ def process_begin_block(state: StateDelta, base: ChainState, ctx: BlockContext) 
     if staking != original:
         state.set_staking(staking)
     process_governance_block(state, ctx)
+    process_audit_block(state, ctx)
 
 
 def process_fee_split(state: StateDelta, ctx: BlockContext) -> None:
@@ -124,6 +130,7 @@ def process_fee_split(state: StateDelta, ctx: BlockContext) -> None:
         state.voters,
         committee=state.committee,
         unclaimed_to=REWARD_POOL_ADDRESS,
+        bonds=state.bonds,
     )
     state.fees = 0
     for address, amount in sorted(credits.items()):
@@ -140,6 +147,8 @@ def process_deciding_set(state: StateDelta, ctx: BlockContext) -> None:
 
 
 def process_end_block(state: StateDelta, ctx: BlockContext) -> None:
-    """End of every block: split a BFT block's fees, then record the set that decided it."""
+    """End of every block: split a BFT block's fees, record the set that decided it, and keep the jobs it
+    settled for the next block's audit draw."""
     process_fee_split(state, ctx)
     process_deciding_set(state, ctx)
+    process_audit_candidates(state)

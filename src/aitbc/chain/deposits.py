@@ -28,6 +28,7 @@ from enum import StrEnum
 
 import msgspec
 
+from aitbc.chain.audit_types import AuditCandidate, compute_audit_candidate
 from aitbc.chain.context import BlockContext, SignatureOracle, TxContext
 from aitbc.chain.entries import ChainEvent, Deposit, PaidJob
 from aitbc.chain.escrow import compute_escrow_amount
@@ -222,6 +223,7 @@ class BatchPlan:
     paid: list[PaidJob] = field(default_factory=list)
     credits: dict[str, int] = field(default_factory=dict)
     events: list[ChainEvent] = field(default_factory=list)
+    audit_candidates: list[AuditCandidate] = field(default_factory=list)
 
 
 def get_entry_problem(
@@ -335,6 +337,7 @@ def verify_settle_batch(state: StateDelta, tx: SettleBatch, ctx: TxContext) -> B
         )
         plan.credits[receipt.miner] = plan.credits.get(receipt.miner, 0) + receipt.total_price
         plan.credits[REWARD_POOL_ADDRESS] = plan.credits.get(REWARD_POOL_ADDRESS, 0) + fee
+        plan.audit_candidates.append(compute_audit_candidate(receipt, deposit.owner, charge, fee, receipt_hash))
         plan.events.append(
             ChainEvent(
                 kind="settled",
@@ -393,3 +396,4 @@ def process_settle_batch(state: StateDelta, tx: SettleBatch, ctx: TxContext, pla
         process_credit(state, address, amount)
     for event in plan.events:
         state.emit(event)
+    state.audit_candidates.extend(plan.audit_candidates)

@@ -17,6 +17,7 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta
 
+from aitbc.chain.audit_types import EMPTY_AUDITS, AuditState
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.smt import SmtProof, is_valid_smt_proof
 from aitbc.chain.validators import StakingState, is_empty_staking
@@ -31,9 +32,13 @@ ESCROW_NAMESPACE: Final = b"escrow\x00"
 MULTISIG_NAMESPACE: Final = b"multisig\x00"
 DEPOSIT_NAMESPACE: Final = b"deposit\x00"
 PAID_NAMESPACE: Final = b"paid\x00"
+BOND_NAMESPACE: Final = b"bond\x00"
+_NOT_BONDS: Final = frozenset({"bonds"})
 STAKING_KEY: Final = sha256(b"staking\x00")
 """The one state entry holding the ``StakingState`` (absent while it is empty)."""
 GOVERNANCE_KEY: Final = sha256(b"governance\x00")
+AUDITS_KEY: Final = sha256(b"audits\x00")
+"""The one state entry holding the ``AuditState`` (miner bonds, audits, disputes; absent while empty)."""
 """The one state entry holding the ``GovernanceState`` (absent while it is empty)."""
 
 
@@ -159,7 +164,18 @@ def compute_multisig_value_hash(multisig: MultisigAccount) -> bytes:
 
 
 def compute_staking_value_hash(staking: StakingState) -> bytes | None:
-    return None if is_empty_staking(staking) else sha256(codec.encode(staking))
+    """Everything of the staking state but the bonds, which are leaves of their own (``compute_bond_key``)."""
+    if is_empty_staking(msgspec.structs.replace(staking, bonds=[])):
+        return None
+    return sha256(codec.encode(staking, omit=_NOT_BONDS))
+
+
+def compute_bond_key(validator: str, delegator: str) -> bytes:
+    return sha256(BOND_NAMESPACE + decode_address(validator) + decode_address(delegator))
+
+
+def compute_bond_value_hash(amount: int) -> bytes | None:
+    return None if amount == 0 else sha256(amount.to_bytes(8, "big"))
 
 
 def compute_governance_value_hash(governance: GovernanceState) -> bytes | None:
@@ -183,6 +199,10 @@ def compute_paid_value_hash(paid: PaidJob | None) -> bytes | None:
     return None if paid is None else sha256(codec.encode(paid))
 
 
+def compute_audits_value_hash(audits: AuditState) -> bytes | None:
+    return None if audits == EMPTY_AUDITS else sha256(codec.encode(audits))
+
+
 def compute_state_items(
     accounts: Mapping[str, Account],
     escrows: Mapping[str, Escrow],
@@ -191,6 +211,8 @@ def compute_state_items(
     deposits: Mapping[str, Deposit] | None = None,
     paid: Mapping[str, PaidJob | None] | None = None,
     governance: GovernanceState | None = None,
+    bonds: Mapping[tuple[str, str], int] | None = None,
+    audits: AuditState | None = None,
 ) -> dict[bytes, bytes | None]:
     items: dict[bytes, bytes | None] = {
         compute_account_key(a): compute_account_value_hash(acc) for a, acc in accounts.items()
@@ -200,8 +222,12 @@ def compute_state_items(
         items.update({compute_multisig_key(a): compute_multisig_value_hash(m) for a, m in multisigs.items()})
     if staking is not None:
         items[STAKING_KEY] = compute_staking_value_hash(staking)
+    if bonds:
+        items.update({compute_bond_key(v, d): compute_bond_value_hash(a) for (v, d), a in bonds.items()})
     if governance is not None:
         items[GOVERNANCE_KEY] = compute_governance_value_hash(governance)
+    if audits is not None:
+        items[AUDITS_KEY] = compute_audits_value_hash(audits)
     if deposits:
         items.update({compute_deposit_key(d): compute_deposit_value_hash(v) for d, v in deposits.items()})
     if paid:
@@ -219,6 +245,11 @@ def is_valid_governance_proof(state_root: str, governance: GovernanceState, proo
     """A light client's check of the governance state (proposals, votes, tallies, live params) against a root."""
     value_hash = compute_governance_value_hash(governance)
     return is_valid_smt_proof(bytes.fromhex(state_root), GOVERNANCE_KEY, value_hash, proof)
+
+
+def is_valid_audits_proof(state_root: str, audits: AuditState, proof: SmtProof) -> bool:
+    """A light client's check of the audit state (miner bonds, audits, disputes) against a root."""
+    return is_valid_smt_proof(bytes.fromhex(state_root), AUDITS_KEY, compute_audits_value_hash(audits), proof)
 
 
 def is_valid_account_proof(state_root: str, address: str, account: Account | None, proof: SmtProof) -> bool:

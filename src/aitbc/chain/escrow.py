@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from aitbc.chain.audit_types import compute_audit_candidate
 from aitbc.chain.context import BlockContext, TxContext
 from aitbc.chain.entries import ChainEvent, Escrow, EscrowState
 from aitbc.chain.ledger import process_credit
@@ -160,6 +161,7 @@ def process_settle_job(
     process_credit(state, receipt.miner, paid)
     process_credit(state, REWARD_POOL_ADDRESS, fee)
     process_credit(state, escrow.client, rest)
+    receipt_hash = compute_receipt_hash(receipt)
     settled = msgspec.structs.replace(
         escrow,
         state=EscrowState.SETTLED.value,
@@ -167,10 +169,11 @@ def process_settle_job(
         paid_to_miner=paid,
         protocol_fee=fee,
         refunded=rest,
-        receipt_hash=compute_receipt_hash(receipt),
+        receipt_hash=receipt_hash,
         closed_height=ctx.height,
     )
     _record(state, settled, "settled", ctx.tx_hash)
+    state.audit_candidates.append(compute_audit_candidate(receipt, escrow.client, paid + fee, fee, receipt_hash))
 
 
 # -- refund_escrow and expiry --------------------------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from aitbc.chain.bonds import BondReader
 from aitbc.chain.context import BlockContext, TxContext
 from aitbc.chain.entries import Account
 from aitbc.chain.gov_params import BPS, GovernanceParams
@@ -54,7 +55,7 @@ from aitbc.chain.state import StateDelta
 from aitbc.chain.validators import StakingState
 from aitbc.protocol.address import is_valid_address
 from aitbc.protocol.errors import InvalidTx, TxRejection
-from aitbc.protocol.tx import DepositProposal, SubmitProposal, Vote
+from aitbc.protocol.tx import DepositProposal, GovernanceVote, SubmitProposal
 
 
 def _replace_proposal(gov: GovernanceState, proposal: Proposal) -> GovernanceState:
@@ -179,13 +180,13 @@ def verify_deposit_proposal(state: StateDelta, tx: DepositProposal, ctx: TxConte
 
 
 def process_governance_change(
-    state: StateDelta, tx: DepositProposal | Vote, ctx: TxContext, gov: GovernanceState
+    state: StateDelta, tx: DepositProposal | GovernanceVote, ctx: TxContext, gov: GovernanceState
 ) -> None:
     """Store the governance state the kind's ``verify_*`` computed (a deposit's amount was charged)."""
     state.set_governance(gov)
 
 
-def verify_vote(state: StateDelta, tx: Vote, ctx: TxContext) -> GovernanceState:
+def verify_vote(state: StateDelta, tx: GovernanceVote, ctx: TxContext) -> GovernanceState:
     gov = state.get_governance()
     proposal = _open_proposal(gov, tx.proposal_id, (ProposalStatus.VOTING_PERIOD.value,))
     votes = list(proposal.votes)
@@ -199,12 +200,13 @@ def verify_vote(state: StateDelta, tx: Vote, ctx: TxContext) -> GovernanceState:
     return _replace_proposal(gov, msgspec.structs.replace(proposal, votes=votes))
 
 
-def compute_tally(proposal: Proposal, staking: StakingState) -> Tally:
-    """Bonded stake behind each option: a bond follows its delegator's vote, else its validator's."""
+def compute_tally(proposal: Proposal, staking: StakingState, bonds: BondReader | None = None) -> Tally:
+    """Bonded stake behind each option: a bond follows its delegator's vote, else its validator's.
+    ``bonds``: the block's bonds (default: ``staking.bonds``)."""
     votes = {v.voter: v.option for v in proposal.votes}
     counts = {"yes": 0, "no": 0, "abstain": 0, "no_with_veto": 0}
     total = 0
-    for bond in staking.bonds:
+    for bond in bonds.iter_bonds() if bonds is not None else staking.bonds:
         total += bond.amount
         option = votes.get(bond.delegator) or votes.get(bond.validator)
         if option is not None:
@@ -292,7 +294,7 @@ def process_proposal_deadlines(state: StateDelta, gov: GovernanceState, ctx: Blo
             )
             gov = msgspec.structs.replace(_replace_proposal(gov, closed), locked=gov.locked - proposal.total_deposit)
         elif proposal.status == ProposalStatus.VOTING_PERIOD and proposal.voting_end_height < ctx.height:
-            tally = compute_tally(proposal, state.get_staking())
+            tally = compute_tally(proposal, state.get_staking(), state.bonds)
             status, note, burn = compute_outcome(tally, ctx.params.governance)
             _release_deposits(state, proposal, burn=burn)
             closed = msgspec.structs.replace(

@@ -55,6 +55,14 @@ GOVERNABLE_PARAMS: Final[dict[str, tuple[int, int]]] = {
     "governance.threshold_bps": (1, BPS - 1),
     "governance.veto_threshold_bps": (1, BPS),
     "governance.max_active_proposals": (1, 1_000),
+    "audit.probability_bps": (0, BPS),
+    "audit.min_miner_bond": (1, MAX_U64),
+    "audit.unbonding_blocks": (1, 10_000_000),
+    "audit.audit_window_blocks": (1, 1_000_000),
+    "audit.dispute_window_blocks": (1, 1_000_000),
+    "audit.fraud_slash_bps": (0, BPS),
+    "audit.reporter_reward_bps": (0, BPS),
+    "audit.audit_fee_bps": (0, BPS),
 }
 """Dotted name → inclusive (min, max) of every parameter governance may set."""
 

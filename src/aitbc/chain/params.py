@@ -6,6 +6,7 @@ from typing import Final
 
 import msgspec
 
+from aitbc.chain.audit_params import AuditParams
 from aitbc.chain.gov_params import GOVERNANCE_PRESETS, GovernanceParams
 from aitbc.chain.validators import STAKING_PRESETS, StakingParams
 from aitbc.protocol.address import encode_address
@@ -44,6 +45,8 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Validator set, staking, slashing and reward rule (``aitbc.chain.validators``)."""
     governance: GovernanceParams = msgspec.field(default_factory=GovernanceParams)
     """Proposals, votes and their tally (``aitbc.chain.governance``; docs/governance.md)."""
+    audit: AuditParams = msgspec.field(default_factory=AuditParams)
+    """Miner bonds, audit selection, disputes and slashing (``aitbc.chain.audits``; docs/verification.md)."""
 
 
 PRESETS: dict[str, ChainParams] = {

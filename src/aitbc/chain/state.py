@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
+from aitbc.chain.audit_types import EMPTY_AUDITS, AuditCandidate, AuditState, get_bonded_total
+from aitbc.chain.bonds import BondIndex, BondOverlay, BondReader
 from aitbc.chain.entries import (
+    AUDITS_KEY,
     EMPTY_ACCOUNT,
     GOVERNANCE_KEY,
     Account,
@@ -30,7 +35,7 @@ from aitbc.chain.entries import (
 )
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.smt import SmtProof, SparseMerkleTree
-from aitbc.chain.validators import EMPTY_STAKING, StakingState, get_locked
+from aitbc.chain.validators import EMPTY_STAKING, StakingPlan, StakingState, get_locked
 
 
 class ChainState:
@@ -38,7 +43,9 @@ class ChainState:
 
     __slots__ = (
         "accounts",
+        "audits",
         "authorities",
+        "bonds",
         "deposits",
         "due",
         "escrows",
@@ -62,8 +69,12 @@ class ChainState:
         deposits: dict[str, Deposit] | None = None,
         paid: dict[str, PaidJob] | None = None,
         governance: GovernanceState = EMPTY_GOVERNANCE,
+        audits: AuditState = EMPTY_AUDITS,
     ) -> None:
+        self.audits = audits
         self.staking = staking
+        self.bonds = BondIndex(staking.bonds)
+        """Every bond with running totals (an index of ``staking.bonds``, kept in step at each commit)."""
         self.governance = governance
         self.authorities = authorities
         """The genesis authorities (PoA part of the validator set; not in the root, genesis fixes them)."""
@@ -117,13 +128,15 @@ class ChainState:
         deposits: Mapping[str, Deposit] | None = None,
         paid: Mapping[str, PaidJob] | None = None,
         governance: GovernanceState = EMPTY_GOVERNANCE,
+        audits: AuditState = EMPTY_AUDITS,
     ) -> ChainState:
         """Build the full tree once (genesis, or restart from the store)."""
         escrows = escrows or {}
         multisigs = multisigs or {}
         deposits = deposits or {}
         paid = paid or {}
-        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance)
+        bonds = {(b.validator, b.delegator): b.amount for b in staking.bonds}
+        items = compute_state_items(accounts, escrows, multisigs, staking, deposits, paid, governance, bonds, audits)
         tree = SparseMerkleTree().update(items)
         return cls(
             dict(accounts),
@@ -135,13 +148,23 @@ class ChainState:
             dict(deposits),
             dict(paid),
             governance,
+            audits,
         )
 
     def get_staking(self) -> StakingState:
         return self.staking
 
+    def get_bonds(self) -> BondReader:
+        return self.bonds
+
     def get_governance(self) -> GovernanceState:
         return self.governance
+
+    def get_audits(self) -> AuditState:
+        return self.audits
+
+    def prove_audits(self) -> SmtProof:
+        return self.tree.prove(AUDITS_KEY)
 
     def prove_governance(self) -> SmtProof:
         return self.tree.prove(GOVERNANCE_KEY)
@@ -190,11 +213,12 @@ class ChainState:
         return self.tree.root_hash.hex()
 
     def total_supply(self) -> int:
-        """Every token: balances plus what open escrows, deposits, bonds and proposal deposits hold."""
+        """Every token: balances plus what open escrows, deposits, stake, proposal deposits and miner bonds hold."""
         locked = sum(e.amount for e in self.escrows.values() if e.state == EscrowState.OPEN)
         deposited = sum(d.balance for d in self.deposits.values())
         balances = sum(a.balance for a in self.accounts.values())
-        return balances + locked + deposited + get_locked(self.staking) + self.governance.locked
+        held = get_locked(self.staking, self.bonds) + self.governance.locked + get_bonded_total(self.audits)
+        return balances + locked + deposited + held
 
     def prove_account(self, address: str) -> SmtProof:
         return self.tree.prove(compute_account_key(address))
@@ -209,7 +233,11 @@ class StateReader(Protocol):
 
     def get_staking(self) -> StakingState: ...
 
+    def get_bonds(self) -> BondReader: ...
+
     def get_governance(self) -> GovernanceState: ...
+
+    def get_audits(self) -> AuditState: ...
 
     def get_authorities(self) -> tuple[str, ...]: ...
 
@@ -234,6 +262,10 @@ class StateDelta:
     """The new staking state, if this block changed it."""
     governance: GovernanceState | None = None
     """The new governance state, if this block changed it."""
+    audits: AuditState | None = None
+    """The new audit state, if this block changed it."""
+    audit_candidates: list[AuditCandidate] = field(default_factory=list)
+    """Jobs this block settled (``aitbc.chain.audits.note_settled``); stored at its end for the next draw."""
     voters: frozenset[str] | None = None
     """BFT blocks: the signers of ``last_commit``; fees are then collected and split among them at the end."""
     fees: int = 0
@@ -243,6 +275,27 @@ class StateDelta:
     deposits: dict[str, Deposit] = field(default_factory=dict)
     paid: dict[str, PaidJob | None] = field(default_factory=dict)
     """Paid job records written (None: forgotten at its expiry) by this block."""
+    _bonds: BondOverlay | None = None
+
+    @property
+    def bonds(self) -> BondOverlay:
+        """This block's bond writes over the committed bonds (O(1) per read and write)."""
+        if self._bonds is None:
+            self._bonds = BondOverlay(self.base.get_bonds())
+        return self._bonds
+
+    def get_bonds(self) -> BondReader:
+        return self.bonds
+
+    def set_staking_plan(self, plan: StakingPlan) -> None:
+        """Store a verified staking change: its staking state and its bond writes."""
+        self.staking = plan.staking
+        for (validator, delegator), amount in plan.bonds.writes.items():
+            self.bonds.set(validator, delegator, amount)
+
+    @property
+    def bond_writes(self) -> dict[tuple[str, str], int]:
+        return {} if self._bonds is None else self._bonds.writes
 
     def get_deposit(self, deposit_id: str) -> Deposit | None:
         deposit = self.deposits.get(deposit_id)
@@ -270,6 +323,12 @@ class StateDelta:
 
     def set_governance(self, governance: GovernanceState) -> None:
         self.governance = governance
+
+    def get_audits(self) -> AuditState:
+        return self.audits if self.audits is not None else self.base.get_audits()
+
+    def set_audits(self, audits: AuditState) -> None:
+        self.audits = audits
 
     def get_authorities(self) -> tuple[str, ...]:
         return self.base.get_authorities()
@@ -303,7 +362,15 @@ def compute_state_root(base: ChainState, delta: StateDelta) -> tuple[str, Sparse
     """The root after ``delta``, updated incrementally: only the changed keys are rehashed."""
     tree = base.tree.update(
         compute_state_items(
-            delta.accounts, delta.escrows, delta.multisigs, delta.staking, delta.deposits, delta.paid, delta.governance
+            delta.accounts,
+            delta.escrows,
+            delta.multisigs,
+            delta.staking,
+            delta.deposits,
+            delta.paid,
+            delta.governance,
+            delta.bond_writes,
+            delta.audits,
         )
     )
     return tree.root_hash.hex(), tree
@@ -320,8 +387,14 @@ def commit_delta(state: ChainState, delta: StateDelta, tree: SparseMerkleTree) -
         state._index(escrow)
     if delta.staking is not None:
         state.staking = delta.staking
+    if delta.bond_writes:
+        state.bonds.apply(delta.bond_writes)
+        # the persisted, displayed list (once per block that changed bonds)
+        state.staking = msgspec.structs.replace(state.staking, bonds=state.bonds.to_list())
     if delta.governance is not None:
         state.governance = delta.governance
+    if delta.audits is not None:
+        state.audits = delta.audits
     for deposit in delta.deposits.values():
         state._index_withdrawal(state.deposits.get(deposit.id), deposit)
         state.deposits[deposit.id] = deposit

@@ -28,6 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from aitbc.chain.audits import (
+    process_audit_change,
+    process_submit_audit,
+    verify_bond_miner,
+    verify_submit_audit,
+    verify_unbond_miner,
+)
 from aitbc.chain.context import TxContext
 from aitbc.chain.deposits import (
     process_open_deposit,
@@ -65,9 +72,11 @@ from aitbc.chain.staking import process_staking_change, verify_delegate, verify_
 from aitbc.chain.state import StateDelta
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
+    BondMiner,
     CreateMultisig,
     Delegate,
     DepositProposal,
+    GovernanceVote,
     MultisigTransfer,
     OpenDeposit,
     OpenEscrow,
@@ -77,13 +86,14 @@ from aitbc.protocol.tx import (
     SettleJob,
     SettleJobZk,
     Stake,
+    SubmitAudit,
     SubmitProposal,
     TopUpDeposit,
     Transfer,
     Tx,
     TxBase,
+    UnbondMiner,
     Unstake,
-    Vote,
     WithdrawDeposit,
 )
 from aitbc.protocol.types import MAX_U64
@@ -134,7 +144,7 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     ReportEvidence: TxKind(verify_report_evidence, process_report_evidence),
     SubmitProposal: TxKind(verify_submit_proposal, process_submit_proposal),
     DepositProposal: TxKind(verify_deposit_proposal, process_governance_change, moves_amount=True, spends_amount=True),
-    Vote: TxKind(verify_vote, process_governance_change),
+    GovernanceVote: TxKind(verify_vote, process_governance_change),
     OpenDeposit: TxKind(
         verify_open_deposit,
         process_open_deposit,
@@ -145,6 +155,9 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     TopUpDeposit: TxKind(verify_top_up_deposit, process_top_up_deposit, moves_amount=True, spends_amount=True),
     WithdrawDeposit: TxKind(verify_withdraw_deposit, process_withdraw_deposit, moves_amount=True),
     SettleBatch: TxKind(verify_settle_batch, process_settle_batch),
+    BondMiner: TxKind(verify_bond_miner, process_audit_change, moves_amount=True, spends_amount=True),
+    UnbondMiner: TxKind(verify_unbond_miner, process_audit_change, moves_amount=True),
+    SubmitAudit: TxKind(verify_submit_audit, process_submit_audit),
 }
 """Every tx kind the chain executes, by struct type. A kind missing here is refused (``unknown_tx_type``)."""
 

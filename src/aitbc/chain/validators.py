@@ -52,9 +52,12 @@ Everything is a pure function of typed values; the chain keeps one
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import msgspec
 
+from aitbc.chain.bonds import Bond as Bond
+from aitbc.chain.bonds import BondOverlay, BondReader, BondWriter, get_bond_index
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.types import U64, Address, Amount, Height
 
@@ -83,6 +86,9 @@ class StakingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     downtime_window: U64 = 100
     downtime_max_missed: U64 = 50
     """A validator missing from more than this many of the last ``downtime_window`` commits is jailed."""
+    min_delegation: Amount = 1_000_000
+    """Smallest bond a stake or delegation may create or leave behind (devnet: 1 AITBC): bonds cost every
+    node bookkeeping, so dust bonds are refused."""
     max_staker_share_bps: U64 = 3_000
     """Stakers together hold at most this share of the voting power (10,000: no cap). Below 1/3 the
     authorities alone keep the chain live and safe, whatever is staked (devnet: 30 %)."""
@@ -106,12 +112,6 @@ STAKING_PRESETS: dict[str, StakingParams] = {
 }
 """``mainnet``: 10,000 AITBC to stand, epochs of one hour and a week of unbonding at 2 s blocks,
 1 AITBC minted per block and 0.1 % of the reward pool paid out per block."""
-
-
-class Bond(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    validator: Address
-    delegator: Address
-    amount: Amount
 
 
 class Unbonding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -163,30 +163,46 @@ class StakingState(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 EMPTY_STAKING = StakingState()
 
 
+@dataclass(frozen=True, slots=True)
+class StakingPlan:
+    """What a verified staking or evidence tx will write: the staking state and the bonds it changes (an
+    overlay of the block's bonds, so nothing is written before the tx is fully checked)."""
+
+    staking: StakingState
+    bonds: BondOverlay
+
+
 def is_empty_staking(staking: StakingState) -> bool:
     return staking == EMPTY_STAKING
 
 
-def _with_bonds(staking: StakingState, bonds: Mapping[tuple[str, str], int]) -> StakingState:
-    ordered = [Bond(v, d, a) for (v, d), a in sorted(bonds.items()) if a > 0]
-    return msgspec.structs.replace(staking, bonds=ordered)
+def _reader(staking: StakingState, bonds: BondReader | None) -> BondReader:
+    """The block's bond reader if given, else an index of ``staking.bonds``."""
+    return bonds if bonds is not None else get_bond_index(staking.bonds)
 
 
-def _bond_map(staking: StakingState) -> dict[tuple[str, str], int]:
-    return {(b.validator, b.delegator): b.amount for b in staking.bonds}
+def _writer(staking: StakingState, bonds: BondWriter | None) -> BondWriter:
+    return bonds if bonds is not None else BondOverlay(get_bond_index(staking.bonds))
 
 
-def get_bond(staking: StakingState, validator: str, delegator: str) -> int:
-    return _bond_map(staking).get((validator, delegator), 0)
+def _finish(staking: StakingState, writer: BondWriter, given: BondWriter | None) -> StakingState:
+    """With the block's writer the bonds live there; without one, write them back into the list."""
+    if given is not None:
+        return staking
+    return msgspec.structs.replace(staking, bonds=list(writer.iter_bonds()))
 
 
-def get_bonded(staking: StakingState, validator: str) -> int:
-    return sum(b.amount for b in staking.bonds if b.validator == validator)
+def get_bond(staking: StakingState, validator: str, delegator: str, bonds: BondReader | None = None) -> int:
+    return _reader(staking, bonds).get(validator, delegator)
 
 
-def get_locked(staking: StakingState) -> int:
+def get_bonded(staking: StakingState, validator: str, bonds: BondReader | None = None) -> int:
+    return _reader(staking, bonds).get_bonded(validator)
+
+
+def get_locked(staking: StakingState, bonds: BondReader | None = None) -> int:
     """Tokens held by the staking module: bonds and pending unbondings (part of the supply)."""
-    return sum(b.amount for b in staking.bonds) + sum(u.amount for u in staking.unbonding)
+    return _reader(staking, bonds).get_total() + sum(u.amount for u in staking.unbonding)
 
 
 def get_jailed_until(staking: StakingState, validator: str) -> int:
@@ -197,14 +213,26 @@ def is_jailed(staking: StakingState, validator: str, height: int) -> bool:
     return get_jailed_until(staking, validator) > height
 
 
-def is_candidate(staking: StakingState, validator: str, authorities: Sequence[str], params: StakingParams) -> bool:
+def is_candidate(
+    staking: StakingState,
+    validator: str,
+    authorities: Sequence[str],
+    params: StakingParams,
+    bonds: BondReader | None = None,
+) -> bool:
     """May receive delegations: an authority, or an account whose own bond reaches ``min_self_stake``."""
-    return validator in authorities or get_bond(staking, validator, validator) >= params.min_self_stake
+    return validator in authorities or get_bond(staking, validator, validator, bonds) >= params.min_self_stake
 
 
-def compute_power(staking: StakingState, validator: str, authorities: Sequence[str], params: StakingParams) -> int:
+def compute_power(
+    staking: StakingState,
+    validator: str,
+    authorities: Sequence[str],
+    params: StakingParams,
+    bonds: BondReader | None = None,
+) -> int:
     base = params.authority_power if validator in authorities else 0
-    return base + get_bonded(staking, validator) // params.stake_per_power
+    return base + get_bonded(staking, validator, bonds) // params.stake_per_power
 
 
 def get_active_list(staking: StakingState, authorities: Sequence[str], params: StakingParams) -> list[Power]:
@@ -241,20 +269,25 @@ def process_record_deciding_set(
 
 
 def compute_active_set(
-    staking: StakingState, authorities: Sequence[str], params: StakingParams, height: int
+    staking: StakingState,
+    authorities: Sequence[str],
+    params: StakingParams,
+    height: int,
+    bonds: BondReader | None = None,
 ) -> list[Power]:
     """The epoch rule (module docstring): authorities not jailed + top ``max_stakers`` candidates."""
+    reader = _reader(staking, bonds)
     chosen = [
-        Power(a, compute_power(staking, a, authorities, params))
+        Power(a, compute_power(staking, a, authorities, params, reader))
         for a in authorities
         if not is_jailed(staking, a, height)
     ]
-    stakers = {b.validator for b in staking.bonds if b.validator not in authorities}
+    stakers = {v for v in reader.get_validators() if v not in authorities}
     ranked = sorted(
         (
-            (compute_power(staking, v, authorities, params), v)
+            (compute_power(staking, v, authorities, params, reader), v)
             for v in stakers
-            if get_bond(staking, v, v) >= params.min_self_stake and not is_jailed(staking, v, height)
+            if reader.get(v, v) >= params.min_self_stake and not is_jailed(staking, v, height)
         ),
         key=lambda pv: (-pv[0], pv[1]),
     )
@@ -276,12 +309,16 @@ def _normalize_active(active: list[Power], authorities: Sequence[str], params: S
 
 
 def process_epoch(
-    staking: StakingState, authorities: Sequence[str], params: StakingParams, height: int
+    staking: StakingState,
+    authorities: Sequence[str],
+    params: StakingParams,
+    height: int,
+    bonds: BondReader | None = None,
 ) -> StakingState:
     """At an epoch boundary: recompute the active set, forget expired jail terms and too-old offences."""
     if height == 0 or height % params.epoch_blocks != 0:
         return staking
-    active = compute_active_set(staking, authorities, params, height)
+    active = compute_active_set(staking, authorities, params, height, bonds)
     if not active:  # never leave the chain without validators: keep the last set
         active = get_active_list(staking, authorities, params)
     jailed = [j for j in staking.jailed if j.until > height]
@@ -298,33 +335,52 @@ def process_bond(
     amount: int,
     authorities: Sequence[str],
     params: StakingParams,
+    bonds: BondWriter | None = None,
 ) -> StakingState:
-    """``stake`` (validator == delegator) or ``delegate``; the caller moves ``amount`` out of the balance."""
-    bonds = _bond_map(staking)
+    """``stake`` (validator == delegator) or ``delegate``; the caller moves ``amount`` out of the balance.
+    With ``bonds`` (the block's writer) the bond is written there in O(1); else into ``staking.bonds``."""
+    writer = _writer(staking, bonds)
+    # Verify the amount is no dust bond
+    if amount < params.min_delegation:
+        raise InvalidTx(
+            TxRejection.DELEGATION_TOO_LOW, f"bonding {amount} is below the minimum of {params.min_delegation}"
+        )
     if validator == delegator:
         # Verify the own bond reaches the candidate floor (authorities may bond any amount)
-        own = bonds.get((validator, validator), 0) + amount
+        own = writer.get(validator, validator) + amount
         if validator not in authorities and own < params.min_self_stake:
             raise InvalidTx(TxRejection.STAKE_TOO_LOW, f"own stake {own} is below the minimum {params.min_self_stake}")
-    elif not is_candidate(staking, validator, authorities, params):
+    elif not is_candidate(staking, validator, authorities, params, writer):
         # Verify a delegation goes to a validator
         raise InvalidTx(TxRejection.NOT_A_VALIDATOR, f"{validator} is neither an authority nor a staked candidate")
-    bonds[(validator, delegator)] = bonds.get((validator, delegator), 0) + amount
-    return _with_bonds(staking, bonds)
+    writer.set(validator, delegator, writer.get(validator, delegator) + amount)
+    return _finish(staking, writer, bonds)
 
 
 def process_unbond(
-    staking: StakingState, validator: str, delegator: str, amount: int, height: int, params: StakingParams
+    staking: StakingState,
+    validator: str,
+    delegator: str,
+    amount: int,
+    height: int,
+    params: StakingParams,
+    bonds: BondWriter | None = None,
 ) -> StakingState:
     """``unstake``: the bond shrinks now; the tokens return ``unbonding_blocks`` later."""
-    bonds = _bond_map(staking)
-    held = bonds.get((validator, delegator), 0)
+    writer = _writer(staking, bonds)
+    held = writer.get(validator, delegator)
     # Verify the delegator holds that much with that validator
     if amount == 0 or amount > held:
         raise InvalidTx(TxRejection.INSUFFICIENT_STAKE, f"bond with {validator} is {held}; cannot unstake {amount}")
-    bonds[(validator, delegator)] = held - amount
+    # Verify no dust bond is left behind (unstake all of it instead)
+    if 0 < held - amount < params.min_delegation:
+        raise InvalidTx(
+            TxRejection.DELEGATION_TOO_LOW,
+            f"unstaking {amount} leaves {held - amount}, below the minimum bond of {params.min_delegation}",
+        )
+    writer.set(validator, delegator, held - amount)
     entry = Unbonding(validator, delegator, amount, height + params.unbonding_blocks)
-    return msgspec.structs.replace(_with_bonds(staking, bonds), unbonding=[*staking.unbonding, entry])
+    return msgspec.structs.replace(_finish(staking, writer, bonds), unbonding=[*staking.unbonding, entry])
 
 
 def process_matured_unbondings(staking: StakingState, height: int) -> tuple[StakingState, list[tuple[str, int]]]:
@@ -347,16 +403,16 @@ def process_slash(
     height: int,
     authorities: Sequence[str],
     params: StakingParams,
+    bonds: BondWriter | None = None,
 ) -> tuple[StakingState, int]:
     """Burn ``slash_double_sign_bps`` of the offender's bonds and pending unbondings, jail it, drop it from
     the active set; returns (new state, burned)."""
     burned = 0
-    bonds = _bond_map(staking)
-    for key, amount in list(bonds.items()):
-        if key[0] == validator:
-            cut = amount * params.slash_double_sign_bps // BPS
-            bonds[key] = amount - cut
-            burned += cut
+    writer = _writer(staking, bonds)
+    for delegator, amount in sorted(writer.get_delegations(validator).items()):
+        cut = amount * params.slash_double_sign_bps // BPS
+        writer.set(validator, delegator, amount - cut)
+        burned += cut
     unbonding: list[Unbonding] = []
     for u in staking.unbonding:
         if u.validator == validator:
@@ -366,7 +422,7 @@ def process_slash(
         if u.amount > 0:
             unbonding.append(u)
     cut_down = msgspec.structs.replace(
-        _with_bonds(staking, bonds),
+        _finish(staking, writer, bonds),
         unbonding=unbonding,
         punished=[*(o for o in staking.punished if o.validator != validator), Offence(validator, height)],
         burned=staking.burned + burned,
@@ -429,6 +485,7 @@ def compute_rewards(
     *,
     committee: Mapping[str, int] | None = None,
     unclaimed_to: str = "",
+    bonds: BondReader | None = None,
 ) -> dict[str, int]:
     """Split ``amount`` by the reward rule (module docstring); the credits sum to exactly ``amount``.
 
@@ -446,6 +503,7 @@ def compute_rewards(
 
     if amount == 0:
         return credits
+    reader = _reader(staking, bonds)
     if voters is None:
         powers = get_active_powers(staking, authorities, params)
         paid_powers = powers
@@ -464,11 +522,11 @@ def compute_rewards(
         stake_part = share * max(0, stake_power) // power if power else 0
         credit(validator, share - stake_part)
         paid += share - stake_part
-        bonds = [b for b in staking.bonds if b.validator == validator]
-        bonded = sum(b.amount for b in bonds)
-        for b in bonds:
-            cut = stake_part * b.amount // bonded
-            credit(b.delegator, cut)
+        delegations = reader.get_delegations(validator)
+        bonded = reader.get_bonded(validator)
+        for delegator, held in sorted(delegations.items()):
+            cut = stake_part * held // bonded
+            credit(delegator, cut)
             paid += cut
     credit(proposer if voters is None or not unclaimed_to else unclaimed_to, amount - paid)
     return credits

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aitbc.cli.common import console, handle_errors
-from aitbc.coordinator.config import DEFAULT_COORDINATOR_PORT, CoordinatorSettings
+from aitbc.cli.common import console, given, handle_errors
+from aitbc.coordinator.config import DEFAULT_COORDINATOR_PORT as DEFAULT_PORT
+from aitbc.coordinator.config import CoordinatorSettings
 
 app = typer.Typer(help="Run the job coordinator; manage client API keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="Client API keys.", no_args_is_help=True)
@@ -26,17 +27,21 @@ DbUrl = Annotated[
 @handle_errors
 def run(
     data_dir: DataDir,
-    port: Annotated[int, typer.Option(help="HTTP port")] = DEFAULT_COORDINATOR_PORT,
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help=f"HTTP port; 0 picks a free one [default: {DEFAULT_PORT}]")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1]")] = None,
     database_url: DbUrl = None,
-    chain_id: Annotated[str, typer.Option(help="Chain id receipts are signed for")] = "aitbc-devnet",
-    lease_seconds: Annotated[float, typer.Option(help="Seconds a miner may stay silent on a job")] = 15.0,
-    max_attempts: Annotated[int, typer.Option(help="Runs of a job before it fails")] = 3,
+    chain_id: Annotated[
+        str | None, typer.Option(help="Chain id receipts are signed for [default: aitbc-devnet]")
+    ] = None,
+    lease_seconds: Annotated[
+        float | None, typer.Option(help="Seconds a miner may stay silent on a job [default: 15]")
+    ] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Runs of a job before it fails [default: 3]")] = None,
     node_url: Annotated[
         str | None,
         typer.Option("--node-url", help="Node JSON-RPC URL: jobs are paid on chain (escrow, settle, refund)"),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
     poolhub_url: Annotated[
         str | None, typer.Option(help="Match through this pool hub (default: in process)", show_default=False)
     ] = None,
@@ -46,6 +51,7 @@ def run(
 ) -> None:
     """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C.
 
+    Options not given come from AITBC_COORDINATOR_* (e.g. AITBC_COORDINATOR_LEASE_SECONDS), then the defaults.
     With --node-url every job must come with an escrow on chain; the coordinator settles it with the
     job's receipt or refunds it, paying tx fees from its own account (fund the address it prints)."""
     from aitbc.coordinator.app import run_coordinator
@@ -53,16 +59,18 @@ def run(
 
     settings = CoordinatorSettings(
         data_dir=data_dir,
-        port=port,
-        host=host,
-        database_url=database_url,
-        chain_id=chain_id,
-        lease_seconds=lease_seconds,
-        max_attempts=max_attempts,
-        node_url=node_url,
-        log_level=log_level,
-        poolhub_url=poolhub_url,
-        poolhub_token=poolhub_token,
+        **given(
+            port=port,
+            host=host,
+            database_url=database_url,
+            chain_id=chain_id,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            node_url=node_url,
+            log_level=log_level,
+            poolhub_url=poolhub_url,
+            poolhub_token=poolhub_token,
+        ),
     )
     configure_logging("coordinator", settings.log_level)
     run_coordinator(settings)
@@ -76,18 +84,60 @@ def create_key(
     client: Annotated[str | None, typer.Option(help="Client id or ait1 address the key acts for")] = None,
     rate: Annotated[float, typer.Option(help="Requests per second allowed")] = 200.0,
     burst: Annotated[int, typer.Option(help="Requests allowed in a burst")] = 400,
+    deposit: Annotated[
+        str | None,
+        typer.Option(help="Pay this key's jobs from this deposit (dep_…, opened by --client)", show_default=False),
+    ] = None,
     database_url: DbUrl = None,
 ) -> None:
     """Create a client API key; the key is printed once (only its hash is stored)."""
+    import time
+
     from aitbc.coordinator.app import open_repo
     from aitbc.coordinator.auth import new_api_key
+    from aitbc.coordinator.db.deposit_repo import DepositRepo
 
     repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
     token, row = new_api_key(name, client, rate, burst)
     repo.insert_api_key(row)
+    if deposit is not None:
+        DepositRepo(repo.engine).bind(str(row["id"]), _deposit_id(deposit), int(time.time() * 1000))
     repo.engine.dispose()
     console.print(f"[green]created API key[/] {row['id']} ({name}); send it as the X-Api-Key header:")
     print(token)
+
+
+def _deposit_id(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"dep_[0-9a-f]{40}", value):
+        raise typer.BadParameter(f"{value!r} is not a deposit id (dep_ and 40 hex digits)")
+    return value
+
+
+@keys_app.command("bind")
+@handle_errors
+def bind_key(
+    key_id: Annotated[str, typer.Argument(help="Key id")],
+    deposit: Annotated[str, typer.Argument(help="Deposit id (dep_…) opened by the key's client for this coordinator")],
+    data_dir: DataDir,
+    database_url: DbUrl = None,
+) -> None:
+    """Pay a key's jobs from a deposit: a plain POST /api/v1/jobs is then accepted at once while it covers them."""
+    import time
+
+    from aitbc.coordinator.app import open_repo
+    from aitbc.coordinator.db.deposit_repo import DepositRepo
+
+    repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
+    found = repo.get_api_key(key_id)
+    if found is not None:
+        DepositRepo(repo.engine).bind(key_id, _deposit_id(deposit), int(time.time() * 1000))
+    repo.engine.dispose()
+    if found is None:
+        console.print(f"[red]no key {key_id}[/]")
+        raise typer.Exit(1)
+    console.print(f"key {key_id} now pays from {deposit}")
 
 
 @keys_app.command("list")
@@ -116,7 +166,7 @@ def list_keys(data_dir: DataDir, database_url: DbUrl = None) -> None:
 def revoke_key(
     key_id: Annotated[str, typer.Argument(help="Key id")], data_dir: DataDir, database_url: DbUrl = None
 ) -> None:
-    """Revoke an API key (takes effect when the coordinator next loads it)."""
+    """Revoke an API key: a running coordinator refuses it within a second (it re-reads keys every 0.5 s)."""
     from aitbc.coordinator.app import open_repo
 
     repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))

@@ -9,12 +9,13 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from aitbc.cli.common import console, handle_errors, resolve_devnet
+from aitbc.cli.common import console, handle_errors, print_json, resolve_devnet
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
-from aitbc.client.payment import submit_paid_job
 from aitbc.devnet.config import DEVNET_ENV
+from aitbc.devnet.control import acquire_lock, check_can_start, get_status, reset_devnet, stop_devnet
 from aitbc.devnet.runner import Devnet
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC, format_aitbc
 from aitbc.protocol.crypto import KeyPair
@@ -59,8 +60,9 @@ def _demo_transfer(devnet: Devnet, rpc_url: str) -> None:
     )
 
 
-def _demo_job(devnet: Devnet, coordinator_url: str, api_key: str, rpc_url: str) -> None:
-    """Show a real job end to end: escrow on chain → miner → text with its signed receipt → settlement."""
+def _demo_job(coordinator_url: str, api_key: str, rpc_url: str) -> None:
+    """Show a real job end to end: paid from the key's deposit → miner → text with its signed receipt →
+    settled on chain in a batch."""
     prompt = "In one sentence, what is a blockchain?"
     with CoordinatorClient(coordinator_url, api_key) as client, NodeClient(rpc_url) as node:
         model = next(m["name"] for m in client.models() if m["kind"] == "text")
@@ -70,11 +72,11 @@ def _demo_job(devnet: Devnet, coordinator_url: str, api_key: str, rpc_url: str) 
             "input": {"prompt": prompt},
             "params": {"max_tokens": 48, "temperature": 0, "seed": 42},
         }
-        job, escrow = submit_paid_job(client, node, devnet.client_key(), body)
+        job = client.submit(body)
         console.print(
             f"  demo job: {job['job_id']} on {model}: [italic]{prompt}[/]\n"
-            f"  escrow: {format_aitbc(escrow.amount)} AITBC locked by the client, tx {escrow.tx_hash[:16]}… "
-            f"committed in block {escrow.height}"
+            f"  paid from the API key's deposit: {format_aitbc(job['payment']['escrow_amount'])} AITBC reserved "
+            "at once (no tx, no wait for a block)"
         )
         answer = []
         for event, data in client.events(job["job_id"], timeout=120):
@@ -93,17 +95,15 @@ def _demo_job(devnet: Devnet, coordinator_url: str, api_key: str, rpc_url: str) 
             f"receipt {receipt['receipt_hash'][:16]}… signed by miner and coordinator"
         )
         deadline = time.monotonic() + 30
-        while (found := node.get_job(job["job_id"])) is None or found["escrow"]["state"] == "open":
+        while (paid := node.get_verified_paid_job(job["job_id"])[0]) is None:
             if time.monotonic() > deadline:
-                console.print("  [yellow]the settlement has not committed yet; see `aitbc chain job`[/]")
+                console.print("  [yellow]the settlement has not committed yet; see `aitbc deposit show`[/]")
                 return
             time.sleep(0.2)
-    settled = found["escrow"]
     console.print(
-        f"  [green]{settled['state']}[/] on chain in block {found['events'][-1]['height']}: "
-        f"miner paid {format_aitbc(settled['paid_to_miner'])} AITBC (the receipt's total), "
-        f"protocol fee {format_aitbc(settled['protocol_fee'])}, "
-        f"{format_aitbc(settled['refunded'])} AITBC back to the client"
+        f"  [green]settled[/] on chain in a batch, block {paid.height}: miner paid {format_aitbc(paid.paid_to_miner)} "
+        f"AITBC (the receipt's total), protocol fee {format_aitbc(paid.protocol_fee)}, drawn from deposit "
+        f"{paid.deposit_id[:16]}…"
     )
 
 
@@ -120,6 +120,12 @@ def up(
     ws_port: Annotated[int, typer.Option(help="Node WebSocket port")] = 9081,
     p2p_port: Annotated[int, typer.Option(help="Node p2p port")] = 9082,
     coordinator_port: Annotated[int, typer.Option(help="Coordinator port")] = 8011,
+    poolhub_port: Annotated[int, typer.Option(help="Pool hub port")] = 8012,
+    web_port: Annotated[int, typer.Option(help="Web app port (served when web/ is built: `make web`)")] = 8015,
+    poolhub: Annotated[
+        bool, typer.Option("--poolhub/--no-poolhub", help="Run the pool hub (else the coordinator matches in process)")
+    ] = True,
+    web: Annotated[bool, typer.Option("--web/--no-web", help="Serve the web app (when it is built)")] = True,
     miner_backend: Annotated[
         str, typer.Option(help="Backend of the devnet miner: builtin (SmolLM2 + MiniLM), echo (instant test), none")
     ] = "builtin",
@@ -136,12 +142,16 @@ def up(
         ws_port=ws_port,
         p2p_port=p2p_port,
         coordinator_port=coordinator_port,
+        poolhub_port=poolhub_port if poolhub else None,
+        web_port=web_port if web else None,
         miner_backend=None if miner_backend == "none" else miner_backend,
         validators=validators,
     )
-    created = devnet.prepare()
+    check_can_start(devnet.data_dir, devnet.host, devnet.ports())  # refuse before touching anything
+    lock = acquire_lock(devnet.data_dir)
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        created = devnet.prepare()
         with console.status("starting the devnet…") as status:
             info = devnet.start(on_step=lambda step: status.update(step + "…"))
         console.print(f"[bold green]AITBC devnet {'created' if created else 'resumed'}[/] in {devnet.data_dir}")
@@ -152,13 +162,20 @@ def up(
         console.print(f"  JSON-RPC:     {info.rpc_url}   (REST under /v1, OpenAPI at /openapi.json)")
         console.print(f"  WebSocket:    {info.ws_url}")
         console.print(f"  coordinator:  {info.coordinator_url}   (OpenAPI at /openapi.json)")
+        if info.poolhub_url:
+            console.print(f"  pool hub:     {info.poolhub_url}   (miners, leaderboard, match explanations)")
+        if info.web_url:
+            console.print(f"  web app:      [bold]{info.web_url}[/]   (import the client key {info.client_key} there)")
+        elif web:
+            console.print("  web app:      not built — run `make web`, then `make devnet` again")
         console.print(f"  API key:      {info.api_key}")
+        console.print(f"  deposit:      {info.deposit_id}   (pays the key's jobs; `aitbc deposit show`)")
         console.print(f"  faucet key:   {info.faucet_key}")
         console.print(f"  devnet.json:  {devnet.data_dir / 'devnet.json'}")
         if demo:
             _demo_transfer(devnet, info.rpc_url)
             if devnet.miner_backend is not None:
-                _demo_job(devnet, info.coordinator_url or "", info.api_key or "", info.rpc_url)
+                _demo_job(info.coordinator_url or "", info.api_key or "", info.rpc_url)
         if detach:
             return
         console.print("[dim]running; Ctrl-C stops everything (data is kept for the next `devnet up`)[/]")
@@ -174,4 +191,67 @@ def up(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         devnet.stop()
+        lock.close()  # the next `devnet up` may start now
         console.print("devnet stopped")
+
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help=f"Devnet directory (default: ${DEVNET_ENV} or ~/.aitbc/devnet)", show_default=False
+    ),
+]
+
+
+@app.command("status")
+@handle_errors
+def status(data_dir: DataDirOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Is a devnet running on the directory, and is each of its services alive and healthy? (exit 3: not running)"""
+    directory = resolve_devnet(data_dir)
+    pid, services = get_status(directory)
+    if as_json:
+        print_json(
+            {
+                "data_dir": str(directory),
+                "running": pid is not None,
+                "pid": pid,
+                "services": [s.__dict__ for s in services],
+            }
+        )
+    else:
+        state = f"[green]running[/] (pid {pid})" if pid is not None else "[yellow]not running[/]"
+        console.print(f"devnet {directory}: {state}")
+        table = Table("service", "pid", "process", "health", "url")
+        for s in services:
+            health = "-" if s.healthy is None else ("[green]ok[/]" if s.healthy else "[red]failing[/]")
+            table.add_row(s.name, str(s.pid), "alive" if s.alive else "[dim]exited[/]", health, s.url or "")
+        if services:
+            console.print(table)
+    if pid is None:
+        raise typer.Exit(3)
+
+
+@app.command("down")
+@handle_errors
+def down(data_dir: DataDirOpt = None) -> None:
+    """Stop the devnet running on the directory (its data is kept for the next `devnet up`)."""
+    directory = resolve_devnet(data_dir)
+    stopped = stop_devnet(directory)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else f"no devnet running on {directory}")
+
+
+@app.command("reset")
+@handle_errors
+def reset(
+    data_dir: DataDirOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Stop the devnet and delete its directory: chain, keys, databases, logs (the next `up` starts afresh)."""
+    directory = resolve_devnet(data_dir)
+    if not directory.exists():
+        console.print(f"nothing to reset: {directory} does not exist")
+        return
+    if not yes:
+        typer.confirm(f"delete {directory} and everything in it?", abort=True)
+    reset_devnet(directory)
+    console.print(f"reset: {directory} deleted")

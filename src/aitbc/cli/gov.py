@@ -20,7 +20,7 @@ from aitbc.cli.common import DevnetOpt, RpcOpt, console, handle_errors, load_key
 from aitbc.cli.stake import FeeOpt, KeyOpt, KeysDirOpt, send_and_wait
 from aitbc.protocol.amounts import format_aitbc, parse_aitbc
 from aitbc.protocol.errors import ConfigError
-from aitbc.protocol.tx import DepositProposal, ParamChange, SubmitProposal, Vote
+from aitbc.protocol.tx import DepositProposal, GovernanceVote, ParamChange, SubmitProposal
 
 app = typer.Typer(help="On-chain governance: proposals, deposits, votes, parameters.", no_args_is_help=True)
 
@@ -128,10 +128,10 @@ def vote(
     devnet: DevnetOpt = None,
     rpc: RpcOpt = None,
 ) -> None:
-    """Vote with your bonded stake (a validator's vote also carries delegations whose owners do not vote)."""
+    """GovernanceVote with your bonded stake (a validator's vote also carries delegations whose owners do not vote)."""
     if option not in ("yes", "no", "abstain", "no_with_veto"):
         raise ConfigError("option must be yes, no, abstain or no_with_veto")
-    send_and_wait(Vote, sender, fee, devnet, rpc, keys, proposal_id=proposal_id, option=option)
+    send_and_wait(GovernanceVote, sender, fee, devnet, rpc, keys, proposal_id=proposal_id, option=option)
 
 
 def _row(p: Proposal) -> list[str]:

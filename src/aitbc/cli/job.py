@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from aitbc.chain.entries import PaidJob
 from aitbc.cli.common import (
     ApiKeyOpt,
     CoordinatorOpt,
@@ -154,6 +155,23 @@ def _show_payment(node: NodeClient, job_id: str, timeout: float = 60.0) -> None:
     console.print(table)
 
 
+def _show_deposit_payment(node: NodeClient, job_id: str, timeout: float = 60.0) -> None:
+    """Wait for the batch that settles a deposit job, then show what it drew (proof-checked)."""
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the job's settle batch on chain…"):
+        while (paid := node.get_verified_paid_job(job_id)[0]) is None:
+            if time.monotonic() > deadline:
+                console.print(f"[yellow]{job_id} not settled after {timeout:.0f}s (`aitbc job cost {job_id}`)[/]")
+                return
+            time.sleep(0.2)
+    table = Table("payment", "", show_header=False, border_style="green")
+    table.add_row("settled", f"in a batch, block {paid.height} (proof checked against the header)")
+    table.add_row("paid to miner", f"{format_aitbc(paid.paid_to_miner)} AITBC → {paid.miner}")
+    table.add_row("protocol fee", f"{format_aitbc(paid.protocol_fee)} AITBC → validators' reward pool")
+    table.add_row("drawn from", f"deposit {paid.deposit_id}")
+    console.print(table)
+
+
 def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> tuple[dict[str, Any], bytes]:
     """Replace the plaintext input by one sealed to the miner the coordinator quotes."""
     if body["type"] != "inference" or not wait:
@@ -205,6 +223,13 @@ def submit(
         ),
     ] = False,
     zk: Annotated[bool, typer.Option("--zk", help="Ask the miner for a zk receipt proof the chain verifies")] = False,
+    escrow_path: Annotated[
+        bool,
+        typer.Option(
+            "--escrow",
+            help="Pay with a per-job escrow on chain (signed by --key) even if the API key has a deposit",
+        ),
+    ] = False,
     key: Annotated[
         str | None,
         typer.Option("--key", help="Key that pays (name or path; default: devnet client key)", show_default=False),
@@ -219,8 +244,10 @@ def submit(
 ) -> None:
     """Submit an inference (--prompt), embedding (--text …) or EXPERIMENTAL zk-inference (--zk-input …) job.
 
-    On a coordinator that takes paid jobs, it first opens the job's escrow on chain with your key, shows
-    it, waits for it to commit, then submits the job; with --wait it also shows the settlement."""
+    On a coordinator that takes paid jobs, an API key bound to a deposit pays from it: the job is accepted at
+    once (no tx, no block to wait for) and settled later in a batch. Otherwise, or with --escrow, it first
+    opens the job's escrow on chain with your key, shows it, waits for it to commit, then submits the job.
+    With --wait it also shows the settlement."""
     if [prompt is not None, bool(text), bool(zk_input)].count(True) != 1:
         raise ConfigError(
             "give one of --prompt (inference), --text … (embedding) or --zk-input … (zk-inference, experimental)"
@@ -263,6 +290,20 @@ def submit(
             console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
             if wait:
                 _print_result(client, _follow(client, job["job_id"]), reply_secret)
+            return
+        account = None if escrow_path else client.account()
+        if account is not None:
+            job = client.submit(body)
+            reserved = job["payment"]["escrow_amount"]
+            console.print(
+                f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}; "
+                f"{format_aitbc(reserved)} AITBC reserved on deposit {account['deposit_id'][:16]}… "
+                f"({format_aitbc(account['available'] - reserved)} AITBC left available)"
+            )
+            if wait:
+                _print_result(client, _follow(client, job["job_id"]), reply_secret)
+                with NodeClient(rpc or os.environ.get("AITBC_RPC_URL") or node_url) as node:
+                    _show_deposit_payment(node, job["job_id"])
             return
         payer = _client_key(key, devnet)
         with NodeClient(rpc or os.environ.get("AITBC_RPC_URL") or node_url) as node:
@@ -342,6 +383,29 @@ def list_jobs(
         console.print(table)
 
 
+def _deposit_cost(job_id: str, paid: PaidJob, as_json: bool) -> None:
+    drawn = paid.paid_to_miner + paid.protocol_fee
+    summary = {
+        "job_id": job_id,
+        "state": "settled",
+        "deposit_id": paid.deposit_id,
+        "height": paid.height,
+        "paid_to_miner": paid.paid_to_miner,
+        "protocol_fee": paid.protocol_fee,
+        "total_cost": drawn,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    table = Table("", "", show_header=False, title=f"cost of {job_id} (settled from a deposit)")
+    table.add_row("deposit", paid.deposit_id)
+    table.add_row("paid to miner", f"{format_aitbc(paid.paid_to_miner)} AITBC")
+    table.add_row("protocol fee", f"{format_aitbc(paid.protocol_fee)} AITBC")
+    table.add_row("tx fee", "none: the coordinator's settle batch pays its own fee")
+    table.add_row("[bold]total cost[/]", f"[bold]{format_aitbc(drawn)} AITBC[/]")
+    console.print(table)
+
+
 @app.command("cost")
 @handle_errors
 def cost(
@@ -350,11 +414,20 @@ def cost(
     devnet: DevnetOpt = None,
     rpc: RpcOpt = None,
 ) -> None:
-    """What a job cost its client, from the chain: escrowed, paid to the miner, protocol fee, returned, tx fee."""
+    """What a job cost its client, from the chain: escrowed, paid to the miner, protocol fee, returned, tx fee
+    (per-job escrow); drawn from the deposit, paid to the miner, protocol fee (deposit job)."""
     with node_client(devnet, rpc) as node:
         found = node.get_job(job_id)
         if found is None:
-            raise RemoteError(f"no escrow for job {job_id} on chain (was it paid?)", reason="not_found")
+            paid = node.get_verified_paid_job(job_id)[0]
+            if paid is None:
+                raise RemoteError(
+                    f"no escrow and no deposit payment for job {job_id} on chain (not paid yet, or a deposit job "
+                    "forgotten after its expiry height)",
+                    reason="not_found",
+                )
+            _deposit_cost(job_id, paid, as_json)
+            return
         escrow = found["escrow"]
         opened = next((e for e in found["events"] if e["kind"] == "escrow_opened"), None)
         open_tx = None if opened is None else node.call("get_tx", opened["tx_hash"])

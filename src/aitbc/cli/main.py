@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from aitbc.cli import (
+    audits,
     chain,
     coordinator,
+    deposit,
     devnet,
     exchange,
     gov,
@@ -21,6 +23,8 @@ from aitbc.cli import (
     stake,
     tx,
     wallet,
+    wallet_multisig,
+    web,
     zk,
 )
 
@@ -38,7 +42,9 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
+app.add_typer(deposit.app, name="deposit")
 app.add_typer(wallet.app, name="wallet")
+wallet.app.add_typer(wallet_multisig.multisig_app, name="multisig")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(zk.app, name="zk")
 app.command("stake")(stake.stake)
@@ -47,4 +53,8 @@ app.add_typer(poolhub.app, name="poolhub")
 app.add_typer(exchange.app, name="exchange")
 app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
+app.add_typer(web.app, name="web")
 app.add_typer(gov.app, name="gov")
+app.add_typer(audits.app, name="audits")
+miner.app.command("bond")(audits.bond)
+miner.app.command("unbond")(audits.unbond)

@@ -39,6 +39,17 @@ class CoordinatorClient(RestClient):
         result: dict[str, Any] = self._request("POST", "/api/v1/jobs", json=body)
         return result
 
+    def account(self) -> dict[str, Any] | None:
+        """The API key's deposit as the coordinator counts it (balance, reserved, pending, spent, cap); None
+        when the key has no deposit (its jobs then need a per-job escrow)."""
+        try:
+            result: dict[str, Any] = self._request("GET", "/api/v1/account")
+        except RemoteError as exc:
+            if exc.reason in ("no_deposit", "not_found"):
+                return None
+            raise
+        return result
+
     def quote(self, job_type: str, model: str, model_digest: str | None = None) -> dict[str, Any]:
         """The miner a job would go to (a private job is sealed to it) and its unit price."""
         body = {"type": job_type, "model": model, **({"model_digest": model_digest} if model_digest else {})}

@@ -33,6 +33,9 @@ class CoordinatorSettings(HttpServerSettings):
     """JSON-RPC URL of a node: jobs are then paid on chain (escrow, settle, refund); without it they run unpaid."""
     escrow_min_blocks: int = Field(10, ge=1)
     """A paid job is accepted only if its escrow stays open at least this many blocks more."""
+    deposit_job_blocks: int = Field(600, ge=10, le=100_000)
+    """A deposit job's id carries an expiry this many blocks ahead (at most the chain's ``max_receipt_blocks``):
+    it must be settled by then; jobs nobody took give up after half of it."""
     payment_retry_seconds: float = Field(10.0, gt=0)
     """A settle / refund tx not seen on chain after this long is checked and sent again."""
     default_rate_per_second: float = Field(200.0, gt=0)
@@ -42,6 +45,16 @@ class CoordinatorSettings(HttpServerSettings):
     poolhub_token: str | None = None
     match_hold_ms: int = Field(500, ge=0)
     """How long a queued job waits for the best-ranked miner before any eligible claimer may take it."""
+
+    free_releases: int = Field(3, ge=0)
+    """Jobs a miner may hand back (release) within ``release_window_seconds`` before each counts as a failure."""
+    release_window_seconds: float = Field(600.0, gt=0)
+    release_cooldown_seconds: float = Field(30.0, ge=0)
+    """A released job is not handed back to the miner that released it for this long."""
+    openai_max_open_per_key: int = Field(32, ge=1)
+    """``/v1`` requests one API key may hold open at once (streams included); one more is a 429."""
+    openai_keepalive_seconds: float = Field(15.0, gt=0)
+    """A ``/v1`` stream waiting for its miner sends an SSE comment this often, so proxies keep it open."""
 
     max_body_bytes: int = Field(2 * MiB, ge=1024)
     """Largest request body (a prompt is at most 200,000 characters; see ``MAX_PROMPT_CHARS``)."""

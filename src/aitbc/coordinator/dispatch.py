@@ -27,9 +27,15 @@ from aitbc.coordinator.live import LiveMiner, offer_from_registration
 from aitbc.coordinator.matching import MatchPolicy
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.views import job_view
+from aitbc.market.conduct import (
+    ReleaseAllowance,
+    compute_recent_releases,
+    is_heartbeat_within_slots,
+    is_reclaim_allowed,
+)
 from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_progress
 from aitbc.market.matching import find_served_model, get_ineligibility
-from aitbc.protocol.errors import NotFound, UnknownMiner, UnknownModel
+from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
 from aitbc.protocol.job import compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
 
@@ -84,6 +90,13 @@ class MinerDispatcher:
         self._leases: dict[str, LeaseMark] = {}  # job id → the running job's lease as last written
         self._lease_ms = int(settings.lease_seconds * 1000)
         self._stopping = False
+        self.release_allowance = ReleaseAllowance(
+            free_releases=settings.free_releases,
+            window_ms=int(settings.release_window_seconds * 1000),
+            cooldown_ms=int(settings.release_cooldown_seconds * 1000),
+        )
+        self._releases: dict[str, list[int]] = {}  # miner → its recent release times
+        self._released: dict[str, tuple[str, int]] = {}  # job id → (the miner that released it, when)
 
     # -- miners ----------------------------------------------------------------------
     def load(self) -> None:
@@ -227,6 +240,29 @@ class MinerDispatcher:
                     self._waiters.remove(waiter)
             live.last_seen_ms = now_ms()
 
+    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+        """Long-poll like ``claim`` for the first job, then take up to ``max_jobs`` in all at once (within the
+        miner's free slots): one request and one signature check for many jobs."""
+        first = await self.claim(miner, wait_seconds)
+        if first is None:
+            return []
+        live = self.live(miner)
+        room = min(max_jobs - 1, live.max_concurrency - len(live.active))
+        if room <= 0:
+            return [first]
+        async with self._claim_lock:
+            more = await self.db.write(self._try_claim_many, live, now_ms(), room)
+        return [first, *(self._on_claimed(live, job) for job in more)]
+
+    def _try_claim_many(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
+        claimed: list[JobRecord] = []
+        while len(claimed) < count:
+            job = self._try_claim(live, now)
+            if job is None:
+                break
+            claimed.append(job)
+        return claimed
+
     def _try_claim(self, live: LiveMiner, now: int) -> JobRecord | None:
         models = sorted({m.name for m in live.offer.models})
         ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
@@ -236,13 +272,20 @@ class MinerDispatcher:
             requirements = job.requirements()
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
+            released_by, released_at = self._released.get(job.id, (None, None))
+            if not is_reclaim_allowed(released_by, released_at, live.offer.miner, now, self.release_allowance):
+                continue  # it handed this job back just now: someone else first (aitbc.market.conduct)
             if not self.match_policy.allows(live, requirements, job.id, job.created_at_ms, ready, now):
                 continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
             claimed = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
-            if self.repo.transition_job(job.id, ("queued",), None, claimed, served_digest=served.digest):
-                return replace(job.with_lifecycle(claimed), served_digest=served.digest)
+            if self.repo.transition_job(
+                job.id, ("queued",), None, claimed, served_digest=served.digest, unit_price=served.unit_price
+            ):
+                return replace(
+                    job.with_lifecycle(claimed), served_digest=served.digest, assigned_unit_price=served.unit_price
+                )
         return None
 
     def _on_claimed(self, live: LiveMiner, job: JobRecord) -> JobAssignment:
@@ -280,6 +323,22 @@ class MinerDispatcher:
             ),
         )
 
+    # -- releases (aitbc.market.conduct) ---------------------------------------------------
+    def on_released(self, miner: str, job_id: str, now: int) -> int:
+        """The miner handed ``job_id`` back: keep it from that miner for the cooldown; returns how many
+        jobs the miner released within the window, this one included."""
+        self._released[job_id] = (miner, now)
+        recent = [*compute_recent_releases(self._releases.get(miner, []), now, self.release_allowance), now]
+        self._releases[miner] = recent
+        return len(recent)
+
+    def prune_releases(self, now: int) -> None:
+        cooldown, window = self.release_allowance.cooldown_ms, self.release_allowance.window_ms
+        for job_id in [j for j, (_, at) in self._released.items() if now - at >= cooldown]:
+            del self._released[job_id]
+        for miner in [m for m, times in self._releases.items() if not times or now - times[-1] >= window]:
+            del self._releases[miner]
+
     def release_active(self, miner: str | None, job_id: str) -> None:
         """The job's lease ended (completed, failed, requeued, cancelled): the miner has that slot back."""
         self._leases.pop(job_id, None)
@@ -289,7 +348,13 @@ class MinerDispatcher:
     # -- leases ------------------------------------------------------------------------
     async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
         """Mark the miner alive and extend the leases of the jobs it says it is still running."""
-        self.match_policy.on_heartbeat(miner, len(self.live(miner).active))
+        live = self.live(miner)
+        if not is_heartbeat_within_slots(len(leases), live.max_concurrency):
+            raise InvalidInput(
+                f"a heartbeat carries at most {live.max_concurrency} leases (the miner's max_concurrency), "
+                f"not {len(leases)}"
+            )
+        self.match_policy.on_heartbeat(miner, len(live.active))
         extended: dict[str, int] = {}
         lost: list[str] = []
         for job_id, lease_id in leases.items():

@@ -31,6 +31,9 @@ class CoordinatorMetrics:
             buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000, 5000),
             registry=r,
         )
+        self.tokens_served = Counter(
+            "aitbc_tokens_served", "Completion tokens of completed jobs (the web app's tokens/s)", registry=r
+        )
         self.miners_online = Gauge("aitbc_miners_online", "Miners heard from recently", registry=r)
         self.payments_sent = Counter(
             "aitbc_payment_txs_sent", "Settle / refund txs sent to the node", ["action"], registry=r

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -34,12 +34,25 @@ from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.market.lifecycle import REFUND_ACTION, SETTLE_ACTION, JobState, PaymentState, get_payment_action
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, RemoteError, TxRejection
+from aitbc.protocol.errors import PaymentRequired, RemoteError, TxRejection, Unavailable
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
 
 log = logging.getLogger("aitbc.coordinator.payments")
+
+
+class DepositSettlement(Protocol):
+    """What the payment worker drives for deposit jobs (``aitbc.coordinator.settlement.DepositSettler``).
+
+    A protocol, not an import: the settler itself builds on this module's ``ChainLink``."""
+
+    async def run_once(
+        self, reserve_nonce: Callable[[], Awaitable[int]], set_next_nonce: Callable[[int | None], None]
+    ) -> None: ...
+
+    async def on_events(self, events: Sequence[dict[str, Any]]) -> None: ...
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -47,19 +60,21 @@ T = TypeVar("T")
 CURSOR_NAME: Final = "job_events"
 PAGE: Final = 1_000
 BATCH: Final = 256
+INFO_TTL_SECONDS: Final = 5.0
+"""How long the coordinator trusts the chain parameters it read (governance may change them)."""
 SETTLE_REFUSALS: Final = frozenset(
     {TxRejection.BAD_RECEIPT, TxRejection.TOTAL_ABOVE_ESCROW, TxRejection.NOT_COORDINATOR, TxRejection.WRONG_CHAIN_ID}
 )
 """Refusals a retry cannot fix: the escrow is refunded instead."""
 
 
-class EscrowProblem(AitbcError):
+class EscrowProblem(PaymentRequired):
     """A paid job's escrow is missing, closed or does not fit the job (HTTP 402)."""
 
     reason = "escrow_required"
 
 
-class ChainUnavailable(AitbcError):
+class ChainUnavailable(Unavailable):
     """The coordinator cannot reach its node (HTTP 503): paid jobs cannot be checked now."""
 
     reason = "chain_unavailable"
@@ -84,24 +99,32 @@ class ChainInfo:
 class ChainLink:
     """The coordinator's node: one thread for its blocking client, and what the chain said at start."""
 
-    def __init__(self, node_url: str, *, client: NodeClient | None = None) -> None:
+    def __init__(self, node_url: str, *, client: NodeClient | None = None, info_ttl: float = INFO_TTL_SECONDS) -> None:
         self.node_url = node_url
         self.node = client or NodeClient(node_url, timeout=10.0)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
         self.info: ChainInfo | None = None
+        self.info_ttl = info_ttl
+        self._info_at = 0.0
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
     async def get_info(self) -> ChainInfo:
-        if self.info is None:
+        """Chain id and the parameters in force, re-read every ``info_ttl`` seconds: governance can change
+        the parameters (min_fee, protocol_fee_bps, …) while the coordinator runs, and a settle tx paying
+        last week's min_fee would be refused forever."""
+        if self.info is None or time.monotonic() - self._info_at > self.info_ttl:
             try:
                 raw = await self.call(self.node.get_chain_info)
             except RemoteError as exc:
+                if self.info is not None:
+                    return self.info  # a node hiccup: keep the last parameters we saw
                 raise ChainUnavailable(f"cannot reach the node at {self.node_url}: {exc.message}") from None
             self.info = ChainInfo(
                 raw["chain_id"], msgspec.convert(raw["params"], ChainParams), int(raw.get("block_time_ms", 1000))
             )
+            self._info_at = time.monotonic()
         return self.info
 
     def close(self) -> None:
@@ -201,6 +224,8 @@ class PaymentWorker:
         self._wake = asyncio.Event()
         self._next_nonce: int | None = None
         self._cursor: int | None = None
+        self.settler: DepositSettlement | None = None
+        """Settles deposit jobs in batches (``aitbc.coordinator.settlement``) with this worker's nonce."""
 
     def wake(self) -> None:
         """A job finished: look for payments to send now rather than at the next poll."""
@@ -213,6 +238,8 @@ class PaymentWorker:
                 await self.follow_once()
                 while await self.pay_once():
                     pass
+                if self.settler is not None:
+                    await self.settler.run_once(self._reserve_nonce, self._set_next_nonce)
             except (RemoteError, ChainUnavailable) as exc:
                 log.warning("node unavailable; payments wait", extra={"error": str(exc)})
                 self._next_nonce = None
@@ -349,6 +376,9 @@ class PaymentWorker:
             )
         return len(due) == BATCH
 
+    def _set_next_nonce(self, nonce: int | None) -> None:
+        self._next_nonce = nonce
+
     async def _reserve_nonce(self) -> int:
         if self._next_nonce is None:
             self._next_nonce = await self.link.call(self.link.node.next_nonce, self.key.address)
@@ -389,6 +419,8 @@ class PaymentWorker:
                     refunded.append(event["job_id"])
                 self.metrics.payments_closed.labels(event["kind"]).inc()
             next_seq = int(page["next_seq"])
+            if self.settler is not None:  # deposit jobs: settled ones leave the books, refused ones are marked
+                await self.settler.on_events(events)
             # Stop the jobs first, then record the refunds with the cursor: whoever sees a job's payment
             # "refunded" also sees the job ended, and a crash in between replays these events (both idempotent).
             if refunded:

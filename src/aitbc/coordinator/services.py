@@ -6,7 +6,9 @@ It composes the coordinator's parts and applies the pure rules between them:
 - ``MinerDispatcher`` (``dispatch.py``): live miners, long-polling claimers, claims and leases;
 - ``aitbc.market.lifecycle``: every job transition; ``aitbc.market.acceptance``: whether a result may
   complete a job; ``aitbc.market.matching`` / ``coordinator.matching``: who may take a job;
-- ``PaymentWorker`` (``payments.py``): escrow settlement and refunds on chain, when a node is configured.
+- ``PaymentWorker`` (``payments.py``): escrow settlement and refunds on chain, when a node is configured;
+  ``DepositBook`` (``deposits.py``) and ``DepositSettler`` (``settlement.py``): jobs paid from an API
+  key's deposit, reserved at submission and settled in batches.
 
 Jobs are ``JobRecord``s throughout (``db/records.py``); clients see ``views.job_view`` of them.
 """
@@ -21,19 +23,25 @@ from typing import Any
 
 import msgspec
 
-from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, MinerRequestVerifier
+from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
+from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
 from aitbc.coordinator.dispatch import MinerDispatcher, now_ms
 from aitbc.coordinator.events import JobEventBroker
+from aitbc.coordinator.intake import PaymentIntake
 from aitbc.coordinator.live import LiveMiner
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
+from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow
+from aitbc.coordinator.payments import ChainLink, PaymentWorker
+from aitbc.coordinator.settlement import DepositSettler
 from aitbc.coordinator.views import job_view
 from aitbc.market.acceptance import ResultTerms, process_result
+from aitbc.market.conduct import is_release_over_allowance
 from aitbc.market.lifecycle import (
     JobLifecycle,
     JobRuleViolation,
@@ -48,9 +56,10 @@ from aitbc.market.lifecycle import (
     on_result,
     on_ttl_expired,
 )
+from aitbc.market.metering import MeteringBounds
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import InvalidInput, NotFound, UnknownModel
+from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized, UnknownModel
 from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash, compute_model_kind
 from aitbc.protocol.job_messages import JobAssignment, JobRequest, MinerRegistration, SealedJobInput
 from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
@@ -78,6 +87,7 @@ class CoordinatorService:
         self.api_keys = ApiKeyAuthenticator(repo)
         self.miner_auth = MinerRequestVerifier(settings.chain_id, now_ms())
         self.events = JobEventBroker()
+        self.metering = Metering()
         self.db = DbWriter(repo)
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self.match_policy: MatchPolicy = create_match_policy(settings)
@@ -100,9 +110,36 @@ class CoordinatorService:
                 retry_seconds=settings.payment_retry_seconds,
             )
         )
+        self.deposits: DepositBook | None = None
+        """Jobs paid from API keys' deposits (``aitbc.coordinator.deposits``); only with a node."""
+        self.intake: PaymentIntake | None = None
+        """How a submitted job is paid (deposit or escrow); None: jobs run unpaid."""
+        if chain is not None and self.payments is not None:
+            deposit_repo = DepositRepo(repo.engine)
+            self.deposits = DepositBook(chain, deposit_repo, self.db.read, key.address, settings.deposit_job_blocks)
+            self.payments.settler = DepositSettler(
+                chain,
+                key,
+                repo,
+                deposit_repo,
+                self.deposits,
+                metrics,
+                self.db.read,
+                self.db.write,
+                retry_seconds=settings.payment_retry_seconds,
+            )
+            self.intake = PaymentIntake(settings, key.address, chain, self.db, self.deposits, self.served_models)
+
+    async def account_view(self, api_key: ApiKey) -> dict[str, Any]:
+        """The key's deposit as this coordinator counts it (``GET /api/v1/account``)."""
+        if self.intake is None:
+            raise DepositProblem("this coordinator runs jobs unpaid: no deposits", reason="no_deposit")
+        return await self.intake.account_view(api_key)
 
     def load(self) -> None:
         self.dispatcher.load()
+        if self.deposits is not None:
+            self.deposits.load()
 
     def close(self) -> None:
         self.db.close()
@@ -129,7 +166,7 @@ class CoordinatorService:
         """``authenticate_client`` for the event loop: a key not cached yet is read on the reader pool."""
         key_id = self.api_keys.uncached_key_id(token)
         if key_id is not None and await self.db.read(self.api_keys.lookup, key_id) is None:
-            raise AuthError("invalid API key")
+            raise Unauthorized("invalid API key")
         return self.api_keys.authenticate(token, time.monotonic())
 
     async def submit_job(self, api_key: ApiKey, request: JobRequest) -> dict[str, Any]:
@@ -168,11 +205,17 @@ class CoordinatorService:
             expires_at_ms=created + ttl * 1000,
             created_at_ms=created,
         )
-        if self.chain is not None:
-            job = await self._escrowed(api_key, job, ttl, request.job_id)
+        reservation: Reservation | None = None
+        if self.intake is not None:
+            job, reservation = await self.intake.pay(api_key, job, ttl, job_input, request.job_id)
         elif request.job_id is not None:
             raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
-        await self.db.insert_job(job)
+        try:
+            await self.db.insert_job(job)
+        except BaseException:
+            if reservation is not None and self.deposits is not None:
+                self.deposits.cancel_reservation(reservation.job_id)
+            raise
         self._due_by(job.expires_at_ms)
         self.metrics.jobs_submitted.inc()
         view = job_view(job)
@@ -190,33 +233,6 @@ class CoordinatorService:
                 + (f" with digest {model_digest}" if model_digest else "")
                 + f"; available: {', '.join(available) or 'none'}"
             )
-
-    async def _escrowed(self, api_key: ApiKey, job: JobRecord, ttl: int, escrow_job_id: str | None) -> JobRecord:
-        """A paid job: its escrow checked on chain, its ttl cut to what the escrow allows."""
-        assert self.chain is not None
-        if escrow_job_id is None:
-            raise EscrowProblem(
-                "this coordinator takes paid jobs only: send the job_id of an escrow you opened on chain "
-                f"naming coordinator {self.key.address} (`aitbc job submit` does it for you)",
-                reason="escrow_missing",
-            )
-        if await self.db.read(self.repo.get_job, job.id) is not None:
-            raise JobRuleViolation(f"job {job.id} was already submitted", reason="duplicate_job")
-        terms = await check_escrow(
-            self.chain, self.key.address, api_key.client, job.id, job.max_price, self.settings.escrow_min_blocks
-        )
-        info = await self.chain.get_info()
-        # A job nobody took must give up while its escrow can still be settled.
-        blocks_left = terms.deadline_height - terms.head_height - self.settings.escrow_min_blocks // 2
-        ttl = max(1, min(ttl, blocks_left * info.block_time_ms // 1000))
-        return replace(
-            job,
-            max_price=terms.max_price,
-            expires_at_ms=job.created_at_ms + ttl * 1000,
-            escrow_amount=terms.amount,
-            escrow_deadline=terms.deadline_height,
-            payment_state=PaymentState.ESCROWED.value,
-        )
 
     async def get_job(self, api_key: ApiKey | None, job_id: str) -> JobRecord:
         job = await self.db.read(self.repo.get_job, job_id)
@@ -284,6 +300,9 @@ class CoordinatorService:
     async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
         return await self.dispatcher.claim(miner, wait_seconds)
 
+    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+        return await self.dispatcher.claim_many(miner, wait_seconds, max_jobs)
+
     async def progress(
         self, miner: str, job_id: str, lease_id: str, tokens: list[str], first_index: int
     ) -> dict[str, Any]:
@@ -293,7 +312,7 @@ class CoordinatorService:
             self.events.publish(job_id, "token", {"index": first_index + offset, "text": text})
         return {"lease_expires_at_ms": expires}
 
-    def _result_terms(self, job: JobRecord, miner: str) -> ResultTerms:
+    def _result_terms(self, job: JobRecord, miner: str, metering: MeteringBounds) -> ResultTerms:
         return ResultTerms(
             chain_id=self.settings.chain_id,
             job_id=job.id,
@@ -310,6 +329,7 @@ class CoordinatorService:
             escrow_amount=job.escrow_amount,
             zk_proof_required=job.constraints.zk_proof_required,
             assigned_at_ms=job.assigned_at_ms or 0,
+            metering=metering,
         )
 
     async def submit_result(
@@ -325,7 +345,8 @@ class CoordinatorService:
         job = await self.get_job(None, job_id)
         now = now_ms()
         completed = on_result(job.lifecycle(), miner, lease_id, now)
-        process_result(self._result_terms(job, miner), output, receipt, zk_proof, now)
+        metering = await self.metering.bounds_for(job)
+        process_result(self._result_terms(job, miner, metering), output, receipt, zk_proof, now)
         cosigned = countersign_receipt(receipt, self.key)
         receipt_json = msgspec.to_builtins(cosigned)
         receipt_hash = compute_receipt_hash(cosigned)
@@ -342,6 +363,7 @@ class CoordinatorService:
             raise JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
         self.dispatcher.release_active(miner, job_id)
         self.metrics.jobs_finished.labels("completed").inc()
+        self.metrics.tokens_served.inc(receipt.units.completion_tokens)
         speed = measured_speed(job.assigned_at_ms, job.started_at_ms, receipt.units.completion_tokens, now)
         self.match_policy.on_outcome(miner, job_id, job.attempts, Outcome.COMPLETED, *speed)
         if job.assigned_at_ms is not None:
@@ -366,8 +388,15 @@ class CoordinatorService:
         self.dispatcher.live(miner)
         job = await self.get_job(None, job_id)
         before = job.lifecycle()
-        released = on_release(before, miner, lease_id, now_ms())
-        return job_view(await self._apply_transition(job, before, released, expect_lease=lease_id))
+        now = now_ms()
+        released = on_release(before, miner, lease_id, now)
+        view = job_view(await self._apply_transition(job, before, released, expect_lease=lease_id))
+        recent = self.dispatcher.on_released(miner, job_id, now)
+        if is_release_over_allowance(recent, self.dispatcher.release_allowance):
+            detail = f"released {recent} jobs within {self.dispatcher.release_allowance.window_ms // 1000} s"
+            self.match_policy.on_outcome(miner, job_id, before.attempts, Outcome.FAILED, detail=detail)
+            log.warning("miner releases too often", extra={"miner": miner, "job_id": job_id, "releases": recent})
+        return view
 
     async def _apply_transition(
         self, job: JobRecord, before: JobLifecycle, after: JobLifecycle, expect_lease: str | None
@@ -390,6 +419,8 @@ class CoordinatorService:
     # -- payments -----------------------------------------------------------------
     def _wake_payments(self, job: JobRecord) -> None:
         if self.payments is not None and job.payment_state is not None:
+            if self.deposits is not None and job.payment_state == PaymentState.RESERVED:
+                self.deposits.on_finished(job.id, completed=job.state == JobState.COMPLETED)
             self.payments.wake()
 
     async def _on_escrows_refunded(self, job_ids: list[str]) -> None:
@@ -425,6 +456,7 @@ class CoordinatorService:
         """
         now = now_ms()
         self.events.prune()
+        self.dispatcher.prune_releases(now)
         self.metrics.miners_online.set(len(self.live_miners(now)))
         if self.match_policy.is_due(now):
             self.dispatcher.notify_work()  # a job held for a better-ranked miner is now open to any claimer

@@ -29,11 +29,16 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     keys_dir: str
     coordinator_url: str | None = None
     api_key: str | None = None
-    """A client API key for the devnet's coordinator (send as X-Api-Key)."""
+    """A client API key for the devnet's coordinator (send as X-Api-Key); its jobs are paid from ``deposit_id``."""
+    deposit_id: str | None = None
+    """The client's delegated deposit with the coordinator (``aitbc deposit show``)."""
     client_key: str | None = None
     """The client's key file: it signs the escrows that pay for jobs (funded at start)."""
     coordinator_address: str | None = None
     miner_key: str | None = None
+    poolhub_url: str | None = None
+    web_url: str | None = None
+    """The marketplace web app (``aitbc web serve``), when it is built."""
     pids: dict[str, int] = msgspec.field(default_factory=dict)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,11 @@ from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 COORDINATOR_FUNDS = 1_000 * BASE_UNITS_PER_AITBC
 """Enough for a million settle / refund tx fees at the devnet's minimum fee."""
 CLIENT_FUNDS = 10_000 * BASE_UNITS_PER_AITBC
+DEVNET_DEPOSIT = 1_000 * BASE_UNITS_PER_AITBC
+"""What the devnet client keeps in its delegated deposit with the coordinator (topped up to it at each start)."""
+DEVNET_DEPOSIT_CAP = DEVNET_DEPOSIT
+DEVNET_DEPOSIT_PERIOD = 86_400
+"""The coordinator may spend at most ``DEVNET_DEPOSIT_CAP`` of it per this many blocks (a day of 1 s blocks)."""
 DEVNET_MINER_PRICE = 100
 """Base units per token: 0.0001 AITBC, so a demo job's payment and protocol fee show."""
 
@@ -40,11 +46,14 @@ class ManagedProcess:
     log_path: Path
     health_url: str
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
+    """Extra environment (the services' ``AITBC_*_CORS_ORIGINS``)."""
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         log.close()
 
     def wait_healthy(self, timeout: float) -> None:
@@ -76,6 +85,10 @@ class Devnet:
     ws_port: int = 9081
     p2p_port: int = 9082
     coordinator_port: int = 8011
+    poolhub_port: int | None = 8012
+    """The pool hub (miner registry, scoring, match explanations); None: the coordinator matches in process."""
+    web_port: int | None = 8015
+    """The web app (``aitbc web serve``), started when it is built (web/dist); None: not started."""
     miner_backend: str | None = "builtin"
     """Backend of the devnet's one miner (None: no miner)."""
     host: str = "127.0.0.1"
@@ -83,6 +96,16 @@ class Devnet:
     validators: int = 1
     """More than one: a BFT network of validator processes (``aitbc.devnet.network``); clients use node 0."""
     network: ValidatorNetwork | None = None
+
+    @property
+    def web_url(self) -> str | None:
+        return None if self.web_port is None else f"http://{self.host}:{self.web_port}"
+
+    def cors_env(self, service: str) -> dict[str, str]:
+        """Let the web app's origin call ``service`` from the browser."""
+        if self.web_url is None:
+            return {}
+        return {f"AITBC_{service.upper()}_CORS_ORIGINS": json.dumps([self.web_url])}
 
     @property
     def coordinator_dir(self) -> Path:
@@ -134,6 +157,48 @@ class Devnet:
             repo.engine.dispose()
         atomic_write(path, token.encode() + b"\n", mode=0o600)
         return token
+
+    def ensure_deposit(self, rpc_url: str, api_key: str) -> str:
+        """The client's delegated deposit with the devnet coordinator, funded, and the API key bound to it:
+        the documented plain ``POST /api/v1/jobs`` is then paid from it (no escrow, no wait for a block)."""
+        from aitbc.client.deposit import open_deposit, top_up_deposit
+        from aitbc.coordinator.app import open_repo
+        from aitbc.coordinator.auth import parse_api_key
+        from aitbc.coordinator.config import CoordinatorSettings
+        from aitbc.coordinator.db.deposit_repo import DepositRepo
+
+        parsed = parse_api_key(api_key)
+        if parsed is None:  # pragma: no cover - the key was made here
+            raise ConfigError("the devnet API key is malformed")
+        key_id = parsed[0]
+        client, coordinator = self.client_key(), self.coordinator_key().address
+        repo = open_repo(CoordinatorSettings(data_dir=self.coordinator_dir))
+        deposits = DepositRepo(repo.engine)
+        try:
+            deposit_id = deposits.get_binding(key_id)
+            with NodeClient(rpc_url) as node:
+                deposit = None if deposit_id is None else node.get_verified_deposit(deposit_id)[0]
+                if (
+                    deposit_id is None
+                    or deposit is None
+                    or deposit.owner != client.address
+                    or deposit.coordinator != coordinator
+                ):
+                    deposit_id = open_deposit(
+                        node,
+                        client,
+                        coordinator,
+                        DEVNET_DEPOSIT,
+                        cap_per_period=DEVNET_DEPOSIT_CAP,
+                        period_blocks=DEVNET_DEPOSIT_PERIOD,
+                    ).deposit_id
+                    deposits.bind(key_id, deposit_id, int(time.time() * 1000))
+                elif deposit.balance < DEVNET_DEPOSIT // 2:
+                    top_up_deposit(node, client, deposit_id, DEVNET_DEPOSIT - deposit.balance)
+        finally:
+            repo.engine.dispose()
+        assert deposit_id is not None
+        return deposit_id
 
     def fund(self, rpc_url: str) -> None:
         """The faucet tops up the coordinator (it pays the settle / refund tx fees) and the client."""
@@ -221,6 +286,7 @@ class Devnet:
             ],
             self.data_dir / "logs" / "node.log",
             f"http://{self.host}:{self.rpc_port}/healthz",
+            env=self.cors_env("node"),
         )
         self.processes.append(node)
         on_step("starting node")
@@ -233,7 +299,10 @@ class Devnet:
         on_step("funding the coordinator and client keys")
         self.fund(rpc_url)
         api_key = self.client_api_key()
+        on_step("funding the client's deposit with the coordinator")
+        deposit_id = self.ensure_deposit(rpc_url, api_key)
         coordinator_url = f"http://{self.host}:{self.coordinator_port}"
+        poolhub_url = self._start_poolhub(on_step)
         coordinator = ManagedProcess(
             "coordinator",
             [
@@ -252,9 +321,11 @@ class Devnet:
                 genesis.chain_id,
                 "--node-url",
                 rpc_url,
+                *(["--poolhub-url", poolhub_url] if poolhub_url else []),
             ],
             self.data_dir / "logs" / "coordinator.log",
             f"{coordinator_url}/healthz",
+            env=self.cors_env("coordinator"),
         )
         self.processes.append(coordinator)
         on_step("starting coordinator")
@@ -285,23 +356,94 @@ class Devnet:
             on_step(f"starting miner ({self.miner_backend} backend)")
             miner.start()
             wait_for_miner(coordinator_url, miner, timeout=120)
+        ws_url = self.network.nodes[0].ws_url if self.network else f"ws://{self.host}:{self.ws_port}/ws"
+        web_url = self._start_web(on_step, genesis.chain_id, rpc_url, ws_url, coordinator_url, poolhub_url)
         info = DevnetInfo(
             chain_id=genesis.chain_id,
             rpc_url=rpc_url,
-            ws_url=self.network.nodes[0].ws_url if self.network else f"ws://{self.host}:{self.ws_port}/ws",
+            ws_url=ws_url,
             node_data_dir=str(self.node_dir),
             faucet_key=str(self.node_dir / "faucet.key"),
             validator_key=str(self.node_dir / "validator.key"),
             keys_dir=str(self.data_dir / "keys"),
             coordinator_url=coordinator_url,
             api_key=api_key,
+            deposit_id=deposit_id,
             client_key=str(self.client_key_path),
             coordinator_address=self.coordinator_key().address,
             miner_key=str(self.miner_dir / "miner.key") if self.miner_backend else None,
+            poolhub_url=poolhub_url,
+            web_url=web_url,
             pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
         )
         write_devnet_info(self.data_dir, info)
         return info
+
+    def _start_poolhub(self, on_step: Callable[[str], None]) -> str | None:
+        if self.poolhub_port is None:
+            return None
+        url = f"http://{self.host}:{self.poolhub_port}"
+        hub = ManagedProcess(
+            "poolhub",
+            [
+                *(sys.executable, "-m", "aitbc", "poolhub", "run", "--data-dir", str(self.data_dir / "poolhub")),
+                *("--host", self.host, "--port", str(self.poolhub_port)),
+            ],
+            self.data_dir / "logs" / "poolhub.log",
+            f"{url}/healthz",
+            env=self.cors_env("poolhub"),
+        )
+        self.processes.append(hub)
+        on_step("starting pool hub")
+        hub.start()
+        hub.wait_healthy(timeout=30)
+        return url
+
+    def _start_web(
+        self,
+        on_step: Callable[[str], None],
+        chain_id: str,
+        rpc_url: str,
+        ws_url: str,
+        coordinator_url: str,
+        poolhub_url: str | None,
+    ) -> str | None:
+        """Serve the web app if it is built (``make web``); the devnet works without it."""
+        from aitbc.web.config import default_dist_dir
+
+        if self.web_url is None or not (default_dist_dir() / "index.html").is_file():
+            return None
+        web = ManagedProcess(
+            "web",
+            [
+                *(sys.executable, "-m", "aitbc", "web", "serve", "--host", self.host, "--port", str(self.web_port)),
+                *("--node-url", rpc_url, "--ws-url", ws_url, "--coordinator-url", coordinator_url),
+                *(["--poolhub-url", poolhub_url] if poolhub_url else []),
+                *("--chain-id", chain_id),
+            ],
+            self.data_dir / "logs" / "web.log",
+            f"{self.web_url}/healthz",
+        )
+        self.processes.append(web)
+        on_step("starting the web app")
+        web.start()
+        web.wait_healthy(timeout=30)
+        return self.web_url
+
+    def ports(self) -> list[int]:
+        """Every port this devnet listens on (``devnet up`` checks them all before it starts anything)."""
+        from aitbc.web.config import default_dist_dir
+
+        nodes = range(self.validators) if self.validators > 1 else range(1)
+        ports = [self.rpc_port + 10 * i + k for i in nodes for k in range(3)]
+        if self.validators == 1:
+            ports = [self.rpc_port, self.ws_port, self.p2p_port]
+        ports.append(self.coordinator_port)
+        if self.poolhub_port is not None:
+            ports.append(self.poolhub_port)
+        if self.web_port is not None and (default_dist_dir() / "index.html").is_file():
+            ports.append(self.web_port)
+        return ports
 
     def first_exited(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.proc is not None and p.proc.poll() is not None), None)

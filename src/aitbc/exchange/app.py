@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -14,15 +15,18 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from aitbc.exchange.accounts import Conflict, Forbidden, TooManyRequests, Unauthorized
+from aitbc.exchange.accounts import TooManyRequests
 from aitbc.exchange.api import build_router
 from aitbc.exchange.config import ExchangeSettings
+from aitbc.exchange.fastpath import FastPath
 from aitbc.exchange.feed import CHANNELS
+from aitbc.exchange.funds_api import build_funds_router
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.orderbook import OrderRejected, OrderRejection
-from aitbc.protocol.errors import AitbcError, NotFound, RemoteError, StorageError
+from aitbc.protocol.errors import AitbcError, Conflict, Forbidden, NotFound, RemoteError, StorageError, Unauthorized
+from aitbc.runtime.cors import add_cors
 
 log = logging.getLogger("aitbc.exchange")
 
@@ -47,45 +51,33 @@ def _error(status: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"reason": reason, "message": message}}, status_code=status)
 
 
-class BodyLimit:
-    """413 for a body above ``limit`` bytes, whether declared (Content-Length) or streamed (chunked)."""
+class ExchangeAPI(FastAPI):
+    """FastAPI, except that order placement tries ``FastPath`` before the middleware and routing."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
+    fast_path: FastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await _error(413, "too_large", f"request body above {self.limit} bytes")(scope, receive, send)
+        if self.fast_path is not None and self.fast_path.matches(scope):
+            headers = self.fast_path.takes(scope)
+            if headers is not None:
+                await self.fast_path(scope, receive, send, headers)
                 return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _error(413, "too_large", f"request body above {self.limit} bytes")(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: ExchangeSettings, service: ExchangeService | None = None) -> FastAPI:
     service = service or ExchangeService(settings)
     service.load()
+    if settings.bitcoin.xpub and service.bitcoin is None:
+        from aitbc.exchange.bitcoin.funds import BitcoinFunds, open_backend
+
+        service.bitcoin = BitcoinFunds(service, open_backend(settings))
+        service.background_starters.append(service.bitcoin.run)
+    if settings.aitbc.node_url and service.aitbc is None:
+        from aitbc.exchange.chain import AitbcFunds
+
+        service.aitbc = AitbcFunds(service)
+        service.background_starters.append(service.aitbc.run)
     metrics = service.metrics
     background: list[asyncio.Task[None]] = []
 
@@ -94,10 +86,14 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
         await service.start()
 
         async def invariant_loop() -> None:
+            last_journal_check = time.monotonic()
             while True:
                 await asyncio.sleep(settings.invariant_check_seconds)
                 try:
                     service.check_memory_invariants()
+                    if time.monotonic() - last_journal_check >= settings.journal_check_seconds:
+                        last_journal_check = time.monotonic()
+                        await service.check_all_invariants()
                 except AitbcError:
                     log.critical("ledger invariant broken; the exchange stops accepting changes", exc_info=True)
                     service.failed = "ledger invariant broken"
@@ -116,7 +112,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
                     await task
             await service.stop()
 
-    app = FastAPI(
+    app = ExchangeAPI(
         title="AITBC exchange",
         version="0.1.0",
         description="BTC <-> AITBC order book: accounts with 2FA, BTC deposits to per-user BIP84 addresses, "
@@ -125,7 +121,8 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.fast_path = FastPath(service, settings.max_body_bytes, status_for)
+    add_cors(app, settings.cors_origins)  # the web app's exchange page (AITBC_EXCHANGE_CORS_ORIGINS)
 
     @app.exception_handler(AitbcError)
     async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
@@ -150,6 +147,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
             "committed_seq": service.committed_seq,
             "open_orders": len(service.engine.book.orders),
             "bitcoin": service.bitcoin_status(),
+            "aitbc": None if service.aitbc is None else service.aitbc.status(),
         }
         return JSONResponse(body, status_code=200 if service.failed is None else 503)
 
@@ -160,6 +158,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(build_router(service))
+    app.include_router(build_funds_router(service))
     for router in service.extra_routers:
         app.include_router(router)
 
@@ -240,18 +239,19 @@ async def _subscribe(ws: WebSocket, service: ExchangeService, sub: Any, msg: dic
 
 
 def run_exchange(settings: ExchangeSettings) -> None:
-    import uvicorn
-
+    from aitbc.runtime.limits import BodyLimit, GuardedConfig
     from aitbc.runtime.server import serve_forever
 
-    config = uvicorn.Config(
-        create_app(settings),
+    app = create_app(settings)
+    rejections = app.state.service.metrics.rejections
+    config = GuardedConfig(
+        # the body limit wraps everything, the order fast path included: nothing reads past it
+        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+        settings,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
-        http="httptools",
-        timeout_keep_alive=30,
         timeout_graceful_shutdown=2,
         ws_max_size=64 * 1024,
     )

@@ -63,6 +63,9 @@ class Feed:
         self.subscribers.add(sub)
         return sub
 
+    def wants(self, channel: str) -> bool:
+        return any(channel in sub.channels for sub in self.subscribers)
+
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 

@@ -47,6 +47,44 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class RollingDay:
+    """Open, high, low, volume and count of the trades of the last 24 hours, without rescanning them:
+    running sums, plus monotonic queues for the high and the low (the sliding-window maximum)."""
+
+    def __init__(self) -> None:
+        self.window: deque[tuple[int, int, int, int, int]] = deque()
+        """(at_ms, price, quantity, value, trade_id), oldest first."""
+        self.highs: deque[tuple[int, int, int]] = deque()
+        """(trade_id, price, at_ms) with decreasing prices: the first is the window's high."""
+        self.lows: deque[tuple[int, int, int]] = deque()
+        self.volume = 0
+        self.quote_volume = 0
+
+    def add(self, at_ms: int, trade: Trade) -> None:
+        self.window.append((at_ms, trade.price, trade.quantity, trade.value, trade.trade_id))
+        self.volume += trade.quantity
+        self.quote_volume += trade.value
+        while self.highs and self.highs[-1][1] <= trade.price:
+            self.highs.pop()
+        self.highs.append((trade.trade_id, trade.price, at_ms))
+        while self.lows and self.lows[-1][1] >= trade.price:
+            self.lows.pop()
+        self.lows.append((trade.trade_id, trade.price, at_ms))
+        self.expire(at_ms)
+
+    def expire(self, now_ms: int) -> None:
+        cutoff = now_ms - DAY_MS
+        window = self.window
+        while window and window[0][0] < cutoff:
+            _, _, quantity, value, trade_id = window.popleft()
+            self.volume -= quantity
+            self.quote_volume -= value
+            if self.highs and self.highs[0][0] == trade_id:
+                self.highs.popleft()
+            if self.lows and self.lows[0][0] == trade_id:
+                self.lows.popleft()
+
+
 class ExchangeService:
     def __init__(self, settings: ExchangeSettings, store: ExchangeStore | None = None) -> None:
         self.settings = settings
@@ -61,7 +99,9 @@ class ExchangeService:
         self.seq = 0
         self.committed_seq = 0
         self.trades: deque[tuple[int, Trade]] = deque()
-        """(at_ms, trade) of the last 24 hours (at most 1,000,000), for /trades and the ticker."""
+        """(at_ms, trade) of the last 1,000 trades, for /trades."""
+        self.day = RollingDay()
+        """24-hour ticker statistics, kept up to date trade by trade (O(1) amortized)."""
         self.failed: str | None = None
         self.book_seq = 0
         """Sequence of book changes processed (a snapshot carries it; deltas above it follow)."""
@@ -73,6 +113,8 @@ class ExchangeService:
         self.extra_routers: list[APIRouter] = []
         self.bitcoin: Any = None
         """``aitbc.exchange.bitcoin.funds.BitcoinFunds`` when BTC deposits are configured."""
+        self.aitbc: Any = None
+        """``aitbc.exchange.chain.AitbcFunds`` when the AITBC node is configured."""
 
     # -- start and stop ------------------------------------------------------------------------
     def load(self) -> None:
@@ -128,7 +170,8 @@ class ExchangeService:
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed."""
-        while self._pending and self.failed is None:
+        target = self.seq
+        while self.committed_seq < target and self.failed is None:
             await asyncio.sleep(0.001)
 
     async def _write_loop(self) -> None:
@@ -161,7 +204,8 @@ class ExchangeService:
     def _on_committed(self, entry: Entry, changes: list[list[Any]], book_seq: int) -> None:
         traded = self._remember_trades(entry.at_ms, entry.events)
         self.metrics.count_events(entry.events)
-        self.feed.publish(self.spec.symbol, book_seq, changes, entry.events, self.ticker() if traded else None)
+        ticker = self.ticker() if traded and self.feed.wants("ticker") else None
+        self.feed.publish(self.spec.symbol, book_seq, changes, entry.events, ticker)
 
     def _remember_trades(self, at_ms: int, events: list[Event]) -> bool:
         traded = False
@@ -169,30 +213,30 @@ class ExchangeService:
             if type(e) is Trade:
                 assert isinstance(e, Trade)
                 self.trades.append((at_ms, e))
+                self.day.add(at_ms, e)
                 traded = True
         if traded:
-            cutoff = at_ms - DAY_MS
-            while self.trades and (self.trades[0][0] < cutoff or len(self.trades) > 1_000_000):
+            while len(self.trades) > 1000:
                 self.trades.popleft()
         return traded
 
     # -- reads ---------------------------------------------------------------------------------
     def ticker(self) -> dict[str, Any]:
         book = self.engine.book
-        cutoff = now_ms() - DAY_MS
-        day = [t for at, t in self.trades if at >= cutoff]
+        day = self.day
+        day.expire(now_ms())
         return {
             "type": "ticker",
             "market": self.spec.symbol,
             "last_price": self.trades[-1][1].price if self.trades else None,
             "best_bid": book.best_bid(),
             "best_ask": book.best_ask(),
-            "open_24h": day[0].price if day else None,
-            "high_24h": max((t.price for t in day), default=None),
-            "low_24h": min((t.price for t in day), default=None),
-            "volume_24h": sum(t.quantity for t in day),
-            "quote_volume_24h": sum(t.value for t in day),
-            "trades_24h": len(day),
+            "open_24h": day.window[0][1] if day.window else None,
+            "high_24h": day.highs[0][1] if day.highs else None,
+            "low_24h": day.lows[0][1] if day.lows else None,
+            "volume_24h": day.volume,
+            "quote_volume_24h": day.quote_volume,
+            "trades_24h": len(day.window),
         }
 
     def book_snapshot(self, depth: int) -> dict[str, Any]:
@@ -223,9 +267,8 @@ class ExchangeService:
             self.metrics.invariant_failures.inc()
             raise
 
-    def check_journal(self) -> None:
-        """The database journal (Σ postings per account) equals the in-memory ledger, and sums to zero."""
-        sums = self.store.journal_balances()
+    def expected_journal(self) -> dict[tuple[str, str], int]:
+        """What Σ postings per (account, asset) must be for the ledger in memory now."""
         ledger = self.engine.ledger
         expected: dict[tuple[str, str], int] = {}
         for asset in ledger.assets:
@@ -235,20 +278,43 @@ class ExchangeService:
             expected[(DEPOSITS, asset)] = -ledger.deposits[asset]
             expected[(WITHDRAWALS, asset)] = ledger.withdrawals[asset]
             expected[(FEES, asset)] = ledger.fees[asset]
-            total = sum(v for (_, a), v in sums.items() if a == asset)
-            if total != 0:
-                raise LedgerInvariantBroken(f"{asset}: the journal does not balance (sum {total})")
-        for key in set(sums) | set(expected):
-            if sums.get(key, 0) != expected.get(key, 0):
-                self.metrics.invariant_failures.inc()
-                raise LedgerInvariantBroken(
-                    f"{key}: journal says {sums.get(key, 0)}, the ledger in memory {expected.get(key, 0)}"
-                )
+        return expected
+
+    def compare_journal(self, expected: dict[tuple[str, str], int], sums: dict[tuple[str, str], int]) -> None:
+        """The journal balances to zero per asset and equals the ledger, account by account."""
+        try:
+            for asset in self.engine.ledger.assets:
+                total = sum(v for (_, a), v in sums.items() if a == asset)
+                if total != 0:
+                    raise LedgerInvariantBroken(f"{asset}: the journal does not balance (sum {total})")
+            for key in set(sums) | set(expected):
+                if sums.get(key, 0) != expected.get(key, 0):
+                    raise LedgerInvariantBroken(
+                        f"{key}: journal says {sums.get(key, 0)}, the ledger in memory {expected.get(key, 0)}"
+                    )
+        except LedgerInvariantBroken:
+            self.metrics.invariant_failures.inc()
+            raise
+
+    def check_journal(self) -> None:
+        """At start-up (nothing pending): the journal in the database equals the replayed ledger."""
+        self.compare_journal(self.expected_journal(), self.store.journal_balances())
         self.check_memory_invariants()
 
     async def check_all_invariants(self) -> None:
-        await self.flush()
-        await asyncio.to_thread(self.check_journal)
+        """While the exchange runs: the ledger as of the last committed command against the journal up to it.
+
+        The expected balances are copied when nothing is pending (no await in between), and the journal is
+        summed up to that command's sequence number, so commands committed meanwhile are left out of both.
+        """
+        while True:
+            await self.flush()
+            if self.committed_seq == self.seq or self.failed is not None:
+                break
+        expected, seq = self.expected_journal(), self.committed_seq
+        self.check_memory_invariants()
+        sums = await asyncio.to_thread(self.store.journal_balances, seq)
+        self.compare_journal(expected, sums)
 
     def open_order_count(self, user: str) -> int:
         return self.engine.book.open_by_user.get(user, 0)

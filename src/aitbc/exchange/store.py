@@ -52,6 +52,30 @@ def decode_command(kind: str, body: dict[str, Any]) -> Command:
     return command
 
 
+_INSERT_COMMANDS = schema.commands.insert()
+_ORDER_COLUMNS = tuple(c.name for c in schema.orders.columns)
+_TRADE_COLUMNS = tuple(c.name for c in schema.trades.columns)
+
+
+def _driver_sql(paramstyle: str) -> dict[str, str]:
+    """Statements for the driver's own executemany, in its parameter style (SQLite ``?``, psycopg ``%s``)."""
+    p = "?" if paramstyle == "qmark" else "%s"
+
+    def insert(table: str, columns: tuple[str, ...]) -> str:
+        # table and column names are this module's constants, values are bound parameters
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([p] * len(columns))})"  # noqa: S608
+
+    return {
+        "journal": insert("exchange_journal", ("seq", "account", "asset", "amount")),
+        "orders": insert("exchange_orders", _ORDER_COLUMNS),
+        "trades": insert("exchange_trades", _TRADE_COLUMNS),
+        "update": (
+            f"UPDATE exchange_orders SET filled = filled + {p}, status = COALESCE({p}, status), "  # noqa: S608
+            f"reason = COALESCE({p}, reason), updated_at_ms = {p} WHERE order_id = {p}"
+        ),
+    }
+
+
 @dataclass(slots=True)
 class Entry:
     """One accepted command, its events, and the other rows that must commit with it."""
@@ -72,6 +96,7 @@ class ExchangeStore:
         try:
             self.engine = create_db_engine(url)
             run_migrations(self.engine, MIGRATIONS_DIR)
+            self._sql = _driver_sql(self.engine.dialect.paramstyle)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"cannot open the exchange database {url}: {exc}") from None
 
@@ -96,7 +121,7 @@ class ExchangeStore:
             for event in entry.events:
                 for p in compute_postings(event, self.base, self.quote):
                     if p.amount:
-                        postings.append({"seq": entry.seq, "account": p.account, "asset": p.asset, "amount": p.amount})
+                        postings.append((entry.seq, p.account, p.asset, p.amount))
                 t = type(event)
                 if t is OrderAccepted:
                     assert isinstance(event, OrderAccepted)
@@ -121,21 +146,21 @@ class ExchangeStore:
                 elif t is Trade:
                     assert isinstance(event, Trade)
                     trades.append(
-                        {
-                            "trade_id": event.trade_id,
-                            "seq": entry.seq,
-                            "at_ms": entry.at_ms,
-                            "price": event.price,
-                            "quantity": event.quantity,
-                            "value": event.value,
-                            "taker_side": str(event.taker_side),
-                            "maker_order_id": event.maker_order_id,
-                            "taker_order_id": event.taker_order_id,
-                            "buyer": int(event.buyer),
-                            "seller": int(event.seller),
-                            "buyer_fee": event.buyer_fee,
-                            "seller_fee": event.seller_fee,
-                        }
+                        (
+                            event.trade_id,
+                            entry.seq,
+                            entry.at_ms,
+                            event.price,
+                            event.quantity,
+                            event.value,
+                            str(event.taker_side),
+                            event.maker_order_id,
+                            event.taker_order_id,
+                            int(event.buyer),
+                            int(event.seller),
+                            event.buyer_fee,
+                            event.seller_fee,
+                        )
                     )
                     for oid in (event.maker_order_id, event.taker_order_id):
                         upd = order_updates.setdefault(oid, {"order_id": oid, "filled_delta": 0})
@@ -156,35 +181,38 @@ class ExchangeStore:
                     upd["reason"] = str(event.reason)
                     upd["updated_at_ms"] = entry.at_ms
             extra.extend(entry.extra)
-        o = schema.orders.c
+        updates = [
+            (upd["filled_delta"], upd.get("status"), upd.get("reason"), upd["updated_at_ms"], upd["order_id"])
+            for upd in order_updates.values()
+            if "filled_delta" in upd  # the others are inserted below with their final state
+        ]
+        order_rows = [tuple(row[c] for c in _ORDER_COLUMNS) for row in new_orders]
+        sql = self._sql
         try:
             with self.engine.begin() as conn:
-                conn.execute(schema.commands.insert(), cmd_rows)
+                # plain executemany on the driver for the bulky rows (SQLAlchemy's per-row work is the cost)
+                conn.execute(_INSERT_COMMANDS, cmd_rows)
                 if postings:
-                    conn.execute(schema.journal.insert(), postings)
-                if new_orders:
-                    conn.execute(schema.orders.insert(), new_orders)
+                    conn.exec_driver_sql(sql["journal"], postings)
+                if order_rows:
+                    conn.exec_driver_sql(sql["orders"], order_rows)
                 if trades:
-                    conn.execute(schema.trades.insert(), trades)
-                for upd in order_updates.values():
-                    if "filled_delta" not in upd:
-                        continue  # inserted above with its final state
-                    values: dict[str, Any] = {"filled": o.filled + upd["filled_delta"]}
-                    for key in ("status", "reason", "updated_at_ms"):
-                        if key in upd:
-                            values[key] = upd[key]
-                    conn.execute(schema.orders.update().where(o.order_id == upd["order_id"]).values(**values))
+                    conn.exec_driver_sql(sql["trades"], trades)
+                if updates:
+                    conn.exec_driver_sql(sql["update"], updates)
                 for statement, params in extra:
                     conn.execute(statement, params)
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"cannot write to the exchange database: {exc}") from exc
 
-    def journal_balances(self) -> dict[tuple[str, str], int]:
-        """Σ postings per (account, asset): what the ledger must equal, from the database alone."""
+    def journal_balances(self, up_to_seq: int | None = None) -> dict[tuple[str, str], int]:
+        """Σ postings per (account, asset) of the commands up to ``up_to_seq``, from the database alone."""
         j = schema.journal.c
+        query = sa.select(j.account, j.asset, sa.func.sum(j.amount)).group_by(j.account, j.asset)
+        if up_to_seq is not None:
+            query = query.where(j.seq <= up_to_seq)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(j.account, j.asset, sa.func.sum(j.amount)).group_by(j.account, j.asset))
-            return {(r[0], r[1]): int(r[2]) for r in rows}
+            return {(r[0], r[1]): int(r[2]) for r in conn.execute(query)}
 
     # -- plain reads and writes ------------------------------------------------------
     def execute(self, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aitbc.market.metering import MeteringBounds, verify_receipt_metering
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job import JobOutput
 from aitbc.protocol.receipt import Receipt, ReceiptExpectation, verify_receipt
@@ -29,6 +30,7 @@ class ResultRejected(AitbcError):
     """A delivered output or proof that does not fit the job (HTTP 422)."""
 
     reason = "bad_result"
+    http_status = 422
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class ResultTerms:
     escrow_amount: int | None
     zk_proof_required: bool
     assigned_at_ms: int
+    metering: MeteringBounds | None = None
+    """The unit price and token bounds the receipt must respect (``aitbc.market.metering``)."""
 
 
 def get_output_problem(job_type: str, input_texts: tuple[str, ...], output: JobOutput) -> str | None:
@@ -117,6 +121,9 @@ def process_result(
         raise ResultRejected(problem)
     # Verify the receipt: signed by the miner, about this job and this output, priced as assigned
     verify_receipt(receipt, compute_receipt_expectation(terms, output, receipt, now_ms))
+    # Verify it charges the assigned price for tokens the job can have used
+    if terms.metering is not None:
+        verify_receipt_metering(receipt, terms.metering)
     # Verify the zk proof, when the job asked for one or the miner sent one
     problem = get_zk_proof_problem(terms, receipt, zk_proof)
     if problem is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
-from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.errors import Conflict
 
 
 class JobState(StrEnum):
@@ -34,8 +34,8 @@ TERMINAL_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobStat
 LEASED_STATES: Final = frozenset({JobState.ASSIGNED, JobState.RUNNING})
 
 
-class JobRuleViolation(AitbcError):
-    """A lifecycle transition the rules refuse; ``reason`` says which rule."""
+class JobRuleViolation(Conflict):
+    """A lifecycle transition the rules refuse (HTTP 409); ``reason`` says which rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +214,15 @@ class PaymentState(StrEnum):
     """The chain refused the settlement for good (e.g. a bad receipt): refund instead."""
     SETTLED = "settled"
     REFUNDED = "refunded"
+    # deposit jobs (aitbc.coordinator.deposits): no escrow; paid from the API key's deposit in a batch
+    RESERVED = "reserved"
+    """The job's worst-case charge is reserved on the deposit (in flight, or completed and not batched yet)."""
+    BATCHING = "batching"
+    """In a ``settle_batch`` sent and not yet seen on chain."""
+    RELEASED = "released"
+    """Ended without a result: the reservation was released, nothing paid."""
+    BATCH_REFUSED = "batch_refused"
+    """The chain refused the job's entry (its reason in ``payment_error``): nothing paid."""
 
 
 SETTLE_ACTION: Final = "settle"

@@ -10,14 +10,36 @@ from pathlib import Path
 from typing import Any
 
 from aitbc.miner.backends.base import InferenceBackend
-from aitbc.miner.daemon import MinerConfig, MinerDaemon
+from aitbc.miner.config import MinerSettings
+from aitbc.miner.daemon import MinerDaemon
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.miner")
 
-BACKENDS = ("builtin", "ollama", "openai", "echo")
+
+def backend_options(
+    settings: MinerSettings, model_files: dict[str, str] | None, model_digests: dict[str, str] | None
+) -> dict[str, Any]:
+    """The chosen backend's constructor options, from the settings."""
+    if settings.backend == "echo":
+        return {"token_delay_s": settings.echo_token_delay_s}
+    if settings.backend == "ollama":
+        return {"base_url": settings.ollama_url}
+    if settings.backend == "openai":
+        return {
+            "base_url": settings.openai_url,
+            "api_key": settings.openai_api_key,
+            "model_files": model_files,
+            "model_digests": model_digests,
+        }
+    return {
+        "n_threads": settings.threads,
+        "slots": settings.slots,
+        "text_models": tuple(settings.text_models),
+        "gpu_layers": settings.gpu_layers,
+        "omp_spincount": None if settings.omp_spincount is None else str(settings.omp_spincount),
+    }
 
 
 def build_backend(name: str, options: dict[str, Any]) -> InferenceBackend:
@@ -30,17 +52,17 @@ def build_backend(name: str, options: dict[str, Any]) -> InferenceBackend:
     return create_backend(name, **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
 
 
-def compute_concurrency(requested: int | None, backend: InferenceBackend) -> int:
-    """Jobs the miner runs at once (and advertises): the operator's number, else the backend's own.
+def with_backend_concurrency(settings: MinerSettings, backend: InferenceBackend) -> MinerSettings:
+    """The settings with ``max_concurrency`` the backend's own when the operator did not set it.
 
     The builtin backend decodes ``slots`` generations together per text model, so it offers that
-    many; a backend that does not say runs one job at a time.
+    many jobs at once (and the miner advertises that many to the coordinator); a backend that does
+    not say runs one job at a time. A flag or ``AITBC_MINER_MAX_CONCURRENCY`` always wins.
     """
-    if requested is not None:
-        if requested < 1:
-            raise ConfigError(f"--concurrency must be at least 1, got {requested}")
-        return requested
-    return max(1, int(getattr(backend, "concurrency", 1)))
+    if "max_concurrency" in settings.model_fields_set:
+        return settings
+    offered = max(1, int(getattr(backend, "concurrency", 1)))
+    return settings.model_copy(update={"max_concurrency": offered})
 
 
 def load_or_create_miner_key(path: Path) -> KeyPair:
@@ -59,14 +81,16 @@ def detect_hardware_dict() -> dict[str, Any]:
     return {k: v for k, v in asdict(detect_hardware()).items() if v is not None}
 
 
-async def serve_miner(config: MinerConfig, key: KeyPair, backend: InferenceBackend) -> None:
-    daemon = MinerDaemon(config, key, backend)
+async def serve_miner(
+    config: MinerSettings, key: KeyPair, backend: InferenceBackend, hardware: dict[str, Any] | None = None
+) -> None:
+    daemon = MinerDaemon(config, key, backend, hardware=hardware)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, daemon.stop)
     log.info(
         "miner starting",
-        extra={"miner": key.address, "backend": config.backend_name, "coordinator": config.coordinator_url},
+        extra={"miner": key.address, "backend": config.backend, "coordinator": config.coordinator_url},
     )
     try:
         await daemon.run()

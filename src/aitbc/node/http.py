@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Final
 
 import orjson
@@ -9,14 +10,21 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aitbc.chain.audit_types import AuditStatus
 from aitbc.chain.gov_types import ProposalStatus
+from aitbc.node import audit_views
 from aitbc.node import governance as gov_views
-from aitbc.node.rpc import INVALID_REQUEST, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
+from aitbc.node.openapi import rpc_request_body, tx_request_body, with_tx_components
+from aitbc.node.rpc import METHODS, RpcLimits, handle_rpc_body, parse_block_ref
+from aitbc.node.rpc_base import INVALID_REQUEST, RpcError
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import InvalidAddress
+from aitbc.runtime.cors import add_cors
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+MAX_INT64: Final = 2**63 - 1
+"""Heights and sequence numbers are SQLite integers: a larger query value is a 422, not an OverflowError."""
 
 
 class BodyTooLarge(Exception):
@@ -54,7 +62,9 @@ JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="J
 HashPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$", description="64-character hex hash")]
 
 
-def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> FastAPI:
+def create_http_app(
+    node: NodeService, rpc_limits: RpcLimits | None = None, cors_origins: Sequence[str] = ()
+) -> FastAPI:
     app = FastAPI(
         title="AITBC node",
         version="0.1.0",
@@ -62,7 +72,9 @@ def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> F
         "get_account_proof, send_tx, get_chain_info, get_job, get_job_proof) and the same reads as REST under /v1.",
     )
 
-    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)")
+    add_cors(app, cors_origins)
+
+    @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)", openapi_extra=rpc_request_body(METHODS))
     async def json_rpc(request: Request) -> Response:
         try:
             body = await read_limited_body(request)
@@ -116,7 +128,12 @@ def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> F
     async def get_tx_status(tx_hash: HashPath) -> dict[str, Any]:
         return node.tx_status(tx_hash.lower())
 
-    @app.post("/v1/txs", status_code=202, summary="Submit a signed tx (JSON object)")
+    @app.post(
+        "/v1/txs",
+        status_code=202,
+        summary="Submit a signed tx (JSON object; kinds, bytes and signing: docs/transactions.md)",
+        openapi_extra=tx_request_body(),
+    )
     async def post_tx(request: Request) -> Response:
         try:
             body = await read_limited_body(request, limit=1024 * 1024)
@@ -151,21 +168,32 @@ def create_http_app(node: NodeService, rpc_limits: RpcLimits | None = None) -> F
         return node.job_proof_json(job_id)
 
     @app.get("/v1/job-events", summary="On-chain job events (escrow_opened, settled, refunded) from a height")
-    async def job_events(from_height: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    async def job_events(from_height: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0) -> dict[str, Any]:
         return {"events": node.job_events_since(from_height)}
 
     @app.get("/v1/job-events/page", summary="A page of job events after a sequence number, optionally for one address")
     async def job_events_page(
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
         address: Annotated[str | None, Query(pattern=r"^ait1[02-9ac-hj-np-z]+$", max_length=90)] = None,
         limit: Annotated[int, Query(ge=1, le=1_000)] = 1_000,
     ) -> dict[str, Any]:
         return node.job_events_after(after_seq, address, limit)
 
     add_governance_routes(app, node)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_tx_components(base_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
+AuditStatusQuery = Annotated[
+    str | None, Query(pattern="^(" + "|".join(s.value for s in AuditStatus) + ")$", description="Audit status")
+]
 ProposalStatusQuery = Annotated[
     str | None, Query(pattern="^(" + "|".join(s.value for s in ProposalStatus) + ")$", description="Proposal status")
 ]
@@ -197,3 +225,27 @@ def add_governance_routes(app: FastAPI, node: NodeService) -> None:
     @app.get("/v1/gov/proof", summary="The whole governance state with its Merkle proof against the head state root")
     async def gov_proof() -> dict[str, Any]:
         return gov_views.governance_proof_json(node)
+
+    @app.get("/v1/audits", summary="The newest audits, optionally of one status or one miner / auditor / referee")
+    async def audits(
+        status: AuditStatusQuery = None,
+        address: Annotated[str | None, Query(pattern=r"^ait1[02-9ac-hj-np-z]+$", max_length=90)] = None,
+        limit: Annotated[int, Query(ge=1, le=audit_views.MAX_AUDITS_PAGE)] = audit_views.MAX_AUDITS_PAGE,
+    ) -> dict[str, Any]:
+        return audit_views.audits_json(node, status, address, limit)
+
+    @app.get("/v1/audits/proof", summary="The whole audit state (bonds, audits) with its Merkle proof")
+    async def audit_proof() -> dict[str, Any]:
+        return audit_views.audit_proof_json(node)
+
+    @app.get("/v1/audits/{job_id}", summary="The audit of one job: draw, auditor, reports, dispute, outcome")
+    async def audit(job_id: JobIdPath) -> Response:
+        found = audit_views.audit_json(node, job_id)
+        if found is None:
+            return _problem(404, "not_found", f"job {job_id} has not been audited")
+        return JSONResponse(found)
+
+    @app.get("/v1/miner-bonds/{address}", summary="A miner's bond, declared models and unbondings")
+    async def miner_bond(address: str) -> Response:
+        bad = _check_address(address)
+        return bad if bad is not None else JSONResponse(audit_views.bond_json(node, address))

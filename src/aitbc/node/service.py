@@ -132,6 +132,7 @@ class NodeService:
             self.store.load_deposits(),
             self.store.load_paid_jobs(),
             self.store.load_governance(),
+            self.store.load_audits(),
         )
         if state.state_root != head.state_root:
             raise StorageError(f"{self.store.path}: stored accounts do not match the state root of block {head.height}")

@@ -18,6 +18,7 @@ from typing import Final
 import msgspec
 import orjson
 
+from aitbc.chain.audit_types import EMPTY_AUDITS, AuditState
 from aitbc.chain.block import BlockOutcome
 from aitbc.chain.entries import Account, ChainEvent, Deposit, Escrow, MultisigAccount, PaidJob
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
@@ -110,6 +111,7 @@ _deposit_decoder = msgspec.msgpack.Decoder(Deposit)
 _paid_decoder = msgspec.msgpack.Decoder(PaidJob)
 _staking_decoder = msgspec.json.Decoder(StakingState)
 _governance_decoder = msgspec.json.Decoder(GovernanceState)
+_audits_decoder = msgspec.json.Decoder(AuditState)
 _commit_decoder = msgspec.msgpack.Decoder(CommitCertificate)
 
 
@@ -255,6 +257,12 @@ class NodeStore:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (msgspec.json.encode(outcome.delta.staking).decode(),),
                 )
+            if outcome.delta.audits is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('audits', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (msgspec.json.encode(outcome.delta.audits).decode(),),
+                )
             if outcome.delta.governance is not None:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('governance', ?) "
@@ -278,6 +286,10 @@ class NodeStore:
     def load_staking(self) -> StakingState:
         raw = self.get_meta("staking")
         return EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
+
+    def load_audits(self) -> AuditState:
+        raw = self.get_meta("audits")
+        return EMPTY_AUDITS if raw is None else _audits_decoder.decode(raw)
 
     def load_governance(self) -> GovernanceState:
         raw = self.get_meta("governance")

@@ -76,9 +76,17 @@ class ReceiptRejection(StrEnum):
     PRICE_ABOVE_MAX = "price_above_max"
     UNITS_INCONSISTENT = "units_inconsistent"
     TIMING_INCONSISTENT = "timing_inconsistent"
+    # metering the coordinator checks (aitbc.market.metering)
+    UNIT_PRICE_NOT_ASSIGNED = "unit_price_not_assigned"
+    COMPLETION_TOKENS_ABOVE_MAX = "completion_tokens_above_max"
+    PROMPT_TOKENS_ABOVE_COUNT = "prompt_tokens_above_count"
 
 
 class InvalidReceipt(AitbcError):
+    """A receipt that does not fit its job (HTTP 422); ``rejection`` says which rule."""
+
+    http_status = 422
+
     def __init__(self, rejection: ReceiptRejection, message: str) -> None:
         super().__init__(message, reason=rejection.value)
         self.rejection = rejection

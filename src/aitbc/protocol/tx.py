@@ -30,9 +30,9 @@ from aitbc.protocol.crypto import (
 )
 from aitbc.protocol.deposit import MAX_BATCH_ENTRIES, DepositId, DepositMode, SettlementEntry
 from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
-from aitbc.protocol.job import JobId
+from aitbc.protocol.job import JobId, ModelDigest
 from aitbc.protocol.receipt import Receipt
-from aitbc.protocol.types import U64, Address, Amount, ChainId, Height, Memo, SignatureHex, Wire
+from aitbc.protocol.types import U64, Address, Amount, ChainId, Hash32, Height, Memo, SignatureHex, Wire
 from aitbc.protocol.vote import DuplicateVoteEvidence
 from aitbc.protocol.zk import ZkReceiptProof
 
@@ -279,7 +279,7 @@ class DepositProposal(TxBase, frozen=True, kw_only=True, tag="deposit_proposal")
     signature: SignatureHex = ""
 
 
-class Vote(TxBase, frozen=True, kw_only=True, tag="vote"):
+class GovernanceVote(TxBase, frozen=True, kw_only=True, tag="vote"):
     """Vote on a proposal in its voting period; weighted at the tally by the sender's bonded stake (a
     validator's vote also carries every delegation to it whose delegator did not vote)."""
 
@@ -288,7 +288,33 @@ class Vote(TxBase, frozen=True, kw_only=True, tag="vote"):
     signature: SignatureHex = ""
 
 
-GOVERNANCE_TX_TYPES: Final[tuple[type[TxBase], ...]] = (SubmitProposal, DepositProposal, Vote)
+GOVERNANCE_TX_TYPES: Final[tuple[type[TxBase], ...]] = (SubmitProposal, DepositProposal, GovernanceVote)
+
+
+class BondMiner(TxBase, frozen=True, kw_only=True, tag="bond_miner"):
+    """Bond ``amount`` as a miner (audited jobs, auditing) and declare the model digests it serves."""
+
+    amount: Amount
+    models: Annotated[list[ModelDigest], Meta(max_length=16)] = msgspec.field(default_factory=list)
+    signature: SignatureHex = ""
+
+
+class UnbondMiner(TxBase, frozen=True, kw_only=True, tag="unbond_miner"):
+    """Start returning ``amount`` of the miner bond; it stays slashable until released."""
+
+    amount: Amount
+    signature: SignatureHex = ""
+
+
+class SubmitAudit(TxBase, frozen=True, kw_only=True, tag="submit_audit"):
+    """The output hash of a re-execution, from the job's auditor or one of its dispute referees."""
+
+    job_id: JobId
+    output_hash: Hash32
+    signature: SignatureHex = ""
+
+
+AUDIT_TX_TYPES: Final[tuple[type[TxBase], ...]] = (BondMiner, UnbondMiner, SubmitAudit)
 
 
 Tx = (
@@ -309,7 +335,10 @@ Tx = (
     | SettleBatch
     | SubmitProposal
     | DepositProposal
-    | Vote
+    | GovernanceVote
+    | BondMiner
+    | UnbondMiner
+    | SubmitAudit
 )
 """Union of every tx kind."""
 
@@ -326,6 +355,7 @@ TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     *STAKING_TX_TYPES,
     *DEPOSIT_TX_TYPES,
     *GOVERNANCE_TX_TYPES,
+    *AUDIT_TX_TYPES,
 )
 
 for _tx_type in TX_TYPES:

@@ -6,6 +6,7 @@ Each service receives its settings object as an argument; nothing reads a global
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,3 +14,6 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     log_level: str = "INFO"
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call this service (``aitbc.runtime.cors``), e.g. the web app's
+    ``http://127.0.0.1:8015``; empty: no cross-origin access. Env: a JSON list."""

@@ -34,6 +34,12 @@ class WalletSettings(HttpServerSettings):
     port: int = Field(DEFAULT_WALLET_PORT, ge=0, le=65535)
     force_bind: bool = False
     """Allow a non-loopback address (the daemon holds keys: only for a trusted, isolated network)."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """``Host`` values accepted besides loopback (127.0.0.1, localhost, ::1); anything else is refused (403),
+    which stops DNS-rebinding pages. JSON in the environment: ``AITBC_WALLETD_ALLOWED_HOSTS='["wallet.lan"]'``."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the daemon (e.g. ``http://localhost:8015`` for the web app); a request
+    with any other ``Origin`` header is refused (403)."""
     rpc_url: str | None = None
     """The node's JSON-RPC URL (balance, send, receipt verification)."""
     coordinator_url: str | None = None

@@ -4,11 +4,18 @@ TestClient, lifespan and all), users with sessions, funding through the same com
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from aitbc.exchange.app import create_app
@@ -78,3 +85,74 @@ def running(settings: ExchangeSettings, service: ExchangeService | None = None) 
         harness = Harness(client, service)
         yield harness
         harness.check_invariants()
+
+
+# -- a real ``aitbc exchange run`` process ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")}
+    return {**env, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb", **extra}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aitbc", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(**(env or {})),
+        check=False,
+    )
+
+
+@contextmanager
+def exchange_process(data_dir: Path, env: dict[str, str]) -> Iterator[str]:
+    """``aitbc exchange run`` on a free port until /healthz answers; yields its URL, stops it (SIGTERM) after."""
+    port = free_port()
+    log = (data_dir.parent / f"{data_dir.name}.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aitbc",
+            "exchange",
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=child_env(**env),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"exchange exited: {(data_dir.parent / f'{data_dir.name}.log').read_text()}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "exchange did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -15,18 +15,18 @@ from aitbc.chain.gov_types import GovernanceState, Proposal, ProposalStatus, Vot
 from aitbc.chain.governance import compute_outcome, compute_tally
 from aitbc.chain.params import REWARD_POOL_ADDRESS, ChainParams
 from aitbc.chain.state import ChainState, commit_delta
-from aitbc.chain.validators import Bond, StakingState
+from aitbc.chain.validators import Bond, StakingParams, StakingState
 from aitbc.protocol.block import BlockHeader
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
     Delegate,
     DepositProposal,
+    GovernanceVote,
     ParamChange,
     SubmitProposal,
     Transfer,
     Tx,
-    Vote,
     sign_tx,
     verify_tx,
 )
@@ -39,7 +39,7 @@ CAROL = KeyPair.from_seed(b"\x04" * 32)
 GOV = GovernanceParams(
     min_deposit=1_000, deposit_period_blocks=5, voting_period_blocks=3, quorum_bps=3_340, veto_threshold_bps=3_340
 )
-PARAMS = ChainParams(protocol_fee_bps=200, governance=GOV)
+PARAMS = ChainParams(protocol_fee_bps=200, governance=GOV, staking=StakingParams(min_delegation=1))
 START = 10**9
 POOL = 50_000
 
@@ -104,6 +104,10 @@ class Chain:
         raise AssertionError("proposal never closed")
 
 
+def vote(chain: Chain, key: KeyPair, proposal_id: int, option: str) -> Tx:
+    return chain.tx(key, GovernanceVote, proposal_id=proposal_id, option=option)
+
+
 def fee_change(chain: Chain, deposit: int = 1_000, activation: int = 0, value: int = 50) -> Tx:
     return chain.tx(
         ALICE,
@@ -135,7 +139,10 @@ def test_param_change_passes_and_applies_exactly_at_its_height() -> None:
     proposal = chain.proposal()
     assert proposal.status == "voting_period" and proposal.total_deposit == 1_000
     assert chain.balance(ALICE) == before - 1_000 - 10
-    chain.block(chain.tx(ALICE, Vote, proposal_id=1, option="yes"), chain.tx(BOB, Vote, proposal_id=1, option="no"))
+    chain.block(
+        vote(chain, ALICE, 1, "yes"),
+        vote(chain, BOB, 1, "no"),
+    )
     closed = chain.run_until_closed()
     assert closed.status == "passed"
     assert closed.tally is not None and (closed.tally.yes, closed.tally.no, closed.tally.total_bonded) == (
@@ -165,7 +172,10 @@ def test_delegators_inherit_the_validators_vote_unless_they_vote() -> None:
     chain = bonded_chain()
     chain.block(fee_change(chain))
     # The authority (validator of every bond) votes yes; Bob overrides with no; Alice and Carol inherit yes.
-    chain.block(chain.tx(AUTHORITY, Vote, proposal_id=1, option="yes"), chain.tx(BOB, Vote, proposal_id=1, option="no"))
+    chain.block(
+        vote(chain, AUTHORITY, 1, "yes"),
+        vote(chain, BOB, 1, "no"),
+    )
     closed = chain.run_until_closed()
     assert closed.tally is not None
     assert (closed.tally.yes, closed.tally.no, closed.tally.voted) == (700, 300, 1_000)
@@ -177,9 +187,9 @@ def test_a_vetoed_proposal_burns_its_deposit() -> None:
     before = chain.balance(ALICE)
     chain.block(fee_change(chain))
     chain.block(
-        chain.tx(ALICE, Vote, proposal_id=1, option="yes"),
-        chain.tx(BOB, Vote, proposal_id=1, option="no_with_veto"),
-        chain.tx(CAROL, Vote, proposal_id=1, option="no_with_veto"),
+        vote(chain, ALICE, 1, "yes"),
+        vote(chain, BOB, 1, "no_with_veto"),
+        vote(chain, CAROL, 1, "no_with_veto"),
     )
     closed = chain.run_until_closed()
     assert closed.status == "vetoed"  # 400 of 1,000 cast: at or above 33.4 %
@@ -190,12 +200,15 @@ def test_a_vetoed_proposal_burns_its_deposit() -> None:
 def test_quorum_not_reached_burns_and_threshold_not_reached_returns() -> None:
     chain = bonded_chain()
     chain.block(fee_change(chain))
-    chain.block(chain.tx(CAROL, Vote, proposal_id=1, option="yes"))  # 100 of 1,000 bonded: below 33.4 %
+    chain.block(vote(chain, CAROL, 1, "yes"))  # 100 of 1,000 bonded: below 33.4 %
     assert chain.run_until_closed().note == "quorum not reached"
     assert chain.state.governance.burned == 1_000
 
     chain.block(fee_change(chain))
-    chain.block(chain.tx(ALICE, Vote, proposal_id=2, option="no"), chain.tx(BOB, Vote, proposal_id=2, option="yes"))
+    chain.block(
+        vote(chain, ALICE, 2, "no"),
+        vote(chain, BOB, 2, "yes"),
+    )
     before = chain.balance(ALICE)
     closed = chain.run_until_closed(2)
     assert (closed.status, closed.note) == ("rejected", "threshold not reached")
@@ -207,7 +220,7 @@ def test_deposit_period_and_top_ups() -> None:
     chain = bonded_chain()
     chain.block(fee_change(chain, deposit=400))
     assert chain.proposal().status == "deposit_period"
-    chain.block(chain.tx(ALICE, Vote, proposal_id=1, option="yes"), expect_dropped=TxRejection.PROPOSAL_CLOSED)
+    chain.block(vote(chain, ALICE, 1, "yes"), expect_dropped=TxRejection.PROPOSAL_CLOSED)
     chain.block(chain.tx(BOB, DepositProposal, proposal_id=1, amount=600))
     proposal = chain.proposal()
     assert proposal.status == "voting_period" and proposal.total_deposit == 1_000
@@ -223,12 +236,12 @@ def test_deposit_period_and_top_ups() -> None:
 def test_revote_replaces_and_votes_outside_the_period_are_refused() -> None:
     chain = bonded_chain()
     chain.block(fee_change(chain))
-    chain.block(chain.tx(ALICE, Vote, proposal_id=1, option="no"))
-    chain.block(chain.tx(ALICE, Vote, proposal_id=1, option="yes"))
+    chain.block(vote(chain, ALICE, 1, "no"))
+    chain.block(vote(chain, ALICE, 1, "yes"))
     assert [(v.voter, v.option) for v in chain.proposal().votes] == [(ALICE.address, "yes")]
-    chain.block(chain.tx(ALICE, Vote, proposal_id=9, option="yes"), expect_dropped=TxRejection.NO_PROPOSAL)
+    chain.block(vote(chain, ALICE, 9, "yes"), expect_dropped=TxRejection.NO_PROPOSAL)
     chain.run_until_closed()
-    chain.block(chain.tx(BOB, Vote, proposal_id=1, option="no"), expect_dropped=TxRejection.PROPOSAL_CLOSED)
+    chain.block(vote(chain, BOB, 1, "no"), expect_dropped=TxRejection.PROPOSAL_CLOSED)
 
 
 @pytest.mark.parametrize(
@@ -283,7 +296,7 @@ def test_treasury_spend_pays_from_the_reward_pool_or_fails() -> None:
             deposit=1_000,
         )
     )
-    chain.block(chain.tx(ALICE, Vote, proposal_id=1, option="yes"))
+    chain.block(vote(chain, ALICE, 1, "yes"))
     carol = chain.balance(CAROL)
     assert chain.run_until_closed().status == "passed"
     assert chain.balance(CAROL) == carol + 20_000
@@ -300,7 +313,7 @@ def test_treasury_spend_pays_from_the_reward_pool_or_fails() -> None:
             deposit=1_000,
         )
     )
-    chain.block(chain.tx(ALICE, Vote, proposal_id=2, option="yes"))
+    chain.block(vote(chain, ALICE, 2, "yes"))
     failed = chain.run_until_closed(2)
     assert failed.status == "failed" and "reward pool" in failed.note
 
@@ -318,7 +331,7 @@ def test_upgrade_signal_is_recorded() -> None:
             deposit=1_000,
         )
     )
-    chain.block(chain.tx(ALICE, Vote, proposal_id=1, option="yes"))
+    chain.block(vote(chain, ALICE, 1, "yes"))
     chain.run_until_closed()
     assert [(u.height, u.version) for u in chain.state.governance.upgrades] == [(500, "2.0.0")]
 
@@ -412,7 +425,7 @@ def test_supply_is_conserved_through_any_governance_sequence(actions: list[tuple
         elif action == "deposit" and count:
             tx = chain.tx(key, DepositProposal, proposal_id=count, amount=300)
         elif action == "vote" and count:
-            tx = chain.tx(key, Vote, proposal_id=count, option=option)
+            tx = vote(chain, key, count, option)
         else:
             chain.block()
             continue

@@ -312,6 +312,9 @@ def test_reasons_are_the_public_strings() -> None:
         "price_above_max",
         "units_inconsistent",
         "timing_inconsistent",
+        "unit_price_not_assigned",
+        "completion_tokens_above_max",
+        "prompt_tokens_above_count",
     }
 
 

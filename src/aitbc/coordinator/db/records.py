@@ -56,6 +56,8 @@ class JobRecord:
     finished_at_ms: int | None = None
     error: str | None = None
     served_digest: str | None = None
+    assigned_unit_price: int | None = None
+    """The served model's unit price at claim time: what the receipt must charge (aitbc.market.metering)."""
     result: JobOutput | None = None
     # payment on chain: all None for a job run unpaid (see aitbc.coordinator.payments)
     escrow_amount: int | None = None

@@ -169,12 +169,15 @@ class CoordinatorRepo:
         expect_lease: str | None,
         after: JobLifecycle,
         served_digest: str | None = None,
+        unit_price: int | None = None,
     ) -> bool:
         """Write ``after`` only if the job is still in one of ``expect_state`` under ``expect_lease``
-        (and, on a claim, the digest of the model that serves it)."""
+        (and, on a claim, the digest and unit price of the model that serves it)."""
         changes = lifecycle_columns(after)
         if served_digest is not None:
             changes["served_digest"] = served_digest
+        if unit_price is not None:
+            changes["assigned_unit_price"] = unit_price
         with self.engine.begin() as conn:
             return self._update_job_if(conn, job_id, expect_state, expect_lease, changes)
 

@@ -54,6 +54,7 @@ jobs = sa.Table(
     sa.Column("finished_at_ms", sa.BigInteger, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("served_digest", sa.String(200), nullable=True),
+    sa.Column("assigned_unit_price", sa.BigInteger, nullable=True),
     sa.Column("result", sa.JSON, nullable=True),
     # Payment on chain (all NULL for a job run unpaid, without a node): the escrow the client opened,
     # then what the coordinator did about it (see aitbc.coordinator.payments).
@@ -91,3 +92,14 @@ receipts = sa.Table(
     sa.Column("created_at_ms", sa.BigInteger, nullable=False),
     sa.Column("zk_proof", sa.JSON, nullable=True),
 )
+
+deposit_bindings = sa.Table(
+    "deposit_bindings",
+    metadata,
+    sa.Column("api_key_id", sa.String(32), primary_key=True),
+    sa.Column("deposit_id", sa.String(44), nullable=False, index=True),
+    sa.Column("bound_at_ms", sa.BigInteger, nullable=False),
+)
+"""An API key paid from a deposit (``aitbc.coordinator.deposits``); its deposit jobs use the jobs' payment
+columns: ``escrow_amount`` = the charge reserved (worst case, then the receipt's), ``escrow_deadline`` = the
+job's expiry height, ``payment_state`` reserved → batching → settled (or released / batch_refused)."""

@@ -165,3 +165,18 @@ settings_kv = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
 )
+
+btc_utxos = sa.Table(
+    "exchange_btc_utxos",
+    metadata,
+    sa.Column("txid", sa.String(64), primary_key=True),
+    sa.Column("vout", sa.Integer, primary_key=True),
+    sa.Column("address", sa.String(100), nullable=False),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("height", sa.BigInteger, nullable=False),
+    sa.Column("block_hash", sa.String(64), nullable=False),
+    sa.Column("spent_by", sa.String(64), nullable=True),
+    sa.Column("spent_height", sa.BigInteger, nullable=True),
+    sa.Column("reserved_by", sa.String(40), nullable=True),
+    sa.Index("ix_exchange_btc_utxos_spent_by", "spent_by"),
+)

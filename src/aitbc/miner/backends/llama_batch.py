@@ -46,7 +46,7 @@ from aitbc.miner.backends.tuning import ThreadTuner
 log = logging.getLogger(__name__)
 
 TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
-"""llama-cpp-python's create_completion defaults, used when temperature > 0."""
+"""llama-cpp-python's create_completion defaults, used when temperature > 0 (``params.top_p`` overrides TOP_P)."""
 
 PieceCallback = Callable[[str], None]
 
@@ -56,6 +56,7 @@ class _Request:
     tokens: list[int]
     max_tokens: int
     temperature: float
+    top_p: float
     seed: int
     stop: list[str]
     on_piece: PieceCallback | None
@@ -210,6 +211,7 @@ class BatchedLlama:
             tokens=tokens,
             max_tokens=min(params.max_tokens, self.n_ctx - len(tokens)),
             temperature=params.temperature,
+            top_p=TOP_P if params.top_p is None else params.top_p,
             seed=0 if params.seed is None else params.seed,
             stop=[*(extra_stop or []), *params.stop],
             on_piece=on_piece,
@@ -267,7 +269,7 @@ class BatchedLlama:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(TOP_K))
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(TOP_P, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(request.top_p, 1))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(MIN_P, 1))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(request.temperature))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(request.seed & 0xFFFFFFFF))

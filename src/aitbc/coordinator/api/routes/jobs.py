@@ -62,7 +62,7 @@ async def list_jobs(
     before = None
     if cursor:
         created, _, job_id = cursor.partition(":")
-        if not created.isdigit() or not job_id:
+        if not created.isascii() or not created.isdigit() or len(created) > 18 or not 0 < len(job_id) <= 64:
             return JSONResponse({"error": {"reason": "invalid_cursor", "message": "malformed cursor"}}, status_code=400)  # type: ignore[return-value]
         before = (int(created), job_id)
     rows = await service.list_jobs(client, None if state is None else state.value, model, limit, before)

@@ -1,0 +1,263 @@
+"""Jobs paid from a client's deposit: the coordinator's books (reservations, unsettled charges).
+
+An API key bound to a deposit (``aitbc coordinator keys bind``) submits with a plain
+``POST /api/v1/jobs``: no escrow, no wait for a block. ``DepositBook.reserve`` accepts the job at
+once when the deposit's available amount (``aitbc.market.deposits``) covers its worst-case charge,
+and answers 402 ``insufficient_deposit`` with ``available`` and ``needed`` otherwise. The job's id
+carries its expiry height (``dj-<height>-<random>``), so the chain can pay it at most once.
+
+The reservation follows the job: a job that fails, is cancelled or expires releases it; a
+completed job's charge stays *pending* until the chain state read back includes its settlement
+(``DepositSettler`` in ``aitbc.coordinator.settlement`` sends the batches). Everything here is in
+memory and rebuilt from the jobs table on start (``load``): the database is the record, the book
+only saves a query per submission.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from aitbc.chain.deposits import compute_job_charge
+from aitbc.chain.entries import Deposit
+from aitbc.chain.params import ChainParams
+from aitbc.coordinator.db.deposit_repo import DepositRepo
+from aitbc.coordinator.payments import ChainLink, ChainUnavailable
+from aitbc.market.deposits import DepositAvailability, compute_deposit_availability, is_affordable
+from aitbc.protocol.deposit import make_deposit_job_id
+from aitbc.protocol.errors import PaymentRequired, RemoteError
+
+log = logging.getLogger("aitbc.coordinator.deposits")
+
+
+class DepositProblem(PaymentRequired):
+    """The API key's deposit cannot pay for this job now (HTTP 402); says how much is available and needed."""
+
+    reason = "insufficient_deposit"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, available: int | None = None, needed: int | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.available = available
+        self.needed = needed
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = dict(super().to_dict())
+        if self.available is not None:
+            body["available"] = self.available
+        if self.needed is not None:
+            body["needed"] = self.needed
+        return body
+
+
+@dataclass(slots=True)
+class _Book:
+    """One deposit: its chain state as last read, and what this coordinator owes against it."""
+
+    deposit: Deposit
+    height: int
+    reserved: dict[str, int] = field(default_factory=dict)
+    """In-flight job → worst-case charge."""
+    pending: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    """Completed job → (charge, height of the block that settled it, once known)."""
+
+    def unsettled(self) -> int:
+        """Charges the chain state at ``height`` does not include yet."""
+        return sum(c for c, h in self.pending.values() if h is None or h > self.height)
+
+    def prune(self) -> None:
+        self.pending = {j: (c, h) for j, (c, h) in self.pending.items() if h is None or h > self.height}
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job_id: str
+    deposit_id: str
+    charge: int
+    expires_height: int
+
+
+class DepositBook:
+    """Deposits this coordinator settles against, the keys bound to them, and their reservations."""
+
+    def __init__(
+        self,
+        link: ChainLink,
+        repo: DepositRepo,
+        read: Callable[..., Awaitable[Any]],
+        coordinator: str,
+        job_blocks: int,
+    ) -> None:
+        self.link = link
+        self.repo = repo
+        self._read = read
+        self.coordinator = coordinator
+        self.job_blocks = job_blocks
+        """How many blocks ahead a new deposit job expires (it must settle before)."""
+        self.bindings: dict[str, str] = {}
+        self.books: dict[str, _Book] = {}
+        self.job_deposit: dict[str, str] = {}
+        self.head_height = 0
+        self._open_rows: list[dict[str, Any]] = []
+
+    # -- start ---------------------------------------------------------------------
+    def load(self) -> None:
+        """Rebuild bindings, reservations and unsettled charges from the database (before serving)."""
+        self.bindings = self.repo.list_bindings()
+        self._open_rows = self.repo.open_deposit_jobs()
+
+    async def start(self) -> None:
+        """Read the bound deposits from the chain and apply the reloaded jobs to them."""
+        head = await self.link.call(self.link.node.get_head)
+        self.head_height = int(head["height"])
+        for row in self._open_rows:
+            book = await self._ensure(row["deposit_id"])
+            if book is None:
+                continue
+            charge = int(row["escrow_amount"] or 0)
+            self.job_deposit[row["id"]] = row["deposit_id"]
+            if row["payment_state"] == "reserved" and row["state"] not in ("completed",):
+                book.reserved[row["id"]] = charge
+            else:
+                book.pending[row["id"]] = (charge, None)
+        self._open_rows = []
+
+    # -- lookups -------------------------------------------------------------------
+    async def deposit_of_key(self, api_key_id: str) -> str | None:
+        found = self.bindings.get(api_key_id)
+        if found is None:
+            found = await self._read(self.repo.get_binding, api_key_id)
+            if found is not None:
+                self.bindings[api_key_id] = found
+        return found
+
+    async def ensure(self, deposit_id: str) -> _Book | None:
+        """The deposit's book, read from the chain the first time (None: no such deposit)."""
+        return await self._ensure(deposit_id)
+
+    async def _ensure(self, deposit_id: str) -> _Book | None:
+        book = self.books.get(deposit_id)
+        if book is not None:
+            return book
+        try:
+            payload = await self.link.call(self.link.node.call, "get_deposit", deposit_id)
+        except RemoteError as exc:
+            if exc.code == -32004:
+                return None
+            raise ChainUnavailable(f"cannot read deposit {deposit_id} from the node: {exc.message}") from None
+        book = _Book(msgspec.convert(payload["deposit"], Deposit), int(payload["height"]))
+        self.books[deposit_id] = book
+        self.head_height = max(self.head_height, book.height)
+        return book
+
+    async def refresh(self) -> None:
+        """Read every active deposit again (one batched call); settled charges then leave ``pending``."""
+        ids = [d for d, b in self.books.items() if b.reserved or b.pending] or list(self.books)
+        if not ids:
+            return
+        results = await self.link.call(self.link.node.batch, [("get_deposit", [d]) for d in ids])
+        for deposit_id, result in zip(ids, results, strict=True):
+            if isinstance(result, RemoteError):
+                continue
+            book = self.books[deposit_id]
+            book.deposit = msgspec.convert(result["deposit"], Deposit)
+            book.height = int(result["height"])
+            self.head_height = max(self.head_height, book.height)
+            book.prune()
+
+    def availability(self, deposit_id: str) -> DepositAvailability | None:
+        book = self.books.get(deposit_id)
+        if book is None:
+            return None
+        return compute_deposit_availability(
+            book.deposit, max(book.height, self.head_height), sum(book.reserved.values()), book.unsettled()
+        )
+
+    # -- the job's path ------------------------------------------------------------
+    async def reserve(self, api_key_id: str, client: str, max_price: int, params: ChainParams) -> Reservation:
+        """Reserve ``max_price`` + protocol fee on the key's deposit for a new job, or raise ``DepositProblem``."""
+        deposit_id = await self.deposit_of_key(api_key_id)
+        if deposit_id is None:
+            raise DepositProblem(
+                "this API key has no deposit to pay from: open one (`aitbc deposit open`) and bind it to the key "
+                "(`aitbc coordinator keys bind`), or pay per job with an escrow (send its job_id)",
+                reason="no_deposit",
+            )
+        if self.head_height == 0:
+            self.head_height = int((await self.link.call(self.link.node.get_head))["height"])
+        book = await self._ensure(deposit_id)
+        if book is None:
+            raise DepositProblem(f"deposit {deposit_id} does not exist on chain", reason="no_deposit")
+        deposit = book.deposit
+        if deposit.coordinator != self.coordinator or deposit.owner != client:
+            raise DepositProblem(
+                f"deposit {deposit_id} is {deposit.owner}'s with coordinator {deposit.coordinator}; this key pays as "
+                f"{client} through {self.coordinator}",
+                reason="wrong_deposit",
+            )
+        if deposit.mode != "delegated":
+            raise DepositProblem(
+                "a signed-mode deposit pays only jobs its owner signed; this coordinator settles delegated deposits",
+                reason="wrong_deposit",
+            )
+        charge = compute_job_charge(max_price, params)
+        availability = self.availability(deposit_id)
+        assert availability is not None
+        if not is_affordable(availability, charge):
+            raise DepositProblem(
+                f"the deposit has {availability.available} available (balance {availability.balance}, reserved "
+                f"{availability.reserved}, pending {availability.pending}); this job may cost {charge} "
+                f"(max_price {max_price} + protocol fee): top it up (`aitbc deposit top-up`) or lower max_price",
+                available=availability.available,
+                needed=charge,
+            )
+        expires = self.head_height + self.job_blocks
+        job_id = make_deposit_job_id(expires, os.urandom(10))
+        book.reserved[job_id] = charge
+        self.job_deposit[job_id] = deposit_id
+        return Reservation(job_id, deposit_id, charge, expires)
+
+    def cancel_reservation(self, job_id: str) -> None:
+        """The job was never stored (its insert failed): nothing is owed."""
+        deposit_id = self.job_deposit.pop(job_id, None)
+        if deposit_id is not None:
+            self.books[deposit_id].reserved.pop(job_id, None)
+
+    def on_finished(self, job_id: str, completed: bool) -> None:
+        """A deposit job ended: a completed one's charge waits for its batch; any other owes nothing."""
+        deposit_id = self.job_deposit.get(job_id)
+        if deposit_id is None:
+            return
+        book = self.books[deposit_id]
+        charge = book.reserved.pop(job_id, None)
+        if completed and charge is not None:
+            book.pending[job_id] = (charge, None)
+        elif not completed:
+            self.job_deposit.pop(job_id, None)
+
+    def on_batched(self, job_id: str, total_price: int, params: ChainParams) -> int:
+        """The job's receipt went into a batch: its pending charge becomes the receipt's; returns it."""
+        charge = compute_job_charge(total_price, params)
+        deposit_id = self.job_deposit.get(job_id)
+        if deposit_id is not None:
+            self.books[deposit_id].pending[job_id] = (charge, None)
+        return charge
+
+    def on_settled(self, job_id: str, height: int) -> None:
+        deposit_id = self.job_deposit.pop(job_id, None)
+        if deposit_id is not None:
+            book = self.books[deposit_id]
+            if job_id in book.pending:
+                book.pending[job_id] = (book.pending[job_id][0], height)
+
+    def on_refused(self, job_id: str) -> None:
+        """The chain refused the job's entry: nothing will be charged for it."""
+        deposit_id = self.job_deposit.pop(job_id, None)
+        if deposit_id is not None:
+            self.books[deposit_id].pending.pop(job_id, None)

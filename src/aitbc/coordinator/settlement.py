@@ -1,0 +1,208 @@
+"""Settling completed deposit jobs in ``settle_batch`` txs, crash-safe.
+
+Each round (run by the ``PaymentWorker``, which owns the coordinator key's nonce):
+
+1. deposit jobs that ended without a result are marked ``released`` (nothing to pay);
+2. while the last batch sent is still pending, nothing more is sent: at most one batch per
+   block (a batch holds up to ``max_batch_entries`` jobs, so a busy coordinator is not slowed);
+3. completed jobs not in a batch yet are taken oldest first; those past their expiry height
+   are marked ``batch_refused`` (the chain would refuse them); the rest become one batch, whose
+   **intent** is written first (``batching`` + the tx hash) and the tx sent after;
+4. a batch not seen on chain after ``retry_seconds`` (lost in a crash, or dropped) has its jobs
+   put back to ``reserved``: they go into a new batch. The chain pays a job id at most once, so a
+   replay of a batch that did commit pays nothing (``already_paid``) — never twice.
+
+The chain's answer comes through the payment worker's event follower: ``settled`` events close
+the jobs (the shared escrow path writes them), ``settle_rejected`` events (``on_events``) mark
+``batch_refused`` with the chain's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from aitbc.coordinator.db.deposit_repo import DepositRepo
+from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.coordinator.deposits import DepositBook
+from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.payments import ChainLink
+from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.deposit import SettlementEntry, get_job_expiry
+from aitbc.protocol.errors import RemoteError
+from aitbc.protocol.receipt import Receipt
+from aitbc.protocol.tx import SettleBatch, sign_tx, tx_hash, tx_to_json_obj
+
+log = logging.getLogger("aitbc.coordinator.settlement")
+
+REFRESH_SECONDS: Final = 1.0
+"""How often the deposits are read back from the chain when no batch commits (top-ups, withdrawals)."""
+EXPIRY_MARGIN_BLOCKS: Final = 2
+"""A job this close to its expiry is not batched any more: the batch could commit after it."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DepositSettler:
+    def __init__(
+        self,
+        link: ChainLink,
+        key: KeyPair,
+        repo: CoordinatorRepo,
+        deposit_repo: DepositRepo,
+        book: DepositBook,
+        metrics: CoordinatorMetrics,
+        read: Callable[..., Awaitable[Any]],
+        write: Callable[..., Awaitable[Any]],
+        *,
+        retry_seconds: float = 10.0,
+    ) -> None:
+        self.link = link
+        self.key = key
+        self.repo = repo
+        self.deposit_repo = deposit_repo
+        self.book = book
+        self.metrics = metrics
+        self._read = read
+        self._write = write
+        self._retry_ms = int(retry_seconds * 1000)
+        self._last_refresh = 0.0
+        self.inflight: str | None = None
+        """The last batch sent and not yet seen committed."""
+        self.batches_sent = 0
+
+    async def run_once(
+        self, reserve_nonce: Callable[[], Awaitable[int]], set_next_nonce: Callable[[int | None], None]
+    ) -> None:
+        """One round (module docstring); the nonce comes from the payment worker, which sends escrow txs too."""
+        now = now_ms()
+        released = await self._write(self.deposit_repo.release_unpaid, now)
+        for job_id in released:
+            self.book.on_finished(job_id, completed=False)
+        if self.inflight is not None:
+            status = await self.link.call(self.link.node.get_tx_status, self.inflight)
+            if status.get("status") == "pending":
+                return
+            if status.get("status") != "committed":
+                set_next_nonce(None)  # the lost batch may have left a gap
+            self.inflight = None
+            await self.book.refresh()
+        if time.monotonic() - self._last_refresh > REFRESH_SECONDS:  # top-ups, withdrawals, a new period
+            self._last_refresh = time.monotonic()
+            await self.book.refresh()
+        await self._retry_lost(now, set_next_nonce)
+        info = await self.link.get_info()
+        due = await self._read(self.deposit_repo.jobs_due_for_batch, info.params.max_batch_entries)
+        if not due:
+            return
+        head = self.book.head_height
+        entries: list[SettlementEntry] = []
+        intents: list[tuple[str, Sequence[str], dict[str, Any]]] = []
+        too_late: list[tuple[str, Sequence[str], dict[str, Any]]] = []
+        nonce = await reserve_nonce()
+        for row in due:
+            receipt = msgspec.convert(row["receipt"], Receipt)
+            expires = get_job_expiry(row["id"])
+            if expires is None or expires < head + EXPIRY_MARGIN_BLOCKS:
+                too_late.append(
+                    (
+                        row["id"],
+                        ["reserved"],
+                        {"payment_state": "batch_refused", "payment_error": "expired: not batched in time"},
+                    )
+                )
+                self.book.on_refused(row["id"])
+                continue
+            entries.append(SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt))
+            charge = self.book.on_batched(row["id"], receipt.total_price, info.params)
+            intents.append((row["id"], ["reserved"], {"payment_state": "batching", "escrow_amount": charge}))
+        if too_late:
+            await self._write(self.repo.set_payment_states, too_late)
+        if not entries:
+            return
+        tx = sign_tx(
+            SettleBatch(
+                chain_id=info.chain_id, sender=self.key.address, nonce=nonce, fee=info.params.min_fee, entries=entries
+            ),
+            self.key,
+        )
+        hash_ = tx_hash(tx)
+        # Intent first: a crash after this write finds the jobs in ``batching`` and checks the tx.
+        stamped = [
+            (j, expect, {**changes, "payment_tx": hash_, "payment_updated_ms": now}) for j, expect, changes in intents
+        ]
+        matched = set(await self._write(self.repo.set_payment_states, stamped))
+        if len(matched) != len(stamped):  # a job changed meanwhile (cannot happen with one settler): resend later
+            log.warning("batch intents did not all match; sending none", extra={"tx": hash_})
+            await self._write(
+                self.repo.set_payment_states,
+                [(j, ["batching"], {"payment_state": "reserved"}) for j, _, _ in stamped if j in matched],
+            )
+            return
+        set_next_nonce(nonce + 1)
+        try:
+            await self.link.call(self.link.node.call, "send_tx", tx_to_json_obj(tx))
+        except RemoteError as exc:
+            log.warning("settle batch refused", extra={"tx": hash_, "reason": exc.reason, "error": str(exc)})
+            set_next_nonce(None)
+            await self._write(
+                self.repo.set_payment_states,
+                [
+                    (j, ["batching"], {"payment_state": "reserved", "payment_error": f"{exc.reason}: {exc}"})
+                    for j in matched
+                ],
+            )
+            return
+        self.inflight = hash_
+        self.batches_sent += 1
+        self.metrics.payments_sent.labels("settle_batch").inc()
+        log.info("settle batch sent", extra={"tx": hash_, "jobs": len(entries)})
+
+    async def _retry_lost(self, now: int, set_next_nonce: Callable[[int | None], None]) -> None:
+        """Batches sent long ago and never committed: their jobs go back to ``reserved`` (rebatched)."""
+        stale = await self._read(self.deposit_repo.batches_to_check, now - self._retry_ms)
+        if not stale:
+            return
+        hashes = list(stale)
+        statuses = await self.link.call(self.link.node.batch, [("get_tx_status", [h]) for h in hashes])
+        back: list[tuple[str, Sequence[str], dict[str, Any]]] = []
+        for hash_, status in zip(hashes, statuses, strict=True):
+            state = None if isinstance(status, RemoteError) else status.get("status")
+            if state in ("pending", "committed"):
+                continue  # in a block or on its way: the follower will see it
+            back += [(j, ["batching"], {"payment_state": "reserved", "payment_updated_ms": now}) for j in stale[hash_]]
+        if back:
+            log.warning("settle batches lost; their jobs are batched again", extra={"jobs": len(back)})
+            set_next_nonce(None)
+            await self._write(self.repo.set_payment_states, back)
+
+    async def on_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """The chain's answer to our batches: settled jobs leave the books, refused entries are recorded."""
+        refused: list[tuple[str, Sequence[str], dict[str, Any]]] = []
+        for event in events:
+            if event.get("coordinator") != self.key.address or not event.get("deposit_id"):
+                continue
+            if event["kind"] == "settled":
+                self.book.on_settled(event["job_id"], int(event["height"]))
+            elif event["kind"] == "settle_rejected":
+                self.book.on_refused(event["job_id"])
+                self.metrics.payments_refused.labels(event["reason"].split(":")[0]).inc()
+                refused.append(
+                    (
+                        event["job_id"],
+                        ["batching"],
+                        {
+                            "payment_state": "batch_refused",
+                            "payment_error": event["reason"],
+                            "payment_updated_ms": now_ms(),
+                        },
+                    )
+                )
+        if refused:
+            await self._write(self.repo.set_payment_states, refused)

@@ -1,0 +1,190 @@
+/** Marketplace: miners' offers (pool hub registry + scores), models and prices, and open bids. */
+import { useState } from 'preact/hooks';
+import type { LeaderboardEntry, PoolMiner } from '../api/types';
+import { Amount, Badge, ErrorBox, Hash, Loading, Page, Section, Table, useAsync } from '../components/ui';
+import { formatDuration, formatPercent, formatRate } from '../lib/format';
+import { settings, useApi, useStore } from '../state';
+
+interface Offer {
+  miner: string;
+  online: boolean;
+  model: string;
+  kind: string;
+  digest: string;
+  hardware: string;
+  price: number;
+  score: number | null;
+  reliability: number;
+  ttft: number | null;
+  tps: number | null;
+  jobs: number;
+  bond: number;
+  load: string;
+}
+
+export function offersOf(miners: PoolMiner[], board: LeaderboardEntry[]): Offer[] {
+  const scores = new Map(board.map((b) => [`${b.miner}/${b.model}`, b.score]));
+  return miners.flatMap((m) =>
+    m.models.map((model) => ({
+      miner: m.miner,
+      online: m.online,
+      model: model.name,
+      kind: model.kind,
+      digest: model.digest,
+      hardware: [m.gpu_name ?? 'CPU', m.vram_gb ? `${m.vram_gb} GB` : '', m.region].filter(Boolean).join(' · '),
+      price: model.unit_price,
+      score: scores.get(`${m.miner}/${model.name}`) ?? null,
+      reliability: m.stats.reliability,
+      ttft: m.stats.ttft_ms,
+      tps: m.stats.tokens_per_s,
+      jobs: m.stats.jobs,
+      bond: m.stake,
+      load: `${m.load}/${m.max_concurrency}`,
+    })),
+  );
+}
+
+type SortKey = 'score' | 'price' | 'tps' | 'reliability';
+
+function Offers() {
+  const api = useApi();
+  const data = useAsync(async () => {
+    const [miners, board] = await Promise.all([api.poolMiners(), api.leaderboard()]);
+    return miners === null ? null : offersOf(miners, board ?? []);
+  }, [api], 5000);
+  const [filter, setFilter] = useState('');
+  const [sort, setSort] = useState<SortKey>('score');
+  const [onlineOnly, setOnlineOnly] = useState(true);
+  if (data.error) return <ErrorBox error={data.error} />;
+  if (data.data === undefined) return <Loading what="offers" />;
+  if (data.data === null) return <p class="muted">No pool hub configured: the offers below are the coordinator's model list.</p>;
+  const needle = filter.toLowerCase();
+  const rows = data.data
+    .filter((o) => (!onlineOnly || o.online) && (!needle || `${o.model} ${o.miner} ${o.hardware}`.toLowerCase().includes(needle)))
+    .sort((a, b) =>
+      sort === 'price' ? a.price - b.price : sort === 'tps' ? (b.tps ?? 0) - (a.tps ?? 0) : sort === 'reliability' ? b.reliability - a.reliability : (b.score ?? -1) - (a.score ?? -1),
+    );
+  return (
+    <>
+      <div class="filters" role="search">
+        <label>
+          Filter
+          <input type="search" value={filter} placeholder="model, miner, GPU" onInput={(e) => setFilter((e.target as HTMLInputElement).value)} />
+        </label>
+        <label>
+          Sort by
+          <select value={sort} onChange={(e) => setSort((e.target as HTMLSelectElement).value as SortKey)}>
+            <option value="score">score</option>
+            <option value="price">price (lowest)</option>
+            <option value="tps">tokens/s</option>
+            <option value="reliability">success</option>
+          </select>
+        </label>
+        <label class="inline">
+          <input type="checkbox" checked={onlineOnly} onChange={(e) => setOnlineOnly((e.target as HTMLInputElement).checked)} /> online only
+        </label>
+      </div>
+      <Table caption="Miners' offers" head={['Miner', 'Model', 'Hardware', 'Price / token', 'Score', 'Success', 'First token', 'Tokens/s', 'Jobs', 'Bond', 'Load']}>
+        {rows.map((o) => (
+          <tr key={o.miner + o.model}>
+            <td>
+              <Hash value={o.miner} href={`#/explorer/account/${o.miner}`} /> <Badge state={o.online ? 'online' : 'offline'} />
+            </td>
+            <td>
+              {o.model} <span class="muted small">({o.kind})</span>
+              <br />
+              <Hash value={o.digest} />
+            </td>
+            <td>{o.hardware}</td>
+            <td>{o.price} base units</td>
+            <td>{o.score === null ? '—' : o.score.toFixed(3)}</td>
+            <td>{formatPercent(o.reliability)}</td>
+            <td>{formatDuration(o.ttft)}</td>
+            <td>{formatRate(o.tps, '')}</td>
+            <td>{o.jobs}</td>
+            <td>
+              <Amount value={o.bond} unit={false} />
+            </td>
+            <td>{o.load}</td>
+          </tr>
+        ))}
+      </Table>
+      {rows.length === 0 && <p class="muted">No offer matches.</p>}
+      <p class="muted small">
+        Score and its factors come from the pool hub's measured outcomes (success, latency, throughput, price, load, stake, age);
+        open a job's page for the full "why this miner" explanation.
+      </p>
+    </>
+  );
+}
+
+function Models() {
+  const api = useApi();
+  const models = useAsync(() => api.models(), [api], 5000);
+  if (models.error) return <ErrorBox error={models.error} />;
+  if (!models.data) return <Loading what="models" />;
+  return (
+    <Table caption="Models served now" head={['Model', 'Kind', 'Digest', 'Miners', 'Price range / token']}>
+      {models.data.map((m) => (
+        <tr key={m.name + m.digest}>
+          <td>{m.name}</td>
+          <td>{m.kind}</td>
+          <td>
+            <Hash value={m.digest} />
+          </td>
+          <td>{m.miners}</td>
+          <td>
+            {m.min_unit_price}–{m.max_unit_price} base units
+          </td>
+        </tr>
+      ))}
+    </Table>
+  );
+}
+
+function Bids() {
+  const api = useApi();
+  const s = useStore(settings);
+  const jobs = useAsync(async () => (await api.jobs()).filter((j) => ['queued', 'assigned', 'running'].includes(j.state)), [api, s.apiKey], 3000);
+  if (api.kind === 'live' && !s.apiKey) return <p class="muted">Set an API key on the Account page to see your open bids.</p>;
+  if (jobs.error) return <ErrorBox error={jobs.error} />;
+  if (!jobs.data) return <Loading what="bids" />;
+  if (jobs.data.length === 0) return <p class="muted">No open bid: every job of yours has been taken. <a href="#/submit">Place one</a>.</p>;
+  return (
+    <Table caption="My open bids" head={['Job', 'Model', 'Max price', 'State', 'Expires']}>
+      {jobs.data.map((j) => (
+        <tr key={j.job_id}>
+          <td>
+            <a href={`#/jobs/${j.job_id}`} class="mono">
+              {j.job_id}
+            </a>
+          </td>
+          <td>{j.model}</td>
+          <td>
+            <Amount value={j.max_price} />
+          </td>
+          <td>
+            <Badge state={j.state} />
+          </td>
+          <td>{new Date(j.expires_at_ms).toLocaleTimeString()}</td>
+        </tr>
+      ))}
+    </Table>
+  );
+}
+
+export function MarketPage() {
+  return (
+    <Page title="Marketplace" intro="GPU and CPU miners offer models at a price per token; a job is a bid with a maximum price that any eligible miner may take.">
+      <Section title="Offers">
+        <Offers />
+      </Section>
+      <Section title="Models">
+        <Models />
+      </Section>
+      <Section title="Bids">
+        <Bids />
+      </Section>
+    </Page>
+  );
+}
