@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import DevnetOpt, RpcOpt, handle_errors
+from aitbc.cli.common import BaseUnitsOpt, DevnetOpt, RpcOpt, handle_errors, parse_amount
 
 app = typer.Typer(help="Run a miner (compute provider).", no_args_is_help=True)
 
@@ -35,7 +35,10 @@ def run(
     / ".aitbc"
     / "miner",
     key: Annotated[Path | None, typer.Option("--key", help="Miner key file (default: DATA_DIR/miner.key)")] = None,
-    price: Annotated[int, typer.Option(help="Price per token in base units")] = 1,
+    price: Annotated[
+        str, typer.Option(help="Price per token in AITBC (0.000001 = 1 base unit; see --base-units)")
+    ] = "0.000001",
+    base_units: BaseUnitsOpt = False,
     region: Annotated[str, typer.Option(help="Region label offered to clients")] = "",
     concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 1,
     ollama_url: Annotated[str, typer.Option(help="Ollama server (backend ollama)")] = "http://127.0.0.1:11434",
@@ -91,7 +94,7 @@ def run(
     config = MinerConfig(
         coordinator_url=coordinator,
         backend_name=backend,
-        unit_price=price,
+        unit_price=parse_amount(price, base_units, "--price"),
         region=region,
         max_concurrency=concurrency,
         hardware=detect_hardware_dict(),
