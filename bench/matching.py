@@ -1,6 +1,6 @@
 """Pool hub benchmark: match latency with 10,000 registered miners, in process and through the service.
 
-1. **In process.** ``aitbc.market.scoring.MinerIndex`` holding ``--miners`` miners (random prices, regions,
+1. **In process.** ``aitbc.market.scoring_index.MinerIndex`` holding ``--miners`` miners (random prices, regions,
    measured statistics, loads, stakes and ages; ~5 % offline, some full), each serving 2 of ``--models``
    models (so ~2/5 of all miners serve any one model), and a second index where every miner serves the
    one requested model (the worst case). ``--matches`` jobs (random model, a region constraint on a third,
@@ -41,7 +41,8 @@ from typing import Any
 import httpx
 
 from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel
-from aitbc.market.scoring import MinerIndex, MinerState, MinerStats, ScoringConfig, rank
+from aitbc.market.scoring import MinerState, MinerStats, ScoringConfig, rank
+from aitbc.market.scoring_index import MinerIndex
 
 REGIONS = ["eu", "us", "asia", "sa"]
 NOW = int(time.time() * 1000)

@@ -18,16 +18,27 @@ generator sharing its cores. In order:
    the coordinator's payment worker sends ``settle_job``; the run ends when the follower has seen a
    ``settled`` (or ``refunded``) event for every job. Settled jobs/s is first escrow sent → arrival of
    the block event holding the last settle;
-4. the baseline again (the machine is shared: both transfer runs are printed, the ratio uses the
-   faster one, so it is the conservative figure).
+4. **deposit jobs** (``bench/settlement_deposits.py``) — ``--deposit-jobs`` plain ``POST /api/v1/jobs``
+   (the product's body: no escrow, no ``job_id``, no ``max_price``) with an API key bound to a funded
+   delegated deposit; the coordinator reserves at once, the miners run the jobs, the coordinator settles
+   them in ``settle_batch`` txs; the run ends when every accepted job has its ``settled`` event;
+5. the baseline again (the machine is shared: both transfer runs are printed, the ratios use the
+   faster one, so they are the conservative figures).
+
+The two job paths are printed side by side: settled jobs/s, CPU per settled job over every process
+(node, coordinator, miners, this client), ``POST /api/v1/jobs`` latency, job finished -> its
+settlement committed. Targets of the deposit path (issue 15): >= 600 settled jobs/s, <= 3 ms CPU per
+settled job, POST p99 <= 20 ms, finished -> settled p50 <= 1.5 s. The machine's load average is
+printed with the figures (other work on it slows every figure).
 
 Per job, afterwards (so it costs the run nothing): the block arrival times from the WebSocket, the
 heights of its ``escrow_opened`` / ``settled`` events and the coordinator's own timestamps give the
 phases: escrow send → commit, commit → job accepted, accepted → claimed → finished, finished → settle
 committed (the settlement lag). The CPU of each process explains where the time went.
 
-    .venv/bin/python bench/settlement.py            # 1,500 paid jobs (~1-2 min)
-    .venv/bin/python bench/settlement.py --quick    # 300 jobs smoke run
+    .venv/bin/python bench/settlement.py            # 1,500 escrow jobs + 3,000 deposit jobs (~2-3 min)
+    .venv/bin/python bench/settlement.py --quick    # 300 + 600 jobs smoke run
+    .venv/bin/python bench/settlement.py --jobs 0   # the deposit path and the baselines only
 """
 
 from __future__ import annotations
@@ -77,6 +88,7 @@ from chain_throughput import (
     pct,
     presign,
 )
+from settlement_deposits import fetch_finished, prepare_deposit, run_deposit_jobs
 
 PER_CLIENT = 1_000
 """Escrows per client key: below the node's nonce window (1,024 pending per sender)."""
@@ -482,7 +494,8 @@ def spread(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1_500, help="paid jobs to run and settle")
+    parser.add_argument("--jobs", type=int, default=1_500, help="per-job escrow jobs to run and settle (0: skip)")
+    parser.add_argument("--deposit-jobs", type=int, default=3_000, help="deposit jobs to run and settle (0: skip)")
     parser.add_argument("--miners", type=int, default=2, help="echo miner processes")
     parser.add_argument("--miner-concurrency", type=int, default=16, help="jobs each miner runs at once")
     parser.add_argument("--submit-concurrency", type=int, default=32, help="client HTTP workers submitting jobs")
@@ -499,15 +512,16 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.quick:
-        args.jobs, args.transfers, args.transfer_accounts = 300, 5_000, 100
+        args.jobs, args.deposit_jobs, args.transfers, args.transfer_accounts = 300, 600, 5_000, 100
     if args.transfers % args.transfer_accounts:
         parser.error("--transfers must be a multiple of --transfer-accounts")
     if args.transfers // args.transfer_accounts > 500:
         parser.error("at most 500 transfers per account (two runs must fit the node's nonce window)")
     cores = os.cpu_count() or 1
-    n_clients = -(-args.jobs // PER_CLIENT)
+    n_clients = max(1, -(-args.jobs // PER_CLIENT))
     print(
-        f"== settlement: {args.jobs:,} paid jobs (echo backend) vs {args.transfers:,} plain transfers, same node ==",
+        f"== settlement: {args.jobs:,} escrow jobs and {args.deposit_jobs:,} deposit jobs (echo backend) vs"
+        f" {args.transfers:,} plain transfers, same node; load average {os.getloadavg()[0]:.1f} ==",
         flush=True,
     )
 
@@ -519,6 +533,7 @@ def main() -> int:
     half = len(transfers) // 2
     transfer_runs = [make_batches(transfers[:half], TRANSFER_BATCH), make_batches(transfers[half:], TRANSFER_BATCH)]
     clients = [KeyPair.generate() for _ in range(n_clients)]
+    depositor = KeyPair.generate()
     print(f"pre-signed {len(transfers):,} transfers in {time.perf_counter() - t:.1f}s", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="aitbc-settle-"))
@@ -527,6 +542,7 @@ def main() -> int:
         tmp, rpc_port=rpc_port, ws_port=ws_port, p2p_port=p2p_port, coordinator_port=coord_port, miner_backend=None
     )
     balances = {k.address: FUNDING for k in accounts} | {c.address: FUNDING for c in clients}
+    balances[depositor.address] = FUNDING
     init_data_dir(devnet.node_dir, chain_id=CHAIN_ID, extra_balances=balances, block_time_ms=args.block_time_ms)
     (tmp / "keys").mkdir(parents=True, exist_ok=True)
     devnet.coordinator_dir.mkdir(parents=True, exist_ok=True)
@@ -583,6 +599,9 @@ def main() -> int:
         print("paid jobs: escrow -> submit -> run -> receipt -> settle ...", flush=True)
         pids = {"node": [node_pid], "coordinator": [pid_of(devnet.processes[1])]}
         pids["miners"] = [pid_of(m) for m in miners]
+        deposit_key, deposit_id = prepare_deposit(
+            node_url, devnet.coordinator_dir, depositor, coordinator, args.deposit_jobs, max_price, params
+        )
         cpu0 = {name: sum(cpu_seconds_of(p) for p in ps) for name, ps in pids.items()}
         if args.profile:
             profilers = start_profilers(args.profile, {n: ps[0] for n, ps in pids.items()})
@@ -609,7 +628,34 @@ def main() -> int:
         job_blocks = [n for h, (n, _) in list(clock.blocks.items()) if h > head0 and n]
         print(f"  {len(run.settled):,} settled, {len(run.refunded):,} refunded, {len(run.failed):,} failed", flush=True)
 
-        # -- 3. baseline again ------------------------------------------------------------------------------------
+        # -- 3. deposit jobs ----------------------------------------------------------------------------------------
+        print("deposit jobs: POST (reserved at once) -> run -> receipt -> settle_batch ...", flush=True)
+        dep_cpu0 = {name: sum(cpu_seconds_of(p) for p in ps) for name, ps in pids.items()}
+        dep_busy0, dep_self0, dep_load = busy_cpu_seconds(), time.process_time(), os.getloadavg()[0]
+        dep = asyncio.run(
+            run_deposit_jobs(
+                node_url,
+                coord_url,
+                coordinator,
+                deposit_key,
+                echo_body(),
+                args.deposit_jobs,
+                args.submit_concurrency,
+                timeout=120 + args.deposit_jobs / 20,
+            )
+        )
+        dep_end = time.time()
+        dep_cpu = {name: sum(cpu_seconds_of(p) for p in ps) - dep_cpu0[name] for name, ps in pids.items()}
+        dep_busy, dep_self = busy_cpu_seconds() - dep_busy0, time.process_time() - dep_self0
+        time.sleep(0.3)
+        print(
+            f"  {len(dep.settled):,} settled, {len(dep.rejected):,} refused entries, {len(dep.refused):,} POSTs"
+            f" refused (deposit {deposit_id})",
+            flush=True,
+        )
+        dep_finished = asyncio.run(fetch_finished(coord_url, deposit_key, list(dep.settled), 16))
+
+        # -- 4. baseline again ------------------------------------------------------------------------------------
         print("baseline again: plain transfers ...", flush=True)
         after = run_transfers(node_url, clock, transfer_runs[1], half, args.transfer_connections, node_pid)
         print(f"  {after.committed:,} committed at {after.rate:,.0f} tx/s", flush=True)
@@ -732,7 +778,65 @@ def main() -> int:
         f" batches of {TRANSFER_BATCH}, {args.transfer_connections} connections; node, coordinator (SQLite),"
         " miners and this client share the machine"
     )
-    rc = 0 if len(run.settled) == args.jobs else 1
+    # -- the deposit path, beside the escrow path ---------------------------------------------------------------
+    dep_heights = [int(e["height"]) for e in dep.settled.values()]
+    dep_last = max((clock.arrival(h) or dep_end for h in dep_heights), default=dep_end)
+    dep_elapsed = dep_last - dep.t0
+    dep_rate = len(dep.settled) / dep_elapsed if dep_elapsed > 0 and dep.settled else 0.0
+    dep_lag = [
+        arrival - dep_finished[j] / 1000
+        for j, e in dep.settled.items()
+        if j in dep_finished and (arrival := clock.arrival(int(e["height"]))) is not None
+    ]
+    dep_window = max(1e-9, dep_end - dep.t0)
+    dep_per_job = {**dep_cpu, "bench client": dep_self}
+    dep_job_cpu = sum(dep_per_job.values()) / max(1, len(dep.settled))
+    dep_batches = len(set(dep_heights))
+    print()
+    print("-- deposit path (plain POST /api/v1/jobs, settle_batch) --")
+    print(
+        f"settled jobs        {len(dep.settled):,} / {args.deposit_jobs:,}   (POSTs refused {len(dep.refused):,},"
+        f" entries refused by the chain {len(dep.rejected):,}; {dep_batches} settling blocks)"
+    )
+    print(f"settled jobs/s      {dep_rate:,.1f}   (first POST -> last settle_batch committed: {dep_elapsed:.2f}s)")
+    print(f"POST /jobs          {spread(dep.post_rtt)}   (accepted at once: reserved on the deposit)")
+    print(f"settlement lag      {spread(dep_lag)}   (job finished -> its settle_batch committed)")
+    print(
+        "CPU (deposit run)   "
+        + ", ".join(f"{name} {v / dep_window * 100:.0f}%" for name, v in dep_cpu.items())
+        + f", bench client {dep_self / dep_window * 100:.0f}% of one core (machine busy"
+        f" {dep_busy / dep_window / cores * 100:.0f}% of {cores} cores; load average {dep_load:.1f} at start)"
+    )
+    print(
+        "CPU per settled job "
+        + ", ".join(f"{name} {v / max(1, len(dep.settled)) * 1000:.2f} ms" for name, v in dep_per_job.items())
+        + f"  (total {dep_job_cpu * 1000:.2f} ms)"
+    )
+    if dep.refused:
+        print(f"first refusal       {next(iter(dep.refused.values()))}")
+    print()
+    print("-- side by side (same node, same run) --")
+    print(f"{'path':<22}{'settled jobs/s':>16}{'CPU ms/job':>12}{'POST p99 ms':>13}{'finish->settle p50 s':>22}")
+    if args.jobs:
+        print(
+            f"{'per-job escrow':<22}{jobs_rate:>16,.1f}{job_cpu * 1000:>12.2f}"
+            f"{(pct(run.submit_rtt, 99) * 1000 if run.submit_rtt else 0):>13,.1f}"
+            f"{(pct(settle_lag, 50) if settle_lag else 0):>22.2f}"
+        )
+    else:
+        print(f"{'per-job escrow':<22}{'skipped (--jobs 0)':>16}")
+    print(
+        f"{'deposit + batches':<22}{dep_rate:>16,.1f}{dep_job_cpu * 1000:>12.2f}"
+        f"{(pct(dep.post_rtt, 99) * 1000 if dep.post_rtt else 0):>13,.1f}"
+        f"{(pct(dep_lag, 50) if dep_lag else 0):>22.2f}"
+    )
+    print(f"{'plain transfers':<22}{transfer_rate:>16,.0f}{per_transfer * 1000:>12.2f}{'':>13}{'':>22}")
+    print(
+        f"ratios              deposit/escrow {dep_rate / jobs_rate if jobs_rate else float('nan'):.1f}x settled jobs/s,"
+        f" deposit jobs/s / transfers/s {dep_rate / max(1e-9, transfer_rate):.4f};"
+        " targets: >= 600 jobs/s, <= 3 ms CPU/job, POST p99 <= 20 ms, finish->settle p50 <= 1.5 s"
+    )
+    rc = 0 if len(run.settled) == args.jobs and len(dep.settled) == args.deposit_jobs else 1
     if args.keep:
         print(f"temp dir kept: {tmp}")
     else:

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,10 @@ import httpx
 
 from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DevnetInfo, devnet_file, read_devnet_info
+from support.ports import free_ports
 
 ADDRESS_RE = re.compile(r"\bait1[02-9ac-hj-np-z]{58}\b")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")} | {"COLUMNS": "250", "NO_COLOR": "1"}
-
-
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            ports.add(int(s.getsockname()[1]))
-    return sorted(ports)
 
 
 def alive(pid: int) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,25 +24,13 @@ from aitbc.client.node import NodeClient
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.tx import Transfer, sign_tx, tx_to_json_obj
 from aitbc.runtime.keyfile import read_keyfile
+from support.ports import free_ports
 
 PYTHON = sys.executable
 BLOCK_TIME_MS = 200
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 DEFAULT_FEE = 1_000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

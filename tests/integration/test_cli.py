@@ -134,7 +134,7 @@ def test_errors_are_one_line_with_exit_1(shared_node: Any, devnet: Path) -> None
         bad_to = pool.submit(aitbc, "tx", "transfer", "--to", "ait1notanaddress", "--amount", "1", "--devnet", d)
         closed = pool.submit(aitbc, "chain", "head", "--rpc", f"http://127.0.0.1:{closed_port}/", **narrow)
     assert "--to" in one_line_error(bad_to.result())
-    assert one_line_error(closed.result()).startswith("error [unreachable]: cannot reach node")
+    assert one_line_error(closed.result()).startswith("error [unreachable]: cannot reach the node")
 
 
 def test_more_commands_in_process(shared_node: Any, devnet: Path) -> None:

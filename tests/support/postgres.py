@@ -21,7 +21,6 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from support.ports import free_port
 
 SKIP_ENV = "AITBC_SKIP_POSTGRES"
 SUPERUSER = "postgres"
@@ -99,12 +100,6 @@ def require_postgres_bin() -> Path:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class PostgresServer:
     bin_dir: Path
@@ -159,7 +154,7 @@ class PostgresServer:
     def _start(self) -> None:
         last = ""
         for _ in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"

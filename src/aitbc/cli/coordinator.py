@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aitbc.cli.common import console, handle_errors
-from aitbc.coordinator.config import DEFAULT_COORDINATOR_PORT, CoordinatorSettings
+from aitbc.cli.common import console, given, handle_errors
+from aitbc.coordinator.config import DEFAULT_COORDINATOR_PORT as DEFAULT_PORT
+from aitbc.coordinator.config import CoordinatorSettings
 
 app = typer.Typer(help="Run the job coordinator; manage client API keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="Client API keys.", no_args_is_help=True)
@@ -26,17 +27,21 @@ DbUrl = Annotated[
 @handle_errors
 def run(
     data_dir: DataDir,
-    port: Annotated[int, typer.Option(help="HTTP port")] = DEFAULT_COORDINATOR_PORT,
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help=f"HTTP port; 0 picks a free one [default: {DEFAULT_PORT}]")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1]")] = None,
     database_url: DbUrl = None,
-    chain_id: Annotated[str, typer.Option(help="Chain id receipts are signed for")] = "aitbc-devnet",
-    lease_seconds: Annotated[float, typer.Option(help="Seconds a miner may stay silent on a job")] = 15.0,
-    max_attempts: Annotated[int, typer.Option(help="Runs of a job before it fails")] = 3,
+    chain_id: Annotated[
+        str | None, typer.Option(help="Chain id receipts are signed for [default: aitbc-devnet]")
+    ] = None,
+    lease_seconds: Annotated[
+        float | None, typer.Option(help="Seconds a miner may stay silent on a job [default: 15]")
+    ] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Runs of a job before it fails [default: 3]")] = None,
     node_url: Annotated[
         str | None,
         typer.Option("--node-url", help="Node JSON-RPC URL: jobs are paid on chain (escrow, settle, refund)"),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
     poolhub_url: Annotated[
         str | None, typer.Option(help="Match through this pool hub (default: in process)", show_default=False)
     ] = None,
@@ -46,6 +51,7 @@ def run(
 ) -> None:
     """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C.
 
+    Options not given come from AITBC_COORDINATOR_* (e.g. AITBC_COORDINATOR_LEASE_SECONDS), then the defaults.
     With --node-url every job must come with an escrow on chain; the coordinator settles it with the
     job's receipt or refunds it, paying tx fees from its own account (fund the address it prints)."""
     from aitbc.coordinator.app import run_coordinator
@@ -53,16 +59,18 @@ def run(
 
     settings = CoordinatorSettings(
         data_dir=data_dir,
-        port=port,
-        host=host,
-        database_url=database_url,
-        chain_id=chain_id,
-        lease_seconds=lease_seconds,
-        max_attempts=max_attempts,
-        node_url=node_url,
-        log_level=log_level,
-        poolhub_url=poolhub_url,
-        poolhub_token=poolhub_token,
+        **given(
+            port=port,
+            host=host,
+            database_url=database_url,
+            chain_id=chain_id,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            node_url=node_url,
+            log_level=log_level,
+            poolhub_url=poolhub_url,
+            poolhub_token=poolhub_token,
+        ),
     )
     configure_logging("coordinator", settings.log_level)
     run_coordinator(settings)

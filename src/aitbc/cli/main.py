@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from aitbc.cli import (
+    audits,
     chain,
     coordinator,
     deposit,
@@ -22,6 +23,7 @@ from aitbc.cli import (
     stake,
     tx,
     wallet,
+    wallet_multisig,
     web,
     zk,
 )
@@ -42,6 +44,7 @@ app.add_typer(miner.app, name="miner")
 app.add_typer(job.app, name="job")
 app.add_typer(deposit.app, name="deposit")
 app.add_typer(wallet.app, name="wallet")
+wallet.app.add_typer(wallet_multisig.multisig_app, name="multisig")
 app.add_typer(receipt.app, name="receipt")
 app.add_typer(zk.app, name="zk")
 app.command("stake")(stake.stake)
@@ -52,3 +55,6 @@ app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
 app.add_typer(web.app, name="web")
 app.add_typer(gov.app, name="gov")
+app.add_typer(audits.app, name="audits")
+miner.app.command("bond")(audits.bond)
+miner.app.command("unbond")(audits.unbond)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import BaseUnitsOpt, DevnetOpt, RpcOpt, handle_errors, parse_amount
+from aitbc.cli.common import BaseUnitsOpt, DevnetOpt, RpcOpt, given, handle_errors, parse_amount
 
 app = typer.Typer(help="Run a miner (compute provider).", no_args_is_help=True)
 
@@ -29,22 +29,33 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str] | None:
 @app.command("run")
 @handle_errors
 def run(
-    coordinator: Annotated[str, typer.Option("--coordinator", help="Coordinator URL")] = "http://127.0.0.1:8011",
-    backend: Annotated[str, typer.Option(help="builtin | ollama | openai | echo (instant test backend)")] = "builtin",
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Miner data directory (its key)")] = Path.home()
-    / ".aitbc"
-    / "miner",
+    coordinator: Annotated[
+        str | None, typer.Option("--coordinator", help="Coordinator URL [default: http://127.0.0.1:8011]")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="builtin | ollama | openai | echo (instant test backend) [default: builtin]")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Miner data directory (its key) [default: ~/.aitbc/miner]")
+    ] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Miner key file (default: DATA_DIR/miner.key)")] = None,
     price: Annotated[
-        str, typer.Option(help="Price per token in AITBC (0.000001 = 1 base unit; see --base-units)")
-    ] = "0.000001",
+        str | None,
+        typer.Option(help="Price per token in AITBC (0.000001 = 1 base unit; see --base-units) [default: 0.000001]"),
+    ] = None,
     base_units: BaseUnitsOpt = False,
-    region: Annotated[str, typer.Option(help="Region label offered to clients")] = "",
-    concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 1,
-    ollama_url: Annotated[str, typer.Option(help="Ollama server (backend ollama)")] = "http://127.0.0.1:11434",
+    region: Annotated[str | None, typer.Option(help="Region label offered to clients")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once [default: 1]")] = None,
+    claim_batch: Annotated[
+        int | None,
+        typer.Option(help="Jobs claimed per long-poll and results delivered per request (1: one request per job)"),
+    ] = None,
+    ollama_url: Annotated[
+        str | None, typer.Option(help="Ollama server (backend ollama) [default: http://127.0.0.1:11434]")
+    ] = None,
     openai_url: Annotated[
-        str, typer.Option(help="OpenAI-compatible server (backend openai)")
-    ] = "http://127.0.0.1:8000",
+        str | None, typer.Option(help="OpenAI-compatible server (backend openai) [default: http://127.0.0.1:8000]")
+    ] = None,
     openai_api_key: Annotated[str | None, typer.Option(envvar="AITBC_OPENAI_API_KEY", show_default=False)] = None,
     openai_model_file: Annotated[
         list[str] | None,
@@ -53,55 +64,69 @@ def run(
     openai_model_digest: Annotated[
         list[str] | None, typer.Option(help="MODEL_ID=sha256:HEX of a served model; repeatable")
     ] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for the builtin backend")] = 2,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the builtin backend [default: 2]")] = None,
     echo_token_delay: Annotated[
-        float, typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)")
-    ] = 0.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+        float | None,
+        typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)"),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
     zk_inference: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--zk-inference",
             help="EXPERIMENTAL: also serve zk-inference jobs (the small ONNX model aitbc-zkml-mlp, proved with "
             "EZKL; needs the zkml extra; the ~140 MB proving key is generated into DATA_DIR/zkml on first use)",
         ),
-    ] = False,
+    ] = None,
 ) -> None:
-    """Register with the coordinator and run jobs until Ctrl-C (unfinished jobs are handed back)."""
-    import uvloop
+    """Register with the coordinator and run jobs until Ctrl-C (unfinished jobs are handed back).
 
-    from aitbc.miner.daemon import MinerConfig
-    from aitbc.miner.runner import BACKENDS, build_backend, detect_hardware_dict, load_or_create_miner_key, serve_miner
+    Options not given come from AITBC_MINER_* (e.g. AITBC_MINER_BACKEND=echo), then the defaults."""
+    import uvloop
+    from pydantic import ValidationError
+
+    from aitbc.miner.config import MinerSettings
+    from aitbc.miner.runner import (
+        backend_options,
+        build_backend,
+        detect_hardware_dict,
+        load_or_create_miner_key,
+        serve_miner,
+    )
     from aitbc.protocol.errors import ConfigError
     from aitbc.runtime.logging import configure_logging
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}")
-    configure_logging("miner", log_level)
-    options: dict[str, object] = {}
-    if backend == "echo":
-        options["token_delay_s"] = echo_token_delay
-    elif backend == "ollama":
-        options["base_url"] = ollama_url
-    elif backend == "openai":
-        options["base_url"] = openai_url
-        options["api_key"] = openai_api_key
-        options["model_files"] = _pairs(openai_model_file, "--openai-model-file")
-        options["model_digests"] = _pairs(openai_model_digest, "--openai-model-digest")
-    elif backend == "builtin":
-        options["n_threads"] = threads
-    miner_key = load_or_create_miner_key(key or data_dir / "miner.key")
-    config = MinerConfig(
-        coordinator_url=coordinator,
-        backend_name=backend,
-        unit_price=parse_amount(price, base_units, "--price"),
-        region=region,
-        max_concurrency=concurrency,
-        hardware=detect_hardware_dict(),
-        zk_inference=zk_inference,
-        data_dir=data_dir,
+    try:
+        settings = MinerSettings(
+            **given(
+                coordinator_url=coordinator,
+                backend=backend,
+                data_dir=data_dir,
+                key_path=key,
+                unit_price=None if price is None else parse_amount(price, base_units, "--price"),
+                region=region,
+                max_concurrency=concurrency,
+                claim_batch=claim_batch,
+                ollama_url=ollama_url,
+                openai_url=openai_url,
+                openai_api_key=openai_api_key,
+                threads=threads,
+                echo_token_delay_s=echo_token_delay,
+                log_level=log_level,
+                zk_inference=zk_inference,
+            )
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid miner settings: {exc}") from None
+    configure_logging("miner", settings.log_level)
+    options = backend_options(
+        settings,
+        _pairs(openai_model_file, "--openai-model-file"),
+        _pairs(openai_model_digest, "--openai-model-digest"),
     )
-    uvloop.run(serve_miner(config, miner_key, build_backend(backend, options)))
+    miner_key = load_or_create_miner_key(settings.resolved_key_path)
+    backend_impl = build_backend(settings.backend, options)
+    uvloop.run(serve_miner(settings, miner_key, backend_impl, detect_hardware_dict()))
 
 
 @app.command("earnings")

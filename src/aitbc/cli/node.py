@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import console, handle_errors
+from aitbc.cli.common import console, given, handle_errors
 from aitbc.node.config import DEFAULT_P2P_PORT, DEFAULT_RPC_PORT, DEFAULT_WS_PORT, NodeSettings
 
 app = typer.Typer(help="Run a chain node (Proof-of-Authority validator).", no_args_is_help=True)
@@ -67,17 +67,23 @@ def init_network(
 @handle_errors
 def run(
     data_dir: DataDir,
-    rpc_port: Annotated[int, typer.Option(help="JSON-RPC + REST port")] = DEFAULT_RPC_PORT,
-    ws_port: Annotated[int, typer.Option(help="WebSocket port (path /ws)")] = DEFAULT_WS_PORT,
-    p2p_port: Annotated[int, typer.Option(help="Peer-to-peer port (multi-validator networks)")] = DEFAULT_P2P_PORT,
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    rpc_port: Annotated[int | None, typer.Option(help=f"JSON-RPC + REST port [default: {DEFAULT_RPC_PORT}]")] = None,
+    ws_port: Annotated[int | None, typer.Option(help=f"WebSocket port (path /ws) [default: {DEFAULT_WS_PORT}]")] = None,
+    p2p_port: Annotated[
+        int | None, typer.Option(help=f"Peer-to-peer port (multi-validator networks) [default: {DEFAULT_P2P_PORT}]")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1]")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
     peer: Annotated[
         list[str] | None, typer.Option("--peer", help="host:port of a validator's p2p port to dial (repeatable)")
     ] = None,
-    timeout_propose_ms: Annotated[int, typer.Option(help="BFT: round-0 propose timeout")] = 1_000,
-    timeout_vote_ms: Annotated[int, typer.Option(help="BFT: round-0 prevote/precommit timeout")] = 500,
-    timeout_delta_ms: Annotated[int, typer.Option(help="BFT: added to every timeout per round")] = 500,
+    timeout_propose_ms: Annotated[int | None, typer.Option(help="BFT: round-0 propose timeout [default: 1000]")] = None,
+    timeout_vote_ms: Annotated[
+        int | None, typer.Option(help="BFT: round-0 prevote/precommit timeout [default: 500]")
+    ] = None,
+    timeout_delta_ms: Annotated[
+        int | None, typer.Option(help="BFT: added to every timeout per round [default: 500]")
+    ] = None,
 ) -> None:
     """Run the node until Ctrl-C / SIGTERM; it resumes from its data directory.
 
@@ -87,15 +93,17 @@ def run(
 
     settings = NodeSettings(
         data_dir=data_dir,
-        rpc_port=rpc_port,
-        ws_port=ws_port,
-        p2p_port=p2p_port,
-        host=host,
-        log_level=log_level,
-        peers=peer or [],
-        timeout_propose_ms=timeout_propose_ms,
-        timeout_vote_ms=timeout_vote_ms,
-        timeout_delta_ms=timeout_delta_ms,
+        **given(
+            rpc_port=rpc_port,
+            ws_port=ws_port,
+            p2p_port=p2p_port,
+            host=host,
+            log_level=log_level,
+            peers=peer or None,
+            timeout_propose_ms=timeout_propose_ms,
+            timeout_vote_ms=timeout_vote_ms,
+            timeout_delta_ms=timeout_delta_ms,
+        ),
     )
     configure_logging("node", settings.log_level)
     run_node(settings)

@@ -19,7 +19,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from aitbc.cli.common import DevnetOpt, RpcOpt, console, err_console, handle_errors, load_devnet, node_client
+from aitbc.cli.common import DevnetOpt, RpcOpt, console, err_console, given, handle_errors, load_devnet, node_client
 from aitbc.client.node import NodeClient
 from aitbc.client.wallet import WalletClient
 from aitbc.protocol.address import decode_address
@@ -27,25 +27,18 @@ from aitbc.protocol.amounts import format_aitbc, parse_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, ConfigError, InvalidAddress, RemoteError
 from aitbc.protocol.tx import (
-    CreateMultisig,
-    MultisigTransfer,
     Transfer,
-    compute_multisig_address,
     sign_tx,
-    tx_to_json_obj,
 )
-from aitbc.runtime.files import atomic_write
 from aitbc.wallet.config import DEFAULT_WALLET_PORT, INFO_FILE, TOKEN_FILE, WalletSettings
 from aitbc.wallet.keystore import mnemonic_to_seed, seed_to_mnemonic
-from aitbc.wallet.multisig import add_member_signature, combine_spends, parse_spend
 from aitbc.wallet.store import WalletStore, default_wallet_dir
 
 PASSPHRASE_ENV = "AITBC_WALLET_PASSPHRASE"  # noqa: S105 (a variable name)
 NEW_PASSPHRASE_ENV = "AITBC_WALLET_NEW_PASSPHRASE"  # noqa: S105
 
 app = typer.Typer(help="Encrypted wallets, the wallet daemon and multisig accounts.", no_args_is_help=True)
-multisig_app = typer.Typer(help="m-of-n accounts: create, propose a spend, sign it, send it.", no_args_is_help=True)
-app.add_typer(multisig_app, name="multisig")
+# ``aitbc wallet multisig`` lives in ``aitbc.cli.wallet_multisig`` (added to this app by ``aitbc.cli.main``).
 
 WalletDirOpt = Annotated[
     Path | None,
@@ -145,16 +138,24 @@ def _wait(node: NodeClient, tx_hash: str) -> dict[str, Any]:
 @handle_errors
 def daemon(
     wallet_dir: WalletDirOpt = None,
-    port: Annotated[int, typer.Option(help="Port (loopback)")] = DEFAULT_WALLET_PORT,
-    host: Annotated[str, typer.Option(help="Interface; only loopback unless --force")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help=f"Port (loopback); 0 picks a free one [default: {DEFAULT_WALLET_PORT}]")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface; only loopback unless --force [default: 127.0.0.1]")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow a non-loopback interface")] = False,
     rpc: RpcOpt = None,
     coordinator: Annotated[str | None, typer.Option("--coordinator", help="Coordinator URL (receipts)")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="AITBC_API_KEY", show_default=False)] = None,
-    unlock_timeout: Annotated[float, typer.Option(help="Default seconds an unlocked key stays unlocked")] = 300.0,
-    max_failed_unlocks: Annotated[int, typer.Option(help="Failed unlocks per wallet per minute before 429")] = 5,
+    unlock_timeout: Annotated[
+        float | None, typer.Option(help="Default seconds an unlocked key stays unlocked [default: 300]")
+    ] = None,
+    max_failed_unlocks: Annotated[
+        int | None, typer.Option(help="Failed unlocks per wallet per minute before 429 [default: 5]")
+    ] = None,
     devnet: DevnetOpt = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
 ) -> None:
     """Run the wallet daemon (REST /v1/wallets, JSON-RPC /rpc) until Ctrl-C / SIGTERM."""
     from aitbc.runtime.logging import configure_logging
@@ -167,15 +168,17 @@ def daemon(
             coordinator_url, api_key = info.coordinator_url, api_key or info.api_key
     settings = WalletSettings(
         wallet_dir=_dir(wallet_dir),
-        host=host,
-        port=port,
-        force_bind=force,
-        rpc_url=_default_rpc(rpc, devnet),
-        coordinator_url=coordinator_url,
-        coordinator_api_key=api_key,
-        unlock_timeout_s=unlock_timeout,
-        max_failed_unlocks=max_failed_unlocks,
-        log_level=log_level,
+        **given(
+            host=host,
+            port=port,
+            force_bind=force or None,
+            rpc_url=_default_rpc(rpc, devnet),
+            coordinator_url=coordinator_url,
+            coordinator_api_key=api_key,
+            unlock_timeout_s=unlock_timeout,
+            max_failed_unlocks=max_failed_unlocks,
+            log_level=log_level,
+        ),
     )
     configure_logging("wallet", settings.log_level)
     run_daemon(settings)
@@ -388,140 +391,3 @@ def change_passphrase(
     new = read_passphrase(new_passphrase_file, env=NEW_PASSPHRASE_ENV, prompt="New passphrase", confirm=True)
     store.change_passphrase(name, old, new)
     console.print(f"[green]passphrase changed[/] for {name}")
-
-
-# -- multisig -------------------------------------------------------------------------------------------------
-def _signer_for(directory: Path, name: str, passphrase_file: Path | None) -> tuple[str, Any]:
-    """(address, sign_tx_json) of a wallet: the daemon's unlocked key if it has it, else the keystore's."""
-    client = daemon_client(directory)
-    if client is not None:
-        wallets = {w.get("name"): w for w in client.list_wallets()}
-        if wallets.get(name, {}).get("unlocked"):
-
-            def sign_remote(tx_obj: dict[str, Any]) -> dict[str, Any]:
-                assert client is not None
-                with client:
-                    signed: dict[str, Any] = client.sign_tx(name, tx_obj)["tx"]
-                return signed
-
-            return str(wallets[name]["address"]), sign_remote
-        client.close()
-    key = _unlock_local(directory, name, passphrase_file)
-
-    def sign_local(tx_obj: dict[str, Any]) -> dict[str, Any]:
-        from aitbc.protocol.tx import tx_from_json_obj
-
-        tx = tx_from_json_obj(tx_obj)
-        if isinstance(tx, MultisigTransfer):
-            return tx_to_json_obj(add_member_signature(tx, key.address, key.sign))
-        return tx_to_json_obj(sign_tx(tx, key))
-
-    return key.address, sign_local
-
-
-@multisig_app.command("create")
-@handle_errors
-def multisig_create(
-    name: Annotated[str, typer.Option("--name", "-n", help="Wallet that registers (and pays for) the account")],
-    threshold: Annotated[int, typer.Option("--threshold", "-m", help="Approvals needed per spend")],
-    members: Annotated[list[str], typer.Option("--member", help="Member address (repeat, n times)")],
-    fee: FeeOpt = "0.001",
-    wallet_dir: WalletDirOpt = None,
-    passphrase_file: PassFileOpt = None,
-    devnet: DevnetOpt = None,
-    rpc: RpcOpt = None,
-) -> None:
-    """Register an m-of-n account on chain and print its address."""
-    for m in members:
-        _address(m, "--member")
-    address, sign = _signer_for(_dir(wallet_dir), name, passphrase_file)
-    with node_client(devnet, rpc) as node:
-        nonce = node.next_nonce(address)
-        tx = CreateMultisig(
-            chain_id=node.get_chain_info()["chain_id"],
-            sender=address,
-            nonce=nonce,
-            fee=_units(fee, "--fee"),
-            members=members,
-            threshold=threshold,
-        )
-        tx_hash = node.call("send_tx", sign(tx_to_json_obj(tx)))["tx_hash"]
-        status = _wait(node, tx_hash)
-    console.print(
-        f"[green]multisig account[/] {threshold}-of-{len(members)}: [bold]{compute_multisig_address(address, nonce)}[/]"
-    )
-    console.print(f"  created in block {status['height']} (tx {tx_hash})")
-
-
-@multisig_app.command("propose")
-@handle_errors
-def multisig_propose(
-    account: Annotated[str, typer.Option("--account", help="The multisig account's address")],
-    to: Annotated[str, typer.Option("--to", help="Recipient address")],
-    amount: Annotated[str, typer.Option("--amount", help="Amount in AITBC")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Write the unsigned spend here")],
-    fee: FeeOpt = "0.001",
-    memo: Annotated[str, typer.Option(help="Free text")] = "",
-    devnet: DevnetOpt = None,
-    rpc: RpcOpt = None,
-) -> None:
-    """Write an unapproved spend from the account (its next nonce) for members to sign."""
-    _address(account, "--account")
-    _address(to, "--to")
-    with node_client(devnet, rpc) as node:
-        info = node.get_account(account)
-        if "multisig" not in info:
-            raise ConfigError(f"{account} is not a multisig account on this chain", reason="not_multisig")
-        tx = MultisigTransfer(
-            chain_id=node.get_chain_info()["chain_id"],
-            sender=account,
-            nonce=int(info["pending_nonce"]),
-            fee=_units(fee, "--fee"),
-            recipient=to,
-            amount=_units(amount, "--amount"),
-            memo=memo,
-        )
-    atomic_write(out, orjson.dumps(tx_to_json_obj(tx), option=orjson.OPT_INDENT_2) + b"\n")
-    policy = info["multisig"]
-    console.print(f"proposed spend written to {out}: needs {policy['threshold']} of {len(policy['members'])} approvals")
-
-
-def _read_spend(path: Path) -> MultisigTransfer:
-    try:
-        return parse_spend(orjson.loads(path.read_bytes()))
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read a spend from {path}: {exc}") from None
-
-
-@multisig_app.command("sign")
-@handle_errors
-def multisig_sign(
-    file: Annotated[Path, typer.Argument(help="The spend (from propose, or another member's signed copy)")],
-    name: NameOpt,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: update FILE)")] = None,
-    wallet_dir: WalletDirOpt = None,
-    passphrase_file: PassFileOpt = None,
-) -> None:
-    """Add this wallet's approval to a spend."""
-    spend = _read_spend(file)
-    address, sign = _signer_for(_dir(wallet_dir), name, passphrase_file)
-    signed = parse_spend(sign(tx_to_json_obj(spend)))
-    atomic_write(out or file, orjson.dumps(tx_to_json_obj(signed), option=orjson.OPT_INDENT_2) + b"\n")
-    console.print(f"approved by {name} ({address}); {len(signed.approvals)} approval(s) in {out or file}")
-
-
-@multisig_app.command("send")
-@handle_errors
-def multisig_send(
-    files: Annotated[list[Path], typer.Argument(help="Signed copies of one spend (approvals are combined)")],
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the tx is committed")] = True,
-    devnet: DevnetOpt = None,
-    rpc: RpcOpt = None,
-) -> None:
-    """Combine the approvals of the given copies and submit the spend."""
-    spend = combine_spends([_read_spend(f) for f in files])
-    with node_client(devnet, rpc) as node:
-        tx_hash = node.send_tx(spend)
-        console.print(f"sent multisig spend with {len(spend.approvals)} approval(s)\n  tx {tx_hash}")
-        if wait:
-            console.print(f"[green]committed[/] in block {_wait(node, tx_hash)['height']}")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,52 +17,19 @@ from starlette.types import Receive, Scope, Send
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
 from aitbc.coordinator.api.routes import account, jobs, matching, miners
-from aitbc.coordinator.auth import AuthError, RateLimited
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
-from aitbc.coordinator.deposits import DepositProblem
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.payments import ChainLink, ChainUnavailable, EscrowProblem
+from aitbc.coordinator.payments import ChainLink
 from aitbc.coordinator.services import CoordinatorService
-from aitbc.market.acceptance import ResultRejected
-from aitbc.market.lifecycle import JobRuleViolation
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import (
-    AitbcError,
-    InputTooLarge,
-    InvalidInput,
-    InvalidRequest,
-    NotFound,
-    UnknownMiner,
-    UnknownModel,
-)
-from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.protocol.errors import AitbcError
 from aitbc.runtime.cors import add_cors
+from aitbc.runtime.errors import error_body, error_headers, http_status
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
-
-_STATUS: Final[list[tuple[type[AitbcError], int]]] = [
-    (AuthError, 401),
-    (UnknownMiner, 403),
-    (RateLimited, 429),
-    (NotFound, 404),
-    (InvalidRequest, 422),
-    (InputTooLarge, 413),
-    (UnknownModel, 422),
-    (InvalidInput, 422),
-    (InvalidReceipt, 422),
-    (ResultRejected, 422),
-    (JobRuleViolation, 409),
-    (EscrowProblem, 402),
-    (DepositProblem, 402),
-    (ChainUnavailable, 503),
-]
-
-
-def status_for(exc: AitbcError) -> int:
-    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
 
 
 def _has_origin(scope: Scope) -> bool:
@@ -130,7 +96,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         if service.deposits is not None:
             try:
                 await service.deposits.start()
-            except (ChainUnavailable, AitbcError) as exc:  # the books fill in as the node answers
+            except AitbcError as exc:  # the books fill in as the node answers (ChainUnavailable among others)
                 log.warning("deposits not read at start", extra={"error": str(exc)})
         if service.payments is not None:
             tasks.append(asyncio.create_task(service.payments.run()))
@@ -164,8 +130,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
-        headers = {"Retry-After": f"{exc.retry_after:.2f}"} if isinstance(exc, RateLimited) else None
-        return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc), headers=headers)
+        return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
 
     add_cors(app, settings.cors_origins)
     app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
@@ -205,27 +170,18 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
+    from aitbc.runtime.server import bind_socket, serve
 
-    from aitbc.runtime.limits import BodyLimit, GuardedConfig
-    from aitbc.runtime.server import serve_forever
-
+    sock = bind_socket(settings.host, settings.port, "the coordinator API")
     app = create_app(settings)
     rejections = app.state.service.metrics.http_rejections
-    config = GuardedConfig(
-        # the body limit wraps everything, the fast path included: no handler or key check reads past it
-        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+    # Miners long-poll /claim for up to max_claim_wait_seconds: a stop ends those polls first (``stop_claims``),
+    # so the graceful wait for open requests stays short.
+    serve(
+        "coordinator",
+        app,
         settings,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        # Miners long-poll /claim for up to max_claim_wait_seconds; without a bound, a stop (Ctrl-C,
-        # SIGTERM) would wait for every such poll to run out before shutting down.
-        timeout_graceful_shutdown=2,
+        sock,
+        on_reject=lambda reason: rejections.labels(reason).inc(),
+        on_stop=app.state.service.stop_claims,
     )
-    # The ~100k objects of the loaded app (FastAPI, pydantic, SQLAlchemy, …) live as long as the process:
-    # freezing them keeps every full garbage collection from walking them again (a ~75 ms pause on 2 cores,
-    # the largest latency spike under load).
-    gc.collect()
-    gc.freeze()
-    serve_forever(config, on_stop=app.state.service.stop_claims)

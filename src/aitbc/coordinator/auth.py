@@ -13,26 +13,12 @@ from typing import Final
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.protocol.auth import MAX_REQUEST_AGE_MS, MinerRequest, miner_request_bytes
 from aitbc.protocol.crypto import SigningKind, is_valid_signature, sha256_hex
-from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.errors import AitbcError, RateLimited, Unauthorized
 
 KEY_PREFIX: Final = "aitbc"
 KEY_CACHE_SECONDS: Final = 0.5
 """How long a key read from the database is trusted: a revocation takes effect within this."""
 MAX_CACHED_KEYS: Final = 100_000
-
-
-class AuthError(AitbcError):
-    """Missing or invalid credentials (HTTP 401)."""
-
-    reason = "unauthorized"
-
-
-class RateLimited(AitbcError):
-    reason = "rate_limited"
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limit exceeded; retry in {retry_after:.2f}s")
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +115,16 @@ class ApiKeyAuthenticator:
 
     def authenticate(self, token: str | None, now: float) -> ApiKey:
         if not token:
-            raise AuthError("missing X-Api-Key header; create a key with `aitbc coordinator keys create`")
+            raise Unauthorized("missing X-Api-Key header; create a key with `aitbc coordinator keys create`")
         parsed = parse_api_key(token)
         if parsed is None:
-            raise AuthError("malformed API key")
+            raise Unauthorized("malformed API key")
         key_id, secret = parsed
         key = self.lookup(key_id)
         if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
-            raise AuthError("invalid API key")
+            raise Unauthorized("invalid API key")
         if key.revoked:
-            raise AuthError("API key revoked")
+            raise Unauthorized("API key revoked")
         self._take(key, now)
         return key
 
@@ -149,7 +135,8 @@ class ApiKeyAuthenticator:
         bucket.tokens = min(float(key.burst), bucket.tokens + (now - bucket.stamp) * key.rate_per_second)
         bucket.stamp = now
         if bucket.tokens < 1:
-            raise RateLimited((1 - bucket.tokens) / key.rate_per_second)
+            retry_after = (1 - bucket.tokens) / key.rate_per_second
+            raise RateLimited(f"rate limit exceeded; retry in {retry_after:.2f}s", retry_after)
         bucket.tokens -= 1
 
 
@@ -175,13 +162,13 @@ class MinerRequestVerifier:
     ) -> str:
         """Return the authenticated miner address or raise ``AuthError``."""
         if not (miner and timestamp and nonce and signature):
-            raise AuthError("miner requests must be signed (X-Aitbc-Miner, -Timestamp, -Nonce, -Signature)")
+            raise Unauthorized("miner requests must be signed (X-Aitbc-Miner, -Timestamp, -Nonce, -Signature)")
         if not timestamp.isdigit() or len(nonce) > 64 or len(signature) != 128:
-            raise AuthError("malformed miner auth headers")
+            raise Unauthorized("malformed miner auth headers")
         ts = int(timestamp)
         # Requests older than the window, or from before this process started, could be replays.
         if abs(now_ms - ts) > self.max_age_ms or ts < self.started_at_ms - 1000:
-            raise AuthError("miner request timestamp is outside the accepted window (check the clock)")
+            raise Unauthorized("miner request timestamp is outside the accepted window (check the clock)")
         try:
             request = MinerRequest(
                 miner=miner,
@@ -194,12 +181,12 @@ class MinerRequestVerifier:
             message = miner_request_bytes(request)
             sig = bytes.fromhex(signature)
         except (ValueError, AitbcError):
-            raise AuthError("malformed miner auth headers") from None
+            raise Unauthorized("malformed miner auth headers") from None
         if not is_valid_signature(miner, self.chain_id, SigningKind.MINER_REQUEST, message, sig):
-            raise AuthError("miner request signature does not verify")
+            raise Unauthorized("miner request signature does not verify")
         replay_key = f"{miner}:{nonce}"
         if replay_key in self._seen:
-            raise AuthError("replayed miner request (nonce already used)")
+            raise Unauthorized("replayed miner request (nonce already used)")
         self._seen[replay_key] = ts
         while self._seen and next(iter(self._seen.values())) < now_ms - 2 * self.max_age_ms:
             self._seen.popitem(last=False)

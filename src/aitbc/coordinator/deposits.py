@@ -30,12 +30,12 @@ from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable
 from aitbc.market.deposits import DepositAvailability, compute_deposit_availability, is_affordable
 from aitbc.protocol.deposit import make_deposit_job_id
-from aitbc.protocol.errors import AitbcError, RemoteError
+from aitbc.protocol.errors import PaymentRequired, RemoteError
 
 log = logging.getLogger("aitbc.coordinator.deposits")
 
 
-class DepositProblem(AitbcError):
+class DepositProblem(PaymentRequired):
     """The API key's deposit cannot pay for this job now (HTTP 402); says how much is available and needed."""
 
     reason = "insufficient_deposit"

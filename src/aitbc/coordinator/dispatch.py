@@ -240,6 +240,29 @@ class MinerDispatcher:
                     self._waiters.remove(waiter)
             live.last_seen_ms = now_ms()
 
+    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+        """Long-poll like ``claim`` for the first job, then take up to ``max_jobs`` in all at once (within the
+        miner's free slots): one request and one signature check for many jobs."""
+        first = await self.claim(miner, wait_seconds)
+        if first is None:
+            return []
+        live = self.live(miner)
+        room = min(max_jobs - 1, live.max_concurrency - len(live.active))
+        if room <= 0:
+            return [first]
+        async with self._claim_lock:
+            more = await self.db.write(self._try_claim_many, live, now_ms(), room)
+        return [first, *(self._on_claimed(live, job) for job in more)]
+
+    def _try_claim_many(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
+        claimed: list[JobRecord] = []
+        while len(claimed) < count:
+            job = self._try_claim(live, now)
+            if job is None:
+                break
+            claimed.append(job)
+        return claimed
+
     def _try_claim(self, live: LiveMiner, now: int) -> JobRecord | None:
         models = sorted({m.name for m in live.offer.models})
         ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)

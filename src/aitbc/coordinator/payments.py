@@ -35,7 +35,7 @@ from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.market.lifecycle import REFUND_ACTION, SETTLE_ACTION, JobState, PaymentState, get_payment_action
 from aitbc.protocol.amounts import format_aitbc
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, RemoteError, TxRejection
+from aitbc.protocol.errors import PaymentRequired, RemoteError, TxRejection, Unavailable
 from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
@@ -69,7 +69,7 @@ SETTLE_REFUSALS: Final = frozenset(
 """Refusals a retry cannot fix: the escrow is refunded instead."""
 
 
-class EscrowProblem(AitbcError):
+class EscrowProblem(PaymentRequired):
     """A paid job's escrow is missing, closed or does not fit the job (HTTP 402)."""
 
     reason = "escrow_required"
@@ -92,7 +92,7 @@ class PriceTooLow(EscrowProblem):
         return {**super().to_dict(), "needed": self.needed, "needed_aitbc": format_aitbc(self.needed)}
 
 
-class ChainUnavailable(AitbcError):
+class ChainUnavailable(Unavailable):
     """The coordinator cannot reach its node (HTTP 503): paid jobs cannot be checked now."""
 
     reason = "chain_unavailable"

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, AuthError, MinerRequestVerifier
+from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
@@ -32,16 +32,16 @@ from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
 from aitbc.coordinator.dispatch import MinerDispatcher, now_ms
 from aitbc.coordinator.events import JobEventBroker
+from aitbc.coordinator.intake import PaymentIntake
 from aitbc.coordinator.live import LiveMiner
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
 from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, PriceTooLow, check_escrow
+from aitbc.coordinator.payments import ChainLink, PaymentWorker, PriceTooLow
 from aitbc.coordinator.settlement import DepositSettler
 from aitbc.coordinator.views import job_view
 from aitbc.market.acceptance import ResultTerms, process_result
 from aitbc.market.conduct import is_release_over_allowance
-from aitbc.market.deposits import compute_worst_case_price
 from aitbc.market.lifecycle import (
     JobLifecycle,
     JobRuleViolation,
@@ -59,8 +59,8 @@ from aitbc.market.lifecycle import (
 from aitbc.market.metering import MeteringBounds, compute_min_affordable_price
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import InvalidInput, NotFound, UnknownModel
-from aitbc.protocol.job import JobInput, JobOutput, check_job_input, compute_input_hash, compute_model_kind
+from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized, UnknownModel
+from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash, compute_model_kind
 from aitbc.protocol.job_messages import JobAssignment, JobRequest, MinerRegistration, SealedJobInput
 from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
 from aitbc.protocol.zk import ZkReceiptProof
@@ -112,6 +112,8 @@ class CoordinatorService:
         )
         self.deposits: DepositBook | None = None
         """Jobs paid from API keys' deposits (``aitbc.coordinator.deposits``); only with a node."""
+        self.intake: PaymentIntake | None = None
+        """How a submitted job is paid (deposit or escrow); None: jobs run unpaid."""
         if chain is not None and self.payments is not None:
             deposit_repo = DepositRepo(repo.engine)
             self.deposits = DepositBook(chain, deposit_repo, self.db.read, key.address, settings.deposit_job_blocks)
@@ -126,6 +128,13 @@ class CoordinatorService:
                 self.db.write,
                 retry_seconds=settings.payment_retry_seconds,
             )
+            self.intake = PaymentIntake(settings, key.address, chain, self.db, self.deposits, self.served_models)
+
+    async def account_view(self, api_key: ApiKey) -> dict[str, Any]:
+        """The key's deposit as this coordinator counts it (``GET /api/v1/account``)."""
+        if self.intake is None:
+            raise DepositProblem("this coordinator runs jobs unpaid: no deposits", reason="no_deposit")
+        return await self.intake.account_view(api_key)
 
     def load(self) -> None:
         self.dispatcher.load()
@@ -157,7 +166,7 @@ class CoordinatorService:
         """``authenticate_client`` for the event loop: a key not cached yet is read on the reader pool."""
         key_id = self.api_keys.uncached_key_id(token)
         if key_id is not None and await self.db.read(self.api_keys.lookup, key_id) is None:
-            raise AuthError("invalid API key")
+            raise Unauthorized("invalid API key")
         return self.api_keys.authenticate(token, time.monotonic())
 
     async def submit_job(self, api_key: ApiKey, request: JobRequest) -> dict[str, Any]:
@@ -197,10 +206,8 @@ class CoordinatorService:
             created_at_ms=created,
         )
         reservation: Reservation | None = None
-        if self.chain is not None and request.job_id is None and await self._has_deposit(api_key):
-            job, reservation = await self._reserved(api_key, job, ttl, job_input)
-        elif self.chain is not None:
-            job = await self._escrowed(api_key, job, ttl, request.job_id)
+        if self.intake is not None:
+            job, reservation = await self.intake.pay(api_key, job, ttl, job_input, request.job_id)
         elif request.job_id is not None:
             raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
         try:
@@ -236,91 +243,6 @@ class CoordinatorService:
                 + (f" with digest {model_digest}" if model_digest else "")
                 + f"; available: {', '.join(available) or 'none'}"
             )
-
-    async def _escrowed(self, api_key: ApiKey, job: JobRecord, ttl: int, escrow_job_id: str | None) -> JobRecord:
-        """A paid job: its escrow checked on chain, its ttl cut to what the escrow allows."""
-        assert self.chain is not None
-        if escrow_job_id is None:
-            raise EscrowProblem(
-                "this coordinator takes paid jobs only: bind this API key to a deposit (`aitbc deposit open`, "
-                "`aitbc coordinator keys bind`), or send the job_id of an escrow you opened on chain naming "
-                f"coordinator {self.key.address} (`aitbc job submit --escrow` does it for you)",
-                reason="escrow_missing",
-            )
-        if await self.db.read(self.repo.get_job, job.id) is not None:
-            raise JobRuleViolation(f"job {job.id} was already submitted", reason="duplicate_job")
-        terms = await check_escrow(
-            self.chain, self.key.address, api_key.client, job.id, job.max_price, self.settings.escrow_min_blocks
-        )
-        info = await self.chain.get_info()
-        # A job nobody took must give up while its escrow can still be settled.
-        blocks_left = terms.deadline_height - terms.head_height - self.settings.escrow_min_blocks // 2
-        ttl = max(1, min(ttl, blocks_left * info.block_time_ms // 1000))
-        return replace(
-            job,
-            max_price=terms.max_price,
-            expires_at_ms=job.created_at_ms + ttl * 1000,
-            escrow_amount=terms.amount,
-            escrow_deadline=terms.deadline_height,
-            payment_state=PaymentState.ESCROWED.value,
-        )
-
-    async def _has_deposit(self, api_key: ApiKey) -> bool:
-        return self.deposits is not None and await self.deposits.deposit_of_key(api_key.id) is not None
-
-    async def _reserved(
-        self, api_key: ApiKey, job: JobRecord, ttl: int, job_input: JobInput
-    ) -> tuple[JobRecord, Reservation]:
-        """A job paid from the key's deposit: its worst-case charge reserved now, or 402 (``DepositProblem``)."""
-        assert self.chain is not None and self.deposits is not None
-        info = await self.chain.get_info()
-        max_price = job.max_price
-        if max_price is None:
-            prices = [int(m["max_unit_price"]) for m in self.served_models() if m["name"] == job.model]
-            max_price = compute_worst_case_price(job_input, prices)
-        reservation = await self.deposits.reserve(api_key.id, api_key.client, max_price, info.params)
-        # A job nobody took must give up while it can still be settled (its id carries its expiry).
-        ttl = max(1, min(ttl, (self.settings.deposit_job_blocks // 2) * info.block_time_ms // 1000))
-        paid = replace(
-            job,
-            id=reservation.job_id,
-            max_price=max_price,
-            expires_at_ms=job.created_at_ms + ttl * 1000,
-            escrow_amount=reservation.charge,
-            escrow_deadline=reservation.expires_height,
-            payment_state=PaymentState.RESERVED.value,
-        )
-        return paid, reservation
-
-    async def account_view(self, api_key: ApiKey) -> dict[str, Any]:
-        """The key's deposit as this coordinator counts it (``GET /api/v1/account``)."""
-        deposit_id = None if self.deposits is None else await self.deposits.deposit_of_key(api_key.id)
-        if self.deposits is None or deposit_id is None:
-            raise DepositProblem("this API key has no deposit (`aitbc coordinator keys bind`)", reason="no_deposit")
-        book = await self.deposits.ensure(deposit_id)
-        availability = self.deposits.availability(deposit_id)
-        if book is None or availability is None:
-            raise DepositProblem(f"deposit {deposit_id} does not exist on chain", reason="no_deposit")
-        return {
-            "deposit_id": deposit_id,
-            "client": api_key.client,
-            "coordinator": self.key.address,
-            "mode": book.deposit.mode,
-            "balance": availability.balance,
-            "reserved": availability.reserved,
-            "pending": availability.pending,
-            "available": availability.available,
-            "spent": availability.spent,
-            "withdrawing": availability.withdrawing,
-            "withdrawal_height": book.deposit.withdrawal_height or None,
-            "cap": {
-                "per_period": availability.cap_per_period or None,
-                "period_blocks": book.deposit.period_blocks or None,
-                "room": availability.cap_room,
-            },
-            "jobs": await self.db.read(self.deposits.repo.count_deposit_jobs, deposit_id),
-            "height": availability.height,
-        }
 
     async def get_job(self, api_key: ApiKey | None, job_id: str) -> JobRecord:
         job = await self.db.read(self.repo.get_job, job_id)
@@ -387,6 +309,9 @@ class CoordinatorService:
 
     async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
         return await self.dispatcher.claim(miner, wait_seconds)
+
+    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+        return await self.dispatcher.claim_many(miner, wait_seconds, max_jobs)
 
     async def progress(
         self, miner: str, job_id: str, lease_id: str, tokens: list[str], first_index: int

@@ -39,6 +39,8 @@ from aitbc.protocol.tx import SettleBatch, sign_tx, tx_hash, tx_to_json_obj
 
 log = logging.getLogger("aitbc.coordinator.settlement")
 
+REFRESH_SECONDS: Final = 1.0
+"""How often the deposits are read back from the chain when no batch commits (top-ups, withdrawals)."""
 EXPIRY_MARGIN_BLOCKS: Final = 2
 """A job this close to its expiry is not batched any more: the batch could commit after it."""
 
@@ -70,6 +72,7 @@ class DepositSettler:
         self._read = read
         self._write = write
         self._retry_ms = int(retry_seconds * 1000)
+        self._last_refresh = 0.0
         self.inflight: str | None = None
         """The last batch sent and not yet seen committed."""
         self.batches_sent = 0
@@ -89,6 +92,9 @@ class DepositSettler:
             if status.get("status") != "committed":
                 set_next_nonce(None)  # the lost batch may have left a gap
             self.inflight = None
+            await self.book.refresh()
+        if time.monotonic() - self._last_refresh > REFRESH_SECONDS:  # top-ups, withdrawals, a new period
+            self._last_refresh = time.monotonic()
             await self.book.refresh()
         await self._retry_lost(now, set_next_nonce)
         info = await self.link.get_info()

@@ -23,27 +23,14 @@ import sqlalchemy as sa
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.db import schema
 from aitbc.exchange.store import ExchangeStore
-from aitbc.protocol.errors import AitbcError, NotFound
+from aitbc.protocol.errors import AitbcError, Conflict, Forbidden, NotFound, Unauthorized
 
 SCOPES: Final = ("read", "trade", "withdraw")
 TOTP_STEP_SECONDS: Final = 30
 ISSUER: Final = "AITBC Exchange"
 
 
-class Unauthorized(AitbcError):
-    """No valid credentials: missing, wrong, expired or revoked (401)."""
-
-    reason = "unauthorized"
-
-
-class Forbidden(AitbcError):
-    """Valid credentials without the right to this action: a scope, or 2FA, is missing (403)."""
-
-    reason = "forbidden"
-
-
-class Conflict(AitbcError):
-    reason = "conflict"
+# Unauthorized (401), Forbidden (403) and Conflict (409) are the project's (aitbc.protocol.errors).
 
 
 class TooManyRequests(AitbcError):
@@ -105,8 +92,16 @@ class Accounts:
         """token hash -> (principal, expires_at_ms; 0 = no expiry). Revocation removes the entry."""
         self._buckets: dict[int, TokenBucket] = {}
         self._failures: dict[str, deque[float]] = {}
+        self._dummy: str | None = None
 
     # -- passwords ------------------------------------------------------------------------
+    @property
+    def dummy_hash(self) -> str:
+        """A hash of a random password, verified for unknown usernames so both cases take as long."""
+        if self._dummy is None:
+            self._dummy = self.hash_password(secrets.token_urlsafe(16))
+        return self._dummy
+
     def hash_password(self, password: str) -> str:
         digest: bytes = nacl.pwhash.argon2id.str(
             password.encode(), opslimit=self.settings.password_opslimit, memlimit=self.settings.password_memlimit

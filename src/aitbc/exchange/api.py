@@ -11,14 +11,14 @@ import segno
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from aitbc.exchange.accounts import Forbidden, Principal, Unauthorized
+from aitbc.exchange.accounts import Principal
 from aitbc.exchange.db import schema
 from aitbc.exchange.schemas import Login, NewApiKey, NewOrder, SignUp, TotpBody
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.ledger import OrderAccepted, OrderClosed, OrderRested, Trade
 from aitbc.market.orderbook import OrderType, TimeInForce
 from aitbc.market.trading import CancelOrder, PlaceOrder
-from aitbc.protocol.errors import NotFound
+from aitbc.protocol.errors import Forbidden, NotFound, Unauthorized
 
 AuthDep = Callable[..., Awaitable[Principal]]
 
@@ -207,7 +207,9 @@ def build_router(service: ExchangeService) -> APIRouter:
         key = f"login:{body.username}"
         accounts.check_login_throttle(key)
         user = accounts.find_user(body.username)
-        ok = user is not None and await asyncio.to_thread(accounts.is_password_ok, user.password_hash, body.password)
+        # an unknown user costs the same Argon2id verification (no timing oracle for usernames)
+        stored = user.password_hash if user is not None else accounts.dummy_hash
+        ok = await asyncio.to_thread(accounts.is_password_ok, stored, body.password) and user is not None
         if not ok:
             accounts.note_failure(key)
             accounts.audit(user.id if user is not None else None, "login_failed", username=body.username)

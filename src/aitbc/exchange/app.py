@@ -14,9 +14,9 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from aitbc.exchange.accounts import Conflict, Forbidden, TooManyRequests, Unauthorized
+from aitbc.exchange.accounts import TooManyRequests
 from aitbc.exchange.api import build_router
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.fastpath import FastPath
@@ -24,7 +24,7 @@ from aitbc.exchange.feed import CHANNELS
 from aitbc.exchange.funds_api import build_funds_router
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.orderbook import OrderRejected, OrderRejection
-from aitbc.protocol.errors import AitbcError, NotFound, RemoteError, StorageError
+from aitbc.protocol.errors import AitbcError, Conflict, Forbidden, NotFound, RemoteError, StorageError, Unauthorized
 from aitbc.runtime.cors import add_cors
 
 log = logging.getLogger("aitbc.exchange")
@@ -48,42 +48,6 @@ def status_for(exc: AitbcError) -> int:
 
 def _error(status: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"reason": reason, "message": message}}, status_code=status)
-
-
-class BodyLimit:
-    """413 for a body above ``limit`` bytes, whether declared (Content-Length) or streamed (chunked)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await _error(413, "too_large", f"request body above {self.limit} bytes")(scope, receive, send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _error(413, "too_large", f"request body above {self.limit} bytes")(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class ExchangeAPI(FastAPI):
@@ -153,7 +117,6 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
     )
     app.state.service = service
     app.fast_path = FastPath(service, settings.max_body_bytes, status_for)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     add_cors(app, settings.cors_origins)  # the web app's exchange page (AITBC_EXCHANGE_CORS_ORIGINS)
 
     @app.exception_handler(AitbcError)
@@ -271,18 +234,19 @@ async def _subscribe(ws: WebSocket, service: ExchangeService, sub: Any, msg: dic
 
 
 def run_exchange(settings: ExchangeSettings) -> None:
-    import uvicorn
-
+    from aitbc.runtime.limits import BodyLimit, GuardedConfig
     from aitbc.runtime.server import serve_forever
 
-    config = uvicorn.Config(
-        create_app(settings),
+    app = create_app(settings)
+    rejections = app.state.service.metrics.rejections
+    config = GuardedConfig(
+        # the body limit wraps everything, the order fast path included: nothing reads past it
+        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+        settings,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
-        http="httptools",
-        timeout_keep_alive=30,
         timeout_graceful_shutdown=2,
         ws_max_size=64 * 1024,
     )

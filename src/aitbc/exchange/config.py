@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from aitbc.market.orderbook import MarketSpec
 from aitbc.market.trading import FeeSchedule
-from aitbc.runtime.settings import ServiceSettings
+from aitbc.runtime.limits import HttpServerSettings
 
 DEFAULT_EXCHANGE_PORT = 8014
 
@@ -55,8 +55,8 @@ class BitcoinSettings(BaseModel):
     poll_seconds: float = Field(5.0, gt=0)
     reorg_depth: int = Field(100, ge=1)
     """Blocks the watcher re-checks behind the tip for a reorg (credits deeper than this are final)."""
-    withdrawal_fee_sat: int = Field(2_000, ge=0)
-    """Flat network fee a BTC withdrawal costs the user (the PSBT pays the estimated fee out of it)."""
+    max_fee_rate_sat_vb: int = Field(500, ge=1)
+    """Withdrawals are refused while the backend's fee estimate is above this (a hostile backend's cap)."""
     min_withdrawal_sat: int = Field(10_000, ge=546)
     hot_key_file: Path | None = None
     """Optional WIF/xprv file: withdrawals up to ``hot_limit_sat`` are signed automatically."""
@@ -75,7 +75,9 @@ class AitbcSettings(BaseModel):
     """Base units a withdrawal costs the user (the chain fee)."""
 
 
-class ExchangeSettings(ServiceSettings):
+class ExchangeSettings(HttpServerSettings):
+    """Transport limits (connections, header/body sizes and timeouts) come from ``HttpServerSettings``."""
+
     model_config = SettingsConfigDict(
         env_prefix="AITBC_EXCHANGE_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
@@ -96,6 +98,7 @@ class ExchangeSettings(ServiceSettings):
     login_attempts_per_minute: int = Field(10, ge=1)
     """Per-username failed logins (and wrong TOTP codes) per minute before 429."""
     max_body_bytes: int = Field(16 * 1024, ge=1024)
+    """Requests are small JSON documents here (a PSBT is the largest); 413 past this, on the stream."""
     max_open_orders_per_user: int = Field(1_000, ge=1)
     password_opslimit: int = Field(2, ge=1)
     password_memlimit: int = Field(64 * 1024 * 1024, ge=8192)

@@ -2,7 +2,8 @@
 
 Same parsing (the ``NewOrder`` pydantic model), same authentication, same ``place_order`` and the same
 error bodies as the FastAPI route, which stays for everything this does not take: a body without a
-declared length, a non-JSON content type, a body above the limit (413 from the full stack).
+declared length, a non-JSON content type, a body above the limit, a browser's request (an ``Origin``
+header: the CORS middleware answers those). The transport's ``BodyLimit`` wraps both.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class FastPath:
         length = headers.get(b"content-length")
         ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if ctype != b"application/json" or length is None or not length.isdigit():
+            return None
+        if b"origin" in headers:  # a browser: the full stack adds the CORS headers it needs
             return None
         if int(length) > self.max_body_bytes:
             return None

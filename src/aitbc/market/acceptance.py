@@ -30,6 +30,7 @@ class ResultRejected(AitbcError):
     """A delivered output or proof that does not fit the job (HTTP 422)."""
 
     reason = "bad_result"
+    http_status = 422
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
-from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.errors import Conflict
 
 
 class JobState(StrEnum):
@@ -34,8 +34,8 @@ TERMINAL_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobStat
 LEASED_STATES: Final = frozenset({JobState.ASSIGNED, JobState.RUNNING})
 
 
-class JobRuleViolation(AitbcError):
-    """A lifecycle transition the rules refuse; ``reason`` says which rule."""
+class JobRuleViolation(Conflict):
+    """A lifecycle transition the rules refuse (HTTP 409); ``reason`` says which rule."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,9 @@ import random
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 import orjson
 
@@ -31,15 +29,19 @@ from aitbc.miner.backends.base import (
     InferenceBackend,
     ModelInfo,
 )
-from aitbc.protocol.auth import sign_miner_request
+from aitbc.miner.config import MinerSettings
+from aitbc.miner.link import CoordinatorLink, ResultQueue, error_reason, json_or_none
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, pack_vectors
 from aitbc.protocol.job_messages import (
+    MAX_CLAIM_BATCH,
     AssignedJob,
+    ClaimManyRequest,
     ClaimRequest,
     Hardware,
     JobAssignment,
+    JobAssignments,
     Lease,
     MinerRegistration,
     ResultSubmission,
@@ -68,83 +70,25 @@ def now_ms() -> int:
 
 
 @dataclass
-class MinerConfig:
-    coordinator_url: str
-    backend_name: str
-    unit_price: int = 1
-    region: str = ""
-    max_concurrency: int = 1
-    claim_wait_seconds: float = 20.0
-    version: str = "0.1.0"
-    hardware: dict[str, Any] = field(default_factory=dict)
-    zk_inference: bool = False
-    """EXPERIMENTAL: also serve zk-inference jobs (needs the zkml extra; docs/zk.md)."""
-    data_dir: Path | None = None
-    """Where the zk-inference proving key is cached (generated on first use)."""
-
-
-@dataclass
 class _ActiveJob:
     job_id: str
     lease_id: str
     aborted: bool = False
 
 
-class CoordinatorLink:
-    """Signed HTTP calls to the coordinator's miner API."""
-
-    def __init__(self, base_url: str, key: KeyPair, chain_id: str, transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.key = key
-        self.chain_id = chain_id
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(70.0, connect=5.0), transport=transport
-        )
-
-    async def send(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> httpx.Response:
-        """POST ``payload`` (a protocol message or plain JSON) signed with the miner's key."""
-        body = msgspec.json.encode(payload) if isinstance(payload, msgspec.Struct) else orjson.dumps(payload)
-        headers = sign_miner_request(self.key, self.chain_id, "POST", path, body, now_ms())
-        headers["Content-Type"] = "application/json"
-        return await self.http.post(path, content=body, headers=headers)
-
-    async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
-        response = await self.send(path, payload)
-        if response.status_code == 204:
-            return 204, None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"error": {"reason": "bad_reply", "message": response.text[:200]}}
-        return response.status_code, data
-
-    async def close(self) -> None:
-        await self.http.aclose()
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _error_reason(data: Any) -> str:
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return str(data["error"].get("reason", "error"))
-    return "error"
-
-
 class MinerDaemon:
     def __init__(
         self,
-        config: MinerConfig,
+        config: MinerSettings,
         key: KeyPair,
         backend: InferenceBackend,
         link: CoordinatorLink | None = None,
         zk_prover: ReceiptProver | None = None,
+        hardware: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.hardware = hardware or {"kind": "cpu"}
+        """What the miner runs on, as detected at start (``aitbc.miner.hardware``)."""
         self._zk_prover = zk_prover
         self._zk_lock = threading.Lock()
         self._zkml_lock = threading.Lock()
@@ -155,6 +99,8 @@ class MinerDaemon:
         self.models: list[ModelInfo] = []
         self.active: dict[str, _ActiveJob] = {}
         self.completed = 0
+        self._results: ResultQueue | None = None
+        """Batch mode (``claim_batch`` > 1): results go out several per request."""
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
 
@@ -183,7 +129,7 @@ class MinerDaemon:
             if self._zkml_pool is None:
                 self._zkml_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             pool = self._zkml_pool
-        cache = (self.config.data_dir or Path.home() / ".aitbc" / "miner") / "zkml"
+        cache = self.config.data_dir / "zkml"
         vectors = [parse_zk_vector(t) for t in job.texts or []]
         root = str(zkml.default_zkml_paths().root)
         proofs = pool.submit(zkml.prove_job, root, str(cache), vectors).result()
@@ -195,9 +141,7 @@ class MinerDaemon:
     async def _connect(self) -> CoordinatorLink:
         if self.link is not None:
             return self.link
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            health = (await http.get(self.config.coordinator_url.rstrip("/") + "/healthz")).json()
-        self.link = CoordinatorLink(self.config.coordinator_url, self.key, str(health["chain_id"]))
+        self.link = await CoordinatorLink.connect(self.config.coordinator_url, self.key)
         return self.link
 
     def registration(self) -> MinerRegistration:
@@ -213,8 +157,8 @@ class MinerDaemon:
                 )
                 for m in self.models
             ],
-            backend=self.config.backend_name,
-            hardware=msgspec.convert(self.config.hardware or {"kind": "cpu"}, Hardware),
+            backend=self.config.backend,
+            hardware=msgspec.convert(self.hardware, Hardware),
             region=self.config.region,
             max_concurrency=self.config.max_concurrency,
             version=self.config.version,
@@ -227,13 +171,14 @@ class MinerDaemon:
             try:
                 link = await self._connect()
                 status, data = await link.post("/api/v1/miners/register", self.registration())
-                if status == 200:
-                    self._registered.set()
-                    log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
-                    return
-                raise RemoteError(f"registration refused: {data}", code=status, reason=_error_reason(data))
-            except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            except (RemoteError, OSError, KeyError, ValueError) as exc:  # not up yet, or not answering right
                 log.warning("coordinator unreachable; retrying", extra={"error": str(exc), "backoff_s": backoff})
+            else:
+                if status != 200:
+                    raise RemoteError(f"registration refused: {data}", code=status, reason=error_reason(data))
+                self._registered.set()
+                log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
+                return
             await self._sleep(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2) * (0.8 + 0.4 * random.random())
 
@@ -251,7 +196,12 @@ class MinerDaemon:
         if not self.models:
             raise RemoteError("the backend serves no models; nothing to offer", reason="no_models")
         await self.register()
-        workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
+        if self.config.claim_batch > 1:
+            assert self.link is not None
+            self._results = ResultQueue(self.link, self.config.claim_batch)
+            workers = [asyncio.create_task(self._claimer()), asyncio.create_task(self._results.run())]
+        else:
+            workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
         heartbeat = asyncio.create_task(self._heartbeat())
         await self._stopping.wait()
         for task in workers:
@@ -281,8 +231,63 @@ class MinerDaemon:
                         if job_id in self.active:
                             self.active[job_id].aborted = True
                             log.warning("lease lost; aborting job", extra={"job_id": job_id})
-            except (httpx.HTTPError, OSError) as exc:
+            except (RemoteError, OSError) as exc:
                 log.warning("heartbeat failed", extra={"error": str(exc)})
+
+    async def _claimer(self) -> None:
+        """Batch mode: fill the free slots with ``claim-many`` long-polls; each job runs as a task of its own."""
+        assert self.link is not None
+        running: set[asyncio.Task[None]] = set()
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                free = self.config.max_concurrency - len(running)
+                if free <= 0:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                request = ClaimManyRequest(
+                    wait_seconds=self.config.claim_wait_seconds,
+                    max_jobs=min(free, self.config.claim_batch, MAX_CLAIM_BATCH),
+                )
+                try:
+                    response = await self.link.send("/api/v1/miners/claim-many", request)
+                    backoff = 0.5
+                except (RemoteError, OSError) as exc:
+                    log.warning("claim failed; backing off", extra={"error": str(exc)})
+                    await self._sleep(backoff)
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    continue
+                if response.status_code == 204:
+                    continue
+                if response.status_code == 403:
+                    await self.register()
+                    continue
+                if response.status_code != 200:
+                    log.warning("claim refused", extra={"status": response.status_code})
+                    await self._sleep(1.0)
+                    continue
+                try:
+                    claimed = msgspec.json.decode(response.content, type=JobAssignments).assignments
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    log.error("the coordinator sent assignments this miner cannot read", extra={"error": str(exc)})
+                    await self._sleep(1.0)
+                    continue
+                for assignment in claimed:
+                    task = asyncio.create_task(self._run_logged(assignment))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_logged(self, assignment: JobAssignment) -> None:
+        try:
+            await self._run_job(assignment.job, assignment.lease)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job handling failed", extra={"job_id": assignment.job.job_id})
 
     async def _worker(self, index: int) -> None:
         assert self.link is not None
@@ -294,7 +299,7 @@ class MinerDaemon:
                 )
                 status = response.status_code
                 backoff = 0.5
-            except (httpx.HTTPError, OSError) as exc:
+            except (RemoteError, OSError) as exc:
                 log.warning("claim failed; backing off", extra={"error": str(exc), "worker": index})
                 await self._sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
@@ -305,7 +310,7 @@ class MinerDaemon:
                 await self.register()
                 continue
             if status != 200:
-                log.warning("claim refused", extra={"status": status, "reason": _error_reason(_json_or_none(response))})
+                log.warning("claim refused", extra={"status": status, "reason": error_reason(json_or_none(response))})
                 await self._sleep(1.0)
                 continue
             try:
@@ -351,7 +356,7 @@ class MinerDaemon:
             sent += len(batch)
             if status != 200:
                 active.aborted = True
-                log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": _error_reason(data)})
+                log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": error_reason(data)})
 
         try:
             if sealed is not None:
@@ -362,23 +367,27 @@ class MinerDaemon:
                 raise RemoteError("the assignment carries no input", reason="bad_assignment")
             # The first report tells the coordinator the job is running; the generation starts meanwhile
             # instead of a round trip later (pushes stay one at a time: the loop below waits for this one).
-            first_report = asyncio.create_task(push_progress())
+            # In batch mode a job reports only once it has run for PROGRESS_INTERVAL_S (a quick one: never).
+            reported = self._results is None
+            first_report = asyncio.create_task(push_progress()) if reported else None
             started = now_ms()
             work = asyncio.create_task(asyncio.to_thread(self._execute, job_input, on_token))
             try:
-                await first_report
+                if first_report is not None:
+                    await first_report
             except BaseException:
                 halted = True  # the generation stops at its next token
                 raise
             while not work.done():
                 await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
-                if len(tokens) > sent and not active.aborted:
+                if (len(tokens) > sent or not reported) and not active.aborted and not work.done():
                     await push_progress()
+                    reported = True
             output, units = work.result()
             finished = max(now_ms(), started + units.compute_ms)
             if active.aborted:
                 return
-            if len(tokens) > sent:
+            if len(tokens) > sent and reported:
                 await push_progress()
             receipt = Receipt(
                 chain_id=self.link.chain_id,
@@ -403,7 +412,10 @@ class MinerDaemon:
                 escrow = compute_proof_escrow(job.escrow_amount, job.max_price, receipt.total_price)
                 proof = await asyncio.to_thread(self._prove_receipt, receipt, escrow)
             result = ResultSubmission(lease_id=active.lease_id, output=delivered, receipt=receipt, zk_proof=proof)
-            status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
+            if self._results is not None:
+                status, data = await self._results.deliver(job_id, result)
+            else:
+                status, data = await self.link.post(f"/api/v1/miners/jobs/{job_id}/result", result)
             if status == 200:
                 self.completed += 1
                 log.info(
@@ -417,7 +429,7 @@ class MinerDaemon:
                         f"/api/v1/miners/jobs/{job_id}/fail",
                         {
                             "lease_id": active.lease_id,
-                            "error": f"result refused: {_error_reason(data)}",
+                            "error": f"result refused: {error_reason(data)}",
                             "retryable": True,
                         },
                     )
@@ -428,7 +440,7 @@ class MinerDaemon:
             raise
         except Exception as exc:
             log.exception("job failed", extra={"job_id": job_id})
-            with contextlib.suppress(httpx.HTTPError, OSError):
+            with contextlib.suppress(RemoteError, OSError):
                 await self.link.post(
                     f"/api/v1/miners/jobs/{job_id}/fail",
                     {"lease_id": active.lease_id, "error": f"{type(exc).__name__}: {exc}", "retryable": True},
@@ -436,7 +448,7 @@ class MinerDaemon:
         finally:
             self.active.pop(job_id, None)
             if (active.aborted or self._stopping.is_set()) and self.link is not None:
-                with contextlib.suppress(httpx.HTTPError, OSError):
+                with contextlib.suppress(RemoteError, OSError):
                     await asyncio.shield(
                         self.link.post(f"/api/v1/miners/jobs/{job_id}/release", {"lease_id": active.lease_id})
                     )

@@ -10,13 +10,30 @@ from pathlib import Path
 from typing import Any
 
 from aitbc.miner.backends.base import InferenceBackend
-from aitbc.miner.daemon import MinerConfig, MinerDaemon
+from aitbc.miner.config import MinerSettings
+from aitbc.miner.daemon import MinerDaemon
 from aitbc.protocol.crypto import KeyPair
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.miner")
 
-BACKENDS = ("builtin", "ollama", "openai", "echo")
+
+def backend_options(
+    settings: MinerSettings, model_files: dict[str, str] | None, model_digests: dict[str, str] | None
+) -> dict[str, Any]:
+    """The chosen backend's constructor options, from the settings."""
+    if settings.backend == "echo":
+        return {"token_delay_s": settings.echo_token_delay_s}
+    if settings.backend == "ollama":
+        return {"base_url": settings.ollama_url}
+    if settings.backend == "openai":
+        return {
+            "base_url": settings.openai_url,
+            "api_key": settings.openai_api_key,
+            "model_files": model_files,
+            "model_digests": model_digests,
+        }
+    return {"n_threads": settings.threads}
 
 
 def build_backend(name: str, options: dict[str, Any]) -> InferenceBackend:
@@ -45,14 +62,16 @@ def detect_hardware_dict() -> dict[str, Any]:
     return {k: v for k, v in asdict(detect_hardware()).items() if v is not None}
 
 
-async def serve_miner(config: MinerConfig, key: KeyPair, backend: InferenceBackend) -> None:
-    daemon = MinerDaemon(config, key, backend)
+async def serve_miner(
+    config: MinerSettings, key: KeyPair, backend: InferenceBackend, hardware: dict[str, Any] | None = None
+) -> None:
+    daemon = MinerDaemon(config, key, backend, hardware=hardware)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, daemon.stop)
     log.info(
         "miner starting",
-        extra={"miner": key.address, "backend": config.backend_name, "coordinator": config.coordinator_url},
+        extra={"miner": key.address, "backend": config.backend, "coordinator": config.coordinator_url},
     )
     try:
         await daemon.run()

@@ -11,9 +11,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Iterator
 
-import uvicorn
 import uvloop
 
 from aitbc.chain.genesis import load_genesis
@@ -27,17 +25,9 @@ from aitbc.node.store import NodeStore
 from aitbc.node.ws import EventHub, start_ws_server
 from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.keyfile import read_keyfile
-from aitbc.runtime.limits import BodyLimit, GuardedConfig
+from aitbc.runtime.server import announce, bind_socket, build_server, url_of
 
 log = logging.getLogger("aitbc.node")
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the node stops everything together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def open_node(settings: NodeSettings) -> NodeService:
@@ -64,46 +54,37 @@ async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
             next_at = time.monotonic() + interval
 
 
-def _bind(host: str, port: int, what: str) -> socket.socket:
-    """Bind before announcing anything, so a busy port is one clear error, not a traceback later."""
-    try:
-        return socket.create_server((host, port), reuse_port=False)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}; pick another port") from None
-
-
 async def serve_node(settings: NodeSettings) -> None:
-    rpc_socket = _bind(settings.host, settings.rpc_port, "JSON-RPC")
+    # Every socket is bound before anything is announced (port 0: the OS picks; ``announce`` says which).
+    rpc_socket = bind_socket(settings.host, settings.rpc_port, "JSON-RPC")
     try:
-        ws_socket = _bind(settings.host, settings.ws_port, "WebSocket")
+        ws_socket = bind_socket(settings.host, settings.ws_port, "WebSocket")
     except ConfigError:
         rpc_socket.close()
         raise
-    ws_socket.close()  # the WebSocket server binds it again right away; this only checks it is free
     p2p_socket: socket.socket | None = None
     node = open_node(settings)
     if node.consensus == "bft":
         try:
-            p2p_socket = _bind(settings.host, settings.p2p_port, "p2p")
+            p2p_socket = bind_socket(settings.host, settings.p2p_port, "p2p")
         except ConfigError:
             rpc_socket.close()
+            ws_socket.close()
             node.close()
             raise
     hub = EventHub(node.metrics, replay=node.job_events_page)
     node.add_listener(hub.publish, hub.has_subscribers)
     node.verifier.start()
     rpc_limits = RpcLimits(max_batch=settings.max_batch, max_reply_bytes=settings.max_reply_bytes)
-    config = GuardedConfig(
-        BodyLimit(create_http_app(node, rpc_limits, settings.cors_origins), settings, rpc_paths={"/"}),
+    # the node stops all its servers together, so the HTTP server leaves signals to it
+    http_server = build_server(
+        create_http_app(node, rpc_limits, settings.cors_origins),
         settings,
-        host=settings.host,
-        port=settings.rpc_port,
-        log_level="warning",
-        access_log=False,
+        rpc_paths={"/"},
         lifespan="off",
+        own_signals=False,
     )
-    http_server = _QuietServer(config)
-    ws_server = await start_ws_server(hub, settings.host, settings.ws_port)
+    ws_server = await start_ws_server(hub, settings.host, settings.ws_port, sock=ws_socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -121,12 +102,19 @@ async def serve_node(settings: NodeSettings) -> None:
         extra={
             "chain_id": node.chain_id,
             "height": node.head.height,
-            "rpc": f"http://{settings.host}:{settings.rpc_port}/",
-            "ws": f"ws://{settings.host}:{settings.ws_port}/ws",
+            "rpc": url_of(rpc_socket) + "/",
+            "ws": url_of(ws_socket, "ws") + "/ws",
             "validator": node.key.address,
             "consensus": node.consensus,
-            "p2p": f"{settings.host}:{settings.p2p_port}" if driver is not None else None,
+            "p2p": None if p2p_socket is None else url_of(p2p_socket, "tcp"),
         },
+    )
+    announce(
+        "node",
+        rpc_socket,
+        settings.announce_file,
+        ws_port=ws_socket.getsockname()[1],
+        p2p_port=None if p2p_socket is None else p2p_socket.getsockname()[1],
     )
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({http_task, clock_task, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -217,5 +218,8 @@ def _ws_error(id_: Any, code: int, message: str) -> bytes:
     return orjson.dumps({"id": id_, "error": {"code": code, "message": message}})
 
 
-async def start_ws_server(hub: EventHub, host: str, port: int) -> Server:
+async def start_ws_server(hub: EventHub, host: str, port: int, sock: socket.socket | None = None) -> Server:
+    """The WebSocket server, on ``sock`` when the caller bound it already (else on ``host:port``)."""
+    if sock is not None:
+        return await serve(hub.handle, sock=sock, max_size=MAX_MESSAGE_BYTES, ping_interval=20, ping_timeout=20)
     return await serve(hub.handle, host, port, max_size=MAX_MESSAGE_BYTES, ping_interval=20, ping_timeout=20)

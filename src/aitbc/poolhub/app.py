@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from aitbc.market.matching import JobRequirements
 from aitbc.poolhub.config import PoolHubSettings
 from aitbc.poolhub.metrics import PoolHubMetrics
-from aitbc.poolhub.registry import Registry, UnknownMiner
+from aitbc.poolhub.registry import Registry
 from aitbc.poolhub.schemas import (
     HeartbeatIn,
     HeartbeatsIn,
@@ -28,21 +28,11 @@ from aitbc.poolhub.schemas import (
     registration_dict,
 )
 from aitbc.poolhub.service import PoolHubService
-from aitbc.protocol.errors import AitbcError, ConfigError, NotFound
+from aitbc.protocol.errors import AitbcError, ConfigError, Unauthorized
 from aitbc.runtime.cors import add_cors
+from aitbc.runtime.errors import error_body, error_headers, http_status
 
 log = logging.getLogger("aitbc.poolhub")
-
-
-class Unauthorized(AitbcError):
-    reason = "unauthorized"
-
-
-_STATUS: Final[list[tuple[type[AitbcError], int]]] = [(Unauthorized, 401), (UnknownMiner, 404), (NotFound, 404)]
-
-
-def status_for(exc: AitbcError) -> int:
-    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
 
 
 def open_registry(settings: PoolHubSettings) -> Registry:
@@ -120,7 +110,7 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
     @app.exception_handler(AitbcError)
     async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
-        return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc))
+        return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -232,25 +222,14 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
 
     @app.get("/v1/scoring", tags=["read"], summary="The scoring configuration in force (weights, references)")
     async def scoring() -> dict[str, Any]:
-        return settings.scoring.model_dump() | {"miner_timeout_seconds": settings.miner_timeout_seconds}
+        return dataclasses.asdict(settings.scoring_config()) | {"miner_timeout_seconds": settings.miner_timeout_seconds}
 
     add_cors(app, settings.cors_origins)
     return app
 
 
 def run_poolhub(settings: PoolHubSettings) -> None:
-    from aitbc.runtime.limits import BodyLimit, GuardedConfig
-    from aitbc.runtime.server import serve_forever
+    from aitbc.runtime.server import bind_socket, serve
 
-    config = GuardedConfig(
-        BodyLimit(create_app(settings), settings),
-        settings,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=2,
-    )
-    gc.collect()
-    gc.freeze()
-    serve_forever(config)
+    sock = bind_socket(settings.host, settings.port, "the pool hub API")
+    serve("poolhub", create_app(settings), settings, sock)

@@ -15,13 +15,8 @@ from typing import Any, Protocol
 
 from aitbc.market.matching import MinerOffer, ServedModel
 from aitbc.market.scoring import MinerState, MinerStats, Outcome
-from aitbc.protocol.errors import AitbcError
 
 Row = dict[str, Any]
-
-
-class UnknownMiner(AitbcError):
-    reason = "unknown_miner"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from typing import Any, ParamSpec, TypeVar
 from aitbc.market.matching import JobRequirements, ServedModel
 from aitbc.market.scoring import (
     Candidate,
-    MinerIndex,
     MinerState,
     Outcome,
     apply_outcome,
@@ -32,6 +31,7 @@ from aitbc.market.scoring import (
     is_online,
     rank,
 )
+from aitbc.market.scoring_index import MinerIndex
 from aitbc.poolhub.config import PoolHubSettings
 from aitbc.poolhub.metrics import PoolHubMetrics
 from aitbc.poolhub.registry import (
@@ -39,9 +39,9 @@ from aitbc.poolhub.registry import (
     MinerRecord,
     OutcomeReport,
     Registry,
-    UnknownMiner,
     offer_from_registration,
 )
+from aitbc.protocol.errors import NotFound
 
 log = logging.getLogger("aitbc.poolhub")
 
@@ -115,7 +115,7 @@ class PoolHubService:
     def _state(self, address: str) -> MinerState:
         state = self.index.get(address)
         if state is None:
-            raise UnknownMiner(f"miner {address} is not registered")
+            raise NotFound(f"miner {address} is not registered", reason="unknown_miner")
         return state
 
     # -- writes (the coordinator) ----------------------------------------------------
@@ -143,7 +143,7 @@ class PoolHubService:
         """Mark the miner alive (immediately for matching; in the registry at the next flush)."""
         at = now_ms()
         if not self.index.set_live(address, at, load):
-            raise UnknownMiner(f"miner {address} is not registered; register first")
+            raise NotFound(f"miner {address} is not registered; register first", reason="unknown_miner")
         # with the load as known now, so the registry writes the beat without reading anything back
         self._beats[address] = Heartbeat(address, at, self.index.states[address].load)
         self.metrics.heartbeats.inc()
@@ -155,7 +155,7 @@ class PoolHubService:
             try:
                 self.heartbeat(address, load)
                 accepted += 1
-            except UnknownMiner:
+            except NotFound:
                 unknown.append(address)
         return {"accepted": accepted, "unknown": unknown}
 

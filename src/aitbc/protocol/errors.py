@@ -1,32 +1,40 @@
 """The one error hierarchy of AITBC.
 
-Every failure the platform reports on purpose is an ``AitbcError``; shells map
-the tree onto transport codes (HTTP status, JSON-RPC error code) in one place
-each, so a caller always gets a machine-readable ``reason`` plus a sentence a
-person understands.
+Every failure the platform reports on purpose is an ``AitbcError``. Each class declares, once, how it
+goes over the wire: ``http_status`` (REST services) and ``rpc_code`` (JSON-RPC: the node, the wallet
+daemon); ``aitbc.runtime.errors`` reads them and renders the one problem body
+``{"error": {"reason", "message", …}}``, so a caller always gets a machine-readable ``reason`` plus a
+sentence a person understands. A module that needs a more specific error subclasses one of these
+(e.g. ``JobRuleViolation(Conflict)``, ``InvalidReceipt``), inheriting its status and code.
 
-    AitbcError
-    ├── EncodingError            bytes/JSON that do not decode to a protocol type
-    ├── InvalidAddress           bad bech32m string, prefix or checksum
-    ├── InvalidSignature         a signature that does not verify for its domain
-    ├── InvalidTx                a tx that breaks a chain rule (reason: TxRejection)
-    │   └── MempoolRejected      a tx the mempool refuses (full, duplicate, window)
-    ├── InvalidBlock             a block that breaks a chain rule
-    ├── InvalidRequest           a request body that breaks its message type (names the field)
-    ├── InvalidInput             a job request that breaks a job's shape rules
-    ├── InputTooLarge            a job's input over its size limit
-    ├── UnknownModel             no live miner serves the model a job asks for
-    ├── UnknownMiner             a miner that is not registered
-    ├── NotFound                 unknown block / tx / account / key
-    ├── ConfigError              bad settings, genesis or data directory
-    ├── StorageError             the store is missing, corrupt or from another chain
-    └── RemoteError              a service answered with an error (code + reason), or could not be reached
+    AitbcError                   HTTP  JSON-RPC
+    ├── EncodingError            400   -32602   bytes/JSON that do not decode to a protocol type
+    ├── InvalidAddress           400   -32602   bad bech32m string, prefix or checksum
+    ├── InvalidSignature         400   -32602   a signature that does not verify for its domain
+    ├── InvalidTx                400   -32001   a tx that breaks a chain rule (reason: TxRejection)
+    │   └── MempoolRejected      400   -32001   a tx the mempool refuses (full, duplicate, window)
+    ├── InvalidBlock             400   -32602   a block that breaks a chain rule
+    ├── InvalidRequest           422   -32602   a request body that breaks its message type (names the field)
+    ├── InvalidInput             422   -32602   a job request that breaks a job's shape rules
+    ├── InputTooLarge            413   -32602   a job's input over its size limit
+    ├── UnknownModel             422   -32602   no live miner serves the model a job asks for
+    ├── Unauthorized             401   -32010   missing or wrong credentials (API key, token, signature)
+    ├── Forbidden                403   -32011   known caller, refused (unregistered miner, wrong passphrase)
+    │   └── UnknownMiner         403   -32011   a miner that is not registered with the coordinator
+    ├── RateLimited              429   -32013   too many requests; ``retry_after`` seconds
+    ├── PaymentRequired          402   -32602   a paid job's escrow or deposit is missing or does not fit
+    ├── Conflict                 409   -32012   the state changed or does not allow it (job rules, locked wallet)
+    ├── NotFound                 404   -32004   unknown block / tx / account / key / job / miner
+    ├── ConfigError              400   -32602   bad settings, genesis or data directory
+    ├── StorageError             500   -32603   the store is missing, corrupt or from another chain
+    ├── Unavailable              503   -32020   a service this one needs cannot be reached now
+    └── RemoteError              502   -32020   another service answered with an error, or could not be reached
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class TxRejection(StrEnum):
@@ -96,6 +104,8 @@ class AitbcError(Exception):
     """Root of every deliberate AITBC failure."""
 
     reason: str = "error"
+    http_status: ClassVar[int] = 400
+    rpc_code: ClassVar[int] = -32602
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -120,6 +130,8 @@ class InvalidSignature(AitbcError):
 
 
 class InvalidTx(AitbcError):
+    rpc_code = -32001
+
     def __init__(self, rejection: TxRejection, message: str) -> None:
         super().__init__(message, reason=rejection.value)
         self.rejection = rejection
@@ -137,6 +149,7 @@ class InvalidRequest(AitbcError):
     """A request body that does not decode to its message type; ``path`` names the offending field."""
 
     reason = "invalid_request"
+    http_status = 422
 
     def __init__(self, message: str, *, path: tuple[str | int, ...] = ()) -> None:
         field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
@@ -153,26 +166,73 @@ class InvalidInput(AitbcError):
     """A job request that decodes but breaks a job's shape rules (HTTP 422, like any other invalid field)."""
 
     reason = "invalid_input"
+    http_status = 422
 
 
 class InputTooLarge(AitbcError):
     reason = "input_too_large"
+    http_status = 413
 
 
 class UnknownModel(AitbcError):
     """No live miner serves the model a job asks for."""
 
     reason = "unknown_model"
+    http_status = 422
 
 
-class UnknownMiner(AitbcError):
-    """A miner that is not registered (with the coordinator or the pool hub)."""
+class Unauthorized(AitbcError):
+    """Missing or wrong credentials: an API key, a bearer token, a request signature."""
+
+    reason = "unauthorized"
+    http_status = 401
+    rpc_code = -32010
+
+
+class Forbidden(AitbcError):
+    reason = "forbidden"
+    http_status = 403
+    rpc_code = -32011
+
+
+class UnknownMiner(Forbidden):
+    """A miner that is not registered with the coordinator (a miner re-registers when it sees this)."""
 
     reason = "unknown_miner"
 
 
+class RateLimited(AitbcError):
+    reason = "rate_limited"
+    http_status = 429
+    rpc_code = -32013
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds until a request would pass again."""
+
+
+class PaymentRequired(AitbcError):
+    reason = "payment_required"
+    http_status = 402
+
+
+class Conflict(AitbcError):
+    reason = "conflict"
+    http_status = 409
+    rpc_code = -32012
+
+
+class Unavailable(AitbcError):
+    reason = "unavailable"
+    http_status = 503
+    rpc_code = -32020
+
+
 class NotFound(AitbcError):
     reason = "not_found"
+    http_status = 404
+    rpc_code = -32004
 
 
 class ConfigError(AitbcError):
@@ -181,12 +241,16 @@ class ConfigError(AitbcError):
 
 class StorageError(AitbcError):
     reason = "storage_error"
+    http_status = 500
+    rpc_code = -32603
 
 
 class RemoteError(AitbcError):
     """An error reported by another AITBC service (JSON-RPC error or HTTP problem), or no answer at all."""
 
     reason = "remote_error"
+    http_status = 502
+    rpc_code = -32020
 
     def __init__(
         self, message: str, *, code: int | None = None, reason: str | None = None, data: object = None

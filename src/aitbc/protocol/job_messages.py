@@ -32,6 +32,7 @@ from aitbc.protocol.job import (
     JobId,
     JobInput,
     JobOutput,
+    JobType,
     MaxTokens,
     Message,
     ModelDigest,
@@ -53,7 +54,6 @@ MAX_ERROR_CHARS: Final = 4000
 MAX_CLAIM_WAIT_SECONDS: Final = 60.0
 MAX_CONCURRENCY: Final = 256
 
-JobKind = Literal["inference", "embedding", "zk-inference"]
 ModelKind = Literal["text", "embedding", "zk-inference"]
 LeaseId = Annotated[str, Meta(min_length=1, max_length=32)]
 Region = Annotated[str, Meta(max_length=32)]
@@ -121,7 +121,7 @@ class JobRequest(_Message, frozen=True, kw_only=True):
         | None
     ) = None
     type: Annotated[
-        JobKind,
+        JobType,
         Meta(
             description="zk-inference is EXPERIMENTAL: the small ONNX model aitbc-zkml-mlp proved with EZKL; "
             "input.texts holds 1..4 vectors of 4 comma-separated numbers (docs/zk.md)"
@@ -151,7 +151,7 @@ class JobRequest(_Message, frozen=True, kw_only=True):
 class QuoteRequest(_Message, frozen=True, kw_only=True):
     """``POST /api/v1/jobs/quote``: which miner would run such a job (a private job is sealed to it)."""
 
-    type: JobKind
+    type: JobType
     model: ModelName
     model_digest: ModelDigest | None = None
 
@@ -219,6 +219,29 @@ class ResultSubmission(_Message, frozen=True, kw_only=True):
     zk_proof: ZkReceiptProof | None = None
 
 
+MAX_CLAIM_BATCH: Final = 64
+"""Most jobs one ``claim-many`` hands out, and most results one ``results`` request carries."""
+
+
+class ClaimManyRequest(_Message, frozen=True, kw_only=True):
+    """``POST /api/v1/miners/claim-many``: long-poll for up to ``max_jobs`` jobs (one request, one signature)."""
+
+    wait_seconds: Annotated[float, Meta(ge=0, le=MAX_CLAIM_WAIT_SECONDS)] = 20.0
+    max_jobs: Annotated[int, Meta(ge=1, le=MAX_CLAIM_BATCH)] = 16
+
+
+class BatchedResult(ResultSubmission, frozen=True, kw_only=True):
+    """One job's result inside a ``ResultBatch``."""
+
+    job_id: JobId
+
+
+class ResultBatch(_Message, frozen=True, kw_only=True):
+    """``POST /api/v1/miners/results``: several finished jobs in one request; each is judged on its own."""
+
+    results: Annotated[list[BatchedResult], Meta(min_length=1, max_length=MAX_CLAIM_BATCH)]
+
+
 class FailureReport(_Message, frozen=True, kw_only=True):
     lease_id: LeaseId
     error: Annotated[str, Meta(max_length=MAX_ERROR_CHARS)]
@@ -244,7 +267,7 @@ class AssignedJob(msgspec.Struct, frozen=True, kw_only=True):
     """The job as its miner receives it: exactly one of ``input`` (plain) or ``sealed`` (a private job)."""
 
     job_id: JobId
-    type: JobKind
+    type: JobType
     model: ModelName
     model_digest: ModelDigest
     input: JobInput | None
@@ -274,14 +297,22 @@ class JobAssignment(msgspec.Struct, frozen=True, kw_only=True):
     lease: Lease
 
 
+class JobAssignments(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /api/v1/miners/claim-many`` answers with these (or 204 when no job came in time)."""
+
+    assignments: list[JobAssignment]
+
+
 REQUEST_MESSAGES: Final = (
     JobRequest,
     QuoteRequest,
     MinerRegistration,
     ClaimRequest,
+    ClaimManyRequest,
     HeartbeatRequest,
     ProgressReport,
     ResultSubmission,
+    ResultBatch,
     FailureReport,
     ReleaseRequest,
 )

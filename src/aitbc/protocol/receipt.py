@@ -83,6 +83,10 @@ class ReceiptRejection(StrEnum):
 
 
 class InvalidReceipt(AitbcError):
+    """A receipt that does not fit its job (HTTP 422); ``rejection`` says which rule."""
+
+    http_status = 422
+
     def __init__(self, rejection: ReceiptRejection, message: str) -> None:
         super().__init__(message, reason=rejection.value)
         self.rejection = rejection

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -56,6 +57,9 @@ class HttpServerSettings(ServiceSettings):
     """A request's body must all arrive within this of its headers (else 408 and close)."""
     linger_s: float = Field(2.0, ge=0)
     """After refusing a body, how long the rest of it is read and discarded before the connection closes."""
+    announce_file: Path | None = None
+    """Once listening, write ``{"service", "host", "port", "url", "pid"}`` here (``aitbc.runtime.server``):
+    with port 0 the OS picks a free port, and this is how a supervisor or a test learns it."""
 
 
 def _error_body(reason: str, message: str, extra: dict[str, Any], json_rpc: bool) -> bytes:

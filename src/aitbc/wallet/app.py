@@ -24,14 +24,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from aitbc.protocol.errors import AitbcError, ConfigError, InvalidTx, NotFound, RemoteError
+from aitbc.protocol.errors import AitbcError, ConfigError, Unauthorized
+from aitbc.runtime.errors import error_body, error_headers, http_status, rpc_code
 from aitbc.runtime.files import atomic_write
-from aitbc.runtime.limits import BodyLimit, GuardedConfig
 from aitbc.runtime.origin import LoopbackGuard
-from aitbc.runtime.server import GracefulServer
+from aitbc.runtime.server import announce, bind_socket, build_server, url_of
 from aitbc.wallet.config import WalletSettings, is_loopback_host
-from aitbc.wallet.keystore import KeystoreError, WrongPassphrase
-from aitbc.wallet.service import RateLimited, WalletLocked, WalletService
+from aitbc.wallet.service import WalletService
 
 log = logging.getLogger("aitbc.wallet")
 
@@ -52,29 +51,6 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_BATCH: Final = 100
 
 WalletName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="Wallet name")]
-
-
-def error_status(exc: AitbcError) -> tuple[int, int]:
-    """(HTTP status, JSON-RPC code) of an error: the one mapping both faces share."""
-    if isinstance(exc, RateLimited):
-        return 429, RATE_LIMITED
-    if isinstance(exc, WrongPassphrase):
-        return 403, WRONG_PASSPHRASE
-    if isinstance(exc, WalletLocked):
-        return 409, WALLET_LOCKED
-    if isinstance(exc, NotFound):
-        return 404, NOT_FOUND
-    if isinstance(exc, InvalidTx):
-        return 400, TX_REJECTED
-    if isinstance(exc, RemoteError):
-        if exc.code == -32001:  # the node refused the tx: its reason is the caller's to fix
-            return 400, TX_REJECTED
-        return 502, NODE_ERROR
-    if isinstance(exc, KeystoreError) and exc.reason not in ("empty_passphrase", "bad_mnemonic"):
-        return 500, INTERNAL_ERROR
-    if isinstance(exc, ConfigError) and exc.reason == "wallet_exists":
-        return 409, INVALID_PARAMS
-    return 400, INVALID_PARAMS
 
 
 def _problem(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -140,15 +116,12 @@ def create_app(service: WalletService, token: str) -> FastAPI:
         header = request.headers.get("authorization", "")
         given = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-wallet-token", "")
         if not hmac.compare_digest(given.encode(), expected):
-            service.metrics.rejected.labels("unauthorized").inc()
-            raise _Unauthorized
+            raise Unauthorized("missing or wrong API token (see WALLET_DIR/daemon.token)")
 
     @app.exception_handler(AitbcError)
     async def on_error(_: Request, exc: AitbcError) -> JSONResponse:
-        status, _code = error_status(exc)
         service.metrics.rejected.labels(exc.reason).inc()
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
-        return _problem(status, exc.reason, exc.message, headers)
+        return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -159,10 +132,6 @@ def create_app(service: WalletService, token: str) -> FastAPI:
         return JSONResponse(
             {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
         )
-
-    @app.exception_handler(_Unauthorized)
-    async def on_unauthorized(_: Request, exc: _Unauthorized) -> JSONResponse:
-        return _problem(401, "unauthorized", "missing or wrong API token (see WALLET_DIR/daemon.token)")
 
     auth = [Depends(require_token)]
 
@@ -230,10 +199,6 @@ def create_app(service: WalletService, token: str) -> FastAPI:
         return Response(status_code=204) if reply is None else _json(reply)
 
     return app
-
-
-class _Unauthorized(Exception):
-    pass
 
 
 def _json(data: Any) -> Response:
@@ -352,12 +317,8 @@ async def _rpc_call(service: WalletService, request: Any) -> dict[str, Any] | No
         service.metrics.rpc_requests.labels(method).inc()
         result = await handler(service, request.get("params"))
     except AitbcError as exc:
-        _status, code = error_status(exc)
         service.metrics.rejected.labels(exc.reason).inc()
-        data: dict[str, Any] = exc.to_dict()
-        if isinstance(exc, RateLimited):
-            data["retry_after_s"] = round(exc.retry_after, 1)
-        return _rpc_error(id_, code, exc.message, data) if wants_reply else None
+        return _rpc_error(id_, rpc_code(exc), exc.message, error_body(exc)["error"]) if wants_reply else None
     except Exception:
         log.exception("wallet rpc handler failed", extra={"method": method})
         return _rpc_error(id_, INTERNAL_ERROR, "internal error") if wants_reply else None
@@ -373,11 +334,7 @@ def bind_daemon_socket(settings: WalletSettings) -> socket.socket:
             "(127.0.0.1, ::1); pass --force to override on an isolated network",
             reason="not_loopback",
         )
-    try:
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        return socket.create_server((settings.host, settings.port), family=family, reuse_port=False)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    return bind_socket(settings.host, settings.port, "the wallet daemon")
 
 
 def run_daemon(settings: WalletSettings) -> None:
@@ -385,29 +342,23 @@ def run_daemon(settings: WalletSettings) -> None:
     import uvloop
 
     sock = bind_daemon_socket(settings)
-    port = sock.getsockname()[1]
     settings.wallet_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
     atomic_write(settings.token_path, token.encode() + b"\n", mode=0o600)
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{host}:{port}"
+    url = url_of(sock)
     atomic_write(settings.info_path, orjson.dumps({"url": url, "pid": os.getpid()}) + b"\n", mode=0o600)
     service = WalletService(settings)
     allowed_hosts = [*settings.allowed_hosts, settings.host]  # a forced non-loopback address is allowed too
-    config = GuardedConfig(
-        LoopbackGuard(
-            BodyLimit(create_app(service, token), settings, rpc_paths={"/rpc"}),
-            allowed_hosts=allowed_hosts,
-            allowed_origins=settings.allowed_origins,
-        ),
+    server = build_server(
+        create_app(service, token),
         settings,
-        log_level="warning",
-        access_log=False,
+        rpc_paths={"/rpc"},
         lifespan="on",
+        wrap=lambda app: LoopbackGuard(app, allowed_hosts=allowed_hosts, allowed_origins=settings.allowed_origins),
     )
-    log.info("wallet daemon started", extra={"url": url, "wallet_dir": str(settings.wallet_dir)})
+    announce("wallet", sock, settings.announce_file, wallet_dir=str(settings.wallet_dir))
     try:
-        uvloop.run(GracefulServer(config).serve(sockets=[sock]))
+        uvloop.run(server.serve(sockets=[sock]))
     finally:
         service.lock()
         for path in (settings.token_path, settings.info_path):

@@ -29,7 +29,7 @@ from msgspec import Meta
 
 from aitbc.protocol.address import is_valid_address
 from aitbc.protocol.crypto import SEED_LEN, KeyPair
-from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.errors import AitbcError, Forbidden
 
 KEYSTORE_VERSION: Final = 1
 SALT_LEN: Final = nacl.pwhash.argon2id.SALTBYTES  # 16
@@ -50,16 +50,26 @@ _LowerHex = Annotated[str, Meta(pattern=r"^([0-9a-f]{2})+$")]
 
 
 class KeystoreError(AitbcError):
-    """A keystore file that is not one: corrupt, truncated, unknown version, bad parameters."""
+    """A keystore file that is not one: corrupt, truncated, unknown version, bad parameters (HTTP 500: the
+    daemon's own files are at fault, not the request)."""
 
     reason = "bad_keystore"
+    http_status = 500
+    rpc_code = -32603
+
+
+class InvalidSecret(KeystoreError):
+    """A passphrase or backup phrase the caller must fix (empty, not 24 BIP39 words): a bad request."""
+
+    http_status = 400
+    rpc_code = -32602
 
 
 class WeakKdf(KeystoreError):
     reason = "weak_kdf"
 
 
-class WrongPassphrase(AitbcError):
+class WrongPassphrase(Forbidden):
     reason = "wrong_passphrase"
 
 
@@ -152,7 +162,7 @@ def seal_seed(
     if len(salt) != SALT_LEN or len(nonce) != NONCE_LEN:
         raise ValueError(f"salt must be {SALT_LEN} bytes and nonce {NONCE_LEN} bytes")
     if not passphrase:
-        raise KeystoreError("the passphrase must not be empty", reason="empty_passphrase")
+        raise InvalidSecret("the passphrase must not be empty", reason="empty_passphrase")
     _check_kdf(memlimit_kib, opslimit, allow_weak, "new keystore")
     address = KeyPair.from_seed(seed).address
     kdf = KdfParams(name="argon2id", memlimit_kib=memlimit_kib, opslimit=opslimit, salt=salt.hex())
@@ -245,7 +255,7 @@ def mnemonic_to_seed(words: str) -> bytes:
     """The seed back from its 24 words; ``KeystoreError`` for an unknown word or a bad checksum."""
     normalized = " ".join(unicodedata.normalize("NFKD", words).lower().split())
     if len(normalized.split()) != 24:
-        raise KeystoreError("a wallet backup is 24 BIP39 words", reason="bad_mnemonic")
+        raise InvalidSecret("a wallet backup is 24 BIP39 words", reason="bad_mnemonic")
     if not _MNEMONIC.check(normalized):
         raise KeystoreError("not a valid BIP39 mnemonic (unknown word or bad checksum)", reason="bad_mnemonic")
     return bytes(_MNEMONIC.to_entropy(normalized))

@@ -23,7 +23,7 @@ from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.crypto import SIGNATURE_LEN, KeyPair, SigningKind, signing_domain
-from aitbc.protocol.errors import AitbcError, ConfigError, InvalidAddress, InvalidTx, TxRejection
+from aitbc.protocol.errors import AitbcError, ConfigError, Conflict, InvalidAddress, InvalidTx, RateLimited, TxRejection
 from aitbc.protocol.tx import Transfer, Tx, tx_from_json_obj, tx_hash, tx_signing_bytes, tx_to_json_obj
 from aitbc.wallet import multisig
 from aitbc.wallet.config import WalletSettings
@@ -33,16 +33,8 @@ from aitbc.wallet.receipts import ReceiptReport, verify_receipt_end_to_end
 from aitbc.wallet.store import KdfCost, WalletStore, check_wallet_name
 
 
-class WalletLocked(AitbcError):
+class WalletLocked(Conflict):
     reason = "wallet_locked"
-
-
-class RateLimited(AitbcError):
-    reason = "rate_limited"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class UnlockedKey:

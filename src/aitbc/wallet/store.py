@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import ConfigError, NotFound
+from aitbc.protocol.errors import ConfigError, Conflict, NotFound
 from aitbc.runtime.files import atomic_write
 from aitbc.wallet.keystore import (
     DEFAULT_MEMLIMIT_KIB,
@@ -106,7 +106,7 @@ class WalletStore:
         """Seal a new key (random, or ``seed`` when importing) under ``passphrase``; never overwrites."""
         path = self.path(name)
         if path.exists():
-            raise ConfigError(f"a wallet named {name!r} already exists ({path})", reason="wallet_exists")
+            raise Conflict(f"a wallet named {name!r} already exists ({path})", reason="wallet_exists")
         keystore = seal_seed(
             seed if seed is not None else os.urandom(32),
             passphrase,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,17 +49,12 @@ from aitbc.protocol.receipt import (
     verify_receipt,
 )
 from aitbc.runtime.keyfile import write_keyfile
+from support.ports import wait_for_announcement
 
 PYTHON = sys.executable
 START_TIMEOUT = 45.0
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 SHARED_LEASE_SECONDS = 2.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli_env() -> dict[str, str]:
@@ -134,14 +128,16 @@ class CoordinatorProcess:
             return ""
 
     def start(self, *, keep_port: bool = False) -> None:
-        """Start (or restart: ``keep_port`` tries the previous port first, where the miners look for it)."""
+        """Start on a port the coordinator picks (port 0, read back from its announcement), or restart
+        (``keep_port``: the previous port first, where the miners look for it)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        announce_file = self.data_dir / "announce.json"
         last = ""
-        for attempt in range(4):
-            if not (keep_port and attempt == 0 and self.port):
-                self.port = free_port()
+        for attempt in range(2):
+            port = self.port if keep_port and attempt == 0 and self.port else 0
+            announce_file.unlink(missing_ok=True)
             args = [
-                PYTHON, "-m", "aitbc", "coordinator", "run", "--data-dir", str(self.data_dir), "--port", str(self.port),
+                PYTHON, "-m", "aitbc", "coordinator", "run", "--data-dir", str(self.data_dir), "--port", str(port),
                 "--lease-seconds", str(self.lease_seconds), "--log-level", self.log_level,
             ]  # fmt: skip
             if self.database_url:
@@ -149,8 +145,11 @@ class CoordinatorProcess:
             if self.node_url:
                 args += ["--node-url", self.node_url, "--chain-id", self.chain_id]
             args += self.extra_args
+            env = {**cli_env(), "AITBC_COORDINATOR_ANNOUNCE_FILE": str(announce_file)}
             with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+                self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+            with contextlib.suppress(AssertionError):
+                self.port = int(wait_for_announcement(announce_file, self.proc, START_TIMEOUT)["port"])
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline and self.proc.poll() is None:
                 with contextlib.suppress(httpx.HTTPError):

@@ -361,3 +361,38 @@ def test_long_poll_claim_wakes_on_submission(stack: Stack) -> None:
     thread.join(timeout=15)
     assert got["claim"] is not None and got["claim"]["job"]["job_id"] == job["job_id"]
     assert got["waited"] < 5, "the claim returned when the job arrived, not at the end of its wait"
+
+
+def test_claim_many_and_batched_results_judge_each_job_on_its_own(stack: Stack) -> None:
+    """One long-poll hands out several jobs (within the miner's free slots); one results request delivers
+    several, and a bad receipt in it is refused with its reason while the others complete."""
+    model = fake_model()
+    miner = stack.fake_miner([model], max_concurrency=3)
+    with stack.http() as http:
+        jobs = [submit(http, job_for(model, f"batch {i}")) for i in range(4)]
+        response = miner.post("/api/v1/miners/claim-many", {"wait_seconds": 0, "max_jobs": 8})
+        assert response.status_code == 200, response.text
+        claimed = response.json()["assignments"]
+        assert len(claimed) == 3, "no more jobs than the miner's free slots"
+        assert {c["job"]["job_id"] for c in claimed} <= {j["job_id"] for j in jobs}
+        items = []
+        for i, claim in enumerate(claimed):
+            output, receipt = miner.build_result(claim)
+            if i == 1:
+                receipt = {**receipt, "total_price": receipt["total_price"] + 1}  # breaks the price arithmetic
+            items.append({"job_id": claim["job"]["job_id"], "lease_id": claim["lease"]["lease_id"], "output": output,
+                          "receipt": receipt})  # fmt: skip
+        answer = miner.post("/api/v1/miners/results", {"results": items})
+        assert answer.status_code == 200, answer.text
+        results = {r["job_id"]: r for r in answer.json()["results"]}
+        bad = claimed[1]["job"]["job_id"]
+        assert results[bad]["error"]["status"] == 422 and "receipt_hash" not in results[bad]
+        for claim in (claimed[0], claimed[2]):
+            job_id = claim["job"]["job_id"]
+            assert "receipt_hash" in results[job_id]
+            assert http.get(f"/api/v1/jobs/{job_id}").json()["state"] == "completed"
+        assert http.get(f"/api/v1/jobs/{bad}").json()["state"] != "completed"
+        empty = miner.post("/api/v1/miners/results", {"results": []})
+        assert empty.status_code == 422
+        for job in jobs:
+            http.post(f"/api/v1/jobs/{job['job_id']}/cancel")

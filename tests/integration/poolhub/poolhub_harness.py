@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from aitbc.poolhub.redis_registry import RedisRegistry
 from aitbc.poolhub.registry import Registry
 from aitbc.poolhub.sql_registry import SqlRegistry
+from support.ports import free_port
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 
@@ -59,12 +59,6 @@ def make_stores(backend: str, request: pytest.FixtureRequest, tmp_path: Path) ->
         return Stores(backend, sql_url)
     redis: RedisServer = request.getfixturevalue("redis_server")
     return Stores(backend, sql_url, redis.url(), prefix=f"test{n}:")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -25,7 +25,9 @@ from coordinator_harness import (
     wait_done,
     wait_until,
 )
-from poolhub_harness import PoolHubProcess, free_port
+from poolhub_harness import PoolHubProcess
+
+from support.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from poolhub_harness import PoolHubProcess, Stores, free_port, make_stores
+from poolhub_harness import PoolHubProcess, Stores, make_stores
 
 from aitbc.market.scoring import is_exploration_slot
+from support.ports import free_port
 
 TOKEN = "s3cret-token"
 DIGEST = "sha256:" + "a" * 64

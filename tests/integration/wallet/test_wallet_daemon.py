@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from wallet_harness import PASSPHRASE, DaemonFactory, free_port, ok, run_cli, wallet_cli
+from wallet_harness import PASSPHRASE, DaemonFactory, ok, run_cli, wallet_cli
 
 from aitbc.client.node import NodeClient
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.tx import Transfer, tx_from_json_obj, tx_to_json_obj, verify_tx
+from support.ports import free_port
 
 FEE = 1_000
 

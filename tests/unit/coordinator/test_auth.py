@@ -9,9 +9,7 @@ import pytest
 
 from aitbc.coordinator.auth import (
     ApiKeyAuthenticator,
-    AuthError,
     MinerRequestVerifier,
-    RateLimited,
     hash_secret,
     new_api_key,
 )
@@ -26,6 +24,7 @@ from aitbc.protocol.auth import (
     sign_miner_request,
 )
 from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import RateLimited, Unauthorized
 
 CHAIN = "aitbc-unit"
 MINER = KeyPair.from_seed(b"\x41" * 32)
@@ -87,7 +86,7 @@ def test_a_valid_key_authenticates(repo: CoordinatorRepo) -> None:
     ],
 )
 def test_missing_malformed_and_unknown_keys(repo: CoordinatorRepo, token: str | None, needle: str) -> None:
-    with pytest.raises(AuthError, match=needle) as info:
+    with pytest.raises(Unauthorized, match=needle) as info:
         ApiKeyAuthenticator(repo).authenticate(token, now=1.0)
     assert info.value.reason == "unauthorized"
 
@@ -95,14 +94,14 @@ def test_missing_malformed_and_unknown_keys(repo: CoordinatorRepo, token: str | 
 def test_a_wrong_secret_for_a_real_key_id(repo: CoordinatorRepo) -> None:
     prefix, key_id, secret = add_key(repo).split("_")
     wrong = f"{prefix}_{key_id}_{'0' * len(secret)}"
-    with pytest.raises(AuthError, match="invalid"):
+    with pytest.raises(Unauthorized, match="invalid"):
         ApiKeyAuthenticator(repo).authenticate(wrong, now=1.0)
 
 
 def test_a_revoked_key(repo: CoordinatorRepo) -> None:
     token = add_key(repo)
     assert repo.revoke_api_key(token.split("_")[1])
-    with pytest.raises(AuthError, match="revoked"):
+    with pytest.raises(Unauthorized, match="revoked"):
         ApiKeyAuthenticator(repo).authenticate(token, now=1.0)
 
 
@@ -149,7 +148,7 @@ def test_bad_keys_do_not_consume_a_good_keys_budget(repo: CoordinatorRepo) -> No
     prefix, key_id, secret = token.split("_")
     auth = ApiKeyAuthenticator(repo)
     for _ in range(5):
-        with pytest.raises(AuthError):
+        with pytest.raises(Unauthorized):
             auth.authenticate(f"{prefix}_{key_id}_{'f' * len(secret)}", now=5.0)
     auth.authenticate(token, now=5.0)
 
@@ -189,7 +188,7 @@ def verify(
 
 
 def refused(v: MinerRequestVerifier, headers: dict[str, str | None], needle: str, **kw: object) -> None:
-    with pytest.raises(AuthError, match=needle) as info:
+    with pytest.raises(Unauthorized, match=needle) as info:
         verify(v, headers, **kw)  # type: ignore[arg-type]
     assert info.value.reason == "unauthorized"
 
@@ -218,7 +217,7 @@ def test_unsigned_requests_are_refused(missing: str) -> None:
 )
 def test_malformed_headers_are_refused(header: str, value: str) -> None:
     headers: dict[str, str | None] = {**signed_headers(), header: value}
-    with pytest.raises(AuthError) as info:
+    with pytest.raises(Unauthorized) as info:
         verify(verifier(), headers)
     assert info.value.reason == "unauthorized"
 

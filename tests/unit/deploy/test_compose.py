@@ -107,10 +107,30 @@ PORT_OPTION = {("node", "run"): "rpc_port", ("coordinator", "run"): "port", ("po
 PORT_OPTION[("wallet", "daemon")] = "port"
 
 
+def default_port(path: tuple[str, str]) -> int:
+    """The port a service listens on when its flag is not given (the CLI leaves it to the settings)."""
+    from aitbc.coordinator.config import CoordinatorSettings
+    from aitbc.node.config import NodeSettings
+    from aitbc.poolhub.config import PoolHubSettings
+    from aitbc.wallet.config import WalletSettings
+
+    settings, field = {
+        ("node", "run"): (NodeSettings, "rpc_port"),
+        ("coordinator", "run"): (CoordinatorSettings, "port"),
+        ("poolhub", "run"): (PoolHubSettings, "port"),
+        ("wallet", "daemon"): (WalletSettings, "port"),
+    }[path]
+    return int(settings.model_fields[field].default)
+
+
 def listening_port(svc: dict[str, Any]) -> int | None:
     ctx, path = parse_cli(svc["command"][1:])
-    option = PORT_OPTION.get((path[0], path[1]) if len(path) > 1 else (path[0], ""))
-    return None if option is None else int(ctx.params[option])
+    key = (path[0], path[1]) if len(path) > 1 else (path[0], "")
+    option = PORT_OPTION.get(key)
+    if option is None:
+        return None
+    given = ctx.params[option]
+    return default_port(key) if given is None else int(given)
 
 
 def test_health_checks_probe_the_port_each_service_listens_on() -> None:
@@ -142,6 +162,10 @@ def test_proxy_routes_reach_real_ports() -> None:
         if host in services:
             listening = listening_port(services[host])
             ws_port = parse_cli(services[host]["command"][1:])[0].params.get("ws_port")
+            if ws_port is None and "ws_port" in parse_cli(services[host]["command"][1:])[0].params:
+                from aitbc.node.config import NodeSettings  # not given: the node's settings decide
+
+                ws_port = NodeSettings.model_fields["ws_port"].default
             assert int(port) in {listening, ws_port}, f"proxy sends {host}:{port}, which nothing listens on"
         else:
             assert host in load_compose()["services"], f"proxy routes to unknown service {host}"

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from aitbc.market.matching import JobRequirements, MinerOffer, ServedModel
 from aitbc.market.scoring import (
     FACTORS,
-    MinerIndex,
     MinerState,
     MinerStats,
     Outcome,
@@ -28,6 +27,7 @@ from aitbc.market.scoring import (
     new_stats,
     rank,
 )
+from aitbc.market.scoring_index import MinerIndex
 
 NOW = 10_000_000_000
 DIGEST = "sha256:" + "a" * 64

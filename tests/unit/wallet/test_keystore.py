@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import ConfigError, NotFound
+from aitbc.protocol.errors import ConfigError, Conflict, NotFound
 from aitbc.wallet.keystore import (
     DEFAULT_MEMLIMIT_KIB,
     DEFAULT_OPSLIMIT,
@@ -148,7 +148,7 @@ def test_store_create_unlock_list(store: WalletStore) -> None:
     assert store.unlock("alice", "pw").address == info.address
     listed = store.list_wallets()
     assert [(w.name, w.address) for w in listed if not isinstance(w, Exception)] == [("alice", info.address)]
-    with pytest.raises(ConfigError, match="already exists"):
+    with pytest.raises(Conflict, match="already exists"):
         store.create("alice", "pw")
     with pytest.raises(NotFound):
         store.unlock("bob", "pw")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aitbc.protocol.crypto import KeyPair, SigningKind
-from aitbc.protocol.errors import InvalidTx, NotFound
+from aitbc.protocol.errors import InvalidTx, NotFound, RateLimited
 from aitbc.protocol.tx import (
     MultisigTransfer,
     Transfer,
@@ -20,7 +20,7 @@ from aitbc.protocol.tx import (
 from aitbc.wallet.config import WalletSettings, is_loopback_host
 from aitbc.wallet.keystore import WrongPassphrase
 from aitbc.wallet.multisig import combine_spends, parse_spend
-from aitbc.wallet.service import RateLimited, UnlockedKey, WalletLocked, WalletService
+from aitbc.wallet.service import UnlockedKey, WalletLocked, WalletService
 
 
 class Clock:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 from fastapi import Request
 
-from aitbc.protocol.job_messages import REQUEST_MESSAGES, JobAssignment, decode_message
+from aitbc.protocol.job_messages import REQUEST_MESSAGES, JobAssignment, JobAssignments, decode_message
 
 M = TypeVar("M")
 
@@ -44,5 +44,7 @@ def openapi_body(kind: type[Any]) -> dict[str, Any]:
 
 def message_schemas() -> dict[str, Any]:
     """OpenAPI component schemas of every request message and of the miner's assignment."""
-    _, components = msgspec.json.schema_components((*REQUEST_MESSAGES, JobAssignment), ref_template=REF_TEMPLATE)
+    _, components = msgspec.json.schema_components(
+        (*REQUEST_MESSAGES, JobAssignment, JobAssignments), ref_template=REF_TEMPLATE
+    )
     return components

@@ -11,6 +11,7 @@ from aitbc.coordinator.auth import ApiKey
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from aitbc.protocol.job_messages import (
+    ClaimManyRequest,
     ClaimRequest,
     FailureReport,
     HeartbeatRequest,
@@ -19,6 +20,7 @@ from aitbc.protocol.job_messages import (
     ProgressReport,
     QuoteRequest,
     ReleaseRequest,
+    ResultBatch,
     ResultSubmission,
 )
 
@@ -62,6 +64,8 @@ JobRequestBody = Annotated[JobRequest, Depends(json_body(JobRequest))]
 QuoteRequestBody = Annotated[QuoteRequest, Depends(json_body(QuoteRequest))]
 RegistrationBody = Annotated[MinerRegistration, Depends(json_body(MinerRegistration))]
 ClaimBody = Annotated[ClaimRequest, Depends(json_body(ClaimRequest))]
+ClaimManyBody = Annotated[ClaimManyRequest, Depends(json_body(ClaimManyRequest))]
+ResultBatchBody = Annotated[ResultBatch, Depends(json_body(ResultBatch))]
 HeartbeatBody = Annotated[HeartbeatRequest, Depends(json_body(HeartbeatRequest))]
 ProgressBody = Annotated[ProgressReport, Depends(json_body(ProgressReport))]
 ResultBody = Annotated[ResultSubmission, Depends(json_body(ResultSubmission))]

@@ -10,28 +10,35 @@ from fastapi import APIRouter, Response
 from aitbc.coordinator.api.body import openapi_body
 from aitbc.coordinator.api.deps import (
     ClaimBody,
+    ClaimManyBody,
     FailureBody,
     HeartbeatBody,
     Miner,
     ProgressBody,
     RegistrationBody,
     ReleaseBody,
+    ResultBatchBody,
     ResultBody,
     Service,
 )
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.market.scoring import Outcome
+from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job_messages import (
+    ClaimManyRequest,
     ClaimRequest,
     FailureReport,
     HeartbeatRequest,
     JobAssignment,
+    JobAssignments,
     MinerRegistration,
     ProgressReport,
     ReleaseRequest,
+    ResultBatch,
     ResultSubmission,
 )
 from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.runtime.errors import http_status
 
 router = APIRouter(prefix="/api/v1/miners", tags=["miners"])
 
@@ -72,6 +79,48 @@ async def heartbeat(miner: Miner, service: Service, body: HeartbeatBody) -> dict
 async def claim(miner: Miner, service: Service, body: ClaimBody) -> Response:
     claimed = await service.claim(miner, body.wait_seconds)
     return Response(status_code=204) if claimed is None else assignment_response(claimed)
+
+
+@router.post(
+    "/claim-many",
+    summary="Long-poll for up to max_jobs jobs at once (204 when none arrived in time)",
+    response_model=None,
+    openapi_extra={
+        **openapi_body(ClaimManyRequest),
+        "responses": {
+            "200": {
+                "description": "The jobs and their leases",
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{JobAssignments.__name__}"}}
+                },
+            },
+            "204": {"description": "No job arrived in time"},
+        },
+    },
+)
+async def claim_many(miner: Miner, service: Service, body: ClaimManyBody) -> Response:
+    claimed = await service.claim_many(miner, body.wait_seconds, body.max_jobs)
+    if not claimed:
+        return Response(status_code=204)
+    return Response(msgspec.json.encode(JobAssignments(assignments=claimed)), media_type="application/json")
+
+
+@router.post(
+    "/results",
+    summary="Deliver several results at once; each is accepted or refused on its own",
+    description="Answers `results`: per job, `receipt_hash` when accepted, else `error` {reason, message, status}.",
+    openapi_extra=openapi_body(ResultBatch),
+)
+async def results(miner: Miner, service: Service, body: ResultBatchBody) -> dict[str, Any]:
+    answers: list[dict[str, Any]] = []
+    for item in body.results:
+        try:
+            done = await deliver_result(service, miner, item.job_id, item)
+        except AitbcError as exc:
+            answers.append({"job_id": item.job_id, "error": {**exc.to_dict(), "status": http_status(exc)}})
+        else:
+            answers.append({"job_id": item.job_id, "receipt_hash": done["receipt_hash"]})
+    return {"results": answers}
 
 
 def assignment_response(assignment: JobAssignment) -> Response:

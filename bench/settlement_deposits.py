@@ -1,0 +1,147 @@
+"""The deposit path of ``bench/settlement.py``: plain ``POST /api/v1/jobs`` paid from a deposit, settled in batches.
+
+Setup (untimed): one client opens a delegated deposit with the coordinator big enough for every job and
+its API key is bound to it. Timed: ``--submit-concurrency`` HTTP workers post the product's body
+(no ``job_id``, no ``max_price``: the coordinator reserves the worst case) as fast as the coordinator
+answers; miners claim, run and report; the coordinator settles completed jobs in ``settle_batch`` txs;
+a follower reads the chain's job events until every accepted job has its ``settled`` event. Settled
+jobs/s is first POST sent -> arrival of the block event holding the last settlement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from aitbc.chain.deposits import compute_job_charge
+from aitbc.chain.params import ChainParams
+from aitbc.client.deposit import open_deposit
+from aitbc.client.node import NodeClient
+from aitbc.coordinator.app import open_repo
+from aitbc.coordinator.auth import new_api_key
+from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.deposit_repo import DepositRepo
+from aitbc.protocol.crypto import KeyPair
+
+
+@dataclass
+class DepositRun:
+    total: int
+    t0: float = 0.0
+    accepted: dict[str, float] = field(default_factory=dict)
+    """job id -> when its POST answered 201."""
+    post_rtt: list[float] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+    settled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rejected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    posts_done: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check_done(self) -> None:
+        if self.posts_done and all(j in self.settled or j in self.rejected for j in self.accepted):
+            self.done.set()
+
+
+def prepare_deposit(
+    node_url: str,
+    coordinator_dir: Any,
+    client: KeyPair,
+    coordinator: str,
+    jobs: int,
+    max_price: int,
+    params: ChainParams,
+) -> tuple[str, str]:
+    """Open a deposit covering ``jobs`` worst-case charges and bind a fresh API key to it: (api key, deposit id)."""
+    amount = jobs * compute_job_charge(max_price, params) * 2
+    with NodeClient(node_url) as node:
+        opened = open_deposit(node, client, coordinator, amount, cap_per_period=amount, period_blocks=100_000)
+    repo = open_repo(CoordinatorSettings(data_dir=coordinator_dir))
+    try:
+        token, row = new_api_key("bench-deposit", client.address, 1_000_000.0, 1_000_000)
+        repo.insert_api_key(row)
+        DepositRepo(repo.engine).bind(str(row["id"]), opened.deposit_id, int(time.time() * 1000))
+    finally:
+        repo.engine.dispose()
+    return token, opened.deposit_id
+
+
+async def _post_jobs(coord: httpx.AsyncClient, body: bytes, api_key: str, run: DepositRun, todo: Any) -> None:
+    headers = {"Content-Type": "application/json", "X-Api-Key": api_key}
+    for i in todo:
+        sent = time.time()
+        response = await coord.post("/api/v1/jobs", content=body, headers=headers)
+        if response.status_code == 201:
+            run.accepted[orjson.loads(response.content)["job_id"]] = time.time()
+            run.post_rtt.append(time.time() - sent)
+        else:
+            run.refused[i] = f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+async def _follow(node: httpx.AsyncClient, url: str, coordinator: str, cursor: int, run: DepositRun) -> None:
+    while not run.done.is_set():
+        body = orjson.dumps(
+            {"jsonrpc": "2.0", "method": "get_job_events", "params": [cursor, coordinator, 1_000], "id": 1}
+        )
+        page = orjson.loads((await node.post(url, content=body, headers={"Content-Type": "application/json"})).content)
+        page = page["result"]
+        for event in page["events"]:
+            if not event.get("deposit_id"):
+                continue
+            if event["kind"] == "settled":
+                run.settled[event["job_id"]] = event
+            elif event["kind"] == "settle_rejected":
+                run.rejected[event["job_id"]] = event
+        cursor = int(page["next_seq"])
+        run.check_done()
+        if len(page["events"]) < 1_000:
+            await asyncio.sleep(0.05)
+
+
+async def run_deposit_jobs(
+    node_url: str, coord_url: str, coordinator: str, api_key: str, body: dict[str, Any], jobs: int, concurrency: int,
+    timeout: float,
+) -> DepositRun:  # fmt: skip
+    run = DepositRun(total=jobs)
+    raw = orjson.dumps(body)
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+    async with (
+        httpx.AsyncClient(timeout=120) as follower,
+        httpx.AsyncClient(base_url=coord_url, timeout=120, limits=limits) as coord,
+    ):
+        head = orjson.dumps({"jsonrpc": "2.0", "method": "get_job_events", "params": [0, coordinator, 1], "id": 1})
+        reply = orjson.loads((await follower.post(node_url, content=head)).content)
+        cursor = int(reply["result"]["last_seq"])
+        await coord.get("/healthz")
+        follow = asyncio.create_task(_follow(follower, node_url, coordinator, cursor, run))
+        todo = iter(range(jobs))
+        run.t0 = time.time()
+        await asyncio.gather(*(_post_jobs(coord, raw, api_key, run, todo) for _ in range(concurrency)))
+        run.posts_done = True
+        run.check_done()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.done.wait(), timeout)
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+    return run
+
+
+async def fetch_finished(coord_url: str, api_key: str, job_ids: list[str], concurrency: int) -> dict[str, int]:
+    """Each job's ``finished_at_ms`` as the coordinator recorded it (read after the run)."""
+    out: dict[str, int] = {}
+    todo = iter(job_ids)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for job_id in todo:
+            response = await client.get(f"/api/v1/jobs/{job_id}", headers={"X-Api-Key": api_key})
+            if response.status_code == 200 and response.json().get("finished_at_ms"):
+                out[job_id] = int(response.json()["finished_at_ms"])
+
+    async with httpx.AsyncClient(base_url=coord_url, timeout=60) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return out

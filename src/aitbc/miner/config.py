@@ -1,0 +1,56 @@
+"""Settings of ``aitbc miner run`` (pydantic-settings, like every service: flags > ``AITBC_MINER_*`` > defaults)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from aitbc.protocol.job_messages import MAX_CLAIM_BATCH, MAX_CLAIM_WAIT_SECONDS, MAX_CONCURRENCY, MAX_UNIT_PRICE
+from aitbc.runtime.settings import ServiceSettings
+
+BACKENDS = ("builtin", "ollama", "openai", "echo")
+Backend = Literal["builtin", "ollama", "openai", "echo"]
+
+
+def default_miner_dir() -> Path:
+    return Path.home() / ".aitbc" / "miner"
+
+
+class MinerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AITBC_MINER_", extra="forbid", frozen=True)
+
+    coordinator_url: str = "http://127.0.0.1:8011"
+    backend: Backend = "builtin"
+    """builtin (the packaged small model) | ollama | openai (any OpenAI-compatible server) | echo (instant test)."""
+    data_dir: Path = Field(default_factory=default_miner_dir)
+    """The miner's key, and the zk-inference proving key cache."""
+    key_path: Path | None = None
+    """Default: ``DATA_DIR/miner.key`` (created on first run)."""
+    unit_price: int = Field(1, ge=0, le=MAX_UNIT_PRICE)
+    """Price per token in base units."""
+    region: str = Field("", max_length=32)
+    max_concurrency: int = Field(1, ge=1, le=MAX_CONCURRENCY)
+    """Jobs run at once."""
+    claim_wait_seconds: float = Field(20.0, ge=0, le=MAX_CLAIM_WAIT_SECONDS)
+    claim_batch: int = Field(1, ge=1, le=MAX_CLAIM_BATCH)
+    """Jobs asked for per long-poll (``claim-many``), and results delivered per request (``results``); 1: one
+    request per job and per result (each job also reports ``running`` at once). Fewer, larger requests cost the
+    miner and the coordinator less CPU per job: a job then reports progress only if it runs longer than
+    ``PROGRESS_INTERVAL_S``."""
+    version: str = Field("0.1.0", max_length=32)
+    zk_inference: bool = False
+    """EXPERIMENTAL: also serve zk-inference jobs (needs the zkml extra; docs/zk.md)."""
+    ollama_url: str = "http://127.0.0.1:11434"
+    openai_url: str = "http://127.0.0.1:8000"
+    openai_api_key: str | None = None
+    threads: int = Field(2, ge=1, le=1024)
+    """CPU threads of the builtin backend."""
+    echo_token_delay_s: float = Field(0.0, ge=0)
+    """Seconds per generated token of the echo backend (0 = instant)."""
+
+    @property
+    def resolved_key_path(self) -> Path:
+        return self.key_path or self.data_dir / "miner.key"
