@@ -470,6 +470,7 @@ class MinerDaemon:
                 temperature=job.params.temperature_milli / 1000,
                 seed=job.params.seed,
                 stop=tuple(job.params.stop),
+                top_p=None if job.params.top_p_milli is None else job.params.top_p_milli / 1000,
             )
             messages = None if job.messages is None else [ChatMessage(m.role, m.content) for m in job.messages]  # type: ignore[arg-type]
             generated = self.backend.generate(

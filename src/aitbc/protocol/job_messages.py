@@ -58,6 +58,7 @@ ModelKind = Literal["text", "embedding", "zk-inference"]
 LeaseId = Annotated[str, Meta(min_length=1, max_length=32)]
 Region = Annotated[str, Meta(max_length=32)]
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(ge=0.0, le=1.0)]
 Label = Annotated[str, Meta(max_length=32)]
 
 
@@ -75,6 +76,7 @@ class RequestParams(_Message, frozen=True, kw_only=True):
     temperature: Temperature = 0.0
     seed: Seed | None = None
     stop: StopList = msgspec.field(default_factory=list)
+    top_p: TopP | None = None
 
     def to_params(self) -> Params:
         return Params(
@@ -82,6 +84,7 @@ class RequestParams(_Message, frozen=True, kw_only=True):
             temperature_milli=round(self.temperature * 1000),
             seed=self.seed,
             stop=list(self.stop),
+            top_p_milli=None if self.top_p is None else round(self.top_p * 1000),
         )
 
 

@@ -401,6 +401,7 @@ class BuiltinBackend:
                     seed=params.seed,
                     stop=list(params.stop),
                     stream=True,
+                    **({} if params.top_p is None else {"top_p": params.top_p}),
                 )
             except ValueError as e:  # e.g. prompt longer than the context window
                 raise BackendError(f"{TEXT_MODEL}: {e}") from e
