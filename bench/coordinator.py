@@ -750,6 +750,9 @@ class RawLlama:
             finish_reason=str(out["choices"][0]["finish_reason"]),
         )
 
+    def close(self) -> None:
+        self.llm.close()
+
 
 def make_direct_backend(backend_name: str) -> Any:
     """The baseline in this process: raw llama-cpp-python for the builtin model, else the echo backend."""
