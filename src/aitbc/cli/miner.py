@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import DevnetOpt, RpcOpt, given, handle_errors
+from aitbc.cli.common import BaseUnitsOpt, DevnetOpt, RpcOpt, given, handle_errors, parse_amount
 
 app = typer.Typer(help="Run a miner (compute provider).", no_args_is_help=True)
 
@@ -39,7 +39,11 @@ def run(
         Path | None, typer.Option("--data-dir", help="Miner data directory (its key) [default: ~/.aitbc/miner]")
     ] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Miner key file (default: DATA_DIR/miner.key)")] = None,
-    price: Annotated[int | None, typer.Option(help="Price per token in base units [default: 1]")] = None,
+    price: Annotated[
+        str | None,
+        typer.Option(help="Price per token in AITBC (0.000001 = 1 base unit; see --base-units) [default: 0.000001]"),
+    ] = None,
+    base_units: BaseUnitsOpt = False,
     region: Annotated[str | None, typer.Option(help="Region label offered to clients")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once [default: 1]")] = None,
     claim_batch: Annotated[
@@ -99,7 +103,7 @@ def run(
                 backend=backend,
                 data_dir=data_dir,
                 key_path=key,
-                unit_price=price,
+                unit_price=None if price is None else parse_amount(price, base_units, "--price"),
                 region=region,
                 max_concurrency=concurrency,
                 claim_batch=claim_batch,
