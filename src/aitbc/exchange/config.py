@@ -106,6 +106,9 @@ class ExchangeSettings(HttpServerSettings):
     ws_queue_size: int = Field(1_000, ge=10)
     """Messages buffered per WebSocket client; a client that falls further behind is disconnected."""
     invariant_check_seconds: float = Field(5.0, gt=0)
+    """How often the ledger invariant and the uncrossed book are checked in memory."""
+    journal_check_seconds: float = Field(60.0, gt=0)
+    """How often the database journal is summed and compared with the ledger, account by account."""
 
     @property
     def sqlalchemy_url(self) -> str:
