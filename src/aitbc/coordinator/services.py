@@ -38,7 +38,7 @@ from aitbc.coordinator.live import LiveMiner
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
 from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.payments import ChainLink, PaymentWorker
+from aitbc.coordinator.payments import ChainLink, PaymentWorker, PriceTooLow
 from aitbc.coordinator.settlement import DepositSettler
 from aitbc.coordinator.views import job_view, payment_view
 from aitbc.market.acceptance import ResultTerms, process_result
@@ -57,7 +57,7 @@ from aitbc.market.lifecycle import (
     on_result,
     on_ttl_expired,
 )
-from aitbc.market.metering import MeteringBounds
+from aitbc.market.metering import MeteringBounds, compute_min_affordable_price
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized, UnknownModel
@@ -213,6 +213,7 @@ class CoordinatorService:
         elif request.job_id is not None:
             raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
         try:
+            self._check_affordable(job)
             await self.db.insert_job(job)
         except BaseException:
             if reservation is not None and self.deposits is not None:
@@ -224,6 +225,15 @@ class CoordinatorService:
         self.events.publish(job.id, "status", view, owner=api_key.id)
         self.dispatcher.notify_work(job.model)
         return view
+
+    def _check_affordable(self, job: JobRecord) -> None:
+        """Refuse (402, with the amount needed) a job no live miner that fits it would take at its price: it
+        would otherwise sit queued until its ttl, and only ``/match`` would say why."""
+        if job.max_price is None:
+            return
+        needed = compute_min_affordable_price([m.offer for m in self.dispatcher.live_miners()], job.requirements())
+        if needed is not None and job.max_price < needed:
+            raise PriceTooLow(job.max_price, needed)
 
     def _check_served(self, job_type: str, model: str, model_digest: str | None) -> None:
         kind = compute_model_kind(job_type)

@@ -346,6 +346,7 @@ class Devnet:
                     self.miner_backend,
                     "--price",
                     str(DEVNET_MINER_PRICE),
+                    "--base-units",
                     "--data-dir",
                     str(self.miner_dir),
                 ],
