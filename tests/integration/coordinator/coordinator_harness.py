@@ -280,7 +280,7 @@ class MinerProcess:
         if self.region:
             args += ["--region", self.region]
         if self.price != 1:
-            args += ["--price", str(self.price)]
+            args += ["--price", str(self.price), "--base-units"]
         args += list(self.extra_args)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
