@@ -228,7 +228,9 @@ def main() -> int:
     first_send = min(t for t in sent_at if t)
     rate = committed / (last_commit - first_send) if committed else 0.0
     print()
+    load = os.getloadavg()
     print(f"conditions: {args.validators} validators on {os.cpu_count()} cores, block time {args.block_time_ms} ms,")
+    print(f"  load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; other work shares the cores)")
     print(f"  offered {args.rate:,} tx/s for {args.seconds:.0f} s ({len(txs):,} txs from {args.accounts} accounts,")
     print(f"  JSON-RPC batches of {args.batch} round-robin over the validators; gossip to the others)")
     print(f"committed: {committed:,} of {len(txs):,} ({rejected[0]} refused at submit)")

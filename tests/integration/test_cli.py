@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +107,17 @@ def test_keys_transfer_account_head_block_watch(shared_node: Any, devnet: Path) 
         assert tx_hash in {_hash(t) for t in block_json["txs"]}
         assert any(t["recipient"] == bob and t["amount"] == 1_500_000 for t in block_json["txs"])
 
+        # Not a terminal (a pipe): one plain line per block as it arrives, human UTC times, whole hashes.
         watched = ok(watch.result())
-        rows = re.findall(r"^\s*[│|]\s*(\d+)\s*[│|]\s*([0-9a-f]{16})", watched, re.MULTILINE)
-        assert len(rows) >= 2, watched
-        heights = [int(h) for h, _ in rows[-2:]]
+        line = (
+            r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z)  height (\d+)  txs \d+  hash ([0-9a-f]{64})  proposer ait1\w+$"
+        )
+        rows = re.findall(line, watched, re.MULTILINE)
+        assert len(rows) == 2 and len(watched.strip().splitlines()) == 2, watched
+        heights = [int(h) for _, h, _ in rows]
         assert heights[1] == heights[0] + 1
+        stamp = datetime.strptime(rows[0][0], "%Y-%m-%d %H:%M:%S.%fZ").replace(tzinfo=UTC)
+        assert abs((datetime.now(UTC) - stamp).total_seconds()) < 120
 
 
 def _hash(tx: dict[str, Any]) -> str:
@@ -127,7 +134,7 @@ def test_errors_are_one_line_with_exit_1(shared_node: Any, devnet: Path) -> None
         bad_to = pool.submit(aitbc, "tx", "transfer", "--to", "ait1notanaddress", "--amount", "1", "--devnet", d)
         closed = pool.submit(aitbc, "chain", "head", "--rpc", f"http://127.0.0.1:{closed_port}/", **narrow)
     assert "--to" in one_line_error(bad_to.result())
-    assert one_line_error(closed.result()).startswith("error [unreachable]: cannot reach node")
+    assert one_line_error(closed.result()).startswith("error [unreachable]: cannot reach the node")
 
 
 def test_more_commands_in_process(shared_node: Any, devnet: Path) -> None:

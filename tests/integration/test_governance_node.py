@@ -50,7 +50,7 @@ def wait_until(predicate: Any, timeout: float = 30.0) -> None:
 def test_param_change_through_the_cli_applies_at_its_height_on_a_real_node(
     node_process: NodeFactory, tmp_path: Path
 ) -> None:
-    node = node_process(block_time_ms=500)  # the devnet's 30-block vote then lasts 15 s: time for the CLI calls
+    node = node_process(block_time_ms=1000)  # the devnet's 30-block vote then lasts 30 s: time for the CLI calls
     keys = tmp_path / "keys"
     keys.mkdir()
     for name, key in VOTERS.items():
@@ -68,7 +68,7 @@ def test_param_change_through_the_cli_applies_at_its_height_on_a_real_node(
         assert orjson.loads(ws.recv(timeout=5))["result"] is not None
 
         with node.client() as client:
-            activation = client.get_head()["height"] + 45
+            activation = client.get_head()["height"] + 40
         out = cli(
             node, keys, "gov", "propose", "--title", "cheaper jobs", "--kind", "param_change",
             "--set", "protocol_fee_bps=50", "--set", "min_fee=2", "--activation-height", str(activation),

@@ -15,7 +15,21 @@ A TOML manifest describes the network and what happens to it::
     [[perturbation]]
     node = 1
     action = "kill"          # kill (-9, restarted after duration_s), pause (SIGSTOP/SIGCONT),
-    at_s = 5                 # restart (SIGTERM, then start), disconnect (drop all p2p traffic)
+    at_s = 5                 # restart (SIGTERM, then start), disconnect (drop all p2p traffic),
+    duration_s = 8           # partition, byzantine (see below)
+
+    [[perturbation]]         # a network partition: nodes [0, 1] | the rest, both ways
+    node = 0
+    action = "partition"
+    group = [0, 1]
+    at_s = 12
+    duration_s = 6
+
+    [[perturbation]]         # a real validator misbehaving (equivocate, future-time, drop-votes, tamper;
+    node = 2                 # aitbc.node.byzantine, switched on by the test-only --test-byzantine flag)
+    action = "byzantine"
+    behaviour = "tamper"
+    at_s = 20
     duration_s = 8
 
 The runner starts the processes, keeps a steady tx load on them, applies the
@@ -24,14 +38,20 @@ node has the same block hash at every height (no fork), every tx a node
 reported committed is committed on every node at the same height (nothing
 lost), perturbed nodes catch up, and the height grew in every window during
 which more than 2/3 of the voting power (of the active set ``get_validators``
-reports: a validator down for long is jailed and leaves it) was up.
+reports: a validator down for long is jailed and leaves it) was up and
+connected (a byzantine node, and the smaller side of a partition, count as
+down). The report also gives the longest stall (no new block on any node) and
+the p99 of the recovery time (end of a perturbation → the perturbed nodes at
+the height the network had then).
 
     python tests/support/perturb.py tests/e2e/manifests/long.toml
+    python tests/support/perturb.py tests/e2e/manifests/byzantine-long.toml   # 100+ perturbations, ~7 min
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import sys
 import tempfile
@@ -50,7 +70,8 @@ from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.tx import Transfer, sign_tx
 from aitbc.runtime.keyfile import read_keyfile
 
-ACTIONS = ("kill", "pause", "restart", "disconnect")
+ACTIONS = ("kill", "pause", "restart", "disconnect", "partition", "byzantine")
+BYZANTINE = ("equivocate", "future-time", "drop-votes", "tamper")
 
 
 @dataclass
@@ -59,6 +80,10 @@ class Perturbation:
     action: str
     at_s: float
     duration_s: float = 5.0
+    group: list[int] = field(default_factory=list)
+    """partition: the nodes on one side (default: just ``node``)."""
+    behaviour: str = "tamper"
+    """byzantine: one of ``BYZANTINE``."""
 
 
 @dataclass
@@ -82,6 +107,8 @@ class Manifest:
         for p in manifest.perturbations:
             if p.action not in ACTIONS or not 0 <= p.node < manifest.validators:
                 raise ValueError(f"bad perturbation {p}")
+            if p.action == "byzantine" and p.behaviour not in BYZANTINE:
+                raise ValueError(f"bad byzantine behaviour {p.behaviour}")
         return manifest
 
 
@@ -94,6 +121,15 @@ class Report:
     lost: int = 0
     stalls: list[str] = field(default_factory=list)
     not_caught_up: list[int] = field(default_factory=list)
+    longest_stall_s: float = 0.0
+    recoveries: list[float] = field(default_factory=list)
+
+    @property
+    def recovery_p99_s(self) -> float:
+        if not self.recoveries:
+            return 0.0
+        ordered = sorted(self.recoveries)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
     @property
     def ok(self) -> bool:
@@ -106,6 +142,7 @@ class Report:
         lines.append(f"committed txs: {self.committed}, lost: {self.lost}")
         lines.append(f"liveness stalls: {len(self.stalls)}" + "".join(f"\n  {s}" for s in self.stalls))
         lines.append(f"nodes not caught up: {self.not_caught_up}")
+        lines.append(f"longest stall: {self.longest_stall_s:.1f} s, recovery p99: {self.recovery_p99_s:.1f} s")
         lines.append("RESULT: " + ("ok" if self.ok else "FAILED"))
         return "\n".join(lines)
 
@@ -135,6 +172,7 @@ class Runner:
             manifest.validators,
             ports=[tuple(ports[3 * i : 3 * i + 3]) for i in range(manifest.validators)],  # type: ignore[misc]
             extra_args=[
+                "--test-byzantine",
                 "--timeout-propose-ms",
                 str(manifest.timeout_propose_ms),
                 "--timeout-vote-ms",
@@ -147,12 +185,20 @@ class Runner:
         )
         self.report = Report()
         self.down: set[int] = set()
-        """Nodes currently killed, paused or disconnected (their power is not up)."""
+        """Nodes currently killed, paused, disconnected, byzantine or cut off by a partition (their power is
+        not up)."""
+        self.downs: dict[int, int] = {}
+        """How many perturbations currently hold each node down (they may overlap)."""
         self.committed: dict[str, int] = {}
         self.lock = threading.Lock()
         self.stop_load = threading.Event()
         self.samples: list[tuple[float, int, bool]] = []
         """(time, max height over up nodes, whether > 2/3 of the active set's power was up)."""
+        self.node_heights: list[tuple[float, dict[int, int]]] = []
+        self.ended: list[tuple[float, list[int]]] = []
+        """(when a perturbation ended, the nodes it hit): the recovery times start there."""
+        self.cuts: dict[int, list[frozenset[str] | None]] = {}
+        """Per node, the active p2p cuts (None: everything, else the addresses cut); written to its block file."""
         self.addresses: list[str] = []
 
     # -- network ------------------------------------------------------------
@@ -215,13 +261,45 @@ class Runner:
                 time.sleep(0.2)
 
     # -- perturbations ------------------------------------------------------------
+    def _set_cut(self, index: int, cut: frozenset[str] | None, on: bool) -> None:
+        """Add or remove one p2p cut of a node and rewrite its block file (cuts may overlap)."""
+        with self.lock:
+            cuts = self.cuts.setdefault(index, [])
+            if on:
+                cuts.append(cut)
+            else:
+                cuts.remove(cut)
+            path = self.net.nodes[index].block_file
+            if not cuts:
+                path.unlink(missing_ok=True)
+            elif any(c is None for c in cuts):
+                path.write_text("")
+            else:
+                path.write_text("".join(f"{a}\n" for c in cuts if c is not None for a in sorted(c)))
+
+    def _hit(self, p: Perturbation) -> list[int]:
+        """The nodes a perturbation takes out of the quorum."""
+        if p.action != "partition":
+            return [p.node]
+        side = set(p.group or [p.node])
+        rest = set(range(self.m.validators)) - side
+        if len(side) == len(rest):
+            return sorted(side | rest)
+        return sorted(side if len(side) < len(rest) else rest)
+
     def _apply(self, p: Perturbation, started: float) -> None:
         node = self.net.nodes[p.node]
         delay = started + p.at_s - time.monotonic()
         if delay > 0 and self.stop_load.wait(delay):
             return
         t = time.monotonic() - started
-        self.down.add(p.node)
+        hit = self._hit(p)
+        with self.lock:
+            for i in hit:
+                self.downs[i] = self.downs.get(i, 0) + 1
+            self.down = {i for i, n in self.downs.items() if n > 0}
+        side = sorted(set(p.group or [p.node]))
+        cuts: dict[int, frozenset[str]] = {}
         if p.action == "kill":
             node.kill()
         elif p.action == "pause":
@@ -229,8 +307,17 @@ class Runner:
         elif p.action == "restart":
             node.stop()
         elif p.action == "disconnect":
-            node.disconnect()
-        self.report.applied.append(f"t={t:5.1f}s {p.action} node{p.node} for {p.duration_s}s")
+            self._set_cut(p.node, None, True)
+        elif p.action == "partition":
+            others = [i for i in range(self.m.validators) if i not in side]
+            for i in range(self.m.validators):
+                cuts[i] = frozenset(self.addresses[j] for j in (others if i in side else side))
+                self._set_cut(i, cuts[i], True)
+        elif p.action == "byzantine":
+            (node.data_dir / "byzantine").write_text(p.behaviour)
+        what = f"{p.action} {p.behaviour}" if p.action == "byzantine" else p.action
+        target = f"nodes {side}" if p.action == "partition" else f"node{p.node}"
+        self.report.applied.append(f"t={t:5.1f}s {what} {target} for {p.duration_s}s")
         time.sleep(p.duration_s)
         if p.action in ("kill", "restart"):
             node.start()
@@ -238,9 +325,18 @@ class Runner:
                 node.wait_healthy(30)
         elif p.action == "pause":
             node.resume()
-        else:
-            node.reconnect()
-        self.down.discard(p.node)
+        elif p.action == "disconnect":
+            self._set_cut(p.node, None, False)
+        elif p.action == "partition":
+            for i, cut in cuts.items():
+                self._set_cut(i, cut, False)
+        elif p.action == "byzantine":
+            (node.data_dir / "byzantine").unlink(missing_ok=True)
+        with self.lock:
+            for i in hit:
+                self.downs[i] -= 1
+            self.down = {i for i, n in self.downs.items() if n > 0}
+            self.ended.append((time.monotonic() - started, hit))
 
     def _quorum_up(self, down: set[int]) -> bool:
         """Is more than 2/3 of the active set's power (as the chain reports it, e.g. after a jailing) up?"""
@@ -259,11 +355,32 @@ class Runner:
     def _monitor(self, started: float) -> None:
         while not self.stop_load.is_set():
             down = set(self.down)
-            heights = [h for i in range(self.m.validators) if i not in down and (h := self._height(i)) is not None]
+            all_heights = {i: h for i in range(self.m.validators) if (h := self._height(i)) is not None}
+            heights = [h for i, h in all_heights.items() if i not in down]
+            now = time.monotonic() - started
+            self.node_heights.append((now, all_heights))
             if heights:
                 quorum = self._quorum_up(down) and down == self.down
-                self.samples.append((time.monotonic() - started, max(heights), quorum))
+                self.samples.append((now, max(heights), quorum))
             time.sleep(0.5)
+
+    def _timings(self) -> None:
+        """Longest stall (no node's height grew) and each perturbation's recovery time."""
+        report, last_growth, best = self.report, 0.0, 0
+        for t, heights in self.node_heights:
+            top = max(heights.values(), default=0)
+            if top > best:
+                report.longest_stall_s = max(report.longest_stall_s, t - last_growth)
+                best, last_growth = top, t
+        if self.node_heights:
+            report.longest_stall_s = max(report.longest_stall_s, self.node_heights[-1][0] - last_growth)
+        for ended, hit in self.ended:
+            before = [h for t, hs in self.node_heights if t <= ended for h in hs.values()]
+            target = max(before, default=0)
+            for t, heights in self.node_heights:
+                if t >= ended and all(heights.get(i, -1) >= target for i in hit):
+                    report.recoveries.append(t - ended)
+                    break
 
     # -- the run ------------------------------------------------------------------------
     def run(self) -> Report:
@@ -281,8 +398,10 @@ class Runner:
         for node in self.net.nodes:  # heal whatever is still perturbed
             node.reconnect()
             node.resume()
+            (node.data_dir / "byzantine").unlink(missing_ok=True)
             if not node.running:
                 node.start()
+        self._timings()
         self._check()
         return self.report
 

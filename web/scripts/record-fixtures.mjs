@@ -11,6 +11,15 @@ const N = info.rpc_url.replace(/\/$/, '');
 const P = info.poolhub_url?.replace(/\/$/, '');
 const auth = { 'X-Api-Key': info.api_key };
 
+async function rpc(method, params) {
+  const r = await fetch(N + '/', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', method, params, id: 1 }),
+  });
+  return (await r.json()).result ?? null;
+}
+
 async function get(url, headers = {}) {
   const r = await fetch(url, { headers });
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
@@ -37,6 +46,7 @@ const out = {
     match: await get(`${C}/api/v1/jobs/${id}/match`, auth),
     events: await get(`${C}/api/v1/jobs/${id}/events`, auth),
     metrics: await get(`${C}/metrics`),
+    account: await get(`${C}/api/v1/account`, auth).catch(() => null),
   },
   node: {
     head,
@@ -44,16 +54,10 @@ const out = {
     blocks: await Promise.all(heights.map((h) => get(`${N}/v1/blocks/${h}`))),
     settle_block: await get(`${N}/v1/blocks/${done.payment.height}`),
     account: await get(`${N}/v1/accounts/${done.client}`),
-    job: await get(`${N}/v1/jobs/${id}`),
-    validators: (
-      await (
-        await fetch(N + '/', {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ jsonrpc: '2.0', method: 'get_validators', params: [], id: 1 }),
-        })
-      ).json()
-    ).result,
+    job: await rpc('get_job', [id]),
+    paid_job: (await rpc('get_paid_job', [id]))?.paid ?? null,
+    deposit: null,
+    validators: await rpc('get_validators', []),
   },
   poolhub: P
     ? {
@@ -63,6 +67,7 @@ const out = {
       }
     : null,
 };
+if (out.coordinator.account) out.node.deposit = (await rpc('get_deposit', [out.coordinator.account.deposit_id]))?.deposit ?? null;
 const path = resolve(import.meta.dirname, '../fixtures/devnet.json');
 writeFileSync(path, JSON.stringify(out, null, 2) + '\n');
 console.log(`recorded ${path} (job ${id}, head ${head.height})`);

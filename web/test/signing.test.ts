@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeAddress, encodeAddress, isValidAddress } from '../src/lib/address';
 import { bytesToHex, hexToBytes } from '../src/lib/bytes';
 import { keyFromSeed, signingDomain, verify } from '../src/lib/signer';
-import { type OpenEscrow, type Transfer, signTx, txBytes, txHash, txSigningBytes } from '../src/lib/tx';
+import { type OpenEscrow, type Transfer, type Tx, signTx, txBytes, txHash, txSigningBytes } from '../src/lib/tx';
 
 // The protocol's recorded vector: a change there is a consensus change, so the browser must match it exactly.
 const vector = JSON.parse(readFileSync(resolve(__dirname, '../../tests/vectors/transfer_v1.json'), 'utf8'));
@@ -90,17 +90,19 @@ describe('open_escrow', () => {
   });
 });
 
-describe('open_escrow_v1 vector', () => {
-  const escrowVector = JSON.parse(readFileSync(resolve(__dirname, '../../tests/vectors/open_escrow_v1.json'), 'utf8'));
-  const key = keyFromSeed(hexToBytes(escrowVector.sender_seed_hex));
-  const unsigned: OpenEscrow = { ...escrowVector.tx, signature: undefined };
+// Every tx kind the browser signs, against the protocol's generated vectors (tests/vectors/tx/*.json).
+describe.each(['transfer', 'open_escrow', 'top_up_deposit', 'withdraw_deposit'])('%s vector', (kind) => {
+  const v = JSON.parse(readFileSync(resolve(__dirname, `../../tests/vectors/tx/${kind}.json`), 'utf8'));
+  const key = keyFromSeed(hexToBytes(v.sender_seed_hex));
+  const unsigned = { ...v.tx, signature: undefined } as Tx;
 
   it('matches the protocol byte for byte', () => {
-    expect(bytesToHex(txSigningBytes(unsigned))).toBe(escrowVector.signing_bytes_hex);
+    expect(bytesToHex(signingDomain(v.tx.chain_id, 'tx'))).toBe(v.signing_domain_hex);
+    expect(bytesToHex(txSigningBytes(unsigned))).toBe(v.signing_bytes_hex);
     const signed = signTx(unsigned, key);
-    expect(signed.signature).toBe(escrowVector.tx.signature);
-    expect(bytesToHex(txBytes(signed))).toBe(escrowVector.canonical_bytes_hex);
-    expect(txHash(signed)).toBe(escrowVector.tx_hash);
+    expect(signed.signature).toBe(v.tx.signature);
+    expect(bytesToHex(txBytes(signed))).toBe(v.canonical_bytes_hex);
+    expect(txHash(signed)).toBe(v.tx_hash);
   });
 });
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -60,6 +61,19 @@ def account(
             )
 
 
+def human_time(ms: int) -> str:
+    """A block time for people: UTC to the millisecond (``2026-12-03 09:50:01.234Z``)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def block_line(row: dict[str, Any]) -> str:
+    """One block as one plain line (``chain watch`` when stdout is not a terminal): greppable, whole values."""
+    return (
+        f"{human_time(int(row['time_ms']))}  height {row['height']}  txs {row['tx_count']}  "
+        f"hash {row['hash']}  proposer {row['proposer']}"
+    )
+
+
 def _blocks_table(rows: list[dict[str, Any]]) -> Table:
     table = Table("height", "hash", "txs", "proposer", "time", title="live blocks (Ctrl-C to stop)")
     for row in rows[-20:]:
@@ -68,7 +82,7 @@ def _blocks_table(rows: list[dict[str, Any]]) -> Table:
             row["hash"][:16] + "…",
             str(row["tx_count"]),
             row["proposer"][:14] + "…",
-            str(row["time_ms"]),
+            human_time(int(row["time_ms"])),
         )
     return table
 
@@ -79,9 +93,14 @@ def watch(
     count: Annotated[int, typer.Option(help="Stop after this many blocks (0: forever)")] = 0,
     devnet: DevnetOpt = None,
     ws: Annotated[str | None, typer.Option("--ws", help="WebSocket URL (default: the devnet's)")] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="One line per block (the default when stdout is not a terminal)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per block and line")] = False,
 ) -> None:
-    """Stream new blocks from the WebSocket as a live table."""
+    """Stream new blocks from the WebSocket: a live table on a terminal, else one line per block as it comes."""
     url = ws or load_devnet(devnet).ws_url
+    live_table = not (plain or as_json or not console.is_terminal)
 
     async def follow() -> None:
         from websockets.asyncio.client import connect
@@ -90,6 +109,17 @@ def watch(
         try:
             async with connect(url) as conn:
                 await conn.send(orjson.dumps({"method": "subscribe", "params": ["new_blocks"], "id": 1}).decode())
+                if not live_table:  # piped, logged or asked for: a line per block, written at once
+                    async for raw in conn:
+                        message = orjson.loads(raw)
+                        if message.get("method") != "new_blocks":
+                            continue
+                        rows.append(message["params"])
+                        line = orjson.dumps(message["params"]).decode() if as_json else block_line(message["params"])
+                        print(line, flush=True)
+                        if count and len(rows) >= count:
+                            return
+                    return
                 with Live(_blocks_table(rows), console=console, refresh_per_second=4) as live:
                     async for raw in conn:
                         message = orjson.loads(raw)

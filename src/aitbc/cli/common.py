@@ -15,6 +15,7 @@ from rich.markup import escape
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DEVNET_ENV, DevnetInfo, default_devnet_dir, read_devnet_info
+from aitbc.protocol.amounts import parse_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, ConfigError, RemoteError
 from aitbc.runtime.keyfile import read_keyfile
@@ -38,6 +39,27 @@ ApiKeyOpt = Annotated[
         "--api-key", envvar="AITBC_API_KEY", help="Client API key (default: the devnet's)", show_default=False
     ),
 ]
+BaseUnitsOpt = Annotated[
+    bool,
+    typer.Option("--base-units", help="Amounts given on this command line are base units (10**6 per AITBC), not AITBC"),
+]
+"""Every CLI amount is in AITBC (``1.5``) unless ``--base-units`` says otherwise."""
+
+
+def parse_amount(text: str, base_units: bool, option: str) -> int:
+    """An amount option as base units: AITBC by default (``0.25``), or an integer with ``--base-units``."""
+    if base_units:
+        if not text.strip().isdigit():
+            raise ConfigError(f"{option} {text!r}: with --base-units, a whole number of base units")
+        return int(text.strip())
+    try:
+        return parse_aitbc(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{option} {text!r}: {exc} (AITBC, up to 6 decimals; or base units with --base-units)"
+        ) from None
+
+
 RpcOpt = Annotated[
     str | None, typer.Option("--rpc", help="Node JSON-RPC URL (default: the devnet's)", show_default=False)
 ]

@@ -16,6 +16,7 @@ from rich.text import Text
 from aitbc.chain.entries import PaidJob
 from aitbc.cli.common import (
     ApiKeyOpt,
+    BaseUnitsOpt,
     CoordinatorOpt,
     DevnetOpt,
     RpcOpt,
@@ -25,6 +26,7 @@ from aitbc.cli.common import (
     load_devnet,
     load_key,
     node_client,
+    parse_amount,
     print_json,
 )
 from aitbc.client.coordinator import CoordinatorClient
@@ -97,7 +99,10 @@ def _print_result(client: CoordinatorClient, job: dict[str, Any], reply_secret: 
         "tokens",
         f"{units['prompt_tokens']} prompt + {units['completion_tokens']} generated in {units['compute_ms']} ms",
     )
-    table.add_row("price", f"{receipt['total_price']} base units ({receipt['unit_price']}/token)")
+    table.add_row(
+        "price",
+        f"{format_aitbc(receipt['total_price'])} AITBC ({format_aitbc(receipt['unit_price'])} AITBC/token)",
+    )
     table.add_row("signatures", "miner ✓ coordinator ✓" if receipt["coordinator_signature"] else "miner ✓")
     console.print(table)
 
@@ -190,7 +195,7 @@ def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> t
     )
     ciphertext, input_hash = seal_job_input(job_input, quote["miner"])
     reply_secret, reply_to = new_reply_key()
-    console.print(f"sealed to miner [bold]{quote['miner']}[/] ({quote['unit_price']} base units/token)")
+    console.print(f"sealed to miner [bold]{quote['miner']}[/] ({format_aitbc(quote['unit_price'])} AITBC/token)")
     sealed = {"miner": quote["miner"], "ciphertext": ciphertext, "input_hash": input_hash, "reply_to": reply_to}
     return {**{k: v for k, v in body.items() if k != "input"}, "sealed": sealed}, reply_secret
 
@@ -213,7 +218,8 @@ def submit(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy)")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
     max_price: Annotated[
-        int | None, typer.Option(help="Most you pay, in base units (default: the worst case at the live miners)")
+        str | None,
+        typer.Option(help="Most you pay, in AITBC (e.g. 0.05; default: the worst case at the live miners)"),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Stream the tokens live, then show result and receipt")] = False,
     private: Annotated[
@@ -241,6 +247,7 @@ def submit(
     coordinator: CoordinatorOpt = None,
     api_key: ApiKeyOpt = None,
     rpc: RpcOpt = None,
+    base_units: BaseUnitsOpt = False,
 ) -> None:
     """Submit an inference (--prompt), embedding (--text …) or EXPERIMENTAL zk-inference (--zk-input …) job.
 
@@ -277,7 +284,7 @@ def submit(
                 "input": {"texts": text},
             }
         if max_price is not None:
-            body["max_price"] = max_price
+            body["max_price"] = parse_amount(max_price, base_units, "--max-price")
         if zk:
             body["constraints"] = {"zk_proof_required": True}
         reply_secret = None
@@ -307,7 +314,7 @@ def submit(
             return
         payer = _client_key(key, devnet)
         with NodeClient(rpc or os.environ.get("AITBC_RPC_URL") or node_url) as node:
-            if max_price is None:
+            if "max_price" not in body:
                 body["max_price"] = compute_default_max_price(plain_body, client.models())
             with console.status("opening the job's escrow on chain and waiting for it to commit…"):
                 escrow = open_job_escrow(
@@ -371,16 +378,24 @@ def list_jobs(
     devnet: DevnetOpt = None,
     coordinator: CoordinatorOpt = None,
     api_key: ApiKeyOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the page as JSON (whole jobs and next_cursor)")
+    ] = False,
 ) -> None:
-    """Your jobs, newest first."""
+    """Your jobs, newest first (whole ids, whatever the terminal's width)."""
     with coordinator_client(devnet, coordinator, api_key) as client:
         page = client.list_jobs(state=state, limit=limit)
-        table = Table("job", "type", "model", "state", "attempts", "miner")
-        for job in page["jobs"]:
-            table.add_row(
-                job["job_id"], job["type"], job["model"], job["state"], str(job["attempts"]), (job["miner"] or "")[:16]
-            )
-        console.print(table)
+    if as_json:
+        print_json(page)
+        return
+    table = Table("job", "type", "model", "state", "attempts", "miner")
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max((len(j["job_id"]) for j in page["jobs"]), default=3)
+    table.columns[2].overflow = "fold"
+    table.columns[5].overflow = "fold"
+    for job in page["jobs"]:
+        table.add_row(job["job_id"], job["type"], job["model"], job["state"], str(job["attempts"]), job["miner"] or "")
+    console.print(table)
 
 
 def _deposit_cost(job_id: str, paid: PaidJob, as_json: bool) -> None:

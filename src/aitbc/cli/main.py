@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from aitbc.cli import (
+    audits,
     chain,
     coordinator,
     deposit,
@@ -54,3 +55,6 @@ app.add_typer(miners.app, name="miners")
 app.add_typer(match.app, name="match")
 app.add_typer(web.app, name="web")
 app.add_typer(gov.app, name="gov")
+app.add_typer(audits.app, name="audits")
+miner.app.command("bond")(audits.bond)
+miner.app.command("unbond")(audits.unbond)

@@ -84,6 +84,9 @@ def run(
     timeout_delta_ms: Annotated[
         int | None, typer.Option(help="BFT: added to every timeout per round [default: 500]")
     ] = None,
+    test_byzantine: Annotated[
+        bool | None, typer.Option(hidden=True, help="tests only: see aitbc.node.byzantine")
+    ] = None,
 ) -> None:
     """Run the node until Ctrl-C / SIGTERM; it resumes from its data directory.
 
@@ -103,6 +106,7 @@ def run(
             timeout_propose_ms=timeout_propose_ms,
             timeout_vote_ms=timeout_vote_ms,
             timeout_delta_ms=timeout_delta_ms,
+            test_byzantine=test_byzantine,
         ),
     )
     configure_logging("node", settings.log_level)

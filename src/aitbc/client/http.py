@@ -1,4 +1,10 @@
-"""What every AITBC REST client shares: one httpx client, a context manager, and errors as ``RemoteError``."""
+"""What every AITBC HTTP client shares: one httpx client, a context manager, and errors as ``RemoteError``.
+
+``RestClient`` (blocking: the CLI, the SDK, the coordinator's node link) and ``AsyncRestClient`` (the
+event loop: the miner's coordinator link, the coordinator's pool hub link) send the same way: a
+transport failure is ``RemoteError(reason="unreachable")`` naming the other side, an answer of 400 or
+more is ``RemoteError`` with the status as ``code`` and the problem body's ``reason``.
+"""
 
 from __future__ import annotations
 
@@ -49,11 +55,56 @@ class RestClient:
     def _check(response: httpx.Response) -> Any:
         return raise_for_problem(response)
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The raw response (any status); only a transport failure raises."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise RemoteError(
-                f"cannot reach the {self.service} at {self.base_url}: {exc}", reason="unreachable"
-            ) from None
-        return self._check(response)
+            raise unreachable(self.service, self.base_url, exc) from None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._check(self._send(method, path, **kwargs))
+
+
+def unreachable(service: str, base_url: str, exc: Exception) -> RemoteError:
+    return RemoteError(f"cannot reach the {service} at {base_url}: {exc}", reason="unreachable")
+
+
+def is_unreachable(exc: RemoteError) -> bool:
+    """A transport failure (retry later), as opposed to an answer that refused the request."""
+    return exc.reason == "unreachable" and exc.code is None
+
+
+class AsyncRestClient:
+    """``RestClient`` for the event loop (``httpx.AsyncClient``)."""
+
+    service: ClassVar[str] = "service"
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        timeout: float | httpx.Timeout,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The raw response (any status); only a transport failure raises."""
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise unreachable(self.service, self.base_url, exc) from None
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return raise_for_problem(await self._send(method, path, **kwargs))

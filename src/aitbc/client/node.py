@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import msgspec
 
+from aitbc.chain.audit_types import AuditState
 from aitbc.chain.entries import (
     Account,
     Deposit,
     Escrow,
     PaidJob,
     is_valid_account_proof,
+    is_valid_audits_proof,
     is_valid_deposit_proof,
     is_valid_escrow_proof,
     is_valid_governance_proof,
@@ -23,31 +25,24 @@ from aitbc.chain.entries import (
 )
 from aitbc.chain.gov_types import GovernanceState
 from aitbc.chain.smt import SmtProof
+from aitbc.client.http import RestClient
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError
 from aitbc.protocol.tx import Tx, sign_tx, tx_to_json_obj
 
 
-class NodeClient:
+class NodeClient(RestClient):
+    """JSON-RPC over the shared REST client (``aitbc.client.http``): one call, or a batch, per POST."""
+
+    service = "node"
+
     def __init__(self, rpc_url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
-        self.rpc_url = rpc_url.rstrip("/") + "/"
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        super().__init__(rpc_url, {}, timeout, transport)
+        self.rpc_url = self.base_url + "/"
         self._ids = itertools.count(1)
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> NodeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _post(self, payload: Any) -> Any:
-        try:
-            response = self._http.post(self.rpc_url, json=payload)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach node at {self.rpc_url}: {exc}", reason="unreachable") from None
+        response = self._send("POST", "/", json=payload)
         if response.status_code == 204:
             return None
         try:
@@ -217,6 +212,18 @@ class NodeClient:
         if not is_valid_governance_proof(payload["state_root"], governance, proof_from_json(payload["proof"])):
             raise AitbcError("governance proof does not verify against the state root", reason="bad_proof")
         return governance, payload
+
+    def get_verified_audits(self) -> tuple[AuditState, dict[str, Any]]:
+        """The whole audit state (miner bonds, audits, disputes), checked by its Merkle proof against the
+        header it names."""
+        payload: dict[str, Any] = self.call("get_audit_proof")
+        header = self.get_block(payload["height"], False)
+        if header["state_root"] != payload["state_root"]:
+            raise AitbcError("proof's state root differs from the block header's", reason="bad_proof")
+        audits = msgspec.convert(payload["audits"], AuditState)
+        if not is_valid_audits_proof(payload["state_root"], audits, proof_from_json(payload["proof"])):
+            raise AitbcError("audit proof does not verify against the state root", reason="bad_proof")
+        return audits, payload
 
 
 def proof_from_json(proof: dict[str, Any]) -> SmtProof:

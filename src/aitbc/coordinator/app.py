@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,13 +17,15 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import account, jobs, matching, miners
+from aitbc.coordinator.api.routes import account, jobs, matching, miners, openai
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.openai_gateway import OPENAI_PREFIX, OpenAIGateway, openai_error
 from aitbc.coordinator.payments import ChainLink
 from aitbc.coordinator.services import CoordinatorService
+from aitbc.coordinator.ws import JobUpdatesHub
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError
 from aitbc.runtime.cors import add_cors
@@ -123,10 +126,14 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.openai = OpenAIGateway(service, settings.openai_max_open_per_key, settings.openai_keepalive_seconds)
     app.include_router(jobs.router)
     app.include_router(miners.router)
     app.include_router(matching.router)
     app.include_router(account.router)
+    app.include_router(openai.router)
+    app.state.job_updates = JobUpdatesHub(service, settings.ws_max_connections_per_key)
+    app.add_api_websocket_route("/api/v1/ws", app.state.job_updates.handle, name="job_updates")
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()
@@ -136,7 +143,11 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.fast_path = FastPath(app.full_stack, service, render_error, settings.max_body_bytes)
 
     @app.exception_handler(AitbcError)
-    async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
+    async def on_aitbc_error(request: Request, exc: AitbcError) -> Response:
+        if request.url.path.startswith(OPENAI_PREFIX):  # OpenAI clients get OpenAI's error shape
+            metrics.http_rejections.labels(exc.reason).inc()
+            status, body = openai_error(exc)
+            return Response(msgspec.json.encode(body), status, error_headers(exc), media_type="application/json")
         return render_error(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -182,6 +193,7 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
         app,
         settings,
         sock,
+        openai_prefix=OPENAI_PREFIX,
         on_reject=lambda reason: rejections.labels(reason).inc(),
         on_stop=app.state.service.stop_claims,
     )

@@ -28,9 +28,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-import httpx
 import msgspec
 
+from aitbc.client.http import is_unreachable
+from aitbc.client.poolhub import AsyncPoolHubClient, PoolHubClient
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.live import LiveMiner
 from aitbc.market.matching import JobRequirements, MinerOffer
@@ -47,6 +48,7 @@ from aitbc.market.scoring import (
     get_eligible_model,
     new_stats,
 )
+from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job_messages import MinerRegistration
 
 log = logging.getLogger("aitbc.coordinator.matching")
@@ -280,9 +282,8 @@ class PoolHubMatchPolicy:
     def __init__(self, url: str, token: str | None, fallback: LocalMatchPolicy) -> None:
         self.url = url.rstrip("/")
         self.fallback = fallback
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._sync = httpx.Client(base_url=self.url, headers=headers, timeout=HUB_TIMEOUT_S)
-        self._async = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=5.0)
+        self._sync = PoolHubClient(self.url, token, timeout=HUB_TIMEOUT_S)
+        self._async = AsyncPoolHubClient(self.url, token, timeout=5.0)
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._heartbeats: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
@@ -320,13 +321,13 @@ class PoolHubMatchPolicy:
 
     async def _post(self, path: str, body: dict[str, Any]) -> None:
         try:
-            response = await self._async.post(path, json=body)
-            if response.status_code >= 400:
-                self.hub_errors += 1
-                log.warning("pool hub refused %s: %s %s", path, response.status_code, response.text[:300])
-        except httpx.HTTPError as exc:
+            await self._async.post(path, body)
+        except RemoteError as exc:
             self.hub_errors += 1
-            log.warning("pool hub unreachable (%s): %s", path, exc)
+            if is_unreachable(exc):
+                log.warning("pool hub unreachable (%s): %s", path, exc)
+            else:
+                log.warning("pool hub refused %s: %s %s", path, exc.code, exc.message[:300])
 
     def on_register(self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> None:
         self.fallback.on_register(offer, registration, max_concurrency)
@@ -365,10 +366,7 @@ class PoolHubMatchPolicy:
         cached = self._rankings.get(job_id)
         if cached is not None and now_ms - cached[0] < HUB_RANKING_CACHE_MS:
             return cached[1]
-        body = {"job": job_body(job, job_id), "limit": 1, "candidates": [m.offer.miner for m in pool]}
-        response = self._sync.post("/v1/match", json=body)
-        response.raise_for_status()
-        candidates = response.json()["candidates"]
+        candidates = self._sync.match(job_body(job, job_id), 1, [m.offer.miner for m in pool])["candidates"]
         best = candidates[0]["miner"] if candidates else None
         if len(self._rankings) > 10_000:
             self._rankings.clear()
@@ -389,7 +387,7 @@ class PoolHubMatchPolicy:
             return True
         try:
             best = self._hub_best(job, job_id, pool, now_ms)
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+        except (RemoteError, KeyError, ValueError) as exc:
             self.hub_errors += 1
             log.warning("pool hub match failed, ranking locally: %s", exc)
             return self.fallback.allows(claimer, job, job_id, queued_since_ms, pool, now_ms)
@@ -406,16 +404,11 @@ class PoolHubMatchPolicy:
     def explain(self, job: JobRequirements, job_id: str, live: Iterable[LiveMiner], now_ms: int) -> dict[str, Any]:
         pool = list(live)
         try:
-            body = {
-                "job": job_body(job, job_id),
-                "limit": 1000,
-                "candidates": [m.offer.miner for m in pool],
-                "explain": True,
-            }
-            response = self._sync.post("/v1/match", json=body, timeout=5.0)
-            response.raise_for_status()
-            return {"policy": self.name, "poolhub": self.url, **response.json()}
-        except (httpx.HTTPError, ValueError) as exc:
+            ranking = self._sync.match(
+                job_body(job, job_id), 1000, [m.offer.miner for m in pool], explain=True, timeout=5.0
+            )
+            return {"policy": self.name, "poolhub": self.url, **ranking}
+        except (RemoteError, ValueError) as exc:
             local = self.fallback.explain(job, job_id, pool, now_ms)
             return {**local, "policy": "local (pool hub unreachable)", "poolhub_error": str(exc)}
 

@@ -33,6 +33,7 @@ from aitbc.client.node import NodeClient
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.market.lifecycle import REFUND_ACTION, SETTLE_ACTION, JobState, PaymentState, get_payment_action
+from aitbc.protocol.amounts import format_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import PaymentRequired, RemoteError, TxRejection, Unavailable
 from aitbc.protocol.receipt import Receipt
@@ -72,6 +73,23 @@ class EscrowProblem(PaymentRequired):
     """A paid job's escrow is missing, closed or does not fit the job (HTTP 402)."""
 
     reason = "escrow_required"
+
+
+class PriceTooLow(EscrowProblem):
+    """No live miner that could run the job would take it at its ``max_price`` (HTTP 402): refused at
+    submission with the amount needed, instead of queued until its ttl."""
+
+    reason = "max_price_too_low"
+
+    def __init__(self, max_price: int, needed: int) -> None:
+        super().__init__(
+            f"max_price {max_price} base units is below what any live miner serving this job may charge for it: "
+            f"at least {needed} base units ({format_aitbc(needed)} AITBC)"
+        )
+        self.needed = needed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "needed": self.needed, "needed_aitbc": format_aitbc(self.needed)}
 
 
 class ChainUnavailable(Unavailable):

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -37,9 +38,9 @@ from aitbc.coordinator.live import LiveMiner
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
 from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.payments import ChainLink, PaymentWorker
+from aitbc.coordinator.payments import ChainLink, PaymentWorker, PriceTooLow
 from aitbc.coordinator.settlement import DepositSettler
-from aitbc.coordinator.views import job_view
+from aitbc.coordinator.views import job_view, payment_view
 from aitbc.market.acceptance import ResultTerms, process_result
 from aitbc.market.conduct import is_release_over_allowance
 from aitbc.market.lifecycle import (
@@ -56,7 +57,7 @@ from aitbc.market.lifecycle import (
     on_result,
     on_ttl_expired,
 )
-from aitbc.market.metering import MeteringBounds
+from aitbc.market.metering import MeteringBounds, compute_min_affordable_price
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized, UnknownModel
@@ -66,6 +67,7 @@ from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_re
 from aitbc.protocol.zk import ZkReceiptProof
 
 log = logging.getLogger("aitbc.coordinator")
+T = TypeVar("T")
 
 SWEEP_RECHECK_MS = 5_000
 FINAL_STATES = (JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED)
@@ -105,7 +107,7 @@ class CoordinatorService:
                 key,
                 metrics,
                 self.db.read,
-                self.db.write,
+                self._payment_write,
                 self._on_escrows_refunded,
                 retry_seconds=settings.payment_retry_seconds,
             )
@@ -125,7 +127,7 @@ class CoordinatorService:
                 self.deposits,
                 metrics,
                 self.db.read,
-                self.db.write,
+                self._payment_write,
                 retry_seconds=settings.payment_retry_seconds,
             )
             self.intake = PaymentIntake(settings, key.address, chain, self.db, self.deposits, self.served_models)
@@ -211,6 +213,7 @@ class CoordinatorService:
         elif request.job_id is not None:
             raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
         try:
+            self._check_affordable(job)
             await self.db.insert_job(job)
         except BaseException:
             if reservation is not None and self.deposits is not None:
@@ -219,9 +222,18 @@ class CoordinatorService:
         self._due_by(job.expires_at_ms)
         self.metrics.jobs_submitted.inc()
         view = job_view(job)
-        self.events.publish(job.id, "status", view)
+        self.events.publish(job.id, "status", view, owner=api_key.id)
         self.dispatcher.notify_work(job.model)
         return view
+
+    def _check_affordable(self, job: JobRecord) -> None:
+        """Refuse (402, with the amount needed) a job no live miner that fits it would take at its price: it
+        would otherwise sit queued until its ttl, and only ``/match`` would say why."""
+        if job.max_price is None:
+            return
+        needed = compute_min_affordable_price([m.offer for m in self.dispatcher.live_miners()], job.requirements())
+        if needed is not None and job.max_price < needed:
+            raise PriceTooLow(job.max_price, needed)
 
     def _check_served(self, job_type: str, model: str, model_digest: str | None) -> None:
         kind = compute_model_kind(job_type)
@@ -417,6 +429,24 @@ class CoordinatorService:
         return job
 
     # -- payments -----------------------------------------------------------------
+    async def _payment_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """The payment workers' database writes; each job whose payment changed gets a ``payment`` event.
+
+        The payment state lives in the job's row and only these two repository calls change it, so the
+        events follow every change (escrow or deposit, settle or refund) without the workers knowing."""
+        result = await self.db.write(fn, *args)
+        changed: list[str] = []
+        if fn == self.repo.set_payment_states:
+            changed = list(result)  # type: ignore[call-overload]
+        elif fn == self.repo.apply_chain_events:
+            changed = [job_id for job_id, _ in args[2]]
+        for job_id in changed:
+            job = await self.db.read(self.repo.get_job, job_id)
+            view = None if job is None else payment_view(job)
+            if job is not None and view is not None:
+                self.events.publish(job_id, "payment", view, owner=job.api_key_id)
+        return result
+
     def _wake_payments(self, job: JobRecord) -> None:
         if self.payments is not None and job.payment_state is not None:
             if self.deposits is not None and job.payment_state == PaymentState.RESERVED:

@@ -92,8 +92,16 @@ class Accounts:
         """token hash -> (principal, expires_at_ms; 0 = no expiry). Revocation removes the entry."""
         self._buckets: dict[int, TokenBucket] = {}
         self._failures: dict[str, deque[float]] = {}
+        self._dummy: str | None = None
 
     # -- passwords ------------------------------------------------------------------------
+    @property
+    def dummy_hash(self) -> str:
+        """A hash of a random password, verified for unknown usernames so both cases take as long."""
+        if self._dummy is None:
+            self._dummy = self.hash_password(secrets.token_urlsafe(16))
+        return self._dummy
+
     def hash_password(self, password: str) -> str:
         digest: bytes = nacl.pwhash.argon2id.str(
             password.encode(), opslimit=self.settings.password_opslimit, memlimit=self.settings.password_memlimit

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -85,10 +86,14 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
         await service.start()
 
         async def invariant_loop() -> None:
+            last_journal_check = time.monotonic()
             while True:
                 await asyncio.sleep(settings.invariant_check_seconds)
                 try:
                     service.check_memory_invariants()
+                    if time.monotonic() - last_journal_check >= settings.journal_check_seconds:
+                        last_journal_check = time.monotonic()
+                        await service.check_all_invariants()
                 except AitbcError:
                     log.critical("ledger invariant broken; the exchange stops accepting changes", exc_info=True)
                     service.failed = "ledger invariant broken"

@@ -1,5 +1,6 @@
 """AITBC in and out over the chain: deposits are transfers to the exchange's address carrying the user's
-memo, credited once their block is committed (BFT blocks are final: no confirmations to wait for);
+memo, credited once their block is committed — on a BFT network, once the node has the block's commit
+certificate (+2/3 of the voting power precommitted it: final, no confirmations to wait for);
 withdrawals are transfers signed with the exchange's key, completed when the node says committed.
 
 The exchange key is a plain key file (``aitbc.runtime.keyfile``, like a node's key) and signs with the
@@ -95,6 +96,8 @@ class AitbcFunds:
             self.scanned = height - 1
         for h in range(self.scanned + 1, height + 1):
             block = await asyncio.to_thread(self.client.get_block, h, True)
+            if "commit" in block and not block["commit"]:
+                break  # a BFT node without the block's commit certificate yet: not final, next round
             await self._scan(h, block)
             self.scanned = h
             await asyncio.to_thread(self.store.set_state, "aitbc_height", h)

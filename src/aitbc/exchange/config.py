@@ -55,8 +55,8 @@ class BitcoinSettings(BaseModel):
     poll_seconds: float = Field(5.0, gt=0)
     reorg_depth: int = Field(100, ge=1)
     """Blocks the watcher re-checks behind the tip for a reorg (credits deeper than this are final)."""
-    withdrawal_fee_sat: int = Field(2_000, ge=0)
-    """Flat network fee a BTC withdrawal costs the user (the PSBT pays the estimated fee out of it)."""
+    max_fee_rate_sat_vb: int = Field(500, ge=1)
+    """Withdrawals are refused while the backend's fee estimate is above this (a hostile backend's cap)."""
     min_withdrawal_sat: int = Field(10_000, ge=546)
     hot_key_file: Path | None = None
     """Optional WIF/xprv file: withdrawals up to ``hot_limit_sat`` are signed automatically."""
@@ -103,9 +103,14 @@ class ExchangeSettings(HttpServerSettings):
     password_opslimit: int = Field(2, ge=1)
     password_memlimit: int = Field(64 * 1024 * 1024, ge=8192)
     """Argon2id cost (64 MiB, 2 passes ≈ 65 ms here)."""
+    password_hash_concurrency: int = Field(2, ge=1, le=64)
+    """Argon2id runs at once (sign-ups and logins beyond wait): memory stays within this times password_memlimit."""
     ws_queue_size: int = Field(1_000, ge=10)
     """Messages buffered per WebSocket client; a client that falls further behind is disconnected."""
     invariant_check_seconds: float = Field(5.0, gt=0)
+    """How often the ledger invariant and the uncrossed book are checked in memory."""
+    journal_check_seconds: float = Field(60.0, gt=0)
+    """How often the database journal is summed and compared with the ledger, account by account."""
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -13,6 +13,7 @@ from aitbc.exchange.bitcoin.addresses import bip21_uri, check_address
 from aitbc.exchange.db import schema
 from aitbc.exchange.schemas import DepositRequest, SignedWithdrawal, WithdrawalRequest
 from aitbc.exchange.service import ExchangeService
+from aitbc.market.orderbook import MAX_INT64
 from aitbc.protocol.address import is_valid_address
 from aitbc.protocol.errors import AitbcError, Forbidden, InvalidAddress
 
@@ -115,9 +116,17 @@ def build_funds_router(service: ExchangeService) -> APIRouter:
         accounts.check_rate(p.user_id)
         if not accounts.get_user(p.user_id).totp_enabled:
             raise Forbidden("withdrawals need 2FA: turn it on first", reason="2fa_required")
-        # cheap checks before the code is spent: the asset is served and the address is for its network
+        # cheap checks before the code is spent: the amount, the asset is served, the address is for its network
+        if body.amount <= 0:
+            raise AitbcError(f"amount must be positive, got {body.amount}", reason="non_positive_amount")
+        if body.amount > MAX_INT64 // 2:
+            raise AitbcError("amount too large", reason="amount_too_large")
         if body.asset == "BTC":
             check_address(body.address, btc().network)
+            if body.amount < btc().cfg.min_withdrawal_sat:
+                raise AitbcError(
+                    f"a BTC withdrawal is at least {btc().cfg.min_withdrawal_sat} sat", reason="amount_too_small"
+                )
         elif body.asset != "AITBC" or service.aitbc is None:
             raise AssetDisabled(f"withdrawals of {body.asset!r} are not configured on this exchange")
         elif not is_valid_address(body.address):
@@ -189,6 +198,17 @@ def build_funds_router(service: ExchangeService) -> APIRouter:
         require_operator(p)
         result: dict[str, Any] = await btc().submit_signed(ref, body.psbt)
         accounts.audit(p.user_id, "withdrawal_signed", ref=ref)
+        return result
+
+    @router.post(
+        "/operator/withdrawals/{ref}/cancel",
+        tags=["operator"],
+        summary="Cancel a withdrawal still awaiting its signature: the hold and the coins are released",
+    )
+    async def operator_cancel(ref: str, p: Principal = reader) -> dict[str, Any]:
+        require_operator(p)
+        result: dict[str, Any] = await btc().cancel_withdrawal(ref)
+        accounts.audit(p.user_id, "withdrawal_cancelled", ref=ref)
         return result
 
     @router.get("/operator/users", tags=["operator"], summary="Users with balances and debt flags")

@@ -170,7 +170,8 @@ class ExchangeService:
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed."""
-        while self._pending and self.failed is None:
+        target = self.seq
+        while self.committed_seq < target and self.failed is None:
             await asyncio.sleep(0.001)
 
     async def _write_loop(self) -> None:
@@ -266,9 +267,8 @@ class ExchangeService:
             self.metrics.invariant_failures.inc()
             raise
 
-    def check_journal(self) -> None:
-        """The database journal (Σ postings per account) equals the in-memory ledger, and sums to zero."""
-        sums = self.store.journal_balances()
+    def expected_journal(self) -> dict[tuple[str, str], int]:
+        """What Σ postings per (account, asset) must be for the ledger in memory now."""
         ledger = self.engine.ledger
         expected: dict[tuple[str, str], int] = {}
         for asset in ledger.assets:
@@ -278,20 +278,43 @@ class ExchangeService:
             expected[(DEPOSITS, asset)] = -ledger.deposits[asset]
             expected[(WITHDRAWALS, asset)] = ledger.withdrawals[asset]
             expected[(FEES, asset)] = ledger.fees[asset]
-            total = sum(v for (_, a), v in sums.items() if a == asset)
-            if total != 0:
-                raise LedgerInvariantBroken(f"{asset}: the journal does not balance (sum {total})")
-        for key in set(sums) | set(expected):
-            if sums.get(key, 0) != expected.get(key, 0):
-                self.metrics.invariant_failures.inc()
-                raise LedgerInvariantBroken(
-                    f"{key}: journal says {sums.get(key, 0)}, the ledger in memory {expected.get(key, 0)}"
-                )
+        return expected
+
+    def compare_journal(self, expected: dict[tuple[str, str], int], sums: dict[tuple[str, str], int]) -> None:
+        """The journal balances to zero per asset and equals the ledger, account by account."""
+        try:
+            for asset in self.engine.ledger.assets:
+                total = sum(v for (_, a), v in sums.items() if a == asset)
+                if total != 0:
+                    raise LedgerInvariantBroken(f"{asset}: the journal does not balance (sum {total})")
+            for key in set(sums) | set(expected):
+                if sums.get(key, 0) != expected.get(key, 0):
+                    raise LedgerInvariantBroken(
+                        f"{key}: journal says {sums.get(key, 0)}, the ledger in memory {expected.get(key, 0)}"
+                    )
+        except LedgerInvariantBroken:
+            self.metrics.invariant_failures.inc()
+            raise
+
+    def check_journal(self) -> None:
+        """At start-up (nothing pending): the journal in the database equals the replayed ledger."""
+        self.compare_journal(self.expected_journal(), self.store.journal_balances())
         self.check_memory_invariants()
 
     async def check_all_invariants(self) -> None:
-        await self.flush()
-        await asyncio.to_thread(self.check_journal)
+        """While the exchange runs: the ledger as of the last committed command against the journal up to it.
+
+        The expected balances are copied when nothing is pending (no await in between), and the journal is
+        summed up to that command's sequence number, so commands committed meanwhile are left out of both.
+        """
+        while True:
+            await self.flush()
+            if self.committed_seq == self.seq or self.failed is not None:
+                break
+        expected, seq = self.expected_journal(), self.committed_seq
+        self.check_memory_invariants()
+        sums = await asyncio.to_thread(self.store.journal_balances, seq)
+        self.compare_journal(expected, sums)
 
     def open_order_count(self, user: str) -> int:
         return self.engine.book.open_by_user.get(user, 0)

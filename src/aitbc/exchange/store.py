@@ -205,12 +205,14 @@ class ExchangeStore:
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"cannot write to the exchange database: {exc}") from exc
 
-    def journal_balances(self) -> dict[tuple[str, str], int]:
-        """Σ postings per (account, asset): what the ledger must equal, from the database alone."""
+    def journal_balances(self, up_to_seq: int | None = None) -> dict[tuple[str, str], int]:
+        """Σ postings per (account, asset) of the commands up to ``up_to_seq``, from the database alone."""
         j = schema.journal.c
+        query = sa.select(j.account, j.asset, sa.func.sum(j.amount)).group_by(j.account, j.asset)
+        if up_to_seq is not None:
+            query = query.where(j.seq <= up_to_seq)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(j.account, j.asset, sa.func.sum(j.amount)).group_by(j.account, j.asset))
-            return {(r[0], r[1]): int(r[2]) for r in rows}
+            return {(r[0], r[1]): int(r[2]) for r in conn.execute(query)}
 
     # -- plain reads and writes ------------------------------------------------------
     def execute(self, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Any:

@@ -21,9 +21,16 @@ the miner as a rejected receipt. The rules are pure: the token counter is an arg
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
+from aitbc.market.matching import (
+    JobRequirements,
+    MinerOffer,
+    compute_max_units,
+    find_served_model,
+    get_ineligibility,
+)
 from aitbc.protocol.job import MAX_EMBED_TEXTS, MAX_MESSAGES
 from aitbc.protocol.receipt import InvalidReceipt, Receipt, ReceiptRejection
 
@@ -103,3 +110,18 @@ def verify_receipt_metering(receipt: Receipt, bounds: MeteringBounds) -> None:
             ReceiptRejection.PROMPT_TOKENS_ABOVE_COUNT,
             f"{receipt.units.prompt_tokens} prompt tokens; the input holds at most {bounds.max_prompt_tokens}",
         )
+
+
+def compute_min_affordable_price(offers: Sequence[MinerOffer], req: JobRequirements) -> int | None:
+    """The least ``max_price`` at which one of ``offers`` may take the job: the cheapest worst case (unit
+    price x most billable units) among the miners that fit it in every other way. None when none does (the
+    job then waits for such a miner; its price is not what stops it)."""
+    unpriced = replace(req, max_price=None)
+    costs = []
+    for offer in offers:
+        if get_ineligibility(offer, unpriced) is not None:
+            continue
+        served = find_served_model(offer, unpriced)
+        if served is not None:
+            costs.append(served.unit_price * compute_max_units(unpriced))
+    return min(costs, default=None)

@@ -20,7 +20,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 import orjson
 
@@ -31,14 +30,13 @@ from aitbc.miner.backends.base import (
     ModelInfo,
 )
 from aitbc.miner.config import MinerSettings
-from aitbc.protocol.auth import sign_miner_request
+from aitbc.miner.link import CoordinatorLink, ResultQueue, error_reason, json_or_none
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, pack_vectors
 from aitbc.protocol.job_messages import (
     MAX_CLAIM_BATCH,
     AssignedJob,
-    BatchedResult,
     ClaimManyRequest,
     ClaimRequest,
     Hardware,
@@ -46,7 +44,6 @@ from aitbc.protocol.job_messages import (
     JobAssignments,
     Lease,
     MinerRegistration,
-    ResultBatch,
     ResultSubmission,
     ServedModel,
 )
@@ -79,103 +76,6 @@ class _ActiveJob:
     aborted: bool = False
 
 
-class _ResultQueue:
-    """Results waiting for delivery: while one ``results`` request is in flight the next ones gather, so
-    under load each request carries many results (one signature, one round trip) and alone it goes at once."""
-
-    def __init__(self, link: CoordinatorLink, max_items: int) -> None:
-        self.link = link
-        self.max_items = min(max_items, MAX_CLAIM_BATCH)
-        self.waiting: list[tuple[BatchedResult, asyncio.Future[tuple[int, Any]]]] = []
-        self.wake = asyncio.Event()
-
-    async def deliver(self, job_id: str, result: ResultSubmission) -> tuple[int, Any]:
-        """Queue one result; returns (HTTP-like status, body) of its own outcome, as the single route would."""
-        item = BatchedResult(
-            job_id=job_id,
-            lease_id=result.lease_id,
-            output=result.output,
-            receipt=result.receipt,
-            zk_proof=result.zk_proof,
-        )
-        future: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
-        self.waiting.append((item, future))
-        self.wake.set()
-        return await future
-
-    async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.waiting:
-                batch, self.waiting = self.waiting[: self.max_items], self.waiting[self.max_items :]
-                try:
-                    status, data = await self.link.post(
-                        "/api/v1/miners/results", ResultBatch(results=[item for item, _ in batch])
-                    )
-                except (httpx.HTTPError, OSError) as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                answers = {a["job_id"]: a for a in data.get("results", [])} if status == 200 else {}
-                for item, future in batch:
-                    if future.done():
-                        continue
-                    answer = answers.get(item.job_id)
-                    if answer is None:
-                        future.set_result((status if status != 200 else 502, data))
-                    elif "error" in answer:
-                        future.set_result((int(answer["error"].get("status", 400)), {"error": answer["error"]}))
-                    else:
-                        future.set_result((200, {"receipt_hash": answer["receipt_hash"]}))
-
-
-class CoordinatorLink:
-    """Signed HTTP calls to the coordinator's miner API."""
-
-    def __init__(self, base_url: str, key: KeyPair, chain_id: str, transport: httpx.AsyncBaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.key = key
-        self.chain_id = chain_id
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(70.0, connect=5.0), transport=transport
-        )
-
-    async def send(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> httpx.Response:
-        """POST ``payload`` (a protocol message or plain JSON) signed with the miner's key."""
-        body = msgspec.json.encode(payload) if isinstance(payload, msgspec.Struct) else orjson.dumps(payload)
-        headers = sign_miner_request(self.key, self.chain_id, "POST", path, body, now_ms())
-        headers["Content-Type"] = "application/json"
-        return await self.http.post(path, content=body, headers=headers)
-
-    async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
-        response = await self.send(path, payload)
-        if response.status_code == 204:
-            return 204, None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"error": {"reason": "bad_reply", "message": response.text[:200]}}
-        return response.status_code, data
-
-    async def close(self) -> None:
-        await self.http.aclose()
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _error_reason(data: Any) -> str:
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return str(data["error"].get("reason", "error"))
-    return "error"
-
-
 class MinerDaemon:
     def __init__(
         self,
@@ -199,7 +99,7 @@ class MinerDaemon:
         self.models: list[ModelInfo] = []
         self.active: dict[str, _ActiveJob] = {}
         self.completed = 0
-        self._results: _ResultQueue | None = None
+        self._results: ResultQueue | None = None
         """Batch mode (``claim_batch`` > 1): results go out several per request."""
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
@@ -241,9 +141,7 @@ class MinerDaemon:
     async def _connect(self) -> CoordinatorLink:
         if self.link is not None:
             return self.link
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            health = (await http.get(self.config.coordinator_url.rstrip("/") + "/healthz")).json()
-        self.link = CoordinatorLink(self.config.coordinator_url, self.key, str(health["chain_id"]))
+        self.link = await CoordinatorLink.connect(self.config.coordinator_url, self.key)
         return self.link
 
     def registration(self) -> MinerRegistration:
@@ -273,13 +171,14 @@ class MinerDaemon:
             try:
                 link = await self._connect()
                 status, data = await link.post("/api/v1/miners/register", self.registration())
-                if status == 200:
-                    self._registered.set()
-                    log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
-                    return
-                raise RemoteError(f"registration refused: {data}", code=status, reason=_error_reason(data))
-            except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            except (RemoteError, OSError, KeyError, ValueError) as exc:  # not up yet, or not answering right
                 log.warning("coordinator unreachable; retrying", extra={"error": str(exc), "backoff_s": backoff})
+            else:
+                if status != 200:
+                    raise RemoteError(f"registration refused: {data}", code=status, reason=error_reason(data))
+                self._registered.set()
+                log.info("registered", extra={"miner": self.key.address, "models": [m.name for m in self.models]})
+                return
             await self._sleep(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2) * (0.8 + 0.4 * random.random())
 
@@ -299,7 +198,7 @@ class MinerDaemon:
         await self.register()
         if self.config.claim_batch > 1:
             assert self.link is not None
-            self._results = _ResultQueue(self.link, self.config.claim_batch)
+            self._results = ResultQueue(self.link, self.config.claim_batch)
             workers = [asyncio.create_task(self._claimer()), asyncio.create_task(self._results.run())]
         else:
             workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
@@ -332,7 +231,7 @@ class MinerDaemon:
                         if job_id in self.active:
                             self.active[job_id].aborted = True
                             log.warning("lease lost; aborting job", extra={"job_id": job_id})
-            except (httpx.HTTPError, OSError) as exc:
+            except (RemoteError, OSError) as exc:
                 log.warning("heartbeat failed", extra={"error": str(exc)})
 
     async def _claimer(self) -> None:
@@ -353,7 +252,7 @@ class MinerDaemon:
                 try:
                     response = await self.link.send("/api/v1/miners/claim-many", request)
                     backoff = 0.5
-                except (httpx.HTTPError, OSError) as exc:
+                except (RemoteError, OSError) as exc:
                     log.warning("claim failed; backing off", extra={"error": str(exc)})
                     await self._sleep(backoff)
                     backoff = min(MAX_BACKOFF_S, backoff * 2)
@@ -400,7 +299,7 @@ class MinerDaemon:
                 )
                 status = response.status_code
                 backoff = 0.5
-            except (httpx.HTTPError, OSError) as exc:
+            except (RemoteError, OSError) as exc:
                 log.warning("claim failed; backing off", extra={"error": str(exc), "worker": index})
                 await self._sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
@@ -411,7 +310,7 @@ class MinerDaemon:
                 await self.register()
                 continue
             if status != 200:
-                log.warning("claim refused", extra={"status": status, "reason": _error_reason(_json_or_none(response))})
+                log.warning("claim refused", extra={"status": status, "reason": error_reason(json_or_none(response))})
                 await self._sleep(1.0)
                 continue
             try:
@@ -438,14 +337,20 @@ class MinerDaemon:
 
         sealed = job.sealed
 
+        loop = asyncio.get_running_loop()
+        first_token = asyncio.Event()
+
         def on_token(text: str) -> None:
             if halted or active.aborted or self._stopping.is_set():
                 raise JobAborted
             if sealed is not None:
                 return  # a private job streams nothing through the coordinator
             # A plain append (atomic on a list): the loop picks tokens up at its next progress tick.
-            # Waking the event loop for every token cost the model CPU it shares the machine with.
+            # Waking the event loop for every token cost the model CPU it shares the machine with; only
+            # the first token wakes it, so a streaming client sees it at once (time to first token).
             tokens.append(text)
+            if len(tokens) == 1:
+                loop.call_soon_threadsafe(first_token.set)
 
         async def push_progress() -> None:
             nonlocal sent
@@ -457,7 +362,7 @@ class MinerDaemon:
             sent += len(batch)
             if status != 200:
                 active.aborted = True
-                log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": _error_reason(data)})
+                log.warning("progress refused; aborting", extra={"job_id": job_id, "reason": error_reason(data)})
 
         try:
             if sealed is not None:
@@ -479,11 +384,16 @@ class MinerDaemon:
             except BaseException:
                 halted = True  # the generation stops at its next token
                 raise
-            while not work.done():
-                await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
-                if (len(tokens) > sent or not reported) and not active.aborted and not work.done():
-                    await push_progress()
-                    reported = True
+            first_wait = asyncio.create_task(first_token.wait())
+            try:
+                while not work.done():
+                    waiting = {work} if first_wait.done() or not reported else {work, first_wait}
+                    await asyncio.wait(waiting, timeout=PROGRESS_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+                    if (len(tokens) > sent or not reported) and not active.aborted and not work.done():
+                        await push_progress()
+                        reported = True
+            finally:
+                first_wait.cancel()
             output, units = work.result()
             finished = max(now_ms(), started + units.compute_ms)
             if active.aborted:
@@ -530,7 +440,7 @@ class MinerDaemon:
                         f"/api/v1/miners/jobs/{job_id}/fail",
                         {
                             "lease_id": active.lease_id,
-                            "error": f"result refused: {_error_reason(data)}",
+                            "error": f"result refused: {error_reason(data)}",
                             "retryable": True,
                         },
                     )
@@ -541,7 +451,7 @@ class MinerDaemon:
             raise
         except Exception as exc:
             log.exception("job failed", extra={"job_id": job_id})
-            with contextlib.suppress(httpx.HTTPError, OSError):
+            with contextlib.suppress(RemoteError, OSError):
                 await self.link.post(
                     f"/api/v1/miners/jobs/{job_id}/fail",
                     {"lease_id": active.lease_id, "error": f"{type(exc).__name__}: {exc}", "retryable": True},
@@ -549,7 +459,7 @@ class MinerDaemon:
         finally:
             self.active.pop(job_id, None)
             if (active.aborted or self._stopping.is_set()) and self.link is not None:
-                with contextlib.suppress(httpx.HTTPError, OSError):
+                with contextlib.suppress(RemoteError, OSError):
                     await asyncio.shield(
                         self.link.post(f"/api/v1/miners/jobs/{job_id}/release", {"lease_id": active.lease_id})
                     )
@@ -571,6 +481,7 @@ class MinerDaemon:
                 temperature=job.params.temperature_milli / 1000,
                 seed=job.params.seed,
                 stop=tuple(job.params.stop),
+                top_p=None if job.params.top_p_milli is None else job.params.top_p_milli / 1000,
             )
             messages = None if job.messages is None else [ChatMessage(m.role, m.content) for m in job.messages]  # type: ignore[arg-type]
             generated = self.backend.generate(

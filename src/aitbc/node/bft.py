@@ -54,6 +54,7 @@ from aitbc.node.blocksync import (
     commit_synced_blocks,
     get_sync_batch,
 )
+from aitbc.node.byzantine import Byzantine
 from aitbc.node.config import NodeSettings
 from aitbc.node.p2p import P2PNode, Peer, PeerMisbehaved
 from aitbc.node.p2p_messages import (
@@ -97,6 +98,7 @@ class BftDriver:
         self.node = node
         self.key = node.key
         self.guard = SignGuard(settings.sign_state_path, node.key)
+        self.byzantine = Byzantine(settings.byzantine_path if settings.test_byzantine else None, node.key)
         self.max_block_txs = settings.bft_max_block_txs
         self.max_clock_drift_ms = settings.max_clock_drift_ms
         self.timeouts = TimeoutConfig(
@@ -117,6 +119,7 @@ class BftDriver:
             block_path=settings.p2p_block_path,
             metrics=node.metrics,
             limits=settings.p2p_limits,
+            protect=lambda address: address in self.machine.powers,
         )
         self.limits: P2PLimits = self.p2p.limits
         self.metrics = node.metrics
@@ -249,6 +252,9 @@ class BftDriver:
         self.p2p.is_new(message_key(message))
         self.own.append(message)
         self.p2p.broadcast(message)
+        twin = self.byzantine.twin_vote(vote)
+        if twin is not None:
+            self.p2p.broadcast(twin)
         self.events.append(VoteReceived(vote))
 
     def _propose(self, action: Propose) -> None:
@@ -262,9 +268,9 @@ class BftDriver:
                 node.head,
                 candidates,
                 self.key,
-                int(time.time() * 1000),
+                self.byzantine.block_time(int(time.time() * 1000)),
                 node.genesis.params,
-                last_commit=self._last_commit(),
+                last_commit=self.byzantine.last_commit(self._last_commit()),
                 is_known_signature=node.known_signatures,
             )
             self.outcomes[outcome.hash] = outcome
@@ -378,6 +384,9 @@ class BftDriver:
                 raise PeerMisbehaved(BAD_SIGNATURE_PENALTY, "future vote signature does not verify")
             signer = message.vote.validator
         elif isinstance(message, ProposalGossip):
+            tampered_copy = self.byzantine.tampered(message)
+            if tampered_copy is not None:
+                self.p2p.broadcast(tampered_copy, exclude=peer)
             self._check_proposal_copy(message)
             signer = message.proposal.proposer
         else:

@@ -33,6 +33,8 @@ class NodeSettings(HttpServerSettings):
     timeout_delta_ms: int = Field(500, ge=0)
     bft_max_block_txs: int = Field(5_000, ge=1)
     """Most txs a BFT proposal carries: every validator must check it within the round's timeouts."""
+    test_byzantine: bool = False
+    """Tests only (hidden ``--test-byzantine``): misbehave as ``DATA_DIR/byzantine`` says (``aitbc.node.byzantine``)."""
     max_clock_drift_ms: int = Field(5_000, ge=0)
     """A proposal dated further than this after our clock is invalid (prevote nil)."""
     max_body_bytes: int = Field(4 * MiB, ge=1024)
@@ -75,6 +77,10 @@ class NodeSettings(HttpServerSettings):
     @property
     def sign_state_path(self) -> Path:
         return self.data_dir / "sign_state.json"
+
+    @property
+    def byzantine_path(self) -> Path:
+        return self.data_dir / "byzantine"
 
     @property
     def p2p_block_path(self) -> Path:

@@ -10,10 +10,13 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aitbc.chain.audit_types import AuditStatus
 from aitbc.chain.gov_types import ProposalStatus
+from aitbc.node import audit_views
 from aitbc.node import governance as gov_views
 from aitbc.node.openapi import rpc_request_body, tx_request_body, with_tx_components
-from aitbc.node.rpc import INVALID_REQUEST, METHODS, RpcError, RpcLimits, handle_rpc_body, parse_block_ref
+from aitbc.node.rpc import METHODS, RpcLimits, handle_rpc_body, parse_block_ref
+from aitbc.node.rpc_base import INVALID_REQUEST, RpcError
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
 from aitbc.protocol.errors import InvalidAddress
@@ -188,6 +191,9 @@ def create_http_app(
     return app
 
 
+AuditStatusQuery = Annotated[
+    str | None, Query(pattern="^(" + "|".join(s.value for s in AuditStatus) + ")$", description="Audit status")
+]
 ProposalStatusQuery = Annotated[
     str | None, Query(pattern="^(" + "|".join(s.value for s in ProposalStatus) + ")$", description="Proposal status")
 ]
@@ -219,3 +225,27 @@ def add_governance_routes(app: FastAPI, node: NodeService) -> None:
     @app.get("/v1/gov/proof", summary="The whole governance state with its Merkle proof against the head state root")
     async def gov_proof() -> dict[str, Any]:
         return gov_views.governance_proof_json(node)
+
+    @app.get("/v1/audits", summary="The newest audits, optionally of one status or one miner / auditor / referee")
+    async def audits(
+        status: AuditStatusQuery = None,
+        address: Annotated[str | None, Query(pattern=r"^ait1[02-9ac-hj-np-z]+$", max_length=90)] = None,
+        limit: Annotated[int, Query(ge=1, le=audit_views.MAX_AUDITS_PAGE)] = audit_views.MAX_AUDITS_PAGE,
+    ) -> dict[str, Any]:
+        return audit_views.audits_json(node, status, address, limit)
+
+    @app.get("/v1/audits/proof", summary="The whole audit state (bonds, audits) with its Merkle proof")
+    async def audit_proof() -> dict[str, Any]:
+        return audit_views.audit_proof_json(node)
+
+    @app.get("/v1/audits/{job_id}", summary="The audit of one job: draw, auditor, reports, dispute, outcome")
+    async def audit(job_id: JobIdPath) -> Response:
+        found = audit_views.audit_json(node, job_id)
+        if found is None:
+            return _problem(404, "not_found", f"job {job_id} has not been audited")
+        return JSONResponse(found)
+
+    @app.get("/v1/miner-bonds/{address}", summary="A miner's bond, declared models and unbondings")
+    async def miner_bond(address: str) -> Response:
+        bad = _check_address(address)
+        return bad if bad is not None else JSONResponse(audit_views.bond_json(node, address))

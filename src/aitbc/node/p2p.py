@@ -143,6 +143,7 @@ class P2PNode:
         block_path: Path | None = None,
         metrics: NodeMetrics | None = None,
         limits: P2PLimits | None = None,
+        protect: Callable[[str], bool] | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.limits = limits or P2PLimits()
@@ -157,6 +158,11 @@ class P2PNode:
         self.handler = handler
         self.on_connect = on_connect
         self.block_path = block_path
+        self.protect = protect
+        """Node keys an IP ban does not refuse (the validators: several may share an address); their own
+        key's score still applies. Without it a banned IP is refused before the handshake."""
+        self._cut: frozenset[str] | None = None
+        """From ``block_path``: None (nothing blocked), empty (all p2p traffic dropped) or the addresses cut."""
         self.peers: dict[str, Peer] = {}
         self.inbound: dict[str, int] = {}
         """Open inbound connections (in the handshake or authenticated) per IP."""
@@ -175,6 +181,7 @@ class P2PNode:
         for target in self.dial:
             self._tasks.append(asyncio.create_task(self._dial_loop(target)))
         if self.block_path is not None:
+            self._read_block_file()
             self._tasks.append(asyncio.create_task(self._watch_block_file()))
 
     async def stop(self) -> None:
@@ -190,18 +197,35 @@ class P2PNode:
 
     @property
     def blocked(self) -> bool:
-        return self.block_path is not None and self.block_path.exists()
+        """All p2p traffic dropped (``block_path`` exists and is empty)."""
+        return self._cut is not None and not self._cut
+
+    def is_cut(self, address: str) -> bool:
+        """Traffic with this peer dropped: all blocked, or ``block_path`` lists it (a network partition)."""
+        return self._cut is not None and (not self._cut or address in self._cut)
+
+    def _read_block_file(self) -> None:
+        assert self.block_path is not None
+        try:
+            text = self.block_path.read_text()
+        except OSError:
+            self._cut = None
+            return
+        self._cut = frozenset(line.strip() for line in text.splitlines() if line.strip())
 
     @property
     def inbound_total(self) -> int:
         return sum(self.inbound.values())
 
     async def _watch_block_file(self) -> None:
+        """``block_path`` (the perturbation harness): empty = drop all p2p traffic, else one address per line
+        to cut off (a partition)."""
         while True:
             await asyncio.sleep(0.2)
-            if self.blocked:
-                for peer in list(self.peers.values()):
-                    await self._close(peer)
+            self._read_block_file()
+            for peer in list(self.peers.values()):
+                if self.is_cut(peer.address):
+                    await self._close(peer, "blocked")
 
     # -- connections ----------------------------------------------------------
     async def _dial_loop(self, target: str) -> None:
@@ -226,7 +250,7 @@ class P2PNode:
             self.blocked
             or self.inbound_total >= limits.max_inbound
             or self.inbound.get(host, 0) >= limits.max_inbound_per_ip
-            or self.book.is_banned(ip_name(host), time.monotonic())
+            or (self.protect is None and self.book.is_banned(ip_name(host), time.monotonic()))
         )
         if refused:
             self.metrics.p2p_refused.inc()
@@ -301,9 +325,15 @@ class P2PNode:
             raise PeerMisbehaved(0, "connected to ourselves")
         if not _valid_proof(hello.address, self.chain_id, keys.challenge, hello.signature):
             raise PeerMisbehaved(self.limits.key_start, "handshake signature does not prove the node key")
-        if self.book.banned_any((key_name(hello.address), ip_name(_peer_host(writer))), time.monotonic()):
-            raise PeerMisbehaved(0, "peer is banned")
+        if self._refuses(hello.address, _peer_host(writer)):
+            raise PeerMisbehaved(0, "peer is banned or cut off")
         return hello, sealer, opener
+
+    def _refuses(self, address: str, host: str) -> bool:
+        now = time.monotonic()
+        if self.is_cut(address) or self.book.is_banned(key_name(address), now):
+            return True
+        return self.book.is_banned(ip_name(host), now) and not (self.protect is not None and self.protect(address))
 
     async def _close(self, peer: Peer, why: str = "") -> None:
         self._drop(peer, why)
@@ -340,7 +370,7 @@ class P2PNode:
             while True:
                 message = await read_message(peer.opener, peer.reader, self.limits.max_frame)
                 kind = get_message_kind(message)
-                if self.blocked:
+                if self.is_cut(peer.address):
                     self.metrics.p2p_dropped.labels(kind, "blocked").inc()
                     why = "blocked"
                     break
@@ -399,9 +429,10 @@ class P2PNode:
         if banned:
             self.metrics.p2p_bans.inc(len(banned))
             for other in list(self.peers.values()):
-                if other is not peer and self.book.banned_any(other.names, now):
+                if other is not peer and self._refuses(other.address, other.host):
                     self._drop(other, "banned")
-            self._drop(peer, "banned")
+            if self._refuses(peer.address, peer.host):
+                self._drop(peer, "banned")
 
     def is_banned(self, address: str) -> bool:
         return self.book.is_banned(key_name(address), time.monotonic())
@@ -422,11 +453,11 @@ class P2PNode:
         body = encode_message(message)
         kind = get_message_kind(message)
         for peer in list(self.peers.values()):
-            if peer is not exclude:
+            if peer is not exclude and not self.is_cut(peer.address):
                 self._count_send(kind, peer.send(body))
 
     def send(self, peer: Peer, message: Message) -> None:
-        if not self.blocked:
+        if not self.is_cut(peer.address):
             self._count_send(get_message_kind(message), peer.send(encode_message(message)))
 
     def _count_send(self, kind: str, queued: bool) -> None:

@@ -11,85 +11,38 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import orjson
 
-from aitbc.chain.gov_types import ProposalStatus
-from aitbc.node import governance as gov_views
 from aitbc.node.config import DEFAULT_MAX_BATCH, DEFAULT_MAX_REPLY_BYTES
+from aitbc.node.rpc_base import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    JOB_ID_RE,
+    MAX_HEIGHT,
+    METHOD_NOT_FOUND,
+    NOT_FOUND,
+    PARSE_ERROR,
+    TX_REJECTED,
+    RpcError,
+    parse_address,
+    parse_hash,
+    parse_params,
+)
+from aitbc.node.rpc_base import Handler as RpcHandler
+from aitbc.node.rpc_modules import MODULE_METHODS
 from aitbc.node.service import NodeService, SubmitResult
-from aitbc.protocol.address import decode_address
-from aitbc.protocol.errors import AitbcError, InvalidAddress, InvalidTx, NotFound
+from aitbc.protocol.errors import AitbcError, InvalidTx, NotFound
 from aitbc.protocol.tx import TX_TYPES, Tx
 
 log = logging.getLogger("aitbc.node.rpc")
 
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
-TX_REJECTED: Final = -32001
-NOT_FOUND: Final = -32004
-
-_HASH_RE: Final = re.compile(r"^[0-9a-f]{64}$")
-_JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_MAX_HEIGHT: Final = 2**63 - 1  # SQLite INTEGER
-
-
-class RpcError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-def _params(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
-    """Positional or named params → a list of ``len(names)`` values (missing optional ones are None)."""
-    if params is None:
-        params = []
-    if isinstance(params, dict):
-        unknown = set(params) - set(names)
-        if unknown:
-            raise RpcError(INVALID_PARAMS, f"unknown params: {', '.join(sorted(unknown))}")
-        values = [params.get(n) for n in names]
-    elif isinstance(params, list):
-        if len(params) > len(names):
-            raise RpcError(INVALID_PARAMS, f"expected at most {len(names)} params, got {len(params)}")
-        values = list(params) + [None] * (len(names) - len(params))
-    else:
-        raise RpcError(INVALID_PARAMS, "params must be an array or an object")
-    for name, value in zip(names[:required], values[:required], strict=True):
-        if value is None:
-            raise RpcError(INVALID_PARAMS, f"missing param '{name}'")
-    return values
-
-
-def _hash_param(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not _HASH_RE.match(value.lower()):
-        raise RpcError(INVALID_PARAMS, f"'{name}' must be a 64-character hex hash")
-    return value.lower()
-
-
-def _address_param(value: Any) -> str:
-    if not isinstance(value, str):
-        raise RpcError(INVALID_PARAMS, "'address' must be a string")
-    try:
-        decode_address(value)
-    except InvalidAddress as exc:
-        raise RpcError(INVALID_PARAMS, f"invalid address: {exc.message}") from None
-    return value
+Handler = RpcHandler
 
 
 def parse_block_ref(value: Any) -> int | str:
@@ -101,34 +54,31 @@ def parse_block_ref(value: Any) -> int | str:
         if len(value) != 64 and value.isascii() and value.isdigit():
             value = int(value)
         else:
-            return _hash_param(value, "block")
+            return parse_hash(value, "block")
     if isinstance(value, int):
-        if not 0 <= value <= _MAX_HEIGHT:
-            raise RpcError(INVALID_PARAMS, f"height must be between 0 and {_MAX_HEIGHT}")
+        if not 0 <= value <= MAX_HEIGHT:
+            raise RpcError(INVALID_PARAMS, f"height must be between 0 and {MAX_HEIGHT}")
         return value
     raise RpcError(INVALID_PARAMS, "block reference must be a height or a hash")
 
 
-Handler = Callable[[NodeService, Any], Awaitable[Any]]
-
-
 async def rpc_get_head(node: NodeService, params: Any) -> Any:
-    _params(params, (), 0)
+    parse_params(params, (), 0)
     return node.head_json()
 
 
 async def rpc_get_chain_info(node: NodeService, params: Any) -> Any:
-    _params(params, (), 0)
+    parse_params(params, (), 0)
     return node.chain_info()
 
 
 async def rpc_get_validators(node: NodeService, params: Any) -> Any:
-    _params(params, (), 0)
+    parse_params(params, (), 0)
     return node.validators_json()
 
 
 async def rpc_get_block(node: NodeService, params: Any) -> Any:
-    ref, include_txs = _params(params, ("block", "include_txs"), 1)
+    ref, include_txs = parse_params(params, ("block", "include_txs"), 1)
     block = node.get_block(parse_block_ref(ref))
     if block is None:
         raise RpcError(NOT_FOUND, f"no block {ref}")
@@ -136,30 +86,30 @@ async def rpc_get_block(node: NodeService, params: Any) -> Any:
 
 
 async def rpc_get_tx(node: NodeService, params: Any) -> Any:
-    (tx_hash,) = _params(params, ("tx_hash",), 1)
-    found = node.get_tx(_hash_param(tx_hash, "tx_hash"))
+    (tx_hash,) = parse_params(params, ("tx_hash",), 1)
+    found = node.get_tx(parse_hash(tx_hash, "tx_hash"))
     if found is None:
         raise RpcError(NOT_FOUND, f"no tx {tx_hash}", node.tx_status(tx_hash.lower()))
     return found
 
 
 async def rpc_get_tx_status(node: NodeService, params: Any) -> Any:
-    (tx_hash,) = _params(params, ("tx_hash",), 1)
-    return node.tx_status(_hash_param(tx_hash, "tx_hash"))
+    (tx_hash,) = parse_params(params, ("tx_hash",), 1)
+    return node.tx_status(parse_hash(tx_hash, "tx_hash"))
 
 
 async def rpc_get_account(node: NodeService, params: Any) -> Any:
-    (address,) = _params(params, ("address",), 1)
-    return node.account_json(_address_param(address))
+    (address,) = parse_params(params, ("address",), 1)
+    return node.account_json(parse_address(address))
 
 
 async def rpc_get_account_proof(node: NodeService, params: Any) -> Any:
-    (address,) = _params(params, ("address",), 1)
-    return node.account_proof_json(_address_param(address))
+    (address,) = parse_params(params, ("address",), 1)
+    return node.account_proof_json(parse_address(address))
 
 
 async def rpc_send_tx(node: NodeService, params: Any) -> Any:
-    (tx,) = _params(params, ("tx",), 1)
+    (tx,) = parse_params(params, ("tx",), 1)
     (result,) = await node.submit([tx])
     if result.error is not None:
         raise RpcError(
@@ -171,13 +121,13 @@ async def rpc_send_tx(node: NodeService, params: Any) -> Any:
 
 
 def _job_id_param(value: Any) -> str:
-    if not isinstance(value, str) or not _JOB_ID_RE.match(value):
+    if not isinstance(value, str) or not JOB_ID_RE.match(value):
         raise RpcError(INVALID_PARAMS, "'job_id' must be 1-64 characters of letters, digits, '_' or '-'")
     return value
 
 
 async def rpc_get_job(node: NodeService, params: Any) -> Any:
-    (job_id,) = _params(params, ("job_id",), 1)
+    (job_id,) = parse_params(params, ("job_id",), 1)
     found = node.job_json(_job_id_param(job_id))
     if found is None:
         raise RpcError(NOT_FOUND, f"no escrow for job {job_id}")
@@ -185,7 +135,7 @@ async def rpc_get_job(node: NodeService, params: Any) -> Any:
 
 
 async def rpc_get_job_proof(node: NodeService, params: Any) -> Any:
-    (job_id,) = _params(params, ("job_id",), 1)
+    (job_id,) = parse_params(params, ("job_id",), 1)
     return node.job_proof_json(_job_id_param(job_id))
 
 
@@ -193,7 +143,7 @@ _DEPOSIT_ID_RE: Final = re.compile(r"^dep_[0-9a-f]{40}$")
 
 
 async def rpc_get_deposit(node: NodeService, params: Any) -> Any:
-    (deposit_id,) = _params(params, ("deposit_id",), 1)
+    (deposit_id,) = parse_params(params, ("deposit_id",), 1)
     if not isinstance(deposit_id, str) or not _DEPOSIT_ID_RE.match(deposit_id):
         raise RpcError(INVALID_PARAMS, "'deposit_id' must be 'dep_' and 40 hex digits")
     found = node.deposit_json(deposit_id)
@@ -203,7 +153,7 @@ async def rpc_get_deposit(node: NodeService, params: Any) -> Any:
 
 
 async def rpc_get_paid_job(node: NodeService, params: Any) -> Any:
-    (job_id,) = _params(params, ("job_id",), 1)
+    (job_id,) = parse_params(params, ("job_id",), 1)
     return node.paid_job_json(_job_id_param(job_id))
 
 
@@ -211,54 +161,15 @@ MAX_EVENTS_PAGE: Final = 1_000
 
 
 async def rpc_get_job_events(node: NodeService, params: Any) -> Any:
-    after_seq, address, limit = _params(params, ("after_seq", "address", "limit"), 0)
+    after_seq, address, limit = parse_params(params, ("after_seq", "address", "limit"), 0)
     after_seq = 0 if after_seq is None else after_seq
     limit = MAX_EVENTS_PAGE if limit is None else limit
-    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or not 0 <= after_seq <= _MAX_HEIGHT:
+    if not isinstance(after_seq, int) or isinstance(after_seq, bool) or not 0 <= after_seq <= MAX_HEIGHT:
         raise RpcError(INVALID_PARAMS, "'after_seq' must be a non-negative integer (the last event_seq you saw)")
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_EVENTS_PAGE:
         raise RpcError(INVALID_PARAMS, f"'limit' must be an integer from 1 to {MAX_EVENTS_PAGE}")
-    return node.job_events_after(after_seq, None if address is None else _address_param(address), limit)
+    return node.job_events_after(after_seq, None if address is None else parse_address(address), limit)
 
-
-def _proposal_id_param(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**63:
-        raise RpcError(INVALID_PARAMS, "'proposal_id' must be a positive integer")
-    return value
-
-
-async def rpc_get_proposal(node: NodeService, params: Any) -> Any:
-    (proposal_id,) = _params(params, ("proposal_id",), 1)
-    found = gov_views.proposal_json(node, _proposal_id_param(proposal_id))
-    if found is None:
-        raise RpcError(NOT_FOUND, f"no proposal {proposal_id}")
-    return found
-
-
-async def rpc_get_proposals(node: NodeService, params: Any) -> Any:
-    status, after_id, limit = _params(params, ("status", "after_id", "limit"), 0)
-    if status is not None and status not in PROPOSAL_STATUSES:
-        raise RpcError(INVALID_PARAMS, f"'status' must be one of {', '.join(sorted(PROPOSAL_STATUSES))}")
-    after_id = 0 if after_id is None else after_id
-    if not isinstance(after_id, int) or isinstance(after_id, bool) or not 0 <= after_id < 2**63:
-        raise RpcError(INVALID_PARAMS, "'after_id' must be a non-negative integer (the last id you saw)")
-    limit = gov_views.MAX_PROPOSALS_PAGE if limit is None else limit
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= gov_views.MAX_PROPOSALS_PAGE:
-        raise RpcError(INVALID_PARAMS, f"'limit' must be an integer from 1 to {gov_views.MAX_PROPOSALS_PAGE}")
-    return gov_views.proposals_json(node, status, after_id, limit)
-
-
-async def rpc_get_gov_params(node: NodeService, params: Any) -> Any:
-    _params(params, (), 0)
-    return gov_views.gov_params_json(node)
-
-
-async def rpc_get_governance_proof(node: NodeService, params: Any) -> Any:
-    _params(params, (), 0)
-    return gov_views.governance_proof_json(node)
-
-
-PROPOSAL_STATUSES: Final = frozenset(s.value for s in ProposalStatus)
 
 METHODS: Final[dict[str, Handler]] = {
     "get_head": rpc_get_head,
@@ -275,10 +186,7 @@ METHODS: Final[dict[str, Handler]] = {
     "get_job_events": rpc_get_job_events,
     "get_deposit": rpc_get_deposit,
     "get_paid_job": rpc_get_paid_job,
-    "get_proposal": rpc_get_proposal,
-    "get_proposals": rpc_get_proposals,
-    "get_gov_params": rpc_get_gov_params,
-    "get_governance_proof": rpc_get_governance_proof,
+    **MODULE_METHODS,
 }
 
 
@@ -329,7 +237,7 @@ async def _send_tx_batch(node: NodeService, requests: list[Any]) -> list[dict[st
     txs: list[Any] = []
     for request in requests:
         _method, params, id_, wants_reply = _check_request(request)
-        (tx,) = _params(params, ("tx",), 1)
+        (tx,) = parse_params(params, ("tx",), 1)
         ids.append((id_, wants_reply))
         txs.append(tx)
     node.metrics.rpc_requests.labels("send_tx").inc(len(txs))

@@ -32,6 +32,7 @@ MAX_STOPS: Final = 8
 MAX_STOP_CHARS: Final = 64
 MAX_SEED: Final = 2**31 - 1
 MAX_TEMPERATURE_MILLI: Final = 2000
+MAX_TOP_P_MILLI: Final = 1000
 
 # Each limit of a job is written once, here, as an annotated type: the wire structs below, the
 # coordinator's request bodies (``aitbc.protocol.job_messages``) and its OpenAPI document all use these
@@ -64,6 +65,8 @@ class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     temperature_milli: Annotated[int, Meta(ge=0, le=MAX_TEMPERATURE_MILLI), Wire.U64] = 0
     seed: Seed | None = None
     stop: StopList = msgspec.field(default_factory=list)
+    top_p_milli: Annotated[int, Meta(ge=0, le=MAX_TOP_P_MILLI), Wire.U64] | None = None
+    """Nucleus sampling in thousandths (900 = 0.9); None: the backend's default."""
 
 
 class JobInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

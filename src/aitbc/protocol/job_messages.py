@@ -32,6 +32,7 @@ from aitbc.protocol.job import (
     JobId,
     JobInput,
     JobOutput,
+    JobType,
     MaxTokens,
     Message,
     ModelDigest,
@@ -53,11 +54,11 @@ MAX_ERROR_CHARS: Final = 4000
 MAX_CLAIM_WAIT_SECONDS: Final = 60.0
 MAX_CONCURRENCY: Final = 256
 
-JobKind = Literal["inference", "embedding", "zk-inference"]
 ModelKind = Literal["text", "embedding", "zk-inference"]
 LeaseId = Annotated[str, Meta(min_length=1, max_length=32)]
 Region = Annotated[str, Meta(max_length=32)]
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(ge=0.0, le=1.0)]
 Label = Annotated[str, Meta(max_length=32)]
 
 
@@ -75,6 +76,7 @@ class RequestParams(_Message, frozen=True, kw_only=True):
     temperature: Temperature = 0.0
     seed: Seed | None = None
     stop: StopList = msgspec.field(default_factory=list)
+    top_p: TopP | None = None
 
     def to_params(self) -> Params:
         return Params(
@@ -82,6 +84,7 @@ class RequestParams(_Message, frozen=True, kw_only=True):
             temperature_milli=round(self.temperature * 1000),
             seed=self.seed,
             stop=list(self.stop),
+            top_p_milli=None if self.top_p is None else round(self.top_p * 1000),
         )
 
 
@@ -121,7 +124,7 @@ class JobRequest(_Message, frozen=True, kw_only=True):
         | None
     ) = None
     type: Annotated[
-        JobKind,
+        JobType,
         Meta(
             description="zk-inference is EXPERIMENTAL: the small ONNX model aitbc-zkml-mlp proved with EZKL; "
             "input.texts holds 1..4 vectors of 4 comma-separated numbers (docs/zk.md)"
@@ -151,7 +154,7 @@ class JobRequest(_Message, frozen=True, kw_only=True):
 class QuoteRequest(_Message, frozen=True, kw_only=True):
     """``POST /api/v1/jobs/quote``: which miner would run such a job (a private job is sealed to it)."""
 
-    type: JobKind
+    type: JobType
     model: ModelName
     model_digest: ModelDigest | None = None
 
@@ -267,7 +270,7 @@ class AssignedJob(msgspec.Struct, frozen=True, kw_only=True):
     """The job as its miner receives it: exactly one of ``input`` (plain) or ``sealed`` (a private job)."""
 
     job_id: JobId
-    type: JobKind
+    type: JobType
     model: ModelName
     model_digest: ModelDigest
     input: JobInput | None

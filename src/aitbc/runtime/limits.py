@@ -62,7 +62,11 @@ class HttpServerSettings(ServiceSettings):
     with port 0 the OS picks a free port, and this is how a supervisor or a test learns it."""
 
 
-def _error_body(reason: str, message: str, extra: dict[str, Any], json_rpc: bool) -> bytes:
+def _error_body(reason: str, message: str, extra: dict[str, Any], json_rpc: bool, openai: bool = False) -> bytes:
+    if openai:  # an OpenAI-compatible route: OpenAI's error shape
+        return orjson.dumps(
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": reason}}
+        )
     if json_rpc:  # a JSON-RPC client expects its own error shape even from the transport
         code = -32600
         return orjson.dumps(
@@ -78,7 +82,8 @@ def _error_body(reason: str, message: str, extra: dict[str, Any], json_rpc: bool
 class BodyLimit:
     """Outermost ASGI layer: the whole body, at most ``max_body_bytes``, within ``body_timeout_s``, or an error.
 
-    ``rpc_paths`` are answered in JSON-RPC's error shape; ``on_reject(reason)`` lets a service count refusals.
+    ``rpc_paths`` are answered in JSON-RPC's error shape, paths under ``openai_prefix`` in OpenAI's;
+    ``on_reject(reason)`` lets a service count refusals.
     """
 
     def __init__(
@@ -87,8 +92,10 @@ class BodyLimit:
         limits: HttpServerSettings,
         rpc_paths: Collection[str] = (),
         on_reject: Callable[[str], None] | None = None,
+        openai_prefix: str | None = None,
     ) -> None:
         self.app = app
+        self.openai_prefix = openai_prefix
         self.max_body_bytes = limits.max_body_bytes
         self.body_timeout_s = limits.body_timeout_s
         self.rpc_paths = frozenset(rpc_paths)
@@ -146,7 +153,9 @@ class BodyLimit:
         extra: dict[str, Any] = {"limit": "max_body_bytes", "max_bytes": self.max_body_bytes}
         if status == 408:
             extra = {"limit": "body_timeout_s", "seconds": self.body_timeout_s}
-        payload = _error_body(reason, message, extra, scope["path"] in self.rpc_paths)
+        path: str = scope["path"]
+        openai = self.openai_prefix is not None and path.startswith(self.openai_prefix)
+        payload = _error_body(reason, message, extra, path in self.rpc_paths, openai)
         await send(
             {
                 "type": "http.response.start",

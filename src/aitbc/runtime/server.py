@@ -118,6 +118,7 @@ def build_server(
     settings: HttpServerSettings,
     *,
     rpc_paths: Collection[str] = (),
+    openai_prefix: str | None = None,
     on_reject: Callable[[str], None] | None = None,
     on_stop: Callable[[], None] | None = None,
     lifespan: Literal["auto", "on", "off"] = "auto",
@@ -129,7 +130,7 @@ def build_server(
     ``wrap`` adds a layer outside the body limit (the wallet's loopback guard refuses foreign hosts and
     origins before a byte of the body is read)."""
     # the body limit wraps everything: no handler, fast path or key check reads past it
-    guarded: ASGIApp = BodyLimit(app, settings, rpc_paths=rpc_paths, on_reject=on_reject)
+    guarded: ASGIApp = BodyLimit(app, settings, rpc_paths=rpc_paths, on_reject=on_reject, openai_prefix=openai_prefix)
     config = GuardedConfig(
         guarded if wrap is None else wrap(guarded),
         settings,
@@ -148,11 +149,15 @@ def serve(
     sock: socket.socket,
     *,
     rpc_paths: Collection[str] = (),
+    openai_prefix: str | None = None,
     on_reject: Callable[[str], None] | None = None,
     on_stop: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM (announced first)."""
-    server = build_server(app, settings, rpc_paths=rpc_paths, on_reject=on_reject, on_stop=on_stop)
+    """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM (announced first); ``openai_prefix``: paths
+    whose transport errors (413, 408) take OpenAI's error shape."""
+    server = build_server(
+        app, settings, rpc_paths=rpc_paths, openai_prefix=openai_prefix, on_reject=on_reject, on_stop=on_stop
+    )
     announce(service, sock, settings.announce_file)
     # The objects of the loaded app (FastAPI, pydantic, SQLAlchemy, …) live as long as the process:
     # freezing them keeps every full garbage collection from walking them again (a ~75 ms pause on 2 cores,

@@ -1,7 +1,8 @@
 """Helpers that run the REAL coordinator and REAL miner processes and talk to them over loopback HTTP.
 
-- ``CoordinatorProcess``: ``python -m aitbc coordinator run --data-dir D --port P --lease-seconds L
-  [--database-url URL]`` on a free port (bound with port 0; a start that loses the race is retried);
+- ``CoordinatorProcess``: ``python -m aitbc coordinator run --data-dir D --port 0 --lease-seconds L
+  [--database-url URL]``: the coordinator picks its port and announces it (``AITBC_COORDINATOR_ANNOUNCE_FILE``,
+  read with ``support.ports.wait_for_announcement``); a restart asks for the same port again;
   API keys come from ``python -m aitbc coordinator keys create`` (last stdout line), or, where a test
   needs many throwaway keys, are inserted into the coordinator's store the same way that command does.
 - ``MinerProcess``: ``python -m aitbc miner run --coordinator URL --backend echo --data-dir M``; a
@@ -279,7 +280,7 @@ class MinerProcess:
         if self.region:
             args += ["--region", self.region]
         if self.price != 1:
-            args += ["--price", str(self.price)]
+            args += ["--price", str(self.price), "--base-units"]
         args += list(self.extra_args)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=cli_env())

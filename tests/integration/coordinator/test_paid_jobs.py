@@ -348,14 +348,18 @@ def test_paid_coordinator_refuses_jobs_without_a_fitting_escrow(paid: PaidStack)
         assert refused(echo_job(job_id="job_nothing_on_chain")) == "escrow_missing"
         theirs = open_job_escrow(rpc, other, paid.coordinator.address, 50_000)
         assert refused(echo_job(job_id=theirs.job_id)) == "wrong_client"
-        mine = open_job_escrow(rpc, key, paid.coordinator.address, 50_000)
-        assert refused(echo_job(job_id=mine.job_id, max_price=60_000)) == "price_above_escrow"
+        # Enough for the echo miner's worst case (1,000/token x (prompt + template + 128 tokens)): a smaller
+        # escrow is refused at submission (max_price_too_low), since no live miner would take the job.
+        mine = open_job_escrow(rpc, key, paid.coordinator.address, 300_000)
+        assert refused(echo_job(job_id=mine.job_id, max_price=310_000)) == "price_above_escrow"
         assert refused(echo_job(job_id=mine.job_id), token=unbound) == "key_not_bound"
         elsewhere = open_job_escrow(rpc, key, KeyPair.generate().address, 50_000)
         assert refused(echo_job(job_id=elsewhere.job_id)) == "wrong_coordinator"
+        cheap = open_job_escrow(rpc, key, paid.coordinator.address, 50_000)
+        assert refused(echo_job(job_id=cheap.job_id)) == "max_price_too_low"
         accepted = http.post("/api/v1/jobs", json=echo_job(job_id=mine.job_id))
         assert accepted.status_code == 201, accepted.text
-        assert accepted.json()["max_price"] == 50_000
+        assert accepted.json()["max_price"] == 300_000
         assert refused(echo_job(job_id=mine.job_id), status=409) == "duplicate_job"
         # Nothing half-written: refused submissions left no job behind.
         assert http.get(f"/api/v1/jobs/{theirs.job_id}").status_code == 404

@@ -11,6 +11,7 @@ from typing import Any
 import pyotp
 from exchange_harness import AIT, Harness, running, settings_for
 
+from aitbc.client.node import NodeClient
 from aitbc.protocol.crypto import KeyPair
 from aitbc.runtime.keyfile import write_keyfile
 
@@ -74,3 +75,49 @@ def test_aitbc_deposit_and_withdrawal_on_a_real_node(node_process: Any, tmp_path
         assert h.service.engine.ledger.withdrawals["AITBC"] == 2 * AIT + 1_000
         listed = h.client.get("/api/v1/withdrawals", headers=alice["h"]).json()["withdrawals"]
         assert listed[0]["status"] == "confirmed"
+
+
+TIMEOUT_ARGS = ["--timeout-propose-ms", "600", "--timeout-vote-ms", "300", "--timeout-delta-ms", "300"]
+
+
+def test_aitbc_deposit_credited_at_bft_finality(tmp_path: Path) -> None:
+    """Four validators (BFT): the deposit is credited from a block the node holds a commit certificate for."""
+    from exchange_harness import free_port
+
+    from aitbc.devnet.network import ValidatorNetwork
+    from aitbc.protocol.tx import Transfer, sign_tx
+
+    payer, exchange_key = KeyPair.generate(), KeyPair.generate()
+    ports = [(free_port(), free_port(), free_port()) for _ in range(4)]
+    net = ValidatorNetwork(tmp_path / "net", 4, ports=ports, extra_args=[*TIMEOUT_ARGS, "--log-level", "warning"])
+    net.prepare(block_time_ms=300, extra_balances={payer.address: 100 * AIT})
+    try:
+        net.start()
+        client = NodeClient(net.nodes[0].rpc_url)
+        assert client.get_chain_info()["consensus"] == "bft"
+        key_file = tmp_path / "exchange.key"
+        write_keyfile(key_file, exchange_key)
+        aitbc = {"node_url": net.nodes[0].rpc_url, "key_file": str(key_file), "poll_seconds": 3600}
+        with running(settings_for(tmp_path / "ex", aitbc=aitbc)) as h:
+            alice = h.user("alice")
+            memo = h.client.post("/api/v1/deposits", json={"asset": "AITBC"}, headers=alice["h"]).json()["memo"]
+            chain_id = client.get_chain_info()["chain_id"]
+            tx = sign_tx(
+                Transfer(
+                    chain_id=chain_id,
+                    sender=payer.address,
+                    nonce=client.next_nonce(payer.address),
+                    fee=1_000,
+                    recipient=exchange_key.address,
+                    amount=7 * AIT,
+                    memo=memo,
+                ),
+                payer,
+            )
+            status = client.wait_for_tx(client.send_tx(tx), timeout=60)
+            assert status["status"] == "committed"
+            poll_until(h, lambda: h.balances(alice)["AITBC"]["available"] == 7 * AIT, timeout=60)
+            block = client.get_block(status["height"], False)
+            assert block["commit"] is not None and len(block["commit"]["signatures"]) >= 3
+    finally:
+        net.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def btc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Harnes
             "poll_seconds": 3600,
             "min_withdrawal_sat": 10_000,
         }
-        if request.param == "core" and "hot" in request.node.name:
+        if "hot" in request.node.name:
             key_file = tmp_path / "hot.key"
             key_file.write_text(ROOT.to_string())
             bitcoin |= {"hot_key_file": str(key_file), "hot_limit_sat": 60_000}
@@ -186,10 +187,10 @@ def test_withdrawal_psbt_spends_only_exchange_outputs(btc: tuple[Harness, Regtes
     assert h.client.get("/api/v1/withdrawals", headers=alice["h"]).json()["withdrawals"][0]["status"] == "confirmed"
 
 
+@pytest.mark.parametrize("btc", ["core"], indirect=True)
 def test_hot_key_signs_small_withdrawals(btc: tuple[Harness, RegtestChain]) -> None:
     h, chain = btc
-    if h.service.bitcoin.hot_key is None:
-        pytest.skip("the hot key is configured for the Core RPC case only")
+    assert h.service.bitcoin.hot_key is not None
     alice = h.user("alice")
     deposit(h, chain, alice, 200_000)
     deposit(h, chain, alice, 200_000)  # two coins: the first withdrawal reserves one until its change confirms
@@ -223,3 +224,64 @@ def test_reorg_that_reincludes_the_deposit_credits_it_again(btc: tuple[Harness, 
     deposits = h.client.get("/api/v1/deposits", headers=alice["h"]).json()["deposits"]
     assert len(deposits) == 1 and deposits[0]["status"] == "credited"
     assert h.service.engine.ledger.deposits["BTC"] == 70_000
+
+
+def operator(h: Harness) -> dict[str, str]:
+    accounts = h.service.accounts
+    accounts.create_user("operator", accounts.hash_password("operator password!"), is_operator=True)
+    op = h.client.post("/api/v1/sessions", json={"username": "operator", "password": "operator password!"}).json()
+    return {"Authorization": f"Bearer {op['token']}"}
+
+
+@pytest.mark.parametrize("amount", [0, -5, 2**70, 9_999])
+def test_bad_withdrawal_amounts_change_nothing(btc: tuple[Harness, RegtestChain], amount: int) -> None:
+    h, chain = btc
+    alice = h.user("alice")
+    deposit(h, chain, alice, 200_000)
+    chain.mine(CONFS)
+    poll(h)
+    totp = enable_2fa(h, alice)
+    before, state = h.balances(alice), h.state()
+    body = {"asset": "BTC", "address": OUTSIDER, "amount": amount, "totp": totp.now()}
+    r = h.client.post("/api/v1/withdrawals", json=body, headers=alice["h"])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["reason"] in ("non_positive_amount", "amount_too_large", "amount_too_small")
+    assert h.balances(alice) == before and h.state() == state
+    # the code was not spent on a refused request
+    r = h.client.post("/api/v1/withdrawals", json=body | {"amount": 20_000}, headers=alice["h"])
+    assert r.status_code == 201, r.text
+
+
+def test_operator_cancels_a_pending_withdrawal(btc: tuple[Harness, RegtestChain]) -> None:
+    h, chain = btc
+    alice = h.user("alice")
+    deposit(h, chain, alice, 200_000)
+    chain.mine(CONFS)
+    poll(h)
+    totp = enable_2fa(h, alice)
+    body = {"asset": "BTC", "address": OUTSIDER, "amount": 150_000, "totp": totp.now()}
+    w = h.client.post("/api/v1/withdrawals", json=body, headers=alice["h"]).json()
+    assert h.balances(alice)["BTC"]["held"] == 150_000 + w["fee"]
+    op_h = operator(h)
+    r = h.client.post(f"/api/v1/operator/withdrawals/{w['ref']}/cancel", headers=op_h)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert h.balances(alice)["BTC"] == {"available": 200_000, "held": 0}
+    assert h.client.post(f"/api/v1/operator/withdrawals/{w['ref']}/cancel", headers=op_h).status_code == 403
+    # the coin is free again for the next withdrawal
+    r = h.client.post("/api/v1/withdrawals", json=body | {"totp": totp.at(time.time() + 30)}, headers=alice["h"])
+    assert r.status_code == 201, r.text
+
+
+def test_a_backend_fee_estimate_above_the_cap_is_refused(btc: tuple[Harness, RegtestChain]) -> None:
+    h, chain = btc
+    alice = h.user("alice")
+    deposit(h, chain, alice, 200_000)
+    chain.mine(CONFS)
+    poll(h)
+    totp = enable_2fa(h, alice)
+    chain.fee_rate = Decimal("0.05")  # 5,000 sat/vB: a lying (or panicking) backend
+    before = h.balances(alice)
+    body = {"asset": "BTC", "address": OUTSIDER, "amount": 50_000, "totp": totp.now()}
+    r = h.client.post("/api/v1/withdrawals", json=body, headers=alice["h"])
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "fee_too_high"
+    assert h.balances(alice) == before

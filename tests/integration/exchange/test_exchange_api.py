@@ -257,3 +257,52 @@ def test_browser_orders_get_cors_headers(tmp_path: Path) -> None:
             headers=alice["h"] | {"Origin": "http://web.test"},
         )
         assert r.status_code == 201 and r.headers["access-control-allow-origin"] == "http://web.test"
+
+
+@pytest.mark.timeout(60)
+def test_feed_ticker_and_resync_snapshot(ex: Harness) -> None:
+    alice, bob = ex.user("alice"), ex.user("bob")
+    ex.fund(alice, btc=100_000)
+    ex.fund(bob, ait=10 * AIT)
+    order(ex, bob, "sell", 2 * AIT, 5_000)
+    with ex.client.websocket_connect("/api/v1/ws") as ws:
+        ws.send_json({"op": "subscribe", "channels": ["ticker"]})
+        assert ws.receive_json()["type"] == "subscribed"
+        first = ws.receive_json()
+        assert first["type"] == "ticker" and first["best_ask"] == 5_000 and first["last_price"] is None
+        order(ex, alice, "buy", AIT, 5_000)
+        ticker = ws.receive_json()
+        assert ticker["type"] == "ticker" and ticker["last_price"] == 5_000 and ticker["volume_24h"] == AIT
+        ws.send_json({"op": "snapshot", "depth": 5})
+        snap = ws.receive_json()
+        assert snap["type"] == "book_snapshot" and snap["asks"] == [[5_000, AIT]] and snap["seq"] == 2
+        ws.send_json({"op": "subscribe", "channels": ["orders"], "token": "s_wrong"})
+        assert ws.receive_json()["reason"] == "unauthorized"
+
+
+def test_journal_check_while_orders_are_being_committed(ex: Harness) -> None:
+    """The running check compares memory and journal at one committed command: no false alarm under load."""
+    import asyncio
+
+    from aitbc.market.orderbook import OrderType, Side
+    from aitbc.market.trading import PlaceOrder
+
+    alice, bob = ex.user("alice"), ex.user("bob")
+    ex.fund(alice, btc=10**9)
+    ex.fund(bob, ait=10**6 * AIT)
+
+    async def trade_and_check() -> None:
+        orders = [
+            ex.service.submit(PlaceOrder(str(u["id"]), side, OrderType.LIMIT, AIT, 5_000 + 10 * (i % 7)))
+            for i in range(300)
+            for u, side in ((bob, Side.SELL), (alice, Side.BUY))
+        ]
+        tasks = [asyncio.ensure_future(o) for o in orders]
+        for _ in range(5):
+            await asyncio.sleep(0)
+            await ex.service.check_all_invariants()
+        await asyncio.gather(*tasks)
+        await ex.service.check_all_invariants()
+
+    ex.run(trade_and_check())
+    assert ex.service.committed_seq > 600

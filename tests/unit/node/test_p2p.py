@@ -412,3 +412,56 @@ def test_item10_frames_are_encrypted_and_an_altered_or_replayed_frame_ends_the_c
         proxy.close()
 
     run(scenario)
+
+
+def test_validators_sharing_a_banned_ip_still_connect_and_a_partition_file_cuts_listed_peers(tmp_path: Any) -> None:
+    """With ``protect`` (the BFT node passes "is a validator of the current set"), a banned IP refuses every
+    other key after the handshake but not a validator's; ``block_path`` listing addresses cuts just those."""
+
+    async def scenario() -> None:
+        validator = KeyPair.from_seed(b"\x31" * 32)
+        a = make_node(1, [], [])
+        a.protect = lambda address: address == validator.address
+        await a.start()
+        a.book.penalize((ip_name("127.0.0.1"),), 400, _now())  # the shared address is banned
+        stranger = await RawSession.open(port_of(a))
+        await stranger.exchange()
+        proof = KeyPair.from_seed(b"\x32" * 32)
+        await stranger.hello(proof)
+        assert await stranger.closed_by_peer()
+        held = await connect_as(port_of(a), validator)
+        await wait_for(lambda: validator.address in a.peers)
+        held.writer.close()
+        await a.stop()
+        # a partition: node c cuts node d (listed in its block file) but keeps node e
+        block = tmp_path / "p2p.blocked"
+        inbox: list[tuple[str, Message]] = []
+        c = P2PNode(
+            chain_id=CHAIN,
+            genesis_hash=GENESIS,
+            key=KeyPair.from_seed(b"\x33" * 32),
+            host="127.0.0.1",
+            port=0,
+            peers=[],
+            handler=lambda peer, message: _collect(inbox, peer, message),
+            block_path=block,
+        )
+        await c.start()
+        d, e = make_node(4, [f"127.0.0.1:{port_of(c)}"], []), make_node(5, [f"127.0.0.1:{port_of(c)}"], [])
+        await d.start()
+        await e.start()
+        await wait_for(lambda: d.key.address in c.peers and e.key.address in c.peers)
+        block.write_text(d.key.address + "\n")
+        await wait_for(lambda: d.key.address not in c.peers)
+        await asyncio.sleep(1.0)
+        assert d.key.address not in c.peers and e.key.address in c.peers
+        block.unlink()
+        await wait_for(lambda: d.key.address in c.peers)
+        for node in (c, d, e):
+            await node.stop()
+
+    run(scenario)
+
+
+async def _collect(inbox: list[tuple[str, Message]], peer: Peer, message: Message) -> None:
+    inbox.append((peer.address, message))

@@ -14,14 +14,17 @@ import type {
   Block,
   BlockHeader,
   ChainInfo,
+  ChainDeposit,
   ChainJob,
   Config,
+  DepositAccount,
   Job,
   JobEvent,
   JobResult,
   LeaderboardEntry,
   MatchExplanation,
   ModelInfo,
+  PaidJob,
   PoolMiner,
   ReceiptResponse,
   TxStatus,
@@ -59,6 +62,8 @@ export interface Api {
   explainMatch(id: string): Promise<MatchExplanation>;
   streamJob(id: string, onEvent: (e: JobEvent) => void, signal: AbortSignal): Promise<void>;
   coordinatorMetrics(): Promise<string>;
+  /** The API key's deposit as the coordinator counts it; null when the key has none. */
+  depositAccount(): Promise<DepositAccount | null>;
   // node
   head(): Promise<BlockHeader>;
   chain(): Promise<ChainInfo>;
@@ -68,6 +73,10 @@ export interface Api {
   account(address: string): Promise<Account>;
   chainJob(id: string): Promise<ChainJob | null>;
   validators(): Promise<Validators>;
+  /** The chain's payment record of a deposit-paid job; null until settled. */
+  paidJob(id: string): Promise<PaidJob | null>;
+  /** A deposit as the chain holds it (balance, pending withdrawal). */
+  chainDeposit(id: string): Promise<ChainDeposit | null>;
   sendTx(tx: Tx): Promise<string>;
   subscribeChain(events: ChainEvents): () => void;
   // pool hub
@@ -193,6 +202,47 @@ export class LiveApi implements Api {
     return response.text();
   }
 
+  async depositAccount() {
+    try {
+      return await unwrap<DepositAccount>(this.c.GET('/api/v1/account', { headers: this.auth }), 'account');
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 402) return null;
+      throw e;
+    }
+  }
+
+  private async rpc<T>(method: string, params: unknown[]): Promise<T> {
+    const base = need(this.config.node_url, 'node');
+    let response: Response;
+    try {
+      response = await fetch(base + '/', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', method, params, id: 1 }),
+      });
+    } catch (e) {
+      throw new ApiError(`${method}: the node cannot be reached (${(e as Error).message})`, 0);
+    }
+    const reply = (await response.json()) as { result?: T; error?: { code: number; message: string } };
+    if (reply.error || reply.result === undefined) {
+      throw new ApiError(reply.error?.message ?? `${method} failed`, response.status, reply.error?.code === -32004 ? 'not_found' : undefined);
+    }
+    return reply.result;
+  }
+
+  async chainDeposit(id: string) {
+    try {
+      return (await this.rpc<{ deposit: ChainDeposit }>('get_deposit', [id])).deposit;
+    } catch (e) {
+      if (e instanceof ApiError && e.reason === 'not_found') return null;
+      throw e;
+    }
+  }
+
+  async paidJob(id: string) {
+    return (await this.rpc<{ paid: PaidJob | null }>('get_paid_job', [id])).paid;
+  }
+
   head() {
     return unwrap<BlockHeader>(this.n.GET('/v1/head'), 'head');
   }
@@ -221,24 +271,17 @@ export class LiveApi implements Api {
   }
 
   async chainJob(id: string) {
+    // JSON-RPC, whose "not found" is an answer (-32004), not an HTTP 404 the browser logs as an error
     try {
-      return await unwrap<ChainJob>(this.n.GET('/v1/jobs/{job_id}', { params: { path: { job_id: id } } }), 'chain job');
+      return await this.rpc<ChainJob>('get_job', [id]);
     } catch (e) {
-      if (e instanceof ApiError && e.status === 404) return null;
+      if (e instanceof ApiError && e.reason === 'not_found') return null;
       throw e;
     }
   }
 
-  async validators() {
-    const base = need(this.config.node_url, 'node');
-    const response = await fetch(base + '/', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', method: 'get_validators', params: [], id: 1 }),
-    });
-    const reply = (await response.json()) as { result?: Validators; error?: { message: string } };
-    if (!reply.result) throw new ApiError(reply.error?.message ?? 'get_validators failed', response.status);
-    return reply.result;
+  validators() {
+    return this.rpc<Validators>('get_validators', []);
   }
 
   async sendTx(tx: Tx) {

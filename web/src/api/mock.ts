@@ -11,14 +11,17 @@ import type {
   Block,
   BlockHeader,
   ChainInfo,
+  ChainDeposit,
   ChainJob,
   Config,
+  DepositAccount,
   Job,
   JobEvent,
   JobResult,
   LeaderboardEntry,
   MatchExplanation,
   ModelInfo,
+  PaidJob,
   PoolMiner,
   ReceiptResponse,
   Validators,
@@ -38,6 +41,7 @@ export interface Fixture {
     receipt: ReceiptResponse;
     match: MatchExplanation;
     metrics: string;
+    account?: DepositAccount | null;
   };
   node: {
     head: BlockHeader;
@@ -45,7 +49,9 @@ export interface Fixture {
     blocks: Block[];
     settle_block: Block;
     account: Account;
-    job: ChainJob;
+    job: ChainJob | null;
+    paid_job?: PaidJob | null;
+    deposit?: ChainDeposit | null;
     validators: Validators;
   };
   poolhub: { miners: { miners: PoolMiner[] }; leaderboard: { leaderboard: LeaderboardEntry[] }; miner: Record<string, unknown> } | null;
@@ -158,7 +164,16 @@ export class MockApi implements Api {
     return { ...clone(this.f.node.account), address };
   }
   async chainJob(id: string) {
-    return { ...clone(this.f.node.job), job_id: id };
+    return this.f.node.job ? { ...clone(this.f.node.job), job_id: id } : null;
+  }
+  async paidJob(id: string) {
+    return this.f.node.paid_job ? { ...clone(this.f.node.paid_job), job_id: id } : null;
+  }
+  async chainDeposit(_id: string) {
+    return clone(this.f.node.deposit ?? null);
+  }
+  async depositAccount() {
+    return clone(this.f.coordinator.account ?? null);
   }
   async validators() {
     return clone(this.f.node.validators);

@@ -235,3 +235,48 @@ export interface JobEvent {
   event: string;
   data: Record<string, unknown>;
 }
+
+export interface DepositAccount {
+  deposit_id: string;
+  client: string;
+  coordinator: string;
+  mode: string;
+  balance: number;
+  reserved: number;
+  pending: number;
+  available: number;
+  spent: number;
+  withdrawing: number;
+  withdrawal_height: number | null;
+  cap: { per_period: number | null; period_blocks: number | null; room: number | null };
+  /** The deposit's jobs by payment state. */
+  jobs: Record<string, number>;
+  height: number;
+}
+
+/** A deposit job the chain paid (node `get_paid_job`). */
+export interface PaidJob {
+  job_id: string;
+  deposit_id: string;
+  miner: string;
+  paid_to_miner: number;
+  protocol_fee: number;
+  receipt_hash: string;
+  height: number;
+  expires_height: number;
+}
+
+/** A deposit as the chain holds it (node `get_deposit`). */
+export interface ChainDeposit {
+  id: string;
+  owner: string;
+  coordinator: string;
+  mode: string;
+  balance: number;
+  cap_per_period: number;
+  period_blocks: number;
+  spent_total: number;
+  jobs_paid: number;
+  withdrawal_amount: number;
+  withdrawal_height: number;
+}

@@ -1,16 +1,12 @@
 /** One job in full: status, cost, receipt with in-browser verification, settlement on chain, why this miner. */
-import type { ChainJob, Job, ReceiptResponse } from '../api/types';
+import type { ChainJob, Job, PaidJob, ReceiptResponse } from '../api/types';
 import { formatDuration } from '../lib/format';
 import { checkReceipt } from '../lib/receipt';
 import { useApi } from '../state';
 import { Amount, Badge, ErrorBox, Hash, Section, Table, useAsync } from './ui';
 
-export function Verification({ receipt, chain, jobId }: { receipt: ReceiptResponse; chain: ChainJob | null; jobId: string }) {
-  const checks = checkReceipt(receipt.receipt, {
-    jobId,
-    receiptHash: receipt.receipt_hash,
-    chainReceiptHash: chain?.escrow.receipt_hash || '',
-  });
+export function Verification({ receipt, chainReceiptHash, jobId }: { receipt: ReceiptResponse; chainReceiptHash: string; jobId: string }) {
+  const checks = checkReceipt(receipt.receipt, { jobId, receiptHash: receipt.receipt_hash, chainReceiptHash });
   const allOk = checks.every((c) => c.ok);
   return (
     <div data-testid="verification">
@@ -61,6 +57,30 @@ export function Settlement({ chain }: { chain: ChainJob | null }) {
             {ev.kind} <Hash value={ev.tx_hash} href={`#/explorer/tx/${ev.tx_hash}`} />
           </span>
         ))}
+      </dd>
+    </dl>
+  );
+}
+
+/** A deposit-paid job: the chain's payment record from the coordinator's settle_batch. */
+export function DepositSettlement({ paid }: { paid: PaidJob }) {
+  return (
+    <dl class="facts" data-testid="settlement">
+      <dt>Paid from</dt>
+      <dd>
+        <Badge state="settled" /> deposit <Hash value={paid.deposit_id} /> in block <a href={`#/explorer/block/${paid.height}`}>{paid.height}</a>
+      </dd>
+      <dt>Paid to miner</dt>
+      <dd>
+        <Amount value={paid.paid_to_miner} /> to <Hash value={paid.miner} href={`#/explorer/account/${paid.miner}`} />
+      </dd>
+      <dt>Protocol fee</dt>
+      <dd>
+        <Amount value={paid.protocol_fee} />
+      </dd>
+      <dt>Receipt anchored</dt>
+      <dd>
+        <Hash value={paid.receipt_hash} />
       </dd>
     </dl>
   );
@@ -136,8 +156,19 @@ export function JobSummary({ job }: { job: Job }) {
 export function JobOutcome({ job }: { job: Job }) {
   const api = useApi();
   const receipt = useAsync(() => (job.state === 'completed' ? api.receipt(job.job_id) : Promise.resolve(null)), [api, job.job_id, job.state]);
-  const chain = useAsync(() => api.chainJob(job.job_id), [api, job.job_id], 1500);
-  const settled = chain.data?.escrow.state && chain.data.escrow.state !== 'open';
+  // paid per job (an escrow) or from a deposit (a settle_batch entry): ask the chain for both
+  const chain = useAsync(
+    async () => {
+      const [escrow, paid] = await Promise.all([api.chainJob(job.job_id), api.paidJob(job.job_id).catch(() => null)]);
+      return { escrow, paid };
+    },
+    [api, job.job_id],
+    1500,
+  );
+  const escrow = chain.data?.escrow ?? null;
+  const paid = chain.data?.paid ?? null;
+  const escrowClosed = escrow !== null && escrow.escrow.state !== 'open';
+  const anchored = paid?.receipt_hash ?? (escrowClosed ? escrow.escrow.receipt_hash : '');
   return (
     <>
       {receipt.data && (
@@ -160,12 +191,18 @@ export function JobOutcome({ job }: { job: Job }) {
         </Section>
       )}
       <Section title="Settlement on chain">
-        {settled || chain.data === null ? <Settlement chain={chain.data ?? null} /> : <p class="muted">Waiting for the settlement block…</p>}
+        {paid ? (
+          <DepositSettlement paid={paid} />
+        ) : escrowClosed ? (
+          <Settlement chain={escrow} />
+        ) : (
+          <p class="muted">Waiting for the settlement block…</p>
+        )}
         <ErrorBox error={chain.error} />
       </Section>
       {receipt.data && (
         <Section title="Verification">
-          <Verification receipt={receipt.data} chain={settled ? chain.data! : null} jobId={job.job_id} />
+          <Verification receipt={receipt.data} chainReceiptHash={anchored} jobId={job.job_id} />
         </Section>
       )}
       <ErrorBox error={receipt.error} />

@@ -3,7 +3,7 @@ import type { Api } from '../api/client';
 import type { TxStatus } from '../api/types';
 import { computeEscrowAmount, DEFAULT_DEADLINE_BLOCKS, newJobId } from './pricing';
 import type { KeyPair } from './signer';
-import { type OpenEscrow, type Transfer, signTx } from './tx';
+import { type OpenEscrow, type TopUpDeposit, type Transfer, type WithdrawDeposit, signTx } from './tx';
 
 export async function waitForTx(api: Api, hash: string, timeoutMs = 60_000): Promise<TxStatus> {
   const deadline = Date.now() + timeoutMs;
@@ -60,4 +60,23 @@ export async function openEscrow(api: Api, key: KeyPair, maxPrice: number): Prom
   const status = await waitForTx(api, txHash);
   if (status.status !== 'committed') throw new Error(`the escrow tx was ${status.status}: ${status.reason ?? status.error ?? ''}`);
   return { jobId, amount, txHash, height: status.height ?? 0, deadlineHeight };
+}
+
+/** Add `amount` to a deposit (anyone may), or ask for `amount` back (its owner only; paid out after the
+ * chain's withdrawal delay). Signed here, sent to the node, waited for. */
+export async function changeDeposit(api: Api, key: KeyPair, kind: 'top_up_deposit' | 'withdraw_deposit', depositId: string, amount: number) {
+  const [chain, account] = await Promise.all([api.chain(), api.account(key.address)]);
+  const tx: TopUpDeposit | WithdrawDeposit = {
+    type: kind,
+    chain_id: chain.chain_id,
+    sender: key.address,
+    nonce: account.pending_nonce ?? account.nonce,
+    fee: chain.params.min_fee,
+    deposit_id: depositId,
+    amount,
+  };
+  const hash = await api.sendTx(signTx(tx, key));
+  const status = await waitForTx(api, hash);
+  if (status.status !== 'committed') throw new Error(`the ${kind} tx was ${status.status}: ${status.reason ?? status.error ?? ''}`);
+  return { hash, height: status.height ?? 0 };
 }

@@ -1,7 +1,8 @@
 /**
- * The two txs the web app signs in the browser — `transfer` and `open_escrow` — with the
- * exact canonical bytes, hash and signature of aitbc.protocol.tx (checked against
- * tests/vectors/transfer_v1.json). Signing bytes are the encoding without `signature`.
+ * The txs the web app signs in the browser — `transfer`, `open_escrow`, `top_up_deposit`,
+ * `withdraw_deposit` — with the exact canonical bytes, hash and signature of aitbc.protocol.tx
+ * (checked against the protocol's vectors in tests/vectors/). Signing bytes are the encoding
+ * without `signature`.
  */
 import { bytesToHex } from './bytes';
 import { ENCODING_VERSION, Writer } from './codec';
@@ -30,7 +31,19 @@ export interface OpenEscrow extends TxBase {
   deadline_height: number;
 }
 
-export type Tx = Transfer | OpenEscrow;
+export interface TopUpDeposit extends TxBase {
+  type: 'top_up_deposit';
+  deposit_id: string;
+  amount: number;
+}
+
+export interface WithdrawDeposit extends TxBase {
+  type: 'withdraw_deposit';
+  deposit_id: string;
+  amount: number;
+}
+
+export type Tx = Transfer | OpenEscrow | TopUpDeposit | WithdrawDeposit;
 
 function writeBody(w: Writer, tx: Tx): Writer {
   w.u8(ENCODING_VERSION).str(tx.type).str(tx.chain_id).address(tx.sender).u64(tx.nonce).u64(tx.fee);
@@ -39,6 +52,9 @@ function writeBody(w: Writer, tx: Tx): Writer {
       return w.address(tx.recipient).u64(tx.amount).str(tx.memo);
     case 'open_escrow':
       return w.str(tx.job_id).address(tx.coordinator).u64(tx.amount).u64(tx.deadline_height);
+    case 'top_up_deposit':
+    case 'withdraw_deposit':
+      return w.str(tx.deposit_id).u64(tx.amount);
   }
 }
 

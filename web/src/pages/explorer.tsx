@@ -1,4 +1,5 @@
 /** Explorer: blocks live over the node's WebSocket, txs, accounts, job escrows, validators. */
+import { Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import type { BlockHeader } from '../api/types';
 import { Settlement } from '../components/jobview';
@@ -142,9 +143,9 @@ function TxFields({ tx }: { tx: Record<string, unknown> }) {
   return (
     <dl class="facts">
       {Object.entries(tx).map(([k, v]) => (
-        <>
-          <dt key={k + 't'}>{k}</dt>
-          <dd key={k + 'd'} class="mono wrap">
+        <Fragment key={k}>
+          <dt>{k}</dt>
+          <dd class="mono wrap">
             {typeof v === 'string' && isValidAddress(v) ? (
               <a href={`#/explorer/account/${v}`}>{v}</a>
             ) : typeof v === 'object' ? (
@@ -153,7 +154,7 @@ function TxFields({ tx }: { tx: Record<string, unknown> }) {
               String(v)
             )}
           </dd>
-        </>
+        </Fragment>
       ))}
     </dl>
   );

@@ -1,4 +1,5 @@
 /** My jobs: every job of this API key with its cost; one job in full with receipt, settlement, verification. */
+import { DepositPanel } from '../components/deposit';
 import { JobOutcome, JobSummary, WhyThisMiner } from '../components/jobview';
 import { Amount, Badge, ErrorBox, Hash, Loading, Page, Section, Table, useAsync } from '../components/ui';
 import { timeAgo } from '../lib/format';
@@ -70,12 +71,16 @@ export function JobsPage({ jobId }: { jobId?: string }) {
   if (jobId) return <JobDetail jobId={jobId} />;
   const list = jobs.data ?? [];
   const spent = list.reduce((n, j) => n + (j.payment?.paid_to_miner ?? 0) + (j.payment?.protocol_fee ?? 0), 0);
+  // (deposit-paid jobs report their charge in the deposit's `spent`; per-job escrows here)
   return (
-    <Page title="My jobs" intro="The jobs of your API key, with what each one cost on chain.">
+    <Page title="My jobs" intro="The jobs of your API key, your deposit with the coordinator, and what each job cost on chain.">
+      <Section title="Deposit">
+        <DepositPanel />
+      </Section>
       <Section title="Account">
         <AccountCard />
         <p>
-          Spent on the jobs below: <Amount value={spent} /> (paid to miners plus protocol fees, from settled escrows).
+          Spent through per-job escrows on the jobs below: <Amount value={spent} /> (paid to miners plus protocol fees).
         </p>
       </Section>
       <Section title="Jobs">

@@ -26,6 +26,9 @@ export function SubmitPage() {
   const [maxTokens, setMaxTokens] = useState(48);
   const [maxPriceText, setMaxPriceText] = useState('');
   const [run, setRun] = useState<Run | null>(null);
+  const deposit = useAsync(() => api.depositAccount().catch(() => null), [api, s.apiKey]);
+  const [payWith, setPayWith] = useState<'deposit' | 'escrow' | null>(null);
+  const pay = payWith ?? (deposit.data ? 'deposit' : 'escrow');
   const abort = useRef<AbortController | null>(null);
   useEffect(() => () => abort.current?.abort(), []);
 
@@ -36,7 +39,10 @@ export function SubmitPage() {
     return computeDefaultMaxPrice({ type: 'inference', inputChars: prompt.length, maxTokens }, [chosen.max_unit_price]);
   }, [chosen, prompt, maxTokens]);
 
-  const missing = [!s.apiKey && api.kind === 'live' ? 'an API key' : null, !key && api.kind === 'live' ? 'an unlocked signing key' : null].filter(Boolean);
+  const missing = [
+    !s.apiKey && api.kind === 'live' ? 'an API key' : null,
+    !key && api.kind === 'live' && pay === 'escrow' ? 'an unlocked signing key' : null,
+  ].filter(Boolean);
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -52,10 +58,10 @@ export function SubmitPage() {
       return;
     }
     const update = (patch: Partial<Run>) => setRun((r) => ({ ...(r ?? { step: '', tokens: '' }), ...patch }));
-    setRun({ step: 'Signing the escrow in this browser and waiting for its block…', tokens: '' });
+    setRun({ step: pay === 'escrow' ? 'Signing the escrow in this browser and waiting for its block…' : 'Submitting…', tokens: '' });
     try {
       let jobId: string | undefined;
-      if (api.kind === 'live') {
+      if (api.kind === 'live' && pay === 'escrow') {
         const escrow = await openEscrow(api, key!, maxPrice);
         jobId = escrow.jobId;
         update({ escrow, step: 'Escrow committed; submitting the job…' });
@@ -89,7 +95,7 @@ export function SubmitPage() {
   };
 
   return (
-    <Page title="Submit a job" intro="Pay from your key: the escrow is signed in this browser, the coordinator only sees it committed on chain.">
+    <Page title="Submit a job" intro="Pay from your deposit with the coordinator, or lock an escrow for this job signed in this browser (the coordinator only sees it committed on chain).">
       <Section title="Job">
         <form class="form" onSubmit={submit}>
           <label>
@@ -117,13 +123,31 @@ export function SubmitPage() {
               <input value={maxPriceText} inputMode="decimal" placeholder={autoPrice == null ? '' : formatAitbc(autoPrice)} onInput={(e) => setMaxPriceText((e.target as HTMLInputElement).value)} />
             </label>
           </div>
+          <fieldset class="pay">
+            <legend>Pay with</legend>
+            <label class="inline">
+              <input type="radio" name="pay" value="deposit" checked={pay === 'deposit'} disabled={!deposit.data} onChange={() => setPayWith('deposit')} />
+              my deposit{' '}
+              {deposit.data ? (
+                <span class="muted">
+                  (<Amount value={deposit.data.available} /> available; the coordinator reserves the max price)
+                </span>
+              ) : (
+                <span class="muted">(this API key has none)</span>
+              )}
+            </label>
+            <label class="inline">
+              <input type="radio" name="pay" value="escrow" checked={pay === 'escrow'} onChange={() => setPayWith('escrow')} />
+              an escrow for this job, signed in this browser
+            </label>
+          </fieldset>
           {missing.length > 0 && (
             <p class="error" role="alert">
               To pay for a job you need {missing.join(' and ')}: see <a href="#/account">Account</a>.
             </p>
           )}
           <button type="submit" disabled={!chosen || missing.length > 0 || (run !== null && run.step !== 'Completed' && run.step !== 'error' && !run.step.startsWith('Job '))}>
-            Sign escrow and submit
+            {pay === 'escrow' ? 'Sign escrow and submit' : 'Submit job'}
           </button>
         </form>
         <ErrorBox error={models.error} />

@@ -17,6 +17,7 @@ import msgspec
 from fastapi import Request
 
 from aitbc.protocol.job_messages import REQUEST_MESSAGES, JobAssignment, JobAssignments, decode_message
+from aitbc.protocol.openai_messages import OPENAI_REQUESTS
 
 M = TypeVar("M")
 
@@ -43,8 +44,8 @@ def openapi_body(kind: type[Any]) -> dict[str, Any]:
 
 
 def message_schemas() -> dict[str, Any]:
-    """OpenAPI component schemas of every request message and of the miner's assignment."""
-    _, components = msgspec.json.schema_components(
-        (*REQUEST_MESSAGES, JobAssignment, JobAssignments), ref_template=REF_TEMPLATE
-    )
+    """OpenAPI component schemas of every request message (the OpenAI-compatible ones too) and of the miner's
+    assignments."""
+    kinds = (*REQUEST_MESSAGES, *OPENAI_REQUESTS, JobAssignment, JobAssignments)
+    _, components = msgspec.json.schema_components(kinds, ref_template=REF_TEMPLATE)
     return components

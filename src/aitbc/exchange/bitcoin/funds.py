@@ -38,7 +38,7 @@ from aitbc.exchange.bitcoin.psbt import (
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.db import schema
 from aitbc.exchange.service import ExchangeService
-from aitbc.market.trading import CompleteWithdrawal, Deposit, RequestWithdrawal, ReverseDeposit
+from aitbc.market.trading import CancelWithdrawal, CompleteWithdrawal, Deposit, RequestWithdrawal, ReverseDeposit
 from aitbc.protocol.errors import AitbcError, ConfigError, Forbidden, NotFound
 
 log = logging.getLogger("aitbc.exchange.bitcoin")
@@ -87,6 +87,7 @@ class BitcoinFunds:
         self.tip = self.chain[-1][0] if self.chain else -1
         self.last_error: str | None = None
         self._poll_lock = asyncio.Lock()
+        self._withdraw_lock = asyncio.Lock()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -284,12 +285,23 @@ class BitcoinFunds:
 
     # -- withdrawals ---------------------------------------------------------------------------------
     async def request_withdrawal(self, p: Principal, address: str, amount: int) -> dict[str, Any]:
+        # one at a time: two withdrawals must never pick the same coin before either reserves it
+        async with self._withdraw_lock:
+            return await self._request_withdrawal(p, address, amount)
+
+    async def _request_withdrawal(self, p: Principal, address: str, amount: int) -> dict[str, Any]:
         recipient = check_address(address, self.network)
         if type(amount) is not int or amount < self.cfg.min_withdrawal_sat:
             raise AitbcError(
                 f"a BTC withdrawal is at least {self.cfg.min_withdrawal_sat} sat", reason="amount_too_small"
             )
         fee_rate = await asyncio.to_thread(self.backend.estimate_fee_rate, 6)
+        if fee_rate > self.cfg.max_fee_rate_sat_vb:  # a lying or panicking backend does not set users' fees
+            raise AitbcError(
+                f"the network fee estimate ({fee_rate} sat/vB) is above the exchange's cap "
+                f"({self.cfg.max_fee_rate_sat_vb}); try later",
+                reason="fee_too_high",
+            )
         u = schema.btc_utxos.c
         deepest = self.tip - self.cfg.confirmations + 1
         rows = self.store.fetch_all(
@@ -364,6 +376,27 @@ class BitcoinFunds:
             raise Forbidden(f"withdrawal {ref} is {row.status}", reason="bad_state")
         signed = parse_psbt(psbt_text)
         return {"ref": ref, "status": await self._broadcast(ref, signed, expected_txid=row.txid), "txid": row.txid}
+
+    async def cancel_withdrawal(self, ref: str) -> dict[str, Any]:
+        """Release an unsigned withdrawal: the user's hold (``CancelWithdrawal``) and its reserved coins, at once."""
+        w, u = schema.withdrawals.c, schema.btc_utxos.c
+        row = self.store.fetch_one(sa.select(schema.withdrawals).where(w.ref == ref))
+        if row is None or row.asset != ASSET:
+            raise NotFound(f"no BTC withdrawal {ref}")
+        if row.status != "awaiting_signature":
+            raise Forbidden(
+                f"withdrawal {ref} is {row.status}: only one awaiting its signature can be cancelled",
+                reason="bad_state",
+            )
+        now = _now()
+        await self.service.submit(
+            CancelWithdrawal(ref),
+            extra=[
+                (schema.withdrawals.update().where(w.ref == ref), {"status": "cancelled", "updated_at_ms": now}),
+                (schema.btc_utxos.update().where(u.reserved_by == ref), {"reserved_by": None}),
+            ],
+        )
+        return {"ref": ref, "status": "cancelled"}
 
     async def _broadcast(self, ref: str, psbt: Any, expected_txid: str | None = None) -> str:
         tx = finalize_signed(psbt, expected_txid or psbt.tx.txid().hex())

@@ -40,6 +40,8 @@ class GenerationParams:
     temperature: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_p: float | None = None
+    """Nucleus sampling; None leaves the backend's default."""
 
 
 @dataclass(frozen=True, slots=True)

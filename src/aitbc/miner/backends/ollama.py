@@ -123,6 +123,8 @@ def ollama_options(params: GenerationParams) -> dict[str, Any]:
     options: dict[str, Any] = {"num_predict": params.max_tokens, "temperature": params.temperature}
     if params.seed is not None:
         options["seed"] = params.seed
+    if params.top_p is not None:
+        options["top_p"] = params.top_p
     if params.stop:
         options["stop"] = list(params.stop)
     return options

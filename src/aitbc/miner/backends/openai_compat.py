@@ -301,6 +301,8 @@ class OpenAICompatBackend:
         body: dict[str, Any] = {"model": model, "max_tokens": params.max_tokens, "temperature": params.temperature}
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.top_p is not None:
+            body["top_p"] = params.top_p
         if params.stop:
             body["stop"] = list(params.stop)
         chat = messages is not None or self.prompt_mode == "chat"
