@@ -54,13 +54,13 @@ class LlamaServer:
         for _attempt in range(3):  # a port taken between free_port() and bind: retry with another
             port = free_port()
             cmd = [
-                sys.executable, "-m", "llama_cpp.server",
+                sys.executable, "-m", "aitbc.miner.llama_server",
                 "--model", str(self.model),
                 "--host", "127.0.0.1", "--port", str(port),
                 "--n_threads", "2", "--n_threads_batch", "2",
                 "--n_ctx", "2048", "--api_key", API_KEY,
             ]  # fmt: skip
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # see builtin._text_model
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # a busy test machine
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             self.url = f"http://127.0.0.1:{port}"
