@@ -278,18 +278,20 @@ class MinerDispatcher:
         return [first, *(self._on_claimed(live, job) for job in more)]
 
     def _try_claim_many(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
-        claimed: list[JobRecord] = []
-        while len(claimed) < count:
-            job = self._try_claim(live, now)
-            if job is None:
-                break
-            claimed.append(job)
-        return claimed
+        """Up to ``count`` jobs from one scan of the queue (not one scan per job)."""
+        return self._claim_from_scan(live, now, count, CLAIM_SCAN_LIMIT + count)
 
     def _try_claim(self, live: LiveMiner, now: int) -> JobRecord | None:
+        claimed = self._claim_from_scan(live, now, 1, CLAIM_SCAN_LIMIT)
+        return claimed[0] if claimed else None
+
+    def _claim_from_scan(self, live: LiveMiner, now: int, count: int, scan: int) -> list[JobRecord]:
         models = sorted({m.name for m in live.offer.models})
         ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
-        for job in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
+        claimed: list[JobRecord] = []
+        for job in self.repo.find_claimable(models, now, scan):
+            if len(claimed) >= count:
+                break
             if job.constraints.miner not in (None, live.offer.miner):
                 continue  # a private job, sealed to another miner
             requirements = job.requirements()
@@ -302,14 +304,18 @@ class MinerDispatcher:
                 continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
-            claimed = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
+            lifecycle = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
             if self.repo.transition_job(
-                job.id, ("queued",), None, claimed, served_digest=served.digest, unit_price=served.unit_price
+                job.id, ("queued",), None, lifecycle, served_digest=served.digest, unit_price=served.unit_price
             ):
-                return replace(
-                    job.with_lifecycle(claimed), served_digest=served.digest, assigned_unit_price=served.unit_price
+                claimed.append(
+                    replace(
+                        job.with_lifecycle(lifecycle),
+                        served_digest=served.digest,
+                        assigned_unit_price=served.unit_price,
+                    )
                 )
-        return None
+        return claimed
 
     def _on_claimed(self, live: LiveMiner, job: JobRecord) -> JobAssignment:
         assert job.assigned_at_ms is not None and job.lease_id is not None and job.lease_expires_at_ms is not None

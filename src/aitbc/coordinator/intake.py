@@ -114,6 +114,8 @@ class PaymentIntake:
         if deposit_id is None:
             raise DepositProblem("this API key has no deposit (`aitbc coordinator keys bind`)", reason="no_deposit")
         book = await self.deposits.ensure(deposit_id)
+        if book is not None:
+            await self.deposits.refresh(only=deposit_id)  # the balance as of the head, not of the last batch
         availability = self.deposits.availability(deposit_id)
         if book is None or availability is None:
             raise DepositProblem(f"deposit {deposit_id} does not exist on chain", reason="no_deposit")

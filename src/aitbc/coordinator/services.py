@@ -417,7 +417,10 @@ class CoordinatorService:
     def _wake_payments(self, job: JobRecord) -> None:
         if self.payments is not None and job.payment_state is not None:
             if self.deposits is not None and job.payment_state == PaymentState.RESERVED:
+                # The books change now; the batch goes with the settler's next round (at most one per block),
+                # so a finished deposit job does not wake the payment worker (that was a round per job).
                 self.deposits.on_finished(job.id, completed=job.state == JobState.COMPLETED)
+                return
             self.payments.wake()
 
     async def _on_escrows_refunded(self, job_ids: list[str]) -> None:
