@@ -220,6 +220,10 @@ describe('web app against a real devnet', { timeout: 300_000 }, () => {
     await page.getByTestId('latest-height').getByText(/#\d+/).waitFor();
     await shot('explorer-mock');
     await noSeriousA11yViolations('explorer (mock)');
+    await go('exchange');
+    await page.getByTestId('book').getByRole('cell', { name: '2,000', exact: true }).waitFor();
+    await page.getByText('Mock mode shows recorded market data only').waitFor();
+    await shot('exchange-mock');
     await page.getByRole('switch', { name: 'Mock data' }).uncheck();
     await banner.waitFor({ state: 'detached' });
   });
