@@ -26,6 +26,7 @@ from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.live import LiveMiner, offer_from_registration
 from aitbc.coordinator.matching import MatchPolicy
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.payments import PriceTooLow
 from aitbc.coordinator.views import job_view
 from aitbc.market.conduct import (
     ReleaseAllowance,
@@ -35,6 +36,7 @@ from aitbc.market.conduct import (
 )
 from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_progress
 from aitbc.market.matching import find_served_model, get_ineligibility
+from aitbc.market.metering import compute_min_affordable_price
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
 from aitbc.protocol.job import compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
@@ -172,6 +174,27 @@ class MinerDispatcher:
                 entry["min_unit_price"] = min(entry["min_unit_price"], model.unit_price)
                 entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
         return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))
+
+    def check_affordable(self, job: JobRecord) -> None:
+        """Refuse (402, with the amount needed) a job no live miner that fits it would take at its price: it
+        would otherwise sit queued until its ttl, and only ``/match`` would say why."""
+        if job.max_price is None:
+            return
+        needed = compute_min_affordable_price([m.offer for m in self.live_miners()], job.requirements())
+        if needed is not None and job.max_price < needed:
+            raise PriceTooLow(job.max_price, needed)
+
+    def check_served(self, job_type: str, model: str, model_digest: str | None) -> None:
+        """Refuse (422) a job for a model no live miner serves (of that kind, with that digest)."""
+        kind = compute_model_kind(job_type)
+        served = self.served_models()
+        if not any(m["name"] == model and m["kind"] == kind and model_digest in (None, m["digest"]) for m in served):
+            available = sorted({m["name"] for m in served if m["kind"] == kind})
+            raise UnknownModel(
+                f"no live miner serves {kind} model {model!r}"
+                + (f" with digest {model_digest}" if model_digest else "")
+                + f"; available: {', '.join(available) or 'none'}"
+            )
 
     # -- waking claimers ---------------------------------------------------------------
     def notify_work(self, model: str | None = None) -> None:
