@@ -26,10 +26,9 @@ from e2e.hostile import (
     PYTHON,
     MiB,
     Service,
-    clean_env,
-    free_port,
     hold_connections,
     rss_growth,
+    start_service,
     stream_body,
     wait_all_closed,
 )
@@ -39,41 +38,13 @@ HOSTILE_BODY = 300 * MiB
 SERVICES = ("node", "coordinator", "poolhub", "wallet")
 
 
-def _service(name: str, root: Path) -> Service:
-    port = free_port()
-    data = root / name
-    log = root / f"{name}.log"
-    cli = [PYTHON, "-m", "aitbc"]
-    if name == "node":
-        init = subprocess.run(
-            [*cli, "node", "init", "--data-dir", str(data), "--block-time-ms", "300"],
-            capture_output=True,
-            env=clean_env("AITBC_NODE_"),
-            check=False,
-        )
-        assert init.returncode == 0, init.stderr
-        ws, p2p = free_port(), free_port()
-        args = [*cli, "node", "run", "--data-dir", str(data), "--rpc-port", str(port), "--ws-port", str(ws)]
-        return Service(name, [*args, "--p2p-port", str(p2p)], clean_env("AITBC_NODE_"), log, port, "/", rpc=True)
-    if name == "coordinator":
-        args = [*cli, "coordinator", "run", "--data-dir", str(data), "--port", str(port), "--log-level", "warning"]
-        return Service(name, args, clean_env("AITBC_COORDINATOR_"), log, port, "/api/v1/miners/register")
-    if name == "poolhub":
-        args = [*cli, "poolhub", "run", "--data-dir", str(data), "--port", str(port), "--api-token", "secret-token"]
-        return Service(name, args, clean_env("AITBC_POOLHUB_"), log, port, "/v1/miners")
-    args = [*cli, "wallet", "daemon", "--wallet-dir", str(data), "--port", str(port)]
-    return Service(name, args, clean_env("AITBC_WALLETD_"), log, port, "/rpc", rpc=True)
-
-
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
     root = tmp_path_factory.mktemp("hostile")
     running: dict[str, Service] = {}
     try:
         for name in SERVICES:
-            service = _service(name, root)
-            service.start(ready=root / "wallet" / "daemon.token" if name == "wallet" else None)
-            running[name] = service
+            running[name] = start_service(name, root)
         yield running
     finally:
         for service in running.values():
