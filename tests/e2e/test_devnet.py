@@ -48,7 +48,7 @@ class DevnetUp:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DevnetInfo:
-        rpc, ws, p2p, coordinator, poolhub, web = (str(p) for p in self.ports)
+        rpc, ws, p2p, coordinator, poolhub, web, exchange = (str(p) for p in self.ports)
         with contextlib.suppress(FileNotFoundError):
             devnet_file(self.data_dir).unlink()  # so we wait for this start's file, not the last one's
         with self.log.open("ab") as log:
@@ -57,7 +57,7 @@ class DevnetUp:
                     *(sys.executable, "-m", "aitbc", "devnet", "up", "--data-dir", str(self.data_dir)),
                     *("--rpc-port", rpc, "--ws-port", ws, "--p2p-port", p2p),
                     *("--coordinator-port", coordinator, "--miner-backend", self.miner_backend, "--no-demo"),
-                    *("--poolhub-port", poolhub, "--web-port", web),
+                    *("--poolhub-port", poolhub, "--web-port", web, "--exchange-port", exchange),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -92,7 +92,7 @@ class DevnetUp:
 
 def test_devnet_up_transfer_sigterm_resume(tmp_path: Path) -> None:
     data_dir = tmp_path / "devnet"
-    devnet = DevnetUp(data_dir, free_ports(6), tmp_path / "devnet-up.log")
+    devnet = DevnetUp(data_dir, free_ports(7), tmp_path / "devnet-up.log")
     try:
         info = devnet.start()
         rpc_port = devnet.ports[0]
@@ -147,7 +147,7 @@ def test_paid_job_through_the_cli_settles_on_chain(tmp_path: Path) -> None:
     """`aitbc job submit --escrow --wait` opens the escrow with the devnet client's key, runs the job on the echo
     miner, and the chain pays the miner the receipt's total; `job cost` and `miner earnings` agree."""
     data_dir = tmp_path / "devnet"
-    devnet = DevnetUp(data_dir, free_ports(6), tmp_path / "devnet-up.log", miner_backend="echo")
+    devnet = DevnetUp(data_dir, free_ports(7), tmp_path / "devnet-up.log", miner_backend="echo")
     try:
         info = devnet.start()
         assert info.client_key is not None and info.coordinator_address is not None
@@ -196,7 +196,7 @@ def test_deposit_job_through_the_cli_and_the_readme_curl(tmp_path: Path) -> None
     import orjson
 
     data_dir = tmp_path / "devnet"
-    ports = free_ports(6)
+    ports = free_ports(7)
     builtin = os.environ.get("AITBC_E2E_BUILTIN") == "1"
     devnet = DevnetUp(data_dir, ports, tmp_path / "devnet-up.log", miner_backend="builtin" if builtin else "echo")
     try:
@@ -229,6 +229,13 @@ def test_deposit_job_through_the_cli_and_the_readme_curl(tmp_path: Path) -> None
         assert shown.returncode == 0, shown.stderr
         deposit = orjson.loads(shown.stdout)
         assert deposit["jobs_paid"] >= 1 and deposit["coordinator_view"]["deposit_id"] == info.deposit_id
+        topped = aitbc("deposit", "top-up", "1.5", "--devnet", str(data_dir))
+        assert topped.returncode == 0, topped.stdout + topped.stderr
+        withdrawn = aitbc("deposit", "withdraw", "0.25", "--devnet", str(data_dir))
+        assert withdrawn.returncode == 0 and "paid out at height" in withdrawn.stdout, withdrawn.stdout
+        after = orjson.loads(aitbc("deposit", "show", "--json", "--devnet", str(data_dir)).stdout)
+        assert after["balance"] == deposit["balance"] + 1_500_000 or after["jobs_paid"] > deposit["jobs_paid"]
+        assert after["withdrawal_amount"] == 250_000
         code, _ = devnet.sigterm()
         assert code == 0, devnet.output()
     finally:

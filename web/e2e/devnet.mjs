@@ -1,4 +1,4 @@
-// Start a real devnet for the browser tests (node, coordinator, pool hub, one echo miner, the web app),
+// Start a real devnet for the browser tests (node, coordinator, pool hub, exchange, one echo miner, the web app),
 // on free ports in a temporary directory, or reuse one given by E2E_DEVNET=DIR. Stops what it started.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -44,16 +44,16 @@ export async function startDevnet() {
   if (!existsSync(join(repo, 'web/dist/index.html'))) throw new Error('build the app first: npm run build');
   const dir = mkdtempSync(join(tmpdir(), 'aitbc-web-e2e-'));
   const ports = [];
-  while (ports.length < 6) {
+  while (ports.length < 7) {
     const p = await freePort();
     if (!ports.includes(p)) ports.push(p);
   }
-  const [rpc, ws, p2p, coordinator, poolhub, web] = ports.map(String);
+  const [rpc, ws, p2p, coordinator, poolhub, web, exchange] = ports.map(String);
   const python = process.env.PYTHON ?? join(repo, '.venv/bin/python');
   const env = { ...process.env, PYTHONPATH: [join(repo, 'src'), process.env.PYTHONPATH].filter(Boolean).join(':') };
   for (const k of Object.keys(env)) if (k.startsWith('AITBC_')) delete env[k];
   const args = ['-m', 'aitbc', 'devnet', 'up', '--data-dir', dir, '--rpc-port', rpc, '--ws-port', ws, '--p2p-port', p2p,
-    '--coordinator-port', coordinator, '--poolhub-port', poolhub, '--web-port', web, '--miner-backend', 'echo', '--no-demo'];
+    '--coordinator-port', coordinator, '--poolhub-port', poolhub, '--web-port', web, '--exchange-port', exchange, '--miner-backend', 'echo', '--no-demo'];
   const proc = spawn(python, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let output = '';
   proc.stdout.on('data', (d) => (output += d));

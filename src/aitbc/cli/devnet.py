@@ -121,10 +121,12 @@ def up(
     p2p_port: Annotated[int, typer.Option(help="Node p2p port")] = 9082,
     coordinator_port: Annotated[int, typer.Option(help="Coordinator port")] = 8011,
     poolhub_port: Annotated[int, typer.Option(help="Pool hub port")] = 8012,
+    exchange_port: Annotated[int, typer.Option(help="Exchange port")] = 8014,
     web_port: Annotated[int, typer.Option(help="Web app port (served when web/ is built: `make web`)")] = 8015,
     poolhub: Annotated[
         bool, typer.Option("--poolhub/--no-poolhub", help="Run the pool hub (else the coordinator matches in process)")
     ] = True,
+    exchange: Annotated[bool, typer.Option("--exchange/--no-exchange", help="Run the BTC <-> AITBC exchange")] = True,
     web: Annotated[bool, typer.Option("--web/--no-web", help="Serve the web app (when it is built)")] = True,
     miner_backend: Annotated[
         str, typer.Option(help="Backend of the devnet miner: builtin (SmolLM2 + MiniLM), echo (instant test), none")
@@ -143,6 +145,7 @@ def up(
         p2p_port=p2p_port,
         coordinator_port=coordinator_port,
         poolhub_port=poolhub_port if poolhub else None,
+        exchange_port=exchange_port if exchange else None,
         web_port=web_port if web else None,
         miner_backend=None if miner_backend == "none" else miner_backend,
         validators=validators,
@@ -164,6 +167,8 @@ def up(
         console.print(f"  coordinator:  {info.coordinator_url}   (OpenAPI at /openapi.json)")
         if info.poolhub_url:
             console.print(f"  pool hub:     {info.poolhub_url}   (miners, leaderboard, match explanations)")
+        if info.exchange_url:
+            console.print(f"  exchange:     {info.exchange_url}   (AITBC-BTC; OpenAPI at /openapi.json)")
         if info.web_url:
             console.print(f"  web app:      [bold]{info.web_url}[/]   (import the client key {info.client_key} there)")
         elif web:

@@ -45,7 +45,10 @@ def run(
     ] = None,
     base_units: BaseUnitsOpt = False,
     region: Annotated[str | None, typer.Option(help="Region label offered to clients")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once [default: 1]")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Jobs run at once, advertised to the coordinator [default: builtin: slots x models, else 1]"),
+    ] = None,
     claim_batch: Annotated[
         int | None,
         typer.Option(help="Jobs claimed per long-poll and results delivered per request (1: one request per job)"),
@@ -64,7 +67,27 @@ def run(
     openai_model_digest: Annotated[
         list[str] | None, typer.Option(help="MODEL_ID=sha256:HEX of a served model; repeatable")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the builtin backend [default: 2]")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for the builtin backend [default: automatic, by measured speed]")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Builtin text model: smollm2-135m-instruct or gemma3-270m (Gemma Terms of Use apply); repeatable "
+            "[default: smollm2-135m-instruct]",
+        ),
+    ] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="Builtin backend: generations decoded together per text model [default: 4]")
+    ] = None,
+    gpu_layers: Annotated[
+        int | None,
+        typer.Option(help="Builtin backend: layers on the GPU, -1 all, 0 none [default: all on a CUDA build, else 0]"),
+    ] = None,
+    omp_spincount: Annotated[
+        int | None, typer.Option(help="Builtin backend: OpenMP spin before sleeping (GOMP_SPINCOUNT) [default: 20000]")
+    ] = None,
     echo_token_delay: Annotated[
         float | None,
         typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)"),
@@ -92,6 +115,7 @@ def run(
         detect_hardware_dict,
         load_or_create_miner_key,
         serve_miner,
+        with_backend_concurrency,
     )
     from aitbc.protocol.errors import ConfigError
     from aitbc.runtime.logging import configure_logging
@@ -111,6 +135,10 @@ def run(
                 openai_url=openai_url,
                 openai_api_key=openai_api_key,
                 threads=threads,
+                text_models=tuple(model) if model else None,
+                slots=slots,
+                gpu_layers=gpu_layers,
+                omp_spincount=omp_spincount,
                 echo_token_delay_s=echo_token_delay,
                 log_level=log_level,
                 zk_inference=zk_inference,
@@ -125,7 +153,10 @@ def run(
         _pairs(openai_model_digest, "--openai-model-digest"),
     )
     miner_key = load_or_create_miner_key(settings.resolved_key_path)
+    if settings.backend != "builtin" and "text_models" in settings.model_fields_set:
+        raise ConfigError("--model picks builtin text models; other backends serve what their server has")
     backend_impl = build_backend(settings.backend, options)
+    settings = with_backend_concurrency(settings, backend_impl)
     uvloop.run(serve_miner(settings, miner_key, backend_impl, detect_hardware_dict()))
 
 

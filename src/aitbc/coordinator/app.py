@@ -25,6 +25,7 @@ from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.openai_gateway import OPENAI_PREFIX, OpenAIGateway, openai_error
 from aitbc.coordinator.payments import ChainLink
 from aitbc.coordinator.services import CoordinatorService
+from aitbc.coordinator.ws import JobUpdatesHub
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError
 from aitbc.runtime.cors import add_cors
@@ -131,6 +132,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.include_router(matching.router)
     app.include_router(account.router)
     app.include_router(openai.router)
+    app.state.job_updates = JobUpdatesHub(service, settings.ws_max_connections_per_key)
+    app.add_api_websocket_route("/api/v1/ws", app.state.job_updates.handle, name="job_updates")
 
     def render_error(exc: AitbcError) -> JSONResponse:
         metrics.http_rejections.labels(exc.reason).inc()

@@ -55,6 +55,8 @@ class CoordinatorSettings(HttpServerSettings):
     """``/v1`` requests one API key may hold open at once (streams included); one more is a 429."""
     openai_keepalive_seconds: float = Field(15.0, gt=0)
     """A ``/v1`` stream waiting for its miner sends an SSE comment this often, so proxies keep it open."""
+    ws_max_connections_per_key: int = Field(16, ge=1)
+    """``job_updates`` WebSocket connections (``/api/v1/ws``) one API key may hold; one more is closed with 1013."""
 
     max_body_bytes: int = Field(2 * MiB, ge=1024)
     """Largest request body (a prompt is at most 200,000 characters; see ``MAX_PROMPT_CHARS``)."""

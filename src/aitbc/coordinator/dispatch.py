@@ -26,6 +26,7 @@ from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.live import LiveMiner, offer_from_registration
 from aitbc.coordinator.matching import MatchPolicy
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.payments import PriceTooLow
 from aitbc.coordinator.views import job_view
 from aitbc.market.conduct import (
     ReleaseAllowance,
@@ -35,6 +36,7 @@ from aitbc.market.conduct import (
 )
 from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_progress
 from aitbc.market.matching import find_served_model, get_ineligibility
+from aitbc.market.metering import compute_min_affordable_price
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
 from aitbc.protocol.job import compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
@@ -173,6 +175,27 @@ class MinerDispatcher:
                 entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
         return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))
 
+    def check_affordable(self, job: JobRecord) -> None:
+        """Refuse (402, with the amount needed) a job no live miner that fits it would take at its price: it
+        would otherwise sit queued until its ttl, and only ``/match`` would say why."""
+        if job.max_price is None:
+            return
+        needed = compute_min_affordable_price([m.offer for m in self.live_miners()], job.requirements())
+        if needed is not None and job.max_price < needed:
+            raise PriceTooLow(job.max_price, needed)
+
+    def check_served(self, job_type: str, model: str, model_digest: str | None) -> None:
+        """Refuse (422) a job for a model no live miner serves (of that kind, with that digest)."""
+        kind = compute_model_kind(job_type)
+        served = self.served_models()
+        if not any(m["name"] == model and m["kind"] == kind and model_digest in (None, m["digest"]) for m in served):
+            available = sorted({m["name"] for m in served if m["kind"] == kind})
+            raise UnknownModel(
+                f"no live miner serves {kind} model {model!r}"
+                + (f" with digest {model_digest}" if model_digest else "")
+                + f"; available: {', '.join(available) or 'none'}"
+            )
+
     # -- waking claimers ---------------------------------------------------------------
     def notify_work(self, model: str | None = None) -> None:
         """Wake long-polling claimers: for one new job of ``model``, the claimer that serves it and has room that
@@ -255,18 +278,20 @@ class MinerDispatcher:
         return [first, *(self._on_claimed(live, job) for job in more)]
 
     def _try_claim_many(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
-        claimed: list[JobRecord] = []
-        while len(claimed) < count:
-            job = self._try_claim(live, now)
-            if job is None:
-                break
-            claimed.append(job)
-        return claimed
+        """Up to ``count`` jobs from one scan of the queue (not one scan per job)."""
+        return self._claim_from_scan(live, now, count, CLAIM_SCAN_LIMIT + count)
 
     def _try_claim(self, live: LiveMiner, now: int) -> JobRecord | None:
+        claimed = self._claim_from_scan(live, now, 1, CLAIM_SCAN_LIMIT)
+        return claimed[0] if claimed else None
+
+    def _claim_from_scan(self, live: LiveMiner, now: int, count: int, scan: int) -> list[JobRecord]:
         models = sorted({m.name for m in live.offer.models})
         ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
-        for job in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
+        claimed: list[JobRecord] = []
+        for job in self.repo.find_claimable(models, now, scan):
+            if len(claimed) >= count:
+                break
             if job.constraints.miner not in (None, live.offer.miner):
                 continue  # a private job, sealed to another miner
             requirements = job.requirements()
@@ -279,14 +304,18 @@ class MinerDispatcher:
                 continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
-            claimed = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
+            lifecycle = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
             if self.repo.transition_job(
-                job.id, ("queued",), None, claimed, served_digest=served.digest, unit_price=served.unit_price
+                job.id, ("queued",), None, lifecycle, served_digest=served.digest, unit_price=served.unit_price
             ):
-                return replace(
-                    job.with_lifecycle(claimed), served_digest=served.digest, assigned_unit_price=served.unit_price
+                claimed.append(
+                    replace(
+                        job.with_lifecycle(lifecycle),
+                        served_digest=served.digest,
+                        assigned_unit_price=served.unit_price,
+                    )
                 )
-        return None
+        return claimed
 
     def _on_claimed(self, live: LiveMiner, job: JobRecord) -> JobAssignment:
         assert job.assigned_at_ms is not None and job.lease_id is not None and job.lease_expires_at_ms is not None

@@ -37,6 +37,7 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     coordinator_address: str | None = None
     miner_key: str | None = None
     poolhub_url: str | None = None
+    exchange_url: str | None = None
     web_url: str | None = None
     """The marketplace web app (``aitbc web serve``), when it is built."""
     pids: dict[str, int] = msgspec.field(default_factory=dict)

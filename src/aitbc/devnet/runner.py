@@ -87,6 +87,8 @@ class Devnet:
     coordinator_port: int = 8011
     poolhub_port: int | None = 8012
     """The pool hub (miner registry, scoring, match explanations); None: the coordinator matches in process."""
+    exchange_port: int | None = 8014
+    """The BTC <-> AITBC exchange (``aitbc exchange run``; BTC deposits off until an xpub is configured)."""
     web_port: int | None = 8015
     """The web app (``aitbc web serve``), started when it is built (web/dist); None: not started."""
     miner_backend: str | None = "builtin"
@@ -358,7 +360,10 @@ class Devnet:
             miner.start()
             wait_for_miner(coordinator_url, miner, timeout=120)
         ws_url = self.network.nodes[0].ws_url if self.network else f"ws://{self.host}:{self.ws_port}/ws"
-        web_url = self._start_web(on_step, genesis.chain_id, rpc_url, ws_url, coordinator_url, poolhub_url)
+        exchange_url = self._start_exchange(on_step)
+        web_url = self._start_web(
+            on_step, genesis.chain_id, rpc_url, ws_url, coordinator_url, poolhub_url, exchange_url
+        )
         info = DevnetInfo(
             chain_id=genesis.chain_id,
             rpc_url=rpc_url,
@@ -374,6 +379,7 @@ class Devnet:
             coordinator_address=self.coordinator_key().address,
             miner_key=str(self.miner_dir / "miner.key") if self.miner_backend else None,
             poolhub_url=poolhub_url,
+            exchange_url=exchange_url,
             web_url=web_url,
             pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
         )
@@ -400,6 +406,26 @@ class Devnet:
         hub.wait_healthy(timeout=30)
         return url
 
+    def _start_exchange(self, on_step: Callable[[str], None]) -> str | None:
+        if self.exchange_port is None:
+            return None
+        url = f"http://{self.host}:{self.exchange_port}"
+        exchange = ManagedProcess(
+            "exchange",
+            [
+                *(sys.executable, "-m", "aitbc", "exchange", "run", "--data-dir", str(self.data_dir / "exchange")),
+                *("--host", self.host, "--port", str(self.exchange_port)),
+            ],
+            self.data_dir / "logs" / "exchange.log",
+            f"{url}/healthz",
+            env=self.cors_env("exchange"),
+        )
+        self.processes.append(exchange)
+        on_step("starting the exchange")
+        exchange.start()
+        exchange.wait_healthy(timeout=30)
+        return url
+
     def _start_web(
         self,
         on_step: Callable[[str], None],
@@ -408,6 +434,7 @@ class Devnet:
         ws_url: str,
         coordinator_url: str,
         poolhub_url: str | None,
+        exchange_url: str | None,
     ) -> str | None:
         """Serve the web app if it is built (``make web``); the devnet works without it."""
         from aitbc.web.config import default_dist_dir
@@ -420,6 +447,7 @@ class Devnet:
                 *(sys.executable, "-m", "aitbc", "web", "serve", "--host", self.host, "--port", str(self.web_port)),
                 *("--node-url", rpc_url, "--ws-url", ws_url, "--coordinator-url", coordinator_url),
                 *(["--poolhub-url", poolhub_url] if poolhub_url else []),
+                *(["--exchange-url", exchange_url] if exchange_url else []),
                 *("--chain-id", chain_id),
             ],
             self.data_dir / "logs" / "web.log",

@@ -127,6 +127,8 @@ def build_router(service: ExchangeService) -> APIRouter:
     reader, trader = Depends(needs("read")), Depends(needs("trade"))
     accounts = service.accounts
     spec = service.spec
+    # each Argon2id run holds password_memlimit bytes (64 MiB): a bounded number at once, the rest wait
+    argon2_slots = asyncio.Semaphore(service.settings.password_hash_concurrency)
 
     def check_market(symbol: str) -> None:
         if symbol != spec.symbol:
@@ -185,7 +187,8 @@ def build_router(service: ExchangeService) -> APIRouter:
     # -- users and sessions --------------------------------------------------------------------
     @router.post("/users", tags=["users"], status_code=201, summary="Sign up")
     async def sign_up(body: SignUp) -> dict[str, Any]:
-        password_hash = await asyncio.to_thread(accounts.hash_password, body.password)
+        async with argon2_slots:
+            password_hash = await asyncio.to_thread(accounts.hash_password, body.password)
         user_id = accounts.create_user(body.username, password_hash)
         return {"user_id": user_id, "username": body.username}
 
@@ -209,7 +212,8 @@ def build_router(service: ExchangeService) -> APIRouter:
         user = accounts.find_user(body.username)
         # an unknown user costs the same Argon2id verification (no timing oracle for usernames)
         stored = user.password_hash if user is not None else accounts.dummy_hash
-        ok = await asyncio.to_thread(accounts.is_password_ok, stored, body.password) and user is not None
+        async with argon2_slots:
+            ok = await asyncio.to_thread(accounts.is_password_ok, stored, body.password) and user is not None
         if not ok:
             accounts.note_failure(key)
             accounts.audit(user.id if user is not None else None, "login_failed", username=body.username)

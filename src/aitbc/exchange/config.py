@@ -103,6 +103,8 @@ class ExchangeSettings(HttpServerSettings):
     password_opslimit: int = Field(2, ge=1)
     password_memlimit: int = Field(64 * 1024 * 1024, ge=8192)
     """Argon2id cost (64 MiB, 2 passes ≈ 65 ms here)."""
+    password_hash_concurrency: int = Field(2, ge=1, le=64)
+    """Argon2id runs at once (sign-ups and logins beyond wait): memory stays within this times password_memlimit."""
     ws_queue_size: int = Field(1_000, ge=10)
     """Messages buffered per WebSocket client; a client that falls further behind is disconnected."""
     invariant_check_seconds: float = Field(5.0, gt=0)

@@ -33,7 +33,8 @@ class MinerSettings(ServiceSettings):
     """Price per token in base units."""
     region: str = Field("", max_length=32)
     max_concurrency: int = Field(1, ge=1, le=MAX_CONCURRENCY)
-    """Jobs run at once."""
+    """Jobs run at once (advertised to the coordinator); when not set, the backend's own (builtin: ``slots``
+    x text models)."""
     claim_wait_seconds: float = Field(20.0, ge=0, le=MAX_CLAIM_WAIT_SECONDS)
     claim_batch: int = Field(1, ge=1, le=MAX_CLAIM_BATCH)
     """Jobs asked for per long-poll (``claim-many``), and results delivered per request (``results``); 1: one
@@ -46,8 +47,20 @@ class MinerSettings(ServiceSettings):
     ollama_url: str = "http://127.0.0.1:11434"
     openai_url: str = "http://127.0.0.1:8000"
     openai_api_key: str | None = None
-    threads: int = Field(2, ge=1, le=1024)
-    """CPU threads of the builtin backend."""
+    threads: int | None = Field(None, ge=1, le=1024)
+    """CPU threads of the builtin backend; ``None``: automatic (all usable cores, or fewer while they
+    measure faster, e.g. when another process holds a core)."""
+    text_models: tuple[str, ...] = ("smollm2-135m-instruct",)
+    """Builtin text models to serve: ``smollm2-135m-instruct`` and/or ``gemma3-270m`` (Gemma Terms of Use)."""
+    slots: int = Field(4, ge=1, le=64)
+    """Builtin backend: generations decoded together per text model (continuous batching). The miner
+    offers ``slots`` x text models jobs at once unless ``max_concurrency`` is set."""
+    gpu_layers: int | None = Field(None, ge=-1)
+    """Builtin backend: layers offloaded to a GPU (-1 all, 0 none); ``None``: all on a GPU build of
+    llama-cpp-python, else none."""
+    omp_spincount: int | None = Field(None, ge=0)
+    """Builtin backend: OpenMP spin before a waiting thread sleeps (``GOMP_SPINCOUNT``); ``None``: 20000,
+    unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` are set in the environment."""
     echo_token_delay_s: float = Field(0.0, ge=0)
     """Seconds per generated token of the echo backend (0 = instant)."""
 

@@ -337,14 +337,20 @@ class MinerDaemon:
 
         sealed = job.sealed
 
+        loop = asyncio.get_running_loop()
+        first_token = asyncio.Event()
+
         def on_token(text: str) -> None:
             if halted or active.aborted or self._stopping.is_set():
                 raise JobAborted
             if sealed is not None:
                 return  # a private job streams nothing through the coordinator
             # A plain append (atomic on a list): the loop picks tokens up at its next progress tick.
-            # Waking the event loop for every token cost the model CPU it shares the machine with.
+            # Waking the event loop for every token cost the model CPU it shares the machine with; only
+            # the first token wakes it, so a streaming client sees it at once (time to first token).
             tokens.append(text)
+            if len(tokens) == 1:
+                loop.call_soon_threadsafe(first_token.set)
 
         async def push_progress() -> None:
             nonlocal sent
@@ -378,11 +384,16 @@ class MinerDaemon:
             except BaseException:
                 halted = True  # the generation stops at its next token
                 raise
-            while not work.done():
-                await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
-                if (len(tokens) > sent or not reported) and not active.aborted and not work.done():
-                    await push_progress()
-                    reported = True
+            first_wait = asyncio.create_task(first_token.wait())
+            try:
+                while not work.done():
+                    waiting = {work} if first_wait.done() or not reported else {work, first_wait}
+                    await asyncio.wait(waiting, timeout=PROGRESS_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+                    if (len(tokens) > sent or not reported) and not active.aborted and not work.done():
+                        await push_progress()
+                        reported = True
+            finally:
+                first_wait.cancel()
             output, units = work.result()
             finished = max(now_ms(), started + units.compute_ms)
             if active.aborted:

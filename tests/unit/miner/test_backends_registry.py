@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from aitbc.miner.backends import builtin, create_backend
-from aitbc.miner.backends.base import GenerationParams, ModelNotServed
+from aitbc.miner.backends.base import BackendError, GenerationParams, ModelNotServed
 from aitbc.miner.backends.builtin import BuiltinBackend
 from aitbc.miner.backends.ollama import OllamaBackend
 from aitbc.miner.backends.openai_compat import OpenAICompatBackend
@@ -41,7 +41,7 @@ def test_openai_backend_refuses_malformed_operator_digests() -> None:
 def test_builtin_without_runtimes_lists_nothing_and_refuses(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(builtin, "_importable", lambda *modules: False)
+    monkeypatch.setattr(builtin, "is_importable", lambda *modules: False)
     with caplog.at_level(logging.WARNING):
         b = BuiltinBackend()
     assert b.list_models() == []
@@ -59,3 +59,35 @@ def test_builtin_refuses_other_model_names_without_loading_anything() -> None:
         b.generate("llama3.2", prompt="hi", params=GenerationParams())
     with pytest.raises(ModelNotServed):
         b.embed("nomic-embed-text", ["hi"])
+
+
+def test_builtin_refuses_unknown_text_models_and_bad_slots() -> None:
+    with pytest.raises(BackendError, match="unknown builtin text model"):
+        BuiltinBackend(text_models=("gpt-5",), enable_embedding=False)
+    with pytest.raises(BackendError, match="slots"):
+        BuiltinBackend(slots=0, enable_embedding=False)
+    b = BuiltinBackend(slots=3, n_threads=1, enable_text=False, enable_embedding=False)
+    assert (b.slots, b.thread_candidates) == (3, (1,))
+
+
+def test_miner_offers_the_builtin_slots_unless_concurrency_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aitbc.miner.config import MinerSettings
+    from aitbc.miner.runner import backend_options, with_backend_concurrency
+
+    monkeypatch.delenv("AITBC_MINER_MAX_CONCURRENCY", raising=False)
+    backend = BuiltinBackend(slots=3, enable_text=False, enable_embedding=False)
+    assert with_backend_concurrency(MinerSettings(), backend).max_concurrency == 1  # no text model: 1
+    backend._text_specs = {builtin.TEXT_MODEL: builtin.TEXT_MODELS[builtin.TEXT_MODEL]}
+    backend._text_ok = {builtin.TEXT_MODEL: True}
+    assert with_backend_concurrency(MinerSettings(), backend).max_concurrency == 3
+    assert with_backend_concurrency(MinerSettings(max_concurrency=7), backend).max_concurrency == 7
+    monkeypatch.setenv("AITBC_MINER_MAX_CONCURRENCY", "5")
+    assert with_backend_concurrency(MinerSettings(), backend).max_concurrency == 5
+    options = backend_options(MinerSettings(slots=2, omp_spincount=100, text_models=("gemma3-270m",)), None, None)
+    assert options == {
+        "n_threads": None,
+        "slots": 2,
+        "text_models": ("gemma3-270m",),
+        "gpu_layers": None,
+        "omp_spincount": "100",
+    }

@@ -6,12 +6,14 @@ import { useApi } from '../state';
 import { Amount, Badge, ErrorBox, Hash, Section, Table, useAsync } from './ui';
 
 export function Verification({ receipt, chainReceiptHash, jobId }: { receipt: ReceiptResponse; chainReceiptHash: string; jobId: string }) {
-  const checks = checkReceipt(receipt.receipt, { jobId, receiptHash: receipt.receipt_hash, chainReceiptHash });
+  // before the settlement block there is nothing on chain to compare with yet: that check waits
+  const checks = checkReceipt(receipt.receipt, { jobId, receiptHash: receipt.receipt_hash, chainReceiptHash: chainReceiptHash || undefined });
   const allOk = checks.every((c) => c.ok);
   return (
     <div data-testid="verification">
       <p>
         <Badge state={allOk ? 'verified' : 'mismatch'} /> checked in this browser
+        {!chainReceiptHash && <span class="muted"> — the on-chain anchor is checked once the settlement is committed</span>}
       </p>
       <ul class="checks">
         {checks.map((c) => (

@@ -3,7 +3,9 @@
 Each backend module is imported only when asked for, so a miner that runs the ``ollama`` backend
 never imports llama-cpp or torch. ``options`` are the backend's constructor arguments:
 
-- ``builtin``: ``n_threads=2, n_ctx=2048, enable_text=True, enable_embedding=True``;
+- ``builtin``: ``n_threads=None (automatic), n_ctx=2048, slots=4, text_models=("smollm2-135m-instruct",),
+  enable_text=True, enable_embedding=True, gpu_layers=None, omp_spincount=None, flash_attn=True,
+  extra_buffers=False``;
 - ``ollama``: ``base_url="http://127.0.0.1:11434", timeout=300.0``;
 - ``openai``: ``base_url`` (required), ``api_key=None, model_digests=None, model_files=None,
   model_kinds=None, prompt_mode="chat", timeout=300.0``.
