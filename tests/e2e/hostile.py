@@ -26,6 +26,7 @@ MiB = 1024 * 1024
 IDLE_TIMEOUT_S = 1.5
 HEADER_TIMEOUT_S = 1.5
 MAX_CONNECTIONS = 600
+WS_MAX_CONNECTIONS = 5
 LIMITS = {
     "IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
     "HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
@@ -271,7 +272,8 @@ def _service(name: str, root: Path) -> Service:
         assert init.returncode == 0, init.stderr
         ws, p2p = free_port(), free_port()
         args = [*cli, "node", "run", "--data-dir", str(data), "--rpc-port", str(port), "--ws-port", str(ws)]
-        return Service(name, [*args, "--p2p-port", str(p2p)], clean_env("AITBC_NODE_"), log, port, "/", rpc=True)
+        env = clean_env("AITBC_NODE_", AITBC_NODE_WS_MAX_CONNECTIONS=str(WS_MAX_CONNECTIONS))
+        return Service(name, [*args, "--p2p-port", str(p2p)], env, log, port, "/", rpc=True)
     if name == "coordinator":
         args = [*cli, "coordinator", "run", "--data-dir", str(data), "--port", str(port), "--log-level", "warning"]
         return Service(name, args, clean_env("AITBC_COORDINATOR_"), log, port, "/api/v1/miners/register")

@@ -24,6 +24,7 @@ from e2e.hostile import (
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
     PYTHON,
+    WS_MAX_CONNECTIONS,
     MiB,
     Service,
     hold_connections,
@@ -252,3 +253,44 @@ def test_wallet_refuses_foreign_hosts_and_cross_origin_requests(services: dict[s
     for host in ("127.0.0.1", "localhost", f"localhost:{wallet.port}", f"[::1]:{wallet.port}"):
         assert httpx.get(wallet.url + "/healthz", headers={"Host": host}).status_code == 200, host
     assert httpx.get(wallet.url + "/v1/wallets", headers=token).status_code == 200
+
+
+# -- the node's WebSocket port ----------------------------------------------------------------------------
+def _ws_port(node: Service) -> int:
+    return int(node.args[node.args.index("--ws-port") + 1])
+
+
+def test_node_websocket_idle_and_partial_handshakes_are_closed_within_the_header_timeout(
+    services: dict[str, Service],
+) -> None:
+    node = services["node"]
+    with rss_growth(node.pid) as growth:
+        socks = hold_connections(_ws_port(node), idle=500, partial=500)
+        still_open, waited = wait_all_closed(socks, within=HEADER_TIMEOUT_S + 5)
+    assert still_open == 0, f"{still_open} of 1000 WebSocket connections still open after {waited:.1f} s"
+    assert growth[0] < RSS_BUDGET
+    node.healthy()
+
+
+def test_node_websocket_subscribers_past_the_cap_get_503(services: dict[str, Service]) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    node = services["node"]
+    url = f"ws://127.0.0.1:{_ws_port(node)}/ws"
+    clients = [connect(url) for _ in range(WS_MAX_CONNECTIONS)]
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url)
+        assert refused.value.response.status_code == 503
+    finally:
+        for client in clients:
+            client.close()
+    deadline = time.monotonic() + 10
+    while True:  # the slots are free again once the server saw the closes
+        try:
+            connect(url).close()
+            break
+        except InvalidStatus:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
