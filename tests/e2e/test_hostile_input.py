@@ -75,6 +75,8 @@ def test_300_mib_body_without_credentials_is_413_early(services: dict[str, Servi
     error = _limit_error(reply.json(), service.rpc)
     assert error["reason"] == "too_large" and error["limit"] == "max_body_bytes"
     assert sent < 64 * MiB, f"{name} read {sent} bytes before refusing"
+    print(f"\n{name} 300 MiB {'chunked' if chunked else 'declared'}: 413 after {sent / MiB:.1f} MiB sent, "
+          f"RSS peak growth {growth[0] / MiB:.1f} MiB")  # fmt: skip
     assert growth[0] < RSS_BUDGET, f"{name} RSS grew {growth[0] / MiB:.1f} MiB"
     service.healthy()
 
@@ -178,6 +180,7 @@ def test_300_get_block_batch_is_refused_whole_within_the_reply_budget(
     assert reply.status_code == 413, reply.text[:300]
     data = _limit_error(reply.json(), rpc=True)
     assert data["reason"] == "reply_too_large" and data["limit"] == "max_reply_bytes"
+    print(f"\n300 x get_block: 413 in {took:.2f} s, node RSS peak growth {growth[0] / MiB:.1f} MiB")
     assert growth[0] < RSS_BUDGET, f"node RSS grew {growth[0] / MiB:.1f} MiB"
     assert took < 5, f"refusing took {took:.1f} s"
     assert node.healthy() < 1.0
