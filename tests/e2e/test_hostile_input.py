@@ -27,12 +27,12 @@ from e2e.hostile import (
     MiB,
     Service,
     clean_env,
-    free_port,
     hold_connections,
     rss_growth,
     stream_body,
     wait_all_closed,
 )
+from support.ports import free_port
 
 RSS_BUDGET = 32 * MiB
 HOSTILE_BODY = 300 * MiB
