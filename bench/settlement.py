@@ -431,6 +431,7 @@ def start_miners(
                 "echo",
                 "--price",
                 str(DEVNET_MINER_PRICE),
+                "--base-units",
                 "--concurrency",
                 str(concurrency),
                 "--claim-batch",

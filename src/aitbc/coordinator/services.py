@@ -67,6 +67,14 @@ from aitbc.protocol.zk import ZkReceiptProof
 log = logging.getLogger("aitbc.coordinator")
 T = TypeVar("T")
 
+_PAYMENT_WRITES: dict[str, Callable[[tuple[Any, ...], Any], list[str]]] = {
+    "set_payment_states": lambda args, matched: list(matched),
+    "apply_chain_events": lambda args, _: [job_id for job_id, _changes in args[2]],
+    "mark_batching": lambda args, _: list(args[0]),
+    "release_unpaid": lambda args, released: list(released),
+}
+"""Repository calls that change jobs' payment states → the ids of the jobs they changed (``_payment_write``)."""
+
 SWEEP_RECHECK_MS = 5_000
 FINAL_STATES = (JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED)
 
@@ -399,14 +407,13 @@ class CoordinatorService:
     async def _payment_write(self, fn: Callable[..., T], *args: Any) -> T:
         """The payment workers' database writes; each job whose payment changed gets a ``payment`` event.
 
-        The payment state lives in the job's row and only these two repository calls change it, so the
-        events follow every change (escrow or deposit, settle or refund) without the workers knowing."""
+        The payment state lives in the job's row and only the repository calls in ``_PAYMENT_WRITES`` change
+        it (escrow or deposit: batching, settled, refunded, released, refused), so the events follow every
+        change without the workers knowing. (A batch that could not be sent puts its jobs back to
+        ``reserved`` by tx hash, ``unmark_batching``: that step is not announced; the next batch is.)"""
         result = await self.db.write(fn, *args)
-        changed: list[str] = []
-        if fn == self.repo.set_payment_states:
-            changed = list(result)  # type: ignore[call-overload]
-        elif fn == self.repo.apply_chain_events:
-            changed = [job_id for job_id, _ in args[2]]
+        pick = _PAYMENT_WRITES.get(getattr(fn, "__name__", ""))
+        changed = [] if pick is None else pick(args, result)
         for job_id in changed:
             job = await self.db.read(self.repo.get_job, job_id)
             view = None if job is None else payment_view(job)
