@@ -38,7 +38,7 @@ from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_
 from aitbc.market.matching import find_served_model, get_ineligibility
 from aitbc.market.metering import compute_min_affordable_price
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
-from aitbc.protocol.job import compute_model_kind
+from aitbc.protocol.job import JobInput, compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
 
 log = logging.getLogger("aitbc.coordinator")
@@ -318,10 +318,10 @@ class MinerDispatcher:
         return JobAssignment(
             job=AssignedJob(
                 job_id=job.id,
-                type=job.type,  # type: ignore[arg-type]
+                type=job.type,
                 model=job.model,
                 model_digest=job.served_digest,
-                input=None if sealed is not None else job.input,  # type: ignore[arg-type]
+                input=job.input if isinstance(job.input, JobInput) else None,
                 sealed=sealed,
                 input_hash=job.input_hash,
                 client=job.client,
