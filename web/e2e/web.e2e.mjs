@@ -114,12 +114,16 @@ describe('web app against a real devnet', { timeout: 300_000 }, () => {
     await jobs.locator('tbody tr').nth(1).waitFor({ timeout: 20_000 });
     await shot('my-jobs');
     await noSeriousA11yViolations('my jobs');
+    const jobId = await jobs.locator('tbody tr a').first().innerText();
     await jobs.locator('tbody tr a').first().click();
     await page.getByText('Why this miner').waitFor();
     await page.locator('.reasons li').first().waitFor({ timeout: 15_000 });
     await page.getByTestId('verification').getByText('verified').waitFor({ timeout: 30_000 });
     await shot('job-detail');
     await noSeriousA11yViolations('job detail');
+    await go(`explorer/job/${jobId}`);
+    await page.getByTestId('settlement').getByText('settled', { exact: true }).waitFor({ timeout: 15_000 });
+    await shot('explorer-job');
   });
 
   test('marketplace shows the miner offers from the pool hub', async () => {
