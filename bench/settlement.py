@@ -412,7 +412,9 @@ def echo_body() -> dict[str, Any]:
 
 
 # -- processes -----------------------------------------------------------------------------------------------------
-def start_miners(devnet: Devnet, coord_url: str, count: int, concurrency: int) -> list[ManagedProcess]:
+def start_miners(
+    devnet: Devnet, coord_url: str, count: int, concurrency: int, claim_batch: int
+) -> list[ManagedProcess]:
     miners = []
     for i in range(count):
         miner = ManagedProcess(
@@ -429,8 +431,11 @@ def start_miners(devnet: Devnet, coord_url: str, count: int, concurrency: int) -
                 "echo",
                 "--price",
                 str(DEVNET_MINER_PRICE),
+                "--base-units",
                 "--concurrency",
                 str(concurrency),
+                "--claim-batch",
+                str(claim_batch),
                 "--data-dir",
                 str(devnet.data_dir / f"miner-{i}"),
                 "--log-level",
@@ -499,6 +504,9 @@ def main() -> int:
     parser.add_argument("--miners", type=int, default=2, help="echo miner processes")
     parser.add_argument("--miner-concurrency", type=int, default=16, help="jobs each miner runs at once")
     parser.add_argument("--submit-concurrency", type=int, default=32, help="client HTTP workers submitting jobs")
+    parser.add_argument(
+        "--claim-batch", type=int, default=16, help="jobs per claim-many and results per request (1: one by one)"
+    )
     parser.add_argument("--transfers", type=int, default=30_000, help="plain transfers per baseline run")
     parser.add_argument("--transfer-accounts", type=int, default=300)
     parser.add_argument("--transfer-connections", type=int, default=4)
@@ -539,7 +547,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aitbc-settle-"))
     rpc_port, ws_port, p2p_port, coord_port = free_ports(4)
     devnet = Devnet(
-        tmp, rpc_port=rpc_port, ws_port=ws_port, p2p_port=p2p_port, coordinator_port=coord_port, miner_backend=None
+        tmp,
+        rpc_port=rpc_port,
+        ws_port=ws_port,
+        p2p_port=p2p_port,
+        coordinator_port=coord_port,
+        poolhub_port=None,  # in-process matching: this bench measures payment, not the pool hub
+        web_port=None,
+        miner_backend=None,
     )
     balances = {k.address: FUNDING for k in accounts} | {c.address: FUNDING for c in clients}
     balances[depositor.address] = FUNDING
@@ -563,7 +578,7 @@ def main() -> int:
         info = devnet.start()
         assert info.coordinator_url is not None and info.coordinator_address is not None
         node_url, coord_url, coordinator = info.rpc_url, info.coordinator_url, info.coordinator_address
-        miners = start_miners(devnet, coord_url, args.miners, args.miner_concurrency)
+        miners = start_miners(devnet, coord_url, args.miners, args.miner_concurrency, args.claim_batch)
         print(f"devnet + {args.miners} miners up in {time.perf_counter() - t:.1f}s ({tmp})", flush=True)
         clock = BlockClock(info.ws_url)
         threading.Thread(target=clock.run, daemon=True).start()
@@ -591,19 +606,20 @@ def main() -> int:
 
         # -- 1. baseline ------------------------------------------------------------------------------------------
         print("baseline: plain transfers ...", flush=True)
-        node_pid = pid_of(devnet.processes[0])
+        by_name = {p.name: p for p in devnet.processes}
+        node_pid = pid_of(by_name["node"])
         before = run_transfers(node_url, clock, transfer_runs[0], half, args.transfer_connections, node_pid)
         print(f"  {before.committed:,} committed at {before.rate:,.0f} tx/s", flush=True)
 
         # -- 2. paid jobs -----------------------------------------------------------------------------------------
         print("paid jobs: escrow -> submit -> run -> receipt -> settle ...", flush=True)
-        pids = {"node": [node_pid], "coordinator": [pid_of(devnet.processes[1])]}
+        pids = {"node": [node_pid], "coordinator": [pid_of(by_name["coordinator"])]}
         pids["miners"] = [pid_of(m) for m in miners]
         deposit_key, deposit_id = prepare_deposit(
             node_url, devnet.coordinator_dir, depositor, coordinator, args.deposit_jobs, max_price, params
         )
         cpu0 = {name: sum(cpu_seconds_of(p) for p in ps) for name, ps in pids.items()}
-        if args.profile:
+        if args.profile and args.jobs:
             profilers = start_profilers(args.profile, {n: ps[0] for n, ps in pids.items()})
         busy0, self0 = busy_cpu_seconds(), time.process_time()
         head0 = clock.head()
@@ -630,6 +646,8 @@ def main() -> int:
 
         # -- 3. deposit jobs ----------------------------------------------------------------------------------------
         print("deposit jobs: POST (reserved at once) -> run -> receipt -> settle_batch ...", flush=True)
+        if args.profile and not args.jobs:  # --jobs 0 --profile: profile the deposit path instead
+            profilers = start_profilers(args.profile, {n: ps[0] for n, ps in pids.items()})
         dep_cpu0 = {name: sum(cpu_seconds_of(p) for p in ps) for name, ps in pids.items()}
         dep_busy0, dep_self0, dep_load = busy_cpu_seconds(), time.process_time(), os.getloadavg()[0]
         dep = asyncio.run(
@@ -647,6 +665,8 @@ def main() -> int:
         dep_end = time.time()
         dep_cpu = {name: sum(cpu_seconds_of(p) for p in ps) - dep_cpu0[name] for name, ps in pids.items()}
         dep_busy, dep_self = busy_cpu_seconds() - dep_busy0, time.process_time() - dep_self0
+        stop_profilers(profilers)
+        profilers = []
         time.sleep(0.3)
         print(
             f"  {len(dep.settled):,} settled, {len(dep.rejected):,} refused entries, {len(dep.refused):,} POSTs"
@@ -773,7 +793,8 @@ def main() -> int:
     print(
         f"conditions          {cores} cores, Python {platform.python_version()} ({platform.machine()}),"
         f" block time {args.block_time_ms} ms, {args.jobs:,} jobs from {n_clients} client key(s),"
-        f" {args.miners} echo miner(s) x concurrency {args.miner_concurrency}, {args.submit_concurrency} submit"
+        f" {args.miners} echo miner(s) x concurrency {args.miner_concurrency} (claim batch {args.claim_batch}),"
+        f" {args.submit_concurrency} submit"
         f" workers, escrow batches of {ESCROW_BATCH}; transfers: {args.transfer_accounts} accounts,"
         f" batches of {TRANSFER_BATCH}, {args.transfer_connections} connections; node, coordinator (SQLite),"
         " miners and this client share the machine"

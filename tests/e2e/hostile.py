@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from support.ports import free_port
+
 PYTHON = sys.executable
 MiB = 1024 * 1024
 
@@ -26,6 +28,7 @@ MiB = 1024 * 1024
 IDLE_TIMEOUT_S = 1.5
 HEADER_TIMEOUT_S = 1.5
 MAX_CONNECTIONS = 600
+WS_MAX_CONNECTIONS = 5
 LIMITS = {
     "IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
     "HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
@@ -33,12 +36,6 @@ LIMITS = {
     "MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     "LINGER_S": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(prefix: str, **extra: str) -> dict[str, str]:
@@ -247,3 +244,37 @@ def rss_growth(pid: int) -> Iterator[list[int]]:
         stop.set()
         sampler.join()
         out.append(max(peak[0], rss_bytes(pid)) - before)
+
+
+def start_service(name: str, root: Path) -> Service:
+    """``name`` (node, coordinator, poolhub, wallet) as a started process under ``root``, with short limits."""
+    service = _service(name, root)
+    service.start(ready=root / "wallet" / "daemon.token" if name == "wallet" else None)
+    return service
+
+
+def _service(name: str, root: Path) -> Service:
+    port = free_port()
+    data = root / name
+    log = root / f"{name}.log"
+    cli = [PYTHON, "-m", "aitbc"]
+    if name == "node":
+        init = subprocess.run(
+            [*cli, "node", "init", "--data-dir", str(data), "--block-time-ms", "300"],
+            capture_output=True,
+            env=clean_env("AITBC_NODE_"),
+            check=False,
+        )
+        assert init.returncode == 0, init.stderr
+        ws, p2p = free_port(), free_port()
+        args = [*cli, "node", "run", "--data-dir", str(data), "--rpc-port", str(port), "--ws-port", str(ws)]
+        env = clean_env("AITBC_NODE_", AITBC_NODE_WS_MAX_CONNECTIONS=str(WS_MAX_CONNECTIONS))
+        return Service(name, [*args, "--p2p-port", str(p2p)], env, log, port, "/", rpc=True)
+    if name == "coordinator":
+        args = [*cli, "coordinator", "run", "--data-dir", str(data), "--port", str(port), "--log-level", "warning"]
+        return Service(name, args, clean_env("AITBC_COORDINATOR_"), log, port, "/api/v1/miners/register")
+    if name == "poolhub":
+        args = [*cli, "poolhub", "run", "--data-dir", str(data), "--port", str(port), "--api-token", "secret-token"]
+        return Service(name, args, clean_env("AITBC_POOLHUB_"), log, port, "/v1/miners")
+    args = [*cli, "wallet", "daemon", "--wallet-dir", str(data), "--port", str(port)]
+    return Service(name, args, clean_env("AITBC_WALLETD_"), log, port, "/rpc", rpc=True)

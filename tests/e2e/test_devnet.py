@@ -225,10 +225,21 @@ def test_deposit_job_through_the_cli_and_the_readme_curl(tmp_path: Path) -> None
         assert cost.returncode == 0, cost.stderr
         summary = orjson.loads(cost.stdout)
         assert summary["deposit_id"] == info.deposit_id and summary["paid_to_miner"] > 0
+        verified = aitbc("receipt", "verify", job_id, "--json", "--devnet", str(data_dir))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        checks = {c["name"]: c["outcome"] for c in orjson.loads(verified.stdout)["checks"]}
+        assert checks["settle_committed"] == checks["amounts"] == checks["assigned_miner"] == "pass", checks
         shown = aitbc("deposit", "show", "--json", "--devnet", str(data_dir))
         assert shown.returncode == 0, shown.stderr
         deposit = orjson.loads(shown.stdout)
         assert deposit["jobs_paid"] >= 1 and deposit["coordinator_view"]["deposit_id"] == info.deposit_id
+        topped = aitbc("deposit", "top-up", "1.5", "--devnet", str(data_dir))
+        assert topped.returncode == 0, topped.stdout + topped.stderr
+        withdrawn = aitbc("deposit", "withdraw", "0.25", "--devnet", str(data_dir))
+        assert withdrawn.returncode == 0 and "paid out at height" in withdrawn.stdout, withdrawn.stdout
+        after = orjson.loads(aitbc("deposit", "show", "--json", "--devnet", str(data_dir)).stdout)
+        assert after["balance"] == deposit["balance"] + 1_500_000 or after["jobs_paid"] > deposit["jobs_paid"]
+        assert after["withdrawal_amount"] == 250_000
         code, _ = devnet.sigterm()
         assert code == 0, devnet.output()
     finally:

@@ -24,12 +24,12 @@ from e2e.hostile import (
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
     PYTHON,
+    WS_MAX_CONNECTIONS,
     MiB,
     Service,
-    clean_env,
-    free_port,
     hold_connections,
     rss_growth,
+    start_service,
     stream_body,
     wait_all_closed,
 )
@@ -39,41 +39,13 @@ HOSTILE_BODY = 300 * MiB
 SERVICES = ("node", "coordinator", "poolhub", "wallet")
 
 
-def _service(name: str, root: Path) -> Service:
-    port = free_port()
-    data = root / name
-    log = root / f"{name}.log"
-    cli = [PYTHON, "-m", "aitbc"]
-    if name == "node":
-        init = subprocess.run(
-            [*cli, "node", "init", "--data-dir", str(data), "--block-time-ms", "300"],
-            capture_output=True,
-            env=clean_env("AITBC_NODE_"),
-            check=False,
-        )
-        assert init.returncode == 0, init.stderr
-        ws, p2p = free_port(), free_port()
-        args = [*cli, "node", "run", "--data-dir", str(data), "--rpc-port", str(port), "--ws-port", str(ws)]
-        return Service(name, [*args, "--p2p-port", str(p2p)], clean_env("AITBC_NODE_"), log, port, "/", rpc=True)
-    if name == "coordinator":
-        args = [*cli, "coordinator", "run", "--data-dir", str(data), "--port", str(port), "--log-level", "warning"]
-        return Service(name, args, clean_env("AITBC_COORDINATOR_"), log, port, "/api/v1/miners/register")
-    if name == "poolhub":
-        args = [*cli, "poolhub", "run", "--data-dir", str(data), "--port", str(port), "--api-token", "secret-token"]
-        return Service(name, args, clean_env("AITBC_POOLHUB_"), log, port, "/v1/miners")
-    args = [*cli, "wallet", "daemon", "--wallet-dir", str(data), "--port", str(port)]
-    return Service(name, args, clean_env("AITBC_WALLETD_"), log, port, "/rpc", rpc=True)
-
-
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
     root = tmp_path_factory.mktemp("hostile")
     running: dict[str, Service] = {}
     try:
         for name in SERVICES:
-            service = _service(name, root)
-            service.start(ready=root / "wallet" / "daemon.token" if name == "wallet" else None)
-            running[name] = service
+            running[name] = start_service(name, root)
         yield running
     finally:
         for service in running.values():
@@ -103,6 +75,8 @@ def test_300_mib_body_without_credentials_is_413_early(services: dict[str, Servi
     error = _limit_error(reply.json(), service.rpc)
     assert error["reason"] == "too_large" and error["limit"] == "max_body_bytes"
     assert sent < 64 * MiB, f"{name} read {sent} bytes before refusing"
+    print(f"\n{name} 300 MiB {'chunked' if chunked else 'declared'}: 413 after {sent / MiB:.1f} MiB sent, "
+          f"RSS peak growth {growth[0] / MiB:.1f} MiB")  # fmt: skip
     assert growth[0] < RSS_BUDGET, f"{name} RSS grew {growth[0] / MiB:.1f} MiB"
     service.healthy()
 
@@ -206,6 +180,7 @@ def test_300_get_block_batch_is_refused_whole_within_the_reply_budget(
     assert reply.status_code == 413, reply.text[:300]
     data = _limit_error(reply.json(), rpc=True)
     assert data["reason"] == "reply_too_large" and data["limit"] == "max_reply_bytes"
+    print(f"\n300 x get_block: 413 in {took:.2f} s, node RSS peak growth {growth[0] / MiB:.1f} MiB")
     assert growth[0] < RSS_BUDGET, f"node RSS grew {growth[0] / MiB:.1f} MiB"
     assert took < 5, f"refusing took {took:.1f} s"
     assert node.healthy() < 1.0
@@ -281,3 +256,44 @@ def test_wallet_refuses_foreign_hosts_and_cross_origin_requests(services: dict[s
     for host in ("127.0.0.1", "localhost", f"localhost:{wallet.port}", f"[::1]:{wallet.port}"):
         assert httpx.get(wallet.url + "/healthz", headers={"Host": host}).status_code == 200, host
     assert httpx.get(wallet.url + "/v1/wallets", headers=token).status_code == 200
+
+
+# -- the node's WebSocket port ----------------------------------------------------------------------------
+def _ws_port(node: Service) -> int:
+    return int(node.args[node.args.index("--ws-port") + 1])
+
+
+def test_node_websocket_idle_and_partial_handshakes_are_closed_within_the_header_timeout(
+    services: dict[str, Service],
+) -> None:
+    node = services["node"]
+    with rss_growth(node.pid) as growth:
+        socks = hold_connections(_ws_port(node), idle=500, partial=500)
+        still_open, waited = wait_all_closed(socks, within=HEADER_TIMEOUT_S + 5)
+    assert still_open == 0, f"{still_open} of 1000 WebSocket connections still open after {waited:.1f} s"
+    assert growth[0] < RSS_BUDGET
+    node.healthy()
+
+
+def test_node_websocket_subscribers_past_the_cap_get_503(services: dict[str, Service]) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    node = services["node"]
+    url = f"ws://127.0.0.1:{_ws_port(node)}/ws"
+    clients = [connect(url) for _ in range(WS_MAX_CONNECTIONS)]
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url)
+        assert refused.value.response.status_code == 503
+    finally:
+        for client in clients:
+            client.close()
+    deadline = time.monotonic() + 10
+    while True:  # the slots are free again once the server saw the closes
+        try:
+            connect(url).close()
+            break
+        except InvalidStatus:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)

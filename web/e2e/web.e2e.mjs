@@ -114,12 +114,16 @@ describe('web app against a real devnet', { timeout: 300_000 }, () => {
     await jobs.locator('tbody tr').nth(1).waitFor({ timeout: 20_000 });
     await shot('my-jobs');
     await noSeriousA11yViolations('my jobs');
+    const jobId = await jobs.locator('tbody tr a').first().innerText();
     await jobs.locator('tbody tr a').first().click();
     await page.getByText('Why this miner').waitFor();
     await page.locator('.reasons li').first().waitFor({ timeout: 15_000 });
     await page.getByTestId('verification').getByText('verified').waitFor({ timeout: 30_000 });
     await shot('job-detail');
     await noSeriousA11yViolations('job detail');
+    await go(`explorer/job/${jobId}`);
+    await page.getByTestId('settlement').getByText('settled', { exact: true }).waitFor({ timeout: 15_000 });
+    await shot('explorer-job');
   });
 
   test('marketplace shows the miner offers from the pool hub', async () => {
@@ -220,6 +224,10 @@ describe('web app against a real devnet', { timeout: 300_000 }, () => {
     await page.getByTestId('latest-height').getByText(/#\d+/).waitFor();
     await shot('explorer-mock');
     await noSeriousA11yViolations('explorer (mock)');
+    await go('exchange');
+    await page.getByTestId('book').getByRole('cell', { name: '2,000', exact: true }).waitFor();
+    await page.getByText('Mock mode shows recorded market data only').waitFor();
+    await shot('exchange-mock');
     await page.getByRole('switch', { name: 'Mock data' }).uncheck();
     await banner.waitFor({ state: 'detached' });
   });

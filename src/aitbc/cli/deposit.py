@@ -13,6 +13,7 @@ from rich.table import Table
 from aitbc.chain.params import ChainParams
 from aitbc.cli.common import (
     ApiKeyOpt,
+    BaseUnitsOpt,
     CoordinatorOpt,
     DevnetOpt,
     RpcOpt,
@@ -21,10 +22,11 @@ from aitbc.cli.common import (
     handle_errors,
     load_devnet,
     node_client,
+    parse_amount,
     print_json,
 )
 from aitbc.client.deposit import open_deposit, top_up_deposit, withdraw_deposit
-from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC, format_aitbc
+from aitbc.protocol.amounts import format_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
 from aitbc.runtime.keyfile import read_keyfile
@@ -37,10 +39,11 @@ KeyOpt = Annotated[
 ]
 
 
-def _aitbc(value: float) -> int:
+def _amount(text: str, base_units: bool, option: str) -> int:
+    value = parse_amount(text, base_units, option)
     if value <= 0:
-        raise ConfigError("amounts must be positive")
-    return round(value * BASE_UNITS_PER_AITBC)
+        raise ConfigError(f"{option} must be positive")
+    return value
 
 
 def _owner(key: str | None, devnet: Path | None) -> KeyPair:
@@ -67,7 +70,7 @@ def _deposit_id(value: str | None, devnet: Path | None) -> str:
 @app.command("open")
 @handle_errors
 def open_(
-    amount: Annotated[float, typer.Argument(help="AITBC to put in")],
+    amount: Annotated[str, typer.Argument(help="AITBC to put in (base units with --base-units)")],
     coordinator: Annotated[
         str | None,
         typer.Option("--coordinator-address", help="Coordinator allowed to settle against it (default: devnet's)"),
@@ -76,9 +79,10 @@ def open_(
         "delegated"
     ),
     cap: Annotated[
-        float | None, typer.Option(help="Most the coordinator may spend per period, AITBC (default: the amount)")
+        str | None, typer.Option(help="Most the coordinator may spend per period, AITBC (default: the amount)")
     ] = None,
     period_blocks: Annotated[int, typer.Option(help="Length of a cap period in blocks")] = 86_400,
+    base_units: BaseUnitsOpt = False,
     key: KeyOpt = None,
     devnet: DevnetOpt = None,
     rpc: RpcOpt = None,
@@ -90,10 +94,11 @@ def open_(
     coordinator = coordinator or load_devnet(devnet).coordinator_address
     if coordinator is None:
         raise ConfigError("pass --coordinator-address ait1… (the coordinator's /healthz names it)")
-    cap_units = _aitbc(cap if cap is not None else amount)
+    units = _amount(amount, base_units, "AMOUNT")
+    cap_units = units if cap is None else _amount(cap, base_units, "--cap")
     with node_client(devnet, rpc) as node, console.status("opening the deposit on chain…"):
         opened = open_deposit(
-            node, owner, coordinator, _aitbc(amount), mode=mode, cap_per_period=cap_units, period_blocks=period_blocks
+            node, owner, coordinator, units, mode=mode, cap_per_period=cap_units, period_blocks=period_blocks
         )
     console.print(
         f"[green]opened[/] deposit [bold]{opened.deposit_id}[/] in block {opened.height} (tx {opened.tx_hash})"
@@ -103,23 +108,26 @@ def open_(
 @app.command("top-up")
 @handle_errors
 def top_up(
-    amount: Annotated[float, typer.Argument(help="AITBC to add")],
+    amount: Annotated[str, typer.Argument(help="AITBC to add (base units with --base-units)")],
     deposit_id: Annotated[str | None, typer.Argument(help="dep_… (default: the devnet's)")] = None,
+    base_units: BaseUnitsOpt = False,
     key: KeyOpt = None,
     devnet: DevnetOpt = None,
     rpc: RpcOpt = None,
 ) -> None:
     """Add funds to a deposit (anyone may; they become the owner's)."""
     with node_client(devnet, rpc) as node, console.status("topping up…"):
-        done = top_up_deposit(node, _owner(key, devnet), _deposit_id(deposit_id, devnet), _aitbc(amount))
-    console.print(f"[green]topped up[/] {done.deposit_id} by {amount} AITBC in block {done.height}")
+        units = _amount(amount, base_units, "AMOUNT")
+        done = top_up_deposit(node, _owner(key, devnet), _deposit_id(deposit_id, devnet), units)
+    console.print(f"[green]topped up[/] {done.deposit_id} by {format_aitbc(units)} AITBC in block {done.height}")
 
 
 @app.command("withdraw")
 @handle_errors
 def withdraw(
-    amount: Annotated[float, typer.Argument(help="AITBC to take back")],
+    amount: Annotated[str, typer.Argument(help="AITBC to take back (base units with --base-units)")],
     deposit_id: Annotated[str | None, typer.Argument(help="dep_… (default: the devnet's)")] = None,
+    base_units: BaseUnitsOpt = False,
     key: KeyOpt = None,
     devnet: DevnetOpt = None,
     rpc: RpcOpt = None,
@@ -127,10 +135,12 @@ def withdraw(
     """Ask for funds back; the chain pays them after the withdrawal delay (work done meanwhile still settles)."""
     with node_client(devnet, rpc) as node:
         params = msgspec.convert(node.get_chain_info()["params"], ChainParams)
+        units = _amount(amount, base_units, "AMOUNT")
         with console.status("sending the withdrawal…"):
-            done = withdraw_deposit(node, _owner(key, devnet), _deposit_id(deposit_id, devnet), _aitbc(amount))
+            done = withdraw_deposit(node, _owner(key, devnet), _deposit_id(deposit_id, devnet), units)
     console.print(
-        f"[green]withdrawal requested[/] in block {done.height}: {amount} AITBC (or what is left then) is paid out "
+        f"[green]withdrawal requested[/] in block {done.height}: {format_aitbc(units)} AITBC (or what is left then) "
+        "is paid out "
         f"at height {done.height + params.deposit_withdrawal_delay}"
     )
 

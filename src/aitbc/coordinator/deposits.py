@@ -105,6 +105,9 @@ class DepositBook:
         self.job_deposit: dict[str, str] = {}
         self.head_height = 0
         self._open_rows: list[dict[str, Any]] = []
+        self.unpaid_finished = True
+        """A deposit job ended without a result since the jobs table was last marked (``released``); True at
+        start, so jobs that ended before a restart are marked too."""
 
     # -- start ---------------------------------------------------------------------
     def load(self) -> None:
@@ -156,9 +159,11 @@ class DepositBook:
         self.head_height = max(self.head_height, book.height)
         return book
 
-    async def refresh(self) -> None:
-        """Read every active deposit again (one batched call); settled charges then leave ``pending``."""
-        ids = [d for d, b in self.books.items() if b.reserved or b.pending] or list(self.books)
+    async def refresh(self, only: str | None = None) -> None:
+        """Read every active deposit (or ``only`` that one) again, in one batched call; settled charges then
+        leave ``pending``."""
+        ids = [only] if only is not None else [d for d, b in self.books.items() if b.reserved or b.pending]
+        ids = ids or list(self.books)
         if not ids:
             return
         results = await self.link.call(self.link.node.batch, [("get_deposit", [d]) for d in ids])
@@ -224,7 +229,7 @@ class DepositBook:
         return Reservation(job_id, deposit_id, charge, expires)
 
     def cancel_reservation(self, job_id: str) -> None:
-        """The job was never stored (its insert failed): nothing is owed."""
+        """Nothing is owed for the job: it was never stored (its insert failed), or it ended unpaid."""
         deposit_id = self.job_deposit.pop(job_id, None)
         if deposit_id is not None:
             self.books[deposit_id].reserved.pop(job_id, None)
@@ -240,6 +245,7 @@ class DepositBook:
             book.pending[job_id] = (charge, None)
         elif not completed:
             self.job_deposit.pop(job_id, None)
+            self.unpaid_finished = True
 
     def on_batched(self, job_id: str, total_price: int, params: ChainParams) -> int:
         """The job's receipt went into a batch: its pending charge becomes the receipt's; returns it."""

@@ -4,7 +4,7 @@ A miner waiting for work long-polls ``claim`` on an in-process event that every 
 job fires, so a claim follows a submission within milliseconds. Who of several waiting claimers
 gets a job is the matching policy's call (``aitbc.coordinator.matching``); what a claim may take is
 the job lifecycle's (``aitbc.market.lifecycle``) and the market's eligibility rules
-(``aitbc.market.matching``). Everything here runs on the event loop, except ``_try_claim`` and
+(``aitbc.market.matching``). Everything here runs on the event loop, except ``_try_claim_many`` and
 ``_extend_lease_sync``, which run on the database writer thread.
 """
 
@@ -26,6 +26,7 @@ from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.live import LiveMiner, offer_from_registration
 from aitbc.coordinator.matching import MatchPolicy
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.payments import PriceTooLow
 from aitbc.coordinator.views import job_view
 from aitbc.market.conduct import (
     ReleaseAllowance,
@@ -35,8 +36,9 @@ from aitbc.market.conduct import (
 )
 from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_progress
 from aitbc.market.matching import find_served_model, get_ineligibility
+from aitbc.market.metering import compute_min_affordable_price
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
-from aitbc.protocol.job import compute_model_kind
+from aitbc.protocol.job import JobInput, compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
 
 log = logging.getLogger("aitbc.coordinator")
@@ -173,6 +175,27 @@ class MinerDispatcher:
                 entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
         return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))
 
+    def check_affordable(self, job: JobRecord) -> None:
+        """Refuse (402, with the amount needed) a job no live miner that fits it would take at its price: it
+        would otherwise sit queued until its ttl, and only ``/match`` would say why."""
+        if job.max_price is None:
+            return
+        needed = compute_min_affordable_price([m.offer for m in self.live_miners()], job.requirements())
+        if needed is not None and job.max_price < needed:
+            raise PriceTooLow(job.max_price, needed)
+
+    def check_served(self, job_type: str, model: str, model_digest: str | None) -> None:
+        """Refuse (422) a job for a model no live miner serves (of that kind, with that digest)."""
+        kind = compute_model_kind(job_type)
+        served = self.served_models()
+        if not any(m["name"] == model and m["kind"] == kind and model_digest in (None, m["digest"]) for m in served):
+            available = sorted({m["name"] for m in served if m["kind"] == kind})
+            raise UnknownModel(
+                f"no live miner serves {kind} model {model!r}"
+                + (f" with digest {model_digest}" if model_digest else "")
+                + f"; available: {', '.join(available) or 'none'}"
+            )
+
     # -- waking claimers ---------------------------------------------------------------
     def notify_work(self, model: str | None = None) -> None:
         """Wake long-polling claimers: for one new job of ``model``, the claimer that serves it and has room that
@@ -201,20 +224,27 @@ class MinerDispatcher:
 
     # -- claims ------------------------------------------------------------------------
     async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
+        claimed = await self.claim_many(miner, wait_seconds, 1)
+        return claimed[0] if claimed else None
+
+    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+        """Long-poll until at least one job is claimable, then take up to ``max_jobs`` (within the miner's free
+        slots) from one scan of the queue: one request and one signature check for many jobs."""
         live = self.live(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
         woken_for_a_job = False
         while True:
             if self._stopping:
-                return None
+                return []
             generation = self._work_generation
             # Jobs become claimable only through ``notify_work`` (a submission, a requeue, a registration),
             # so if none happened since this miner's last empty look, the database has nothing for it either.
             if len(live.active) < live.max_concurrency and live.idle_generation != generation:
+                room = min(max_jobs, live.max_concurrency - len(live.active))
                 async with self._claim_lock:
-                    claimed = await self.db.write(self._try_claim, live, now_ms())
-                if claimed is not None:
-                    return self._on_claimed(live, claimed)
+                    claimed = await self.db.write(self._try_claim_many, live, now_ms(), room)
+                if claimed:
+                    return [self._on_claimed(live, job) for job in claimed]
                 live.idle_generation = generation
             work_arrived = generation != self._work_generation
             if woken_for_a_job:  # the job went to someone else, or does not suit this miner
@@ -224,13 +254,13 @@ class MinerDispatcher:
                 continue  # work arrived while this claimer was looking: look again before sleeping
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             waiter = Waiter(live, asyncio.get_running_loop().create_future())
             self._waiters.append(waiter)
             try:
                 woken_for_a_job = await asyncio.wait_for(waiter.future, timeout=remaining)
             except TimeoutError:
-                return None
+                return []
             except asyncio.CancelledError:  # the miner went away: pass on a job it was woken for
                 if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result():
                     self.notify_work()
@@ -240,33 +270,17 @@ class MinerDispatcher:
                     self._waiters.remove(waiter)
             live.last_seen_ms = now_ms()
 
-    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
-        """Long-poll like ``claim`` for the first job, then take up to ``max_jobs`` in all at once (within the
-        miner's free slots): one request and one signature check for many jobs."""
-        first = await self.claim(miner, wait_seconds)
-        if first is None:
-            return []
-        live = self.live(miner)
-        room = min(max_jobs - 1, live.max_concurrency - len(live.active))
-        if room <= 0:
-            return [first]
-        async with self._claim_lock:
-            more = await self.db.write(self._try_claim_many, live, now_ms(), room)
-        return [first, *(self._on_claimed(live, job) for job in more)]
-
     def _try_claim_many(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
-        claimed: list[JobRecord] = []
-        while len(claimed) < count:
-            job = self._try_claim(live, now)
-            if job is None:
-                break
-            claimed.append(job)
-        return claimed
+        """Up to ``count`` jobs from one scan of the queue (not one scan per job)."""
+        return self._claim_from_scan(live, now, count, CLAIM_SCAN_LIMIT + count - 1)
 
-    def _try_claim(self, live: LiveMiner, now: int) -> JobRecord | None:
+    def _claim_from_scan(self, live: LiveMiner, now: int, count: int, scan: int) -> list[JobRecord]:
         models = sorted({m.name for m in live.offer.models})
         ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
-        for job in self.repo.find_claimable(models, now, CLAIM_SCAN_LIMIT):
+        claimed: list[JobRecord] = []
+        for job in self.repo.find_claimable(models, now, scan):
+            if len(claimed) >= count:
+                break
             if job.constraints.miner not in (None, live.offer.miner):
                 continue  # a private job, sealed to another miner
             requirements = job.requirements()
@@ -279,14 +293,18 @@ class MinerDispatcher:
                 continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
-            claimed = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
+            lifecycle = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
             if self.repo.transition_job(
-                job.id, ("queued",), None, claimed, served_digest=served.digest, unit_price=served.unit_price
+                job.id, ("queued",), None, lifecycle, served_digest=served.digest, unit_price=served.unit_price
             ):
-                return replace(
-                    job.with_lifecycle(claimed), served_digest=served.digest, assigned_unit_price=served.unit_price
+                claimed.append(
+                    replace(
+                        job.with_lifecycle(lifecycle),
+                        served_digest=served.digest,
+                        assigned_unit_price=served.unit_price,
+                    )
                 )
-        return None
+        return claimed
 
     def _on_claimed(self, live: LiveMiner, job: JobRecord) -> JobAssignment:
         assert job.assigned_at_ms is not None and job.lease_id is not None and job.lease_expires_at_ms is not None
@@ -300,10 +318,10 @@ class MinerDispatcher:
         return JobAssignment(
             job=AssignedJob(
                 job_id=job.id,
-                type=job.type,  # type: ignore[arg-type]
+                type=job.type,
                 model=job.model,
                 model_digest=job.served_digest,
-                input=None if sealed is not None else job.input,  # type: ignore[arg-type]
+                input=job.input if isinstance(job.input, JobInput) else None,
                 sealed=sealed,
                 input_hash=job.input_hash,
                 client=job.client,

@@ -9,18 +9,23 @@ still be settled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 from aitbc.coordinator.auth import ApiKey
 from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.db.records import JobRecord
+from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
-from aitbc.coordinator.payments import ChainLink, EscrowProblem, check_escrow
+from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow
+from aitbc.coordinator.settlement import DepositSettler
 from aitbc.market.deposits import compute_worst_case_price
 from aitbc.market.lifecycle import JobRuleViolation, PaymentState
+from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.job import JobInput
 
 
@@ -109,6 +114,8 @@ class PaymentIntake:
         if deposit_id is None:
             raise DepositProblem("this API key has no deposit (`aitbc coordinator keys bind`)", reason="no_deposit")
         book = await self.deposits.ensure(deposit_id)
+        if book is not None:
+            await self.deposits.refresh(only=deposit_id)  # the balance as of the head, not of the last batch
         availability = self.deposits.availability(deposit_id)
         if book is None or availability is None:
             raise DepositProblem(f"deposit {deposit_id} does not exist on chain", reason="no_deposit")
@@ -132,3 +139,32 @@ class PaymentIntake:
             "jobs": await self.db.read(self.deposits.repo.count_deposit_jobs, deposit_id),
             "height": availability.height,
         }
+
+
+def wire_deposits(
+    settings: CoordinatorSettings,
+    repo: CoordinatorRepo,
+    key: KeyPair,
+    metrics: CoordinatorMetrics,
+    chain: ChainLink,
+    db: DbWriter,
+    payments: PaymentWorker,
+    payment_write: Callable[..., Awaitable[Any]],
+    served_models: Callable[[], list[dict[str, Any]]],
+) -> tuple[DepositBook, PaymentIntake]:
+    """The deposit side of a paying coordinator: the books, their batch settler (run by ``payments``), and
+    the intake that pays each submission from a deposit or an escrow."""
+    deposit_repo = DepositRepo(repo.engine)
+    deposits = DepositBook(chain, deposit_repo, db.read, key.address, settings.deposit_job_blocks)
+    payments.settler = DepositSettler(
+        chain,
+        key,
+        repo,
+        deposit_repo,
+        deposits,
+        metrics,
+        db.read,
+        payment_write,
+        retry_seconds=settings.payment_retry_seconds,
+    )
+    return deposits, PaymentIntake(settings, key.address, chain, db, deposits, served_models)

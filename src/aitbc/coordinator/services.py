@@ -26,20 +26,18 @@ import msgspec
 
 from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
-from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
 from aitbc.coordinator.dispatch import MinerDispatcher, now_ms
 from aitbc.coordinator.events import JobEventBroker
-from aitbc.coordinator.intake import PaymentIntake
+from aitbc.coordinator.intake import PaymentIntake, wire_deposits
 from aitbc.coordinator.live import LiveMiner
 from aitbc.coordinator.matching import MatchPolicy, create_match_policy, measured_speed
 from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
-from aitbc.coordinator.payments import ChainLink, PaymentWorker, PriceTooLow
-from aitbc.coordinator.settlement import DepositSettler
+from aitbc.coordinator.payments import ChainLink, PaymentWorker
 from aitbc.coordinator.views import job_view, payment_view
 from aitbc.market.acceptance import ResultTerms, process_result
 from aitbc.market.conduct import is_release_over_allowance
@@ -57,17 +55,25 @@ from aitbc.market.lifecycle import (
     on_result,
     on_ttl_expired,
 )
-from aitbc.market.metering import MeteringBounds, compute_min_affordable_price
+from aitbc.market.metering import MeteringBounds
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized, UnknownModel
-from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash, compute_model_kind
+from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized
+from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash
 from aitbc.protocol.job_messages import JobAssignment, JobRequest, MinerRegistration, SealedJobInput
 from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
 from aitbc.protocol.zk import ZkReceiptProof
 
 log = logging.getLogger("aitbc.coordinator")
 T = TypeVar("T")
+
+_PAYMENT_WRITES: dict[str, Callable[[tuple[Any, ...], Any], list[str]]] = {
+    "set_payment_states": lambda args, matched: list(matched),
+    "apply_chain_events": lambda args, _: [job_id for job_id, _changes in args[2]],
+    "mark_batching": lambda args, _: list(args[0]),
+    "release_unpaid": lambda args, released: list(released),
+}
+"""Repository calls that change jobs' payment states → the ids of the jobs they changed (``_payment_write``)."""
 
 SWEEP_RECHECK_MS = 5_000
 FINAL_STATES = (JobState.FAILED, JobState.EXPIRED, JobState.CANCELLED)
@@ -117,20 +123,9 @@ class CoordinatorService:
         self.intake: PaymentIntake | None = None
         """How a submitted job is paid (deposit or escrow); None: jobs run unpaid."""
         if chain is not None and self.payments is not None:
-            deposit_repo = DepositRepo(repo.engine)
-            self.deposits = DepositBook(chain, deposit_repo, self.db.read, key.address, settings.deposit_job_blocks)
-            self.payments.settler = DepositSettler(
-                chain,
-                key,
-                repo,
-                deposit_repo,
-                self.deposits,
-                metrics,
-                self.db.read,
-                self._payment_write,
-                retry_seconds=settings.payment_retry_seconds,
+            self.deposits, self.intake = wire_deposits(
+                settings, repo, key, metrics, chain, self.db, self.payments, self._payment_write, self.served_models
             )
-            self.intake = PaymentIntake(settings, key.address, chain, self.db, self.deposits, self.served_models)
 
     async def account_view(self, api_key: ApiKey) -> dict[str, Any]:
         """The key's deposit as this coordinator counts it (``GET /api/v1/account``)."""
@@ -185,14 +180,14 @@ class CoordinatorService:
             constraints = msgspec.structs.replace(constraints, miner=sealed.miner)
         else:
             check_job_input(job_input)
-        self._check_served(job_input.type, job_input.model, request.model_digest)
+        self.dispatcher.check_served(job_input.type, job_input.model, request.model_digest)
         ttl = min(request.ttl_seconds or self.settings.default_ttl_seconds, self.settings.max_ttl_seconds)
         created = now_ms()
         job = JobRecord(
             id=request.job_id or "job_" + os.urandom(10).hex(),
             api_key_id=api_key.id,
             client=api_key.client,
-            type=job_input.type,
+            type=request.type,
             model=job_input.model,
             model_digest=request.model_digest,
             input=job_input
@@ -213,7 +208,7 @@ class CoordinatorService:
         elif request.job_id is not None:
             raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
         try:
-            self._check_affordable(job)
+            self.dispatcher.check_affordable(job)
             await self.db.insert_job(job)
         except BaseException:
             if reservation is not None and self.deposits is not None:
@@ -225,26 +220,6 @@ class CoordinatorService:
         self.events.publish(job.id, "status", view, owner=api_key.id)
         self.dispatcher.notify_work(job.model)
         return view
-
-    def _check_affordable(self, job: JobRecord) -> None:
-        """Refuse (402, with the amount needed) a job no live miner that fits it would take at its price: it
-        would otherwise sit queued until its ttl, and only ``/match`` would say why."""
-        if job.max_price is None:
-            return
-        needed = compute_min_affordable_price([m.offer for m in self.dispatcher.live_miners()], job.requirements())
-        if needed is not None and job.max_price < needed:
-            raise PriceTooLow(job.max_price, needed)
-
-    def _check_served(self, job_type: str, model: str, model_digest: str | None) -> None:
-        kind = compute_model_kind(job_type)
-        served = self.served_models()
-        if not any(m["name"] == model and m["kind"] == kind and model_digest in (None, m["digest"]) for m in served):
-            available = sorted({m["name"] for m in served if m["kind"] == kind})
-            raise UnknownModel(
-                f"no live miner serves {kind} model {model!r}"
-                + (f" with digest {model_digest}" if model_digest else "")
-                + f"; available: {', '.join(available) or 'none'}"
-            )
 
     async def get_job(self, api_key: ApiKey | None, job_id: str) -> JobRecord:
         job = await self.db.read(self.repo.get_job, job_id)
@@ -432,14 +407,13 @@ class CoordinatorService:
     async def _payment_write(self, fn: Callable[..., T], *args: Any) -> T:
         """The payment workers' database writes; each job whose payment changed gets a ``payment`` event.
 
-        The payment state lives in the job's row and only these two repository calls change it, so the
-        events follow every change (escrow or deposit, settle or refund) without the workers knowing."""
+        The payment state lives in the job's row and only the repository calls in ``_PAYMENT_WRITES`` change
+        it (escrow or deposit: batching, settled, refunded, released, refused), so the events follow every
+        change without the workers knowing. (A batch that could not be sent puts its jobs back to
+        ``reserved`` by tx hash, ``unmark_batching``: that step is not announced; the next batch is.)"""
         result = await self.db.write(fn, *args)
-        changed: list[str] = []
-        if fn == self.repo.set_payment_states:
-            changed = list(result)  # type: ignore[call-overload]
-        elif fn == self.repo.apply_chain_events:
-            changed = [job_id for job_id, _ in args[2]]
+        pick = _PAYMENT_WRITES.get(getattr(fn, "__name__", ""))
+        changed = [] if pick is None else pick(args, result)
         for job_id in changed:
             job = await self.db.read(self.repo.get_job, job_id)
             view = None if job is None else payment_view(job)
@@ -450,7 +424,10 @@ class CoordinatorService:
     def _wake_payments(self, job: JobRecord) -> None:
         if self.payments is not None and job.payment_state is not None:
             if self.deposits is not None and job.payment_state == PaymentState.RESERVED:
+                # The books change now; the batch goes with the settler's next round (at most one per block),
+                # so a finished deposit job does not wake the payment worker (that was a round per job).
                 self.deposits.on_finished(job.id, completed=job.state == JobState.COMPLETED)
+                return
             self.payments.wake()
 
     async def _on_escrows_refunded(self, job_ids: list[str]) -> None:

@@ -82,9 +82,10 @@ class DepositSettler:
     ) -> None:
         """One round (module docstring); the nonce comes from the payment worker, which sends escrow txs too."""
         now = now_ms()
-        released = await self._write(self.deposit_repo.release_unpaid, now)
-        for job_id in released:
-            self.book.on_finished(job_id, completed=False)
+        if self.book.unpaid_finished:  # mark ``released`` the jobs that ended without a result (one write)
+            self.book.unpaid_finished = False
+            for job_id in await self._write(self.deposit_repo.release_unpaid, now):
+                self.book.cancel_reservation(job_id)
         if self.inflight is not None:
             status = await self.link.call(self.link.node.get_tx_status, self.inflight)
             if status.get("status") == "pending":
@@ -103,7 +104,7 @@ class DepositSettler:
             return
         head = self.book.head_height
         entries: list[SettlementEntry] = []
-        intents: list[tuple[str, Sequence[str], dict[str, Any]]] = []
+        batched: list[str] = []
         too_late: list[tuple[str, Sequence[str], dict[str, Any]]] = []
         nonce = await reserve_nonce()
         for row in due:
@@ -120,8 +121,8 @@ class DepositSettler:
                 self.book.on_refused(row["id"])
                 continue
             entries.append(SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt))
-            charge = self.book.on_batched(row["id"], receipt.total_price, info.params)
-            intents.append((row["id"], ["reserved"], {"payment_state": "batching", "escrow_amount": charge}))
+            self.book.on_batched(row["id"], receipt.total_price, info.params)
+            batched.append(row["id"])
         if too_late:
             await self._write(self.repo.set_payment_states, too_late)
         if not entries:
@@ -133,17 +134,10 @@ class DepositSettler:
             self.key,
         )
         hash_ = tx_hash(tx)
-        # Intent first: a crash after this write finds the jobs in ``batching`` and checks the tx.
-        stamped = [
-            (j, expect, {**changes, "payment_tx": hash_, "payment_updated_ms": now}) for j, expect, changes in intents
-        ]
-        matched = set(await self._write(self.repo.set_payment_states, stamped))
-        if len(matched) != len(stamped):  # a job changed meanwhile (cannot happen with one settler): resend later
+        # Intent first (one statement): a crash after this write finds the jobs in ``batching`` and checks the tx.
+        if await self._write(self.deposit_repo.mark_batching, batched, hash_, now) != len(batched):
             log.warning("batch intents did not all match; sending none", extra={"tx": hash_})
-            await self._write(
-                self.repo.set_payment_states,
-                [(j, ["batching"], {"payment_state": "reserved"}) for j, _, _ in stamped if j in matched],
-            )
+            await self._write(self.deposit_repo.unmark_batching, hash_, None)
             return
         set_next_nonce(nonce + 1)
         try:
@@ -151,13 +145,7 @@ class DepositSettler:
         except RemoteError as exc:
             log.warning("settle batch refused", extra={"tx": hash_, "reason": exc.reason, "error": str(exc)})
             set_next_nonce(None)
-            await self._write(
-                self.repo.set_payment_states,
-                [
-                    (j, ["batching"], {"payment_state": "reserved", "payment_error": f"{exc.reason}: {exc}"})
-                    for j in matched
-                ],
-            )
+            await self._write(self.deposit_repo.unmark_batching, hash_, f"{exc.reason}: {exc}")
             return
         self.inflight = hash_
         self.batches_sent += 1

@@ -238,7 +238,9 @@ class Devnet:
     def prepare(self) -> bool:
         """Initialize on first use; return True when this call created the chain."""
         if self.validators > 1:
-            self.network = ValidatorNetwork(self.data_dir / "validators", self.validators, self.host, self.rpc_port)
+            self.network = ValidatorNetwork(
+                self.data_dir / "validators", self.validators, self.host, self.rpc_port, env=self.cors_env("node")
+            )
             created = self.network.prepare()
             (self.data_dir / "keys").mkdir(parents=True, exist_ok=True)
             return created
@@ -470,6 +472,8 @@ class Devnet:
         ports.append(self.coordinator_port)
         if self.poolhub_port is not None:
             ports.append(self.poolhub_port)
+        if self.exchange_port is not None:
+            ports.append(self.exchange_port)
         if self.web_port is not None and (default_dist_dir() / "index.html").is_file():
             ports.append(self.web_port)
         return ports

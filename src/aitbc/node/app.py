@@ -84,7 +84,14 @@ async def serve_node(settings: NodeSettings) -> None:
         lifespan="off",
         own_signals=False,
     )
-    ws_server = await start_ws_server(hub, settings.host, settings.ws_port, sock=ws_socket)
+    ws_server = await start_ws_server(
+        hub,
+        settings.host,
+        settings.ws_port,
+        sock=ws_socket,
+        max_connections=settings.ws_max_connections,
+        open_timeout_s=settings.header_timeout_s,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

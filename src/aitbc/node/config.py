@@ -39,6 +39,9 @@ class NodeSettings(HttpServerSettings):
     """A proposal dated further than this after our clock is invalid (prevote nil)."""
     max_body_bytes: int = Field(4 * MiB, ge=1024)
     """Largest request body on the RPC port (a ``send_tx`` batch of 1,000 txs is well under 1 MiB)."""
+    ws_max_connections: int = Field(1024, ge=1)
+    """WebSocket subscribers at once; one more is answered 503 before the upgrade. Its opening handshake must
+    finish within ``header_timeout_s``."""
     max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1)
     """Most calls in one JSON-RPC batch (413 past it)."""
     max_reply_bytes: int = Field(DEFAULT_MAX_REPLY_BYTES, ge=64 * 1024)

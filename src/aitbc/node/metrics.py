@@ -35,6 +35,9 @@ class NodeMetrics:
             "aitbc_rpc_requests", "JSON-RPC calls by method", ["method"], registry=self.registry
         )
         self.ws_subscribers = Gauge("aitbc_ws_subscribers", "Connected WebSocket clients", registry=self.registry)
+        self.ws_refused = Counter(
+            "aitbc_ws_refused", "WebSocket connections refused past ws_max_connections", registry=self.registry
+        )
         self.ws_dropped = Counter(
             "aitbc_ws_dropped_subscribers", "WebSocket clients dropped for not keeping up", registry=self.registry
         )

@@ -63,6 +63,7 @@ HANDSHAKE_TIMEOUT: Final = 5.0
 REDIAL_SECONDS: Final = 0.5
 UNDECODABLE_PENALTY: Final = 25
 FLOOD_PENALTY: Final = 2
+FLOOD_DROPS: Final = 20
 
 
 class PeerMisbehaved(Exception):
@@ -88,6 +89,7 @@ class Peer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closed: bool = False
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    flood_drops: int = 0
 
     @property
     def names(self) -> tuple[str, str]:
@@ -414,7 +416,11 @@ class P2PNode:
             return True
         self.metrics.p2p_dropped.labels(kind, "rate_limited").inc()
         if kind == "status":
-            self.penalize(peer, FLOOD_PENALTY, "status flood")
+            # a node that stalled sends a burst of honest status messages when it wakes: only a sustained
+            # flood costs points (one per FLOOD_DROPS dropped)
+            peer.flood_drops += 1
+            if peer.flood_drops % FLOOD_DROPS == 0:
+                self.penalize(peer, FLOOD_PENALTY, "status flood")
         return False
 
     def penalize(self, peer: Peer, penalty: int, why: str) -> None:

@@ -37,8 +37,9 @@ from aitbc.node.rpc_base import (
 from aitbc.node.rpc_base import Handler as RpcHandler
 from aitbc.node.rpc_modules import MODULE_METHODS
 from aitbc.node.service import NodeService, SubmitResult
-from aitbc.protocol.errors import AitbcError, InvalidTx, NotFound
+from aitbc.protocol.errors import AitbcError, NotFound
 from aitbc.protocol.tx import TX_TYPES, Tx
+from aitbc.runtime.errors import rpc_code
 
 log = logging.getLogger("aitbc.node.rpc")
 
@@ -219,12 +220,9 @@ async def _call(node: NodeService, request: Any) -> dict[str, Any] | None:
         result = await handler(node, params)
     except RpcError as exc:
         return _error(id_, exc) if wants_reply else None
-    except NotFound as exc:
-        return _error(id_, RpcError(NOT_FOUND, exc.message)) if wants_reply else None
-    except InvalidTx as exc:
-        return _error(id_, RpcError(TX_REJECTED, exc.message, exc.to_dict())) if wants_reply else None
-    except AitbcError as exc:
-        return _error(id_, RpcError(INVALID_PARAMS, exc.message, exc.to_dict())) if wants_reply else None
+    except AitbcError as exc:  # the one error -> JSON-RPC code mapping (aitbc.runtime.errors)
+        data = None if isinstance(exc, NotFound) else exc.to_dict()
+        return _error(id_, RpcError(rpc_code(exc), exc.message, data)) if wants_reply else None
     except Exception:
         log.exception("rpc handler failed", extra={"method": method})
         return _error(id_, RpcError(INTERNAL_ERROR, "internal error")) if wants_reply else None

@@ -33,7 +33,7 @@ async def rpc_get_proposal(node: NodeService, params: Any) -> Any:
 
 async def rpc_get_proposals(node: NodeService, params: Any) -> Any:
     status, after_id, limit = parse_params(params, ("status", "after_id", "limit"), 0)
-    if status is not None and status not in PROPOSAL_STATUSES:
+    if status is not None and (not isinstance(status, str) or status not in PROPOSAL_STATUSES):
         raise RpcError(INVALID_PARAMS, f"'status' must be one of {', '.join(sorted(PROPOSAL_STATUSES))}")
     after_id = 0 if after_id is None else after_id
     if not isinstance(after_id, int) or isinstance(after_id, bool) or not 0 <= after_id < 2**63:
@@ -66,7 +66,7 @@ async def rpc_get_audit(node: NodeService, params: Any) -> Any:
 
 async def rpc_get_audits(node: NodeService, params: Any) -> Any:
     status, address, limit = parse_params(params, ("status", "address", "limit"), 0)
-    if status is not None and status not in AUDIT_STATUSES:
+    if status is not None and (not isinstance(status, str) or status not in AUDIT_STATUSES):
         raise RpcError(INVALID_PARAMS, f"'status' must be one of {', '.join(sorted(AUDIT_STATUSES))}")
     limit = audit_views.MAX_AUDITS_PAGE if limit is None else limit
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= audit_views.MAX_AUDITS_PAGE:

@@ -14,11 +14,13 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, Final
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from aitbc.node.metrics import NodeMetrics
 
@@ -61,6 +63,10 @@ class EventHub:
         self.replay = replay
         """Stored job events from a height on, page by page, for subscribers that resume (``from_height``)."""
         self._subscribers: set[_Subscriber] = set()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
 
     def has_subscribers(self, topic: str) -> bool:
         return any(topic in sub.topics and not sub.dropped for sub in self._subscribers)
@@ -218,8 +224,32 @@ def _ws_error(id_: Any, code: int, message: str) -> bytes:
     return orjson.dumps({"id": id_, "error": {"code": code, "message": message}})
 
 
-async def start_ws_server(hub: EventHub, host: str, port: int, sock: socket.socket | None = None) -> Server:
-    """The WebSocket server, on ``sock`` when the caller bound it already (else on ``host:port``)."""
+async def start_ws_server(
+    hub: EventHub,
+    host: str,
+    port: int,
+    sock: socket.socket | None = None,
+    max_connections: int = 1024,
+    open_timeout_s: float = 10.0,
+) -> Server:
+    """The WebSocket server, on ``sock`` when the caller bound it already (else on ``host:port``).
+
+    A connection must finish its opening handshake within ``open_timeout_s`` (an idle or half-sent one is
+    closed then); past ``max_connections`` subscribers a new one is answered 503 before the upgrade."""
+
+    def process_request(conn: ServerConnection, _request: Request) -> Response | None:
+        if hub.subscriber_count >= max_connections:
+            hub.metrics.ws_refused.inc()
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"more than {max_connections} WebSocket clients\n")
+        return None
+
+    options: dict[str, Any] = {
+        "max_size": MAX_MESSAGE_BYTES,
+        "ping_interval": 20,
+        "ping_timeout": 20,
+        "open_timeout": open_timeout_s,
+        "process_request": process_request,
+    }
     if sock is not None:
-        return await serve(hub.handle, sock=sock, max_size=MAX_MESSAGE_BYTES, ping_interval=20, ping_timeout=20)
-    return await serve(hub.handle, host, port, max_size=MAX_MESSAGE_BYTES, ping_interval=20, ping_timeout=20)
+        return await serve(hub.handle, sock=sock, **options)
+    return await serve(hub.handle, host, port, **options)

@@ -338,5 +338,5 @@ def decode_message(kind: type[M], data: bytes) -> M:
     except msgspec.ValidationError as exc:
         message, _, location = str(exc).partition(" - at `$")
         raise InvalidRequest(message, path=_error_path(location.rstrip("`"))) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports bad UTF-8 as UnicodeDecodeError
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None

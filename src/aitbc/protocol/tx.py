@@ -425,7 +425,7 @@ def tx_from_json(raw: bytes | str) -> Tx:
     """Parse JSON text with exactly the rules (and rejection reasons) of ``tx_from_json_obj``."""
     try:
         obj = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports bad UTF-8 as UnicodeDecodeError
         raise InvalidTx(TxRejection.MALFORMED, f"tx is not valid JSON: {exc}") from None
     return tx_from_json_obj(obj)
 

@@ -524,6 +524,18 @@ def wait_done(http: httpx.Client, job_id: str, timeout: float = 20.0) -> dict[st
     return wait_state(http, job_id, set(TERMINAL), timeout)
 
 
+def wait_for_tokens(stack: Stack, job_id: str, count: int) -> None:
+    """Block until the job's event stream has delivered ``count`` generated tokens (the generation is under way)."""
+    seen = 0
+    with stack.client() as client:
+        for event, _ in client.events(job_id, timeout=30.0):
+            if event == "token":
+                seen += 1
+                if seen >= count:
+                    return
+    raise AssertionError(f"job {job_id} ended after {seen} tokens, before {count}")
+
+
 def check_receipt(stack_or_coordinator: Stack | CoordinatorProcess, http: httpx.Client, job_id: str) -> dict[str, Any]:
     """Fetch the job's receipt and verify it with ``verify_receipt``, countersignature required."""
     coordinator = stack_or_coordinator if isinstance(stack_or_coordinator, CoordinatorProcess) else (

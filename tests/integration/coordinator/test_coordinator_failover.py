@@ -22,6 +22,7 @@ from coordinator_harness import (
     expect,
     fake_model,
     submit,
+    wait_for_tokens,
     wait_state,
     wait_until,
 )
@@ -56,7 +57,7 @@ def test_kill_9_mid_job_requeues_to_the_other_miner_with_one_receipt(stack: Stac
         running = wait_state(http, job["job_id"], "running", timeout=15)
         victim = by_address[running["miner"]]
         survivor = next(m for m in miners if m is not victim)
-        time.sleep(0.3)  # well into the generation
+        wait_for_tokens(stack, job["job_id"], 3)  # well into the generation
         victim.signal(signal.SIGKILL)
         victim.proc.wait(timeout=10)  # type: ignore[union-attr]
         killed_at = time.monotonic()
@@ -87,7 +88,7 @@ def test_sigterm_mid_job_hands_the_job_back_at_once(stack: Stack) -> None:
         job = submit(http, slow_job(region))
         running = wait_state(http, job["job_id"], "running", timeout=15)
         assert running["attempts"] == 1 and running["miner"] == miner.address
-        time.sleep(0.3)
+        wait_for_tokens(stack, job["job_id"], 3)  # the generation is under way
         miner.signal(signal.SIGTERM)
         signalled = time.monotonic()
         requeued = wait_state(http, job["job_id"], "queued", timeout=SHARED_LEASE_SECONDS * 3)

@@ -117,7 +117,9 @@ def test_status_tokens_receipt_payment_in_order_and_resume_without_loss(wstack: 
     assert max(i for i, k in enumerate(kinds) if k == "token") < receipt_at < completed_at
     payments = [e["data"] for e in events if e["event"] == "payment"]
     assert min(i for i, k in enumerate(kinds) if k == "payment") > completed_at
-    assert payments[-1]["state"] == "settled" and payments[-1]["tx_hash"] and payments[-1]["paid_to_miner"] > 0
+    paid_states = [p["state"] for p in payments]
+    assert paid_states[-1] == "settled" and set(paid_states[:-1]) == {"batching"}, paid_states
+    assert payments[-1]["tx_hash"] and payments[-1]["paid_to_miner"] > 0
     assert events[receipt_at]["data"]["receipt"]["job_id"] == job_id
 
 

@@ -89,7 +89,27 @@ async function unwrap<T>(call: Promise<{ data?: unknown; error?: unknown; respon
 
 const TOKEN_KEY = 'aitbc.exchange.session';
 
+/** What the exchange page uses: the live exchange, or its recorded responses in mock mode. */
+export type Exchange = Pick<
+  ExchangeApi,
+  | 'token'
+  | 'market'
+  | 'trades'
+  | 'subscribe'
+  | 'signUp'
+  | 'logIn'
+  | 'logOut'
+  | 'me'
+  | 'balances'
+  | 'orders'
+  | 'placeOrder'
+  | 'cancelOrder'
+  | 'depositBtc'
+  | 'depositQr'
+> & { readonly kind: 'live' | 'mock' };
+
 export class ExchangeApi {
+  readonly kind = 'live' as const;
   private readonly client;
   token: string | null = sessionStorage.getItem(TOKEN_KEY);
 

@@ -6,12 +6,14 @@ import { useApi } from '../state';
 import { Amount, Badge, ErrorBox, Hash, Section, Table, useAsync } from './ui';
 
 export function Verification({ receipt, chainReceiptHash, jobId }: { receipt: ReceiptResponse; chainReceiptHash: string; jobId: string }) {
-  const checks = checkReceipt(receipt.receipt, { jobId, receiptHash: receipt.receipt_hash, chainReceiptHash });
+  // before the settlement block there is nothing on chain to compare with yet: that check waits
+  const checks = checkReceipt(receipt.receipt, { jobId, receiptHash: receipt.receipt_hash, chainReceiptHash: chainReceiptHash || undefined });
   const allOk = checks.every((c) => c.ok);
   return (
     <div data-testid="verification">
       <p>
         <Badge state={allOk ? 'verified' : 'mismatch'} /> checked in this browser
+        {!chainReceiptHash && <span class="muted"> — the on-chain anchor is checked once the settlement is committed</span>}
       </p>
       <ul class="checks">
         {checks.map((c) => (
@@ -27,7 +29,7 @@ export function Verification({ receipt, chainReceiptHash, jobId }: { receipt: Re
 }
 
 export function Settlement({ chain }: { chain: ChainJob | null }) {
-  if (!chain) return <p class="muted">No escrow on chain for this job (an unpaid coordinator, or not yet committed).</p>;
+  if (!chain) return <p class="muted">Nothing on chain for this job yet (not settled, paid by another coordinator, or unpaid).</p>;
   const e = chain.escrow;
   return (
     <dl class="facts" data-testid="settlement">

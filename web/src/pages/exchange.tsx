@@ -1,13 +1,13 @@
 /** Exchange: the AITBC-BTC order book and trades live over the feed; log in, balances, place and cancel orders, BTC deposits. */
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { ApiError } from '../api/client';
-import { type BtcDeposit, ExchangeApi, type Market, type PublicTrade, type Ticker } from '../api/exchange-client';
+import { type BtcDeposit, type Exchange, ExchangeApi, type Market, type PublicTrade, type Ticker } from '../api/exchange-client';
 import { Amount, Badge, ErrorBox, Loading, Page, Section, Table, useAsync } from '../components/ui';
 import { type Book, applyDelta, bookFromSnapshot, formatBtc, levels } from '../lib/book';
 import { formatAitbc, parseAitbc, timeAgo } from '../lib/format';
 import { useApi } from '../state';
 
-function useFeed(ex: ExchangeApi) {
+function useFeed(ex: Exchange) {
   const [book, setBook] = useState<Book | null>(null);
   const [trades, setTrades] = useState<PublicTrade[]>([]);
   const [ticker, setTicker] = useState<Ticker | null>(null);
@@ -59,7 +59,7 @@ function BookTable({ book, side }: { book: Book; side: 'buy' | 'sell' }) {
   );
 }
 
-function MarketData({ ex }: { ex: ExchangeApi }) {
+function MarketData({ ex }: { ex: Exchange }) {
   const { book, trades, ticker, status } = useFeed(ex);
   return (
     <>
@@ -113,7 +113,7 @@ function MarketData({ ex }: { ex: ExchangeApi }) {
   );
 }
 
-function Login({ ex, onDone }: { ex: ExchangeApi; onDone: () => void }) {
+function Login({ ex, onDone }: { ex: Exchange; onDone: () => void }) {
   const [username, setUsername] = useState('');
   const [password, setPassword] = useState('');
   const [totp, setTotp] = useState('');
@@ -159,7 +159,7 @@ function Login({ ex, onDone }: { ex: ExchangeApi; onDone: () => void }) {
   );
 }
 
-function OrderForm({ ex, market, onPlaced }: { ex: ExchangeApi; market: Market; onPlaced: () => void }) {
+function OrderForm({ ex, market, onPlaced }: { ex: Exchange; market: Market; onPlaced: () => void }) {
   const [side, setSide] = useState<'buy' | 'sell'>('buy');
   const [type, setType] = useState<'limit' | 'market'>('limit');
   const [quantity, setQuantity] = useState('1');
@@ -234,7 +234,7 @@ function OrderForm({ ex, market, onPlaced }: { ex: ExchangeApi; market: Market; 
   );
 }
 
-function Deposit({ ex }: { ex: ExchangeApi }) {
+function Deposit({ ex }: { ex: Exchange }) {
   const [deposit, setDeposit] = useState<BtcDeposit & { qr: string }>();
   const [error, setError] = useState<string>();
   const ask = async () => {
@@ -273,7 +273,7 @@ function Deposit({ ex }: { ex: ExchangeApi }) {
   );
 }
 
-function Trading({ ex, onLogout }: { ex: ExchangeApi; onLogout: () => void }) {
+function Trading({ ex, onLogout }: { ex: Exchange; onLogout: () => void }) {
   const market = useAsync(() => ex.market(), [ex]);
   const [tick, setTick] = useState(0);
   const balances = useAsync(() => ex.balances(), [ex, tick], 3000);
@@ -349,27 +349,36 @@ function Trading({ ex, onLogout }: { ex: ExchangeApi; onLogout: () => void }) {
 export function ExchangePage() {
   const api = useApi();
   const url = api.config.exchange_url;
-  const ex = useMemo(() => (url && api.kind === 'live' ? new ExchangeApi(url) : null), [url, api.kind]);
-  const [loggedIn, setLoggedIn] = useState(Boolean(ex?.token));
-  if (!ex) {
+  const ex = useAsync<Exchange | null>(async () => {
+    if (api.kind === 'mock') {
+      const { MockExchange, loadExchangeFixture } = await import('../api/exchange-mock');
+      return new MockExchange(await loadExchangeFixture());
+    }
+    return url ? new ExchangeApi(url) : null;
+  }, [url, api.kind]);
+  const [loggedIn, setLoggedIn] = useState<boolean | null>(null);
+  if (ex.data === undefined) return <Loading what="the exchange" />;
+  if (ex.data === null) {
     return (
       <Page title="Exchange">
-        <p class="muted">
-          {api.kind === 'mock'
-            ? 'The recorded mock data has no exchange; switch Mock data off to trade.'
-            : 'No exchange is configured: start one (`aitbc exchange run`) and serve the app with --exchange-url.'}
-        </p>
+        <p class="muted">No exchange is configured: start one (`aitbc exchange run`) and serve the app with --exchange-url.</p>
       </Page>
     );
   }
+  const exchange = ex.data;
+  const inSession = loggedIn ?? Boolean(exchange.token);
   return (
     <Page title="Exchange" intro="Trade AITBC for BTC. Prices are satoshis per AITBC; the book and trades update live.">
-      <MarketData ex={ex} />
-      {loggedIn ? (
-        <Trading ex={ex} onLogout={() => setLoggedIn(false)} />
+      <MarketData ex={exchange} />
+      {exchange.kind === 'mock' ? (
+        <Section title="Trading">
+          <p class="muted">Mock mode shows recorded market data only; switch Mock data off to log in and trade.</p>
+        </Section>
+      ) : inSession ? (
+        <Trading ex={exchange} onLogout={() => setLoggedIn(false)} />
       ) : (
         <Section title="Log in to trade">
-          <Login ex={ex} onDone={() => setLoggedIn(true)} />
+          <Login ex={exchange} onDone={() => setLoggedIn(true)} />
         </Section>
       )}
     </Page>

@@ -95,6 +95,27 @@ class DepositRepo:
                 )
         return ids
 
+    def mark_batching(self, job_ids: list[str], tx_hash: str, now_ms: int) -> int:
+        """The batch's intent, in one statement: these ``reserved`` jobs are in settle tx ``tx_hash``; how many
+        matched (all of them, unless a job changed meanwhile)."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id.in_(job_ids), jobs.c.payment_state == "reserved")
+                    .values(payment_state="batching", payment_tx=tx_hash, payment_updated_ms=now_ms)
+                ).rowcount
+            )
+
+    def unmark_batching(self, tx_hash: str, error: str | None) -> None:
+        """The batch was not sent (or refused whole): its jobs are ``reserved`` again, to go in the next one."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.payment_tx == tx_hash, jobs.c.payment_state == "batching")
+                .values(payment_state="reserved", payment_error=error)
+            )
+
     def batches_to_check(self, sent_before_ms: int) -> dict[str, list[str]]:
         """Batches (tx hash → job ids) sent before ``sent_before_ms`` whose jobs are not settled yet."""
         query = sa.select(jobs.c.id, jobs.c.payment_tx).where(

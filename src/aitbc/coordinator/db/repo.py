@@ -287,10 +287,17 @@ class CoordinatorRepo:
         """Record escrows the chain closed (``(job_id, payment changes)``) and advance the cursor, atomically,
         so a restart resumes exactly after the last event applied."""
         with self.engine.begin() as conn:
+            # Events of one kind carry the same columns: one executemany per column set, not a statement per job.
+            groups: dict[tuple[str, ...], list[Row]] = {}
             for job_id, changes in closed:
-                conn.execute(
-                    jobs.update().where(jobs.c.id == job_id, jobs.c.payment_state.is_not(None)).values(**changes)
+                groups.setdefault(tuple(sorted(changes)), []).append({"_job_id": job_id, **changes})
+            for columns, params in groups.items():
+                statement = (
+                    jobs.update()
+                    .where(jobs.c.id == sa.bindparam("_job_id"), jobs.c.payment_state.is_not(None))
+                    .values({c: sa.bindparam(c) for c in columns})
                 )
+                conn.execute(statement, params)
             updated = conn.execute(
                 chain_cursor.update().where(chain_cursor.c.name == name).values(event_seq=seq)
             ).rowcount
