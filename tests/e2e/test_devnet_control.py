@@ -28,15 +28,16 @@ def _snapshot(data_dir: Path) -> dict[str, tuple[int, int]]:
 
 def test_second_up_refuses_status_down_reset(tmp_path: Path) -> None:
     data_dir = tmp_path / "devnet"
-    devnet = DevnetUp(data_dir, free_ports(6), tmp_path / "up.log", miner_backend="echo")
+    devnet = DevnetUp(data_dir, free_ports(7), tmp_path / "up.log", miner_backend="echo")
     try:
         info = devnet.start()
         assert devnet.proc is not None
         files_json = devnet_file(data_dir).read_bytes()
         before = _snapshot(data_dir)
-        rpc, ws, p2p, coordinator, poolhub, web = (str(p) for p in devnet.ports)
+        rpc, ws, p2p, coordinator, poolhub, web, exchange = (str(p) for p in devnet.ports)
         ports = ["--rpc-port", rpc, "--ws-port", ws, "--p2p-port", p2p, "--coordinator-port", coordinator]
-        ports += ["--poolhub-port", poolhub, "--web-port", web, "--no-demo", "--miner-backend", "echo"]
+        ports += ["--poolhub-port", poolhub, "--web-port", web, "--exchange-port", exchange]
+        ports += ["--no-demo", "--miner-backend", "echo"]
 
         # The same directory: refused at once, nothing rewritten (no migration, devnet.json as it was).
         started = time.monotonic()
@@ -62,7 +63,7 @@ def test_second_up_refuses_status_down_reset(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stderr
         report = orjson.loads(status.stdout)
         assert report["running"] and report["pid"] == devnet.proc.pid
-        assert {s["name"] for s in report["services"]} >= {"node", "coordinator", "poolhub", "miner"}
+        assert {s["name"] for s in report["services"]} >= {"node", "coordinator", "poolhub", "exchange", "miner"}
         assert all(s["alive"] for s in report["services"])
         assert all(s["healthy"] is not False for s in report["services"])
 
@@ -81,7 +82,7 @@ def test_second_up_refuses_status_down_reset(tmp_path: Path) -> None:
 
 def test_down_ends_the_services_of_an_up_killed_with_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "devnet"
-    devnet = DevnetUp(data_dir, free_ports(6), tmp_path / "up.log", miner_backend="none")
+    devnet = DevnetUp(data_dir, free_ports(7), tmp_path / "up.log", miner_backend="none")
     try:
         info = devnet.start()
         assert devnet.proc is not None
@@ -93,7 +94,7 @@ def test_down_ends_the_services_of_an_up_killed_with_sigkill(tmp_path: Path) -> 
             [sys.executable, "-m", "aitbc", "devnet", "up", "--data-dir", str(data_dir), "--no-demo",
              "--rpc-port", str(devnet.ports[0]), "--ws-port", str(devnet.ports[1]), "--p2p-port", str(devnet.ports[2]),
              "--coordinator-port", str(devnet.ports[3]), "--poolhub-port", str(devnet.ports[4]),
-             "--web-port", str(devnet.ports[5])],
+             "--web-port", str(devnet.ports[5]), "--exchange-port", str(devnet.ports[6])],
             capture_output=True, text=True, timeout=60, env=ENV, check=False,
         )  # fmt: skip
         assert clash.returncode != 0 and "already in use" in clash.stdout + clash.stderr

@@ -470,6 +470,8 @@ class Devnet:
         ports.append(self.coordinator_port)
         if self.poolhub_port is not None:
             ports.append(self.poolhub_port)
+        if self.exchange_port is not None:
+            ports.append(self.exchange_port)
         if self.web_port is not None and (default_dist_dir() / "index.html").is_file():
             ports.append(self.web_port)
         return ports
