@@ -225,6 +225,10 @@ def test_deposit_job_through_the_cli_and_the_readme_curl(tmp_path: Path) -> None
         assert cost.returncode == 0, cost.stderr
         summary = orjson.loads(cost.stdout)
         assert summary["deposit_id"] == info.deposit_id and summary["paid_to_miner"] > 0
+        verified = aitbc("receipt", "verify", job_id, "--json", "--devnet", str(data_dir))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        checks = {c["name"]: c["outcome"] for c in orjson.loads(verified.stdout)["checks"]}
+        assert checks["settle_committed"] == checks["amounts"] == checks["assigned_miner"] == "pass", checks
         shown = aitbc("deposit", "show", "--json", "--devnet", str(data_dir))
         assert shown.returncode == 0, shown.stderr
         deposit = orjson.loads(shown.stdout)
