@@ -16,7 +16,8 @@ One run measures, on the same GGUF, the same prompts (chat template, greedy, ``-
 For each: tokens/s (completion tokens / wall time; for concurrent runs the aggregate) and time to
 first token (submit → first streamed piece). Ratios: builtin / best raw (target ≥ 0.95), platform /
 builtin (≥ 0.95), concurrent aggregate / single stream (≥ 2). The texts of every run are compared
-(greedy decoding must give the same text alone and batched). ``--busy-core`` keeps one core busy
+(greedy decoding must give the same text alone and batched). A raw configuration that collapses
+is cut after ``--raw-budget-s`` (its rate is what it did until then). ``--busy-core`` keeps one core busy
 with a spinning process for the whole run (graceful degradation, no collapse).
 
     .venv/bin/python bench/inference.py                  # ~5 min on 2 cores
@@ -80,7 +81,10 @@ def worker_raw(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     vocab = llm._model.vocab
     runs = []
+    deadline = None  # set after the warm-up: a configuration that collapses is cut at budget_s
     for prompt in ["Warm up.", *cfg["prompts"]]:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         if formatter is not None:
             formatted = formatter(messages=[{"role": "user", "content": prompt}])
             tokens = llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
@@ -96,9 +100,11 @@ def worker_raw(cfg: dict[str, Any]) -> dict[str, Any]:
             n += 1
             if first is None:
                 first = time.perf_counter() - start
-            if n >= cfg["max_tokens"]:
+            if n >= cfg["max_tokens"] or (deadline is not None and time.perf_counter() > deadline):
                 break
         runs.append({"seconds": time.perf_counter() - start, "tokens": n, "ttft": first or 0.0})
+        if deadline is None:
+            deadline = time.perf_counter() + cfg["budget_s"]
     llm.close()
     return {"runs": runs[1:]}
 
@@ -259,6 +265,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--busy-core", action="store_true", help="keep one core busy with a spinning process")
     parser.add_argument("--skip-platform", action="store_true")
+    parser.add_argument(
+        "--raw-budget-s", type=float, default=90.0, help="cut a raw configuration after this long (collapse)"
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.worker:
@@ -299,11 +308,13 @@ def main() -> None:
         ]
         raw_rates = []
         for label, threads, fa, env in raw_configs:
-            out = spawn_worker("raw", {**cfg, "threads": threads, "flash_attn": fa}, {**base_env, **env})
+            raw_cfg = {**cfg, "threads": threads, "flash_attn": fa, "budget_s": args.raw_budget_s}
+            out = spawn_worker("raw", raw_cfg, {**base_env, **env})
             tps, ttft, n = rate(out["runs"])
             raw_rates.append(tps)
             rows.append((label, tps, ttft, n))
-            print(f"  {label:<66} {tps:7.1f} tok/s  ttft {ttft:6.0f} ms  ({n} tokens)  load {loadavg()}")
+            cut = "" if len(out["runs"]) == len(prompts) else f" cut at {args.raw_budget_s:.0f} s"
+            show(label, tps, ttft, n, f"load {loadavg()}{cut}")
         best_raw = max(raw_rates)
         out = spawn_worker("builtin", {**cfg, "model": args.model, "concurrency": args.concurrency}, base_env)
         b_tps, b_ttft, b_n = rate(out["single"])

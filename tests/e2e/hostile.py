@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from support.ports import free_port
+
 PYTHON = sys.executable
 MiB = 1024 * 1024
 
@@ -34,12 +36,6 @@ LIMITS = {
     "MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     "LINGER_S": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(prefix: str, **extra: str) -> dict[str, str]:

@@ -26,18 +26,9 @@ from aitbc.devnet.network import ValidatorNetwork, ValidatorProcess
 from aitbc.node.secret import derive_session_keys, new_ephemeral
 from aitbc.protocol.tx import Transfer, sign_tx
 from aitbc.runtime.keyfile import read_keyfile
+from support.ports import free_ports as _free_ports
 
 TIMEOUT_ARGS = ["--timeout-propose-ms", "600", "--timeout-vote-ms", "300", "--timeout-delta-ms", "300"]
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import socket
 import sys
 import tempfile
 import threading
@@ -69,6 +68,7 @@ from aitbc.protocol.crypto import KeyPair, sha256
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.tx import Transfer, sign_tx
 from aitbc.runtime.keyfile import read_keyfile
+from support.ports import free_ports as _free_ports
 
 ACTIONS = ("kill", "pause", "restart", "disconnect", "partition", "byzantine")
 BYZANTINE = ("equivocate", "future-time", "drop-votes", "tamper")
@@ -145,18 +145,6 @@ class Report:
         lines.append(f"longest stall: {self.longest_stall_s:.1f} s, recovery p99: {self.recovery_p99_s:.1f} s")
         lines.append("RESULT: " + ("ok" if self.ok else "FAILED"))
         return "\n".join(lines)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [int(s.getsockname()[1]) for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _sender_key(i: int) -> KeyPair:

@@ -114,17 +114,23 @@ describe('web app against a real devnet', { timeout: 300_000 }, () => {
     await jobs.locator('tbody tr').nth(1).waitFor({ timeout: 20_000 });
     await shot('my-jobs');
     await noSeriousA11yViolations('my jobs');
+    const jobId = await jobs.locator('tbody tr a').first().innerText();
     await jobs.locator('tbody tr a').first().click();
     await page.getByText('Why this miner').waitFor();
     await page.locator('.reasons li').first().waitFor({ timeout: 15_000 });
     await page.getByTestId('verification').getByText('verified').waitFor({ timeout: 30_000 });
     await shot('job-detail');
     await noSeriousA11yViolations('job detail');
+    await go(`explorer/job/${jobId}`);
+    await page.getByTestId('settlement').getByText('settled', { exact: true }).waitFor({ timeout: 15_000 });
+    await shot('explorer-job');
   });
 
   test('marketplace shows the miner offers from the pool hub', async () => {
     await go('market');
     await page.getByRole('region', { name: "Miners' offers" }).getByText('echo', { exact: false }).first().waitFor({ timeout: 20_000 });
+    // the chain's audit record of the miner (no job of it has been audited on a fresh devnet)
+    await page.getByRole('region', { name: "Miners' offers" }).getByText('none yet').first().waitFor({ timeout: 20_000 });
     await page.getByLabel('Sort by').selectOption('price');
     await page.getByLabel('Filter').fill('echo-embed');
     assert.equal(await page.getByRole('region', { name: "Miners' offers" }).locator('tbody tr').count(), 1);

@@ -4,7 +4,7 @@ A miner waiting for work long-polls ``claim`` on an in-process event that every 
 job fires, so a claim follows a submission within milliseconds. Who of several waiting claimers
 gets a job is the matching policy's call (``aitbc.coordinator.matching``); what a claim may take is
 the job lifecycle's (``aitbc.market.lifecycle``) and the market's eligibility rules
-(``aitbc.market.matching``). Everything here runs on the event loop, except ``_try_claim`` and
+(``aitbc.market.matching``). Everything here runs on the event loop, except ``_try_claim_many`` and
 ``_extend_lease_sync``, which run on the database writer thread.
 """
 
@@ -38,7 +38,7 @@ from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_
 from aitbc.market.matching import find_served_model, get_ineligibility
 from aitbc.market.metering import compute_min_affordable_price
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
-from aitbc.protocol.job import compute_model_kind
+from aitbc.protocol.job import JobInput, compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
 
 log = logging.getLogger("aitbc.coordinator")
@@ -224,20 +224,27 @@ class MinerDispatcher:
 
     # -- claims ------------------------------------------------------------------------
     async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
+        claimed = await self.claim_many(miner, wait_seconds, 1)
+        return claimed[0] if claimed else None
+
+    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+        """Long-poll until at least one job is claimable, then take up to ``max_jobs`` (within the miner's free
+        slots) from one scan of the queue: one request and one signature check for many jobs."""
         live = self.live(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
         woken_for_a_job = False
         while True:
             if self._stopping:
-                return None
+                return []
             generation = self._work_generation
             # Jobs become claimable only through ``notify_work`` (a submission, a requeue, a registration),
             # so if none happened since this miner's last empty look, the database has nothing for it either.
             if len(live.active) < live.max_concurrency and live.idle_generation != generation:
+                room = min(max_jobs, live.max_concurrency - len(live.active))
                 async with self._claim_lock:
-                    claimed = await self.db.write(self._try_claim, live, now_ms())
-                if claimed is not None:
-                    return self._on_claimed(live, claimed)
+                    claimed = await self.db.write(self._try_claim_many, live, now_ms(), room)
+                if claimed:
+                    return [self._on_claimed(live, job) for job in claimed]
                 live.idle_generation = generation
             work_arrived = generation != self._work_generation
             if woken_for_a_job:  # the job went to someone else, or does not suit this miner
@@ -247,13 +254,13 @@ class MinerDispatcher:
                 continue  # work arrived while this claimer was looking: look again before sleeping
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             waiter = Waiter(live, asyncio.get_running_loop().create_future())
             self._waiters.append(waiter)
             try:
                 woken_for_a_job = await asyncio.wait_for(waiter.future, timeout=remaining)
             except TimeoutError:
-                return None
+                return []
             except asyncio.CancelledError:  # the miner went away: pass on a job it was woken for
                 if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result():
                     self.notify_work()
@@ -263,27 +270,9 @@ class MinerDispatcher:
                     self._waiters.remove(waiter)
             live.last_seen_ms = now_ms()
 
-    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
-        """Long-poll like ``claim`` for the first job, then take up to ``max_jobs`` in all at once (within the
-        miner's free slots): one request and one signature check for many jobs."""
-        first = await self.claim(miner, wait_seconds)
-        if first is None:
-            return []
-        live = self.live(miner)
-        room = min(max_jobs - 1, live.max_concurrency - len(live.active))
-        if room <= 0:
-            return [first]
-        async with self._claim_lock:
-            more = await self.db.write(self._try_claim_many, live, now_ms(), room)
-        return [first, *(self._on_claimed(live, job) for job in more)]
-
     def _try_claim_many(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
         """Up to ``count`` jobs from one scan of the queue (not one scan per job)."""
-        return self._claim_from_scan(live, now, count, CLAIM_SCAN_LIMIT + count)
-
-    def _try_claim(self, live: LiveMiner, now: int) -> JobRecord | None:
-        claimed = self._claim_from_scan(live, now, 1, CLAIM_SCAN_LIMIT)
-        return claimed[0] if claimed else None
+        return self._claim_from_scan(live, now, count, CLAIM_SCAN_LIMIT + count - 1)
 
     def _claim_from_scan(self, live: LiveMiner, now: int, count: int, scan: int) -> list[JobRecord]:
         models = sorted({m.name for m in live.offer.models})
@@ -329,10 +318,10 @@ class MinerDispatcher:
         return JobAssignment(
             job=AssignedJob(
                 job_id=job.id,
-                type=job.type,  # type: ignore[arg-type]
+                type=job.type,
                 model=job.model,
                 model_digest=job.served_digest,
-                input=None if sealed is not None else job.input,  # type: ignore[arg-type]
+                input=job.input if isinstance(job.input, JobInput) else None,
                 sealed=sealed,
                 input_hash=job.input_hash,
                 client=job.client,

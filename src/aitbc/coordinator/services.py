@@ -187,7 +187,7 @@ class CoordinatorService:
             id=request.job_id or "job_" + os.urandom(10).hex(),
             api_key_id=api_key.id,
             client=api_key.client,
-            type=job_input.type,
+            type=request.type,
             model=job_input.model,
             model_digest=request.model_digest,
             input=job_input

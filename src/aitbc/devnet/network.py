@@ -36,6 +36,8 @@ class ValidatorProcess:
     peers: list[str]
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment set on purpose (e.g. ``AITBC_NODE_CORS_ORIGINS``); every other ``AITBC_*`` is dropped."""
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
 
@@ -74,7 +76,7 @@ class ValidatorProcess:
             *(a for peer in self.peers for a in ("--peer", peer)),
             *self.extra_args,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")} | self.env
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.paused = False
@@ -143,6 +145,8 @@ class ValidatorNetwork:
     ports: list[tuple[int, int, int]] | None = None
     """(rpc, ws, p2p) per validator; default: ``rpc_port + 10·i`` and the next two."""
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """Passed to every validator process (``ValidatorProcess.env``)."""
     nodes: list[ValidatorProcess] = field(default_factory=list)
 
     def node_dir(self, index: int) -> Path:
@@ -171,6 +175,7 @@ class ValidatorNetwork:
                     peers,
                     self.base_dir / "logs" / f"node{i}.log",
                     list(self.extra_args),
+                    dict(self.env),
                 )
             )
         for node in self.nodes:

@@ -238,7 +238,9 @@ class Devnet:
     def prepare(self) -> bool:
         """Initialize on first use; return True when this call created the chain."""
         if self.validators > 1:
-            self.network = ValidatorNetwork(self.data_dir / "validators", self.validators, self.host, self.rpc_port)
+            self.network = ValidatorNetwork(
+                self.data_dir / "validators", self.validators, self.host, self.rpc_port, env=self.cors_env("node")
+            )
             created = self.network.prepare()
             (self.data_dir / "keys").mkdir(parents=True, exist_ok=True)
             return created

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -239,22 +238,17 @@ async def _subscribe(ws: WebSocket, service: ExchangeService, sub: Any, msg: dic
 
 
 def run_exchange(settings: ExchangeSettings) -> None:
-    from aitbc.runtime.limits import BodyLimit, GuardedConfig
-    from aitbc.runtime.server import serve_forever
+    from aitbc.runtime.server import bind_socket, serve
 
+    sock = bind_socket(settings.host, settings.port, "the exchange API")
     app = create_app(settings)
     rejections = app.state.service.metrics.rejections
-    config = GuardedConfig(
-        # the body limit wraps everything, the order fast path included: nothing reads past it
-        BodyLimit(app, settings, on_reject=lambda reason: rejections.labels(reason).inc()),
+    # the body limit wraps everything, the order fast path included: nothing reads past it
+    serve(
+        "exchange",
+        app,
         settings,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=2,
+        sock,
+        on_reject=lambda reason: rejections.labels(reason).inc(),
         ws_max_size=64 * 1024,
     )
-    gc.collect()
-    gc.freeze()
-    serve_forever(config)

@@ -124,6 +124,7 @@ def build_server(
     lifespan: Literal["auto", "on", "off"] = "auto",
     own_signals: bool = True,
     wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+    ws_max_size: int = 16 * 1024 * 1024,
 ) -> GracefulServer:
     """``app`` behind every transport limit of ``settings`` (``aitbc.runtime.limits``), ready to ``serve``.
 
@@ -138,6 +139,7 @@ def build_server(
         access_log=False,
         lifespan=lifespan,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        ws_max_size=ws_max_size,
     )
     return GracefulServer(config, on_stop, own_signals)
 
@@ -152,11 +154,18 @@ def serve(
     openai_prefix: str | None = None,
     on_reject: Callable[[str], None] | None = None,
     on_stop: Callable[[], None] | None = None,
+    ws_max_size: int = 16 * 1024 * 1024,
 ) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM (announced first); ``openai_prefix``: paths
-    whose transport errors (413, 408) take OpenAI's error shape."""
+    whose transport errors (413, 408) take OpenAI's error shape; ``ws_max_size``: largest WebSocket message."""
     server = build_server(
-        app, settings, rpc_paths=rpc_paths, openai_prefix=openai_prefix, on_reject=on_reject, on_stop=on_stop
+        app,
+        settings,
+        rpc_paths=rpc_paths,
+        openai_prefix=openai_prefix,
+        on_reject=on_reject,
+        on_stop=on_stop,
+        ws_max_size=ws_max_size,
     )
     announce(service, sock, settings.announce_file)
     # The objects of the loaded app (FastAPI, pydantic, SQLAlchemy, …) live as long as the process:
@@ -165,8 +174,3 @@ def serve(
     gc.collect()
     gc.freeze()
     uvloop.run(server.serve(sockets=[sock]))
-
-
-def serve_forever(config: uvicorn.Config, on_stop: Callable[[], None] | None = None) -> None:
-    """Run a prebuilt uvicorn config (only the exchange still builds its own; the others use ``serve``)."""
-    uvloop.run(GracefulServer(config, on_stop).serve())

@@ -18,6 +18,7 @@ from aitbc.chain.entries import Escrow, EscrowState
 from aitbc.client.coordinator import CoordinatorClient
 from aitbc.client.node import NodeClient
 from aitbc.protocol.block import BlockHeader, block_hash, verify_header_signature
+from aitbc.protocol.deposit import get_job_expiry
 from aitbc.protocol.errors import AitbcError, InvalidSignature
 from aitbc.protocol.receipt import (
     InvalidReceipt,
@@ -155,6 +156,9 @@ def verify_receipt_end_to_end(
     if chain["chain_id"] != receipt.chain_id:
         report.add("chain", False, f"receipt is for chain {receipt.chain_id}, the node serves {chain['chain_id']}")
         return report
+    if get_job_expiry(receipt.job_id) is not None:  # a deposit job: paid in a settle batch, no escrow
+        _check_deposit_payment(node, report, receipt, chain)
+        return report
     escrow: Escrow | None
     try:
         escrow, payload = node.get_verified_escrow(receipt.job_id)
@@ -251,6 +255,55 @@ def _check_zk_proof(
         f"(vk sha256 {RECEIPT_VK_SHA256[:12]}…) and its commitment opens to this receipt: whoever made it knew "
         f"units x unit price = total {receipt.total_price} <= escrow {escrow_amount} for this job and miner. "
         "It does not prove that any model ran or that the output or token counts are true (docs/zk.md)",
+    )
+
+
+def _check_deposit_payment(node: NodeClient, report: ReceiptReport, receipt: Receipt, chain: dict[str, Any]) -> None:
+    """A deposit job: its paid record (kept until the job's expiry height) anchors this receipt's hash, proven
+    against a committed header, and pays the receipt's miner exactly its total plus the protocol's fee."""
+    try:
+        paid, payload = node.get_verified_paid_job(receipt.job_id)
+    except AitbcError as exc:
+        report.add("settle_committed", False, f"{exc.reason}: {exc.message}")
+        return
+    if paid is None:
+        report.add(
+            "settle_committed",
+            False,
+            f"no deposit payment for job {receipt.job_id} on chain (not settled yet, or forgotten after its expiry "
+            "height; proof of absence checked)",
+        )
+        return
+    header_problem = _committed_header(node, int(payload["height"]), payload.get("block_hash"), chain["authorities"])
+    if header_problem is not None:
+        report.add("settle_committed", False, header_problem)
+        return
+    anchored = paid.receipt_hash == report.receipt_hash
+    report.add(
+        "settle_committed",
+        anchored,
+        f"paid from deposit {paid.deposit_id} in block {paid.height} with this receipt's hash; Merkle proof "
+        f"verified against block {payload['height']}"
+        if anchored
+        else f"the job was paid with another receipt ({paid.receipt_hash})",
+    )
+    report.add(
+        "assigned_miner",
+        paid.miner == receipt.miner,
+        f"the chain paid {paid.miner}, the miner the coordinator countersigned"
+        if paid.miner == receipt.miner
+        else f"the chain paid {paid.miner}, the receipt names {receipt.miner}",
+    )
+    expected_fee = receipt.total_price * int(chain.get("params", {}).get("protocol_fee_bps", 0)) // 10_000
+    amounts_ok = paid.paid_to_miner == receipt.total_price and paid.protocol_fee == expected_fee
+    report.add(
+        "amounts",
+        amounts_ok,
+        f"receipt total {receipt.total_price}: miner got {paid.paid_to_miner}, protocol fee {paid.protocol_fee}, "
+        "drawn from the deposit"
+        if amounts_ok
+        else f"the miner got {paid.paid_to_miner} (total {receipt.total_price}), fee {paid.protocol_fee} "
+        f"(expected {expected_fee})",
     )
 
 

@@ -92,9 +92,7 @@ def create_app(settings: WebSettings) -> ASGIApp:
 
 
 def run_web(settings: WebSettings) -> None:
-    import uvicorn
+    from aitbc.runtime.server import bind_socket, serve
 
-    from aitbc.runtime.server import serve_forever
-
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
-    serve_forever(config)
+    sock = bind_socket(settings.host, settings.port, "the web app")
+    serve("web", create_app(settings), settings, sock)

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from aitbc.runtime.settings import ServiceSettings
+from aitbc.runtime.limits import HttpServerSettings
 
 DEFAULT_WEB_PORT = 8015
 
@@ -18,7 +18,7 @@ def default_dist_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "web" / "dist"
 
 
-class WebSettings(ServiceSettings):
+class WebSettings(HttpServerSettings):
     model_config = SettingsConfigDict(env_prefix="AITBC_WEB_", extra="forbid", frozen=True)
 
     host: str = "127.0.0.1"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from aitbc.exchange.app import create_app
 from aitbc.exchange.config import ExchangeSettings
 from aitbc.exchange.service import ExchangeService
 from aitbc.market.trading import Deposit, compute_state_hash
+from support.ports import free_port
 
 AIT = 1_000_000
 _refs = itertools.count(1)
@@ -88,12 +88,6 @@ def running(settings: ExchangeSettings, service: ExchangeService | None = None) 
 
 
 # -- a real ``aitbc exchange run`` process ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def child_env(**extra: str) -> dict[str, str]:

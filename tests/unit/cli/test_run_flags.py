@@ -60,5 +60,5 @@ def test_every_run_command_leaves_absent_flags_to_the_environment(
     miner = captured["miner"]
     assert miner.backend == "echo" and miner.max_concurrency == 3 and miner.unit_price == 1
     assert (tmp_path / "miner" / "miner.key").exists()
-    invoke("miner", "run", "--concurrency", "2", "--price", "4")
-    assert captured["miner"].max_concurrency == 2 and captured["miner"].unit_price == 4
+    invoke("miner", "run", "--concurrency", "2", "--price", "4")  # --price is in AITBC: 4,000,000 base units
+    assert captured["miner"].max_concurrency == 2 and captured["miner"].unit_price == 4_000_000

@@ -3,6 +3,8 @@ Gemma's turn format."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,12 +12,15 @@ from hypothesis import strategies as st
 from aitbc.miner.backends.llama_batch import split_stop
 from aitbc.miner.backends.tuning import (
     ALL_LAYERS,
+    BUSY_SPINCOUNT,
     DEFAULT_SPINCOUNT,
     ThreadTuner,
     apply_openmp_env,
     compute_gpu_layers,
     compute_openmp_env,
+    compute_spincount,
     compute_thread_candidates,
+    measure_idle_cores,
 )
 from aitbc.miner.backends.weights import render_gemma_turns
 
@@ -26,8 +31,18 @@ def test_openmp_env_bounds_the_spin_unless_the_operator_chose() -> None:
     assert compute_openmp_env({"OMP_WAIT_POLICY": "PASSIVE"}) == {}
     assert compute_openmp_env({"GOMP_SPINCOUNT": "1"}, "5000") == {}
     env: dict[str, str] = {"PATH": "/bin"}
-    assert apply_openmp_env(env) == {"GOMP_SPINCOUNT": DEFAULT_SPINCOUNT}
-    assert env == {"PATH": "/bin", "GOMP_SPINCOUNT": DEFAULT_SPINCOUNT}
+    assert apply_openmp_env(env, "300") == {"GOMP_SPINCOUNT": "300"}
+    assert env == {"PATH": "/bin", "GOMP_SPINCOUNT": "300"}
+    assert apply_openmp_env(env, "5") == {}  # already set: left alone
+    measured: dict[str, str] = {}
+    assert apply_openmp_env(measured)["GOMP_SPINCOUNT"] in (DEFAULT_SPINCOUNT, BUSY_SPINCOUNT)
+
+
+def test_spincount_follows_how_busy_the_machine_is() -> None:
+    assert compute_spincount(2.0, 2) == compute_spincount(1.6, 2) == DEFAULT_SPINCOUNT
+    assert compute_spincount(1.0, 2) == compute_spincount(0.0, 2) == BUSY_SPINCOUNT
+    assert compute_spincount(15.7, 16) == DEFAULT_SPINCOUNT and compute_spincount(12, 16) == BUSY_SPINCOUNT
+    assert 0.0 <= measure_idle_cores(0.05) <= (os.cpu_count() or 1) + 0.01
 
 
 def test_thread_candidates() -> None:

@@ -29,7 +29,7 @@ export function Verification({ receipt, chainReceiptHash, jobId }: { receipt: Re
 }
 
 export function Settlement({ chain }: { chain: ChainJob | null }) {
-  if (!chain) return <p class="muted">No escrow on chain for this job (an unpaid coordinator, or not yet committed).</p>;
+  if (!chain) return <p class="muted">Nothing on chain for this job yet (not settled, paid by another coordinator, or unpaid).</p>;
   const e = chain.escrow;
   return (
     <dl class="facts" data-testid="settlement">

@@ -2,7 +2,7 @@
 import { Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import type { BlockHeader } from '../api/types';
-import { Settlement } from '../components/jobview';
+import { DepositSettlement, Settlement } from '../components/jobview';
 import { Amount, Badge, ErrorBox, Hash, Loading, Page, Section, Table, useAsync } from '../components/ui';
 import { isValidAddress } from '../lib/address';
 import { formatDuration, timeAgo } from '../lib/format';
@@ -260,14 +260,18 @@ function AccountView({ address }: { address: string }) {
 
 function JobView({ id }: { id: string }) {
   const api = useApi();
-  const job = useAsync(() => api.chainJob(id), [api, id], 3000);
+  // a job is paid by its own escrow or from a deposit (a settle_batch entry)
+  const job = useAsync(async () => {
+    const [escrow, paid] = await Promise.all([api.chainJob(id), api.paidJob(id).catch(() => null)]);
+    return { escrow, paid };
+  }, [api, id], 3000);
   return (
     <Page title={`Job ${id} on chain`}>
       <p>
         <a href="#/explorer">← explorer</a>
       </p>
       <ErrorBox error={job.error} />
-      {job.data !== undefined && <Settlement chain={job.data} />}
+      {job.data?.paid ? <DepositSettlement paid={job.data.paid} /> : job.data && <Settlement chain={job.data.escrow} />}
     </Page>
   );
 }

@@ -15,7 +15,7 @@ import msgspec
 
 from aitbc.market.lifecycle import JobLifecycle, JobState
 from aitbc.market.matching import JobRequirements
-from aitbc.protocol.job import JobInput, JobOutput
+from aitbc.protocol.job import JobInput, JobOutput, JobType
 from aitbc.protocol.job_messages import MinerRegistration, SealedJobInput
 
 
@@ -36,7 +36,7 @@ class JobRecord:
     id: str
     api_key_id: str
     client: str
-    type: str
+    type: JobType
     model: str
     model_digest: str | None
     input: JobInput | SealedJobInput
