@@ -1,56 +1,10 @@
 /** Marketplace: miners' offers (pool hub registry + scores), models and prices, and open bids. */
 import { useState } from 'preact/hooks';
-import type { LeaderboardEntry, MinerRecord, PoolMiner } from '../api/types';
+import type { MinerRecord } from '../api/types';
+import { auditText, offersOf, sortOffers, type SortKey } from '../lib/offers';
 import { Amount, Badge, ErrorBox, Hash, Loading, Page, Section, Table, useAsync } from '../components/ui';
 import { formatDuration, formatPercent, formatRate } from '../lib/format';
 import { settings, useApi, useStore } from '../state';
-
-interface Offer {
-  miner: string;
-  online: boolean;
-  model: string;
-  kind: string;
-  digest: string;
-  hardware: string;
-  price: number;
-  score: number | null;
-  reliability: number;
-  ttft: number | null;
-  tps: number | null;
-  jobs: number;
-  bond: number;
-  load: string;
-}
-
-export function offersOf(miners: PoolMiner[], board: LeaderboardEntry[]): Offer[] {
-  const scores = new Map(board.map((b) => [`${b.miner}/${b.model}`, b.score]));
-  return miners.flatMap((m) =>
-    m.models.map((model) => ({
-      miner: m.miner,
-      online: m.online,
-      model: model.name,
-      kind: model.kind,
-      digest: model.digest,
-      hardware: [m.gpu_name ?? 'CPU', m.vram_gb ? `${m.vram_gb} GB` : '', m.region].filter(Boolean).join(' · '),
-      price: model.unit_price,
-      score: scores.get(`${m.miner}/${model.name}`) ?? null,
-      reliability: m.stats.reliability,
-      ttft: m.stats.ttft_ms,
-      tps: m.stats.tokens_per_s,
-      jobs: m.stats.jobs,
-      bond: m.stake,
-      load: `${m.load}/${m.max_concurrency}`,
-    })),
-  );
-}
-
-function auditText(r: MinerRecord | null | undefined): string {
-  if (!r) return '—';
-  if (r.audited === 0) return 'none yet';
-  return `${r.passed} of ${r.audited}${r.failed ? ` (${r.failed} slashed)` : ''}`;
-}
-
-type SortKey = 'score' | 'price' | 'tps' | 'reliability';
 
 function Offers() {
   const api = useApi();
@@ -71,11 +25,10 @@ function Offers() {
   if (data.data === null) return <p class="muted">No pool hub configured: the offers below are the coordinator's model list.</p>;
   const needle = filter.toLowerCase();
   const records: Map<string, MinerRecord | null> = data.data.records;
-  const rows = data.data.offers
-    .filter((o) => (!onlineOnly || o.online) && (!needle || `${o.model} ${o.miner} ${o.hardware}`.toLowerCase().includes(needle)))
-    .sort((a, b) =>
-      sort === 'price' ? a.price - b.price : sort === 'tps' ? (b.tps ?? 0) - (a.tps ?? 0) : sort === 'reliability' ? b.reliability - a.reliability : (b.score ?? -1) - (a.score ?? -1),
-    );
+  const rows = sortOffers(
+    data.data.offers.filter((o) => (!onlineOnly || o.online) && (!needle || `${o.model} ${o.miner} ${o.hardware}`.toLowerCase().includes(needle))),
+    sort,
+  );
   return (
     <>
       <div class="filters" role="search">
