@@ -378,3 +378,13 @@ def test_a_job_that_fails_mid_stream_ends_the_stream_with_an_error(ostack: OpenA
         assert caught.value.code == "job_failed"
     finally:
         fake.close()
+
+
+def test_the_keys_rate_limit_is_a_rate_limit_error(ostack: OpenAIStack) -> None:
+    key = ostack.coordinator.insert_key(rate=0.01, burst=1)  # one request, then one per 100 s
+    client = ostack.client(key)
+    assert client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "first"}])
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "second"}])
+    assert caught.value.code == "rate_limit_exceeded"
+    assert float(caught.value.response.headers["retry-after"]) > 50
