@@ -190,14 +190,14 @@ def test_deposit_job_through_the_cli_and_the_readme_curl(tmp_path: Path) -> None
     replaced), prints the miner's answer and the account; `aitbc job submit --wait` pays from the devnet
     key's deposit with no escrow; `job cost` and `deposit show` agree with the chain.
 
-    The devnet's miner runs the echo backend, so the block's model name is swapped for ``echo``: this
-    venv's llama-cpp-python build segfaults in chat completion (SmolLM2), outside this test's reach. Set
-    AITBC_E2E_BUILTIN=1 to run the block unchanged against the builtin SmolLM2 miner."""
+    The devnet's miner runs the builtin backend (SmolLM2, the model the block names), so the block runs
+    exactly as written. AITBC_E2E_ECHO=1 runs it on the echo backend instead (the model name swapped for
+    ``echo``), where llama.cpp cannot run."""
     import orjson
 
     data_dir = tmp_path / "devnet"
     ports = free_ports(7)
-    builtin = os.environ.get("AITBC_E2E_BUILTIN") == "1"
+    builtin = os.environ.get("AITBC_E2E_ECHO") != "1"
     devnet = DevnetUp(data_dir, ports, tmp_path / "devnet-up.log", miner_backend="builtin" if builtin else "echo")
     try:
         info = devnet.start()
@@ -214,6 +214,7 @@ def test_deposit_job_through_the_cli_and_the_readme_curl(tmp_path: Path) -> None
         first, account = ran.stdout.strip().splitlines()[-2:]
         result = orjson.loads(first)
         assert result["job_id"].startswith("dj-") and result["output"]["text"].strip(), result
+        print("README curl answer:", result["output"]["text"])
         assert orjson.loads(account)["deposit_id"] == info.deposit_id
 
         ran = aitbc("job", "submit", "--prompt", "pay from my deposit", "--wait", "--devnet", str(data_dir))

@@ -63,7 +63,7 @@ def test_second_up_refuses_status_down_reset(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stderr
         report = orjson.loads(status.stdout)
         assert report["running"] and report["pid"] == devnet.proc.pid
-        assert {s["name"] for s in report["services"]} >= {"node", "coordinator", "poolhub", "miner"}
+        assert {s["name"] for s in report["services"]} >= {"node", "coordinator", "poolhub", "exchange", "miner"}
         assert all(s["alive"] for s in report["services"])
         assert all(s["healthy"] is not False for s in report["services"])
 

@@ -9,6 +9,7 @@ than 32 MiB (peak, sampled every 10 ms). The node also gets the 300 x ``get_bloc
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from e2e.hostile import (
     MiB,
     Service,
     hold_connections,
+    parse_reply,
     rss_growth,
     start_service,
     stream_body,
@@ -297,3 +299,23 @@ def test_node_websocket_subscribers_past_the_cap_get_503(services: dict[str, Ser
         except InvalidStatus:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_body_that_stops_arriving_is_408_within_the_body_timeout(services: dict[str, Service], name: str) -> None:
+    service = services[name]
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=15) as sock:
+        sock.sendall(
+            f"POST {service.post_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            'Content-Length: 1000\r\n\r\n{"partial": '.encode()
+        )
+        received = b""
+        while (reply := parse_reply(received)) is None:
+            chunk = sock.recv(65536)
+            assert chunk, f"{name} closed without answering"
+            received += chunk
+    took = time.monotonic() - started
+    assert reply.status == 408, reply
+    assert 2.5 < took < 8, f"{name} answered after {took:.1f} s (body_timeout_s is 3)"
+    service.healthy()

@@ -129,6 +129,8 @@ describe('web app against a real devnet', { timeout: 300_000 }, () => {
   test('marketplace shows the miner offers from the pool hub', async () => {
     await go('market');
     await page.getByRole('region', { name: "Miners' offers" }).getByText('echo', { exact: false }).first().waitFor({ timeout: 20_000 });
+    // the chain's audit record of the miner (no job of it has been audited on a fresh devnet)
+    await page.getByRole('region', { name: "Miners' offers" }).getByText('none yet').first().waitFor({ timeout: 20_000 });
     await page.getByLabel('Sort by').selectOption('price');
     await page.getByLabel('Filter').fill('echo-embed');
     assert.equal(await page.getByRole('region', { name: "Miners' offers" }).locator('tbody tr').count(), 1);

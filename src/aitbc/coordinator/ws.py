@@ -112,6 +112,9 @@ class JobUpdatesHub:
         return token or socket.query_params.get("api_key")
 
     async def handle(self, socket: WebSocket) -> None:
+        # Accepted before the checks, so a refused client reads why in the close frame (a refusal before
+        # the handshake would only be an HTTP 403 with no reason).
+        await socket.accept()
         try:
             client = await self.service.authenticate_client_async(self._token(socket))
         except AitbcError as exc:
@@ -120,7 +123,6 @@ class JobUpdatesHub:
         if self._per_key.get(client.id, 0) >= self.max_per_key:
             await socket.close(code=1013, reason=f"at most {self.max_per_key} connections per API key")
             return
-        await socket.accept()
         sub = _Subscriber(socket, client)
         self._subscribers.add(sub)
         self._per_key[client.id] = self._per_key.get(client.id, 0) + 1

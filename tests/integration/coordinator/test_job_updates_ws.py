@@ -8,6 +8,7 @@ no sequence gap; after a reconnect with ``after_seq`` it gets exactly the events
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import pytest
 from coordinator_harness import CoordinatorProcess, MinerProcess
 from test_deposit_jobs import deposit_client
 from test_paid_jobs import MINER_PRICE, PaidStack
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 if TYPE_CHECKING:
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(180)
 WORDS = [f"word{i}" for i in range(40)]
+WS_PER_KEY = 16
+"""The coordinator's default ``ws_max_connections_per_key``."""
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +144,30 @@ def test_subscriptions_are_confined_to_the_key(wstack: PaidStack) -> None:
         ws.send(orjson.dumps({"id": 2, "method": "subscribe", "params": ["new_blocks"]}).decode())
         assert orjson.loads(ws.recv(timeout=10))["error"]["code"] == -32602
     with (
-        pytest.raises(Exception) as refused,
+        pytest.raises(ConnectionClosed) as refused,
         connect(ws_url(wstack), additional_headers={"X-Api-Key": "aitbc_00_00"}) as ws,
     ):
         ws.recv(timeout=10)
-    assert "1008" in str(refused.value) or "403" in str(refused.value)
+    assert refused.value.rcvd is not None and refused.value.rcvd.code == 1008
+    assert "API key" in refused.value.rcvd.reason
+
+
+def test_connections_per_key_and_message_size_are_bounded(wstack: PaidStack) -> None:
+    key = wstack.coordinator.insert_key(1000.0, 1000)
+    headers = {"X-Api-Key": key}
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(connect(ws_url(wstack), additional_headers=headers)) for _ in range(WS_PER_KEY)]
+        for ws in held:
+            assert subscribe(ws)["result"]["subscribed"] == ["job_updates"]
+        with pytest.raises(ConnectionClosed) as refused, connect(ws_url(wstack), additional_headers=headers) as ws:
+            ws.recv(timeout=10)
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 1013
+    with connect(ws_url(wstack), additional_headers=headers) as ws:  # slots freed on close
+        assert "result" in subscribe(ws)
+        ws.send("x" * (65 * 1024))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
 def test_openai_chat_is_paid_from_the_deposit(wstack: PaidStack) -> None:

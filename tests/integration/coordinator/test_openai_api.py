@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from coordinator_harness import CoordinatorProcess, MinerProcess, wait_until
+from coordinator_harness import CoordinatorProcess, FakeMiner, MinerProcess, fake_model, wait_until
 
 from aitbc.miner.backends.builtin import EMBEDDING_MODEL, TEXT_MODEL, find_minilm_dir, find_smollm2_gguf
 from aitbc.miner.backends.echo import ECHO_DIGEST
@@ -102,6 +102,9 @@ def test_models_list_names_live_models_with_digest_and_miner(ostack: OpenAIStack
     assert echo.owned_by == ostack.echo.address
     assert echo.model_extra is not None and echo.model_extra["digest"] == ECHO_DIGEST
     assert echo.model_extra["miners"] == [ostack.echo.address]
+    assert ostack.client().models.retrieve("echo").model_extra["digest"] == ECHO_DIGEST  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        ostack.client().models.retrieve("org/no-such-model")
     if HAS_TEXT:
         assert models[TEXT_MODEL].owned_by == ostack.builtin.address
         assert models[TEXT_MODEL].model_extra["digest"].startswith("sha256:")  # type: ignore[index]
@@ -344,3 +347,44 @@ def test_a_body_over_the_limit_is_413_in_openai_shape(ostack: OpenAIStack) -> No
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_job_that_fails_mid_stream_ends_the_stream_with_an_error(ostack: OpenAIStack) -> None:
+    """A miner that streams two tokens and then fails for good: the client got the two tokens, then an
+    error in OpenAI's shape that the SDK raises (no finish chunk, no [DONE] pretending it ended well)."""
+    fake = FakeMiner(ostack.coordinator)
+    model = fake_model()
+    fake.register([model])
+    try:
+        stream = ostack.client().chat.completions.create(
+            model=model["name"], messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        claim = wait_until(lambda: fake.claim(wait=1.0), 20, "the fake miner to claim the job")
+        job_id, lease = claim["job"]["job_id"], claim["lease"]["lease_id"]
+        assert fake.progress(job_id, lease, ["partial", " answer"]).status_code == 200
+        failed = fake.post(
+            f"/api/v1/miners/jobs/{job_id}/fail", {"lease_id": lease, "error": "GPU fell off", "retryable": False}
+        )
+        assert failed.status_code == 200, failed.text
+        pieces: list[str] = []
+        with pytest.raises(openai.APIError) as caught:
+            for chunk in stream:
+                assert chunk.id == job_id
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces.append(chunk.choices[0].delta.content)
+                assert not (chunk.choices and chunk.choices[0].finish_reason)
+        assert "".join(pieces) == "partial answer"
+        assert "GPU fell off" in caught.value.message
+        assert caught.value.code == "job_failed"
+    finally:
+        fake.close()
+
+
+def test_the_keys_rate_limit_is_a_rate_limit_error(ostack: OpenAIStack) -> None:
+    key = ostack.coordinator.insert_key(rate=0.01, burst=1)  # one request, then one per 100 s
+    client = ostack.client(key)
+    assert client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "first"}])
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "second"}])
+    assert caught.value.code == "rate_limit_exceeded"
+    assert float(caught.value.response.headers["retry-after"]) > 50

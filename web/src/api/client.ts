@@ -19,6 +19,7 @@ import type {
   Config,
   DepositAccount,
   Job,
+  MinerRecord,
   JobEvent,
   JobResult,
   LeaderboardEntry,
@@ -77,6 +78,8 @@ export interface Api {
   paidJob(id: string): Promise<PaidJob | null>;
   /** A deposit as the chain holds it (balance, pending withdrawal). */
   chainDeposit(id: string): Promise<ChainDeposit | null>;
+  /** A miner's bond and audit record on chain (null where the node has no audit module). */
+  minerRecord(address: string): Promise<MinerRecord | null>;
   sendTx(tx: Tx): Promise<string>;
   subscribeChain(events: ChainEvents): () => void;
   // pool hub
@@ -228,6 +231,26 @@ export class LiveApi implements Api {
       throw new ApiError(reply.error?.message ?? `${method} failed`, response.status, reply.error?.code === -32004 ? 'not_found' : undefined);
     }
     return reply.result;
+  }
+
+  async minerRecord(address: string): Promise<MinerRecord | null> {
+    try {
+      const [bond, audits] = await Promise.all([
+        this.rpc<{ bond: { amount: number } | null; eligible: boolean }>('get_miner_bond', [address]),
+        this.rpc<{ audits: { job: { miner: string }; status: string }[] }>('get_audits', [null, address, 100]),
+      ]);
+      const own = audits.audits.filter((a) => a.job.miner === address && a.status !== 'pending');
+      return {
+        bond: bond.bond?.amount ?? null,
+        eligible: bond.eligible,
+        audited: own.length,
+        passed: own.filter((a) => a.status === 'passed').length,
+        failed: own.filter((a) => a.status === 'miner_slashed').length,
+      };
+    } catch (e) {
+      if (e instanceof ApiError) return null; // a node without the audit methods
+      throw e;
+    }
   }
 
   async chainDeposit(id: string) {

@@ -169,6 +169,9 @@ export class MockApi implements Api {
   async paidJob(id: string) {
     return this.f.node.paid_job ? { ...clone(this.f.node.paid_job), job_id: id } : null;
   }
+  async minerRecord(_address: string) {
+    return null;
+  }
   async chainDeposit(_id: string) {
     return clone(this.f.node.deposit ?? null);
   }

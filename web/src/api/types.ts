@@ -280,3 +280,12 @@ export interface ChainDeposit {
   withdrawal_amount: number;
   withdrawal_height: number;
 }
+
+/** A miner's standing on chain: its bond and the audits of its jobs (node `get_miner_bond`, `get_audits`). */
+export interface MinerRecord {
+  bond: number | null;
+  eligible: boolean;
+  audited: number;
+  passed: number;
+  failed: number;
+}

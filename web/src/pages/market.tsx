@@ -1,56 +1,21 @@
 /** Marketplace: miners' offers (pool hub registry + scores), models and prices, and open bids. */
 import { useState } from 'preact/hooks';
-import type { LeaderboardEntry, PoolMiner } from '../api/types';
+import type { MinerRecord } from '../api/types';
+import { auditText, offersOf, sortOffers, type SortKey } from '../lib/offers';
 import { Amount, Badge, ErrorBox, Hash, Loading, Page, Section, Table, useAsync } from '../components/ui';
 import { formatDuration, formatPercent, formatRate } from '../lib/format';
 import { settings, useApi, useStore } from '../state';
-
-interface Offer {
-  miner: string;
-  online: boolean;
-  model: string;
-  kind: string;
-  digest: string;
-  hardware: string;
-  price: number;
-  score: number | null;
-  reliability: number;
-  ttft: number | null;
-  tps: number | null;
-  jobs: number;
-  bond: number;
-  load: string;
-}
-
-export function offersOf(miners: PoolMiner[], board: LeaderboardEntry[]): Offer[] {
-  const scores = new Map(board.map((b) => [`${b.miner}/${b.model}`, b.score]));
-  return miners.flatMap((m) =>
-    m.models.map((model) => ({
-      miner: m.miner,
-      online: m.online,
-      model: model.name,
-      kind: model.kind,
-      digest: model.digest,
-      hardware: [m.gpu_name ?? 'CPU', m.vram_gb ? `${m.vram_gb} GB` : '', m.region].filter(Boolean).join(' · '),
-      price: model.unit_price,
-      score: scores.get(`${m.miner}/${model.name}`) ?? null,
-      reliability: m.stats.reliability,
-      ttft: m.stats.ttft_ms,
-      tps: m.stats.tokens_per_s,
-      jobs: m.stats.jobs,
-      bond: m.stake,
-      load: `${m.load}/${m.max_concurrency}`,
-    })),
-  );
-}
-
-type SortKey = 'score' | 'price' | 'tps' | 'reliability';
 
 function Offers() {
   const api = useApi();
   const data = useAsync(async () => {
     const [miners, board] = await Promise.all([api.poolMiners(), api.leaderboard()]);
-    return miners === null ? null : offersOf(miners, board ?? []);
+    if (miners === null) return null;
+    // each miner's bond and audit record, from the chain
+    const shown = miners.slice(0, 50);
+    const records = await Promise.all(shown.map((m) => api.minerRecord(m.miner).catch(() => null)));
+    const byMiner = new Map(shown.map((m, i) => [m.miner, records[i] ?? null]));
+    return { offers: offersOf(miners, board ?? []), records: byMiner };
   }, [api], 5000);
   const [filter, setFilter] = useState('');
   const [sort, setSort] = useState<SortKey>('score');
@@ -59,11 +24,11 @@ function Offers() {
   if (data.data === undefined) return <Loading what="offers" />;
   if (data.data === null) return <p class="muted">No pool hub configured: the offers below are the coordinator's model list.</p>;
   const needle = filter.toLowerCase();
-  const rows = data.data
-    .filter((o) => (!onlineOnly || o.online) && (!needle || `${o.model} ${o.miner} ${o.hardware}`.toLowerCase().includes(needle)))
-    .sort((a, b) =>
-      sort === 'price' ? a.price - b.price : sort === 'tps' ? (b.tps ?? 0) - (a.tps ?? 0) : sort === 'reliability' ? b.reliability - a.reliability : (b.score ?? -1) - (a.score ?? -1),
-    );
+  const records: Map<string, MinerRecord | null> = data.data.records;
+  const rows = sortOffers(
+    data.data.offers.filter((o) => (!onlineOnly || o.online) && (!needle || `${o.model} ${o.miner} ${o.hardware}`.toLowerCase().includes(needle))),
+    sort,
+  );
   return (
     <>
       <div class="filters" role="search">
@@ -84,7 +49,10 @@ function Offers() {
           <input type="checkbox" checked={onlineOnly} onChange={(e) => setOnlineOnly((e.target as HTMLInputElement).checked)} /> online only
         </label>
       </div>
-      <Table caption="Miners' offers" head={['Miner', 'Model', 'Hardware', 'Price / token', 'Score', 'Success', 'First token', 'Tokens/s', 'Jobs', 'Bond', 'Load']}>
+      <Table
+        caption="Miners' offers"
+        head={['Miner', 'Model', 'Hardware', 'Price / token', 'Score', 'Success', 'First token', 'Tokens/s', 'Jobs', 'Bond (chain)', 'Audits passed', 'Load']}
+      >
         {rows.map((o) => (
           <tr key={o.miner + o.model}>
             <td>
@@ -103,8 +71,9 @@ function Offers() {
             <td>{formatRate(o.tps, '')}</td>
             <td>{o.jobs}</td>
             <td>
-              <Amount value={o.bond} unit={false} />
+              <Amount value={records.get(o.miner)?.bond ?? o.bond} unit={false} />
             </td>
+            <td>{auditText(records.get(o.miner))}</td>
             <td>{o.load}</td>
           </tr>
         ))}
@@ -112,7 +81,8 @@ function Offers() {
       {rows.length === 0 && <p class="muted">No offer matches.</p>}
       <p class="muted small">
         Score and its factors come from the pool hub's measured outcomes (success, latency, throughput, price, load, stake, age);
-        open a job's page for the full "why this miner" explanation.
+        bond and audits (re-runs of settled jobs by other bonded miners) come from the chain. Open a job's page for the full "why
+        this miner" explanation.
       </p>
     </>
   );

@@ -29,7 +29,7 @@ from aitbc.coordinator.openai_gateway import (
     openai_error,
     sse,
 )
-from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.errors import AitbcError, UnknownModel
 from aitbc.protocol.openai_messages import (
     AssistantMessage,
     ChatChoice,
@@ -101,6 +101,14 @@ def _json(message: msgspec.Struct, job_id: str) -> Response:
 @router.get("/models", summary="Models live miners serve (OpenAI list shape), with their digests and miners")
 async def list_models(client: OpenAIClient, gateway: Gateway) -> Response:
     return Response(msgspec.json.encode(gateway.models()), media_type="application/json")
+
+
+@router.get("/models/{model_id:path}", summary="One model live miners serve (404 model_not_found if none)")
+async def retrieve_model(model_id: str, client: OpenAIClient, gateway: Gateway) -> Response:
+    card = next((c for c in gateway.models().data if c.id == model_id), None)
+    if card is None:
+        raise UnknownModel(f"no live miner serves model {model_id!r}")
+    return Response(msgspec.json.encode(card), media_type="application/json")
 
 
 @router.post(
