@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 import msgspec
-from conftest import NodeFactory, run_cli
 
 from aitbc.chain.audit_types import AuditState
 from aitbc.chain.entries import is_valid_audits_proof
 from aitbc.client.node import proof_from_json
 from aitbc.protocol.crypto import KeyPair
 from aitbc.runtime.keyfile import write_keyfile
+from support.cli import run_cli
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -26,7 +26,7 @@ def rpc(url: str, method: str, *params: Any) -> dict[str, Any]:
     return reply
 
 
-def test_bond_unbond_and_audit_reads_on_a_real_node(node_process: NodeFactory, tmp_path: Path) -> None:
+def test_bond_unbond_and_audit_reads_on_a_real_node(node_process: Any, tmp_path: Path) -> None:
     node = node_process()
     miner = KeyPair.from_seed(b"\x77" * 32)
     keys = tmp_path / "keys"

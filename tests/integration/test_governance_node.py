@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import msgspec
 import orjson
-from conftest import NodeFactory, NodeProcess, run_cli
 from websockets.sync.client import connect
 
 from aitbc.chain.entries import is_valid_governance_proof
@@ -19,23 +18,24 @@ from aitbc.chain.gov_types import GovernanceState
 from aitbc.client.node import proof_from_json
 from aitbc.protocol.crypto import KeyPair
 from aitbc.runtime.keyfile import write_keyfile
+from support.cli import run_cli
 
 VOTERS = {name: KeyPair.from_seed(bytes([0x60 + i]) * 32) for i, name in enumerate(("alice", "bob", "carol"))}
 
 
-def cli(node: NodeProcess, keys: Path, *args: str) -> str:
+def cli(node: Any, keys: Path, *args: str) -> str:
     ran = run_cli(*args, "--rpc", node.rpc_url, "--keys-dir", str(keys))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return ran.stdout
 
 
-def read(node: NodeProcess, *args: str) -> Any:
+def read(node: Any, *args: str) -> Any:
     ran = run_cli(*args, "--json", "--rpc", node.rpc_url)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return orjson.loads(ran.stdout)
 
 
-def rpc(node: NodeProcess, method: str, *params: Any) -> Any:
+def rpc(node: Any, method: str, *params: Any) -> Any:
     reply = httpx.post(node.rpc_url, json={"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}).json()
     return reply
 
@@ -47,9 +47,7 @@ def wait_until(predicate: Any, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def test_param_change_through_the_cli_applies_at_its_height_on_a_real_node(
-    node_process: NodeFactory, tmp_path: Path
-) -> None:
+def test_param_change_through_the_cli_applies_at_its_height_on_a_real_node(node_process: Any, tmp_path: Path) -> None:
     node = node_process(block_time_ms=1000)  # the devnet's 30-block vote then lasts 30 s: time for the CLI calls
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -118,7 +116,7 @@ def test_param_change_through_the_cli_applies_at_its_height_on_a_real_node(
     assert {e["name"] for e in events if e.get("kind") == "param_enacted"} == {"protocol_fee_bps", "min_fee"}
 
 
-def test_governance_reads_are_proven_and_bad_requests_are_clear(node_process: NodeFactory) -> None:
+def test_governance_reads_are_proven_and_bad_requests_are_clear(node_process: Any) -> None:
     node = node_process()
     proof = rpc(node, "get_governance_proof")["result"]
     state = msgspec.convert(proof["governance"], GovernanceState)

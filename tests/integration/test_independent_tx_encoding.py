@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import nacl.signing
 import pytest
-from conftest import NodeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "transactions.md").read_text(encoding="utf-8")
@@ -162,7 +161,7 @@ def test_independent_encoding_reproduces_the_vector(path: Path) -> None:
         assert tx["signature"] == sign(seed, tx)
 
 
-def test_a_transfer_signed_here_is_committed_by_a_real_node(shared_node: NodeProcess) -> None:
+def test_a_transfer_signed_here_is_committed_by_a_real_node(shared_node: Any) -> None:
     key = nacl.signing.SigningKey(hashlib.sha256(b"independent implementation").digest())
     me = address_of(bytes(key.verify_key))
     with shared_node.client() as client:
@@ -198,7 +197,7 @@ def test_a_transfer_signed_here_is_committed_by_a_real_node(shared_node: NodePro
     assert rpc("get_account", me)["balance"] == 5_000_000 - 1_234 - tx["fee"]
 
 
-def test_the_nodes_openapi_documents_every_tx_kind(shared_node: NodeProcess) -> None:
+def test_the_nodes_openapi_documents_every_tx_kind(shared_node: Any) -> None:
     spec = httpx.get(f"{shared_node.base_url}/openapi.json").json()
     body_schema = spec["paths"]["/v1/txs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     mapping = body_schema["discriminator"]["mapping"]

@@ -224,7 +224,7 @@ def test_a_job_with_no_other_miner_of_its_model_is_not_audited() -> None:
 
 
 # -- pure properties ----------------------------------------------------------------------------------------
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(st.binary(min_size=32, max_size=32))
 def test_selection_is_deterministic_and_near_its_probability(seed: bytes) -> None:
     parent = seed.hex()
