@@ -36,10 +36,10 @@ from aitbc.chain.escrow import process_expired_escrows
 from aitbc.chain.governance import process_governance_block
 from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS
+from aitbc.chain.rewards import compute_rewards
 from aitbc.chain.state import ChainState, StateDelta
 from aitbc.chain.validators import (
     StakingState,
-    compute_rewards,
     get_commit_powers,
     process_commit_signers,
     process_epoch,

@@ -51,7 +51,7 @@ Everything is a pure function of typed values; the chain keeps one
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -176,7 +176,7 @@ def is_empty_staking(staking: StakingState) -> bool:
     return staking == EMPTY_STAKING
 
 
-def _reader(staking: StakingState, bonds: BondReader | None) -> BondReader:
+def get_bond_reader(staking: StakingState, bonds: BondReader | None) -> BondReader:
     """The block's bond reader if given, else an index of ``staking.bonds``."""
     return bonds if bonds is not None else get_bond_index(staking.bonds)
 
@@ -193,16 +193,16 @@ def _finish(staking: StakingState, writer: BondWriter, given: BondWriter | None)
 
 
 def get_bond(staking: StakingState, validator: str, delegator: str, bonds: BondReader | None = None) -> int:
-    return _reader(staking, bonds).get(validator, delegator)
+    return get_bond_reader(staking, bonds).get(validator, delegator)
 
 
 def get_bonded(staking: StakingState, validator: str, bonds: BondReader | None = None) -> int:
-    return _reader(staking, bonds).get_bonded(validator)
+    return get_bond_reader(staking, bonds).get_bonded(validator)
 
 
 def get_locked(staking: StakingState, bonds: BondReader | None = None) -> int:
     """Tokens held by the staking module: bonds and pending unbondings (part of the supply)."""
-    return _reader(staking, bonds).get_total() + sum(u.amount for u in staking.unbonding)
+    return get_bond_reader(staking, bonds).get_total() + sum(u.amount for u in staking.unbonding)
 
 
 def get_jailed_until(staking: StakingState, validator: str) -> int:
@@ -276,7 +276,7 @@ def compute_active_set(
     bonds: BondReader | None = None,
 ) -> list[Power]:
     """The epoch rule (module docstring): authorities not jailed + top ``max_stakers`` candidates."""
-    reader = _reader(staking, bonds)
+    reader = get_bond_reader(staking, bonds)
     chosen = [
         Power(a, compute_power(staking, a, authorities, params, reader))
         for a in authorities
@@ -473,60 +473,3 @@ def process_commit_signers(
     for v in to_jail:
         updated = process_jail(updated, v, commit_height + 1, authorities, params)
     return updated
-
-
-def compute_rewards(
-    staking: StakingState,
-    authorities: Sequence[str],
-    params: StakingParams,
-    proposer: str,
-    amount: int,
-    voters: Collection[str] | None = None,
-    *,
-    committee: Mapping[str, int] | None = None,
-    unclaimed_to: str = "",
-    bonds: BondReader | None = None,
-) -> dict[str, int]:
-    """Split ``amount`` by the reward rule (module docstring); the credits sum to exactly ``amount``.
-
-    ``voters`` None (a block without ``last_commit``): the whole active set shares, the proposer gets the
-    full bonus and the rounding dust. Otherwise shares are by power over ``committee`` (the set that decided
-    the parent; default the active set): each signer in ``voters`` gets its share, the proposer's bonus is
-    ``proposer_bonus_bps`` times the share of power its ``last_commit`` includes, and the shares of
-    validators it left out, with the dust, go to ``unclaimed_to`` (the reward pool), never to the proposer:
-    leaving votes out always costs the proposer."""
-    credits: dict[str, int] = {}
-
-    def credit(address: str, value: int) -> None:
-        if value:
-            credits[address] = credits.get(address, 0) + value
-
-    if amount == 0:
-        return credits
-    reader = _reader(staking, bonds)
-    if voters is None:
-        powers = get_active_powers(staking, authorities, params)
-        paid_powers = powers
-    else:
-        powers = dict(committee) if committee is not None else get_active_powers(staking, authorities, params)
-        paid_powers = {v: p for v, p in powers.items() if v in voters}
-    total_power = sum(powers.values())
-    included = sum(paid_powers.values())
-    bonus = amount * params.proposer_bonus_bps * included // (BPS * total_power) if total_power else 0
-    rest = amount - bonus
-    paid = bonus
-    credit(proposer, bonus)
-    for validator, power in sorted(paid_powers.items()):
-        share = rest * power // total_power
-        stake_power = power - (params.authority_power if validator in authorities else 0)
-        stake_part = share * max(0, stake_power) // power if power else 0
-        credit(validator, share - stake_part)
-        paid += share - stake_part
-        delegations = reader.get_delegations(validator)
-        bonded = reader.get_bonded(validator)
-        for delegator, held in sorted(delegations.items()):
-            cut = stake_part * held // bonded
-            credit(delegator, cut)
-            paid += cut
-    credit(proposer if voters is None or not unclaimed_to else unclaimed_to, amount - paid)
-    return credits

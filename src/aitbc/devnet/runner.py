@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from aitbc.chain.genesis import Genesis, load_genesis
 from aitbc.client.node import NodeClient
 from aitbc.devnet.config import DevnetInfo, write_devnet_info
 from aitbc.devnet.network import ValidatorNetwork
+from aitbc.devnet.process import ManagedProcess as ManagedProcess
+from aitbc.devnet.process import pid_alive as pid_alive
+from aitbc.devnet.process import wait_for_miner
 from aitbc.node.init import init_data_dir
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
@@ -37,45 +34,6 @@ DEVNET_DEPOSIT_PERIOD = 86_400
 """The coordinator may spend at most ``DEVNET_DEPOSIT_CAP`` of it per this many blocks (a day of 1 s blocks)."""
 DEVNET_MINER_PRICE = 100
 """Base units per token: 0.0001 AITBC, so a demo job's payment and protocol fee show."""
-
-
-@dataclass
-class ManagedProcess:
-    name: str
-    args: list[str]
-    log_path: Path
-    health_url: str
-    proc: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] | None = None
-    """Extra environment (the services' ``AITBC_*_CORS_ORIGINS``)."""
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        env = None if self.env is None else {**os.environ, **self.env}
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        log.close()
-
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise ConfigError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.health_url, timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise ConfigError(f"{self.name} did not become healthy within {timeout:.0f}s; see {self.log_path}")
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @dataclass
@@ -486,24 +444,3 @@ class Devnet:
             process.stop()
         if self.network is not None:
             self.network.stop()
-
-
-def wait_for_miner(coordinator_url: str, miner: ManagedProcess, timeout: float) -> None:
-    """Until the miner has registered its models (it loads them first)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if miner.proc is not None and miner.proc.poll() is not None:
-            raise ConfigError(f"miner exited with code {miner.proc.returncode}; see {miner.log_path}")
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            if httpx.get(f"{coordinator_url}/api/v1/models", timeout=1.0).json().get("models"):
-                return
-        time.sleep(0.2)
-    raise ConfigError(f"miner did not register within {timeout:.0f}s; see {miner.log_path}")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

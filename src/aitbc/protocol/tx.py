@@ -30,37 +30,30 @@ from aitbc.protocol.crypto import (
 )
 from aitbc.protocol.deposit import MAX_BATCH_ENTRIES, DepositId, DepositMode, SettlementEntry
 from aitbc.protocol.errors import EncodingError, InvalidSignature, InvalidTx, TxRejection
-from aitbc.protocol.job import JobId, ModelDigest
+from aitbc.protocol.job import JobId
 from aitbc.protocol.receipt import Receipt
-from aitbc.protocol.types import U64, Address, Amount, ChainId, Hash32, Height, Memo, SignatureHex, Wire
+
+# tx kinds defined beside TxBase, re-exported: every tx kind is importable from here
+from aitbc.protocol.tx_base import TxBase as TxBase
+from aitbc.protocol.tx_modules import AUDIT_TX_TYPES as AUDIT_TX_TYPES
+from aitbc.protocol.tx_modules import GOVERNANCE_TX_TYPES as GOVERNANCE_TX_TYPES
+from aitbc.protocol.tx_modules import MAX_PARAM_CHANGES as MAX_PARAM_CHANGES
+from aitbc.protocol.tx_modules import PROPOSAL_KINDS as PROPOSAL_KINDS
+from aitbc.protocol.tx_modules import VOTE_OPTIONS as VOTE_OPTIONS
+from aitbc.protocol.tx_modules import BondMiner as BondMiner
+from aitbc.protocol.tx_modules import DepositProposal as DepositProposal
+from aitbc.protocol.tx_modules import GovernanceVote as GovernanceVote
+from aitbc.protocol.tx_modules import ParamChange as ParamChange
+from aitbc.protocol.tx_modules import SubmitAudit as SubmitAudit
+from aitbc.protocol.tx_modules import SubmitProposal as SubmitProposal
+from aitbc.protocol.tx_modules import UnbondMiner as UnbondMiner
+from aitbc.protocol.types import U64, Address, Amount, Height, Memo, SignatureHex, Wire
 from aitbc.protocol.vote import DuplicateVoteEvidence
 from aitbc.protocol.zk import ZkReceiptProof
 
 _UNSIGNED: Final = frozenset({"signature", "approvals"})
 MAX_MULTISIG_MEMBERS: Final = 16
 _MULTISIG_MAGIC: Final = b"AITBC-MULTISIG-v1\x00"
-
-
-class TxBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
-    chain_id: ChainId
-    sender: Address
-    nonce: U64
-    fee: Amount
-
-    def __post_init__(self) -> None:
-        # msgspec checks the alphabet; the bech32m checksum is checked here, on every decode.
-        for name in self.__address_fields__:
-            if not is_valid_address(getattr(self, name)):
-                raise ValueError(f"`{name}` is not a valid address (bad checksum or length)")
-        # A str holding a lone surrogate (possible from a decoded JSON object) has no UTF-8 bytes to sign.
-        for name in self.__text_fields__:
-            try:
-                getattr(self, name).encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(f"`{name}` is not valid unicode (lone surrogate)") from None
-
-    __address_fields__: ClassVar[tuple[str, ...]] = ("sender",)
-    __text_fields__: ClassVar[tuple[str, ...]] = ()
 
 
 class Transfer(TxBase, frozen=True, kw_only=True, tag="transfer"):
@@ -234,87 +227,6 @@ class SettleBatch(TxBase, frozen=True, kw_only=True, tag="settle_batch"):
 
     entries: Annotated[list[SettlementEntry], Meta(min_length=1, max_length=MAX_BATCH_ENTRIES)]
     signature: SignatureHex = ""
-
-
-PROPOSAL_KINDS: Final = ("param_change", "text", "treasury_spend", "software_upgrade")
-VOTE_OPTIONS: Final = ("yes", "no", "abstain", "no_with_veto")
-MAX_PARAM_CHANGES: Final = 16
-
-
-class ParamChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Set one chain parameter, named by its dotted path in ``ChainParams`` (``protocol_fee_bps``,
-    ``staking.jail_blocks``); every governable parameter is an integer (``aitbc.chain.governance``)."""
-
-    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-z_]+(\.[a-z_]+)?$"), Wire.STR]
-    value: U64
-
-
-class SubmitProposal(TxBase, frozen=True, kw_only=True, tag="submit_proposal"):
-    """Put a proposal to the stakers, with an opening ``deposit`` (``docs/governance.md``).
-
-    ``proposal_kind`` decides which of the other fields matter: ``param_change`` → ``changes`` and
-    ``activation_height`` (0: the block after the vote ends); ``treasury_spend`` → ``recipient`` and
-    ``spend`` (paid from the reward pool); ``software_upgrade`` → ``activation_height`` and
-    ``upgrade_version``; ``text`` → only the title and description."""
-
-    proposal_kind: Annotated[str, Meta(pattern=r"^(param_change|text|treasury_spend|software_upgrade)$"), Wire.STR]
-    title: Annotated[str, Meta(min_length=1, max_length=140), Wire.STR]
-    description: Annotated[str, Meta(max_length=4_000), Wire.STR] = ""
-    changes: Annotated[list[ParamChange], Meta(max_length=MAX_PARAM_CHANGES)] = msgspec.field(default_factory=list)
-    recipient: Annotated[str, Meta(max_length=90), Wire.STR] = ""
-    spend: Amount = 0
-    activation_height: Height = 0
-    upgrade_version: Annotated[str, Meta(max_length=64), Wire.STR] = ""
-    deposit: Amount = 0
-    signature: SignatureHex = ""
-
-    __text_fields__: ClassVar[tuple[str, ...]] = ("title", "description", "upgrade_version")
-
-
-class DepositProposal(TxBase, frozen=True, kw_only=True, tag="deposit_proposal"):
-    """Add ``amount`` to a proposal's deposit; voting opens once the deposit reaches ``min_deposit``."""
-
-    proposal_id: U64
-    amount: Amount
-    signature: SignatureHex = ""
-
-
-class GovernanceVote(TxBase, frozen=True, kw_only=True, tag="vote"):
-    """Vote on a proposal in its voting period; weighted at the tally by the sender's bonded stake (a
-    validator's vote also carries every delegation to it whose delegator did not vote)."""
-
-    proposal_id: U64
-    option: Annotated[str, Meta(pattern=r"^(yes|no|abstain|no_with_veto)$"), Wire.STR]
-    signature: SignatureHex = ""
-
-
-GOVERNANCE_TX_TYPES: Final[tuple[type[TxBase], ...]] = (SubmitProposal, DepositProposal, GovernanceVote)
-
-
-class BondMiner(TxBase, frozen=True, kw_only=True, tag="bond_miner"):
-    """Bond ``amount`` as a miner (audited jobs, auditing) and declare the model digests it serves."""
-
-    amount: Amount
-    models: Annotated[list[ModelDigest], Meta(max_length=16)] = msgspec.field(default_factory=list)
-    signature: SignatureHex = ""
-
-
-class UnbondMiner(TxBase, frozen=True, kw_only=True, tag="unbond_miner"):
-    """Start returning ``amount`` of the miner bond; it stays slashable until released."""
-
-    amount: Amount
-    signature: SignatureHex = ""
-
-
-class SubmitAudit(TxBase, frozen=True, kw_only=True, tag="submit_audit"):
-    """The output hash of a re-execution, from the job's auditor or one of its dispute referees."""
-
-    job_id: JobId
-    output_hash: Hash32
-    signature: SignatureHex = ""
-
-
-AUDIT_TX_TYPES: Final[tuple[type[TxBase], ...]] = (BondMiner, UnbondMiner, SubmitAudit)
 
 
 Tx = (

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from aitbc.chain.block import apply_block, build_block
 from aitbc.chain.genesis import Genesis, GenesisBalance, genesis_block, genesis_state
 from aitbc.chain.params import PRESETS, REWARD_POOL_ADDRESS, ChainParams
+from aitbc.chain.rewards import compute_rewards
 from aitbc.chain.state import ChainState, commit_delta
 from aitbc.chain.validators import (
     EMPTY_STAKING,
@@ -20,7 +21,6 @@ from aitbc.chain.validators import (
     StakingParams,
     StakingState,
     compute_active_set,
-    compute_rewards,
     get_active_powers,
     get_bond,
     get_bonded,
