@@ -21,8 +21,16 @@ from aitbc.protocol.tx import tx_from_json_obj, tx_to_json_obj
 from aitbc.protocol.tx import tx_hash as compute_tx_hash
 
 
+def batch(client: Any, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+    """``client.batch`` in chunks the node accepts (its JSON-RPC batch cap is 1,000 calls)."""
+    out: list[Any] = []
+    for start in range(0, len(calls), 500):
+        out.extend(client.batch(calls[start : start + 500]))
+    return out
+
+
 def blocks(client: NodeClient, first: int, last: int, include_txs: bool = False) -> list[dict[str, Any]]:
-    out = client.batch([("get_block", [h, include_txs]) for h in range(first, last + 1)])
+    out = batch(client, [("get_block", [h, include_txs]) for h in range(first, last + 1)])
     for block in out:
         assert isinstance(block, dict), block
     return out  # type: ignore[return-value]
@@ -156,7 +164,7 @@ def test_kill_9_under_load_loses_no_committed_tx(node_process: Any) -> None:
         assert load.is_alive() or load.error is None, load.error
         pending = [h for h in list(load.sent) if h not in committed]
         if pending:
-            for h, status in zip(pending, client.batch([("get_tx_status", [h]) for h in pending]), strict=True):
+            for h, status in zip(pending, batch(client, [("get_tx_status", [h]) for h in pending]), strict=True):
                 assert isinstance(status, dict), status
                 if status["status"] == "committed":
                     committed[h] = (status["height"], status["index"])
@@ -178,7 +186,7 @@ def test_kill_9_under_load_loses_no_committed_tx(node_process: Any) -> None:
         assert head["height"] >= max(block_hashes)
 
         # every tx reported committed before the kill is still there, in the same block
-        statuses = client.batch([("get_tx_status", [h]) for h in committed])
+        statuses = batch(client, [("get_tx_status", [h]) for h in committed])
         for h, status in zip(committed, statuses, strict=True):
             assert isinstance(status, dict) and status["status"] == "committed", (h, status)
             assert (status["height"], status["index"]) == committed[h]
