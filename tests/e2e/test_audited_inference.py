@@ -37,6 +37,7 @@ def balance(net: AuditNet, address: str) -> int:
     return int(net.rpc("get_account", address)["balance"])
 
 
+@pytest.mark.timeout(600)
 def test_a_cheating_miner_is_audited_disputed_slashed_and_the_client_refunded(tmp_path: Path) -> None:
     net = AuditNet(tmp_path, miners=4)
     info = net.start()
@@ -116,10 +117,12 @@ def run_honest(tmp_path: Path, jobs: int) -> None:
         net.stop()
 
 
+@pytest.mark.timeout(900)
 def test_honest_builtin_miners_pass_every_audited_job(tmp_path: Path) -> None:
     run_honest(tmp_path, AUDITED_JOBS)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_honest_builtin_miners_pass_200_audited_jobs(tmp_path: Path) -> None:
     run_honest(tmp_path, 200)
