@@ -292,3 +292,18 @@ def process_training_deadlines(state: StateDelta, ctx: BlockContext) -> None:
     if audits is not original:
         apply_moves(state, moves)
         state.set_audits(audits)
+
+
+def get_awaited(audit: Audit) -> list[str]:
+    """Who must move next in a training audit (auditor, miner, the parties yet to reveal, the referee)."""
+    dispute = audit.training
+    if audit.status == AuditStatus.PENDING:
+        return [audit.auditor]
+    if audit.status == AuditStatus.TRAINING_ANSWERING:
+        return [audit.job.miner]
+    if audit.status == AuditStatus.TRAINING_BISECTING and dispute is not None:
+        mids = ((audit.job.miner, dispute.miner_mid), (audit.auditor, dispute.auditor_mid))
+        return [party for party, mid in mids if not mid]
+    if audit.status == AuditStatus.TRAINING_REFEREEING:
+        return list(audit.referees)
+    return []

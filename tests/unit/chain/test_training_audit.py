@@ -14,6 +14,7 @@ from aitbc.chain.audit_types import OPEN_AUDITS, Audit, TrainingDispute
 from aitbc.chain.training_audit import (
     compute_bisection,
     draw_segment,
+    get_awaited,
     get_midpoint,
     get_wrong_parties,
     is_one_step,
@@ -137,7 +138,9 @@ def test_a_miner_that_skips_a_step_is_bisected_to_it_slashed_and_the_client_refu
     client_before = chain.balance(CLIENT)
     submit_segment(chain, audit, commit(cheat, 13), run(13))
     assert chain.audit("train-1").status == "training_answering"
+    assert get_awaited(chain.audit("train-1")) == [MINERS[0].address]
     decided = play_dispute(chain, "train-1", Party(MINERS[0], cheat), Party(chain.key_of(audit.auditor), run(13)))
+    assert get_awaited(decided) == []
     assert decided.training is not None and (decided.training.lo, decided.training.hi) == (5, 6)
     assert decided.training.rounds <= max_dispute_rounds(13) == 4
     assert decided.status == "miner_slashed" and decided.slashed == 5_000
@@ -206,6 +209,7 @@ def test_bad_moves_are_refused() -> None:
     chain.block(chain.tx(MINERS[0], AnswerTrainingAudit, job_id="train-1", steps_root=compute_steps_root(cheat)))
     dispute = chain.audit("train-1").training
     assert dispute is not None and get_midpoint(dispute) == 4
+    assert sorted(get_awaited(chain.audit("train-1"))) == sorted([MINERS[0].address, auditor.address])
     wrong = compute_step_proof(mine, 3)  # the proof of another leaf
     chain.block(chain.tx(auditor, RevealTrainingStep, job_id="train-1", state_hash=mine[4], proof=wrong),
                 dropped=TxRejection.BAD_STEP_PROOF)  # fmt: skip
