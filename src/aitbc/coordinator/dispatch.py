@@ -99,6 +99,8 @@ class MinerDispatcher:
         )
         self._releases: dict[str, list[int]] = {}  # miner → its recent release times
         self._released: dict[str, tuple[str, int]] = {}  # job id → (the miner that released it, when)
+        self.min_bond: int | None = None
+        """The chain's ``min_miner_bond`` as last read; None until read (audited jobs wait for it)."""
 
     # -- miners ----------------------------------------------------------------------
     def load(self) -> None:
@@ -132,10 +134,11 @@ class MinerDispatcher:
             registration.max_concurrency,
             now_ms(),
             active=previous.active if previous else set(),
+            bond=previous.bond if previous else 0,
         )
         await self.db.write(self.repo.upsert_miner, miner, registration, live.last_seen_ms)
         self.miners[miner] = live
-        self.match_policy.on_register(offer, registration, live.max_concurrency)
+        self.match_policy.on_register(offer, registration, live.max_concurrency, live.bond)
         self.metrics.miners_online.set(len(self.live_miners()))
         self.notify_work()
         log.info("miner registered", extra={"miner": miner, "models": [m.name for m in offer.models]})
@@ -284,6 +287,10 @@ class MinerDispatcher:
             if job.constraints.miner not in (None, live.offer.miner):
                 continue  # a private job, sealed to another miner
             requirements = job.requirements()
+            if job.constraints.audited:  # only for a bonded miner (docs/verification.md)
+                if self.min_bond is None or live.bond < self.min_bond:
+                    continue
+                requirements = replace(requirements, min_stake=self.min_bond)
             if get_ineligibility(live.offer, requirements) is not None:
                 continue
             released_by, released_at = self._released.get(job.id, (None, None))

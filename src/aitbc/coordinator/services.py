@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from aitbc.coordinator.audits import stored_constraints
 from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
 from aitbc.coordinator.config import CoordinatorSettings
-from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
+from aitbc.coordinator.db.records import JobRecord, ReceiptRecord
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
@@ -169,10 +170,7 @@ class CoordinatorService:
     async def submit_job(self, api_key: ApiKey, request: JobRequest) -> dict[str, Any]:
         job_input = request.to_job_input()
         sealed = request.sealed
-        c = request.constraints
-        constraints = StoredConstraints(
-            min_vram_gb=c.min_vram_gb, gpu=c.gpu, region=c.region, zk_proof_required=c.zk_proof_required
-        )
+        constraints = stored_constraints(request.constraints, job_input, sealed is not None, self.chain is not None)
         if sealed is not None:
             # A private job: the coordinator sees only ciphertext, the plaintext's hash, and the miner it is for.
             if job_input.type != "inference" or job_input.prompt or job_input.messages or job_input.texts:

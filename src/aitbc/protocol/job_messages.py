@@ -103,6 +103,13 @@ class JobConstraints(_Message, frozen=True, kw_only=True):
     zk_proof_required: Annotated[
         bool, Meta(description="The miner must attach a Groth16 receipt proof (docs/zk.md)")
     ] = False
+    audited: Annotated[
+        bool,
+        Meta(
+            description="Only a miner with a bond on chain may run it, so a failed re-execution audit slashes "
+            "it and refunds the client (docs/verification.md); the job must be deterministic"
+        ),
+    ] = False
 
 
 class SealedInput(_Message, frozen=True, kw_only=True):

@@ -27,6 +27,8 @@ class StoredConstraints(msgspec.Struct, frozen=True, kw_only=True, omit_defaults
     region: str | None = None
     zk_proof_required: bool = False
     miner: str | None = None
+    audited: bool = False
+    """Only for miners bonded on chain (``aitbc.coordinator.audits``)."""
 
 
 @dataclass(slots=True)
