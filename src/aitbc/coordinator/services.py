@@ -202,9 +202,11 @@ class CoordinatorService:
         )
         reservation: Reservation | None = None
         if self.intake is not None:
-            job, reservation = await self.intake.pay(api_key, job, ttl, job_input, request.job_id)
-        elif request.job_id is not None:
-            raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
+            job, reservation = await self.intake.pay(
+                api_key, job, ttl, job_input, request.job_id, request.client_signature
+            )
+        elif request.job_id is not None or request.client_signature is not None:
+            raise InvalidInput("this coordinator runs jobs unpaid (no node): leave job_id and client_signature out")
         try:
             self.dispatcher.check_affordable(job)
             await self.db.insert_job(job)

@@ -120,7 +120,17 @@ class DepositSettler:
                 )
                 self.book.on_refused(row["id"])
                 continue
-            entries.append(SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt))
+            signature = row["client_signature"]
+            entries.append(
+                SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt)
+                if not signature  # delegated: the coordinator's word (the tx signature) and the cap
+                else SettlementEntry(
+                    deposit_id=row["deposit_id"],
+                    receipt=receipt,
+                    max_price=int(row["max_price"]),
+                    client_signature=signature,
+                )
+            )
             self.book.on_batched(row["id"], receipt.total_price, info.params)
             batched.append(row["id"])
         if too_late:

@@ -72,6 +72,8 @@ class JobRecord:
     paid_to_miner: int | None = None
     protocol_fee: int | None = None
     refunded: int | None = None
+    client_signature: str | None = None
+    """A signed-mode deposit job: the client's signature over its job request, carried into the settle batch."""
 
     @property
     def sealed(self) -> SealedJobInput | None:
