@@ -317,6 +317,7 @@ class CoordinatorService:
             zk_proof_required=job.constraints.zk_proof_required,
             assigned_at_ms=job.assigned_at_ms or 0,
             metering=metering,
+            training=job.training,
         )
 
     async def submit_result(
