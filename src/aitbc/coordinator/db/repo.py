@@ -131,6 +131,14 @@ class CoordinatorRepo:
             found = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
         return None if found is None else job_from_row(found)
 
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """The jobs of ``job_ids`` that exist, by id, in one query."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs).where(jobs.c.id.in_(list(job_ids)))).mappings()
+            return {str(r["id"]): job_from_row(r) for r in rows}
+
     def list_jobs(
         self,
         api_key_id: str | None,
@@ -196,13 +204,21 @@ class CoordinatorRepo:
     def complete_job(self, job: JobRecord, expect_lease: str, receipt: ReceiptRecord) -> bool:
         """Mark the job completed with its result and store its one receipt, atomically; False if someone
         else won."""
-        changes = lifecycle_columns(job.lifecycle())
-        changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+        return self.complete_jobs([(job, expect_lease, receipt)])[0]
+
+    def complete_jobs(self, done: Sequence[tuple[JobRecord, str, ReceiptRecord]]) -> list[bool]:
+        """``complete_job`` for several jobs in one transaction (a miner's batch of results): each job is
+        completed with its receipt only if it still holds its lease; per job, whether it was."""
+        won: list[bool] = []
         with self.engine.begin() as conn:
-            if not self._update_job_if(conn, job.id, ("assigned", "running"), expect_lease, changes):
-                return False
-            conn.execute(receipts.insert(), receipt_to_row(receipt))
-            return True
+            for job, expect_lease, _ in done:
+                changes = lifecycle_columns(job.lifecycle())
+                changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+                won.append(self._update_job_if(conn, job.id, ("assigned", "running"), expect_lease, changes))
+            rows = [receipt_to_row(receipt) for (_, _, receipt), ok in zip(done, won, strict=True) if ok]
+            if rows:
+                conn.execute(receipts.insert(), rows)
+        return won
 
     # The sweeper's queries run four times a second: built once (see the note at the top).
     def jobs_with_expired_leases(self, now_ms: int) -> list[JobRecord]:
