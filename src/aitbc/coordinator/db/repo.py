@@ -11,7 +11,8 @@ once and completed once even if the in-process locks were bypassed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -68,6 +69,10 @@ def _conditional_update(columns: tuple[str, ...], with_lease: bool) -> sa.Update
     if with_lease:
         condition = sa.and_(condition, jobs.c.lease_id == sa.bindparam("w_lease"))
     return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
+
+
+ClaimChoice = Callable[[JobRecord], tuple[JobLifecycle, str, int] | None]
+"""For a claimable job: (its lifecycle once claimed, the served model's digest, its unit price), or None."""
 
 
 class CoordinatorRepo:
@@ -169,6 +174,37 @@ class CoordinatorRepo:
                 job_from_row(r)
                 for r in conn.execute(_find_claimable(limit), {"models": list(models), "now_ms": now_ms}).mappings()
             ]
+
+    def claim_queued(
+        self, models: Sequence[str], now_ms: int, count: int, scan: int, choose: ClaimChoice
+    ) -> list[JobRecord]:
+        """Claim up to ``count`` queued jobs of ``models``, oldest first, in one transaction: ``choose`` gives
+        for each candidate the lifecycle, served digest and unit price to write, or None to pass it over. The
+        oldest ``count`` are looked at first, then (if some were passed over) the oldest ``scan``."""
+        claimed: list[JobRecord] = []
+        seen: set[str] = set()
+        params = {"models": list(models), "now_ms": now_ms}
+        with self.engine.begin() as conn:
+            for limit in (count, scan):
+                for row in conn.execute(_find_claimable(limit), params).mappings().all():
+                    if len(claimed) >= count:
+                        return claimed
+                    if row["id"] in seen:
+                        continue
+                    seen.add(row["id"])
+                    job = job_from_row(row)
+                    choice = choose(job)
+                    if choice is None:
+                        continue
+                    lifecycle, digest, price = choice
+                    changes = {**lifecycle_columns(lifecycle), "served_digest": digest, "assigned_unit_price": price}
+                    if self._update_job_if(conn, job.id, ("queued",), None, changes):
+                        claimed.append(
+                            replace(job.with_lifecycle(lifecycle), served_digest=digest, assigned_unit_price=price)
+                        )
+                if len(claimed) >= count or len(seen) < limit:  # enough, or the queue holds no more
+                    break
+        return claimed
 
     def transition_job(
         self,
