@@ -7,6 +7,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from sklearn.datasets import load_digits
+
+from aitbc.miner.training_runner import RuntimeRunner, TrainingJob
+from aitbc.protocol.crypto import sha256
+from aitbc.protocol.training import TrainingCommitment, TrainingSpec, compute_spec_hash
 from aitbc.training import (
     Dataset,
     checkpoint_steps,
@@ -18,11 +23,6 @@ from aitbc.training import (
     runtime_build,
     train_step,
 )
-from sklearn.datasets import load_digits
-
-from aitbc.miner.training_runner import RuntimeRunner, TrainingJob
-from aitbc.protocol.crypto import sha256
-from aitbc.protocol.training import TrainingCommitment, TrainingSpec, compute_spec_hash
 
 
 def digits() -> tuple[bytes, Dataset]:
