@@ -174,5 +174,7 @@ def test_on_the_training_runtime_a_faked_checkpoint_is_found_and_slashed(net: Ne
     world = RuntimeWorld(digits_spec(raw, 48, 16), dataset, {"train-cheat": skipped})
     final = check_honest_then_cheat(net, world, skipped)
     assert final["training"]["end_step"] - final["training"]["start_step"] == 16
-    # re-executed: one segment per audit (16 of 48 steps), the miner's answer (16), the referee's one step
-    assert sum(r.steps_replayed for r in world.runners) == 16 + 16 + 16 + 1
+    # re-executed: one segment per audit (16 of 48 steps), the miner's answer (16), and the referee's step
+    # after replaying from the segment's checkpoint to the agreed state (4 steps: the fault is the 5th)
+    assert final["training"]["lo"] == 4
+    assert sum(r.steps_replayed for r in world.runners) == 16 + 16 + 16 + 4 + 1

@@ -61,7 +61,7 @@ def run_with_skips(
 
 
 class RuntimeWorld:
-    """Four miners' runners; each fetches states it lacks from the others' checkpoint stores."""
+    """Four miners' runners; each fetches committed checkpoints it lacks from the others' stores."""
 
     def __init__(self, spec: TrainingSpec, dataset: Dataset, cheats: dict[str, frozenset[int]]) -> None:
         self.spec, self.dataset = spec, dataset
@@ -71,7 +71,12 @@ class RuntimeWorld:
         ]
 
     def fetch(self, job_id: str, state_hash: str) -> bytes | None:
-        return next((s for r in self.runners if (s := r.get_state(job_id, state_hash)) is not None), None)
+        """A committed checkpoint from its miner's store (as the coordinator keeps them with the job's result);
+        states inside a segment are not served: a referee replays to them from the checkpoint before."""
+        job = self.jobs.get(job_id)
+        if job is None or state_hash not in job.commitment.checkpoint_hashes:
+            return None
+        return next((r.states[state_hash] for r in self.runners if state_hash in r.states), None)
 
     def train(self, job_id: str, miner: int, skip: frozenset[int]) -> TrainingCommitment:
         commitment, checkpoints = run_with_skips(self.spec, self.dataset, skip)

@@ -76,19 +76,10 @@ class RuntimeRunner:
         job = self.jobs(job_id)
         if job is None:
             return None
-        data = self.get_state(job_id, start_hash)
-        if data is None and self.peers is not None:
-            data = self.peers(job_id, start_hash)
-        if data is None:
-            return None
         with deterministic():
-            try:
-                state = load_state(job.spec, job.dataset, data)
-            except InvalidInput:
+            state = self._state_at(job_id, job, start_step, start_hash)
+            if state is None:
                 return None
-            if state.step != start_step or compute_state_hash(state) != start_hash:
-                return None  # not the agreed state: never replay from it
-            self.states[start_hash] = data
             hashes = [start_hash]
             for step in range(start_step + 1, end_step + 1):
                 self._advance(job_id, job, state, step)
@@ -96,6 +87,33 @@ class RuntimeRunner:
                 self.derived.setdefault(hashes[-1], (job_id, step, start_hash))
         self.steps_replayed += end_step - start_step
         return hashes
+
+    def _state_at(self, job_id: str, job: TrainingJob, step: int, state_hash: str) -> State | None:
+        """The state with this hash at ``step``: from a store (this miner's, else a peer's), or replayed from
+        the last committed checkpoint before it (a referee's agreed state inside a segment). Never a state
+        whose hash differs."""
+        data = self.get_state(job_id, state_hash)
+        if data is None and self.peers is not None:
+            data = self.peers(job_id, state_hash)
+        if data is not None:
+            try:
+                state = load_state(job.spec, job.dataset, data)
+            except InvalidInput:
+                return None
+            if state.step != step or compute_state_hash(state) != state_hash:
+                return None
+            self.states[state_hash] = data
+            return state
+        every = job.commitment.checkpoint_every
+        if every == 0 or step % every == 0:
+            return None  # a checkpoint nobody serves
+        index = step // every
+        base = self._state_at(job_id, job, index * every, job.commitment.checkpoint_hashes[index])
+        if base is None:
+            return None
+        self._advance(job_id, job, base, step)
+        self.steps_replayed += step - index * every
+        return base if compute_state_hash(base) == state_hash else None
 
     def _advance(self, job_id: str, job: TrainingJob, state: State, to_step: int) -> None:
         skip = self.skip_steps.get(job_id, frozenset())
