@@ -9,7 +9,11 @@ slash, the bound ``ceil(log2 k) + 3``, the worst case when every side waits out 
 (``audit_window + (ceil(log2 k) + 2) x dispute_window`` at the chain's default parameters), and the share of
 the run the audit re-executes (``k / steps``) and the referee recomputes (1 step).
 
-    .venv/bin/python bench/training_dispute.py [--trials 5]
+With ``--runtime`` it also measures what verification costs on the training runtime (``aitbc.training``,
+one CPU thread): a whole run of logreg / mlp / cnn on scikit-learn's digits, the replay of one segment
+(what an audit re-executes, loading its start state included) and of one step (what a referee recomputes).
+
+    .venv/bin/python bench/training_dispute.py [--trials 5] [--runtime]
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -68,9 +74,35 @@ def play(k: int, rng: random.Random) -> tuple[int, int, str]:
     return audit.training.rounds, audit.closed_height - selected, audit.status
 
 
+def measure_runtime(steps: int, every: int) -> None:
+    """Measured cost of verification against the run it verifies, on the real runtime."""
+    from aitbc.training import replay_segment, run_training
+    from support.runtime_training import digits, digits_spec
+
+    raw, dataset = digits()
+    print(f"\nruntime: {steps} steps, a checkpoint every {every} (share {every / steps:.2%}), batch 32, digits")
+    print("{:>7} {:>10} {:>12} {:>8} {:>12} {:>8}".format("model", "run s", "segment s", "share", "1 step s", "share"))
+    run_training(digits_spec(raw, 4, 2), dataset)  # warm-up: torch's first-call costs are no run's
+    for model in ("logreg", "mlp", "cnn"):
+        spec = msgspec.structs.replace(digits_spec(raw, steps, every), model=model)
+        started = time.perf_counter()
+        result = run_training(spec, dataset)
+        run_s = time.perf_counter() - started
+        start = every * (SEGMENTS // 2)
+        started = time.perf_counter()
+        replay_segment(spec, dataset, result.checkpoints[start], start, start + every)
+        segment_s = time.perf_counter() - started
+        started = time.perf_counter()
+        replay_segment(spec, dataset, result.checkpoints[start], start, start + 1)
+        step_s = time.perf_counter() - started
+        shares = f"{segment_s / run_s:>8.2%} {step_s:>12.4f} {step_s / run_s:>8.2%}"
+        print(f"{model:>7} {run_s:>10.2f} {segment_s:>12.3f} {shares}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--runtime", action="store_true", help="also measure verification on aitbc.training")
     args = parser.parse_args()
     rng = random.Random(22)
     defaults = AuditParams()
@@ -92,6 +124,8 @@ def main() -> None:
                f"{k / steps:>12.2%} {1 / steps:>14.4%} {took:>7.0f}")  # fmt: skip
         print(row)
     print("(blocks: from the block that drew the audit to the one that slashed; 'ms': wall time per dispute)")
+    if args.runtime:
+        measure_runtime(SEGMENTS * 20, 20)
 
 
 if __name__ == "__main__":

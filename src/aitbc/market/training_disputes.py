@@ -21,6 +21,16 @@ from aitbc.protocol.training import (
 )
 
 
+def get_training_role(audit: Audit, miner: str) -> str | None:
+    """``auditor`` / ``referee`` when ``miner`` is to replay part of this training audit's job now (what the
+    coordinator's audit input is released for); the job's own miner needs no input."""
+    if miner not in get_awaited(audit) or miner == audit.job.miner:
+        return None
+    if audit.status == AuditStatus.TRAINING_REFEREEING:
+        return "referee"
+    return "auditor" if audit.status == AuditStatus.PENDING else None
+
+
 @dataclass(frozen=True, slots=True)
 class Replay:
     """Steps ``start_step + 1 … end_step`` to replay from the state whose hash is ``start_hash``."""

@@ -7,7 +7,7 @@ import msgspec
 
 from aitbc.chain.audit_types import Audit, AuditCandidate, TrainingDispute
 from aitbc.chain.training_audit import draw_segment
-from aitbc.market.training_disputes import plan_move, plan_replay
+from aitbc.market.training_disputes import get_training_role, plan_move, plan_replay
 from aitbc.protocol.crypto import KeyPair, sha256_hex
 from aitbc.protocol.training import (
     TrainingCommitment,
@@ -78,6 +78,9 @@ def test_a_reveal_carries_a_proof_of_the_midpoint_and_the_referee_replays_one_st
     assert move is not None and move.kind == "reveal_training_step" and move.fields["state_hash"] == mine[4]
     assert is_valid_step_proof(compute_steps_root(mine), mine[4], 4, 9, list(move.fields["proof"]))
     refereeing = disputed("training_refereeing", lo=4, hi=5, lo_hash=mine[4])
+    assert get_training_role(refereeing, REFEREE) == "referee" and get_training_role(refereeing, AUDITOR) is None
+    assert get_training_role(PENDING, AUDITOR) == "auditor" and get_training_role(PENDING, MINER) is None
+    assert get_training_role(bisecting, AUDITOR) is None  # the parties replay from their own stores
     replay = plan_replay(refereeing, REFEREE, None)
     assert replay is not None and replay.role == "referee"
     assert (replay.start_step, replay.end_step, replay.start_hash) == (
