@@ -62,6 +62,9 @@ def test_bond_unbond_and_audit_reads_on_a_real_node(node_process: Any, tmp_path:
     assert rpc(node.rpc_url, "get_miner_bond", "ait1nope")["error"]["code"] == -32602
     assert httpx.get(f"{node.base_url}/v1/audits?status=maybe").status_code == 422
     assert httpx.get(f"{node.base_url}/v1/audits/job-none").status_code == 404
+    assert rpc(node.rpc_url, "get_training_dispute", "job-none")["error"]["code"] == -32004
+    assert rpc(node.rpc_url, "get_training_dispute", "bad id!")["error"]["code"] == -32602
+    assert httpx.get(f"{node.base_url}/v1/audits/job-none/training").status_code == 404
     assert httpx.get(f"{node.base_url}/v1/miner-bonds/ait1nope").status_code == 400
     listed = run_cli("audits", "list", "--json", "--rpc", node.rpc_url)
     assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stdout + listed.stderr

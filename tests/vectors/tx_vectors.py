@@ -21,6 +21,7 @@ from aitbc.protocol import codec
 from aitbc.protocol.crypto import KeyPair, SigningKind, signing_domain
 from aitbc.protocol.deposit import SettlementEntry
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, countersign_receipt, sign_receipt_as_miner
+from aitbc.protocol.training import TrainingCommitment
 from aitbc.protocol.tx import (
     TX_TYPES,
     MultisigTransfer,
@@ -104,6 +105,11 @@ def sample_fields(kind: type[TxBase]) -> dict[str, Any]:
         "bond_miner": {"amount": 100_000_000, "models": ["sha256:" + "ab" * 32]},
         "unbond_miner": {"amount": 40_000_000},
         "submit_audit": {"job_id": "job_0123456789abcdef0123", "output_hash": H2},
+        "submit_training_audit": {"job_id": "job_0123456789abcdef0123", "commitment": TrainingCommitment(
+            spec_hash=H1, dataset_hash=H2, runtime_build="aitbc-training/1 torch-2.13-cpu", steps=100,
+            checkpoint_every=50, checkpoint_hashes=[H1, H2, H1]), "end_hash": H2, "steps_root": H1},
+        "answer_training_audit": {"job_id": "job_0123456789abcdef0123", "steps_root": H2},
+        "reveal_training_step": {"job_id": "job_0123456789abcdef0123", "state_hash": H1, "proof": [H2, H1]},
     }  # fmt: skip
     return samples[codec.struct_tag(kind)]
 

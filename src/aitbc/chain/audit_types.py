@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from aitbc.protocol.receipt import Receipt
-from aitbc.protocol.types import Address, Amount, Height, Wire
+from aitbc.protocol.types import U64, Address, Amount, Hash32, Height, Wire
 
 Text = Annotated[str, Wire.STR]
 MAX_CLOSED_AUDITS: Final = 1_000
@@ -77,14 +77,48 @@ class AuditStatus(StrEnum):
     """The referees did not side with either (or did not report): nobody is slashed."""
     EXPIRED = "expired"
     """The auditor did not report in time (it is not paid; the job stands)."""
+    TRAINING_ANSWERING = "training_answering"
+    """A training segment differs: the miner answers with the root of its per-step hashes."""
+    TRAINING_BISECTING = "training_bisecting"
+    """Both parties reveal their state hash at the midpoint of the steps still in dispute."""
+    TRAINING_REFEREEING = "training_refereeing"
+    """One step is left: a drawn referee recomputes it from the agreed state."""
+    BOTH_SLASHED = "both_slashed"
+    """Neither party's hash matched the referee's step (or neither moved in time)."""
 
 
-OPEN_AUDITS: Final = frozenset({AuditStatus.PENDING.value, AuditStatus.DISPUTED.value})
+TRAINING_DISPUTES: Final = frozenset(
+    {AuditStatus.TRAINING_ANSWERING.value, AuditStatus.TRAINING_BISECTING.value, AuditStatus.TRAINING_REFEREEING.value}
+)
+OPEN_AUDITS: Final = frozenset({AuditStatus.PENDING.value, AuditStatus.DISPUTED.value, *TRAINING_DISPUTES})
 
 
 class RefereeReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     referee: Address
     output_hash: Text
+
+
+class TrainingDispute(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The bisection of a disputed training segment (``aitbc.chain.training_audit``). Offsets count steps
+    from ``start_step``: both parties agree on the state at ``lo`` and disagree at ``hi``."""
+
+    segment: U64
+    start_step: U64
+    end_step: U64
+    auditor_root: Hash32
+    miner_root: Text = ""
+    lo: U64 = 0
+    lo_hash: Hash32
+    hi: U64
+    miner_hash: Hash32
+    """The miner's state hash at ``hi``."""
+    auditor_hash: Hash32
+    miner_mid: Text = ""
+    """The miner's reveal at the midpoint of ``lo`` and ``hi`` this round ("" until it moved)."""
+    auditor_mid: Text = ""
+    rounds: U64 = 0
+    """Bisection rounds decided."""
+    referee_hash: Text = ""
 
 
 class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -99,6 +133,10 @@ class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     slashed: Amount = 0
     refunded: Amount = 0
     closed_height: Height = 0
+    seed: Text = ""
+    """The hash of the block that settled the job (the draw's seed; a training audit draws its segment and
+    referee from it too)."""
+    training: TrainingDispute | None = None
 
 
 class AuditState(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

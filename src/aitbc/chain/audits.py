@@ -86,13 +86,13 @@ def choose(pool: list[str], seed_hash: str, job_id: str, purpose: bytes, count: 
     return chosen
 
 
-def _with_bond(audits: AuditState, bond: MinerBond) -> AuditState:
+def with_bond(audits: AuditState, bond: MinerBond) -> AuditState:
     others = [b for b in audits.bonds if b.miner != bond.miner]
     kept = [*others, bond] if bond.slashable or bond.models else others
     return msgspec.structs.replace(audits, bonds=sorted(kept, key=lambda b: b.miner))
 
 
-def _with_audit(audits: AuditState, audit: Audit) -> AuditState:
+def with_audit(audits: AuditState, audit: Audit) -> AuditState:
     return msgspec.structs.replace(
         audits, audits=[audit if a.job.job_id == audit.job.job_id else a for a in audits.audits]
     )
@@ -108,7 +108,7 @@ def verify_bond_miner(state: StateDelta, tx: BondMiner, ctx: TxContext) -> Audit
     models = sorted(set(tx.models)) if tx.models else bond.models
     if len(models) > rules.max_bond_models:
         raise InvalidTx(TxRejection.MALFORMED, f"at most {rules.max_bond_models} model digests per bond")
-    return _with_bond(audits, msgspec.structs.replace(bond, amount=bond.amount + tx.amount, models=models))
+    return with_bond(audits, msgspec.structs.replace(bond, amount=bond.amount + tx.amount, models=models))
 
 
 def verify_unbond_miner(state: StateDelta, tx: UnbondMiner, ctx: TxContext) -> AuditState:
@@ -119,7 +119,7 @@ def verify_unbond_miner(state: StateDelta, tx: UnbondMiner, ctx: TxContext) -> A
         raise InvalidTx(TxRejection.NO_BOND, f"bonded {0 if bond is None else bond.amount}, less than {tx.amount}")
     release = Unbonding(tx.amount, ctx.height + ctx.params.audit.unbonding_blocks)
     updated = msgspec.structs.replace(bond, amount=bond.amount - tx.amount, unbonding=[*bond.unbonding, release])
-    return _with_bond(audits, updated)
+    return with_bond(audits, updated)
 
 
 def process_audit_change(state: StateDelta, tx: BondMiner | UnbondMiner, ctx: TxContext, audits: AuditState) -> None:
@@ -178,7 +178,7 @@ def resolve_dispute(
         moves.credit(audit.job.client, refund)
     burned = slashed - reward - refund
     moves.burned += burned
-    audits = msgspec.structs.replace(_with_bond(audits, slashed_bond), burned=audits.burned + burned)
+    audits = msgspec.structs.replace(with_bond(audits, slashed_bond), burned=audits.burned + burned)
     status = AuditStatus.MINER_SLASHED if miner_lost else AuditStatus.AUDITOR_SLASHED
     decided = msgspec.structs.replace(
         audit, status=status.value, slashed=slashed, refunded=refund, closed_height=height
@@ -213,7 +213,7 @@ def verify_submit_audit(state: StateDelta, tx: SubmitAudit, ctx: TxContext) -> A
             moves.pool_debit = fee
             moves.credit(tx.sender, fee)
             passed = msgspec.structs.replace(audit, status=AuditStatus.PASSED.value, closed_height=ctx.height)
-            return AuditPlan(_with_audit(audits, passed), passed, moves)
+            return AuditPlan(with_audit(audits, passed), passed, moves)
         exclude = {audit.job.miner, audit.auditor}
         pool = get_eligible_auditors(audits, audit.job.model_digest, exclude, rules)
         referees = choose(pool, ctx.block.prev_hash, tx.job_id, b"referees", 2)
@@ -224,7 +224,7 @@ def verify_submit_audit(state: StateDelta, tx: SubmitAudit, ctx: TxContext) -> A
             referees=referees,
             deadline_height=ctx.height + rules.dispute_window_blocks,
         )
-        return AuditPlan(_with_audit(audits, disputed), disputed, moves)
+        return AuditPlan(with_audit(audits, disputed), disputed, moves)
     # Verify the sender is a referee that has not reported yet
     reported = {r.referee for r in audit.reports}
     if tx.sender not in audit.referees or tx.sender in reported:
@@ -232,10 +232,10 @@ def verify_submit_audit(state: StateDelta, tx: SubmitAudit, ctx: TxContext) -> A
     audit = msgspec.structs.replace(audit, reports=[*audit.reports, RefereeReport(tx.sender, tx.output_hash)])
     if len(audit.reports) == len(audit.referees):
         audits, audit = resolve_dispute(audits, audit, ctx.height, rules, moves)
-    return AuditPlan(_with_audit(audits, audit), audit, moves)
+    return AuditPlan(with_audit(audits, audit), audit, moves)
 
 
-def _apply_moves(state: StateDelta, moves: Settlement) -> None:
+def apply_moves(state: StateDelta, moves: Settlement) -> None:
     if moves.pool_debit:
         pool = state.get_account(REWARD_POOL_ADDRESS)
         state.set_account(REWARD_POOL_ADDRESS, Account(balance=pool.balance - moves.pool_debit, nonce=pool.nonce))
@@ -243,7 +243,7 @@ def _apply_moves(state: StateDelta, moves: Settlement) -> None:
         process_credit(state, address, amount)
 
 
-def _audit_event(audit: Audit, tx_hash: str) -> ChainEvent:
+def compute_audit_event(audit: Audit, tx_hash: str) -> ChainEvent:
     kind = "audit_selected" if audit.status == AuditStatus.PENDING else f"audit_{audit.status}"
     return ChainEvent(
         kind=kind,
@@ -259,9 +259,9 @@ def _audit_event(audit: Audit, tx_hash: str) -> ChainEvent:
 
 
 def process_submit_audit(state: StateDelta, tx: SubmitAudit, ctx: TxContext, plan: AuditPlan) -> None:
-    _apply_moves(state, plan.moves)
+    apply_moves(state, plan.moves)
     state.set_audits(plan.audits)
-    state.emit(_audit_event(plan.audit, ctx.tx_hash))
+    state.emit(compute_audit_event(plan.audit, ctx.tx_hash))
 
 
 # -- the block steps ---------------------------------------------------------------------------------------
@@ -279,27 +279,28 @@ def process_audit_selection(state: StateDelta, audits: AuditState, ctx: BlockCon
             continue  # nobody else serves the model: the job cannot be audited (docs/verification.md)
         (auditor,) = choose(pool, ctx.prev_hash, job.job_id, b"auditor", 1)
         audit = Audit(job=job, auditor=auditor, selected_height=ctx.height,
-                      deadline_height=ctx.height + rules.audit_window_blocks)  # fmt: skip
+                      deadline_height=ctx.height + rules.audit_window_blocks, seed=ctx.prev_hash)  # fmt: skip
         opened.append(audit)
-        state.emit(_audit_event(audit, ""))
+        state.emit(compute_audit_event(audit, ""))
     if not audits.candidates:
         return audits
     return msgspec.structs.replace(audits, candidates=[], audits=[*audits.audits, *opened])
 
 
 def process_audit_deadlines(state: StateDelta, audits: AuditState, ctx: BlockContext) -> AuditState:
-    """Expire audits nobody reported on in time; decide disputes whose window closed."""
+    """Expire audits nobody reported on in time; decide disputes whose window closed (training disputes:
+    ``aitbc.chain.training_audit``)."""
     moves = Settlement()
     for audit in audits.audits:
-        if audit.status not in OPEN_AUDITS or ctx.height <= audit.deadline_height:
+        if audit.status not in (AuditStatus.PENDING, AuditStatus.DISPUTED) or ctx.height <= audit.deadline_height:
             continue
         if audit.status == AuditStatus.PENDING:
             closed = msgspec.structs.replace(audit, status=AuditStatus.EXPIRED.value, closed_height=ctx.height)
         else:
             audits, closed = resolve_dispute(audits, audit, ctx.height, ctx.params.audit, moves)
-        audits = _with_audit(audits, closed)
-        state.emit(_audit_event(closed, ""))
-    _apply_moves(state, moves)
+        audits = with_audit(audits, closed)
+        state.emit(compute_audit_event(closed, ""))
+    apply_moves(state, moves)
     return audits
 
 
@@ -321,7 +322,7 @@ def process_miner_unbondings(state: StateDelta, audits: AuditState, ctx: BlockCo
             continue
         process_credit(state, bond.miner, sum(u.amount for u in due))
         kept = [u for u in bond.unbonding if u.release_height > ctx.height]
-        audits = _with_bond(audits, msgspec.structs.replace(bond, unbonding=kept))
+        audits = with_bond(audits, msgspec.structs.replace(bond, unbonding=kept))
     return audits
 
 

@@ -17,7 +17,9 @@
    parameter changes due at this height;
 7. ``process_audit_block`` (``aitbc.chain.audits``): draw audits among the jobs
    the parent settled, expire and decide audits past their windows, release
-   matured miner unbondings.
+   matured miner unbondings; ``process_training_deadlines``
+   (``aitbc.chain.training_audit``): a party silent in its round of a training
+   dispute loses it.
 
 ``process_end_block`` splits the fees a BFT block collected by the same rule, then
 records the set that decided the block if the block changed the active set
@@ -38,6 +40,7 @@ from aitbc.chain.ledger import process_credit
 from aitbc.chain.params import REWARD_POOL_ADDRESS
 from aitbc.chain.rewards import compute_rewards
 from aitbc.chain.state import ChainState, StateDelta
+from aitbc.chain.training_audit import process_training_deadlines
 from aitbc.chain.validators import (
     StakingState,
     get_commit_powers,
@@ -114,6 +117,7 @@ def process_begin_block(state: StateDelta, base: ChainState, ctx: BlockContext) 
         state.set_staking(staking)
     process_governance_block(state, ctx)
     process_audit_block(state, ctx)
+    process_training_deadlines(state, ctx)
 
 
 def process_fee_split(state: StateDelta, ctx: BlockContext) -> None:

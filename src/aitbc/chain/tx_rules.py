@@ -70,8 +70,15 @@ from aitbc.chain.multisig import process_create_multisig, verify_create_multisig
 from aitbc.chain.params import ChainParams
 from aitbc.chain.staking import process_staking_change, verify_delegate, verify_stake, verify_unstake
 from aitbc.chain.state import StateDelta
+from aitbc.chain.training_audit import (
+    process_training_audit,
+    verify_answer_training_audit,
+    verify_reveal_training_step,
+    verify_submit_training_audit,
+)
 from aitbc.protocol.errors import InvalidTx, TxRejection
 from aitbc.protocol.tx import (
+    AnswerTrainingAudit,
     BondMiner,
     CreateMultisig,
     Delegate,
@@ -82,12 +89,14 @@ from aitbc.protocol.tx import (
     OpenEscrow,
     RefundEscrow,
     ReportEvidence,
+    RevealTrainingStep,
     SettleBatch,
     SettleJob,
     SettleJobZk,
     Stake,
     SubmitAudit,
     SubmitProposal,
+    SubmitTrainingAudit,
     TopUpDeposit,
     Transfer,
     Tx,
@@ -158,6 +167,9 @@ TX_KINDS: Mapping[type[TxBase], TxKind[Any, Any]] = {
     BondMiner: TxKind(verify_bond_miner, process_audit_change, moves_amount=True, spends_amount=True),
     UnbondMiner: TxKind(verify_unbond_miner, process_audit_change, moves_amount=True),
     SubmitAudit: TxKind(verify_submit_audit, process_submit_audit),
+    SubmitTrainingAudit: TxKind(verify_submit_training_audit, process_training_audit),
+    AnswerTrainingAudit: TxKind(verify_answer_training_audit, process_training_audit),
+    RevealTrainingStep: TxKind(verify_reveal_training_step, process_training_audit),
 }
 """Every tx kind the chain executes, by struct type. A kind missing here is refused (``unknown_tx_type``)."""
 

@@ -13,7 +13,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from aitbc.chain.audit_types import get_audit, get_bond
+from aitbc.chain.audit_types import TrainingDispute, get_audit, get_bond
 from aitbc.cli.common import DevnetOpt, RpcOpt, console, handle_errors, load_key, node_client
 from aitbc.cli.stake import FeeOpt, KeyOpt, KeysDirOpt, send_and_wait
 from aitbc.protocol.amounts import format_aitbc, parse_aitbc
@@ -88,9 +88,23 @@ def show(
         console.print(f"  miner output {audit.job.output_hash}\n  auditor says {audit.auditor_output}")
     for report in audit.reports:
         console.print(f"  referee {report.referee} says {report.output_hash}")
+    if audit.training is not None:
+        _show_training(audit.training, audit.referees)
     if audit.slashed:
         console.print(f"  slashed {format_aitbc(audit.slashed)} AITBC; client refunded {format_aitbc(audit.refunded)}")
     console.print(f"[dim]verified against the state root of block {payload['height']}[/]")
+
+
+def _show_training(dispute: TrainingDispute, referees: list[str]) -> None:
+    """A training dispute: the drawn segment, where the bisection stands, the referee's step."""
+    start, end = dispute.start_step, dispute.end_step
+    console.print(f"  training segment {dispute.segment}: steps {start}-{end}, {dispute.rounds} bisection round(s)")
+    console.print(f"  agreed state after step {start + dispute.lo}: {dispute.lo_hash}")
+    console.print(f"  after step {start + dispute.hi}: miner says {dispute.miner_hash}")
+    console.print(f"  after step {start + dispute.hi}: auditor says {dispute.auditor_hash}")
+    if referees:
+        said = dispute.referee_hash or "(not yet)"
+        console.print(f"  referee {referees[0]} recomputed step {start + dispute.hi}: {said}")
 
 
 @handle_errors

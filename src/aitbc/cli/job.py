@@ -30,6 +30,7 @@ from aitbc.cli.common import (
     print_json,
 )
 from aitbc.client.coordinator import CoordinatorClient
+from aitbc.client.deposit import sign_deposit_job
 from aitbc.client.node import NodeClient
 from aitbc.client.payment import DEFAULT_DEADLINE_BLOCKS, JobEscrow, compute_default_max_price, open_job_escrow
 from aitbc.protocol.amounts import format_aitbc
@@ -238,7 +239,12 @@ def submit(
     ] = False,
     key: Annotated[
         str | None,
-        typer.Option("--key", help="Key that pays (name or path; default: devnet client key)", show_default=False),
+        typer.Option(
+            "--key",
+            help="Key that pays an escrow or signs a signed-mode deposit's job (name or path; default: devnet "
+            "client key)",
+            show_default=False,
+        ),
     ] = None,
     deadline_blocks: Annotated[
         int, typer.Option(help="Blocks the escrow stays open before the chain refunds it")
@@ -252,8 +258,9 @@ def submit(
     """Submit an inference (--prompt), embedding (--text …) or EXPERIMENTAL zk-inference (--zk-input …) job.
 
     On a coordinator that takes paid jobs, an API key bound to a deposit pays from it: the job is accepted at
-    once (no tx, no block to wait for) and settled later in a batch. Otherwise, or with --escrow, it first
-    opens the job's escrow on chain with your key, shows it, waits for it to commit, then submits the job.
+    once (no tx, no block to wait for) and settled later in a batch; a signed-mode deposit's job is signed
+    with --key (the deposit's owner). Otherwise, or with --escrow, it first opens the job's escrow on chain
+    with your key, shows it, waits for it to commit, then submits the job.
     With --wait it also shows the settlement."""
     if [prompt is not None, bool(text), bool(zk_input)].count(True) != 1:
         raise ConfigError(
@@ -300,6 +307,10 @@ def submit(
             return
         account = None if escrow_path else client.account()
         if account is not None:
+            if account["mode"] == "signed":  # the chain pays only jobs the deposit's owner signed
+                if "max_price" not in body:
+                    body["max_price"] = compute_default_max_price(plain_body, client.models())
+                body = sign_deposit_job(body, account, _client_key(key, devnet))
             job = client.submit(body)
             reserved = job["payment"]["escrow_amount"]
             console.print(

@@ -92,6 +92,14 @@ def run(
         float | None,
         typer.Option("--echo-token-delay", help="Seconds per generated token (backend echo; 0 = instant)"),
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="Node JSON-RPC URL: also audit (re-run the jobs the chain draws this miner for and report on "
+            "chain; needs `aitbc miner bond` with the served model digests; docs/verification.md)",
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
     zk_inference: Annotated[
         bool | None,
@@ -140,6 +148,7 @@ def run(
                 gpu_layers=gpu_layers,
                 omp_spincount=omp_spincount,
                 echo_token_delay_s=echo_token_delay,
+                node_url=node,
                 log_level=log_level,
                 zk_inference=zk_inference,
             )

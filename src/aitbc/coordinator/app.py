@@ -17,7 +17,8 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import account, jobs, matching, miners, openai
+from aitbc.coordinator.api.routes import account, audits, jobs, matching, miners, openai
+from aitbc.coordinator.audits import AuditDesk
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
@@ -84,6 +85,9 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     chain = None if settings.node_url is None else ChainLink(settings.node_url)
     service = CoordinatorService(settings, repo, load_or_create_key(settings), metrics, chain)
     service.load()
+    desk = None
+    if chain is not None:
+        desk = AuditDesk(chain, service.dispatcher, service.match_policy, service.events, service.db, repo)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -103,6 +107,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
                 log.warning("deposits not read at start", extra={"error": str(exc)})
         if service.payments is not None:
             tasks.append(asyncio.create_task(service.payments.run()))
+        if desk is not None:
+            tasks.append(asyncio.create_task(desk.run()))
         log.info(
             "coordinator started",
             extra={"address": service.key.address, "db": settings.sqlalchemy_url, "node": settings.node_url},
@@ -126,12 +132,14 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.audits = desk
     app.state.openai = OpenAIGateway(service, settings.openai_max_open_per_key, settings.openai_keepalive_seconds)
     app.include_router(jobs.router)
     app.include_router(miners.router)
     app.include_router(matching.router)
     app.include_router(account.router)
     app.include_router(openai.router)
+    app.include_router(audits.router)
     app.state.job_updates = JobUpdatesHub(service, settings.ws_max_connections_per_key)
     app.add_api_websocket_route("/api/v1/ws", app.state.job_updates.handle, name="job_updates")
 

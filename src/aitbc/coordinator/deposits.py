@@ -29,8 +29,9 @@ from aitbc.chain.params import ChainParams
 from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable
 from aitbc.market.deposits import DepositAvailability, compute_deposit_availability, is_affordable
-from aitbc.protocol.deposit import make_deposit_job_id
-from aitbc.protocol.errors import PaymentRequired, RemoteError
+from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.protocol.deposit import JobRequest, get_job_expiry, is_valid_job_request_signature, make_deposit_job_id
+from aitbc.protocol.errors import InvalidInput, PaymentRequired, RemoteError
 
 log = logging.getLogger("aitbc.coordinator.deposits")
 
@@ -81,6 +82,23 @@ class Reservation:
     deposit_id: str
     charge: int
     expires_height: int
+    client_signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedAsk:
+    """What a submission says about a signed-mode job: the id the client chose and its signature over the
+    job request (``aitbc.protocol.deposit.JobRequest``); the rest of the request comes from the job."""
+
+    job_id: str | None
+    client_signature: str | None
+    chain_id: str
+    model: str
+    input_hash: str
+
+
+MIN_SIGNED_BLOCKS = 10
+"""A signed-mode job id must leave at least this many blocks before its expiry (to run, then settle)."""
 
 
 class DepositBook:
@@ -185,8 +203,14 @@ class DepositBook:
         )
 
     # -- the job's path ------------------------------------------------------------
-    async def reserve(self, api_key_id: str, client: str, max_price: int, params: ChainParams) -> Reservation:
-        """Reserve ``max_price`` + protocol fee on the key's deposit for a new job, or raise ``DepositProblem``."""
+    async def reserve(
+        self, api_key_id: str, client: str, max_price: int, params: ChainParams, signed: SignedAsk | None = None
+    ) -> Reservation:
+        """Reserve ``max_price`` + protocol fee on the key's deposit for a new job, or raise ``DepositProblem``.
+
+        A signed-mode deposit takes only jobs its owner signed (``signed``: the id and signature the client
+        sent, checked here, before anything is reserved: ``InvalidInput`` (422) if missing or wrong); a
+        delegated one only jobs whose id the coordinator draws."""
         deposit_id = await self.deposit_of_key(api_key_id)
         if deposit_id is None:
             raise DepositProblem(
@@ -206,11 +230,16 @@ class DepositBook:
                 f"{client} through {self.coordinator}",
                 reason="wrong_deposit",
             )
-        if deposit.mode != "delegated":
-            raise DepositProblem(
-                "a signed-mode deposit pays only jobs its owner signed; this coordinator settles delegated deposits",
-                reason="wrong_deposit",
+        if deposit.mode == "signed":
+            job_id, expires = self._check_signed(deposit, max_price, params, signed)
+        elif signed is not None:
+            raise InvalidInput(
+                f"deposit {deposit_id} is delegated: the coordinator draws the job id; leave job_id and "
+                "client_signature out"
             )
+        else:
+            expires = self.head_height + self.job_blocks
+            job_id = make_deposit_job_id(expires, os.urandom(10))
         charge = compute_job_charge(max_price, params)
         availability = self.availability(deposit_id)
         assert availability is not None
@@ -222,11 +251,43 @@ class DepositBook:
                 available=availability.available,
                 needed=charge,
             )
-        expires = self.head_height + self.job_blocks
-        job_id = make_deposit_job_id(expires, os.urandom(10))
         book.reserved[job_id] = charge
         self.job_deposit[job_id] = deposit_id
-        return Reservation(job_id, deposit_id, charge, expires)
+        return Reservation(job_id, deposit_id, charge, expires, signed.client_signature if signed else None)
+
+    def _check_signed(
+        self, deposit: Deposit, max_price: int, params: ChainParams, signed: SignedAsk | None
+    ) -> tuple[str, int]:
+        """The signed-mode job's id and expiry height once its client signature verifies (else 422)."""
+        if signed is None or not signed.client_signature or signed.job_id is None:
+            raise InvalidInput(
+                f"deposit {deposit.id} is in signed mode: send job_id (dj-<expiry height>-<random>), max_price and "
+                "client_signature, your signature over the job request (aitbc.protocol.deposit.sign_job_request; "
+                "`aitbc job submit --key` does it)"
+            )
+        expires = get_job_expiry(signed.job_id)
+        head = self.head_height
+        if expires is None or not head + MIN_SIGNED_BLOCKS <= expires <= head + params.max_receipt_blocks:
+            raise InvalidInput(
+                f"job_id {signed.job_id} must be dj-<expiry height>-<8..40 hex> with its expiry between heights "
+                f"{head + MIN_SIGNED_BLOCKS} and {head + params.max_receipt_blocks}"
+            )
+        if signed.job_id in self.job_deposit:
+            raise JobRuleViolation(f"job {signed.job_id} was already submitted", reason="duplicate_job")
+        request = JobRequest(
+            chain_id=signed.chain_id,
+            job_id=signed.job_id,
+            deposit_id=deposit.id,
+            model=signed.model,
+            input_hash=signed.input_hash,
+            max_price=max_price,
+        )
+        if not is_valid_job_request_signature(request, deposit.owner, signed.client_signature):
+            raise InvalidInput(
+                f"client_signature does not verify as {deposit.owner}'s over the job request (chain_id, job_id, "
+                "deposit_id, model, input_hash, max_price)"
+            )
+        return signed.job_id, expires
 
     def cancel_reservation(self, job_id: str) -> None:
         """Nothing is owed for the job: it was never stored (its insert failed), or it ended unpaid."""

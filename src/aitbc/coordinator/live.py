@@ -17,6 +17,8 @@ class LiveMiner:
     last_seen_ms: int
     active: set[str] = field(default_factory=set)
     idle_generation: int = -1
+    bond: int = 0
+    """The miner's bond on chain as last read (``aitbc.coordinator.audits``): audited jobs need the minimum."""
     """The work generation at which a claim for this miner last found nothing (see ``MinerDispatcher.claim``)."""
 
 

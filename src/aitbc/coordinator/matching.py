@@ -71,7 +71,11 @@ W = TypeVar("W", bound=Waiting)
 class MatchPolicy(Protocol):
     name: str
 
-    def on_register(self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> None: ...
+    def on_register(
+        self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int, stake: int = 0
+    ) -> None:
+        """A miner registered, or its bond on chain (``stake``) changed."""
+        ...
 
     def on_heartbeat(self, miner: str, load: int) -> None: ...
 
@@ -119,6 +123,7 @@ def _state(live: LiveMiner, registered_at_ms: int, stats: MinerStats) -> MinerSt
         last_seen_ms=live.last_seen_ms,
         max_concurrency=live.max_concurrency,
         load=len(live.active),
+        stake=live.bond,
         stats=stats,
     )
 
@@ -136,7 +141,9 @@ class LocalMatchPolicy:
         self._due_at_ms: int | None = None
         self._lock = threading.Lock()
 
-    def on_register(self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> None:
+    def on_register(
+        self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int, stake: int = 0
+    ) -> None:
         self.registered_at.setdefault(offer.miner, int(time.time() * 1000))
 
     def on_heartbeat(self, miner: str, load: int) -> None:
@@ -261,7 +268,9 @@ def job_body(job: JobRequirements, job_id: str) -> dict[str, Any]:
     }
 
 
-def registration_body(offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> dict[str, Any]:
+def registration_body(
+    offer: MinerOffer, registration: MinerRegistration, max_concurrency: int, stake: int = 0
+) -> dict[str, Any]:
     hardware = msgspec.to_builtins(registration.hardware)
     return {
         "miner": offer.miner,
@@ -271,6 +280,7 @@ def registration_body(offer: MinerOffer, registration: MinerRegistration, max_co
         "region": offer.region or None,
         "hardware": {k: v for k, v in hardware.items() if v is not None} or None,
         "max_concurrency": max_concurrency,
+        "stake": stake,
     }
 
 
@@ -329,9 +339,11 @@ class PoolHubMatchPolicy:
             else:
                 log.warning("pool hub refused %s: %s %s", path, exc.code, exc.message[:300])
 
-    def on_register(self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int) -> None:
-        self.fallback.on_register(offer, registration, max_concurrency)
-        self._enqueue("/v1/miners", registration_body(offer, registration, max_concurrency))
+    def on_register(
+        self, offer: MinerOffer, registration: MinerRegistration, max_concurrency: int, stake: int = 0
+    ) -> None:
+        self.fallback.on_register(offer, registration, max_concurrency, stake)
+        self._enqueue("/v1/miners", registration_body(offer, registration, max_concurrency, stake))
 
     def on_heartbeat(self, miner: str, load: int) -> None:
         self._heartbeats[miner] = load

@@ -25,7 +25,7 @@ def payment_view(job: JobRecord) -> dict[str, Any] | None:
 
 def constraints_view(job: JobRecord) -> dict[str, Any]:
     c = job.constraints
-    view: dict[str, Any] = {"zk_proof_required": c.zk_proof_required}
+    view: dict[str, Any] = {"zk_proof_required": c.zk_proof_required, "audited": c.audited}
     for name in ("min_vram_gb", "gpu", "region", "miner"):
         value = getattr(c, name)
         if value is not None:

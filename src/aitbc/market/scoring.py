@@ -18,7 +18,8 @@ Every statistic comes from outcomes the coordinator observed (``apply_outcome``)
 nothing a miner says about itself enters the score except its price, and a lower
 price only helps the client. A success moves r a small step towards 1
 (``success_step``), a failure a large step towards 0 (``failure_step``), a
-rejected receipt two such steps: a miner that starts failing falls fast and
+rejected receipt two such steps, a slash after a lost audit dispute four (a
+passed audit counts as a success): a miner that starts failing falls fast and
 earns its place back slowly. A miner without a measured latency or throughput
 gets the neutral value ``unknown_factor``.
 
@@ -61,6 +62,10 @@ class Outcome(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     RECEIPT_REJECTED = "receipt_rejected"
+    AUDIT_PASSED = "audit_passed"
+    """A re-execution audit confirmed a job's output (``aitbc.chain.audits``): counts as a success."""
+    SLASHED = "slashed"
+    """A dispute found the miner's output false and slashed its bond: four failure steps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +201,13 @@ def apply_outcome(
 ) -> MinerStats:
     """The statistics after one measured outcome; latency figures count only for completed jobs."""
     r = stats.reliability
+    if outcome == Outcome.AUDIT_PASSED:
+        return replace(
+            stats,
+            reliability=r + config.success_step * (1.0 - r),
+            completed=stats.completed + 1,
+            last_outcome_ms=now_ms,
+        )
     if outcome == Outcome.COMPLETED:
         return replace(
             stats,
@@ -214,8 +226,9 @@ def apply_outcome(
         return replace(stats, reliability=r * keep, failed=stats.failed + 1, last_outcome_ms=now_ms)
     if outcome == Outcome.TIMED_OUT:
         return replace(stats, reliability=r * keep, timed_out=stats.timed_out + 1, last_outcome_ms=now_ms)
+    steps = 4 if outcome == Outcome.SLASHED else 2
     return replace(
-        stats, reliability=r * keep * keep, receipt_rejected=stats.receipt_rejected + 1, last_outcome_ms=now_ms
+        stats, reliability=r * keep**steps, receipt_rejected=stats.receipt_rejected + 1, last_outcome_ms=now_ms
     )
 
 

@@ -63,6 +63,11 @@ class MinerSettings(ServiceSettings):
     unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` are set in the environment."""
     echo_token_delay_s: float = Field(0.0, ge=0)
     """Seconds per generated token of the echo backend (0 = instant)."""
+    echo_cheat: bool = False
+    """TESTS ONLY: the echo backend forges its outputs (what audits must catch: tests/e2e)."""
+    node_url: str | None = None
+    """A node's JSON-RPC URL: the miner then audits (re-runs the jobs the chain draws it for and reports on
+    chain, paying tx fees from its key); it needs a miner bond that declares the model digests it serves."""
 
     @property
     def resolved_key_path(self) -> Path:

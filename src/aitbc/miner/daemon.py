@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from aitbc.miner.auditor import Auditor
 from aitbc.miner.backends.base import (
     ChatMessage,
     GenerationParams,
@@ -203,6 +204,8 @@ class MinerDaemon:
         else:
             workers = [asyncio.create_task(self._worker(i)) for i in range(self.config.max_concurrency)]
         heartbeat = asyncio.create_task(self._heartbeat())
+        if self.config.node_url is not None:  # a bonded miner also audits (aitbc.miner.auditor)
+            workers.append(asyncio.create_task(Auditor(self.key, self.link, self.config.node_url, self._execute).run()))
         await self._stopping.wait()
         for task in workers:
             task.cancel()

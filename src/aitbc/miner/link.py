@@ -108,18 +108,26 @@ class CoordinatorLink(AsyncRestClient):
         headers["Content-Type"] = "application/json"
         return await self._send("POST", path, content=body, headers=headers)
 
+    async def get(self, path: str) -> tuple[int, Any]:
+        """A signed GET (the signature covers the empty body); (status, JSON body)."""
+        headers = sign_miner_request(self.key, self.chain_id, "GET", path, b"", now_ms())
+        return _status_and_json(await self._send("GET", path, headers=headers))
+
     async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
-        response = await self.send(path, payload)
-        if response.status_code == 204:
-            return 204, None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {"error": {"reason": "bad_reply", "message": response.text[:200]}}
-        return response.status_code, data
+        return _status_and_json(await self.send(path, payload))
 
     async def close(self) -> None:
         await self.aclose()
+
+
+def _status_and_json(response: httpx.Response) -> tuple[int, Any]:
+    if response.status_code == 204:
+        return 204, None
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"error": {"reason": "bad_reply", "message": response.text[:200]}}
+    return response.status_code, data
 
 
 def json_or_none(response: httpx.Response) -> Any:

@@ -23,7 +23,7 @@ def backend_options(
 ) -> dict[str, Any]:
     """The chosen backend's constructor options, from the settings."""
     if settings.backend == "echo":
-        return {"token_delay_s": settings.echo_token_delay_s}
+        return {"token_delay_s": settings.echo_token_delay_s, "cheat": settings.echo_cheat}
     if settings.backend == "ollama":
         return {"base_url": settings.ollama_url}
     if settings.backend == "openai":
@@ -46,7 +46,7 @@ def build_backend(name: str, options: dict[str, Any]) -> InferenceBackend:
     if name == "echo":
         from aitbc.miner.backends.echo import EchoBackend
 
-        return EchoBackend(token_delay_s=float(options.get("token_delay_s", 0.0)))
+        return EchoBackend(token_delay_s=float(options.get("token_delay_s", 0.0)), cheat=bool(options.get("cheat")))
     from aitbc.miner.backends.registry import create_backend
 
     return create_backend(name, **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from typing import Any, Final
 import msgspec
 
 from aitbc.chain.audit_types import get_audit, get_bond
+from aitbc.chain.training_audit import get_awaited, get_midpoint, max_dispute_rounds
 from aitbc.node.json_views import proof_to_json
 from aitbc.node.service import NodeService
 
@@ -20,6 +21,33 @@ def _at(node: NodeService) -> dict[str, Any]:
 def audit_json(node: NodeService, job_id: str) -> dict[str, Any] | None:
     audit = get_audit(node.state.audits, job_id)
     return None if audit is None else {"audit": msgspec.to_builtins(audit), **_at(node)}
+
+
+def training_dispute_json(node: NodeService, job_id: str) -> dict[str, Any] | None:
+    """A training audit's bisection with what its parties need next: the steps still in dispute, the step
+    to reveal this round, who must move and by which block (``aitbc.chain.training_audit``)."""
+    audit = get_audit(node.state.audits, job_id)
+    if audit is None or audit.training is None:
+        return None
+    dispute = audit.training
+    mid = get_midpoint(dispute)
+    return {
+        "job_id": job_id,
+        "status": audit.status,
+        "miner": audit.job.miner,
+        "auditor": audit.auditor,
+        "referees": audit.referees,
+        "dispute": msgspec.to_builtins(dispute),
+        "lo_step": dispute.start_step + dispute.lo,
+        "hi_step": dispute.start_step + dispute.hi,
+        "midpoint": mid,
+        "mid_step": dispute.start_step + mid,
+        "leaves": dispute.end_step - dispute.start_step + 1,
+        "max_rounds": max_dispute_rounds(dispute.end_step - dispute.start_step),
+        "awaiting": get_awaited(audit),
+        "deadline_height": audit.deadline_height,
+        **_at(node),
+    }
 
 
 def audits_json(node: NodeService, status: str | None, address: str | None, limit: int) -> dict[str, Any]:

@@ -245,6 +245,13 @@ def add_governance_routes(app: FastAPI, node: NodeService) -> None:
             return _problem(404, "not_found", f"job {job_id} has not been audited")
         return JSONResponse(found)
 
+    @app.get("/v1/audits/{job_id}/training", summary="A training audit's bisection: steps in dispute, who moves next")
+    async def training_dispute(job_id: JobIdPath) -> Response:
+        found = audit_views.training_dispute_json(node, job_id)
+        if found is None:
+            return _problem(404, "not_found", f"job {job_id} has no training dispute")
+        return JSONResponse(found)
+
     @app.get("/v1/miner-bonds/{address}", summary="A miner's bond, declared models and unbondings")
     async def miner_bond(address: str) -> Response:
         bad = _check_address(address)

@@ -64,6 +64,16 @@ async def rpc_get_audit(node: NodeService, params: Any) -> Any:
     return found
 
 
+async def rpc_get_training_dispute(node: NodeService, params: Any) -> Any:
+    (job_id,) = parse_params(params, ("job_id",), 1)
+    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+        raise RpcError(INVALID_PARAMS, "'job_id' must be 1-64 characters of letters, digits, '_' or '-'")
+    found = audit_views.training_dispute_json(node, job_id)
+    if found is None:
+        raise RpcError(NOT_FOUND, f"job {job_id} has no training dispute (or its record was pruned)")
+    return found
+
+
 async def rpc_get_audits(node: NodeService, params: Any) -> Any:
     status, address, limit = parse_params(params, ("status", "address", "limit"), 0)
     if status is not None and (not isinstance(status, str) or status not in AUDIT_STATUSES):
@@ -91,6 +101,7 @@ MODULE_METHODS: Final[dict[str, Handler]] = {
     "get_governance_proof": rpc_get_governance_proof,
     "get_audit": rpc_get_audit,
     "get_audits": rpc_get_audits,
+    "get_training_dispute": rpc_get_training_dispute,
     "get_miner_bond": rpc_get_miner_bond,
     "get_audit_proof": rpc_get_audit_proof,
 }

@@ -91,6 +91,8 @@ class TxRejection(StrEnum):
     NO_AUDIT = "no_audit"
     NOT_AUDITOR = "not_auditor"
     AUDIT_CLOSED = "audit_closed"
+    BAD_STEP_PROOF = "bad_step_proof"
+    WRONG_COMMITMENT = "wrong_commitment"
     # deposits and batched settlement (aitbc.chain.deposits)
     NO_DEPOSIT = "no_deposit"
     NOT_DEPOSIT_OWNER = "not_deposit_owner"

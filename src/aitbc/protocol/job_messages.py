@@ -43,7 +43,7 @@ from aitbc.protocol.job import (
     Text,
 )
 from aitbc.protocol.receipt import Receipt
-from aitbc.protocol.types import Address, Amount, Hash32, TimestampMs
+from aitbc.protocol.types import Address, Amount, Hash32, SignatureHex, TimestampMs
 from aitbc.protocol.zk import ZkReceiptProof
 
 MAX_SEALED_HEX: Final = 2 * 1024 * 1024
@@ -103,6 +103,13 @@ class JobConstraints(_Message, frozen=True, kw_only=True):
     zk_proof_required: Annotated[
         bool, Meta(description="The miner must attach a Groth16 receipt proof (docs/zk.md)")
     ] = False
+    audited: Annotated[
+        bool,
+        Meta(
+            description="Only a miner with a bond on chain may run it, so a failed re-execution audit slashes "
+            "it and refunds the client (docs/verification.md); the job must be deterministic"
+        ),
+    ] = False
 
 
 class SealedInput(_Message, frozen=True, kw_only=True):
@@ -119,7 +126,11 @@ class JobRequest(_Message, frozen=True, kw_only=True):
 
     job_id: (
         Annotated[
-            JobId, Meta(description="Paid jobs: the job id of the escrow the client opened on chain for this job")
+            JobId,
+            Meta(
+                description="Paid jobs: the job id of the escrow the client opened on chain for this job; or, for "
+                "a signed-mode deposit, the deposit job id (dj-<expiry height>-<random>) the client signed"
+            ),
         ]
         | None
     ) = None
@@ -138,6 +149,17 @@ class JobRequest(_Message, frozen=True, kw_only=True):
     max_price: Annotated[Amount, Meta(description="Most the client pays, in base units")] | None = None
     ttl_seconds: Annotated[int, Meta(ge=1, description="Give up if no miner starts the job by then")] | None = None
     constraints: JobConstraints = msgspec.field(default_factory=JobConstraints)
+    client_signature: (
+        Annotated[
+            SignatureHex,
+            Meta(
+                description="Signed-mode deposits: the client's Ed25519 signature (hex) over the job request "
+                "(chain_id, job_id, deposit_id, model, input_hash, max_price; aitbc.protocol.deposit.JobRequest) "
+                "under the job-request domain; the chain pays the job only with it"
+            ),
+        ]
+        | None
+    ) = None
 
     def to_job_input(self) -> JobInput:
         """The exact input a miner runs and both sides hash (see ``aitbc.protocol.job``)."""

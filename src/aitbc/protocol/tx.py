@@ -47,6 +47,10 @@ from aitbc.protocol.tx_modules import ParamChange as ParamChange
 from aitbc.protocol.tx_modules import SubmitAudit as SubmitAudit
 from aitbc.protocol.tx_modules import SubmitProposal as SubmitProposal
 from aitbc.protocol.tx_modules import UnbondMiner as UnbondMiner
+from aitbc.protocol.tx_training import TRAINING_AUDIT_TX_TYPES as TRAINING_AUDIT_TX_TYPES
+from aitbc.protocol.tx_training import AnswerTrainingAudit as AnswerTrainingAudit
+from aitbc.protocol.tx_training import RevealTrainingStep as RevealTrainingStep
+from aitbc.protocol.tx_training import SubmitTrainingAudit as SubmitTrainingAudit
 from aitbc.protocol.types import U64, Address, Amount, Height, Memo, SignatureHex, Wire
 from aitbc.protocol.vote import DuplicateVoteEvidence
 from aitbc.protocol.zk import ZkReceiptProof
@@ -251,6 +255,9 @@ Tx = (
     | BondMiner
     | UnbondMiner
     | SubmitAudit
+    | SubmitTrainingAudit
+    | AnswerTrainingAudit
+    | RevealTrainingStep
 )
 """Union of every tx kind."""
 
@@ -268,6 +275,7 @@ TX_TYPES: Final[tuple[type[TxBase], ...]] = (
     *DEPOSIT_TX_TYPES,
     *GOVERNANCE_TX_TYPES,
     *AUDIT_TX_TYPES,
+    *TRAINING_AUDIT_TX_TYPES,
 )
 
 for _tx_type in TX_TYPES:

@@ -27,6 +27,8 @@ class StoredConstraints(msgspec.Struct, frozen=True, kw_only=True, omit_defaults
     region: str | None = None
     zk_proof_required: bool = False
     miner: str | None = None
+    audited: bool = False
+    """Only for miners bonded on chain (``aitbc.coordinator.audits``)."""
 
 
 @dataclass(slots=True)
@@ -70,6 +72,8 @@ class JobRecord:
     paid_to_miner: int | None = None
     protocol_fee: int | None = None
     refunded: int | None = None
+    client_signature: str | None = None
+    """A signed-mode deposit job: the client's signature over its job request, carried into the settle batch."""
 
     @property
     def sealed(self) -> SealedJobInput | None:

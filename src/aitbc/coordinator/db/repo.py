@@ -11,7 +11,8 @@ once and completed once even if the in-process locks were bypassed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -68,6 +69,10 @@ def _conditional_update(columns: tuple[str, ...], with_lease: bool) -> sa.Update
     if with_lease:
         condition = sa.and_(condition, jobs.c.lease_id == sa.bindparam("w_lease"))
     return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
+
+
+ClaimChoice = Callable[[JobRecord], tuple[JobLifecycle, str, int] | None]
+"""For a claimable job: (its lifecycle once claimed, the served model's digest, its unit price), or None."""
 
 
 class CoordinatorRepo:
@@ -131,6 +136,14 @@ class CoordinatorRepo:
             found = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
         return None if found is None else job_from_row(found)
 
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """The jobs of ``job_ids`` that exist, by id, in one query."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs).where(jobs.c.id.in_(list(job_ids)))).mappings()
+            return {str(r["id"]): job_from_row(r) for r in rows}
+
     def list_jobs(
         self,
         api_key_id: str | None,
@@ -161,6 +174,37 @@ class CoordinatorRepo:
                 job_from_row(r)
                 for r in conn.execute(_find_claimable(limit), {"models": list(models), "now_ms": now_ms}).mappings()
             ]
+
+    def claim_queued(
+        self, models: Sequence[str], now_ms: int, count: int, scan: int, choose: ClaimChoice
+    ) -> list[JobRecord]:
+        """Claim up to ``count`` queued jobs of ``models``, oldest first, in one transaction: ``choose`` gives
+        for each candidate the lifecycle, served digest and unit price to write, or None to pass it over. The
+        oldest ``count`` are looked at first, then (if some were passed over) the oldest ``scan``."""
+        claimed: list[JobRecord] = []
+        seen: set[str] = set()
+        params = {"models": list(models), "now_ms": now_ms}
+        with self.engine.begin() as conn:
+            for limit in (count, scan):
+                for row in conn.execute(_find_claimable(limit), params).mappings().all():
+                    if len(claimed) >= count:
+                        return claimed
+                    if row["id"] in seen:
+                        continue
+                    seen.add(row["id"])
+                    job = job_from_row(row)
+                    choice = choose(job)
+                    if choice is None:
+                        continue
+                    lifecycle, digest, price = choice
+                    changes = {**lifecycle_columns(lifecycle), "served_digest": digest, "assigned_unit_price": price}
+                    if self._update_job_if(conn, job.id, ("queued",), None, changes):
+                        claimed.append(
+                            replace(job.with_lifecycle(lifecycle), served_digest=digest, assigned_unit_price=price)
+                        )
+                if len(claimed) >= count or len(seen) < limit:  # enough, or the queue holds no more
+                    break
+        return claimed
 
     def transition_job(
         self,
@@ -196,13 +240,21 @@ class CoordinatorRepo:
     def complete_job(self, job: JobRecord, expect_lease: str, receipt: ReceiptRecord) -> bool:
         """Mark the job completed with its result and store its one receipt, atomically; False if someone
         else won."""
-        changes = lifecycle_columns(job.lifecycle())
-        changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+        return self.complete_jobs([(job, expect_lease, receipt)])[0]
+
+    def complete_jobs(self, done: Sequence[tuple[JobRecord, str, ReceiptRecord]]) -> list[bool]:
+        """``complete_job`` for several jobs in one transaction (a miner's batch of results): each job is
+        completed with its receipt only if it still holds its lease; per job, whether it was."""
+        won: list[bool] = []
         with self.engine.begin() as conn:
-            if not self._update_job_if(conn, job.id, ("assigned", "running"), expect_lease, changes):
-                return False
-            conn.execute(receipts.insert(), receipt_to_row(receipt))
-            return True
+            for job, expect_lease, _ in done:
+                changes = lifecycle_columns(job.lifecycle())
+                changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+                won.append(self._update_job_if(conn, job.id, ("assigned", "running"), expect_lease, changes))
+            rows = [receipt_to_row(receipt) for (_, _, receipt), ok in zip(done, won, strict=True) if ok]
+            if rows:
+                conn.execute(receipts.insert(), rows)
+        return won
 
     # The sweeper's queries run four times a second: built once (see the note at the top).
     def jobs_with_expired_leases(self, now_ms: int) -> list[JobRecord]:

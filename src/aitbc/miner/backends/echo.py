@@ -34,8 +34,10 @@ ECHO_MAX_TOKENS_PER_SECOND = MAX_TOKENS_PER_SECOND // 2
 class EchoBackend:
     name = "echo"
 
-    def __init__(self, token_delay_s: float = 0.0) -> None:
+    def __init__(self, token_delay_s: float = 0.0, cheat: bool = False) -> None:
         self.token_delay_s = token_delay_s
+        self.cheat = cheat
+        """TESTS ONLY: forge the output (the first word becomes ``forged``), as a cheating miner would."""
 
     def list_models(self) -> list[ModelInfo]:
         return [
@@ -59,7 +61,7 @@ class EchoBackend:
         started = time.perf_counter()
         pieces: list[str] = []
         for i, word in enumerate(words[: params.max_tokens]):
-            piece = word if i == 0 else " " + word
+            piece = ("forged" if self.cheat else word) if i == 0 else " " + word
             if self.token_delay_s:
                 time.sleep(self.token_delay_s)
             if on_token is not None:

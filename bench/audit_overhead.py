@@ -1,0 +1,147 @@
+"""What audits cost and how fast they catch fraud, with real processes (``tests/support/audit_net.py``).
+
+1. **Overhead at p.** Two devnets in one run, the first auditing with probability 0 and the second with
+   ``--p-bps`` (default 500 = 5 %), each with two bonded builtin miners that audit each other, run the same
+   ``--jobs`` audited jobs (``--max-tokens``). Per devnet: the miners' CPU seconds (their processes,
+   ``psutil``) until every job is settled and every drawn audit closed, the audits drawn, and the settlement
+   latency per job (from the job's ``finished_at_ms`` to the timestamp of the block that settled it).
+2. **Fraud to slash.** A devnet with p = 1 and four bonded echo miners, one forging its outputs
+   (``AITBC_MINER_ECHO_CHEAT``): for ``--frauds`` jobs, the blocks from the settlement of the fraudulent
+   receipt to the audit draw and to the slash.
+
+    PYTHONPATH=src:tests .venv/bin/python bench/audit_overhead.py [--jobs 200] [--p-bps 500] [--frauds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from aitbc.miner.backends.echo import ECHO_DIGEST
+from support.audit_net import AuditNet, wait_until
+
+MODEL = "smollm2-135m-instruct"
+CLOSED = ("passed", "miner_slashed", "auditor_slashed", "inconclusive", "expired")
+
+
+def cpu_seconds(net: AuditNet) -> float:
+    total = 0.0
+    for proc in net.miners.values():
+        times = psutil.Process(proc.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def block_time_ms(net: AuditNet, height: int) -> int:
+    return int(net.rpc("get_block", height, False)["time_ms"])
+
+
+def settled(net: AuditNet, job_id: str) -> dict[str, Any] | None:
+    job = net.job(job_id)
+    payment = job.get("payment") or {}
+    return job if payment.get("state") == "settled" and payment.get("height") else None
+
+
+def run_overhead(root: Path, p_bps: int, jobs: int, max_tokens: int) -> dict[str, Any]:
+    net = AuditNet(root, miners=2, probability_bps=p_bps)
+    net.start()
+    try:
+        net.start_miner(0, "builtin")
+        net.start_miner(1, "builtin")
+        net.bond([0, 1], net.served_digest(MODEL))
+        time.sleep(6)  # the coordinator reads bonds every 5 s: both miners take audited jobs from the start
+        cpu_before, started = cpu_seconds(net), time.monotonic()
+        ids = [net.submit(MODEL, f"Name a colour and a number. Case {i}.", max_tokens) for i in range(jobs)]
+        views = [wait_until(lambda j=job_id: settled(net, j), 900, f"settlement of {job_id}", 0.5) for job_id in ids]
+        audited = 0
+        for job_id in ids:
+            audit = net.audit(job_id)
+            if audit is not None:
+                audited += 1
+                wait_until(lambda j=job_id: (net.audit(j) or {}).get("status") in CLOSED, 900, "an audit to close")
+        wall = time.monotonic() - started
+        cpu = cpu_seconds(net) - cpu_before
+        latencies = [block_time_ms(net, v["payment"]["height"]) - v["finished_at_ms"] for v in views]
+        disputes = len(net.rpc("get_audits", "disputed")["audits"])
+        return {"p_bps": p_bps, "jobs": jobs, "audited": audited, "disputed": disputes, "cpu_s": cpu,
+                "wall_s": wall, "settle_ms": latencies}  # fmt: skip
+    finally:
+        net.stop()
+
+
+def run_fraud(root: Path, frauds: int) -> list[tuple[int, int]]:
+    """Per fraudulent job: (blocks from its settlement to the audit draw, to the slash)."""
+    net = AuditNet(root, miners=4, probability_bps=10_000)
+    net.start()
+    try:
+        net.bond([0, 1, 2, 3], ECHO_DIGEST)
+        for i in range(4):
+            net.start_miner(i, "echo", cheat=i == 0)
+        net.served_digest("echo")
+        time.sleep(6)
+        out = []
+        for n in range(frauds):
+            # only the cheater serves the job: the others are bonded auditors that take no job meanwhile
+            for i in (1, 2, 3):
+                net.stop_miner(i)
+            job_id = net.submit("echo", f"fraud number {n} in this run")
+            view = wait_until(lambda j=job_id: settled(net, j), 300, "the fraudulent job's settlement", 0.2)
+            assert view["miner"] == net.keys[0].address
+            for i in (1, 2, 3):
+                net.start_miner(i, "echo")
+            audit = wait_until(lambda j=job_id: (a := net.audit(j)) and a["status"] in CLOSED and a, 300, "slash")
+            assert audit["status"] == "miner_slashed", audit
+            height = view["payment"]["height"]
+            out.append((audit["selected_height"] - height, audit["closed_height"] - height))
+        return out
+    finally:
+        net.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--p-bps", type=int, default=500)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--frauds", type=int, default=5)
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [run_overhead(Path(tmp) / f"p{p}", p, args.jobs, args.max_tokens) for p in (0, args.p_bps)]
+        print(f"load average after the overhead runs: {os.getloadavg()[0]:.2f}")
+        print("| p | jobs | audits | disputes | miners' CPU s | wall s | settlement latency median / p95 ms |")
+        print("|---|---|---|---|---|---|---|")
+        for r in runs:
+            lat = sorted(r["settle_ms"])
+            p95 = lat[int(0.95 * (len(lat) - 1))]
+            print(
+                f"| {r['p_bps'] / 100:g} % | {r['jobs']} | {r['audited']} | {r['disputed']} | {r['cpu_s']:.1f} | "
+                f"{r['wall_s']:.1f} | {statistics.median(lat):.0f} / {p95:.0f} |"
+            )
+        base, audited = runs
+        print(
+            f"extra compute at p = {args.p_bps / 100:g} %: {100 * (audited['cpu_s'] / base['cpu_s'] - 1):+.1f} % "
+            f"of the miners' CPU ({audited['audited']} re-runs of {args.jobs} jobs)"
+        )
+        if args.frauds:
+            blocks = run_fraud(Path(tmp) / "fraud", args.frauds)
+            print(f"load average after the fraud runs: {os.getloadavg()[0]:.2f}")
+            draws, slashes = [b[0] for b in blocks], [b[1] for b in blocks]
+            print(
+                f"fraudulent receipt settled → audit drawn: {draws} blocks; → slashed: {slashes} blocks "
+                f"(median {statistics.median(slashes):g}; block time 500 ms)"
+            )
+
+
+if __name__ == "__main__":
+    main()
