@@ -59,7 +59,8 @@ class DepositProblem(PaymentRequired):
 
 @dataclass(slots=True)
 class _Book:
-    """One deposit: its chain state as last read, and what this coordinator owes against it."""
+    """One deposit: its chain state as last read, and what this coordinator owes against it (with running
+    totals, so a submission costs the same however many jobs are in flight or waiting for their block)."""
 
     deposit: Deposit
     height: int
@@ -67,13 +68,43 @@ class _Book:
     """In-flight job → worst-case charge."""
     pending: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     """Completed job → (charge, height of the block that settled it, once known)."""
+    reserved_total: int = 0
+    unsettled_total: int = 0
+    """Σ ``pending`` charges the chain state at ``height`` does not include yet."""
+
+    def _counts(self, settled_at: int | None) -> bool:
+        return settled_at is None or settled_at > self.height
 
     def unsettled(self) -> int:
         """Charges the chain state at ``height`` does not include yet."""
-        return sum(c for c, h in self.pending.values() if h is None or h > self.height)
+        return self.unsettled_total
+
+    def reserve(self, job_id: str, charge: int) -> None:
+        self.unreserve(job_id)
+        self.reserved[job_id] = charge
+        self.reserved_total += charge
+
+    def unreserve(self, job_id: str) -> int | None:
+        charge = self.reserved.pop(job_id, None)
+        if charge is not None:
+            self.reserved_total -= charge
+        return charge
+
+    def set_pending(self, job_id: str, charge: int, settled_at: int | None = None) -> None:
+        self.drop_pending(job_id)
+        self.pending[job_id] = (charge, settled_at)
+        if self._counts(settled_at):
+            self.unsettled_total += charge
+
+    def drop_pending(self, job_id: str) -> None:
+        old = self.pending.pop(job_id, None)
+        if old is not None and self._counts(old[1]):
+            self.unsettled_total -= old[0]
 
     def prune(self) -> None:
-        self.pending = {j: (c, h) for j, (c, h) in self.pending.items() if h is None or h > self.height}
+        """After ``height`` moved: forget the charges the chain state now includes."""
+        self.pending = {j: (c, h) for j, (c, h) in self.pending.items() if self._counts(h)}
+        self.unsettled_total = sum(c for c, _ in self.pending.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +175,9 @@ class DepositBook:
             charge = int(row["escrow_amount"] or 0)
             self.job_deposit[row["id"]] = row["deposit_id"]
             if row["payment_state"] == "reserved" and row["state"] not in ("completed",):
-                book.reserved[row["id"]] = charge
+                book.reserve(row["id"], charge)
             else:
-                book.pending[row["id"]] = (charge, None)
+                book.set_pending(row["id"], charge)
         self._open_rows = []
 
     # -- lookups -------------------------------------------------------------------
@@ -199,7 +230,7 @@ class DepositBook:
         if book is None:
             return None
         return compute_deposit_availability(
-            book.deposit, max(book.height, self.head_height), sum(book.reserved.values()), book.unsettled()
+            book.deposit, max(book.height, self.head_height), book.reserved_total, book.unsettled()
         )
 
     # -- the job's path ------------------------------------------------------------
@@ -251,7 +282,7 @@ class DepositBook:
                 available=availability.available,
                 needed=charge,
             )
-        book.reserved[job_id] = charge
+        book.reserve(job_id, charge)
         self.job_deposit[job_id] = deposit_id
         return Reservation(job_id, deposit_id, charge, expires, signed.client_signature if signed else None)
 
@@ -293,7 +324,7 @@ class DepositBook:
         """Nothing is owed for the job: it was never stored (its insert failed), or it ended unpaid."""
         deposit_id = self.job_deposit.pop(job_id, None)
         if deposit_id is not None:
-            self.books[deposit_id].reserved.pop(job_id, None)
+            self.books[deposit_id].unreserve(job_id)
 
     def on_finished(self, job_id: str, completed: bool) -> None:
         """A deposit job ended: a completed one's charge waits for its batch; any other owes nothing."""
@@ -301,9 +332,9 @@ class DepositBook:
         if deposit_id is None:
             return
         book = self.books[deposit_id]
-        charge = book.reserved.pop(job_id, None)
+        charge = book.unreserve(job_id)
         if completed and charge is not None:
-            book.pending[job_id] = (charge, None)
+            book.set_pending(job_id, charge)
         elif not completed:
             self.job_deposit.pop(job_id, None)
             self.unpaid_finished = True
@@ -313,7 +344,7 @@ class DepositBook:
         charge = compute_job_charge(total_price, params)
         deposit_id = self.job_deposit.get(job_id)
         if deposit_id is not None:
-            self.books[deposit_id].pending[job_id] = (charge, None)
+            self.books[deposit_id].set_pending(job_id, charge)
         return charge
 
     def on_settled(self, job_id: str, height: int) -> None:
@@ -321,10 +352,10 @@ class DepositBook:
         if deposit_id is not None:
             book = self.books[deposit_id]
             if job_id in book.pending:
-                book.pending[job_id] = (book.pending[job_id][0], height)
+                book.set_pending(job_id, book.pending[job_id][0], height)
 
     def on_refused(self, job_id: str) -> None:
         """The chain refused the job's entry: nothing will be charged for it."""
         deposit_id = self.job_deposit.pop(job_id, None)
         if deposit_id is not None:
-            self.books[deposit_id].pending.pop(job_id, None)
+            self.books[deposit_id].drop_pending(job_id)

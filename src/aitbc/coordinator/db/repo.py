@@ -71,8 +71,23 @@ def _conditional_update(columns: tuple[str, ...], with_lease: bool) -> sa.Update
     return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
 
 
+class _NotAllMatched(Exception):
+    """A grouped conditional update matched fewer rows than it had (rolls its transaction back)."""
+
+
 ClaimChoice = Callable[[JobRecord], tuple[JobLifecycle, str, int] | None]
 """For a claimable job: (its lifecycle once claimed, the served model's digest, its unit price), or None."""
+
+
+@functools.lru_cache(maxsize=64)
+def _grouped_update(columns: tuple[str, ...], states: int, with_lease: bool) -> sa.Update:
+    """``_conditional_update`` for ``executemany`` (no expanding IN): the states as ``w_state0`` … ``w_state<n-1>``."""
+    condition = sa.and_(
+        jobs.c.id == sa.bindparam("w_id"), sa.or_(*(jobs.c.state == sa.bindparam(f"w_state{i}") for i in range(states)))
+    )
+    if with_lease:
+        condition = sa.and_(condition, jobs.c.lease_id == sa.bindparam("w_lease"))
+    return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
 
 
 class CoordinatorRepo:
@@ -181,30 +196,68 @@ class CoordinatorRepo:
         """Claim up to ``count`` queued jobs of ``models``, oldest first, in one transaction: ``choose`` gives
         for each candidate the lifecycle, served digest and unit price to write, or None to pass it over. The
         oldest ``count`` are looked at first, then (if some were passed over) the oldest ``scan``."""
-        claimed: list[JobRecord] = []
+        chosen: list[tuple[JobRecord, Row]] = []
         seen: set[str] = set()
         params = {"models": list(models), "now_ms": now_ms}
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             for limit in (count, scan):
-                for row in conn.execute(_find_claimable(limit), params).mappings().all():
-                    if len(claimed) >= count:
-                        return claimed
-                    if row["id"] in seen:
+                rows = conn.execute(_find_claimable(limit), params).mappings().all()
+                for row in rows:
+                    if len(chosen) >= count or row["id"] in seen:
                         continue
                     seen.add(row["id"])
                     job = job_from_row(row)
                     choice = choose(job)
-                    if choice is None:
-                        continue
-                    lifecycle, digest, price = choice
-                    changes = {**lifecycle_columns(lifecycle), "served_digest": digest, "assigned_unit_price": price}
-                    if self._update_job_if(conn, job.id, ("queued",), None, changes):
-                        claimed.append(
-                            replace(job.with_lifecycle(lifecycle), served_digest=digest, assigned_unit_price=price)
-                        )
-                if len(claimed) >= count or len(seen) < limit:  # enough, or the queue holds no more
+                    if choice is not None:
+                        lifecycle, digest, price = choice
+                        changes = {
+                            **lifecycle_columns(lifecycle),
+                            "served_digest": digest,
+                            "assigned_unit_price": price,
+                        }
+                        chosen.append((replace(job.with_lifecycle(lifecycle), **changes), changes))
+                if len(chosen) >= count or len(rows) < limit:  # enough, or the queue holds no more
                     break
-        return claimed
+        won = self._update_jobs_if([(job.id, ("queued",), None, changes) for job, changes in chosen], lambda _: [])
+        return [job for (job, _), ok in zip(chosen, won, strict=True) if ok]
+
+    def _update_jobs_if(
+        self,
+        updates: Sequence[tuple[str, Sequence[str], str | None, Row]],
+        receipts_of: Callable[[list[bool]], list[Row]],
+    ) -> list[bool]:
+        """``_update_job_if`` for each and the receipts ``receipts_of`` gives for the outcome, in one
+        transaction; the updates go as one statement when they share their columns (and whether a lease is
+        expected). Per update, whether it applied."""
+        if not updates:
+            return []
+        shapes = {(tuple(changes), len(states), lease is not None) for _, states, lease, changes in updates}
+        if len(shapes) == 1:
+            ((columns, n_states, with_lease),) = shapes
+            params = []
+            for job_id, states, lease, changes in updates:
+                row = {f"v_{name}": value for name, value in changes.items()}
+                row.update({f"w_state{i}": state for i, state in enumerate(states)}, w_id=job_id)
+                if with_lease:
+                    row["w_lease"] = lease
+                params.append(row)
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(_grouped_update(columns, n_states, with_lease), params).rowcount != len(updates):
+                        raise _NotAllMatched
+                    won = [True] * len(updates)
+                    if rows := receipts_of(won):
+                        conn.execute(receipts.insert(), rows)
+                    return won
+            except _NotAllMatched:  # some job changed meanwhile: rolled back; find which, one by one
+                pass
+        with self.engine.begin() as conn:
+            won = [
+                self._update_job_if(conn, job_id, states, lease, changes) for job_id, states, lease, changes in updates
+            ]
+            if rows := receipts_of(won):
+                conn.execute(receipts.insert(), rows)
+            return won
 
     def transition_job(
         self,
@@ -245,16 +298,14 @@ class CoordinatorRepo:
     def complete_jobs(self, done: Sequence[tuple[JobRecord, str, ReceiptRecord]]) -> list[bool]:
         """``complete_job`` for several jobs in one transaction (a miner's batch of results): each job is
         completed with its receipt only if it still holds its lease; per job, whether it was."""
-        won: list[bool] = []
-        with self.engine.begin() as conn:
-            for job, expect_lease, _ in done:
-                changes = lifecycle_columns(job.lifecycle())
-                changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
-                won.append(self._update_job_if(conn, job.id, ("assigned", "running"), expect_lease, changes))
-            rows = [receipt_to_row(receipt) for (_, _, receipt), ok in zip(done, won, strict=True) if ok]
-            if rows:
-                conn.execute(receipts.insert(), rows)
-        return won
+        updates = []
+        for job, expect_lease, _ in done:
+            changes = lifecycle_columns(job.lifecycle())
+            changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+            updates.append((job.id, ("assigned", "running"), expect_lease, changes))
+        return self._update_jobs_if(
+            updates, lambda won: [receipt_to_row(r) for (_, _, r), ok in zip(done, won, strict=True) if ok]
+        )
 
     # The sweeper's queries run four times a second: built once (see the note at the top).
     def jobs_with_expired_leases(self, now_ms: int) -> list[JobRecord]:
