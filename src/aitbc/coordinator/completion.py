@@ -62,6 +62,7 @@ def compute_result_terms(
         zk_proof_required=job.constraints.zk_proof_required,
         assigned_at_ms=job.assigned_at_ms or 0,
         metering=metering,
+        training=job.training,
     )
 
 

@@ -12,8 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aitbc.protocol.errors import InvalidInput
-from aitbc.protocol.training import TrainingCommitment, TrainingSpec
-from aitbc.training import Dataset, State, compute_state_hash, deterministic, dump_state, load_state, train_step
+from aitbc.protocol.training import TrainingCommitment, TrainingSpec, compute_spec_hash
+from aitbc.training import (
+    Dataset,
+    State,
+    TrainingResult,
+    checkpoint_steps,
+    compute_state_hash,
+    deterministic,
+    dump_state,
+    dump_weights,
+    init_state,
+    load_state,
+    runtime_build,
+    train_step,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +48,12 @@ class RuntimeRunner:
         self,
         jobs: JobSource,
         peers: StateSource | None = None,
-        skip_steps: dict[str, frozenset[int]] | None = None,
+        skip_steps: Callable[[str], frozenset[int]] | None = None,
     ) -> None:
         self.jobs = jobs
         self.peers = peers
-        self.skip_steps = skip_steps or {}
-        """TESTS ONLY: steps this miner's runtime leaves out, by job (a miner faking checkpoints)."""
+        self.skip_steps = skip_steps or (lambda job_id: frozenset())
+        """TESTS ONLY: the steps this miner's runtime leaves out of a job (a miner faking checkpoints)."""
         self.states: dict[str, bytes] = {}
         self.derived: dict[str, tuple[str, int, str]] = {}
         """State hash → (job id, step, hash of the stored state it was replayed from)."""
@@ -116,9 +129,46 @@ class RuntimeRunner:
         return base if compute_state_hash(base) == state_hash else None
 
     def _advance(self, job_id: str, job: TrainingJob, state: State, to_step: int) -> None:
-        skip = self.skip_steps.get(job_id, frozenset())
+        skip = self.skip_steps(job_id)
         for step in range(state.step + 1, to_step + 1):
             if step in skip:
                 state.step = step  # the faked step: the counter moves, the weights do not
             else:
                 train_step(job.spec, job.dataset, state, step)
+
+
+def run_faking(
+    spec: TrainingSpec,
+    dataset: Dataset,
+    skip: frozenset[int],
+    progress_cb: Callable[[int, float], None] | None = None,
+    checkpoint_cb: Callable[[int, bytes], None] | None = None,
+) -> TrainingResult:
+    """TESTS ONLY: ``run_training`` leaving out the ``skip`` steps (the step counter moves on, the weights do
+    not), committing to the states it reaches: a miner faking its checkpoints, which audits must catch."""
+    losses: list[float] = []
+    hashes: list[str] = []
+    kept: dict[int, bytes] = {}
+    marks = set(checkpoint_steps(spec))
+    with deterministic():
+        state = init_state(spec, dataset)
+        for step in range(spec.steps + 1):
+            if step in skip:
+                state.step = step
+                losses.append(losses[-1] if losses else 0.0)
+            elif step:
+                losses.append(train_step(spec, dataset, state, step))
+            if step and progress_cb is not None:
+                progress_cb(step, losses[-1])
+            if step in marks:
+                hashes.append(compute_state_hash(state))
+                if checkpoint_cb is not None:
+                    checkpoint_cb(step, dump_state(state))
+                else:
+                    kept[step] = dump_state(state)
+        weights = dump_weights(state.model)
+    commitment = TrainingCommitment(
+        spec_hash=compute_spec_hash(spec), dataset_hash=spec.dataset_hash, runtime_build=runtime_build(),
+        steps=spec.steps, checkpoint_every=spec.checkpoint_every, checkpoint_hashes=hashes,
+    )  # fmt: skip
+    return TrainingResult(weights=weights, losses=losses, commitment=commitment, checkpoints=kept)

@@ -129,3 +129,30 @@ def check_training_spec(spec: TrainingSpec) -> None:
 def compute_spec_hash(spec: TrainingSpec) -> str:
     """What ``TrainingCommitment.spec_hash`` holds."""
     return sha256(codec.encode(spec)).hex()
+
+
+class TrainingOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What a training job delivers (``JobOutput.training``): the receipt's ``output_hash`` is the
+    commitment's hash; the weights (safetensors) and the loss curve (JSON) are blobs on the coordinator."""
+
+    commitment: TrainingCommitment
+    weights_blob: Hash32
+    losses_blob: Hash32
+    final_loss_micro: U64 = 0
+    """The last step's loss in millionths, for display."""
+    checkpoint_blobs: Annotated[list[Hash32], Meta(max_length=MAX_CHECKPOINTS)] = msgspec.field(default_factory=list)
+    """The committed checkpoints' states (``dump_state`` bytes) as blobs, in the commitment's order: what an
+    auditor replays a segment from (its state hash is checked before use; docs/verification.md)."""
+
+
+def get_commitment_problem(spec: TrainingSpec, commitment: TrainingCommitment) -> str | None:
+    """Why ``commitment`` cannot be a run of ``spec`` (None: its shape fits; the values are the audit's)."""
+    if commitment.spec_hash != compute_spec_hash(spec):
+        return "the commitment is to another training spec"
+    if commitment.dataset_hash != spec.dataset_hash:
+        return "the commitment is to another dataset"
+    if (commitment.steps, commitment.checkpoint_every) != (spec.steps, spec.checkpoint_every):
+        return "the commitment's steps or checkpoint interval are not the spec's"
+    if count_segments(commitment) == 0:
+        return "the commitment does not hold one checkpoint per segment and the initial state"
+    return None

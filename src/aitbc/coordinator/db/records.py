@@ -15,8 +15,9 @@ import msgspec
 
 from aitbc.market.lifecycle import JobLifecycle, JobState
 from aitbc.market.matching import JobRequirements
-from aitbc.protocol.job import JobInput, JobOutput, JobType
+from aitbc.protocol.job import JobInput, JobOutput, JobType, compute_input_units
 from aitbc.protocol.job_messages import MinerRegistration, SealedJobInput
+from aitbc.protocol.training import TrainingSpec
 
 
 class StoredConstraints(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -83,6 +84,10 @@ class JobRecord:
     def input_texts(self) -> list[str]:
         return list(self.input.texts or []) if isinstance(self.input, JobInput) else []
 
+    @property
+    def training(self) -> TrainingSpec | None:
+        return self.input.training if isinstance(self.input, JobInput) else None
+
     def lifecycle(self) -> JobLifecycle:
         return JobLifecycle(
             state=JobState(self.state),
@@ -106,14 +111,7 @@ class JobRecord:
     def requirements(self) -> JobRequirements:
         """What a miner must offer to run this job (``aitbc.market.matching``)."""
         job_input = self.input
-        if isinstance(job_input, JobInput):
-            chars = (
-                len(job_input.prompt or "")
-                + sum(len(m.content) for m in job_input.messages or [])
-                + sum(len(t) for t in job_input.texts or [])
-            )
-        else:
-            chars = 0
+        chars = compute_input_units(job_input) if isinstance(job_input, JobInput) else 0
         return JobRequirements(
             job_type=self.type,
             model=self.model,
