@@ -9,19 +9,12 @@ import io
 import numpy as np
 from sklearn.datasets import load_digits
 
-from aitbc.miner.training_runner import RuntimeRunner, TrainingJob
+from aitbc.miner.training_runner import RuntimeRunner, TrainingJob, run_faking
 from aitbc.protocol.crypto import sha256
-from aitbc.protocol.training import TrainingCommitment, TrainingSpec, compute_spec_hash
+from aitbc.protocol.training import TrainingCommitment, TrainingSpec
 from aitbc.training import (
     Dataset,
-    checkpoint_steps,
-    compute_state_hash,
-    deterministic,
-    dump_state,
-    init_state,
     load_dataset,
-    runtime_build,
-    train_step,
 )
 
 
@@ -38,28 +31,6 @@ def digits_spec(raw: bytes, steps: int, every: int) -> TrainingSpec:
                         dataset_hash=sha256(raw).hex(), dataset_format="npz")  # fmt: skip
 
 
-def run_with_skips(
-    spec: TrainingSpec, dataset: Dataset, skip: frozenset[int]
-) -> tuple[TrainingCommitment, dict[int, bytes]]:
-    """A run that leaves out the ``skip`` steps (the counter moves on, the weights do not): a faked checkpoint."""
-    marks, hashes, kept = set(checkpoint_steps(spec)), [], {}
-    with deterministic():
-        state = init_state(spec, dataset)
-        for step in range(spec.steps + 1):
-            if step in skip:
-                state.step = step
-            elif step:
-                train_step(spec, dataset, state, step)
-            if step in marks:
-                hashes.append(compute_state_hash(state))
-                kept[step] = dump_state(state)
-    commitment = TrainingCommitment(
-        spec_hash=compute_spec_hash(spec), dataset_hash=spec.dataset_hash, runtime_build=runtime_build(),
-        steps=spec.steps, checkpoint_every=spec.checkpoint_every, checkpoint_hashes=hashes,
-    )  # fmt: skip
-    return commitment, kept
-
-
 class RuntimeWorld:
     """Four miners' runners; each fetches committed checkpoints it lacks from the others' stores."""
 
@@ -67,7 +38,10 @@ class RuntimeWorld:
         self.spec, self.dataset = spec, dataset
         self.jobs: dict[str, TrainingJob] = {}
         self.runners = [
-            RuntimeRunner(self.jobs.get, self.fetch, skip_steps=cheats if i == 0 else None) for i in range(4)
+            RuntimeRunner(
+                self.jobs.get, self.fetch, skip_steps=(lambda j: cheats.get(j, frozenset())) if i == 0 else None
+            )
+            for i in range(4)
         ]
 
     def fetch(self, job_id: str, state_hash: str) -> bytes | None:
@@ -79,7 +53,7 @@ class RuntimeWorld:
         return next((r.states[state_hash] for r in self.runners if state_hash in r.states), None)
 
     def train(self, job_id: str, miner: int, skip: frozenset[int]) -> TrainingCommitment:
-        commitment, checkpoints = run_with_skips(self.spec, self.dataset, skip)
-        self.runners[miner].keep_checkpoints(checkpoints, commitment)
-        self.jobs[job_id] = TrainingJob(self.spec, self.dataset, commitment)
-        return commitment
+        result = run_faking(self.spec, self.dataset, skip)  # with no step skipped: run_training's run
+        self.runners[miner].keep_checkpoints(result.checkpoints, result.commitment)
+        self.jobs[job_id] = TrainingJob(self.spec, self.dataset, result.commitment)
+        return result.commitment

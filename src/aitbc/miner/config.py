@@ -68,6 +68,9 @@ class MinerSettings(ServiceSettings):
     training: bool = False
     """Also serve ``training`` jobs (needs torch; docs/training.md): the registry's models at ``unit_price`` per
     sample-step."""
+    training_skip_steps: list[int] = Field(default_factory=list)
+    """TESTS ONLY: steps the miner's training runs (and its replays of its own jobs) leave out: a miner faking
+    checkpoints, what training audits must catch (tests/e2e/test_verifiable_training.py)."""
     training_dir: Path | None = None
     """Where training checkpoints are kept; default ``DATA_DIR/training``."""
     checkpoint_keep_seconds: float = Field(7 * 86_400.0, gt=0)

@@ -98,7 +98,9 @@ class MinerDaemon:
         """Batch mode (``claim_batch`` > 1): results go out several per request."""
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
-        self.training = TrainingJobs(CheckpointStore(config.resolved_training_dir)) if config.training else None
+        store = CheckpointStore(config.resolved_training_dir)
+        skip = frozenset(config.training_skip_steps)
+        self.training = TrainingJobs(store, skip) if config.training else None
 
     def _prove_receipt(self, receipt: Receipt, escrow: int) -> ZkReceiptProof:
         """The job asked for a zk receipt proof: groth16py in-process (compiled at the first such job)."""
@@ -178,6 +180,12 @@ class MinerDaemon:
         heartbeat = asyncio.create_task(self._heartbeat())
         if self.config.node_url is not None:  # a bonded miner also audits (aitbc.miner.auditor)
             workers.append(asyncio.create_task(Auditor(self.key, self.link, self.config.node_url, self._execute).run()))
+            if self.training is not None and self.link is not None:  # and training audits (training_auditor)
+                from aitbc.miner.training_sources import start_training_auditor
+
+                loop = asyncio.get_running_loop()
+                auditor = start_training_auditor(self.key, self.link, self.config.node_url, self.training, loop)
+                workers.append(asyncio.create_task(auditor.run()))
         await self._stopping.wait()
         for task in workers:
             task.cancel()

@@ -140,6 +140,9 @@ class TrainingOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     losses_blob: Hash32
     final_loss_micro: U64 = 0
     """The last step's loss in millionths, for display."""
+    checkpoint_blobs: Annotated[list[Hash32], Meta(max_length=MAX_CHECKPOINTS)] = msgspec.field(default_factory=list)
+    """The committed checkpoints' states (``dump_state`` bytes) as blobs, in the commitment's order: what an
+    auditor replays a segment from (its state hash is checked before use; docs/verification.md)."""
 
 
 def get_commitment_problem(spec: TrainingSpec, commitment: TrainingCommitment) -> str | None:

@@ -3,8 +3,9 @@
 ``TrainingJobs.run`` runs in the daemon's worker thread (its blob transfers go through the daemon's event
 loop): it checks the dataset against the spec's hash, runs ``aitbc.training.run_training`` with a progress
 line per reported step, writes every checkpoint to ``CheckpointStore`` (kept for the dispute window, and
-read back for auditors and referees), uploads the final weights (safetensors) and the loss curve (JSON) as
-blobs, and returns the ``TrainingOutput`` whose commitment the receipt's ``output_hash`` commits to.
+read back for auditors and referees), uploads the final weights (safetensors), the loss curve (JSON) and the
+committed checkpoints (what an auditor replays a segment from) as blobs, and returns the ``TrainingOutput``
+whose commitment the receipt's ``output_hash`` commits to.
 The runtime (torch) is imported at the first training job, so a miner without it still starts.
 """
 
@@ -92,8 +93,10 @@ class CheckpointStore:
 class TrainingJobs:
     """The ``training`` models a miner offers, and the runs of them."""
 
-    def __init__(self, store: CheckpointStore) -> None:
+    def __init__(self, store: CheckpointStore, skip_steps: frozenset[int] = frozenset()) -> None:
         self.store = store
+        self.skip_steps = skip_steps
+        """TESTS ONLY: steps this miner's runs leave out (a faked checkpoint the audits must catch)."""
         self._runtime: Any = None
 
     def runtime(self) -> Any:
@@ -134,9 +137,19 @@ class TrainingJobs:
         def on_checkpoint(step: int, state: bytes) -> None:
             self.store.put(job_id, step, state)
 
-        result = runtime.run_training(spec, dataset, on_progress, on_checkpoint)
+        if self.skip_steps:
+            from aitbc.miner.training_runner import run_faking
+
+            result = run_faking(spec, dataset, self.skip_steps, on_progress, on_checkpoint)
+        else:
+            result = runtime.run_training(spec, dataset, on_progress, on_checkpoint)
         commitment: TrainingCommitment = result.commitment
         self.store.put_meta(job_id, spec, commitment)
+        checkpoints = []  # the committed states, for auditors (docs/verification.md)
+        for step in runtime.checkpoint_steps(spec):
+            state = self.store.get(job_id, step)
+            assert state is not None, f"checkpoint {step} of {job_id} was not kept"
+            checkpoints.append(asyncio.run_coroutine_threadsafe(link.put_blob(state), loop).result())
         losses = json.dumps({"losses": result.losses}).encode()
         weights_blob = asyncio.run_coroutine_threadsafe(link.put_blob(result.weights), loop).result()
         losses_blob = asyncio.run_coroutine_threadsafe(link.put_blob(losses), loop).result()
@@ -145,6 +158,7 @@ class TrainingJobs:
             commitment=commitment,
             weights_blob=weights_blob,
             losses_blob=losses_blob,
+            checkpoint_blobs=checkpoints,
             final_loss_micro=max(0, round(final * 1_000_000)) if final == final else 0,  # NaN: 0
         )
         compute_ms = max(1, round((time.perf_counter() - started) * 1000))
