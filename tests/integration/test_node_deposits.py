@@ -14,7 +14,7 @@ from aitbc.client.deposit import open_deposit, top_up_deposit, withdraw_deposit
 from aitbc.client.node import NodeClient
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.deposit import SettlementEntry, make_deposit_job_id
+from aitbc.protocol.deposit import SettlementEntry, compute_job_request, make_deposit_job_id, sign_job_request
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, countersign_receipt, sign_receipt_as_miner
 from aitbc.protocol.tx import SettleBatch, Transfer, sign_tx
 
@@ -114,3 +114,49 @@ def test_deposit_lifecycle_on_a_real_node(node_process: Any) -> None:
         )
         assert client.wait_for_tx(client.sign_and_send(coordinator, replay))["status"] == "committed"
         assert int(client.get_account(miner.address)["balance"]) == 50 * 3_000  # a replay pays nothing
+
+
+def test_signed_mode_settles_only_jobs_the_client_signed_on_a_real_node(node_process: Any) -> None:
+    """A signed-mode deposit on a real node: the entry carrying the owner's signature over the job request is
+    paid; one without it, one signed by someone else and one whose max price is not what was signed are
+    refused in the tx's events and their jobs stay unpaid."""
+    node = node_process()
+    with node.client() as client:
+        owner, coordinator, miner, other = (KeyPair.generate() for _ in range(4))
+        _fund(node, client, owner, coordinator)
+        params = msgspec.convert(client.get_chain_info()["params"], ChainParams)
+        opened = open_deposit(client, owner, coordinator.address, 1_000_000, mode="signed")
+        expires = int(client.get_head()["height"]) + 100
+        ids = [make_deposit_job_id(expires, os.urandom(8)) for _ in range(4)]
+        receipts = [_receipt(node.chain_id, job_id, owner.address, coordinator, miner) for job_id in ids]
+
+        def signed(r: Receipt, signer: KeyPair, max_price: int = 5_000) -> SettlementEntry:
+            entry = SettlementEntry(deposit_id=opened.deposit_id, receipt=r, max_price=max_price)
+            signature = sign_job_request(compute_job_request(entry), signer)
+            return msgspec.structs.replace(entry, client_signature=signature)
+
+        good = signed(receipts[0], owner)
+        unsigned = SettlementEntry(deposit_id=opened.deposit_id, receipt=receipts[1], max_price=5_000)
+        by_other = signed(receipts[2], other)
+        raised = msgspec.structs.replace(signed(receipts[3], owner), max_price=6_000)  # not what the owner signed
+        batch = SettleBatch(
+            chain_id=node.chain_id,
+            sender=coordinator.address,
+            nonce=client.next_nonce(coordinator.address),
+            fee=params.min_fee,
+            entries=[good, unsigned, by_other, raised],
+        )
+        assert client.wait_for_tx(client.sign_and_send(coordinator, batch))["status"] == "committed"
+        events = [e for e in client.iter_job_events(coordinator.address) if e["kind"] in ("settled", "settle_rejected")]
+        assert [e["job_id"] for e in events if e["kind"] == "settled"] == [ids[0]]
+        rejected = {e["job_id"]: e["reason"].split(":")[0] for e in events if e["kind"] == "settle_rejected"}
+        assert rejected == {
+            ids[1]: "missing_client_signature",
+            ids[2]: "bad_client_signature",
+            ids[3]: "bad_client_signature",
+        }
+        for job_id in ids[1:]:
+            assert client.get_verified_paid_job(job_id)[0] is None
+        deposit, _ = client.get_verified_deposit(opened.deposit_id)
+        assert deposit is not None and deposit.balance == 1_000_000 - compute_job_charge(3_000, params)
+        assert int(client.get_account(miner.address)["balance"]) == 3_000

@@ -104,9 +104,11 @@ class AuditNet:
         path = self.root / name
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
 
-    def start_miner(self, i: int, backend: str, cheat: bool = False, price: int = 1) -> None:
+    def start_miner(
+        self, i: int, backend: str, cheat: bool = False, price: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         info = self.ready
-        env = ENV | ({"AITBC_MINER_ECHO_CHEAT": "1"} if cheat else {})
+        env = ENV | ({"AITBC_MINER_ECHO_CHEAT": "1"} if cheat else {}) | (env or {})
         log = (self.root / f"miner{i}.log").open("ab")
         self.miners[i] = subprocess.Popen(
             [

@@ -15,6 +15,7 @@ this module and fall back to an index of that list when none is given.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 
@@ -50,12 +51,15 @@ class BondWriter(BondReader, Protocol):
 class BondIndex:
     """Every bond, by validator, with running totals."""
 
-    __slots__ = ("_bonded", "_by_validator", "_total")
+    __slots__ = ("_bonded", "_by_validator", "_keys", "_sorted", "_total")
 
     def __init__(self, bonds: Iterable[Bond] = ()) -> None:
         self._by_validator: dict[str, dict[str, int]] = {}
         self._bonded: dict[str, int] = {}
         self._total = 0
+        self._sorted: list[Bond] | None = None
+        """``to_list``'s answer, kept up to date by ``apply`` (None: rebuild it on the next call)."""
+        self._keys: list[tuple[str, str]] = []
         for bond in bonds:
             self.set(bond.validator, bond.delegator, bond.amount)
 
@@ -81,6 +85,7 @@ class BondIndex:
                 yield Bond(validator, delegator, delegations[delegator])
 
     def set(self, validator: str, delegator: str, amount: int) -> None:
+        self._sorted = None
         delegations = self._by_validator.setdefault(validator, {})
         old = delegations.get(delegator, 0)
         if amount:
@@ -97,12 +102,43 @@ class BondIndex:
         self._total += amount - old
 
     def apply(self, writes: Mapping[tuple[str, str], int]) -> None:
+        """A block's writes; the sorted list (if built) follows in O(changes * log bonds) plus list copies."""
+        listed, keys = self._sorted, self._keys
         for (validator, delegator), amount in writes.items():
             self.set(validator, delegator, amount)
+        if listed is not None:
+            self._sorted, self._keys = _merge_writes(listed, keys, writes)
 
     def to_list(self) -> list[Bond]:
-        """The sorted list ``StakingState.bonds`` holds."""
-        return list(self.iter_bonds())
+        """The sorted list ``StakingState.bonds`` holds (a new list after each change: a state's list never
+        changes once handed out)."""
+        if self._sorted is None:
+            self._sorted = list(self.iter_bonds())
+            self._keys = [(b.validator, b.delegator) for b in self._sorted]
+        return self._sorted
+
+
+def _merge_writes(
+    bonds: list[Bond], keys: list[tuple[str, str]], writes: Mapping[tuple[str, str], int]
+) -> tuple[list[Bond], list[tuple[str, str]]]:
+    """The sorted bond list (and its keys) with ``writes`` applied: new lists, the inputs are untouched; the
+    unchanged runs between two written keys are copied as slices, not visited one by one."""
+    out, out_keys = [], []
+    done = 0
+    for key in sorted(writes):
+        at = bisect_left(keys, key, done)
+        out += bonds[done:at]
+        out_keys += keys[done:at]
+        if at < len(keys) and keys[at] == key:
+            at += 1
+        amount = writes[key]
+        if amount:
+            out.append(Bond(key[0], key[1], amount))
+            out_keys.append(key)
+        done = at
+    out += bonds[done:]
+    out_keys += keys[done:]
+    return out, out_keys
 
 
 class BondOverlay:

@@ -15,11 +15,13 @@ old tree (RPC proofs against the current head) are never disturbed.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 EMPTY_HASH: Final = bytes(32)
+_new_sha256: Final = hashlib.sha256
 
 
 def _sha256(data: bytes) -> bytes:
@@ -47,7 +49,7 @@ class _Leaf:
     def __init__(self, key: bytes, value_hash: bytes) -> None:
         self.key = key
         self.value_hash = value_hash
-        self.hash = compute_leaf_hash(key, value_hash)
+        self.hash = _new_sha256(b"\x00" + key + value_hash).digest()  # compute_leaf_hash, inlined
 
 
 class _Branch:
@@ -59,9 +61,10 @@ class _Branch:
     def __init__(self, left: _Node, right: _Node) -> None:
         self.left = left
         self.right = right
-        self.hash = compute_branch_hash(
-            EMPTY_HASH if left is None else left.hash, EMPTY_HASH if right is None else right.hash
-        )
+        # compute_branch_hash, inlined: the tree's hot path (a block's update builds thousands)
+        self.hash = _new_sha256(
+            b"\x01" + (EMPTY_HASH if left is None else left.hash) + (EMPTY_HASH if right is None else right.hash)
+        ).digest()
 
 
 _Node = _Leaf | _Branch | None
@@ -69,48 +72,81 @@ _Node = _Leaf | _Branch | None
 
 def _join(left: _Node, right: _Node) -> _Node:
     """Canonical parent of two subtrees: one-entry subtrees collapse into their leaf."""
-    if left is None and (right is None or isinstance(right, _Leaf)):
-        return right
-    if right is None and isinstance(left, _Leaf):
+    if left is None:
+        if right is None or type(right) is _Leaf:
+            return right
+    elif right is None and type(left) is _Leaf:
         return left
     return _Branch(left, right)
 
 
-def _split_at(items: Sequence[tuple[bytes, bytes | None]], depth: int) -> int:
-    """Index of the first item whose key has bit 1 at ``depth`` (items sorted by key)."""
-    lo, hi = 0, len(items)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if get_key_bit(items[mid][0], depth):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+class _Batch:
+    """One update's changes sorted by key, with the keys as integers: the changes under a subtree are a
+    contiguous run ``[lo, hi)``, split at a bit by one C bisection (no per-key bit tests)."""
+
+    __slots__ = ("grown", "ints", "keys", "values")
+
+    def __init__(self, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self.keys = [k for k, _ in items]
+        self.values = [v for _, v in items]
+        self.ints = [int.from_bytes(k, "big") for k in self.keys]
+        self.grown = 0
+        """Entries added minus entries removed so far (the tree's new size)."""
+
+    def split(self, lo: int, hi: int, depth: int) -> int:
+        """Index of the first change in ``[lo, hi)`` whose key has bit 1 at ``depth`` (all share the bits above)."""
+        shift = 255 - depth
+        return bisect_left(self.ints, ((self.ints[lo] >> shift) | 1) << shift, lo, hi)
 
 
-def _build(items: Sequence[tuple[bytes, bytes | None]], depth: int) -> _Node:
-    if not items:
+def _build(keys: Sequence[bytes], values: Sequence[bytes], depth: int) -> _Node:
+    """The canonical subtree of entries sorted by key, all sharing their first ``depth`` bits."""
+    if not keys:
         return None
-    if len(items) == 1:
-        key, value_hash = items[0]
-        return None if value_hash is None else _Leaf(key, value_hash)
-    cut = _split_at(items, depth)
-    return _join(_build(items[:cut], depth + 1), _build(items[cut:], depth + 1))
+    if len(keys) == 1:
+        return _Leaf(keys[0], values[0])
+    ints = [int.from_bytes(k, "big") for k in keys]
+    return _build_run(keys, values, ints, 0, len(keys), depth)
 
 
-def _update(node: _Node, items: Sequence[tuple[bytes, bytes | None]], depth: int) -> _Node:
-    if not items:
+def _build_run(keys: Sequence[bytes], values: Sequence[bytes], ints: list[int], lo: int, hi: int, depth: int) -> _Node:
+    if hi - lo == 1:
+        return _Leaf(keys[lo], values[lo])
+    shift = 255 - depth
+    cut = bisect_left(ints, ((ints[lo] >> shift) | 1) << shift, lo, hi)
+    if cut in (lo, hi):  # all on one side: the parent is a branch with one empty child
+        child = _build_run(keys, values, ints, lo, hi, depth + 1)
+        return _Branch(None, child) if cut == lo else _Branch(child, None)
+    return _Branch(
+        _build_run(keys, values, ints, lo, cut, depth + 1), _build_run(keys, values, ints, cut, hi, depth + 1)
+    )
+
+
+def _rebuild(batch: _Batch, lo: int, hi: int, depth: int, leaf: _Leaf | None) -> _Node:
+    """The subtree of ``leaf`` (if any) with the changes ``[lo, hi)`` applied."""
+    keys, values = batch.keys, batch.values
+    entries = {keys[i]: values[i] for i in range(lo, hi)}
+    if leaf is not None:
+        entries.setdefault(leaf.key, leaf.value_hash)
+    present = sorted((k, v) for k, v in entries.items() if v is not None)
+    batch.grown += len(present) - (leaf is not None)
+    return _build([k for k, _ in present], [v for _, v in present], depth)
+
+
+def _update(node: _Node, batch: _Batch, lo: int, hi: int, depth: int) -> _Node:
+    if lo == hi:
         return node
     if node is None:
-        return _build([i for i in items if i[1] is not None], depth)
-    if isinstance(node, _Leaf):
-        if any(key == node.key for key, _ in items):
-            merged = list(items)
-        else:
-            merged = sorted([*items, (node.key, node.value_hash)])
-        return _build([i for i in merged if i[1] is not None], depth)
-    cut = _split_at(items, depth)
-    return _join(_update(node.left, items[:cut], depth + 1), _update(node.right, items[cut:], depth + 1))
+        return _rebuild(batch, lo, hi, depth, None)
+    if type(node) is _Leaf:
+        return _rebuild(batch, lo, hi, depth, node)
+    assert type(node) is _Branch
+    cut = batch.split(lo, hi, depth)
+    left = _update(node.left, batch, lo, cut, depth + 1) if cut > lo else node.left
+    right = _update(node.right, batch, cut, hi, depth + 1) if cut < hi else node.right
+    if left is node.left and right is node.right:
+        return node
+    return _join(left, right)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +174,11 @@ class SparseMerkleTree:
 
     def update(self, changes: Mapping[bytes, bytes | None]) -> SparseMerkleTree:
         """A new tree with ``key → value_hash`` set (``None`` deletes); self is untouched."""
-        items = sorted(changes.items())
-        for key, _ in items:
-            if len(key) != 32:
-                raise ValueError("SMT keys must be 32 bytes")
-        size = self._size + sum((v is not None) - (self.get(k) is not None) for k, v in items)
-        return SparseMerkleTree(_update(self._root, items, 0), size)
+        if any(len(key) != 32 for key in changes):
+            raise ValueError("SMT keys must be 32 bytes")
+        batch = _Batch(sorted(changes.items()))
+        root = _update(self._root, batch, 0, len(batch.keys), 0)
+        return SparseMerkleTree(root, self._size + batch.grown)
 
     def get(self, key: bytes) -> bytes | None:
         node = self._root

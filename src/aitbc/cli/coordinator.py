@@ -48,6 +48,9 @@ def run(
     poolhub_token: Annotated[
         str | None, typer.Option(envvar="AITBC_POOLHUB_API_TOKEN", help="The pool hub's API token", show_default=False)
     ] = None,
+    blob_max_bytes: Annotated[
+        int | None, typer.Option(help="Largest blob (training datasets, weights) in bytes [default: 256 MiB]")
+    ] = None,
 ) -> None:
     """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C.
 
@@ -70,6 +73,7 @@ def run(
             log_level=log_level,
             poolhub_url=poolhub_url,
             poolhub_token=poolhub_token,
+            blob_max_bytes=blob_max_bytes,
         ),
     )
     configure_logging("coordinator", settings.log_level)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,9 +28,14 @@ from aitbc.cli.common import (
     parse_amount,
     print_json,
 )
+from aitbc.cli.job_show import show_deposit_payment as _show_deposit_payment
+from aitbc.cli.job_show import show_escrow as _show_escrow
+from aitbc.cli.job_show import show_payment as _show_payment
+from aitbc.cli.job_training import download_weights, follow_training, print_training_result, training_body
 from aitbc.client.coordinator import CoordinatorClient
+from aitbc.client.deposit import sign_deposit_job
 from aitbc.client.node import NodeClient
-from aitbc.client.payment import DEFAULT_DEADLINE_BLOCKS, JobEscrow, compute_default_max_price, open_job_escrow
+from aitbc.client.payment import DEFAULT_DEADLINE_BLOCKS, compute_default_max_price, open_job_escrow
 from aitbc.protocol.amounts import format_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
@@ -84,6 +88,8 @@ def _print_result(client: CoordinatorClient, job: dict[str, Any], reply_secret: 
             f"EXPERIMENTAL zk-inference: outputs {result['output']['outputs']}, "
             f"{len(result['output']['proofs'])} EZKL proof(s); check them with `aitbc receipt verify {job['job_id']}`"
         )
+    elif "training" in result["output"]:
+        print_training_result(job["job_id"], result["output"]["training"])
     elif "text" in result["output"]:
         console.print(Panel(result["output"]["text"], title="result", border_style="green"))
     else:
@@ -107,6 +113,15 @@ def _print_result(client: CoordinatorClient, job: dict[str, Any], reply_secret: 
     console.print(table)
 
 
+def _finish(client: CoordinatorClient, job_id: str, reply_secret: bytes | None, body: dict[str, Any]) -> None:
+    """Follow a submitted job live, then show its result and receipt."""
+    if body["type"] == "training":
+        job = follow_training(client, job_id, int(body["input"]["training"]["steps"]))
+    else:
+        job = _follow(client, job_id)
+    _print_result(client, job, reply_secret)
+
+
 def _zk_vector_text(value: str) -> str:
     try:
         return format_zk_vector(parse_zk_vector(value))
@@ -122,59 +137,6 @@ def _client_key(key: str | None, devnet: Path | None) -> KeyPair:
     if info.client_key is None:
         raise ConfigError("this devnet has no client key; pass --key NAME_OR_PATH of a funded key")
     return read_keyfile(Path(info.client_key))
-
-
-def _show_escrow(escrow: JobEscrow) -> None:
-    table = Table("escrow", "", show_header=False, border_style="yellow")
-    table.add_row("job id", escrow.job_id)
-    table.add_row(
-        "locked",
-        f"{format_aitbc(escrow.amount)} AITBC = max price {format_aitbc(escrow.max_price)} + protocol fee",
-    )
-    table.add_row("coordinator", escrow.coordinator)
-    table.add_row("deadline", f"height {escrow.deadline_height} (refunded by the chain if unpaid by then)")
-    table.add_row("tx", f"{escrow.tx_hash} [green]committed[/] in block {escrow.height}")
-    console.print(table)
-
-
-def _show_payment(node: NodeClient, job_id: str, timeout: float = 60.0) -> None:
-    """Wait for the chain to settle or refund the escrow, then show where the money went."""
-    deadline = time.monotonic() + timeout
-    with console.status("waiting for the settlement on chain…"):
-        while True:
-            found = node.get_job(job_id)
-            if found is not None and found["escrow"]["state"] != "open":
-                break
-            if time.monotonic() > deadline:
-                console.print(f"[yellow]escrow of {job_id} still open after {timeout:.0f}s[/]")
-                return
-            time.sleep(0.2)
-    escrow = found["escrow"]
-    closing = found["events"][-1]
-    table = Table("payment", "", show_header=False, border_style="green")
-    table.add_row("escrow", f"[bold]{escrow['state']}[/] in block {closing['height']}, tx {closing['tx_hash']}")
-    if escrow["state"] == "settled":
-        table.add_row("paid to miner", f"{format_aitbc(escrow['paid_to_miner'])} AITBC → {escrow['miner']}")
-        table.add_row("protocol fee", f"{format_aitbc(escrow['protocol_fee'])} AITBC → validators' reward pool")
-    table.add_row("returned to you", f"{format_aitbc(escrow['refunded'])} AITBC")
-    console.print(table)
-
-
-def _show_deposit_payment(node: NodeClient, job_id: str, timeout: float = 60.0) -> None:
-    """Wait for the batch that settles a deposit job, then show what it drew (proof-checked)."""
-    deadline = time.monotonic() + timeout
-    with console.status("waiting for the job's settle batch on chain…"):
-        while (paid := node.get_verified_paid_job(job_id)[0]) is None:
-            if time.monotonic() > deadline:
-                console.print(f"[yellow]{job_id} not settled after {timeout:.0f}s (`aitbc job cost {job_id}`)[/]")
-                return
-            time.sleep(0.2)
-    table = Table("payment", "", show_header=False, border_style="green")
-    table.add_row("settled", f"in a batch, block {paid.height} (proof checked against the header)")
-    table.add_row("paid to miner", f"{format_aitbc(paid.paid_to_miner)} AITBC → {paid.miner}")
-    table.add_row("protocol fee", f"{format_aitbc(paid.protocol_fee)} AITBC → validators' reward pool")
-    table.add_row("drawn from", f"deposit {paid.deposit_id}")
-    console.print(table)
 
 
 def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> tuple[dict[str, Any], bytes]:
@@ -213,6 +175,19 @@ def submit(
             "comma-separated (repeat for up to 4); the miner proves each run with EZKL (docs/zk.md)",
         ),
     ] = None,
+    job_type: Annotated[
+        str | None,
+        typer.Option("--type", help="inference, embedding, zk-inference or training (default: from the input options)"),
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Training: the dataset file (.csv, .npz or .jsonl; docs/training.md)")
+    ] = None,
+    dataset_format: Annotated[str | None, typer.Option(help="Training: csv, npz or jsonl (default: by suffix)")] = None,
+    steps: Annotated[int, typer.Option(help="Training: optimiser steps")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Training: samples per step")] = 32,
+    lr: Annotated[float, typer.Option(help="Training: learning rate")] = 0.01,
+    optimiser: Annotated[str, typer.Option(help="Training: sgd, adam or adamw")] = "adam",
+    checkpoint_every: Annotated[int, typer.Option(help="Training: steps between committed checkpoints")] = 10,
     model: Annotated[str | None, typer.Option(help="Model (default: the first one served)")] = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens to generate")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy)")] = 0.0,
@@ -238,7 +213,12 @@ def submit(
     ] = False,
     key: Annotated[
         str | None,
-        typer.Option("--key", help="Key that pays (name or path; default: devnet client key)", show_default=False),
+        typer.Option(
+            "--key",
+            help="Key that pays an escrow or signs a signed-mode deposit's job (name or path; default: devnet "
+            "client key)",
+            show_default=False,
+        ),
     ] = None,
     deadline_blocks: Annotated[
         int, typer.Option(help="Blocks the escrow stays open before the chain refunds it")
@@ -252,16 +232,25 @@ def submit(
     """Submit an inference (--prompt), embedding (--text …) or EXPERIMENTAL zk-inference (--zk-input …) job.
 
     On a coordinator that takes paid jobs, an API key bound to a deposit pays from it: the job is accepted at
-    once (no tx, no block to wait for) and settled later in a batch. Otherwise, or with --escrow, it first
-    opens the job's escrow on chain with your key, shows it, waits for it to commit, then submits the job.
+    once (no tx, no block to wait for) and settled later in a batch; a signed-mode deposit's job is signed
+    with --key (the deposit's owner). Otherwise, or with --escrow, it first opens the job's escrow on chain
+    with your key, shows it, waits for it to commit, then submits the job.
     With --wait it also shows the settlement."""
-    if [prompt is not None, bool(text), bool(zk_input)].count(True) != 1:
+    training = job_type == "training" or dataset is not None
+    if [prompt is not None, bool(text), bool(zk_input), training].count(True) != 1:
         raise ConfigError(
-            "give one of --prompt (inference), --text … (embedding) or --zk-input … (zk-inference, experimental)"
+            "give one of --prompt (inference), --text … (embedding), --zk-input … (zk-inference, experimental) "
+            "or --type training --dataset FILE"
         )
     with coordinator_client(devnet, coordinator, api_key) as client:
-        if zk_input:
-            body: dict[str, Any] = {
+        if training:
+            if dataset is None:
+                raise ConfigError("a training job needs --dataset FILE")
+            fields: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "lr_micro": round(lr * 1_000_000)}
+            fields |= {"optimiser": optimiser, "checkpoint_every": checkpoint_every, "seed": seed or 0}
+            body: dict[str, Any] = training_body(client, model or "mlp", dataset, dataset_format, fields)
+        elif zk_input:
+            body = {
                 "type": "zk-inference",
                 "model": model or ZKML_MODEL,
                 "input": {"texts": [_zk_vector_text(v) for v in zk_input]},
@@ -296,10 +285,14 @@ def submit(
             job = client.submit(body)
             console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
             if wait:
-                _print_result(client, _follow(client, job["job_id"]), reply_secret)
+                _finish(client, job["job_id"], reply_secret, body)
             return
         account = None if escrow_path else client.account()
         if account is not None:
+            if account["mode"] == "signed":  # the chain pays only jobs the deposit's owner signed
+                if "max_price" not in body:
+                    body["max_price"] = compute_default_max_price(plain_body, client.models())
+                body = sign_deposit_job(body, account, _client_key(key, devnet))
             job = client.submit(body)
             reserved = job["payment"]["escrow_amount"]
             console.print(
@@ -308,7 +301,7 @@ def submit(
                 f"({format_aitbc(account['available'] - reserved)} AITBC left available)"
             )
             if wait:
-                _print_result(client, _follow(client, job["job_id"]), reply_secret)
+                _finish(client, job["job_id"], reply_secret, body)
                 with NodeClient(rpc or os.environ.get("AITBC_RPC_URL") or node_url) as node:
                     _show_deposit_payment(node, job["job_id"])
             return
@@ -325,7 +318,7 @@ def submit(
             console.print(f"submitted [bold]{job['job_id']}[/] ({job['type']}, {job['model']}): {job['state']}")
             if not wait:
                 return
-            _print_result(client, _follow(client, job["job_id"]), reply_secret)
+            _finish(client, job["job_id"], reply_secret, body)
             _show_payment(node, job["job_id"])
 
 
@@ -342,11 +335,15 @@ def status(
 @app.command("result")
 @handle_errors
 def result(
-    job_id: str, devnet: DevnetOpt = None, coordinator: CoordinatorOpt = None, api_key: ApiKeyOpt = None
+    job_id: str,
+    out: Annotated[Path | None, typer.Option("--out", help="Training: save the trained weights (safetensors)")] = None,
+    devnet: DevnetOpt = None,
+    coordinator: CoordinatorOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
-    """A finished job's output (an error while it is still running)."""
+    """A finished job's output (an error while it is still running); --out saves a training job's weights."""
     with coordinator_client(devnet, coordinator, api_key) as client:
-        print_json(client.result(job_id))
+        print_json(client.result(job_id) if out is None else download_weights(client, job_id, out))
 
 
 @app.command("receipt")

@@ -109,6 +109,14 @@ def run(
             "EZKL; needs the zkml extra; the ~140 MB proving key is generated into DATA_DIR/zkml on first use)",
         ),
     ] = None,
+    training: Annotated[
+        bool | None,
+        typer.Option(
+            "--training",
+            help="Also serve training jobs (logreg, mlp, cnn, minilm-pairs; needs torch; checkpoints kept in "
+            "DATA_DIR/training for the dispute window; docs/training.md)",
+        ),
+    ] = None,
 ) -> None:
     """Register with the coordinator and run jobs until Ctrl-C (unfinished jobs are handed back).
 
@@ -151,6 +159,7 @@ def run(
                 node_url=node,
                 log_level=log_level,
                 zk_inference=zk_inference,
+                training=training,
             )
         )
     except ValidationError as exc:

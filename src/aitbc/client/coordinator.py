@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from aitbc.client.http import RestClient, raise_for_problem
+from aitbc.protocol.crypto import sha256_hex
 from aitbc.protocol.errors import RemoteError
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -64,6 +65,23 @@ class CoordinatorClient(RestClient):
 
     def submit_embedding(self, model: str, texts: list[str], **options: Any) -> dict[str, Any]:
         return self.submit({"type": "embedding", "model": model, "input": {"texts": texts}, **options})
+
+    def put_blob(self, data: bytes) -> str:
+        """Upload a blob (a training dataset); returns its sha256, checked against the coordinator's answer."""
+        headers = {"Content-Type": "application/octet-stream"}
+        answer = self._request("POST", "/api/v1/blobs", content=data, headers=headers, timeout=300.0)
+        if answer.get("hash") != sha256_hex(data):
+            raise RemoteError("the coordinator stored the blob under another hash", reason="bad_blob")
+        return sha256_hex(data)
+
+    def get_blob(self, blob_hash: str) -> bytes:
+        """A blob (trained weights, a loss curve), checked against its hash."""
+        response = self._send("GET", f"/api/v1/blobs/{blob_hash}", timeout=300.0)
+        if response.status_code != 200:
+            raise_for_problem(response)
+        if sha256_hex(response.content) != blob_hash:
+            raise RemoteError(f"blob {blob_hash} does not hash to its name", reason="bad_blob")
+        return response.content
 
     def job(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}")

@@ -6,15 +6,19 @@ do with the deposit is fixed by the chain rules (``aitbc.chain.deposits``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from aitbc.chain.params import ChainParams
 from aitbc.client.node import NodeClient
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.deposit import compute_deposit_id
-from aitbc.protocol.errors import RemoteError
+from aitbc.protocol.deposit import JobRequest, compute_deposit_id, make_deposit_job_id, sign_job_request
+from aitbc.protocol.errors import ConfigError, RemoteError
+from aitbc.protocol.job import compute_input_hash
+from aitbc.protocol.job_messages import JobRequest as JobBody
 from aitbc.protocol.tx import OpenDeposit, TopUpDeposit, Tx, WithdrawDeposit
 
 
@@ -96,3 +100,25 @@ def withdraw_deposit(node: NodeClient, key: KeyPair, deposit_id: str, amount: in
     )
     tx_hash, height = _send(node, key, tx, timeout)
     return DepositTx(deposit_id, tx_hash, height, params.min_fee)
+
+
+def sign_deposit_job(body: dict[str, Any], account: dict[str, Any], key: KeyPair) -> dict[str, Any]:
+    """``body`` (a ``POST /api/v1/jobs`` body with its ``max_price``) made a signed-mode deposit job: a job id
+    expiring at the height the coordinator suggests (``account``: its ``GET /api/v1/account``), and ``key``'s
+    signature over the job request the chain will rebuild from the receipt."""
+    if key.address != account["client"]:
+        raise ConfigError(f"deposit {account['deposit_id']} is {account['client']}'s; this key is {key.address}")
+    if "max_price" not in body:
+        raise ConfigError("a signed-mode job names its max_price (it is part of what you sign)")
+    job_id = make_deposit_job_id(int(account["job_expiry_height"]), os.urandom(10))
+    sealed = body.get("sealed")
+    input_hash = sealed["input_hash"] if sealed else compute_input_hash(msgspec.convert(body, JobBody).to_job_input())
+    request = JobRequest(
+        chain_id=account["chain_id"],
+        job_id=job_id,
+        deposit_id=account["deposit_id"],
+        model=body["model"],
+        input_hash=input_hash,
+        max_price=int(body["max_price"]),
+    )
+    return {**body, "job_id": job_id, "client_signature": sign_job_request(request, key)}

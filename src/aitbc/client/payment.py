@@ -19,6 +19,7 @@ from aitbc.market.matching import JobRequirements, compute_max_units
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
 from aitbc.protocol.job import compute_model_kind
+from aitbc.protocol.training import TrainingSpec
 from aitbc.protocol.tx import OpenEscrow
 
 DEFAULT_DEADLINE_BLOCKS: Final = 900
@@ -58,6 +59,9 @@ def compute_default_max_price(body: dict[str, Any], models: list[dict[str, Any]]
         + sum(len(m["content"]) for m in job_input.get("messages") or [])
         + sum(len(t) for t in job_input.get("texts") or [])
     )
+    if job_input.get("training"):  # billed by sample-steps (docs/tokenomics.md)
+        spec = msgspec.convert(job_input["training"], TrainingSpec)
+        chars = spec.steps * spec.batch_size
     max_tokens = int(body.get("params", {}).get("max_tokens", 128))
     units = compute_max_units(JobRequirements(body["type"], model, chars, max_tokens))
     return max(prices) * units

@@ -17,8 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.coordinator.api.body import message_schemas
 from aitbc.coordinator.api.fastpath import FastPath
-from aitbc.coordinator.api.routes import account, audits, jobs, matching, miners, openai
+from aitbc.coordinator.api.routes import account, audits, blobs, jobs, matching, miners, openai
 from aitbc.coordinator.audits import AuditDesk
+from aitbc.coordinator.blobs import BlobStore
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.repo import CoordinatorRepo
@@ -140,6 +141,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.include_router(account.router)
     app.include_router(openai.router)
     app.include_router(audits.router)
+    app.include_router(blobs.router)
+    app.state.blobs = BlobStore.at(settings)
     app.state.job_updates = JobUpdatesHub(service, settings.ws_max_connections_per_key)
     app.add_api_websocket_route("/api/v1/ws", app.state.job_updates.handle, name="job_updates")
 
@@ -202,6 +205,7 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
         settings,
         sock,
         openai_prefix=OPENAI_PREFIX,
+        streamed_paths=(blobs.BLOBS_PATH,),
         on_reject=lambda reason: rejections.labels(reason).inc(),
         on_stop=app.state.service.stop_claims,
     )

@@ -31,6 +31,7 @@ from aitbc.coordinator.matching import MatchPolicy
 from aitbc.coordinator.payments import ChainLink
 from aitbc.market.auditing import check_audit_compatible, get_audit_role
 from aitbc.market.scoring import Outcome
+from aitbc.market.training_disputes import get_training_role
 from aitbc.protocol.errors import Conflict, Forbidden, InvalidInput, NotFound, RemoteError
 from aitbc.protocol.job import JobInput
 from aitbc.protocol.job_messages import JobConstraints
@@ -138,7 +139,7 @@ class AuditDesk:
                 raise NotFound(f"job {job_id} is not being audited") from None
             raise
         audit = msgspec.convert(found["audit"], Audit)
-        role = get_audit_role(audit, miner)
+        role = get_audit_role(audit, miner) or get_training_role(audit, miner)
         if role is None:
             raise Forbidden(f"{miner} is not to report on the audit of {job_id} (status {audit.status})")
         job = await self.db.read(self.repo.get_job, job_id)

@@ -159,8 +159,10 @@ class MinerRequestVerifier:
         path: str,
         body: bytes,
         now_ms: int,
+        body_sha256: str | None = None,
     ) -> str:
-        """Return the authenticated miner address or raise ``AuthError``."""
+        """Return the authenticated miner address or raise ``AuthError``; ``body_sha256``: the body's hash,
+        when the caller hashed a streamed body instead of holding it."""
         if not (miner and timestamp and nonce and signature):
             raise Unauthorized("miner requests must be signed (X-Aitbc-Miner, -Timestamp, -Nonce, -Signature)")
         if not timestamp.isdigit() or len(nonce) > 64 or len(signature) != 128:
@@ -176,7 +178,7 @@ class MinerRequestVerifier:
                 path=path,
                 timestamp_ms=ts,
                 nonce=nonce,
-                body_sha256=sha256_hex(body),
+                body_sha256=body_sha256 or sha256_hex(body),
             )
             message = miner_request_bytes(request)
             sig = bytes.fromhex(signature)

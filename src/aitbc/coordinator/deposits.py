@@ -29,8 +29,9 @@ from aitbc.chain.params import ChainParams
 from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable
 from aitbc.market.deposits import DepositAvailability, compute_deposit_availability, is_affordable
-from aitbc.protocol.deposit import make_deposit_job_id
-from aitbc.protocol.errors import PaymentRequired, RemoteError
+from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.protocol.deposit import JobRequest, get_job_expiry, is_valid_job_request_signature, make_deposit_job_id
+from aitbc.protocol.errors import InvalidInput, PaymentRequired, RemoteError
 
 log = logging.getLogger("aitbc.coordinator.deposits")
 
@@ -58,7 +59,8 @@ class DepositProblem(PaymentRequired):
 
 @dataclass(slots=True)
 class _Book:
-    """One deposit: its chain state as last read, and what this coordinator owes against it."""
+    """One deposit: its chain state as last read, and what this coordinator owes against it (with running
+    totals, so a submission costs the same however many jobs are in flight or waiting for their block)."""
 
     deposit: Deposit
     height: int
@@ -66,13 +68,43 @@ class _Book:
     """In-flight job → worst-case charge."""
     pending: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     """Completed job → (charge, height of the block that settled it, once known)."""
+    reserved_total: int = 0
+    unsettled_total: int = 0
+    """Σ ``pending`` charges the chain state at ``height`` does not include yet."""
+
+    def _counts(self, settled_at: int | None) -> bool:
+        return settled_at is None or settled_at > self.height
 
     def unsettled(self) -> int:
         """Charges the chain state at ``height`` does not include yet."""
-        return sum(c for c, h in self.pending.values() if h is None or h > self.height)
+        return self.unsettled_total
+
+    def reserve(self, job_id: str, charge: int) -> None:
+        self.unreserve(job_id)
+        self.reserved[job_id] = charge
+        self.reserved_total += charge
+
+    def unreserve(self, job_id: str) -> int | None:
+        charge = self.reserved.pop(job_id, None)
+        if charge is not None:
+            self.reserved_total -= charge
+        return charge
+
+    def set_pending(self, job_id: str, charge: int, settled_at: int | None = None) -> None:
+        self.drop_pending(job_id)
+        self.pending[job_id] = (charge, settled_at)
+        if self._counts(settled_at):
+            self.unsettled_total += charge
+
+    def drop_pending(self, job_id: str) -> None:
+        old = self.pending.pop(job_id, None)
+        if old is not None and self._counts(old[1]):
+            self.unsettled_total -= old[0]
 
     def prune(self) -> None:
-        self.pending = {j: (c, h) for j, (c, h) in self.pending.items() if h is None or h > self.height}
+        """After ``height`` moved: forget the charges the chain state now includes."""
+        self.pending = {j: (c, h) for j, (c, h) in self.pending.items() if self._counts(h)}
+        self.unsettled_total = sum(c for c, _ in self.pending.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +113,23 @@ class Reservation:
     deposit_id: str
     charge: int
     expires_height: int
+    client_signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedAsk:
+    """What a submission says about a signed-mode job: the id the client chose and its signature over the
+    job request (``aitbc.protocol.deposit.JobRequest``); the rest of the request comes from the job."""
+
+    job_id: str | None
+    client_signature: str | None
+    chain_id: str
+    model: str
+    input_hash: str
+
+
+MIN_SIGNED_BLOCKS = 10
+"""A signed-mode job id must leave at least this many blocks before its expiry (to run, then settle)."""
 
 
 class DepositBook:
@@ -126,9 +175,9 @@ class DepositBook:
             charge = int(row["escrow_amount"] or 0)
             self.job_deposit[row["id"]] = row["deposit_id"]
             if row["payment_state"] == "reserved" and row["state"] not in ("completed",):
-                book.reserved[row["id"]] = charge
+                book.reserve(row["id"], charge)
             else:
-                book.pending[row["id"]] = (charge, None)
+                book.set_pending(row["id"], charge)
         self._open_rows = []
 
     # -- lookups -------------------------------------------------------------------
@@ -181,12 +230,18 @@ class DepositBook:
         if book is None:
             return None
         return compute_deposit_availability(
-            book.deposit, max(book.height, self.head_height), sum(book.reserved.values()), book.unsettled()
+            book.deposit, max(book.height, self.head_height), book.reserved_total, book.unsettled()
         )
 
     # -- the job's path ------------------------------------------------------------
-    async def reserve(self, api_key_id: str, client: str, max_price: int, params: ChainParams) -> Reservation:
-        """Reserve ``max_price`` + protocol fee on the key's deposit for a new job, or raise ``DepositProblem``."""
+    async def reserve(
+        self, api_key_id: str, client: str, max_price: int, params: ChainParams, signed: SignedAsk | None = None
+    ) -> Reservation:
+        """Reserve ``max_price`` + protocol fee on the key's deposit for a new job, or raise ``DepositProblem``.
+
+        A signed-mode deposit takes only jobs its owner signed (``signed``: the id and signature the client
+        sent, checked here, before anything is reserved: ``InvalidInput`` (422) if missing or wrong); a
+        delegated one only jobs whose id the coordinator draws."""
         deposit_id = await self.deposit_of_key(api_key_id)
         if deposit_id is None:
             raise DepositProblem(
@@ -206,11 +261,16 @@ class DepositBook:
                 f"{client} through {self.coordinator}",
                 reason="wrong_deposit",
             )
-        if deposit.mode != "delegated":
-            raise DepositProblem(
-                "a signed-mode deposit pays only jobs its owner signed; this coordinator settles delegated deposits",
-                reason="wrong_deposit",
+        if deposit.mode == "signed":
+            job_id, expires = self._check_signed(deposit, max_price, params, signed)
+        elif signed is not None:
+            raise InvalidInput(
+                f"deposit {deposit_id} is delegated: the coordinator draws the job id; leave job_id and "
+                "client_signature out"
             )
+        else:
+            expires = self.head_height + self.job_blocks
+            job_id = make_deposit_job_id(expires, os.urandom(10))
         charge = compute_job_charge(max_price, params)
         availability = self.availability(deposit_id)
         assert availability is not None
@@ -222,17 +282,49 @@ class DepositBook:
                 available=availability.available,
                 needed=charge,
             )
-        expires = self.head_height + self.job_blocks
-        job_id = make_deposit_job_id(expires, os.urandom(10))
-        book.reserved[job_id] = charge
+        book.reserve(job_id, charge)
         self.job_deposit[job_id] = deposit_id
-        return Reservation(job_id, deposit_id, charge, expires)
+        return Reservation(job_id, deposit_id, charge, expires, signed.client_signature if signed else None)
+
+    def _check_signed(
+        self, deposit: Deposit, max_price: int, params: ChainParams, signed: SignedAsk | None
+    ) -> tuple[str, int]:
+        """The signed-mode job's id and expiry height once its client signature verifies (else 422)."""
+        if signed is None or not signed.client_signature or signed.job_id is None:
+            raise InvalidInput(
+                f"deposit {deposit.id} is in signed mode: send job_id (dj-<expiry height>-<random>), max_price and "
+                "client_signature, your signature over the job request (aitbc.protocol.deposit.sign_job_request; "
+                "`aitbc job submit --key` does it)"
+            )
+        expires = get_job_expiry(signed.job_id)
+        head = self.head_height
+        if expires is None or not head + MIN_SIGNED_BLOCKS <= expires <= head + params.max_receipt_blocks:
+            raise InvalidInput(
+                f"job_id {signed.job_id} must be dj-<expiry height>-<8..40 hex> with its expiry between heights "
+                f"{head + MIN_SIGNED_BLOCKS} and {head + params.max_receipt_blocks}"
+            )
+        if signed.job_id in self.job_deposit:
+            raise JobRuleViolation(f"job {signed.job_id} was already submitted", reason="duplicate_job")
+        request = JobRequest(
+            chain_id=signed.chain_id,
+            job_id=signed.job_id,
+            deposit_id=deposit.id,
+            model=signed.model,
+            input_hash=signed.input_hash,
+            max_price=max_price,
+        )
+        if not is_valid_job_request_signature(request, deposit.owner, signed.client_signature):
+            raise InvalidInput(
+                f"client_signature does not verify as {deposit.owner}'s over the job request (chain_id, job_id, "
+                "deposit_id, model, input_hash, max_price)"
+            )
+        return signed.job_id, expires
 
     def cancel_reservation(self, job_id: str) -> None:
         """Nothing is owed for the job: it was never stored (its insert failed), or it ended unpaid."""
         deposit_id = self.job_deposit.pop(job_id, None)
         if deposit_id is not None:
-            self.books[deposit_id].reserved.pop(job_id, None)
+            self.books[deposit_id].unreserve(job_id)
 
     def on_finished(self, job_id: str, completed: bool) -> None:
         """A deposit job ended: a completed one's charge waits for its batch; any other owes nothing."""
@@ -240,9 +332,9 @@ class DepositBook:
         if deposit_id is None:
             return
         book = self.books[deposit_id]
-        charge = book.reserved.pop(job_id, None)
+        charge = book.unreserve(job_id)
         if completed and charge is not None:
-            book.pending[job_id] = (charge, None)
+            book.set_pending(job_id, charge)
         elif not completed:
             self.job_deposit.pop(job_id, None)
             self.unpaid_finished = True
@@ -252,7 +344,7 @@ class DepositBook:
         charge = compute_job_charge(total_price, params)
         deposit_id = self.job_deposit.get(job_id)
         if deposit_id is not None:
-            self.books[deposit_id].pending[job_id] = (charge, None)
+            self.books[deposit_id].set_pending(job_id, charge)
         return charge
 
     def on_settled(self, job_id: str, height: int) -> None:
@@ -260,10 +352,10 @@ class DepositBook:
         if deposit_id is not None:
             book = self.books[deposit_id]
             if job_id in book.pending:
-                book.pending[job_id] = (book.pending[job_id][0], height)
+                book.set_pending(job_id, book.pending[job_id][0], height)
 
     def on_refused(self, job_id: str) -> None:
         """The chain refused the job's entry: nothing will be charged for it."""
         deposit_id = self.job_deposit.pop(job_id, None)
         if deposit_id is not None:
-            self.books[deposit_id].pending.pop(job_id, None)
+            self.books[deposit_id].drop_pending(job_id)

@@ -280,38 +280,28 @@ class MinerDispatcher:
     def _claim_from_scan(self, live: LiveMiner, now: int, count: int, scan: int) -> list[JobRecord]:
         models = sorted({m.name for m in live.offer.models})
         ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
-        claimed: list[JobRecord] = []
-        for job in self.repo.find_claimable(models, now, scan):
-            if len(claimed) >= count:
-                break
+
+        def choose(job: JobRecord) -> tuple[JobLifecycle, str, int] | None:
             if job.constraints.miner not in (None, live.offer.miner):
-                continue  # a private job, sealed to another miner
+                return None  # a private job, sealed to another miner
             requirements = job.requirements()
             if job.constraints.audited:  # only for a bonded miner (docs/verification.md)
                 if self.min_bond is None or live.bond < self.min_bond:
-                    continue
+                    return None
                 requirements = replace(requirements, min_stake=self.min_bond)
             if get_ineligibility(live.offer, requirements) is not None:
-                continue
+                return None
             released_by, released_at = self._released.get(job.id, (None, None))
             if not is_reclaim_allowed(released_by, released_at, live.offer.miner, now, self.release_allowance):
-                continue  # it handed this job back just now: someone else first (aitbc.market.conduct)
+                return None  # it handed this job back just now: someone else first (aitbc.market.conduct)
             if not self.match_policy.allows(live, requirements, job.id, job.created_at_ms, ready, now):
-                continue  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
+                return None  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
             lifecycle = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
-            if self.repo.transition_job(
-                job.id, ("queued",), None, lifecycle, served_digest=served.digest, unit_price=served.unit_price
-            ):
-                claimed.append(
-                    replace(
-                        job.with_lifecycle(lifecycle),
-                        served_digest=served.digest,
-                        assigned_unit_price=served.unit_price,
-                    )
-                )
-        return claimed
+            return lifecycle, served.digest, served.unit_price
+
+        return self.repo.claim_queued(models, now, count, scan, choose)
 
     def _on_claimed(self, live: LiveMiner, job: JobRecord) -> JobAssignment:
         assert job.assigned_at_ms is not None and job.lease_id is not None and job.lease_expires_at_ms is not None

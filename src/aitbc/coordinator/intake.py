@@ -2,8 +2,11 @@
 
 A key bound to a deposit (``aitbc coordinator keys bind``) and a request without ``job_id`` is paid from
 the deposit: the job's worst-case charge is reserved at once (``DepositBook.reserve``) or the request is
-refused with 402. Otherwise the request's ``job_id`` must name an escrow the client opened on chain for
-this coordinator (``check_escrow``). Either way the job's ttl is cut so that it gives up while it can
+refused with 402. A signed-mode deposit takes only jobs its owner signed: the request carries the job id
+the client chose (``dj-<expiry>-<random>``), its ``max_price`` and ``client_signature`` over the job
+request, checked before anything is reserved (422 if missing or wrong) and kept for the settle batch.
+Otherwise the request's ``job_id`` must name an escrow the client opened on chain for this coordinator
+(``check_escrow``). Either way the job's ttl is cut so that it gives up while it can
 still be settled.
 """
 
@@ -19,13 +22,15 @@ from aitbc.coordinator.db.deposit_repo import DepositRepo
 from aitbc.coordinator.db.records import JobRecord
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
-from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
+from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation, SignedAsk
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, EscrowProblem, PaymentWorker, check_escrow
 from aitbc.coordinator.settlement import DepositSettler
 from aitbc.market.deposits import compute_worst_case_price
 from aitbc.market.lifecycle import JobRuleViolation, PaymentState
 from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.deposit import get_job_expiry
+from aitbc.protocol.errors import InvalidInput
 from aitbc.protocol.job import JobInput
 
 
@@ -48,12 +53,30 @@ class PaymentIntake:
         self.served_models = served_models
 
     async def pay(
-        self, api_key: ApiKey, job: JobRecord, ttl: int, job_input: JobInput, escrow_job_id: str | None
+        self,
+        api_key: ApiKey,
+        job: JobRecord,
+        ttl: int,
+        job_input: JobInput,
+        job_id: str | None,
+        client_signature: str | None = None,
     ) -> tuple[JobRecord, Reservation | None]:
-        """The job with its payment terms (and the deposit reservation, when it is paid from one)."""
-        if escrow_job_id is None and await self._has_deposit(api_key):
-            return await self._reserved(api_key, job, ttl, job_input)
-        return await self._escrowed(api_key, job, ttl, escrow_job_id), None
+        """The job with its payment terms (and the deposit reservation, when it is paid from one).
+
+        A request with a deposit job id (``dj-…``, never an escrow's) or a client signature is a signed-mode
+        deposit job; one without a job id, from a key bound to a deposit, a delegated one."""
+        deposit_job = get_job_expiry(job_id) is not None if job_id is not None else None
+        if deposit_job or client_signature is not None:
+            if not await self._has_deposit(api_key):
+                raise DepositProblem(
+                    "a dj-… job id or a client_signature pays from a deposit: bind this API key to one "
+                    "(`aitbc coordinator keys bind`)",
+                    reason="no_deposit",
+                )
+            return await self._reserved(api_key, job, ttl, job_input, client_signature)
+        if job_id is None and await self._has_deposit(api_key):
+            return await self._reserved(api_key, job, ttl, job_input, None)
+        return await self._escrowed(api_key, job, ttl, job_id), None
 
     async def _escrowed(self, api_key: ApiKey, job: JobRecord, ttl: int, escrow_job_id: str | None) -> JobRecord:
         """A paid job: its escrow checked on chain, its ttl cut to what the escrow allows."""
@@ -86,17 +109,35 @@ class PaymentIntake:
         return await self.deposits.deposit_of_key(api_key.id) is not None
 
     async def _reserved(
-        self, api_key: ApiKey, job: JobRecord, ttl: int, job_input: JobInput
+        self, api_key: ApiKey, job: JobRecord, ttl: int, job_input: JobInput, client_signature: str | None
     ) -> tuple[JobRecord, Reservation]:
-        """A job paid from the key's deposit: its worst-case charge reserved now, or 402 (``DepositProblem``)."""
+        """A job paid from the key's deposit: its worst-case charge reserved now, or 402 (``DepositProblem``);
+        a signed-mode one only with the client's signature over the job request (422 without)."""
         info = await self.chain.get_info()
+        client_chose_id = job.id.startswith("dj-")
+        signed = (
+            SignedAsk(
+                job_id=job.id if client_chose_id else None,
+                client_signature=client_signature,
+                chain_id=info.chain_id,
+                model=job.model,
+                input_hash=job.input_hash,
+            )
+            if client_chose_id or client_signature is not None
+            else None
+        )
         max_price = job.max_price
         if max_price is None:
+            if signed is not None:
+                raise InvalidInput("a signed-mode job names its max_price (it is part of what the client signs)")
             prices = [int(m["max_unit_price"]) for m in self.served_models() if m["name"] == job.model]
             max_price = compute_worst_case_price(job_input, prices)
-        reservation = await self.deposits.reserve(api_key.id, api_key.client, max_price, info.params)
+        if client_chose_id and await self.db.read(self.repo.get_job, job.id) is not None:
+            raise JobRuleViolation(f"job {job.id} was already submitted", reason="duplicate_job")
+        reservation = await self.deposits.reserve(api_key.id, api_key.client, max_price, info.params, signed)
         # A job nobody took must give up while it can still be settled (its id carries its expiry).
-        ttl = max(1, min(ttl, (self.settings.deposit_job_blocks // 2) * info.block_time_ms // 1000))
+        blocks = min(self.settings.deposit_job_blocks, reservation.expires_height - self.deposits.head_height)
+        ttl = max(1, min(ttl, (blocks // 2) * info.block_time_ms // 1000))
         paid = replace(
             job,
             id=reservation.job_id,
@@ -105,6 +146,7 @@ class PaymentIntake:
             escrow_amount=reservation.charge,
             escrow_deadline=reservation.expires_height,
             payment_state=PaymentState.RESERVED.value,
+            client_signature=reservation.client_signature,
         )
         return paid, reservation
 
@@ -138,6 +180,8 @@ class PaymentIntake:
             },
             "jobs": await self.db.read(self.deposits.repo.count_deposit_jobs, deposit_id),
             "height": availability.height,
+            "chain_id": (await self.chain.get_info()).chain_id,
+            "job_expiry_height": self.deposits.head_height + self.settings.deposit_job_blocks,
         }
 
 

@@ -78,6 +78,8 @@ class Metering:
         sealed = job.sealed
         if sealed is not None:
             prompt_bound = compute_prompt_token_bound(job.type, [], sealed_bytes=len(sealed.sealed) // 2)
+        elif job.training is not None:  # billed by sample-steps (docs/tokenomics.md)
+            prompt_bound = job.training.steps * job.training.batch_size
         else:
             counter = await self._counter_for(job.model, job.served_digest)
             prompt_bound = compute_prompt_token_bound(job.type, _input_pieces(job), counter)

@@ -18,16 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
 from aitbc.coordinator.audits import stored_constraints
 from aitbc.coordinator.auth import ApiKey, ApiKeyAuthenticator, MinerRequestVerifier
+from aitbc.coordinator.completion import Completion, DeliveredResult, complete_result
 from aitbc.coordinator.config import CoordinatorSettings
-from aitbc.coordinator.db.records import JobRecord, ReceiptRecord
+from aitbc.coordinator.db.records import JobRecord
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
@@ -40,7 +40,6 @@ from aitbc.coordinator.metering import Metering
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import ChainLink, PaymentWorker
 from aitbc.coordinator.views import job_view, payment_view
-from aitbc.market.acceptance import ResultTerms, process_result
 from aitbc.market.conduct import is_release_over_allowance
 from aitbc.market.lifecycle import (
     JobLifecycle,
@@ -53,17 +52,13 @@ from aitbc.market.lifecycle import (
     on_failure,
     on_lease_expired,
     on_release,
-    on_result,
     on_ttl_expired,
 )
-from aitbc.market.metering import MeteringBounds
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import InvalidInput, NotFound, Unauthorized
-from aitbc.protocol.job import JobOutput, check_job_input, compute_input_hash
+from aitbc.protocol.errors import AitbcError, InvalidInput, NotFound, Unauthorized
+from aitbc.protocol.job import check_job_input, compute_input_hash
 from aitbc.protocol.job_messages import JobAssignment, JobRequest, MinerRegistration, SealedJobInput
-from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
-from aitbc.protocol.zk import ZkReceiptProof
 
 log = logging.getLogger("aitbc.coordinator")
 T = TypeVar("T")
@@ -202,9 +197,11 @@ class CoordinatorService:
         )
         reservation: Reservation | None = None
         if self.intake is not None:
-            job, reservation = await self.intake.pay(api_key, job, ttl, job_input, request.job_id)
-        elif request.job_id is not None:
-            raise InvalidInput("this coordinator runs jobs unpaid (no node configured): leave job_id out")
+            job, reservation = await self.intake.pay(
+                api_key, job, ttl, job_input, request.job_id, request.client_signature
+            )
+        elif request.job_id is not None or request.client_signature is not None:
+            raise InvalidInput("this coordinator runs jobs unpaid (no node): leave job_id and client_signature out")
         try:
             self.dispatcher.check_affordable(job)
             await self.db.insert_job(job)
@@ -297,68 +294,60 @@ class CoordinatorService:
             self.events.publish(job_id, "token", {"index": first_index + offset, "text": text})
         return {"lease_expires_at_ms": expires}
 
-    def _result_terms(self, job: JobRecord, miner: str, metering: MeteringBounds) -> ResultTerms:
-        return ResultTerms(
-            chain_id=self.settings.chain_id,
-            job_id=job.id,
-            job_type=job.type,
-            miner=miner,
-            client=job.client,
-            coordinator=self.key.address,
-            model=job.model,
-            model_digest=job.served_digest or "",
-            input_hash=job.input_hash,
-            input_texts=tuple(job.input_texts),
-            sealed=job.sealed is not None,
-            max_price=job.max_price,
-            escrow_amount=job.escrow_amount,
-            zk_proof_required=job.constraints.zk_proof_required,
-            assigned_at_ms=job.assigned_at_ms or 0,
-            metering=metering,
-        )
-
-    async def submit_result(
-        self,
-        miner: str,
-        job_id: str,
-        lease_id: str,
-        output: JobOutput,
-        receipt: Receipt,
-        zk_proof: ZkReceiptProof | None = None,
-    ) -> dict[str, Any]:
+    async def submit_results(
+        self, miner: str, delivered: Sequence[DeliveredResult]
+    ) -> list[dict[str, Any] | AitbcError]:
+        """Judge each result on its own, then store the accepted ones in one transaction (one read, one
+        commit for a miner's batch); per result, its receipt or the error refusing it."""
         self.dispatcher.live(miner)
-        job = await self.get_job(None, job_id)
+        found = await self.db.read(self.repo.get_jobs, [d.job_id for d in delivered])
         now = now_ms()
-        completed = on_result(job.lifecycle(), miner, lease_id, now)
-        metering = await self.metering.bounds_for(job)
-        process_result(self._result_terms(job, miner, metering), output, receipt, zk_proof, now)
-        cosigned = countersign_receipt(receipt, self.key)
-        receipt_json = msgspec.to_builtins(cosigned)
-        receipt_hash = compute_receipt_hash(cosigned)
-        job = replace(job.with_lifecycle(completed), result=output)
-        stored = ReceiptRecord(
-            job_id=job_id,
-            receipt_hash=receipt_hash,
-            miner=miner,
-            receipt=receipt_json,
-            created_at_ms=now,
-            zk_proof=None if zk_proof is None else msgspec.to_builtins(zk_proof),
+        answers: list[dict[str, Any] | AitbcError] = []
+        ready: list[Completion] = []
+        for item in delivered:
+            job = found.get(item.job_id)
+            try:
+                if job is None:
+                    raise NotFound(f"no job {item.job_id}")
+                metering = await self.metering.bounds_for(job)
+                ready.append(complete_result(self.settings.chain_id, self.key, job, miner, item, metering, now))
+            except AitbcError as exc:
+                answers.append(exc)
+            else:
+                answers.append({})
+        won = (
+            await self.db.write(self.repo.complete_jobs, [(c.job, c.lease_id, c.stored) for c in ready])
+            if ready
+            else []
         )
-        if not await self.db.write(self.repo.complete_job, job, lease_id, stored):
-            raise JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
-        self.dispatcher.release_active(miner, job_id)
+        outcomes = iter(zip(ready, won, strict=True))
+        for i, answer in enumerate(answers):
+            if isinstance(answer, AitbcError):
+                continue
+            done, ok = next(outcomes)
+            if not ok:
+                answers[i] = JobRuleViolation("lease is no longer valid (the job was reassigned)", reason="lease_lost")
+                continue
+            self._on_completed(miner, done, now)
+            answers[i] = done.answer()
+        return answers
+
+    def _on_completed(self, miner: str, done: Completion, now: int) -> None:
+        job, receipt = done.job, done.receipt
+        self.dispatcher.release_active(miner, job.id)
         self.metrics.jobs_finished.labels("completed").inc()
         self.metrics.tokens_served.inc(receipt.units.completion_tokens)
         speed = measured_speed(job.assigned_at_ms, job.started_at_ms, receipt.units.completion_tokens, now)
-        self.match_policy.on_outcome(miner, job_id, job.attempts, Outcome.COMPLETED, *speed)
+        self.match_policy.on_outcome(miner, job.id, job.attempts, Outcome.COMPLETED, *speed)
         if job.assigned_at_ms is not None:
             self.metrics.job_duration.observe((now - job.assigned_at_ms) / 1000)
         if receipt.units.compute_ms > 0 and receipt.units.completion_tokens:
             self.metrics.tokens_per_second.observe(receipt.units.completion_tokens * 1000 / receipt.units.compute_ms)
         self._wake_payments(job)
-        self.events.publish(job_id, "receipt", {"receipt_hash": receipt_hash, "receipt": receipt_json})
-        self.events.publish(job_id, "status", job_view(job), final=True)
-        return {"job_id": job_id, "receipt_hash": receipt_hash, "receipt": receipt_json}
+        self.events.publish(
+            job.id, "receipt", {"receipt_hash": done.stored.receipt_hash, "receipt": done.stored.receipt}
+        )
+        self.events.publish(job.id, "status", job_view(job), final=True)
 
     async def fail(self, miner: str, job_id: str, lease_id: str, error: str, retryable: bool) -> dict[str, Any]:
         self.dispatcher.live(miner)
@@ -412,8 +401,9 @@ class CoordinatorService:
         result = await self.db.write(fn, *args)
         pick = _PAYMENT_WRITES.get(getattr(fn, "__name__", ""))
         changed = [] if pick is None else pick(args, result)
+        found = await self.db.read(self.repo.get_jobs, changed) if changed else {}  # one read for a whole batch
         for job_id in changed:
-            job = await self.db.read(self.repo.get_job, job_id)
+            job = found.get(job_id)
             view = None if job is None else payment_view(job)
             if job is not None and view is not None:
                 self.events.publish(job_id, "payment", view, owner=job.api_key_id)

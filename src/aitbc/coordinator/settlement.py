@@ -3,8 +3,10 @@
 Each round (run by the ``PaymentWorker``, which owns the coordinator key's nonce):
 
 1. deposit jobs that ended without a result are marked ``released`` (nothing to pay);
-2. while the last batch sent is still pending, nothing more is sent: at most one batch per
-   block (a batch holds up to ``max_batch_entries`` jobs, so a busy coordinator is not slowed);
+2. batches are pipelined: a new one may go while earlier ones wait for their block (the next
+   nonce), but at most one per ``BATCH_INTERVAL_SECONDS`` and at most ``MAX_INFLIGHT`` waiting, so
+   a finished job waits for the next block rather than for the block after the previous batch's
+   (a batch holds up to ``max_batch_entries`` jobs, so a busy coordinator is not slowed);
 3. completed jobs not in a batch yet are taken oldest first; those past their expiry height
    are marked ``batch_refused`` (the chain would refuse them); the rest become one batch, whose
    **intent** is written first (``batching`` + the tx hash) and the tx sent after;
@@ -42,6 +44,10 @@ log = logging.getLogger("aitbc.coordinator.settlement")
 REFRESH_SECONDS: Final = 1.0
 """How often the deposits are read back from the chain when no batch commits (top-ups, withdrawals)."""
 EXPIRY_MARGIN_BLOCKS: Final = 2
+BATCH_INTERVAL_SECONDS: Final = 0.25
+"""Least time between two batches sent (a few per block at most)."""
+MAX_INFLIGHT: Final = 8
+"""Most batches sent and not yet seen committed."""
 """A job this close to its expiry is not batched any more: the batch could commit after it."""
 
 
@@ -73,8 +79,9 @@ class DepositSettler:
         self._write = write
         self._retry_ms = int(retry_seconds * 1000)
         self._last_refresh = 0.0
-        self.inflight: str | None = None
-        """The last batch sent and not yet seen committed."""
+        self.inflight: list[str] = []
+        """Batches sent and not yet seen committed, oldest first."""
+        self._last_sent = 0.0
         self.batches_sent = 0
 
     async def run_once(
@@ -86,14 +93,17 @@ class DepositSettler:
             self.book.unpaid_finished = False
             for job_id in await self._write(self.deposit_repo.release_unpaid, now):
                 self.book.cancel_reservation(job_id)
-        if self.inflight is not None:
-            status = await self.link.call(self.link.node.get_tx_status, self.inflight)
-            if status.get("status") == "pending":
+        if self.inflight:
+            statuses = await self.link.call(self.link.node.batch, [("get_tx_status", [h]) for h in self.inflight])
+            states = [None if isinstance(s, RemoteError) else s.get("status") for s in statuses]
+            if any(state not in ("pending", "committed") for state in states):
+                set_next_nonce(None)  # a lost batch may have left a gap (its jobs come back in ``_retry_lost``)
+            waiting = [h for h, state in zip(self.inflight, states, strict=True) if state == "pending"]
+            if len(waiting) < len(self.inflight):
+                await self.book.refresh()
+            self.inflight = waiting
+            if len(waiting) >= MAX_INFLIGHT or time.monotonic() - self._last_sent < BATCH_INTERVAL_SECONDS:
                 return
-            if status.get("status") != "committed":
-                set_next_nonce(None)  # the lost batch may have left a gap
-            self.inflight = None
-            await self.book.refresh()
         if time.monotonic() - self._last_refresh > REFRESH_SECONDS:  # top-ups, withdrawals, a new period
             self._last_refresh = time.monotonic()
             await self.book.refresh()
@@ -120,7 +130,17 @@ class DepositSettler:
                 )
                 self.book.on_refused(row["id"])
                 continue
-            entries.append(SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt))
+            signature = row["client_signature"]
+            entries.append(
+                SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt)
+                if not signature  # delegated: the coordinator's word (the tx signature) and the cap
+                else SettlementEntry(
+                    deposit_id=row["deposit_id"],
+                    receipt=receipt,
+                    max_price=int(row["max_price"]),
+                    client_signature=signature,
+                )
+            )
             self.book.on_batched(row["id"], receipt.total_price, info.params)
             batched.append(row["id"])
         if too_late:
@@ -147,7 +167,8 @@ class DepositSettler:
             set_next_nonce(None)
             await self._write(self.deposit_repo.unmark_batching, hash_, f"{exc.reason}: {exc}")
             return
-        self.inflight = hash_
+        self.inflight.append(hash_)
+        self._last_sent = time.monotonic()
         self.batches_sent += 1
         self.metrics.payments_sent.labels("settle_batch").inc()
         log.info("settle batch sent", extra={"tx": hash_, "jobs": len(entries)})

@@ -15,6 +15,7 @@ from aitbc.market.metering import MeteringBounds, verify_receipt_metering
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job import JobOutput
 from aitbc.protocol.receipt import Receipt, ReceiptExpectation, verify_receipt
+from aitbc.protocol.training import TrainingSpec, get_commitment_problem
 from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow, get_receipt_proof_problem
 from aitbc.protocol.zkml import (
     ZK_INFERENCE,
@@ -55,11 +56,24 @@ class ResultTerms:
     zk_proof_required: bool
     assigned_at_ms: int
     metering: MeteringBounds | None = None
+    training: TrainingSpec | None = None
+    """A training job's spec: the output's commitment must be to it."""
     """The unit price and token bounds the receipt must respect (``aitbc.market.metering``)."""
 
 
-def get_output_problem(job_type: str, input_texts: tuple[str, ...], output: JobOutput) -> str | None:
+def get_output_problem(
+    job_type: str, input_texts: tuple[str, ...], output: JobOutput, training: TrainingSpec | None = None
+) -> str | None:
     """Why ``output`` cannot be the answer to a job of ``job_type`` over ``input_texts`` (None: it can)."""
+    if job_type == "training":
+        if output.training is None or output.text is not None or output.vectors_f32:
+            return "a training result must carry its training output and nothing else"
+        if training is None:
+            return "the job has no training spec"
+        problem = get_commitment_problem(training, output.training.commitment)
+        return None if problem is None else f"training result refused: {problem}"
+    if output.training is not None:
+        return "only a training result carries a training output"
     if job_type == "inference":
         if output.text is None or output.vectors_f32:
             return "an inference result must carry text and no vectors"
@@ -116,7 +130,7 @@ def process_result(
 ) -> None:
     """Accept a delivered result or raise why not (``ResultRejected`` / ``InvalidReceipt``)."""
     # Verify the output answers the job
-    problem = get_output_problem(terms.job_type, terms.input_texts, output)
+    problem = get_output_problem(terms.job_type, terms.input_texts, output, terms.training)
     if problem is not None:
         raise ResultRejected(problem)
     # Verify the receipt: signed by the miner, about this job and this output, priced as assigned

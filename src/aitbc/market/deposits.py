@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aitbc.chain.deposits import get_cap_room
 from aitbc.chain.entries import Deposit
 from aitbc.market.matching import JobRequirements, compute_max_units
-from aitbc.protocol.job import JobInput
+from aitbc.protocol.job import JobInput, compute_input_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +67,6 @@ def is_affordable(availability: DepositAvailability, charge: int) -> bool:
 def compute_worst_case_price(job_input: JobInput, unit_prices: Sequence[int]) -> int:
     """The most a job can cost at the dearest of ``unit_prices`` (the miners serving its model): what a
     deposit reserves for a job sent without ``max_price``."""
-    chars = (
-        len(job_input.prompt or "")
-        + sum(len(m.content) for m in job_input.messages or [])
-        + sum(len(t) for t in job_input.texts or [])
-    )
+    chars = compute_input_units(job_input)
     units = compute_max_units(JobRequirements(job_input.type, job_input.model, chars, job_input.params.max_tokens))
     return max(unit_prices, default=0) * units

@@ -47,7 +47,10 @@ class JobRequirements:
 
 
 def compute_max_units(req: JobRequirements) -> int:
-    """Upper bound on billable tokens: tokenizers emit at most about one token per character."""
+    """Upper bound on billable tokens: tokenizers emit at most about one token per character. A training job
+    bills its sample-steps, which ``input_chars`` holds for it (``compute_input_units``)."""
+    if req.job_type == "training":
+        return req.input_chars
     if req.job_type == "embedding":
         return req.input_chars + TEMPLATE_OVERHEAD_TOKENS
     return req.input_chars + TEMPLATE_OVERHEAD_TOKENS + req.max_tokens

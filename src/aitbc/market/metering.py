@@ -86,7 +86,7 @@ def _count(text: str, count_tokens: TokenCounter | None) -> int:
 
 
 def compute_max_completion_tokens(job_type: str, max_tokens: int) -> int:
-    """An inference job generates at most ``max_tokens``; embedding and zk-inference jobs generate none."""
+    """An inference job generates at most ``max_tokens``; embedding, zk-inference and training jobs none."""
     return max_tokens if job_type == "inference" else 0
 
 

@@ -98,6 +98,8 @@ class Auditor:
         except (msgspec.ValidationError, KeyError, TypeError) as exc:
             log.error("the coordinator sent an audit input this miner cannot read", extra={"error": str(exc)})
             return False
+        if job_input.type == "training":
+            return False  # a segment check and bisection, not a re-run: aitbc.miner.training_auditor's
         if compute_input_hash(job_input) != data.get("receipt", {}).get("input_hash"):
             log.error("the audit input does not hash to the receipt's input_hash", extra={"job_id": job_id})
             return False

@@ -65,9 +65,23 @@ class MinerSettings(ServiceSettings):
     """Seconds per generated token of the echo backend (0 = instant)."""
     echo_cheat: bool = False
     """TESTS ONLY: the echo backend forges its outputs (what audits must catch: tests/e2e)."""
+    training: bool = False
+    """Also serve ``training`` jobs (needs torch; docs/training.md): the registry's models at ``unit_price`` per
+    sample-step."""
+    training_skip_steps: list[int] = Field(default_factory=list)
+    """TESTS ONLY: steps the miner's training runs (and its replays of its own jobs) leave out: a miner faking
+    checkpoints, what training audits must catch (tests/e2e/test_verifiable_training.py)."""
+    training_dir: Path | None = None
+    """Where training checkpoints are kept; default ``DATA_DIR/training``."""
+    checkpoint_keep_seconds: float = Field(7 * 86_400.0, gt=0)
+    """How long a training job's checkpoints are kept for audits and disputes (pruned at start)."""
     node_url: str | None = None
     """A node's JSON-RPC URL: the miner then audits (re-runs the jobs the chain draws it for and reports on
     chain, paying tx fees from its key); it needs a miner bond that declares the model digests it serves."""
+
+    @property
+    def resolved_training_dir(self) -> Path:
+        return self.training_dir or self.data_dir / "training"
 
     @property
     def resolved_key_path(self) -> Path:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import multiprocessing
 import random
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import orjson
 
 from aitbc.miner.auditor import Auditor
 from aitbc.miner.backends.base import (
@@ -30,8 +28,10 @@ from aitbc.miner.backends.base import (
     InferenceBackend,
     ModelInfo,
 )
+from aitbc.miner.backends.training import CheckpointStore, TrainingJobs
 from aitbc.miner.config import MinerSettings
-from aitbc.miner.link import CoordinatorLink, ResultQueue, error_reason, json_or_none
+from aitbc.miner.link import CoordinatorLink, ResultQueue, error_reason, json_or_none, now_ms
+from aitbc.miner.zkml_jobs import ZkmlJobs
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, pack_vectors
@@ -51,8 +51,7 @@ from aitbc.protocol.job_messages import (
 from aitbc.protocol.receipt import Receipt, ReceiptUnits, compute_total_price, sign_receipt_as_miner
 from aitbc.protocol.sealed import open_job_input, seal_job_output
 from aitbc.protocol.zk import ZkReceiptProof, compute_proof_escrow
-from aitbc.protocol.zkml import ZKML_SCALE, compute_float_of_felt, compute_job_output_hash, get_instances
-from aitbc.protocol.zkml_input import ZKML_INPUTS, ZKML_MODEL, parse_zk_vector
+from aitbc.protocol.zkml import compute_job_output_hash
 from aitbc.zk.prover import Groth16pyProver, ReceiptProver, make_receipt_proof
 from aitbc.zk.toolchain import CircuitPaths, default_circuits_dir
 
@@ -64,10 +63,6 @@ MAX_BACKOFF_S = 10.0
 
 class JobAborted(Exception):
     """Raised inside the backend's token callback to stop a generation early."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -92,8 +87,7 @@ class MinerDaemon:
         """What the miner runs on, as detected at start (``aitbc.miner.hardware``)."""
         self._zk_prover = zk_prover
         self._zk_lock = threading.Lock()
-        self._zkml_lock = threading.Lock()
-        self._zkml_pool: ProcessPoolExecutor | None = None
+        self.zkml = ZkmlJobs(config.data_dir)
         self.key = key
         self.backend = backend
         self.link = link
@@ -104,6 +98,9 @@ class MinerDaemon:
         """Batch mode (``claim_batch`` > 1): results go out several per request."""
         self._stopping = asyncio.Event()
         self._registered = asyncio.Event()
+        store = CheckpointStore(config.resolved_training_dir)
+        skip = frozenset(config.training_skip_steps)
+        self.training = TrainingJobs(store, skip) if config.training else None
 
     def _prove_receipt(self, receipt: Receipt, escrow: int) -> ZkReceiptProof:
         """The job asked for a zk receipt proof: groth16py in-process (compiled at the first such job)."""
@@ -112,32 +109,6 @@ class MinerDaemon:
                 self._zk_prover = Groth16pyProver(CircuitPaths(default_circuits_dir()))
             prover = self._zk_prover
         return make_receipt_proof(prover, receipt, escrow)
-
-    def _zkml_model(self) -> ModelInfo:
-        """The zk-inference model, offered only when asked for and the zkml extra is installed."""
-        from aitbc.zk import zkml
-
-        if not zkml.is_zkml_available():
-            raise RemoteError("zk-inference needs the zkml extra: pip install 'aitbc[zkml]'", reason="zkml_unavailable")
-        return ModelInfo(ZKML_MODEL, zkml.compute_zkml_model_digest(zkml.default_zkml_paths()), "zk-inference", "ezkl")
-
-    def _run_zk_inference(self, job: JobInput) -> tuple[JobOutput, int]:
-        """EXPERIMENTAL: run the ONNX model on each vector and prove it with EZKL (the proving key is
-        generated into the data dir at the first such job); the output carries the proofs."""
-        from aitbc.zk import zkml
-
-        with self._zkml_lock:
-            if self._zkml_pool is None:
-                self._zkml_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            pool = self._zkml_pool
-        cache = self.config.data_dir / "zkml"
-        vectors = [parse_zk_vector(t) for t in job.texts or []]
-        root = str(zkml.default_zkml_paths().root)
-        proofs = pool.submit(zkml.prove_job, root, str(cache), vectors).result()
-        outputs = [[compute_float_of_felt(f, ZKML_SCALE) for f in get_instances(p)[ZKML_INPUTS:]] for p in proofs]
-        dims, packed = pack_vectors(outputs)
-        text = orjson.dumps({"proofs": proofs}).decode()
-        return JobOutput(text=text, dimensions=dims, vectors_f32=packed), len(vectors)
 
     async def _connect(self) -> CoordinatorLink:
         if self.link is not None:
@@ -190,7 +161,10 @@ class MinerDaemon:
     async def run(self) -> None:
         self.models = await asyncio.to_thread(self.backend.list_models)
         if self.config.zk_inference:
-            self.models.append(await asyncio.to_thread(self._zkml_model))
+            self.models.append(await asyncio.to_thread(self.zkml.model))
+        if self.training is not None:  # docs/training.md
+            self.training.store.prune(self.config.checkpoint_keep_seconds)
+            self.models += await asyncio.to_thread(self.training.list_models)
         warm_up = getattr(self.backend, "warm_up", None)
         if callable(warm_up):  # load models before offering them, so the first job is not slow
             await asyncio.to_thread(warm_up)
@@ -206,14 +180,19 @@ class MinerDaemon:
         heartbeat = asyncio.create_task(self._heartbeat())
         if self.config.node_url is not None:  # a bonded miner also audits (aitbc.miner.auditor)
             workers.append(asyncio.create_task(Auditor(self.key, self.link, self.config.node_url, self._execute).run()))
+            if self.training is not None and self.link is not None:  # and training audits (training_auditor)
+                from aitbc.miner.training_sources import start_training_auditor
+
+                loop = asyncio.get_running_loop()
+                auditor = start_training_auditor(self.key, self.link, self.config.node_url, self.training, loop)
+                workers.append(asyncio.create_task(auditor.run()))
         await self._stopping.wait()
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
-        if self._zkml_pool is not None:
-            self._zkml_pool.shutdown(wait=False, cancel_futures=True)
+        self.zkml.shutdown()
         if self.link is not None:
             await self.link.close()
 
@@ -380,7 +359,8 @@ class MinerDaemon:
             reported = self._results is None
             first_report = asyncio.create_task(push_progress()) if reported else None
             started = now_ms()
-            work = asyncio.create_task(asyncio.to_thread(self._execute, job_input, on_token))
+            run = self._execute if job_input.type != "training" else functools.partial(self._train, job_id, loop)
+            work = asyncio.create_task(asyncio.to_thread(run, job_input, on_token))
             try:
                 if first_report is not None:
                     await first_report
@@ -467,11 +447,16 @@ class MinerDaemon:
                         self.link.post(f"/api/v1/miners/jobs/{job_id}/release", {"lease_id": active.lease_id})
                     )
 
+    def _train(self, job_id: str, loop: Any, job: JobInput, on_token: Any) -> tuple[JobOutput, ReceiptUnits]:
+        if self.training is None or self.link is None:
+            raise RemoteError("this miner does not run training jobs", reason="unsupported_job_type")
+        return self.training.run(self.link, loop, job_id, job, on_token)
+
     def _execute(self, job: JobInput, on_token: Any) -> tuple[JobOutput, ReceiptUnits]:
         """Run the job on the backend (in a worker thread); returns the output and measured units."""
         started = time.perf_counter()
         if job.type == "zk-inference":
-            output, proved = self._run_zk_inference(job)
+            output, proved = self.zkml.run(job)
             prompt_tokens, completion_tokens = proved, 0
         elif job.type == "embedding":
             result = self.backend.embed(job.model, list(job.texts or []))

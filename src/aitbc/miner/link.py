@@ -12,7 +12,7 @@ import orjson
 
 from aitbc.client.http import AsyncRestClient
 from aitbc.protocol.auth import sign_miner_request
-from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.crypto import KeyPair, sha256_hex
 from aitbc.protocol.errors import RemoteError
 from aitbc.protocol.job_messages import MAX_CLAIM_BATCH, BatchedResult, ResultBatch, ResultSubmission
 
@@ -115,6 +115,29 @@ class CoordinatorLink(AsyncRestClient):
 
     async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
         return _status_and_json(await self.send(path, payload))
+
+    async def get_blob(self, blob_hash: str) -> bytes:
+        """A blob from the coordinator's store, checked against its hash (``RemoteError`` if not there)."""
+        path = f"/api/v1/blobs/{blob_hash}"
+        headers = sign_miner_request(self.key, self.chain_id, "GET", path, b"", now_ms())
+        response = await self._send("GET", path, headers=headers)
+        if response.status_code != 200:
+            raise RemoteError(
+                f"blob {blob_hash}: HTTP {response.status_code}", reason=error_reason(json_or_none(response))
+            )
+        if sha256_hex(response.content) != blob_hash:
+            raise RemoteError(f"blob {blob_hash} does not hash to its name", reason="bad_blob")
+        return response.content
+
+    async def put_blob(self, data: bytes) -> str:
+        """Store ``data`` as a blob on the coordinator; returns its sha256."""
+        path = "/api/v1/blobs"
+        headers = sign_miner_request(self.key, self.chain_id, "POST", path, data, now_ms())
+        headers["Content-Type"] = "application/octet-stream"
+        status, answer = _status_and_json(await self._send("POST", path, content=data, headers=headers))
+        if status != 201 or answer.get("hash") != sha256_hex(data):
+            raise RemoteError(f"blob upload refused: HTTP {status}", reason=error_reason(answer))
+        return sha256_hex(data)
 
     async def close(self) -> None:
         await self.aclose()

@@ -30,7 +30,7 @@ def _proposal(node: NodeService, proposal: Proposal, *, votes: bool) -> dict[str
     out["vote_count"] = len(proposal.votes)
     if proposal.status in OPEN_STATUSES:
         # What the tally would be if the vote closed now (bonds move until it does).
-        tally = compute_tally(proposal, node.state.staking)
+        tally = compute_tally(proposal, node.state.staking, node.state.bonds)
         status, note, _ = compute_outcome(tally, node.params.governance)
         out["projected"] = {"tally": msgspec.to_builtins(tally), "outcome": status.value, "note": note}
     return out

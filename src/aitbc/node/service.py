@@ -274,7 +274,7 @@ class NodeService:
     def validators_json(self) -> dict[str, Any]:
         staking, authorities, rules = self.state.staking, self.genesis.authorities, self.params.staking
         powers = self.get_validator_powers()
-        candidates = sorted(set(authorities) | {b.validator for b in staking.bonds} | set(powers))
+        candidates = sorted(set(authorities) | self.state.bonds.get_validators() | set(powers))
         height = self.head.height
         return {
             "height": height,
@@ -285,8 +285,8 @@ class NodeService:
                     "address": v,
                     "authority": v in authorities,
                     "power": powers.get(v, 0),
-                    "bonded": get_bonded(staking, v),
-                    "self_stake": get_bond(staking, v, v),
+                    "bonded": get_bonded(staking, v, self.state.bonds),
+                    "self_stake": get_bond(staking, v, v, self.state.bonds),
                     "status": "jailed"
                     if is_jailed(staking, v, height + 1)
                     else ("active" if v in powers else "candidate"),

@@ -20,6 +20,7 @@ import orjson
 
 from aitbc.chain.audit_types import EMPTY_AUDITS, AuditState
 from aitbc.chain.block import BlockOutcome
+from aitbc.chain.bonds import Bond
 from aitbc.chain.entries import Account, ChainEvent, Deposit, Escrow, MultisigAccount, PaidJob
 from aitbc.chain.gov_types import EMPTY_GOVERNANCE, GovernanceState
 from aitbc.chain.validators import EMPTY_STAKING, StakingState
@@ -78,6 +79,12 @@ CREATE TABLE IF NOT EXISTS deposits (
 CREATE TABLE IF NOT EXISTS paid_jobs (
     job_id TEXT PRIMARY KEY,
     data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bonds (
+    validator TEXT NOT NULL,
+    delegator TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (validator, delegator)
 ) WITHOUT ROWID;
 """
 
@@ -252,10 +259,23 @@ class NodeStore:
                 )
                 conn.executemany("DELETE FROM paid_jobs WHERE job_id = ?", forgotten)
             if outcome.delta.staking is not None:
+                # Without the bonds: they are rows of their own, written per change (the block's
+                # ``delta.staking`` does not hold them; its bond writes do, see ``aitbc.chain.bonds``).
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('staking', ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (msgspec.json.encode(outcome.delta.staking).decode(),),
+                    (msgspec.json.encode(msgspec.structs.replace(outcome.delta.staking, bonds=[])).decode(),),
+                )
+            bond_writes = outcome.delta.bond_writes
+            if bond_writes:
+                conn.executemany(
+                    "INSERT INTO bonds (validator, delegator, amount) VALUES (?, ?, ?) "
+                    "ON CONFLICT (validator, delegator) DO UPDATE SET amount = excluded.amount",
+                    [(v, d, a) for (v, d), a in sorted(bond_writes.items()) if a],
+                )
+                conn.executemany(
+                    "DELETE FROM bonds WHERE validator = ? AND delegator = ?",
+                    [key for key, a in bond_writes.items() if not a],
                 )
             if outcome.delta.audits is not None:
                 conn.execute(
@@ -284,8 +304,11 @@ class NodeStore:
         return int(row[0])
 
     def load_staking(self) -> StakingState:
+        """The staking state with its bonds (kept in their own table, sorted as ``StakingState.bonds``)."""
         raw = self.get_meta("staking")
-        return EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
+        staking = EMPTY_STAKING if raw is None else _staking_decoder.decode(raw)
+        rows = self._reader.execute("SELECT validator, delegator, amount FROM bonds ORDER BY validator, delegator")
+        return msgspec.structs.replace(staking, bonds=[Bond(v, d, a) for v, d, a in rows])
 
     def load_audits(self) -> AuditState:
         raw = self.get_meta("audits")

@@ -28,7 +28,14 @@ from msgspec import Meta
 
 from aitbc.protocol import codec
 from aitbc.protocol.address import decode_address
-from aitbc.protocol.crypto import KeyPair, SignatureCheck, SigningKind, sha256, signature_check
+from aitbc.protocol.crypto import (
+    KeyPair,
+    SignatureCheck,
+    SigningKind,
+    is_valid_signature_check,
+    sha256,
+    signature_check,
+)
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job import JobId, ModelName
 from aitbc.protocol.receipt import Receipt, miner_signing_bytes
@@ -128,18 +135,29 @@ def miner_signature_check(receipt: Receipt) -> SignatureCheck | None:
         return None
 
 
-def client_signature_check(entry: SettlementEntry, owner: str) -> SignatureCheck | None:
-    """The signed-mode client signature of an entry as a check; None if it carries none (or a bad one)."""
-    if not entry.client_signature:
+def job_request_signature_check(request: JobRequest, owner: str, signature: str) -> SignatureCheck | None:
+    """``owner``'s signature (hex) over ``request`` as a check; None if it cannot be one (empty, bad length)."""
+    if not signature:
         return None
-    request = compute_job_request(entry)
     try:
         return signature_check(
             owner,
             request.chain_id,
             SigningKind.JOB_REQUEST,
             job_request_signing_bytes(request),
-            bytes.fromhex(entry.client_signature),
+            bytes.fromhex(signature),
         )
-    except AitbcError:  # InvalidSignature (length) / InvalidAddress
+    except (AitbcError, ValueError):  # InvalidSignature (length) / InvalidAddress / not hex
         return None
+
+
+def is_valid_job_request_signature(request: JobRequest, owner: str, signature: str) -> bool:
+    """Whether ``signature`` is ``owner``'s over ``request`` (what a coordinator checks before it accepts a
+    signed-mode job, so that the chain will pay it)."""
+    check = job_request_signature_check(request, owner, signature)
+    return check is not None and is_valid_signature_check(check)
+
+
+def client_signature_check(entry: SettlementEntry, owner: str) -> SignatureCheck | None:
+    """The signed-mode client signature of an entry as a check; None if it carries none (or a bad one)."""
+    return job_request_signature_check(compute_job_request(entry), owner, entry.client_signature)

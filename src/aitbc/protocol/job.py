@@ -17,12 +17,14 @@ from msgspec import Meta
 from aitbc.protocol import codec
 from aitbc.protocol.crypto import sha256_hex
 from aitbc.protocol.errors import InputTooLarge, InvalidInput
+from aitbc.protocol.training import TrainingOutput, TrainingSpec, check_training_spec
 from aitbc.protocol.types import U64, HexBytes, Wire
 from aitbc.protocol.zkml_input import check_zk_inference_texts
 
-JobType = Literal["inference", "embedding", "zk-inference"]
-JOB_TYPES: Final = ("inference", "embedding", "zk-inference")
-"""``zk-inference`` is EXPERIMENTAL: one small ONNX model proved with EZKL (``aitbc.protocol.zkml``)."""
+JobType = Literal["inference", "embedding", "zk-inference", "training"]
+JOB_TYPES: Final = ("inference", "embedding", "zk-inference", "training")
+"""``zk-inference`` is EXPERIMENTAL: one small ONNX model proved with EZKL (``aitbc.protocol.zkml``);
+``training`` runs a ``TrainingSpec`` (``aitbc.protocol.training``, docs/training.md)."""
 
 MAX_PROMPT_CHARS: Final = 32_000
 MAX_MESSAGES: Final = 64
@@ -42,7 +44,7 @@ Seed = Annotated[int, Meta(ge=0, le=MAX_SEED), Wire.U64]
 StopString = Annotated[str, Meta(min_length=1, max_length=MAX_STOP_CHARS), Wire.STR]
 StopList = Annotated[list[StopString], Meta(max_length=MAX_STOPS)]
 ChatRole = Annotated[str, Meta(pattern=r"^(system|user|assistant)$"), Wire.STR]
-JobTypeName = Annotated[str, Meta(pattern=r"^(inference|embedding|zk-inference)$"), Wire.STR]
+JobTypeName = Annotated[str, Meta(pattern=r"^(inference|embedding|zk-inference|training)$"), Wire.STR]
 
 ModelName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"), Wire.STR]
 Text = Annotated[str, Wire.STR]
@@ -70,7 +72,8 @@ class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class JobInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Exactly what the miner must run: one of prompt / messages (inference) or texts (embedding)."""
+    """Exactly what the miner must run: one of prompt / messages (inference), texts (embedding) or training
+    (a training spec; the model is the spec's)."""
 
     type: JobTypeName
     model: ModelName
@@ -78,6 +81,7 @@ class JobInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     messages: list[Message] | None = None
     texts: list[Text] | None = None
     params: Params = msgspec.field(default_factory=Params)
+    training: TrainingSpec | None = None
 
 
 class JobOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -85,10 +89,21 @@ class JobOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     dimensions: U64 = 0
     vectors_f32: HexBytes = ""
     """All vectors concatenated, each value a little-endian IEEE-754 float32."""
+    training: TrainingOutput | None = None
+    """A training job's commitment and the blobs of its weights and loss curve."""
 
 
 def check_job_input(job: JobInput) -> None:
     """Shape rules a request must meet before it becomes a job: ``InvalidInput`` / ``InputTooLarge`` say which."""
+    if job.type == "training":
+        if job.training is None or job.prompt is not None or job.messages is not None or job.texts is not None:
+            raise InvalidInput("a training job needs input.training (a training spec) and nothing else")
+        if job.training.model != job.model:
+            raise InvalidInput(f"the job's model {job.model!r} is not the spec's {job.training.model!r}")
+        check_training_spec(job.training)
+        return
+    if job.training is not None:
+        raise InvalidInput("input.training is only for training jobs")
     if job.type == "inference":
         if (job.prompt is None) == (job.messages is None):
             raise InvalidInput("an inference job needs exactly one of input.prompt or input.messages")
@@ -119,7 +134,17 @@ def check_job_input(job: JobInput) -> None:
 
 def compute_model_kind(job_type: str) -> str:
     """The kind of served model a job type runs on (miners advertise models by kind)."""
-    return job_type if job_type in ("embedding", "zk-inference") else "text"
+    return job_type if job_type in ("embedding", "zk-inference", "training") else "text"
+
+
+def compute_input_units(job: JobInput) -> int:
+    """The size a job's price bound grows with: characters of its input, or for a training job its
+    sample-steps (``steps x batch_size``, what it is billed by: docs/tokenomics.md)."""
+    if job.training is not None:
+        return job.training.steps * job.training.batch_size
+    return (
+        len(job.prompt or "") + sum(len(m.content) for m in job.messages or []) + sum(len(t) for t in job.texts or [])
+    )
 
 
 def compute_input_hash(job: JobInput) -> str:

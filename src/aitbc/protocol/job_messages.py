@@ -43,7 +43,8 @@ from aitbc.protocol.job import (
     Text,
 )
 from aitbc.protocol.receipt import Receipt
-from aitbc.protocol.types import Address, Amount, Hash32, TimestampMs
+from aitbc.protocol.training import TrainingSpec
+from aitbc.protocol.types import Address, Amount, Hash32, SignatureHex, TimestampMs
 from aitbc.protocol.zk import ZkReceiptProof
 
 MAX_SEALED_HEX: Final = 2 * 1024 * 1024
@@ -54,7 +55,7 @@ MAX_ERROR_CHARS: Final = 4000
 MAX_CLAIM_WAIT_SECONDS: Final = 60.0
 MAX_CONCURRENCY: Final = 256
 
-ModelKind = Literal["text", "embedding", "zk-inference"]
+ModelKind = Literal["text", "embedding", "zk-inference", "training"]
 LeaseId = Annotated[str, Meta(min_length=1, max_length=32)]
 Region = Annotated[str, Meta(max_length=32)]
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
@@ -89,11 +90,18 @@ class RequestParams(_Message, frozen=True, kw_only=True):
 
 
 class RequestInput(_Message, frozen=True, kw_only=True):
-    """One of ``prompt`` / ``messages`` (inference) or ``texts`` (embedding, zk-inference)."""
+    """One of ``prompt`` / ``messages`` (inference), ``texts`` (embedding, zk-inference) or ``training``."""
 
     prompt: Text | None = None
     messages: list[Message] | None = None
     texts: list[Text] | None = None
+    training: (
+        Annotated[
+            TrainingSpec,
+            Meta(description="A training job's spec; its dataset is a blob uploaded first (docs/training.md)"),
+        ]
+        | None
+    ) = None
 
 
 class JobConstraints(_Message, frozen=True, kw_only=True):
@@ -126,7 +134,11 @@ class JobRequest(_Message, frozen=True, kw_only=True):
 
     job_id: (
         Annotated[
-            JobId, Meta(description="Paid jobs: the job id of the escrow the client opened on chain for this job")
+            JobId,
+            Meta(
+                description="Paid jobs: the job id of the escrow the client opened on chain for this job; or, for "
+                "a signed-mode deposit, the deposit job id (dj-<expiry height>-<random>) the client signed"
+            ),
         ]
         | None
     ) = None
@@ -134,7 +146,8 @@ class JobRequest(_Message, frozen=True, kw_only=True):
         JobType,
         Meta(
             description="zk-inference is EXPERIMENTAL: the small ONNX model aitbc-zkml-mlp proved with EZKL; "
-            "input.texts holds 1..4 vectors of 4 comma-separated numbers (docs/zk.md)"
+            "input.texts holds 1..4 vectors of 4 comma-separated numbers (docs/zk.md). training: input.training "
+            "holds the spec, model is its model (docs/training.md)"
         ),
     ]
     model: ModelName
@@ -145,6 +158,17 @@ class JobRequest(_Message, frozen=True, kw_only=True):
     max_price: Annotated[Amount, Meta(description="Most the client pays, in base units")] | None = None
     ttl_seconds: Annotated[int, Meta(ge=1, description="Give up if no miner starts the job by then")] | None = None
     constraints: JobConstraints = msgspec.field(default_factory=JobConstraints)
+    client_signature: (
+        Annotated[
+            SignatureHex,
+            Meta(
+                description="Signed-mode deposits: the client's Ed25519 signature (hex) over the job request "
+                "(chain_id, job_id, deposit_id, model, input_hash, max_price; aitbc.protocol.deposit.JobRequest) "
+                "under the job-request domain; the chain pays the job only with it"
+            ),
+        ]
+        | None
+    ) = None
 
     def to_job_input(self) -> JobInput:
         """The exact input a miner runs and both sides hash (see ``aitbc.protocol.job``)."""
@@ -155,6 +179,7 @@ class JobRequest(_Message, frozen=True, kw_only=True):
             messages=self.input.messages,
             texts=self.input.texts,
             params=self.params.to_params(),
+            training=self.input.training,
         )
 
 

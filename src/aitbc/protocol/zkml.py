@@ -22,6 +22,7 @@ import json
 from typing import Any, Final
 
 from aitbc.protocol.job import JobOutput, compute_output_hash
+from aitbc.protocol.training import compute_commitment_hash
 from aitbc.protocol.zk import FIELD_MODULUS
 from aitbc.protocol.zkml_input import MAX_ZK_VECTORS, ZKML_INPUTS, parse_zk_vector
 
@@ -101,7 +102,12 @@ def get_zk_inference_problem(proofs: list[dict[str, Any]], texts: list[str], sca
 
 def compute_job_output_hash(job_type: str, output: JobOutput) -> str:
     """The output_hash a receipt must carry for ``output``: for zk-inference, the hash of the proven
-    outputs (ValueError if the output carries no well-formed proofs); else ``compute_output_hash``."""
+    outputs (ValueError if the output carries no well-formed proofs); for training, the hash of the
+    training commitment (ValueError without one); else ``compute_output_hash``."""
+    if job_type == "training":
+        if output.training is None:
+            raise ValueError("a training result carries its training commitment")
+        return compute_commitment_hash(output.training.commitment)
     if job_type == ZK_INFERENCE:
         return compute_zk_inference_output_hash(parse_zk_inference_proofs(output.text))
     return compute_output_hash(output)

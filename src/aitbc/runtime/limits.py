@@ -83,7 +83,8 @@ class BodyLimit:
     """Outermost ASGI layer: the whole body, at most ``max_body_bytes``, within ``body_timeout_s``, or an error.
 
     ``rpc_paths`` are answered in JSON-RPC's error shape, paths under ``openai_prefix`` in OpenAI's;
-    ``on_reject(reason)`` lets a service count refusals.
+    ``on_reject(reason)`` lets a service count refusals. A POST to one of ``streamed_paths`` passes unread:
+    its handler streams the body and limits it itself (the coordinator's blob uploads).
     """
 
     def __init__(
@@ -93,9 +94,11 @@ class BodyLimit:
         rpc_paths: Collection[str] = (),
         on_reject: Callable[[str], None] | None = None,
         openai_prefix: str | None = None,
+        streamed_paths: Collection[str] = (),
     ) -> None:
         self.app = app
         self.openai_prefix = openai_prefix
+        self.streamed_paths = frozenset(streamed_paths)
         self.max_body_bytes = limits.max_body_bytes
         self.body_timeout_s = limits.body_timeout_s
         self.rpc_paths = frozenset(rpc_paths)
@@ -113,7 +116,8 @@ class BodyLimit:
                 declared = int(value) if value.isdigit() else None
             elif name == b"transfer-encoding":
                 framed = True
-        if not framed or declared == 0:  # HTTP/1.1: no Content-Length and no Transfer-Encoding means no body
+        if not framed or declared == 0 or scope["path"] in self.streamed_paths:
+            # HTTP/1.1: no Content-Length and no Transfer-Encoding means no body
             await self.app(scope, receive, send)
             return
         if declared is not None and declared > self.max_body_bytes:

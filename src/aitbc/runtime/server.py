@@ -125,13 +125,21 @@ def build_server(
     own_signals: bool = True,
     wrap: Callable[[ASGIApp], ASGIApp] | None = None,
     ws_max_size: int = 16 * 1024 * 1024,
+    streamed_paths: Collection[str] = (),
 ) -> GracefulServer:
     """``app`` behind every transport limit of ``settings`` (``aitbc.runtime.limits``), ready to ``serve``.
 
     ``wrap`` adds a layer outside the body limit (the wallet's loopback guard refuses foreign hosts and
     origins before a byte of the body is read)."""
     # the body limit wraps everything: no handler, fast path or key check reads past it
-    guarded: ASGIApp = BodyLimit(app, settings, rpc_paths=rpc_paths, on_reject=on_reject, openai_prefix=openai_prefix)
+    guarded: ASGIApp = BodyLimit(
+        app,
+        settings,
+        rpc_paths=rpc_paths,
+        on_reject=on_reject,
+        openai_prefix=openai_prefix,
+        streamed_paths=streamed_paths,
+    )
     config = GuardedConfig(
         guarded if wrap is None else wrap(guarded),
         settings,
@@ -155,9 +163,11 @@ def serve(
     on_reject: Callable[[str], None] | None = None,
     on_stop: Callable[[], None] | None = None,
     ws_max_size: int = 16 * 1024 * 1024,
+    streamed_paths: Collection[str] = (),
 ) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM (announced first); ``openai_prefix``: paths
-    whose transport errors (413, 408) take OpenAI's error shape; ``ws_max_size``: largest WebSocket message."""
+    whose transport errors (413, 408) take OpenAI's error shape; ``ws_max_size``: largest WebSocket message;
+    ``streamed_paths``: POST paths whose handler reads and limits the body itself (``BodyLimit``)."""
     server = build_server(
         app,
         settings,
@@ -166,6 +176,7 @@ def serve(
         on_reject=on_reject,
         on_stop=on_stop,
         ws_max_size=ws_max_size,
+        streamed_paths=streamed_paths,
     )
     announce(service, sock, settings.announce_file)
     # The objects of the loaded app (FastAPI, pydantic, SQLAlchemy, …) live as long as the process:

@@ -35,7 +35,7 @@ BAD_BODIES: list[tuple[str, Any]] = [
     ("no model", {"type": "inference", "input": {"prompt": "hi"}}),
     ("no type", {"model": "echo", "input": {"prompt": "hi"}}),
     ("no input", {"type": "inference", "model": "echo"}),
-    ("unknown type", {"type": "training", "model": "echo", "input": {"prompt": "hi"}}),
+    ("unknown type", {"type": "fine-tuning", "model": "echo", "input": {"prompt": "hi"}}),
     ("model name with spaces", {"type": "inference", "model": "echo model", "input": {"prompt": "hi"}}),
     ("input not an object", {"type": "inference", "model": "echo", "input": "hi"}),
     ("prompt not a string", {"type": "inference", "model": "echo", "input": {"prompt": 42}}),

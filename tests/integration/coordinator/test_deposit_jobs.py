@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,9 +22,10 @@ from test_paid_jobs import MINER_PRICE, PaidStack, balance
 
 from aitbc.chain.deposits import compute_job_charge
 from aitbc.chain.params import ChainParams
-from aitbc.client.deposit import open_deposit
+from aitbc.client.deposit import open_deposit, sign_deposit_job
 from aitbc.client.node import NodeClient
 from aitbc.protocol.crypto import KeyPair
+from aitbc.runtime.keyfile import write_keyfile
 
 if TYPE_CHECKING:
     from conftest import NodeProcess
@@ -54,12 +56,16 @@ def dstack(shared_node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -
         coordinator.dispose()
 
 
-def deposit_client(stack: PaidStack, opening: int = OPENING) -> tuple[KeyPair, str, str]:
-    """A funded client with a delegated deposit for the coordinator, and an API key bound to it by the CLI."""
+def deposit_client(stack: PaidStack, opening: int = OPENING, mode: str = "delegated") -> tuple[KeyPair, str, str]:
+    """A funded client with a deposit for the coordinator (delegated: capped), and an API key bound to it by
+    the CLI."""
     key = KeyPair.generate()
     stack.fund(key.address, amount=opening + 1_000_000)
+    cap = (opening, 1_000) if mode == "delegated" else (0, 0)
     with stack.rpc() as rpc:
-        opened = open_deposit(rpc, key, stack.coordinator.address, opening, cap_per_period=opening, period_blocks=1_000)
+        opened = open_deposit(
+            rpc, key, stack.coordinator.address, opening, mode=mode, cap_per_period=cap[0], period_blocks=cap[1]
+        )
     token = stack.coordinator.create_key_cli("--client", key.address, "--rate", "10000", "--burst", "20000")
     rows = [r for r in _keys(stack) if r["client"] == key.address]
     assert len(rows) == 1
@@ -140,6 +146,62 @@ def test_plain_post_is_paid_from_the_deposit_and_settled_in_batches(dstack: Paid
         error = big.json()["error"]
         assert error["reason"] == "insufficient_deposit" and error["needed"] > error["available"]
         assert http.get("/api/v1/account").json()["reserved"] == 0
+
+
+def test_signed_mode_jobs_carry_the_clients_signature_to_the_chain(dstack: PaidStack, tmp_path: Path) -> None:
+    """A signed-mode deposit pays only jobs its owner signed: without the signature, or with a wrong one,
+    the job is refused (422) before anything is reserved; signed jobs run and the chain pays them (it
+    checks the signature the settle batch carries); the CLI signs with --key by itself."""
+    key, token, deposit_id = deposit_client(dstack, mode="signed")
+    with httpx.Client(base_url=dstack.coordinator.url, headers={"X-Api-Key": token}, timeout=30) as http:
+        account = http.get("/api/v1/account").json()
+        assert account["mode"] == "signed" and account["deposit_id"] == deposit_id
+        body = echo_job("signed job", max_price=500_000)
+        unsigned = submit(http, body)
+        assert unsigned.status_code == 422 and "signed mode" in unsigned.json()["error"]["message"], unsigned.text
+        other = KeyPair.generate()
+        by_other = submit(http, sign_deposit_job(body, {**account, "client": other.address}, other))
+        assert by_other.status_code == 422 and "does not verify" in by_other.text, by_other.text
+        signed = sign_deposit_job(body, account, key)
+        dearer = submit(http, {**signed, "max_price": 500_001})  # not what the client signed
+        assert dearer.status_code == 422 and "does not verify" in dearer.text, dearer.text
+        other_prompt = submit(http, {**signed, "input": {"prompt": "something else"}})
+        assert other_prompt.status_code == 422, other_prompt.text
+        assert http.get("/api/v1/account").json()["reserved"] == 0
+
+        first = submit(http, signed)
+        assert first.status_code == 201, first.text
+        assert first.json()["job_id"] == signed["job_id"] and first.json()["payment"]["state"] == "reserved"
+        assert submit(http, signed).status_code == 409  # the same signed job twice: one job
+        ids = [signed["job_id"]]
+        for i in range(4):
+            answer = submit(http, sign_deposit_job(echo_job(f"signed {i}", max_price=500_000), account, key))
+            assert answer.status_code == 201, answer.text
+            ids.append(answer.json()["job_id"])
+        for job_id in ids:
+            assert wait_done(http, job_id)["state"] == "completed"
+
+    # The CLI signs a signed-mode deposit's job with --key.
+    keyfile = tmp_path / "client.key"
+    write_keyfile(keyfile, key)
+    where = ["--coordinator", dstack.coordinator.url, "--api-key", token]
+    ran = run_cli("job", "submit", "--prompt", "from the CLI", "--model", "echo", "--key", str(keyfile), *where)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    cli_job = next(w for w in ran.stdout.split() if w.startswith("dj-"))
+    ids.append(cli_job)
+
+    with dstack.rpc() as rpc:
+        paid = wait_until(lambda: (p := paid_jobs(rpc, ids)) and len(p) == len(ids) and p, 60, "signed jobs paid")
+        params = msgspec.convert(rpc.get_chain_info()["params"], ChainParams)
+        charges = sum(compute_job_charge(p["paid_to_miner"], params) for p in paid.values())
+        deposit, _ = rpc.get_verified_deposit(deposit_id)
+        assert deposit is not None and deposit.balance == OPENING - charges and deposit.jobs_paid == len(ids)
+        refused = [
+            e
+            for e in rpc.iter_job_events(dstack.coordinator.address)
+            if e["kind"] == "settle_rejected" and e["job_id"] in ids
+        ]
+        assert refused == []
 
 
 def test_key_without_deposit_still_needs_an_escrow(dstack: PaidStack) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import replace
 
 import pytest
@@ -91,6 +92,37 @@ def test_root_matches_the_reference_model(items: dict[bytes, bytes]) -> None:
     assert len(tree) == len(items)
     for key, value in items.items():
         assert tree.get(key) == value
+
+
+def test_a_seeded_history_of_batches_keeps_the_roots_it_always_had() -> None:
+    """60 batches of inserts, overwrites and deletes (some keys sharing 31 bytes): after each batch the root and
+    size match the reference model, and the digest of all 60 roots is the one the tree gave before its update
+    path was rewritten (batched bisection over integer keys): a change of the hashing path that moved any state
+    root would fail here."""
+    rng = random.Random(13)
+    tree, model, roots = SparseMerkleTree(), dict[bytes, bytes](), hashlib.sha256()
+    for _ in range(60):
+        changes: dict[bytes, bytes | None] = {}
+        for _ in range(rng.randrange(1, 300)):
+            live, r = sorted(model), rng.random()
+            if live and r < 0.3:
+                changes[rng.choice(live)] = None
+            elif live and r < 0.6:
+                changes[rng.choice(live)] = hashlib.sha256(rng.randbytes(8)).digest()
+            else:
+                near = rng.random() >= 0.9
+                key = bytes(31) + bytes([rng.randrange(256)]) if near else hashlib.sha256(rng.randbytes(8)).digest()
+                changes[key] = hashlib.sha256(rng.randbytes(8)).digest()
+        tree = tree.update(changes)
+        for key, value in changes.items():
+            if value is None:
+                model.pop(key, None)
+            else:
+                model[key] = value
+        assert len(tree) == len(model)
+        assert tree.root_hash == _reference_root(model)
+        roots.update(tree.root_hash)
+    assert roots.hexdigest() == "4a22df562bee0f128d085d30af3b6390a429a002039284e8a6a3bf3a95cccf6c"
 
 
 @settings(max_examples=40, deadline=None)

@@ -66,7 +66,7 @@ def test_the_openapi_document_states_the_protocol_limits(tmp_path: Path) -> None
         (b'{"type":"inference","model":"m","params":{"max_tokens":4097}}', "params.max_tokens"),
         (b'{"type":"inference","model":"m","input":{"messages":[{"role":"god","content":"x"}]}}',
          "input.messages[0].role"),
-        (b'{"type":"training","model":"m"}', "type"),
+        (b'{"type":"fine-tuning","model":"m"}', "type"),
         (b'{"type":"inference","model":"m","priority":1}', ""),
     ],
 )  # fmt: skip

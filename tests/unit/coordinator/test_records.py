@@ -10,7 +10,7 @@ import pytest
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
 from aitbc.coordinator.db.repo import CoordinatorRepo
-from aitbc.market.lifecycle import JobState, on_claim
+from aitbc.market.lifecycle import JobLifecycle, JobState, on_claim
 from aitbc.protocol.job import JobInput, JobOutput, Params
 from aitbc.protocol.job_messages import SealedJobInput
 
@@ -73,3 +73,31 @@ def test_a_claim_and_a_completion_are_written_through_the_record(repo: Coordinat
     again = repo.get_job("job_c")
     assert again is not None and again.result == JobOutput(text="hello") and again.state == "completed"
     assert repo.get_receipt("job_c") == receipt
+
+
+def test_claims_and_completions_in_groups_judge_each_job(repo: CoordinatorRepo) -> None:
+    """One transaction per group; a job that changed meanwhile (here: another lease) is refused alone, and
+    only the winners get their receipts."""
+    prompt = JobInput(type="inference", model="m", prompt="hi")
+    jobs = [record(f"job_{i}", prompt, created_at_ms=1_000 + i) for i in range(4)]
+    repo.insert_jobs(jobs)
+    passed = []
+
+    def choose(job: JobRecord) -> tuple[JobLifecycle, str, int] | None:
+        if job.id == "job_1":
+            passed.append(job.id)
+            return None  # not for this miner
+        return on_claim(job.lifecycle(), "ait1miner", f"lease-{job.id}", 1_100, 15_000), "sha256:x", 7
+
+    claimed = repo.claim_queued(["m"], 1_200, 2, 10, choose)
+    assert [j.id for j in claimed] == ["job_0", "job_2"] and passed == ["job_1"]
+    assert all(j.state == "assigned" and j.assigned_unit_price == 7 for j in claimed)
+    assert repo.get_job("job_2") == claimed[1]
+    assert repo.claim_queued(["m"], 1_200, 5, 10, choose) == [repo.get_job("job_3")]
+    done = [replace(j, state="completed", result=JobOutput(text=j.id)) for j in claimed]
+    receipts = [ReceiptRecord(j.id, f"{i:02x}" * 32, "ait1miner", {"x": i}, 1_300) for i, j in enumerate(done)]
+    won = repo.complete_jobs([(done[0], "lease-job_0", receipts[0]), (done[1], "stale-lease", receipts[1])])
+    assert won == [True, False]
+    assert repo.get_receipt("job_0") == receipts[0] and repo.get_receipt("job_2") is None
+    assert repo.get_job("job_2") == claimed[1]  # untouched: still assigned under its lease
+    assert repo.complete_jobs([(done[1], "lease-job_2", receipts[1])]) == [True]

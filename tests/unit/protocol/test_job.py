@@ -79,7 +79,7 @@ def test_oversized_input_is_input_too_large(job: JobInput) -> None:
 
 def test_wire_validation_of_fields() -> None:
     for bad in (
-        {"type": "training", "model": "m", "prompt": "p"},
+        {"type": "fine-tuning", "model": "m", "prompt": "p"},
         {"type": "inference", "model": "bad model name", "prompt": "p"},
         {"type": "inference", "model": "m", "prompt": "p", "params": {"max_tokens": 0}},
         {"type": "inference", "model": "m", "prompt": "p", "params": {"temperature_milli": 2001}},

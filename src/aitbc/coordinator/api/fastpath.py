@@ -7,8 +7,8 @@ FastAPI's middleware and routing:
 
 - ``POST /api/v1/jobs``, ``GET /api/v1/jobs/{job_id}`` and ``GET /api/v1/jobs/{job_id}/result``
   (clients), and
-- ``POST /api/v1/miners/claim``, ``/heartbeat``, ``/jobs/{job_id}/progress`` and
-  ``/jobs/{job_id}/result`` (miners).
+- ``POST /api/v1/miners/claim``, ``/claim-many``, ``/heartbeat``, ``/jobs/{job_id}/progress``,
+  ``/jobs/{job_id}/result`` and ``/results`` (miners).
 
 They are served with the very same pieces the routes use — the same protocol messages
 (``aitbc.protocol.job_messages``, decoded from the raw JSON by the same ``decode_message``),
@@ -37,17 +37,20 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aitbc.coordinator.api.routes.jobs import result_response, submit
-from aitbc.coordinator.api.routes.miners import deliver_result
+from aitbc.coordinator.api.routes.miners import deliver_result, deliver_results
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.coordinator.views import job_view
 from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job_messages import (
+    ClaimManyRequest,
     ClaimRequest,
     HeartbeatRequest,
     JobAssignment,
+    JobAssignments,
     JobRequest,
     ProgressReport,
+    ResultBatch,
     ResultSubmission,
     decode_message,
 )
@@ -63,7 +66,9 @@ _MINER_HEADERS: Final = {
     HEADER_SIGNATURE.lower().encode(): "signature",
 }
 
-Handler = Callable[[CoordinatorService, str, str, Any], Awaitable[dict[str, Any] | JobAssignment | None]]
+Handler = Callable[
+    [CoordinatorService, str, str, Any], Awaitable[dict[str, Any] | JobAssignment | JobAssignments | None]
+]
 
 
 async def _claim(service: CoordinatorService, miner: str, _: str, body: ClaimRequest) -> JobAssignment | None:
@@ -82,9 +87,20 @@ async def _result(service: CoordinatorService, miner: str, job_id: str, body: Re
     return await deliver_result(service, miner, job_id, body)
 
 
+async def _claim_many(service: CoordinatorService, miner: str, _: str, body: ClaimManyRequest) -> JobAssignments | None:
+    claimed = await service.claim_many(miner, body.wait_seconds, body.max_jobs)
+    return JobAssignments(assignments=claimed) if claimed else None
+
+
+async def _results(service: CoordinatorService, miner: str, _: str, body: ResultBatch) -> dict[str, Any]:
+    return await deliver_results(service, miner, body)
+
+
 # route (below /api/v1/miners/) → request model, handler; "jobs/*/x" routes take the job id from the path
 _MINER_ROUTES: Final[dict[str, tuple[type[Any], Handler]]] = {
     "claim": (ClaimRequest, _claim),
+    "claim-many": (ClaimManyRequest, _claim_many),
+    "results": (ResultBatch, _results),
     "heartbeat": (HeartbeatRequest, _heartbeat),
     "jobs/*/progress": (ProgressReport, _progress),
     "jobs/*/result": (ResultSubmission, _result),
@@ -236,7 +252,7 @@ class FastPath:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
-        if isinstance(answer, JobAssignment):
+        if isinstance(answer, JobAssignment | JobAssignments):
             await _send_bytes(send, 200, msgspec.json.encode(answer))
             return
         await _send_json(send, 200, answer)

@@ -66,6 +66,7 @@ class DepositRepo:
                 jobs.c.escrow_amount,
                 jobs.c.escrow_deadline,
                 jobs.c.max_price,
+                jobs.c.client_signature,
                 receipts.c.receipt,
                 deposit_bindings.c.deposit_id,
             )

@@ -15,8 +15,9 @@ import msgspec
 
 from aitbc.market.lifecycle import JobLifecycle, JobState
 from aitbc.market.matching import JobRequirements
-from aitbc.protocol.job import JobInput, JobOutput, JobType
+from aitbc.protocol.job import JobInput, JobOutput, JobType, compute_input_units
 from aitbc.protocol.job_messages import MinerRegistration, SealedJobInput
+from aitbc.protocol.training import TrainingSpec
 
 
 class StoredConstraints(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -72,6 +73,8 @@ class JobRecord:
     paid_to_miner: int | None = None
     protocol_fee: int | None = None
     refunded: int | None = None
+    client_signature: str | None = None
+    """A signed-mode deposit job: the client's signature over its job request, carried into the settle batch."""
 
     @property
     def sealed(self) -> SealedJobInput | None:
@@ -80,6 +83,10 @@ class JobRecord:
     @property
     def input_texts(self) -> list[str]:
         return list(self.input.texts or []) if isinstance(self.input, JobInput) else []
+
+    @property
+    def training(self) -> TrainingSpec | None:
+        return self.input.training if isinstance(self.input, JobInput) else None
 
     def lifecycle(self) -> JobLifecycle:
         return JobLifecycle(
@@ -104,14 +111,7 @@ class JobRecord:
     def requirements(self) -> JobRequirements:
         """What a miner must offer to run this job (``aitbc.market.matching``)."""
         job_input = self.input
-        if isinstance(job_input, JobInput):
-            chars = (
-                len(job_input.prompt or "")
-                + sum(len(m.content) for m in job_input.messages or [])
-                + sum(len(t) for t in job_input.texts or [])
-            )
-        else:
-            chars = 0
+        chars = compute_input_units(job_input) if isinstance(job_input, JobInput) else 0
         return JobRequirements(
             job_type=self.type,
             model=self.model,

@@ -11,7 +11,8 @@ once and completed once even if the in-process locks were bypassed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -65,6 +66,25 @@ def _find_claimable(limit: int) -> sa.Select[Any]:
 def _conditional_update(columns: tuple[str, ...], with_lease: bool) -> sa.Update:
     """``UPDATE jobs SET <columns> WHERE id = :w_id AND state IN :w_states [AND lease_id = :w_lease]``."""
     condition = sa.and_(jobs.c.id == sa.bindparam("w_id"), jobs.c.state.in_(sa.bindparam("w_states", expanding=True)))
+    if with_lease:
+        condition = sa.and_(condition, jobs.c.lease_id == sa.bindparam("w_lease"))
+    return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
+
+
+class _NotAllMatched(Exception):
+    """A grouped conditional update matched fewer rows than it had (rolls its transaction back)."""
+
+
+ClaimChoice = Callable[[JobRecord], tuple[JobLifecycle, str, int] | None]
+"""For a claimable job: (its lifecycle once claimed, the served model's digest, its unit price), or None."""
+
+
+@functools.lru_cache(maxsize=64)
+def _grouped_update(columns: tuple[str, ...], states: int, with_lease: bool) -> sa.Update:
+    """``_conditional_update`` for ``executemany`` (no expanding IN): the states as ``w_state0`` … ``w_state<n-1>``."""
+    condition = sa.and_(
+        jobs.c.id == sa.bindparam("w_id"), sa.or_(*(jobs.c.state == sa.bindparam(f"w_state{i}") for i in range(states)))
+    )
     if with_lease:
         condition = sa.and_(condition, jobs.c.lease_id == sa.bindparam("w_lease"))
     return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
@@ -131,6 +151,14 @@ class CoordinatorRepo:
             found = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
         return None if found is None else job_from_row(found)
 
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """The jobs of ``job_ids`` that exist, by id, in one query."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs).where(jobs.c.id.in_(list(job_ids)))).mappings()
+            return {str(r["id"]): job_from_row(r) for r in rows}
+
     def list_jobs(
         self,
         api_key_id: str | None,
@@ -161,6 +189,75 @@ class CoordinatorRepo:
                 job_from_row(r)
                 for r in conn.execute(_find_claimable(limit), {"models": list(models), "now_ms": now_ms}).mappings()
             ]
+
+    def claim_queued(
+        self, models: Sequence[str], now_ms: int, count: int, scan: int, choose: ClaimChoice
+    ) -> list[JobRecord]:
+        """Claim up to ``count`` queued jobs of ``models``, oldest first, in one transaction: ``choose`` gives
+        for each candidate the lifecycle, served digest and unit price to write, or None to pass it over. The
+        oldest ``count`` are looked at first, then (if some were passed over) the oldest ``scan``."""
+        chosen: list[tuple[JobRecord, Row]] = []
+        seen: set[str] = set()
+        params = {"models": list(models), "now_ms": now_ms}
+        with self.engine.connect() as conn:
+            for limit in (count, scan):
+                rows = conn.execute(_find_claimable(limit), params).mappings().all()
+                for row in rows:
+                    if len(chosen) >= count or row["id"] in seen:
+                        continue
+                    seen.add(row["id"])
+                    job = job_from_row(row)
+                    choice = choose(job)
+                    if choice is not None:
+                        lifecycle, digest, price = choice
+                        changes = {
+                            **lifecycle_columns(lifecycle),
+                            "served_digest": digest,
+                            "assigned_unit_price": price,
+                        }
+                        chosen.append((replace(job.with_lifecycle(lifecycle), **changes), changes))
+                if len(chosen) >= count or len(rows) < limit:  # enough, or the queue holds no more
+                    break
+        won = self._update_jobs_if([(job.id, ("queued",), None, changes) for job, changes in chosen], lambda _: [])
+        return [job for (job, _), ok in zip(chosen, won, strict=True) if ok]
+
+    def _update_jobs_if(
+        self,
+        updates: Sequence[tuple[str, Sequence[str], str | None, Row]],
+        receipts_of: Callable[[list[bool]], list[Row]],
+    ) -> list[bool]:
+        """``_update_job_if`` for each and the receipts ``receipts_of`` gives for the outcome, in one
+        transaction; the updates go as one statement when they share their columns (and whether a lease is
+        expected). Per update, whether it applied."""
+        if not updates:
+            return []
+        shapes = {(tuple(changes), len(states), lease is not None) for _, states, lease, changes in updates}
+        if len(shapes) == 1:
+            ((columns, n_states, with_lease),) = shapes
+            params = []
+            for job_id, states, lease, changes in updates:
+                row = {f"v_{name}": value for name, value in changes.items()}
+                row.update({f"w_state{i}": state for i, state in enumerate(states)}, w_id=job_id)
+                if with_lease:
+                    row["w_lease"] = lease
+                params.append(row)
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(_grouped_update(columns, n_states, with_lease), params).rowcount != len(updates):
+                        raise _NotAllMatched
+                    won = [True] * len(updates)
+                    if rows := receipts_of(won):
+                        conn.execute(receipts.insert(), rows)
+                    return won
+            except _NotAllMatched:  # some job changed meanwhile: rolled back; find which, one by one
+                pass
+        with self.engine.begin() as conn:
+            won = [
+                self._update_job_if(conn, job_id, states, lease, changes) for job_id, states, lease, changes in updates
+            ]
+            if rows := receipts_of(won):
+                conn.execute(receipts.insert(), rows)
+            return won
 
     def transition_job(
         self,
@@ -196,13 +293,19 @@ class CoordinatorRepo:
     def complete_job(self, job: JobRecord, expect_lease: str, receipt: ReceiptRecord) -> bool:
         """Mark the job completed with its result and store its one receipt, atomically; False if someone
         else won."""
-        changes = lifecycle_columns(job.lifecycle())
-        changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
-        with self.engine.begin() as conn:
-            if not self._update_job_if(conn, job.id, ("assigned", "running"), expect_lease, changes):
-                return False
-            conn.execute(receipts.insert(), receipt_to_row(receipt))
-            return True
+        return self.complete_jobs([(job, expect_lease, receipt)])[0]
+
+    def complete_jobs(self, done: Sequence[tuple[JobRecord, str, ReceiptRecord]]) -> list[bool]:
+        """``complete_job`` for several jobs in one transaction (a miner's batch of results): each job is
+        completed with its receipt only if it still holds its lease; per job, whether it was."""
+        updates = []
+        for job, expect_lease, _ in done:
+            changes = lifecycle_columns(job.lifecycle())
+            changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+            updates.append((job.id, ("assigned", "running"), expect_lease, changes))
+        return self._update_jobs_if(
+            updates, lambda won: [receipt_to_row(r) for (_, _, r), ok in zip(done, won, strict=True) if ok]
+        )
 
     # The sweeper's queries run four times a second: built once (see the note at the top).
     def jobs_with_expired_leases(self, now_ms: int) -> list[JobRecord]:

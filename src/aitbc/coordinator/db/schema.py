@@ -68,6 +68,8 @@ jobs = sa.Table(
     sa.Column("paid_to_miner", sa.BigInteger, nullable=True),
     sa.Column("protocol_fee", sa.BigInteger, nullable=True),
     sa.Column("refunded", sa.BigInteger, nullable=True),
+    # a signed-mode deposit job: the client's signature over its job request (aitbc.protocol.deposit)
+    sa.Column("client_signature", sa.String(128), nullable=True),
     sa.Index("ix_jobs_state_model_created", "state", "model", "created_at_ms"),
     sa.Index("ix_jobs_lease", "state", "lease_expires_at_ms"),
     sa.Index("ix_jobs_state_expires", "state", "expires_at_ms"),

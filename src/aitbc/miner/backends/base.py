@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-ModelKind = Literal["text", "embedding", "zk-inference"]
+ModelKind = Literal["text", "embedding", "zk-inference", "training"]
 
 
 @dataclass(frozen=True, slots=True)

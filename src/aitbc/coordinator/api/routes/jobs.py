@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import msgspec
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -12,9 +13,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from aitbc.coordinator.api.body import openapi_body
 from aitbc.coordinator.api.deps import Client, JobRequestBody, QuoteRequestBody, Service
 from aitbc.coordinator.auth import ApiKey
+from aitbc.coordinator.blobs import BlobStore
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.coordinator.views import job_view
 from aitbc.market.lifecycle import TERMINAL_STATES, JobState
+from aitbc.protocol.errors import InvalidInput
 from aitbc.protocol.job import unpack_vectors
 from aitbc.protocol.job_messages import JobRequest, QuoteRequest
 from aitbc.protocol.zkml import ZK_INFERENCE, parse_zk_inference_proofs
@@ -24,6 +27,12 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 async def submit(service: CoordinatorService, client: ApiKey, body: JobRequest) -> dict[str, Any]:
     """One submission, for the routed and the fast path alike."""
+    spec = body.input.training
+    if spec is not None and not BlobStore.at(service.settings).has(spec.dataset_hash):
+        raise InvalidInput(
+            f"no blob {spec.dataset_hash} on this coordinator: upload the dataset first (POST /api/v1/blobs)",
+            reason="dataset_missing",
+        )
     return await service.submit_job(client, body)
 
 
@@ -114,6 +123,8 @@ async def result_response(service: CoordinatorService, client: ApiKey, job_id: s
             "outputs": unpack_vectors(output.dimensions, output.vectors_f32),
             "proofs": parse_zk_inference_proofs(output.text),
         }
+    elif output.training is not None:  # the commitment the receipt's output_hash is, and the blobs to fetch
+        body["output"] = {"training": msgspec.to_builtins(output.training)}
     elif output.text is not None:
         body["output"] = {"text": output.text}
     else:

@@ -21,6 +21,7 @@ from aitbc.coordinator.api.deps import (
     ResultBody,
     Service,
 )
+from aitbc.coordinator.completion import DeliveredResult
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.market.scoring import Outcome
 from aitbc.protocol.errors import AitbcError
@@ -112,15 +113,7 @@ async def claim_many(miner: Miner, service: Service, body: ClaimManyBody) -> Res
     openapi_extra=openapi_body(ResultBatch),
 )
 async def results(miner: Miner, service: Service, body: ResultBatchBody) -> dict[str, Any]:
-    answers: list[dict[str, Any]] = []
-    for item in body.results:
-        try:
-            done = await deliver_result(service, miner, item.job_id, item)
-        except AitbcError as exc:
-            answers.append({"job_id": item.job_id, "error": {**exc.to_dict(), "status": http_status(exc)}})
-        else:
-            answers.append({"job_id": item.job_id, "receipt_hash": done["receipt_hash"]})
-    return {"results": answers}
+    return await deliver_results(service, miner, body)
 
 
 def assignment_response(assignment: JobAssignment) -> Response:
@@ -149,11 +142,35 @@ async def deliver_result(
     service: CoordinatorService, miner: str, job_id: str, body: ResultSubmission
 ) -> dict[str, Any]:
     """The result route's work (shared with ``aitbc.coordinator.api.fastpath``)."""
-    try:
-        return await service.submit_result(miner, job_id, body.lease_id, body.output, body.receipt, body.zk_proof)
-    except InvalidReceipt as exc:  # measured against the miner by the matching policy
-        service.match_policy.on_outcome(miner, job_id, 0, Outcome.RECEIPT_REJECTED, detail=str(exc)[:500])
-        raise
+    delivered = DeliveredResult(job_id, body.lease_id, body.output, body.receipt, body.zk_proof)
+    answer = (await _submit(service, miner, [delivered]))[0]
+    if isinstance(answer, AitbcError):
+        raise answer
+    return answer
+
+
+async def deliver_results(service: CoordinatorService, miner: str, body: ResultBatch) -> dict[str, Any]:
+    """The results route's work: each result accepted or refused on its own, the accepted ones stored in one
+    transaction (shared with ``aitbc.coordinator.api.fastpath``)."""
+    items = [DeliveredResult(i.job_id, i.lease_id, i.output, i.receipt, i.zk_proof) for i in body.results]
+    answers: list[dict[str, Any]] = []
+    for item, answer in zip(items, await _submit(service, miner, items), strict=True):
+        if isinstance(answer, AitbcError):
+            answers.append({"job_id": item.job_id, "error": {**answer.to_dict(), "status": http_status(answer)}})
+        else:
+            answers.append({"job_id": item.job_id, "receipt_hash": answer["receipt_hash"]})
+    return {"results": answers}
+
+
+async def _submit(
+    service: CoordinatorService, miner: str, items: list[DeliveredResult]
+) -> list[dict[str, Any] | AitbcError]:
+    answers = await service.submit_results(miner, items)
+    for item, answer in zip(items, answers, strict=True):
+        if isinstance(answer, InvalidReceipt):  # measured against the miner by the matching policy
+            detail = str(answer)[:500]
+            service.match_policy.on_outcome(miner, item.job_id, 0, Outcome.RECEIPT_REJECTED, detail=detail)
+    return answers
 
 
 @router.post("/jobs/{job_id}/fail", summary="Report that the job failed", openapi_extra=openapi_body(FailureReport))

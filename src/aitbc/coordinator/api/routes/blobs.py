@@ -1,0 +1,80 @@
+"""Blobs: ``POST /api/v1/blobs`` stores a body under its sha256, ``GET /api/v1/blobs/{hash}`` gives it back.
+
+Clients authenticate with ``X-Api-Key``; miners with their signed request headers (the signature covers the
+body's sha256, checked once the body is in; before a byte is read the miner must be registered and the
+timestamp fresh). The body is streamed to disk and limited there (``blob_max_bytes``): this path is exempt
+from the service-wide ``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from aitbc.coordinator.blobs import BlobStore
+from aitbc.coordinator.dispatch import now_ms
+from aitbc.coordinator.services import CoordinatorService
+from aitbc.protocol.auth import HEADER_MINER, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from aitbc.protocol.errors import Unauthorized
+
+router = APIRouter(prefix="/api/v1", tags=["blobs"])
+BLOBS_PATH = "/api/v1/blobs"
+
+
+def _store(request: Request) -> BlobStore:
+    store: BlobStore = request.app.state.blobs
+    return store
+
+
+async def _caller(request: Request, body_sha256: str | None) -> str:
+    """The client key id or miner address making the request (``Unauthorized`` otherwise)."""
+    service: CoordinatorService = request.app.state.service
+    headers = request.headers
+    api_key = headers.get("x-api-key")
+    if api_key is not None:
+        return (await service.authenticate_client_async(api_key)).id
+    miner, timestamp = headers.get(HEADER_MINER), headers.get(HEADER_TIMESTAMP)
+    if body_sha256 is None:  # before the body: a registered miner with a fresh timestamp, or nobody
+        if not miner or not timestamp or not timestamp.isdigit():
+            raise Unauthorized("send X-Api-Key (clients) or sign the request (miners)")
+        if abs(now_ms() - int(timestamp)) > service.miner_auth.max_age_ms:
+            raise Unauthorized("miner request timestamp is outside the accepted window (check the clock)")
+        if all(live.offer.miner != miner for live in service.live_miners()):
+            raise Unauthorized("only a registered miner may upload blobs")
+        return miner
+    return service.miner_auth.verify(
+        miner,
+        timestamp,
+        headers.get(HEADER_NONCE),
+        headers.get(HEADER_SIGNATURE),
+        request.method,
+        request.url.path,
+        b"",
+        now_ms(),
+        body_sha256=body_sha256,
+    )
+
+
+@router.post(
+    "/blobs",
+    status_code=201,
+    summary="Store a blob (a training dataset, weights, a loss curve); returns its sha256",
+    description="The raw body is the blob (any content type), at most blob_max_bytes (413 past it).",
+)
+async def put_blob(request: Request) -> dict[str, Any]:
+    caller = await _caller(request, None)
+    length = request.headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    blob_hash, size = await _store(request).put(request.stream(), declared)
+    if request.headers.get("x-api-key") is None:
+        caller = await _caller(request, blob_hash)  # the miner's signature covers the body just stored
+    return {"hash": blob_hash, "size": size, "uploaded_by": caller}
+
+
+@router.get("/blobs/{blob_hash}", summary="Fetch a blob by its sha256", response_class=FileResponse)
+async def get_blob(request: Request, blob_hash: str) -> FileResponse:
+    await _caller(request, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    path = _store(request).path_of(blob_hash)
+    return FileResponse(path, media_type="application/octet-stream", headers={"X-Blob-Hash": blob_hash})

@@ -1,0 +1,131 @@
+"""Training jobs through REAL processes: a coordinator and two miners started with ``--training``.
+
+The client uploads a dataset blob, submits the same training spec twice, pinned by region to each miner in
+turn; both miners fetch the dataset, train, keep their checkpoints, upload weights and loss curve as blobs
+and return the commitment as their receipt's output hash. The two runs must agree bit for bit: the same
+weights blob, the same commitment. The CLI follows a job's progress and downloads the weights; bad
+requests are refused with a clear 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from coordinator_harness import CoordinatorProcess, MinerProcess, expect, run_cli
+
+from aitbc.client.coordinator import CoordinatorClient
+from aitbc.protocol.crypto import sha256
+from aitbc.protocol.training import TrainingCommitment, compute_commitment_hash
+from aitbc.training import load_dataset, replay_segment
+from support.training_data import digits_npz, make_spec
+
+pytestmark = pytest.mark.slow
+
+DATA = digits_npz(400)
+
+
+class Stack:
+    def __init__(self, coordinator: CoordinatorProcess, miners: list[MinerProcess], api_key: str) -> None:
+        self.coordinator = coordinator
+        self.miners = miners
+        self.api_key = api_key
+
+    def client(self) -> CoordinatorClient:
+        return CoordinatorClient(self.coordinator.url, self.api_key, timeout=60.0)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("training")
+    coordinator = CoordinatorProcess(
+        base / "coordinator", lease_seconds=10.0, extra_args=["--blob-max-bytes", str(4 * 1024 * 1024)]
+    )
+    coordinator.start()
+    miners = [
+        MinerProcess(coordinator, base / f"miner-{region}", region=region, extra_args=("--training",))
+        for region in ("ta", "tb")
+    ]
+    try:
+        for miner in miners:
+            miner.start()
+        for miner in miners:
+            miner.wait_registered(timeout=120.0)
+        yield Stack(coordinator, miners, coordinator.insert_key())
+    finally:
+        for miner in miners:
+            miner.stop()
+        coordinator.stop()
+        coordinator.dispose()
+
+
+def _run(client: CoordinatorClient, body: dict[str, object], region: str) -> dict[str, object]:
+    job = client.submit({**body, "constraints": {"region": region}})
+    done = client.wait(job["job_id"], timeout=240.0)
+    assert done["state"] == "completed", done
+    return client.result(job["job_id"])
+
+
+def test_same_training_job_on_two_miners_gives_identical_weights(stack: Stack) -> None:
+    with stack.client() as client:
+        blob = client.put_blob(DATA)
+        assert blob == sha256(DATA).hex()
+        spec = make_spec(DATA, "npz", model="cnn", steps=24, checkpoint_every=8, batch_size=16, optimiser="adam")
+        body = {"type": "training", "model": "cnn", "input": {"training": msgspec.to_builtins(spec)}}
+        first, second = _run(client, body, "ta"), _run(client, body, "tb")
+        out_a, out_b = first["output"]["training"], second["output"]["training"]  # type: ignore[index]
+        assert out_a == out_b  # the same commitment, weights blob and loss-curve blob
+        receipts = [client.receipt(r["job_id"])["receipt"] for r in (first, second)]  # type: ignore[index]
+        assert {r["miner"] for r in receipts} == {m.address for m in stack.miners}
+        commitment = msgspec.convert(out_a["commitment"], TrainingCommitment)
+        assert receipts[0]["output_hash"] == receipts[1]["output_hash"] == compute_commitment_hash(commitment)
+        assert commitment.runtime_build.startswith("aitbc-training/")
+        assert receipts[0]["units"]["prompt_tokens"] == 24 * 16  # billed by sample-steps
+        weights = client.get_blob(out_a["weights_blob"])
+        losses = json.loads(client.get_blob(out_a["losses_blob"]))["losses"]
+        assert len(losses) == 24 and len(weights) > 10_000
+    # the miner kept its checkpoints: a middle segment replays to the committed hashes
+    folder = stack.miners[0].data_dir / "training" / str(first["job_id"])
+    replayed = replay_segment(spec, load_dataset("npz", DATA), (folder / "8.safetensors").read_bytes(), 8, 16)
+    assert replayed[0] == commitment.checkpoint_hashes[1] and replayed[-1] == commitment.checkpoint_hashes[2]
+
+
+def test_cli_submits_follows_and_downloads(stack: Stack, tmp_path: Path) -> None:
+    dataset = tmp_path / "digits.npz"
+    dataset.write_bytes(DATA)
+    common = ["--coordinator", stack.coordinator.url, "--api-key", stack.api_key]
+    submitted = run_cli(
+        "job", "submit", "--type", "training", "--model", "mlp", "--dataset", str(dataset), "--steps", "20",
+        "--batch-size", "16", "--checkpoint-every", "5", "--lr", "0.005", "--wait", *common, timeout=240.0,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "20/20" in submitted.stdout and "final loss" in submitted.stdout
+    job_id = submitted.stdout.split("submitted ")[1].split()[0]
+    out = tmp_path / "weights.safetensors"
+    fetched = run_cli("job", "result", job_id, "--out", str(out), *common)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert json.loads(fetched.stdout)["sha256"] == sha256(out.read_bytes()).hex()
+    from safetensors.torch import load_file
+
+    assert {k.split(".")[-1] for k in load_file(str(out))} == {"weight", "bias"}
+
+
+def test_bad_training_requests_are_refused(stack: Stack) -> None:
+    url, headers = stack.coordinator.url, {"X-Api-Key": stack.api_key}
+    spec = msgspec.to_builtins(make_spec(b"never uploaded", "npz", model="mlp"))
+    body = {"type": "training", "model": "mlp", "input": {"training": spec}}
+    missing = httpx.post(f"{url}/api/v1/jobs", json=body, headers=headers)
+    assert missing.status_code == 422 and missing.json()["error"]["reason"] == "dataset_missing"
+    other = {**body, "model": "cnn"}
+    assert httpx.post(f"{url}/api/v1/jobs", json=other, headers=headers).status_code == 422
+    too_big = httpx.post(f"{url}/api/v1/blobs", content=b"x" * (4 * 1024 * 1024 + 1), headers=headers)
+    assert too_big.status_code == 413, too_big.text
+    assert httpx.post(f"{url}/api/v1/blobs", content=b"abc").status_code == 401
+    assert httpx.get(f"{url}/api/v1/blobs/{'0' * 64}", headers=headers).status_code == 404
+    stored = expect(httpx.post(f"{url}/api/v1/blobs", content=b"abc", headers=headers), 201).json()
+    assert stored["hash"] == sha256(b"abc").hex()
+    assert httpx.get(f"{url}/api/v1/blobs/{stored['hash']}", headers=headers).content == b"abc"
