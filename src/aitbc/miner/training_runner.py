@@ -55,8 +55,8 @@ class RuntimeRunner:
         self.skip_steps = skip_steps or (lambda job_id: frozenset())
         """TESTS ONLY: the steps this miner's runtime leaves out of a job (a miner faking checkpoints)."""
         self.states: dict[str, bytes] = {}
-        self.derived: dict[str, tuple[str, int, str]] = {}
-        """State hash → (job id, step, hash of the stored state it was replayed from)."""
+        self.derived: dict[str, tuple[str, int, int, str]] = {}
+        """State hash → (job id, its step, the step and hash of the stored state it was replayed from)."""
         self.steps_replayed = 0
 
     # -- the checkpoint store ------------------------------------------------------------------------------
@@ -74,11 +74,16 @@ class RuntimeRunner:
         job = self.jobs(job_id)
         if found is None or found[0] != job_id or job is None:
             return None
-        _, step, start_hash = found
+        _, step, _base_step, base_hash = found
         with deterministic():
-            state = load_state(job.spec, job.dataset, self.states[start_hash])
+            state = load_state(job.spec, job.dataset, self.states[base_hash])
             self._advance(job_id, job, state, step)
             return dump_state(state)
+
+    def _fetch(self, job_id: str, state_hash: str) -> bytes | None:
+        if state_hash in self.states:
+            return self.states[state_hash]
+        return None if self.peers is None else self.peers(job_id, state_hash)
 
     # -- SegmentRunner -------------------------------------------------------------------------------------
     def commitment(self, job_id: str) -> TrainingCommitment | None:
@@ -89,44 +94,40 @@ class RuntimeRunner:
         job = self.jobs(job_id)
         if job is None:
             return None
+        # Start from the state itself (a store), else from the one this miner reached it from, else from the
+        # committed checkpoint before it (a referee's agreed state inside a segment); fetched before locking
+        base_step, base_hash = start_step, start_hash
+        data = self._fetch(job_id, start_hash)
+        if data is None:
+            found, every = self.derived.get(start_hash), job.commitment.checkpoint_every
+            if found is not None and found[0] == job_id:
+                base_step, base_hash = found[2], found[3]
+            elif every and start_step % every:
+                base_step = start_step - start_step % every
+                base_hash = job.commitment.checkpoint_hashes[start_step // every]
+            else:
+                return None  # a checkpoint nobody serves
+            data = self._fetch(job_id, base_hash)
+            if data is None:
+                return None
         with deterministic():
-            state = self._state_at(job_id, job, start_step, start_hash)
-            if state is None:
+            try:
+                state = load_state(job.spec, job.dataset, data)
+            except InvalidInput:
+                return None
+            if state.step != base_step or compute_state_hash(state) != base_hash:
+                return None  # never replay from a state that is not the one agreed on
+            self.states[base_hash] = data
+            self._advance(job_id, job, state, start_step)
+            if base_step != start_step and compute_state_hash(state) != start_hash:
                 return None
             hashes = [start_hash]
             for step in range(start_step + 1, end_step + 1):
                 self._advance(job_id, job, state, step)
                 hashes.append(compute_state_hash(state))
-                self.derived.setdefault(hashes[-1], (job_id, step, start_hash))
-        self.steps_replayed += end_step - start_step
+                self.derived.setdefault(hashes[-1], (job_id, step, base_step, base_hash))
+        self.steps_replayed += end_step - base_step
         return hashes
-
-    def _state_at(self, job_id: str, job: TrainingJob, step: int, state_hash: str) -> State | None:
-        """The state with this hash at ``step``: from a store (this miner's, else a peer's), or replayed from
-        the last committed checkpoint before it (a referee's agreed state inside a segment). Never a state
-        whose hash differs."""
-        data = self.get_state(job_id, state_hash)
-        if data is None and self.peers is not None:
-            data = self.peers(job_id, state_hash)
-        if data is not None:
-            try:
-                state = load_state(job.spec, job.dataset, data)
-            except InvalidInput:
-                return None
-            if state.step != step or compute_state_hash(state) != state_hash:
-                return None
-            self.states[state_hash] = data
-            return state
-        every = job.commitment.checkpoint_every
-        if every == 0 or step % every == 0:
-            return None  # a checkpoint nobody serves
-        index = step // every
-        base = self._state_at(job_id, job, index * every, job.commitment.checkpoint_hashes[index])
-        if base is None:
-            return None
-        self._advance(job_id, job, base, step)
-        self.steps_replayed += step - index * every
-        return base if compute_state_hash(base) == state_hash else None
 
     def _advance(self, job_id: str, job: TrainingJob, state: State, to_step: int) -> None:
         skip = self.skip_steps(job_id)
