@@ -96,6 +96,7 @@ EXPECTED = {
     "pay_by_escrow.py": [r"escrow job_\w+ locked \d+", r"job completed answer: "],
     "verify_receipt.py": [r"pass\s+miner_signature", r"receipt [0-9a-f]{64} OK"],
     "openai_sdk.py": [r"models: \[.*smollm2-135m-instruct", r"job id: dj-", r"usage: CompletionUsage"],
+    "train_digits.py": [r"submitted \S+ on dataset [0-9a-f]{16}", r"loss \d\.\d+ -> \d\.\d+", r"checkpoints: 7"],
 }
 
 

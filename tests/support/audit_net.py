@@ -193,14 +193,18 @@ class AuditNet:
 
         return wait_until(digest, 180, f"a miner serving {model}")
 
-    def submit(self, model: str, prompt: str, max_tokens: int = 8, audited: bool = True) -> str:
-        body = {
+    def submit(
+        self, model: str, prompt: str, max_tokens: int = 8, audited: bool = True, max_price: int | None = None
+    ) -> str:
+        body: dict[str, Any] = {
             "type": "inference",
             "model": model,
             "input": {"prompt": prompt},
             "params": {"max_tokens": max_tokens},
             "constraints": {"audited": audited},
         }
+        if max_price is not None:
+            body["max_price"] = max_price
         reply = self.coordinator("POST", "/api/v1/jobs", json=body)
         assert reply.status_code in (200, 201, 202), reply.text
         return str(reply.json()["job_id"])

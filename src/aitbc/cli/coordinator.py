@@ -49,7 +49,7 @@ def run(
         str | None, typer.Option(envvar="AITBC_POOLHUB_API_TOKEN", help="The pool hub's API token", show_default=False)
     ] = None,
     blob_max_bytes: Annotated[
-        int | None, typer.Option(help="Largest blob (training datasets, weights) in bytes [default: 256 MiB]")
+        int | None, typer.Option(help="Largest blob (datasets, weights, checkpoints) in bytes [default: 512 MiB]")
     ] = None,
 ) -> None:
     """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C.

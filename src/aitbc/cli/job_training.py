@@ -12,7 +12,7 @@ from rich.table import Table
 
 from aitbc.cli.common import console
 from aitbc.client.coordinator import CoordinatorClient
-from aitbc.protocol.errors import ConfigError
+from aitbc.protocol.errors import ConfigError, RemoteError
 from aitbc.protocol.training import DATASET_FORMATS, TrainingSpec, check_training_spec
 
 FORMAT_OF_SUFFIX = {".csv": "csv", ".npz": "npz", ".jsonl": "jsonl"}
@@ -84,12 +84,31 @@ def print_training_result(job_id: str, output: dict[str, Any]) -> None:
 
 
 def download_weights(client: CoordinatorClient, job_id: str, out: Path) -> dict[str, Any]:
-    """Save a training job's weights (safetensors) to ``out``; returns what was saved."""
+    """Save a training job's weights (safetensors) to ``out``, once checked against the committed final state
+    (its checkpoint blob hashes to the commitment's last hash and holds exactly these tensors); returns what
+    was saved."""
     output = client.result(job_id).get("output", {})
     if "training" not in output:
         raise ConfigError(f"job {job_id} is not a training job: --out saves trained weights")
-    blob = output["training"]["weights_blob"]
+    training = output["training"]
+    blob = training["weights_blob"]
     data = client.get_blob(blob)
+    verified = False
+    if training.get("checkpoint_blobs"):  # the weights must be the committed final state's model
+        from aitbc.training.state import get_weights_problem
+
+        final = client.get_blob(training["checkpoint_blobs"][-1])
+        problem = get_weights_problem(data, final, training["commitment"]["checkpoint_hashes"][-1])
+        if problem is not None:
+            raise RemoteError(f"job {job_id}: {problem}", reason="weights_not_committed")
+        verified = True
     out.write_bytes(data)
-    losses = json.loads(client.get_blob(output["training"]["losses_blob"]))["losses"]
-    return {"job_id": job_id, "weights": str(out), "bytes": len(data), "sha256": blob, "final_loss": losses[-1]}
+    losses = json.loads(client.get_blob(training["losses_blob"]))["losses"]
+    return {
+        "job_id": job_id,
+        "weights": str(out),
+        "bytes": len(data),
+        "sha256": blob,
+        "final_loss": losses[-1],
+        "matches_commitment": verified,
+    }

@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import Final
 
 from aitbc.coordinator.config import CoordinatorSettings
-from aitbc.protocol.errors import InputTooLarge, NotFound
+from aitbc.protocol.errors import AitbcError, InputTooLarge, NotFound
 
 BLOB_HASH: Final = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobTimeout(AitbcError):
+    """A blob's body that did not all arrive in time (HTTP 408)."""
+
+    reason = "body_timeout"
+    http_status = 408
 
 
 class BlobStore:
@@ -56,13 +63,16 @@ class BlobStore:
         size = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                async with asyncio.timeout(self.timeout_s):
-                    async for chunk in chunks:
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise self._too_large()
-                        digest.update(chunk)
-                        out.write(chunk)
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        async for chunk in chunks:
+                            size += len(chunk)
+                            if size > self.max_bytes:
+                                raise self._too_large()
+                            digest.update(chunk)
+                            out.write(chunk)
+                except TimeoutError:
+                    raise BlobTimeout(f"the blob did not arrive within {self.timeout_s:g} s (blob_timeout_s)") from None
             blob_hash = digest.hexdigest()
             target = self.root / blob_hash[:2] / blob_hash
             target.parent.mkdir(exist_ok=True)

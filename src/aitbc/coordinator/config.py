@@ -60,8 +60,8 @@ class CoordinatorSettings(HttpServerSettings):
 
     max_body_bytes: int = Field(2 * MiB, ge=1024)
     """Largest request body (a prompt is at most 200,000 characters; see ``MAX_PROMPT_CHARS``)."""
-    blob_max_bytes: int = Field(256 * MiB, ge=1024)
-    """Largest blob (``POST /api/v1/blobs``: training datasets, trained weights), limited on the stream."""
+    blob_max_bytes: int = Field(512 * MiB, ge=1024)
+    """Largest blob (``POST /api/v1/blobs``: training datasets, weights, checkpoint states), limited on the stream."""
     blob_timeout_s: float = Field(300.0, gt=0)
     """A blob's body must all arrive within this of its headers."""
 

@@ -311,6 +311,8 @@ class Devnet:
                     "--base-units",
                     "--data-dir",
                     str(self.miner_dir),
+                    # the builtin backend has torch: its miner also trains (docs/training.md)
+                    *(["--training"] if self.miner_backend == "builtin" else []),
                 ],
                 self.data_dir / "logs" / "miner.log",
                 f"{coordinator_url}/healthz",

@@ -4,7 +4,8 @@ A bonded miner started with ``--node`` polls the node (``get_audits`` naming its
 ``POLL_S``. For each audit it is to report on now (``aitbc.market.auditing.get_audit_role``: the drawn
 auditor of a pending audit, or a referee of a dispute that has not voted), it fetches the job's input from
 its coordinator (signed ``GET /api/v1/audits/{job_id}/input``; the coordinator checks the draw on chain),
-checks that input against the receipt's ``input_hash``, re-runs it on its own backend with the same model,
+checks that input against the receipt's ``input_hash`` (and that it is deterministic: a sampled job without
+a seed is left to expire, as no honest re-run would reproduce it), re-runs it on its own backend with the same model,
 parameters and seed, and sends ``submit_audit`` with the hash ``decide_audit_report`` picks. Re-runs go
 one at a time, beside the miner's paid jobs.
 """
@@ -20,10 +21,10 @@ import msgspec
 
 from aitbc.chain.audit_types import Audit
 from aitbc.client.node import NodeClient
-from aitbc.market.auditing import decide_audit_report, get_audit_role
+from aitbc.market.auditing import check_audit_compatible, decide_audit_report, get_audit_role
 from aitbc.miner.link import CoordinatorLink, error_reason
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError, RemoteError
+from aitbc.protocol.errors import AitbcError, InvalidInput, RemoteError
 from aitbc.protocol.job import JobInput, JobOutput, compute_input_hash
 from aitbc.protocol.tx import SubmitAudit, sign_tx
 
@@ -102,13 +103,22 @@ class Auditor:
         if compute_input_hash(job_input) != data.get("receipt", {}).get("input_hash"):
             log.error("the audit input does not hash to the receipt's input_hash", extra={"job_id": job_id})
             return False
+        try:  # a sampled job no honest re-run reproduces: let the audit expire rather than open a dispute
+            check_audit_compatible(job_input)
+        except InvalidInput as exc:
+            log.info("job not audit-compatible; not reported", extra={"job_id": job_id, "why": exc.message})
+            return False
         try:
             rerun, _units = await asyncio.to_thread(self.execute, job_input, None)
         except Exception:
             log.exception("audit re-run failed", extra={"job_id": job_id})
             return False
         verdict = decide_audit_report(job_input.type, audit.job.output_hash, rerun, delivered)
-        tx_hash = await asyncio.to_thread(self._submit, job_id, verdict.output_hash)
+        try:
+            tx_hash = await asyncio.to_thread(self._submit, job_id, verdict.output_hash)
+        except (AitbcError, OSError):
+            self.handled.discard((job_id, role))  # the node refused or was away: re-run at the next poll
+            raise
         self.reported += 1
         self.disagreed += not verdict.agrees
         log.info(

@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from aitbc.chain.audit_types import OPEN_AUDITS, Audit
+from aitbc.chain.training_audit import get_awaited
 from aitbc.client.node import NodeClient
 from aitbc.market.training_disputes import Move, plan_move, plan_replay
 from aitbc.protocol.crypto import KeyPair
@@ -31,7 +32,8 @@ log = logging.getLogger("aitbc.miner.training_auditor")
 
 POLL_S: Final = 0.5
 RESEND_S: Final = 15.0
-"""A move not yet reflected on chain after this long is sent again (its tx may have been dropped)."""
+"""A move not yet reflected on chain after this long is sent again (its tx may have been dropped); a job not
+found as a training job is looked up again after as long."""
 TX_KINDS: Final[dict[str, type[TxBase]]] = {
     "submit_training_audit": SubmitTrainingAudit,
     "answer_training_audit": AnswerTrainingAudit,
@@ -59,7 +61,7 @@ class TrainingAuditor:
         self.sent: dict[tuple[Any, ...], float] = {}
         """Moves sent, by the audit phase they answer, with when (to resend after ``RESEND_S``)."""
         self.replays: dict[tuple[str, int, int, str], list[str]] = {}
-        self.commitments: dict[str, TrainingCommitment | None] = {}
+        self.commitments: dict[str, TrainingCommitment] = {}
         self.moves = 0
         self._chain: tuple[str, int] | None = None
 
@@ -90,9 +92,15 @@ class TrainingAuditor:
         phase = (job_id, audit.status, *((dispute.rounds, dispute.lo, dispute.hi) if dispute else ()))
         if time.monotonic() - self.sent.get(phase, -RESEND_S) < RESEND_S:
             return False
-        if job_id not in self.commitments:
-            self.commitments[job_id] = self.runner.commitment(job_id)
-        commitment = self.commitments[job_id]
+        if self.key.address not in get_awaited(audit):
+            return False
+        commitment = self.commitments.get(job_id)
+        if commitment is None:  # not found yet (another loop's job, or the coordinator was away): ask again later
+            commitment = self.runner.commitment(job_id)
+            if commitment is None:
+                self.sent[phase] = time.monotonic()
+            else:
+                self.commitments[job_id] = commitment
         replay = plan_replay(audit, self.key.address, commitment)
         if replay is None:
             return False

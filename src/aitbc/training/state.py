@@ -99,3 +99,23 @@ def restore_state(state: State, data: bytes) -> None:
     saved = state.optimiser.state_dict()
     state.optimiser.load_state_dict({"state": optim, "param_groups": saved["param_groups"]})
     state.step = int(flat["step"].item())
+
+
+def get_weights_problem(weights: bytes, final_state: bytes, final_hash: str) -> str | None:
+    """Why ``weights`` (``dump_weights``) are not the model of the committed final state (None: they are):
+    the state must hash to the commitment's last checkpoint hash, and hold exactly these tensors."""
+    flat = parse_state(final_state)
+    if hash_tensors(flat) != final_hash:
+        return "the final checkpoint does not hash to the commitment's last checkpoint hash"
+    try:
+        delivered = st_load(weights)
+    except Exception as exc:  # safetensors raises its own error kinds
+        return f"the weights are not safetensors: {exc}"
+    model = {k.removeprefix("model/"): v for k, v in flat.items() if k.startswith("model/")}
+    if sorted(delivered) != sorted(model):
+        return "the weights name other tensors than the committed state's model"
+    for name, tensor in model.items():
+        other = delivered[name]
+        if other.dtype != tensor.dtype or other.shape != tensor.shape or not torch.equal(other, tensor):
+            return f"tensor {name} differs from the committed state's"
+    return None

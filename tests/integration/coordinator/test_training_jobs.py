@@ -108,7 +108,8 @@ def test_cli_submits_follows_and_downloads(stack: Stack, tmp_path: Path) -> None
     out = tmp_path / "weights.safetensors"
     fetched = run_cli("job", "result", job_id, "--out", str(out), *common)
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    assert json.loads(fetched.stdout)["sha256"] == sha256(out.read_bytes()).hex()
+    saved = json.loads(fetched.stdout)
+    assert saved["sha256"] == sha256(out.read_bytes()).hex() and saved["matches_commitment"] is True
     from safetensors.torch import load_file
 
     assert {k.split(".")[-1] for k in load_file(str(out))} == {"weight", "bias"}

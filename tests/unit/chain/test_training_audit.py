@@ -291,3 +291,30 @@ def test_a_dispute_through_blocks_terminates_conserves_supply_and_the_honest_par
         assert loser != honest_party and loser != "both"
     window = chain.params.audit.dispute_window_blocks
     assert chain.head.height - opened <= (max_dispute_rounds(length) + 3) * (window + 1)
+
+
+def test_a_referee_that_matches_neither_side_slashes_both_and_conserves_supply() -> None:
+    chain = AuditChain()
+    cheat = run(4, skip=2)
+    audit = open_training_audit(chain, cheat, 4)
+    honest = run(4)
+    liar = honest[:2] + [sha256_hex(h.encode()) for h in honest[2:]]  # the auditor is wrong too, at the same step
+    submit_segment(chain, audit, commit(cheat, 4), liar)
+    auditor = chain.key_of(audit.auditor)
+    chain.block(chain.tx(MINERS[0], AnswerTrainingAudit, job_id="train-1", steps_root=compute_steps_root(cheat)))
+    while chain.audit("train-1").status == "training_bisecting":
+        dispute = chain.audit("train-1").training
+        assert dispute is not None
+        chain.block(
+            Party(MINERS[0], cheat).reveal(chain, "train-1", dispute),
+            Party(auditor, liar).reveal(chain, "train-1", dispute),
+        )
+    refereeing = chain.audit("train-1")
+    assert refereeing.status == "training_refereeing" and refereeing.training is not None
+    referee = chain.key_of(refereeing.referees[0])
+    before = chain.balance(referee)
+    truth = toy_step(refereeing.training.lo_hash, refereeing.training.hi)
+    chain.block(chain.tx(referee, RevealTrainingStep, job_id="train-1", state_hash=truth))
+    decided = chain.audit("train-1")
+    assert decided.status == "both_slashed" and decided.slashed == 2 * 5_000 and decided.refunded > 0
+    assert chain.balance(referee) == before - 10 + 2 * (5_000 * 3_000 // 10_000)  # both rewards: the only winner

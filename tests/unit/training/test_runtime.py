@@ -105,3 +105,16 @@ def test_replay_refuses_a_state_from_another_step() -> None:
         replay_segment(spec, dataset, result.checkpoints[4], 8, 12)
     with pytest.raises(ValueError, match="outside"):
         replay_segment(spec, dataset, result.checkpoints[12], 12, 15)
+
+
+def test_delivered_weights_are_checked_against_the_committed_final_state() -> None:
+    from aitbc.training.state import get_weights_problem
+
+    spec, dataset = _spec_and_data("mlp", "npz", DIGITS, "adam")
+    result = run_training(spec, dataset)
+    final, final_hash = result.checkpoints[14], result.commitment.checkpoint_hashes[-1]
+    assert get_weights_problem(result.weights, final, final_hash) is None
+    earlier = run_training(make_spec(DIGITS, "npz", model="mlp", optimiser="adam", steps=13), dataset)
+    assert "differs" in (get_weights_problem(earlier.weights, final, final_hash) or "")
+    assert "hash" in (get_weights_problem(result.weights, result.checkpoints[12], final_hash) or "")
+    assert "safetensors" in (get_weights_problem(b"junk", final, final_hash) or "")
