@@ -27,6 +27,7 @@ from aitbc.coordinator.db.payment_records import (
     stored_receipt_from_row,
 )
 from aitbc.coordinator.db.records import (
+    JobPayment,
     JobRecord,
     ReceiptRecord,
     job_from_row,
@@ -167,6 +168,15 @@ class CoordinatorRepo:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(jobs).where(jobs.c.id.in_(list(job_ids)))).mappings()
             return {str(r["id"]): job_from_row(r) for r in rows}
+
+    def get_payments(self, job_ids: Sequence[str]) -> dict[str, JobPayment]:
+        """The payment columns of the jobs of ``job_ids`` that exist, by id, in one query."""
+        if not job_ids:
+            return {}
+        columns = [jobs.c[name] for name in JobPayment.__slots__]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*columns).where(jobs.c.id.in_(list(job_ids)))).mappings()
+            return {str(r["id"]): JobPayment(**r) for r in rows}
 
     def list_jobs(
         self,
