@@ -511,6 +511,13 @@ def main() -> int:
     )
     parser.add_argument("--submit-concurrency", type=int, default=32, help="client HTTP workers submitting jobs")
     parser.add_argument(
+        "--deposit-rate",
+        type=float,
+        help="deposit path in open loop: POSTs per second over the submit workers, each POST's latency counted from"
+        " when it was due (default: closed loop, as fast as the coordinator answers; a closed loop's POST latency is"
+        " about workers / throughput)",
+    )
+    parser.add_argument(
         "--claim-batch", type=int, default=32, help="jobs per claim-many and results per request (1: one by one)"
     )
     parser.add_argument("--transfers", type=int, default=30_000, help="plain transfers per baseline run")
@@ -666,6 +673,7 @@ def main() -> int:
                 args.deposit_jobs,
                 args.submit_concurrency,
                 timeout=120 + args.deposit_jobs / 20,
+                rate=args.deposit_rate,
             )
         )
         dep_end = time.time()
@@ -834,7 +842,8 @@ def main() -> int:
             f" {dep_done[-1] - dep.t0:.2f}s ({len(dep_done) / span:,.0f}/s while running; the rest of the window"
             " is the last jobs' settlement)"
         )
-    print(f"POST /jobs          {spread(dep.post_rtt)}   (accepted at once: reserved on the deposit)")
+    loop = f"open loop at {args.deposit_rate:,.0f}/s, from when due" if args.deposit_rate else "closed loop"
+    print(f"POST /jobs          {spread(dep.post_rtt)}   (accepted at once: reserved on the deposit; {loop})")
     print(f"settlement lag      {spread(dep_lag)}   (job finished -> its settle_batch committed)")
     print(
         "CPU (deposit run)   "

@@ -71,9 +71,15 @@ def prepare_deposit(
     return token, opened.deposit_id
 
 
-async def _post_jobs(coord_url: str, body: bytes, api_key: str, run: DepositRun, todo: Any) -> None:
+async def _post_jobs(
+    coord_url: str, body: bytes, api_key: str, run: DepositRun, todo: Any, interval: float | None = None
+) -> None:
     """One keep-alive connection posting pre-encoded requests: a load generator as light as the coordinator
-    allows (httpx cost ~3 ms of this process's CPU per request; its CPU is counted in the figures)."""
+    allows (httpx cost ~3 ms of this process's CPU per request; its CPU is counted in the figures).
+
+    ``interval``: open loop, one POST every ``interval`` seconds on this connection, its latency counted
+    from when it was due (so a slow answer that delays the next POST counts against the coordinator);
+    None: closed loop, each POST as soon as the previous one is answered."""
     host, port = coord_url.removeprefix("http://").split(":")
     request = (
         f"POST /api/v1/jobs HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nX-Api-Key: {api_key}\r\n"
@@ -81,8 +87,14 @@ async def _post_jobs(coord_url: str, body: bytes, api_key: str, run: DepositRun,
     ).encode() + body
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
+        due = time.time()
         for i in todo:
-            sent = time.time()
+            if interval is not None:
+                await asyncio.sleep(max(0.0, due - time.time()))
+                sent = due
+                due += interval
+            else:
+                sent = time.time()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
@@ -119,8 +131,9 @@ async def _follow(node: httpx.AsyncClient, url: str, coordinator: str, cursor: i
 
 async def run_deposit_jobs(
     node_url: str, coord_url: str, coordinator: str, api_key: str, body: dict[str, Any], jobs: int, concurrency: int,
-    timeout: float,
+    timeout: float, rate: float | None = None,
 ) -> DepositRun:  # fmt: skip
+    """``rate``: POSTs per second over all ``concurrency`` connections (open loop); None: closed loop."""
     run = DepositRun(total=jobs)
     raw = orjson.dumps(body)
     async with httpx.AsyncClient(timeout=120) as follower, httpx.AsyncClient(base_url=coord_url) as coord:
@@ -131,7 +144,8 @@ async def run_deposit_jobs(
         follow = asyncio.create_task(_follow(follower, node_url, coordinator, cursor, run))
         todo = iter(range(jobs))
         run.t0 = time.time()
-        await asyncio.gather(*(_post_jobs(coord_url, raw, api_key, run, todo) for _ in range(concurrency)))
+        interval = None if rate is None else concurrency / rate
+        await asyncio.gather(*(_post_jobs(coord_url, raw, api_key, run, todo, interval) for _ in range(concurrency)))
         run.posts_done = True
         run.check_done()
         with contextlib.suppress(TimeoutError):

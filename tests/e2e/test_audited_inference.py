@@ -48,6 +48,12 @@ def test_a_cheating_miner_is_audited_disputed_slashed_and_the_client_refunded(tm
         before = balance(net, client)
         net.start_miner(0, "echo", cheat=True)
         net.served_digest("echo")
+
+        def bonded() -> int:
+            models = net.coordinator("GET", "/api/v1/models").json()["models"]
+            return int(next(m["bonded_miners"] for m in models if m["name"] == "echo"))
+
+        wait_until(bonded, 30, "the coordinator to read the bond")  # /models shows the bonded miners
         job_id = net.submit("echo", "the quick brown fox jumps over the lazy dog")
         job = wait_until(lambda: (j := net.job(job_id))["state"] == "completed" and j, 120, "the job to complete")
         assert job["miner"] == cheater and job["constraints"]["audited"] is True

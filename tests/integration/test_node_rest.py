@@ -121,12 +121,26 @@ def test_rest_errors(shared_node: Any) -> None:
     assert reply.json()["error"]["reason"] == "not_found"
     assert reply.json()["error"]["status"] == {"tx_hash": unknown, "status": "unknown"}
     assert get(node, f"/v1/txs/{unknown}/status").json() == {"tx_hash": unknown, "status": "unknown"}
-    assert get(node, "/v1/blocks/99999999").status_code == 404
-    assert get(node, f"/v1/blocks/{unknown}").status_code == 404
-    assert get(node, "/v1/blocks/not-a-ref").status_code == 400
-    assert get(node, "/v1/blocks/99999999999999999999999").status_code == 400
-    assert get(node, "/v1/blocks/-1").status_code == 400
-    assert get(node, "/v1/txs/not-a-hash").status_code in (400, 422)
+    # every refusal is the one problem body of the other services: status from the error class, a reason, a message
+    expected = {
+        "/v1/blocks/99999999": (404, "not_found"),
+        f"/v1/blocks/{unknown}": (404, "not_found"),
+        "/v1/blocks/not-a-ref": (422, "invalid_request"),
+        "/v1/blocks/99999999999999999999999": (422, "invalid_request"),
+        "/v1/blocks/-1": (422, "invalid_request"),
+        "/v1/txs/not-a-hash": (422, "invalid_request"),
+        "/v1/jobs/no-such-job": (404, "not_found"),
+        "/v1/gov/proposals/999999": (404, "not_found"),
+        "/v1/audits/no-such-job": (404, "not_found"),
+        "/v1/miner-bonds/ait1nope": (400, "invalid_address"),
+        "/v1/job-events?from_height=-5": (422, "invalid_request"),
+    }
+    for path, (status, reason) in expected.items():
+        reply = get(node, path)
+        assert reply.status_code == status, (path, reply.text)
+        error = reply.json()["error"]
+        assert error["reason"] == reason, (path, error)
+        assert isinstance(error["message"], str) and error["message"], (path, error)
     assert get(node, "/v1/nothing-here").status_code == 404
     assert_still_serving(node)
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import msgspec
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
@@ -32,6 +31,7 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError
 from aitbc.runtime.cors import add_cors
 from aitbc.runtime.errors import error_body, error_headers, http_status
+from aitbc.runtime.http_errors import install_error_handlers
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
@@ -161,16 +161,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             return Response(msgspec.json.encode(body), status, error_headers(exc), media_type="application/json")
         return render_error(exc)
 
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.http_rejections.labels("invalid_request").inc()
-        details: list[dict[str, Any]] = [
-            {"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
-        ]
-        summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'][1:])}: {d['message']}" for d in details[:5])
-        return JSONResponse(
-            {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
-        )
+    install_error_handlers(app, lambda reason: metrics.http_rejections.labels(reason).inc(), aitbc_errors=False)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

@@ -169,11 +169,13 @@ class MinerDispatcher:
                         "kind": model.kind,
                         "digest": model.digest,
                         "miners": 0,
+                        "bonded_miners": 0,
                         "min_unit_price": model.unit_price,
                         "max_unit_price": model.unit_price,
                     },
                 )
                 entry["miners"] += 1
+                entry["bonded_miners"] += self.min_bond is not None and miner.bond >= self.min_bond  # audited jobs
                 entry["min_unit_price"] = min(entry["min_unit_price"], model.unit_price)
                 entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
         return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))

@@ -401,7 +401,7 @@ class CoordinatorService:
         result = await self.db.write(fn, *args)
         pick = _PAYMENT_WRITES.get(getattr(fn, "__name__", ""))
         changed = [] if pick is None else pick(args, result)
-        found = await self.db.read(self.repo.get_jobs, changed) if changed else {}  # one read for a whole batch
+        found = await self.db.read(self.repo.get_payments, changed) if changed else {}  # one read for a batch
         for job_id in changed:
             job = found.get(job_id)
             view = None if job is None else payment_view(job)

@@ -21,14 +21,14 @@ the jobs (the shared escrow path writes them), ``settle_rejected`` events (``on_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-import msgspec
-
 from aitbc.coordinator.db.deposit_repo import DepositRepo
+from aitbc.coordinator.db.payment_records import DueSettlement
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.deposits import DepositBook
 from aitbc.coordinator.metrics import CoordinatorMetrics
@@ -36,7 +36,6 @@ from aitbc.coordinator.payments import ChainLink
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.deposit import SettlementEntry, get_job_expiry
 from aitbc.protocol.errors import RemoteError
-from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import SettleBatch, sign_tx, tx_hash, tx_to_json_obj
 
 log = logging.getLogger("aitbc.coordinator.settlement")
@@ -53,6 +52,30 @@ MAX_INFLIGHT: Final = 8
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def plan_batch(due: Sequence[DueSettlement], head: int) -> tuple[list[tuple[str, SettlementEntry]], list[str]]:
+    """The entries of a batch from completed jobs (job id, entry), and the jobs too near their expiry at
+    head height ``head`` to be batched any more (the chain would refuse them)."""
+    planned: list[tuple[str, SettlementEntry]] = []
+    expired: list[str] = []
+    for job in due:
+        expires = get_job_expiry(job.id)
+        if expires is None or expires < head + EXPIRY_MARGIN_BLOCKS:
+            expired.append(job.id)
+            continue
+        entry = (
+            SettlementEntry(deposit_id=job.deposit_id, receipt=job.receipt)
+            if job.client_signature is None  # delegated: the coordinator's word (the tx signature) and the cap
+            else SettlementEntry(
+                deposit_id=job.deposit_id,
+                receipt=job.receipt,
+                max_price=job.max_price or 0,
+                client_signature=job.client_signature,
+            )
+        )
+        planned.append((job.id, entry))
+    return planned, expired
 
 
 class DepositSettler:
@@ -112,48 +135,32 @@ class DepositSettler:
         due = await self._read(self.deposit_repo.jobs_due_for_batch, info.params.max_batch_entries)
         if not due:
             return
-        head = self.book.head_height
-        entries: list[SettlementEntry] = []
-        batched: list[str] = []
-        too_late: list[tuple[str, Sequence[str], dict[str, Any]]] = []
         nonce = await reserve_nonce()
-        for row in due:
-            receipt = msgspec.convert(row["receipt"], Receipt)
-            expires = get_job_expiry(row["id"])
-            if expires is None or expires < head + EXPIRY_MARGIN_BLOCKS:
-                too_late.append(
-                    (
-                        row["id"],
-                        ["reserved"],
-                        {"payment_state": "batch_refused", "payment_error": "expired: not batched in time"},
-                    )
-                )
-                self.book.on_refused(row["id"])
-                continue
-            signature = row["client_signature"]
-            entries.append(
-                SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt)
-                if not signature  # delegated: the coordinator's word (the tx signature) and the cap
-                else SettlementEntry(
-                    deposit_id=row["deposit_id"],
-                    receipt=receipt,
-                    max_price=int(row["max_price"]),
-                    client_signature=signature,
+        # The receipts' decoding and the batch's encoding and signature run off the event loop (a batch of
+        # hundreds of jobs would hold it for tens of milliseconds); the books are changed here, on it.
+        planned, expired = await asyncio.to_thread(plan_batch, due, self.book.head_height)
+        too_late: list[tuple[str, Sequence[str], dict[str, Any]]] = []
+        for job_id in expired:
+            too_late.append(
+                (
+                    job_id,
+                    ["reserved"],
+                    {"payment_state": "batch_refused", "payment_error": "expired: not batched in time"},
                 )
             )
-            self.book.on_batched(row["id"], receipt.total_price, info.params)
-            batched.append(row["id"])
+            self.book.on_refused(job_id)
         if too_late:
             await self._write(self.repo.set_payment_states, too_late)
-        if not entries:
+        if not planned:
             return
-        tx = sign_tx(
-            SettleBatch(
-                chain_id=info.chain_id, sender=self.key.address, nonce=nonce, fee=info.params.min_fee, entries=entries
-            ),
-            self.key,
+        batched = [job_id for job_id, _ in planned]
+        entries = [entry for _, entry in planned]
+        for job_id, entry in planned:
+            self.book.on_batched(job_id, entry.receipt.total_price, info.params)
+        batch = SettleBatch(
+            chain_id=info.chain_id, sender=self.key.address, nonce=nonce, fee=info.params.min_fee, entries=entries
         )
-        hash_ = tx_hash(tx)
+        hash_, tx_json = await asyncio.to_thread(self._sign, batch)
         # Intent first (one statement): a crash after this write finds the jobs in ``batching`` and checks the tx.
         if await self._write(self.deposit_repo.mark_batching, batched, hash_, now) != len(batched):
             log.warning("batch intents did not all match; sending none", extra={"tx": hash_})
@@ -161,7 +168,7 @@ class DepositSettler:
             return
         set_next_nonce(nonce + 1)
         try:
-            await self.link.call(self.link.node.call, "send_tx", tx_to_json_obj(tx))
+            await self.link.call(self.link.node.call, "send_tx", tx_json)
         except RemoteError as exc:
             log.warning("settle batch refused", extra={"tx": hash_, "reason": exc.reason, "error": str(exc)})
             set_next_nonce(None)
@@ -172,6 +179,10 @@ class DepositSettler:
         self.batches_sent += 1
         self.metrics.payments_sent.labels("settle_batch").inc()
         log.info("settle batch sent", extra={"tx": hash_, "jobs": len(entries)})
+
+    def _sign(self, batch: SettleBatch) -> tuple[str, dict[str, Any]]:
+        tx = sign_tx(batch, self.key)
+        return tx_hash(tx), tx_to_json_obj(tx)
 
     async def _retry_lost(self, now: int, set_next_nonce: Callable[[int | None], None]) -> None:
         """Batches sent long ago and never committed: their jobs go back to ``reserved`` (rebatched)."""

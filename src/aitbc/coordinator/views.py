@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aitbc.coordinator.db.records import JobRecord
+from aitbc.coordinator.db.records import JobPayment, JobRecord
 
 
-def payment_view(job: JobRecord) -> dict[str, Any] | None:
+def payment_view(job: JobRecord | JobPayment) -> dict[str, Any] | None:
     if job.payment_state is None:
         return None
     return {

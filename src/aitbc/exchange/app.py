@@ -11,7 +11,6 @@ from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
@@ -26,6 +25,7 @@ from aitbc.exchange.service import ExchangeService
 from aitbc.market.orderbook import OrderRejected, OrderRejection
 from aitbc.protocol.errors import AitbcError, Conflict, Forbidden, NotFound, RemoteError, StorageError, Unauthorized
 from aitbc.runtime.cors import add_cors
+from aitbc.runtime.http_errors import install_error_handlers
 
 log = logging.getLogger("aitbc.exchange")
 
@@ -44,10 +44,6 @@ def status_for(exc: AitbcError) -> int:
     if isinstance(exc, OrderRejected) and exc.rejection is OrderRejection.UNKNOWN_ORDER:
         return 404
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
-
-
-def _error(status: int, reason: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"reason": reason, "message": message}}, status_code=status)
 
 
 class ExchangeAPI(FastAPI):
@@ -128,14 +124,7 @@ def create_app(settings: ExchangeSettings, service: ExchangeService | None = Non
         metrics.rejections.labels(exc.reason).inc()
         return JSONResponse({"error": exc.to_dict()}, status_code=status_for(exc))
 
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.rejections.labels("invalid_request").inc()
-        details = [{"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
-        summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'][1:])}: {d['message']}" for d in details[:5])
-        return JSONResponse(
-            {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
-        )
+    install_error_handlers(app, lambda reason: metrics.rejections.labels(reason).inc(), aitbc_errors=False)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> JSONResponse:

@@ -114,7 +114,11 @@ class Auditor:
             log.exception("audit re-run failed", extra={"job_id": job_id})
             return False
         verdict = decide_audit_report(job_input.type, audit.job.output_hash, rerun, delivered)
-        tx_hash = await asyncio.to_thread(self._submit, job_id, verdict.output_hash)
+        try:
+            tx_hash = await asyncio.to_thread(self._submit, job_id, verdict.output_hash)
+        except (AitbcError, OSError):
+            self.handled.discard((job_id, role))  # the node refused or was away: re-run at the next poll
+            raise
         self.reported += 1
         self.disagreed += not verdict.agrees
         log.info(

@@ -19,8 +19,9 @@ from aitbc.node.rpc import METHODS, RpcLimits, handle_rpc_body, parse_block_ref
 from aitbc.node.rpc_base import INVALID_REQUEST, RpcError
 from aitbc.node.service import NodeService
 from aitbc.protocol.address import decode_address
-from aitbc.protocol.errors import InvalidAddress
+from aitbc.protocol.errors import EncodingError, InputTooLarge, InvalidRequest, InvalidTx, NotFound
 from aitbc.runtime.cors import add_cors
+from aitbc.runtime.http_errors import install_error_handlers
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_INT64: Final = 2**63 - 1
@@ -29,6 +30,29 @@ MAX_INT64: Final = 2**63 - 1
 
 class BodyTooLarge(Exception):
     pass
+
+
+class TxNotFound(NotFound):
+    """404 for an unknown tx, carrying its status (``pending`` / ``rejected`` / ``unknown``) in the body."""
+
+    def __init__(self, message: str, *, status: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "status": self.status}
+
+
+class TxRefused(InvalidTx):
+    """400 for a tx the node refused (its ``TxRejection`` reason), naming the tx hash."""
+
+    def __init__(self, refused: InvalidTx, tx_hash: str | None) -> None:
+        super().__init__(refused.rejection, refused.message)
+        self.reason = refused.reason
+        self.tx_hash = tx_hash
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "tx_hash": self.tx_hash}
 
 
 async def read_limited_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -46,16 +70,15 @@ async def read_limited_body(request: Request, limit: int = MAX_BODY_BYTES) -> by
     return b"".join(chunks)
 
 
-def _problem(http_status: int, reason: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"reason": reason, "message": message, **extra}}, status_code=http_status)
+def _check_address(address: str) -> None:
+    """Raises ``InvalidAddress`` (400 ``invalid_address``) for anything that is not an ``ait1…`` address."""
+    decode_address(address)
 
 
-def _check_address(address: str) -> JSONResponse | None:
-    try:
-        decode_address(address)
-    except InvalidAddress as exc:
-        return _problem(400, "invalid_address", exc.message)
-    return None
+def _found(found: dict[str, Any] | None, message: str) -> JSONResponse:
+    if found is None:
+        raise NotFound(message)
+    return JSONResponse(found)
 
 
 JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Job id")]
@@ -73,6 +96,7 @@ def create_http_app(
     )
 
     add_cors(app, cors_origins)
+    install_error_handlers(app)
 
     @app.post("/", summary="JSON-RPC 2.0 endpoint (single or batch)", openapi_extra=rpc_request_body(METHODS))
     async def json_rpc(request: Request) -> Response:
@@ -111,17 +135,17 @@ def create_http_app(
         try:
             parsed = parse_block_ref(ref)
         except RpcError as exc:
-            return _problem(400, "invalid_params", exc.message)
+            raise InvalidRequest(exc.message) from exc
         block = node.get_block(parsed)
         if block is None:
-            return _problem(404, "not_found", f"no block {ref}")
+            raise NotFound(f"no block {ref}")
         return JSONResponse(node.block_json(block, include_txs=include_txs))
 
     @app.get("/v1/txs/{tx_hash}", summary="A committed or pending tx")
     async def get_tx(tx_hash: HashPath) -> Response:
         found = node.get_tx(tx_hash.lower())
         if found is None:
-            return _problem(404, "not_found", f"no tx {tx_hash}", status=node.tx_status(tx_hash.lower()))
+            raise TxNotFound(f"no tx {tx_hash}", status=node.tx_status(tx_hash.lower()))
         return JSONResponse(found)
 
     @app.get("/v1/txs/{tx_hash}/status", summary="pending | committed | rejected | unknown")
@@ -138,30 +162,29 @@ def create_http_app(
         try:
             body = await read_limited_body(request, limit=1024 * 1024)
         except BodyTooLarge:
-            return _problem(413, "too_large", "tx body larger than 1 MiB")
+            raise InputTooLarge("tx body larger than 1 MiB", reason="too_large") from None
         try:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _problem(400, "malformed", f"body is not valid JSON: {exc}")
+            raise EncodingError(f"body is not valid JSON: {exc}") from exc
         (result,) = await node.submit([raw])
         if result.error is not None:
-            return _problem(400, result.error.reason, result.error.message, tx_hash=result.tx_hash)
+            raise TxRefused(result.error, result.tx_hash)
         return JSONResponse({"tx_hash": result.tx_hash, "status": "pending"}, status_code=202)
 
     @app.get("/v1/accounts/{address}", summary="Balance and nonces of an account")
     async def get_account(address: str) -> Response:
-        return _check_address(address) or JSONResponse(node.account_json(address))
+        _check_address(address)
+        return JSONResponse(node.account_json(address))
 
     @app.get("/v1/accounts/{address}/proof", summary="Merkle proof of an account against the head state root")
     async def get_account_proof(address: str) -> Response:
-        return _check_address(address) or JSONResponse(node.account_proof_json(address))
+        _check_address(address)
+        return JSONResponse(node.account_proof_json(address))
 
     @app.get("/v1/jobs/{job_id}", summary="A job's escrow: state, amounts, receipt hash and its txs")
     async def get_job(job_id: JobIdPath) -> Response:
-        found = node.job_json(job_id)
-        if found is None:
-            return _problem(404, "not_found", f"no escrow for job {job_id}")
-        return JSONResponse(found)
+        return _found(node.job_json(job_id), f"no escrow for job {job_id}")
 
     @app.get("/v1/jobs/{job_id}/proof", summary="Merkle proof of a job's escrow against the head state root")
     async def get_job_proof(job_id: JobIdPath) -> dict[str, Any]:
@@ -213,10 +236,7 @@ def add_governance_routes(app: FastAPI, node: NodeService) -> None:
 
     @app.get("/v1/gov/proposals/{proposal_id}", summary="One proposal with its votes and (while open) projected tally")
     async def gov_proposal(proposal_id: Annotated[int, Path(ge=1, lt=2**63)]) -> Response:
-        found = gov_views.proposal_json(node, proposal_id)
-        if found is None:
-            return _problem(404, "not_found", f"no proposal {proposal_id}")
-        return JSONResponse(found)
+        return _found(gov_views.proposal_json(node, proposal_id), f"no proposal {proposal_id}")
 
     @app.get("/v1/gov/params", summary="Live chain parameters, scheduled changes, their history, upgrade signals")
     async def gov_params() -> dict[str, Any]:
@@ -240,19 +260,13 @@ def add_governance_routes(app: FastAPI, node: NodeService) -> None:
 
     @app.get("/v1/audits/{job_id}", summary="The audit of one job: draw, auditor, reports, dispute, outcome")
     async def audit(job_id: JobIdPath) -> Response:
-        found = audit_views.audit_json(node, job_id)
-        if found is None:
-            return _problem(404, "not_found", f"job {job_id} has not been audited")
-        return JSONResponse(found)
+        return _found(audit_views.audit_json(node, job_id), f"job {job_id} has not been audited")
 
     @app.get("/v1/audits/{job_id}/training", summary="A training audit's bisection: steps in dispute, who moves next")
     async def training_dispute(job_id: JobIdPath) -> Response:
-        found = audit_views.training_dispute_json(node, job_id)
-        if found is None:
-            return _problem(404, "not_found", f"job {job_id} has no training dispute")
-        return JSONResponse(found)
+        return _found(audit_views.training_dispute_json(node, job_id), f"job {job_id} has no training dispute")
 
     @app.get("/v1/miner-bonds/{address}", summary="A miner's bond, declared models and unbondings")
     async def miner_bond(address: str) -> Response:
-        bad = _check_address(address)
-        return bad if bad is not None else JSONResponse(audit_views.bond_json(node, address))
+        _check_address(address)
+        return JSONResponse(audit_views.bond_json(node, address))

@@ -10,9 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Header, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aitbc.market.matching import JobRequirements
@@ -28,9 +26,9 @@ from aitbc.poolhub.schemas import (
     registration_dict,
 )
 from aitbc.poolhub.service import PoolHubService
-from aitbc.protocol.errors import AitbcError, ConfigError, Unauthorized
+from aitbc.protocol.errors import ConfigError, Unauthorized
 from aitbc.runtime.cors import add_cors
-from aitbc.runtime.errors import error_body, error_headers, http_status
+from aitbc.runtime.http_errors import install_error_handlers
 
 log = logging.getLogger("aitbc.poolhub")
 
@@ -107,19 +105,7 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
 
     writer = [Depends(require_token)]
 
-    @app.exception_handler(AitbcError)
-    async def on_aitbc_error(_: Request, exc: AitbcError) -> JSONResponse:
-        metrics.http_rejections.labels(exc.reason).inc()
-        return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.http_rejections.labels("invalid_request").inc()
-        details = [{"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
-        summary = "; ".join(f"{'.'.join(str(p) for p in d['loc'][1:])}: {d['message']}" for d in details[:5])
-        return JSONResponse(
-            {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
-        )
+    install_error_handlers(app, lambda reason: metrics.http_rejections.labels(reason).inc())
 
     # -- ops -----------------------------------------------------------------------
     @app.get("/healthz", tags=["ops"])

@@ -19,14 +19,14 @@ from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import Depends, FastAPI, Path, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from aitbc.protocol.errors import AitbcError, ConfigError, Unauthorized
-from aitbc.runtime.errors import error_body, error_headers, http_status, rpc_code
+from aitbc.runtime.errors import error_body, rpc_code
 from aitbc.runtime.files import atomic_write
+from aitbc.runtime.http_errors import install_error_handlers
 from aitbc.runtime.origin import LoopbackGuard
 from aitbc.runtime.server import announce, bind_socket, build_server, url_of
 from aitbc.wallet.config import WalletSettings, is_loopback_host
@@ -51,10 +51,6 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_BATCH: Final = 100
 
 WalletName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="Wallet name")]
-
-
-def _problem(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"reason": reason, "message": message}}, status_code=status, headers=headers)
 
 
 # -- request bodies (their schemas are the OpenAPI document) ------------------------------------------------
@@ -118,20 +114,7 @@ def create_app(service: WalletService, token: str) -> FastAPI:
         if not hmac.compare_digest(given.encode(), expected):
             raise Unauthorized("missing or wrong API token (see WALLET_DIR/daemon.token)")
 
-    @app.exception_handler(AitbcError)
-    async def on_error(_: Request, exc: AitbcError) -> JSONResponse:
-        service.metrics.rejected.labels(exc.reason).inc()
-        return JSONResponse(error_body(exc), status_code=http_status(exc), headers=error_headers(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back: a NaN or infinity in it cannot be written as JSON (it was a 500).
-        service.metrics.rejected.labels("invalid_request").inc()
-        details = [{"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")} for e in exc.errors()]
-        summary = "; ".join(f"{'.'.join(d['loc'][1:])}: {d['message']}" for d in details[:5])
-        return JSONResponse(
-            {"error": {"reason": "invalid_request", "message": summary, "details": details}}, status_code=422
-        )
+    install_error_handlers(app, lambda reason: service.metrics.rejected.labels(reason).inc())
 
     auth = [Depends(require_token)]
 

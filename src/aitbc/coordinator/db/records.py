@@ -126,6 +126,23 @@ class JobRecord:
 
 
 @dataclass(slots=True, frozen=True)
+class JobPayment:
+    """A job's payment columns alone (what a ``payment`` event shows), read without the rest of the job."""
+
+    id: str
+    api_key_id: str
+    payment_state: str | None
+    escrow_amount: int | None
+    escrow_deadline: int | None
+    payment_tx: str | None
+    payment_height: int | None
+    paid_to_miner: int | None
+    protocol_fee: int | None
+    refunded: int | None
+    payment_error: str | None
+
+
+@dataclass(slots=True, frozen=True)
 class ReceiptRecord:
     job_id: str
     receipt_hash: str
