@@ -75,6 +75,29 @@ def given(**flags: Any) -> dict[str, Any]:
     return {name: value for name, value in flags.items() if value is not None}
 
 
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert", help="Serve HTTPS with this certificate chain (PEM file; with --tls-key)", show_default=False
+    ),
+]
+TlsKeyOpt = Annotated[
+    Path | None, typer.Option("--tls-key", help="The private key (PEM file) of --tls-cert", show_default=False)
+]
+InsecureHttpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-http",
+        help="Allow plain HTTP on a non-loopback --host (a private network behind a TLS proxy); refused otherwise",
+    ),
+]
+
+
+def tls_flags(tls_cert: Path | None, tls_key: Path | None, insecure_http: bool) -> dict[str, Any]:
+    """The TLS settings a ``run`` command was given (``aitbc.runtime.tls``); the rest come from the env."""
+    return given(tls_cert_file=tls_cert, tls_key_file=tls_key, allow_plain_http=True if insecure_http else None)
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Show AITBC errors as one red line and exit 1, instead of a traceback."""
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aitbc.cli.common import console, given, handle_errors
+from aitbc.cli.common import InsecureHttpOpt, TlsCertOpt, TlsKeyOpt, console, given, handle_errors, tls_flags
 from aitbc.coordinator.config import DEFAULT_COORDINATOR_PORT as DEFAULT_PORT
 from aitbc.coordinator.config import CoordinatorSettings
 
@@ -51,6 +51,9 @@ def run(
     blob_max_bytes: Annotated[
         int | None, typer.Option(help="Largest blob (datasets, weights, checkpoints) in bytes [default: 512 MiB]")
     ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure_http: InsecureHttpOpt = False,
 ) -> None:
     """Serve the coordinator API (jobs, miners, receipts) until Ctrl-C.
 
@@ -75,6 +78,7 @@ def run(
             poolhub_token=poolhub_token,
             blob_max_bytes=blob_max_bytes,
         ),
+        **tls_flags(tls_cert, tls_key, insecure_http),
     )
     configure_logging("coordinator", settings.log_level)
     run_coordinator(settings)

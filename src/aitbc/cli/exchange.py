@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aitbc.cli.common import console, handle_errors
+from aitbc.cli.common import InsecureHttpOpt, TlsCertOpt, TlsKeyOpt, console, handle_errors, tls_flags
 from aitbc.exchange.config import DEFAULT_EXCHANGE_PORT
 from aitbc.protocol.errors import ConfigError
 
@@ -25,6 +25,9 @@ def run(
         str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir)", show_default=False)
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure_http: InsecureHttpOpt = False,
 ) -> None:
     """Serve the exchange API and feed until Ctrl-C. Bitcoin, AITBC and market settings: AITBC_EXCHANGE_…
     (e.g. AITBC_EXCHANGE_BITCOIN__XPUB, AITBC_EXCHANGE_BITCOIN__RPC_URL, AITBC_EXCHANGE_MARKET__TICK_SIZE)."""
@@ -32,7 +35,14 @@ def run(
     from aitbc.exchange.config import ExchangeSettings
     from aitbc.runtime.logging import configure_logging
 
-    settings = ExchangeSettings(data_dir=data_dir, port=port, host=host, database_url=database_url, log_level=log_level)
+    settings = ExchangeSettings(
+        data_dir=data_dir,
+        port=port,
+        host=host,
+        database_url=database_url,
+        log_level=log_level,
+        **tls_flags(tls_cert, tls_key, insecure_http),
+    )
     configure_logging("exchange", settings.log_level)
     run_exchange(settings)
 

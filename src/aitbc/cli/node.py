@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import console, given, handle_errors
+from aitbc.cli.common import InsecureHttpOpt, TlsCertOpt, TlsKeyOpt, console, given, handle_errors, tls_flags
 from aitbc.node.config import DEFAULT_P2P_PORT, DEFAULT_RPC_PORT, DEFAULT_WS_PORT, NodeSettings
 
 app = typer.Typer(help="Run a chain node (Proof-of-Authority validator).", no_args_is_help=True)
@@ -87,6 +87,9 @@ def run(
     test_byzantine: Annotated[
         bool | None, typer.Option(hidden=True, help="tests only: see aitbc.node.byzantine")
     ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure_http: InsecureHttpOpt = False,
 ) -> None:
     """Run the node until Ctrl-C / SIGTERM; it resumes from its data directory.
 
@@ -108,6 +111,7 @@ def run(
             timeout_delta_ms=timeout_delta_ms,
             test_byzantine=test_byzantine,
         ),
+        **tls_flags(tls_cert, tls_key, insecure_http),
     )
     configure_logging("node", settings.log_level)
     run_node(settings)

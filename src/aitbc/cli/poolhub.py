@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import given, handle_errors
+from aitbc.cli.common import InsecureHttpOpt, TlsCertOpt, TlsKeyOpt, given, handle_errors, tls_flags
 from aitbc.poolhub.config import DEFAULT_POOLHUB_PORT
 
 app = typer.Typer(help="Run the pool hub: miner registry, scoring and matching.", no_args_is_help=True)
@@ -35,6 +35,9 @@ def run(
         float | None, typer.Option(help="Seconds without heartbeat before a miner is out [default: 15]")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure_http: InsecureHttpOpt = False,
 ) -> None:
     """Serve the pool hub API until Ctrl-C. Options not given come from AITBC_POOLHUB_*, then the defaults;
     scoring: AITBC_POOLHUB_SCORING__WEIGHTS__<FACTOR>=…, AITBC_POOLHUB_SCORING__<FIELD>=… (docs/poolhub.md)."""
@@ -53,6 +56,7 @@ def run(
             miner_timeout_seconds=miner_timeout_seconds,
             log_level=log_level,
         ),
+        **tls_flags(tls_cert, tls_key, insecure_http),
     )
     configure_logging("poolhub", settings.log_level)
     run_poolhub(settings)

@@ -19,7 +19,20 @@ import orjson
 import typer
 from rich.table import Table
 
-from aitbc.cli.common import DevnetOpt, RpcOpt, console, err_console, given, handle_errors, load_devnet, node_client
+from aitbc.cli.common import (
+    DevnetOpt,
+    InsecureHttpOpt,
+    RpcOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
+    console,
+    err_console,
+    given,
+    handle_errors,
+    load_devnet,
+    node_client,
+    tls_flags,
+)
 from aitbc.client.node import NodeClient
 from aitbc.client.wallet import WalletClient
 from aitbc.protocol.address import decode_address
@@ -156,6 +169,9 @@ def daemon(
     ] = None,
     devnet: DevnetOpt = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure_http: InsecureHttpOpt = False,
 ) -> None:
     """Run the wallet daemon (REST /v1/wallets, JSON-RPC /rpc) until Ctrl-C / SIGTERM."""
     from aitbc.runtime.logging import configure_logging
@@ -179,6 +195,7 @@ def daemon(
             max_failed_unlocks=max_failed_unlocks,
             log_level=log_level,
         ),
+        **tls_flags(tls_cert, tls_key, insecure_http),
     )
     configure_logging("wallet", settings.log_level)
     run_daemon(settings)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aitbc.cli.common import console, handle_errors
+from aitbc.cli.common import InsecureHttpOpt, TlsCertOpt, TlsKeyOpt, console, handle_errors, tls_flags
 from aitbc.devnet.config import DEVNET_ENV, default_devnet_dir, read_devnet_info
 from aitbc.web.config import DEFAULT_WEB_PORT, default_dist_dir
 
@@ -32,6 +32,9 @@ def serve(
     poolhub_url: Annotated[str | None, typer.Option(help="Pool hub URL", show_default=False)] = None,
     exchange_url: Annotated[str | None, typer.Option(help="Exchange URL", show_default=False)] = None,
     chain_id: Annotated[str | None, typer.Option(help="Chain id (default: the node's)", show_default=False)] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    insecure_http: InsecureHttpOpt = False,
 ) -> None:
     """Serve the built app until Ctrl-C. The services must allow this origin: set their
     AITBC_<SERVICE>_CORS_ORIGINS='["http://HOST:PORT"]' (the devnet does)."""
@@ -59,9 +62,12 @@ def serve(
         ws_url=ws_url,
         poolhub_url=poolhub_url,
         exchange_url=exchange_url,
+        **tls_flags(tls_cert, tls_key, insecure_http),
     )
     check_built(settings)
-    console.print(f"web app: http://{host}:{port}/  (serving {settings.dist_dir})")
+    console.print(
+        f"web app: {'https' if settings.tls_cert_file else 'http'}://{host}:{port}/  (serving {settings.dist_dir})"
+    )
     for name, url in settings.service_urls().items():
         console.print(f"  {name.removesuffix('_url'):12} {url or '[dim]not configured[/]'}")
     run_web(settings)

@@ -184,7 +184,9 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
     from aitbc.runtime.server import bind_socket, serve
+    from aitbc.runtime.tls import server_tls
 
+    server_tls(settings)  # a missing certificate or plain HTTP off loopback fails before anything starts
     sock = bind_socket(settings.host, settings.port, "the coordinator API")
     app = create_app(settings)
     rejections = app.state.service.metrics.http_rejections

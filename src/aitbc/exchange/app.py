@@ -228,7 +228,9 @@ async def _subscribe(ws: WebSocket, service: ExchangeService, sub: Any, msg: dic
 
 def run_exchange(settings: ExchangeSettings) -> None:
     from aitbc.runtime.server import bind_socket, serve
+    from aitbc.runtime.tls import server_tls
 
+    server_tls(settings)  # a missing certificate or plain HTTP off loopback fails before anything starts
     sock = bind_socket(settings.host, settings.port, "the exchange API")
     app = create_app(settings)
     rejections = app.state.service.metrics.rejections

@@ -25,7 +25,8 @@ from aitbc.node.store import NodeStore
 from aitbc.node.ws import EventHub, start_ws_server
 from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.keyfile import read_keyfile
-from aitbc.runtime.server import announce, bind_socket, build_server, url_of
+from aitbc.runtime.server import announce, bind_socket, build_server, scheme_of, url_of
+from aitbc.runtime.tls import server_tls
 
 log = logging.getLogger("aitbc.node")
 
@@ -55,6 +56,7 @@ async def _block_clock(node: NodeService, stop: asyncio.Event) -> None:
 
 
 async def serve_node(settings: NodeSettings) -> None:
+    tls = server_tls(settings)  # HTTPS/WSS from the certificate, or plain only on loopback (ConfigError first)
     # Every socket is bound before anything is announced (port 0: the OS picks; ``announce`` says which).
     rpc_socket = bind_socket(settings.host, settings.rpc_port, "JSON-RPC")
     try:
@@ -91,6 +93,7 @@ async def serve_node(settings: NodeSettings) -> None:
         sock=ws_socket,
         max_connections=settings.ws_max_connections,
         open_timeout_s=settings.header_timeout_s,
+        ssl_context=None if tls is None else tls.server_context(),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,8 +112,8 @@ async def serve_node(settings: NodeSettings) -> None:
         extra={
             "chain_id": node.chain_id,
             "height": node.head.height,
-            "rpc": url_of(rpc_socket) + "/",
-            "ws": url_of(ws_socket, "ws") + "/ws",
+            "rpc": url_of(rpc_socket, scheme_of(settings)) + "/",
+            "ws": url_of(ws_socket, "ws" if tls is None else "wss") + "/ws",
             "validator": node.key.address,
             "consensus": node.consensus,
             "p2p": None if p2p_socket is None else url_of(p2p_socket, "tcp"),
@@ -120,6 +123,7 @@ async def serve_node(settings: NodeSettings) -> None:
         "node",
         rpc_socket,
         settings.announce_file,
+        scheme=scheme_of(settings),
         ws_port=ws_socket.getsockname()[1],
         p2p_port=None if p2p_socket is None else p2p_socket.getsockname()[1],
     )

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Final
@@ -231,11 +232,13 @@ async def start_ws_server(
     sock: socket.socket | None = None,
     max_connections: int = 1024,
     open_timeout_s: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Server:
     """The WebSocket server, on ``sock`` when the caller bound it already (else on ``host:port``).
 
     A connection must finish its opening handshake within ``open_timeout_s`` (an idle or half-sent one is
-    closed then); past ``max_connections`` subscribers a new one is answered 503 before the upgrade."""
+    closed then); past ``max_connections`` subscribers a new one is answered 503 before the upgrade. With
+    ``ssl_context`` it serves ``wss://`` (the node's certificate, ``aitbc.runtime.tls``)."""
 
     def process_request(conn: ServerConnection, _request: Request) -> Response | None:
         if hub.subscriber_count >= max_connections:
@@ -250,6 +253,8 @@ async def start_ws_server(
         "open_timeout": open_timeout_s,
         "process_request": process_request,
     }
+    if ssl_context is not None:
+        options["ssl"] = ssl_context
     if sock is not None:
         return await serve(hub.handle, sock=sock, **options)
     return await serve(hub.handle, host, port, **options)

@@ -216,6 +216,8 @@ def create_app(settings: PoolHubSettings, registry: Registry | None = None) -> F
 
 def run_poolhub(settings: PoolHubSettings) -> None:
     from aitbc.runtime.server import bind_socket, serve
+    from aitbc.runtime.tls import server_tls
 
+    server_tls(settings)  # a missing certificate or plain HTTP off loopback fails before anything starts
     sock = bind_socket(settings.host, settings.port, "the pool hub API")
     serve("poolhub", create_app(settings), settings, sock)

@@ -57,6 +57,14 @@ class HttpServerSettings(ServiceSettings):
     """A request's body must all arrive within this of its headers (else 408 and close)."""
     linger_s: float = Field(2.0, ge=0)
     """After refusing a body, how long the rest of it is read and discarded before the connection closes."""
+    host: str = "127.0.0.1"
+    """The interface to listen on; plain HTTP is allowed only on loopback (``aitbc.runtime.tls``)."""
+    tls_cert_file: Path | None = None
+    """Serve HTTPS with this certificate chain (PEM; with ``tls_key_file``)."""
+    tls_key_file: Path | None = None
+    """The private key (PEM) of ``tls_cert_file``."""
+    allow_plain_http: bool = False
+    """Serve plain HTTP on a non-loopback ``host`` (a private network behind a TLS proxy); refused otherwise."""
     announce_file: Path | None = None
     """Once listening, write ``{"service", "host", "port", "url", "pid"}`` here (``aitbc.runtime.server``):
     with port 0 the OS picks a free port, and this is how a supervisor or a test learns it."""

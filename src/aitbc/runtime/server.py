@@ -10,7 +10,10 @@ servers on one loop, ``build_server``):
    port the OS picked.
 3. ``build_server`` wraps the app in ``BodyLimit`` and runs it with ``GuardedConfig`` from the service's
    settings (``HttpServerSettings``): every transport limit is configured here, from that one object.
-4. ``GracefulServer`` stops cleanly on SIGINT/SIGTERM and exits 0; ``on_stop`` runs first, so a service
+4. ``aitbc.runtime.tls``: with ``tls_cert_file`` + ``tls_key_file`` set, uvicorn serves HTTPS (and the
+   announcement says ``https://``); without them plain HTTP is allowed only on loopback (``ConfigError``
+   otherwise, unless ``allow_plain_http``).
+5. ``GracefulServer`` stops cleanly on SIGINT/SIGTERM and exits 0; ``on_stop`` runs first, so a service
    can end its long polls before uvicorn waits for open requests.
 """
 
@@ -36,6 +39,7 @@ from starlette.types import ASGIApp
 from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.files import atomic_write
 from aitbc.runtime.limits import BodyLimit, GuardedConfig, HttpServerSettings
+from aitbc.runtime.tls import server_tls
 
 log = logging.getLogger("aitbc.runtime.server")
 
@@ -92,10 +96,17 @@ def url_of(sock: socket.socket, scheme: str = "http") -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def announce(service: str, sock: socket.socket, announce_file: Path | None, **extra: Any) -> str:
+def scheme_of(settings: HttpServerSettings) -> str:
+    """``https`` when ``settings`` name a certificate, else ``http``."""
+    return "http" if settings.tls_cert_file is None else "https"
+
+
+def announce(
+    service: str, sock: socket.socket, announce_file: Path | None, *, scheme: str = "http", **extra: Any
+) -> str:
     """Say where ``service`` listens (log, and ``announce_file`` when set); returns its URL."""
     host, port = sock.getsockname()[:2]
-    url = url_of(sock)
+    url = url_of(sock, scheme)
     record = {"service": service, "host": host, "port": port, "url": url, "pid": os.getpid(), **extra}
     if announce_file is not None:
         announce_file.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +141,9 @@ def build_server(
     """``app`` behind every transport limit of ``settings`` (``aitbc.runtime.limits``), ready to ``serve``.
 
     ``wrap`` adds a layer outside the body limit (the wallet's loopback guard refuses foreign hosts and
-    origins before a byte of the body is read)."""
+    origins before a byte of the body is read). ``ConfigError`` when the TLS settings are incomplete or do not
+    load, or when plain HTTP would be served outside loopback (``aitbc.runtime.tls.server_tls``)."""
+    tls = server_tls(settings)
     # the body limit wraps everything: no handler, fast path or key check reads past it
     guarded: ASGIApp = BodyLimit(
         app,
@@ -148,6 +161,8 @@ def build_server(
         lifespan=lifespan,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ws_max_size=ws_max_size,
+        ssl_certfile=None if tls is None else tls.cert_file,
+        ssl_keyfile=None if tls is None else tls.key_file,
     )
     return GracefulServer(config, on_stop, own_signals)
 
@@ -178,7 +193,7 @@ def serve(
         ws_max_size=ws_max_size,
         streamed_paths=streamed_paths,
     )
-    announce(service, sock, settings.announce_file)
+    announce(service, sock, settings.announce_file, scheme=scheme_of(settings))
     # The objects of the loaded app (FastAPI, pydantic, SQLAlchemy, …) live as long as the process:
     # freezing them keeps every full garbage collection from walking them again (a ~75 ms pause on 2 cores,
     # the largest latency spike under load).

@@ -28,7 +28,8 @@ from aitbc.runtime.errors import error_body, rpc_code
 from aitbc.runtime.files import atomic_write
 from aitbc.runtime.http_errors import install_error_handlers
 from aitbc.runtime.origin import LoopbackGuard
-from aitbc.runtime.server import announce, bind_socket, build_server, url_of
+from aitbc.runtime.server import announce, bind_socket, build_server, scheme_of, url_of
+from aitbc.runtime.tls import server_tls
 from aitbc.wallet.config import WalletSettings, is_loopback_host
 from aitbc.wallet.service import WalletService
 
@@ -325,10 +326,11 @@ def run_daemon(settings: WalletSettings) -> None:
     import uvloop
 
     sock = bind_daemon_socket(settings)
+    server_tls(settings)  # a missing certificate or plain HTTP off loopback fails before the token is written
     settings.wallet_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
     atomic_write(settings.token_path, token.encode() + b"\n", mode=0o600)
-    url = url_of(sock)
+    url = url_of(sock, scheme_of(settings))
     atomic_write(settings.info_path, orjson.dumps({"url": url, "pid": os.getpid()}) + b"\n", mode=0o600)
     service = WalletService(settings)
     allowed_hosts = [*settings.allowed_hosts, settings.host]  # a forced non-loopback address is allowed too
@@ -339,7 +341,7 @@ def run_daemon(settings: WalletSettings) -> None:
         lifespan="on",
         wrap=lambda app: LoopbackGuard(app, allowed_hosts=allowed_hosts, allowed_origins=settings.allowed_origins),
     )
-    announce("wallet", sock, settings.announce_file, wallet_dir=str(settings.wallet_dir))
+    announce("wallet", sock, settings.announce_file, scheme=scheme_of(settings), wallet_dir=str(settings.wallet_dir))
     try:
         uvloop.run(server.serve(sockets=[sock]))
     finally:

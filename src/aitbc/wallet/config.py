@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Final
 
@@ -10,20 +9,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from aitbc.runtime.limits import HttpServerSettings
+from aitbc.runtime.tls import is_loopback_host
 from aitbc.wallet.keystore import DEFAULT_MEMLIMIT_KIB, DEFAULT_OPSLIMIT
 
 DEFAULT_WALLET_PORT: Final = 8013
 TOKEN_FILE: Final = "daemon.token"  # noqa: S105 (a file name)
 INFO_FILE: Final = "daemon.info"  # JSON {url, pid}; not *.json, which are keystores
 
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["DEFAULT_WALLET_PORT", "INFO_FILE", "TOKEN_FILE", "WalletSettings", "is_loopback_host"]
 
 
 class WalletSettings(HttpServerSettings):

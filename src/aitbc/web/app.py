@@ -93,6 +93,8 @@ def create_app(settings: WebSettings) -> ASGIApp:
 
 def run_web(settings: WebSettings) -> None:
     from aitbc.runtime.server import bind_socket, serve
+    from aitbc.runtime.tls import server_tls
 
+    server_tls(settings)  # a missing certificate or plain HTTP off loopback fails before anything starts
     sock = bind_socket(settings.host, settings.port, "the web app")
     serve("web", create_app(settings), settings, sock)

@@ -206,7 +206,7 @@ def test_refuses_non_loopback_unless_forced(tmp_path: Path) -> None:
     # forced, it binds (and stops cleanly on SIGTERM)
     from wallet_harness import start_daemon
 
-    forced = start_daemon(tmp_path / "f", None, "--host", "0.0.0.0", "--force")
+    forced = start_daemon(tmp_path / "f", None, "--host", "0.0.0.0", "--force", "--insecure-http")
     try:
         assert httpx.get(f"{forced.url}/healthz").status_code == 200
     finally:

@@ -142,6 +142,8 @@ def test_health_checks_probe_the_port_each_service_listens_on() -> None:
         assert f"http://127.0.0.1:{port}/healthz" in test, f"{name}: health check does not probe port {port}"
         ctx, _ = parse_cli(svc["command"][1:])
         assert ctx.params.get("host") == "0.0.0.0", f"{name} must listen on all interfaces inside its container"
+        # off loopback a service refuses plain HTTP (aitbc.runtime.tls): behind the proxy it opts out explicitly
+        assert ctx.params.get("insecure_http") or ctx.params.get("tls_cert"), f"{name}: 0.0.0.0 needs --insecure-http"
 
 
 def test_prometheus_scrapes_every_service_on_its_real_port() -> None:
