@@ -4,7 +4,7 @@
    ``--p-bps`` (default 500 = 5 %), each with two bonded builtin miners that audit each other, run the same
    ``--jobs`` audited jobs (``--max-tokens``). Per devnet: the audits drawn; the extra compute as the
    receipts' measured ``compute_ms`` of the audited jobs (each re-run repeats one on the same backend) over
-   that of all jobs; the miners' CPU seconds (their processes, ``psutil``: noisy on a shared machine, where
+   that of all jobs; the miners' CPU seconds (their processes, from ``/proc``: noisy on a shared machine, where
    spinning threads burn CPU under contention) until every job is settled and every drawn audit closed; and
    the settlement latency per job (from the job's ``finished_at_ms`` to the time of the block that settled it).
 2. **Fraud to slash.** A devnet with p = 1 and four bonded echo miners, one forging its outputs
@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from aitbc.miner.backends.echo import ECHO_DIGEST
@@ -37,11 +35,12 @@ CLOSED = ("passed", "miner_slashed", "auditor_slashed", "inconclusive", "expired
 
 
 def cpu_seconds(net: AuditNet) -> float:
-    total = 0.0
+    """User + system CPU seconds of the miner processes so far (``/proc/PID/stat``, Linux)."""
+    total = 0
     for proc in net.miners.values():
-        times = psutil.Process(proc.pid).cpu_times()
-        total += times.user + times.system
-    return total
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def block_time_ms(net: AuditNet, height: int) -> int:

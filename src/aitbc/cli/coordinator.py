@@ -105,9 +105,9 @@ def create_key(
     token, row = new_api_key(name, client, rate, burst)
     repo.insert_api_key(row)
     if deposit is not None:
-        DepositRepo(repo.engine).bind(str(row["id"]), _deposit_id(deposit), int(time.time() * 1000))
+        DepositRepo(repo.engine).bind(row.id, _deposit_id(deposit), int(time.time() * 1000))
     repo.engine.dispose()
-    console.print(f"[green]created API key[/] {row['id']} ({name}); send it as the X-Api-Key header:")
+    console.print(f"[green]created API key[/] {row.id} ({name}); send it as the X-Api-Key header:")
     print(token)
 
 
@@ -152,14 +152,9 @@ def list_keys(data_dir: DataDir, database_url: DbUrl = None) -> None:
 
     repo = open_repo(CoordinatorSettings(data_dir=data_dir, database_url=database_url))
     table = Table("id", "name", "client", "rate/s", "burst", "revoked")
-    for row in repo.list_api_keys():
+    for key in repo.list_api_keys():
         table.add_row(
-            row["id"],
-            row["name"],
-            row["client"],
-            f"{row['rate_per_second']:g}",
-            str(row["burst"]),
-            "yes" if row["revoked"] else "",
+            key.id, key.name, key.client, f"{key.rate_per_second:g}", str(key.burst), "yes" if key.revoked else ""
         )
     repo.engine.dispose()
     console.print(table)

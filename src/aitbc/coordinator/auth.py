@@ -7,9 +7,9 @@ import hmac
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Final
 
+from aitbc.coordinator.db.payment_records import ApiKey as ApiKey
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.protocol.auth import MAX_REQUEST_AGE_MS, MinerRequest, miner_request_bytes
 from aitbc.protocol.crypto import SigningKind, is_valid_signature, sha256_hex
@@ -21,36 +21,25 @@ KEY_CACHE_SECONDS: Final = 0.5
 MAX_CACHED_KEYS: Final = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    id: str
-    name: str
-    secret_hash: str
-    client: str
-    rate_per_second: float
-    burst: int
-    revoked: bool
-
-
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def new_api_key(name: str, client: str | None, rate_per_second: float, burst: int) -> tuple[str, dict[str, object]]:
-    """A fresh key: the full token (shown once) and the row to store (only the secret's hash)."""
+def new_api_key(name: str, client: str | None, rate_per_second: float, burst: int) -> tuple[str, ApiKey]:
+    """A fresh key: the full token (shown once) and the key to store (only the secret's hash)."""
     key_id = os.urandom(6).hex()
     secret = os.urandom(24).hex()
-    row: dict[str, object] = {
-        "id": key_id,
-        "name": name,
-        "secret_hash": hash_secret(secret),
-        "client": client or f"key_{key_id}",
-        "rate_per_second": rate_per_second,
-        "burst": burst,
-        "created_at_ms": int(time.time() * 1000),
-        "revoked": False,
-    }
-    return f"{KEY_PREFIX}_{key_id}_{secret}", row
+    key = ApiKey(
+        id=key_id,
+        name=name,
+        secret_hash=hash_secret(secret),
+        client=client or f"key_{key_id}",
+        rate_per_second=rate_per_second,
+        burst=burst,
+        revoked=False,
+        created_at_ms=int(time.time() * 1000),
+    )
+    return f"{KEY_PREFIX}_{key_id}_{secret}", key
 
 
 def parse_api_key(token: str) -> tuple[str, str] | None:
@@ -86,18 +75,9 @@ class ApiKeyAuthenticator:
         if cached is not None and time.monotonic() - cached[1] < self.cache_seconds:
             return cached[0]
         read_at = time.monotonic()
-        row = self.repo.get_api_key(key_id)
-        if row is None:
+        key = self.repo.get_api_key(key_id)
+        if key is None:
             return None
-        key = ApiKey(
-            row["id"],
-            row["name"],
-            row["secret_hash"],
-            row["client"],
-            row["rate_per_second"],
-            row["burst"],
-            bool(row["revoked"]),
-        )
         if len(self._cache) >= MAX_CACHED_KEYS:
             self._cache.clear()
         self._cache[key_id] = (key, read_at)

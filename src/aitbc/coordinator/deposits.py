@@ -27,9 +27,10 @@ from aitbc.chain.deposits import compute_job_charge
 from aitbc.chain.entries import Deposit
 from aitbc.chain.params import ChainParams
 from aitbc.coordinator.db.deposit_repo import DepositRepo
+from aitbc.coordinator.db.payment_records import OpenDepositJob
 from aitbc.coordinator.payments import ChainLink, ChainUnavailable
 from aitbc.market.deposits import DepositAvailability, compute_deposit_availability, is_affordable
-from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.market.lifecycle import JobRuleViolation, JobState, PaymentState
 from aitbc.protocol.deposit import JobRequest, get_job_expiry, is_valid_job_request_signature, make_deposit_job_id
 from aitbc.protocol.errors import InvalidInput, PaymentRequired, RemoteError
 
@@ -153,7 +154,7 @@ class DepositBook:
         self.books: dict[str, _Book] = {}
         self.job_deposit: dict[str, str] = {}
         self.head_height = 0
-        self._open_rows: list[dict[str, Any]] = []
+        self._open_rows: list[OpenDepositJob] = []
         self.unpaid_finished = True
         """A deposit job ended without a result since the jobs table was last marked (``released``); True at
         start, so jobs that ended before a restart are marked too."""
@@ -168,16 +169,15 @@ class DepositBook:
         """Read the bound deposits from the chain and apply the reloaded jobs to them."""
         head = await self.link.call(self.link.node.get_head)
         self.head_height = int(head["height"])
-        for row in self._open_rows:
-            book = await self._ensure(row["deposit_id"])
+        for job in self._open_rows:
+            book = await self._ensure(job.deposit_id)
             if book is None:
                 continue
-            charge = int(row["escrow_amount"] or 0)
-            self.job_deposit[row["id"]] = row["deposit_id"]
-            if row["payment_state"] == "reserved" and row["state"] not in ("completed",):
-                book.reserve(row["id"], charge)
+            self.job_deposit[job.id] = job.deposit_id
+            if job.payment_state == PaymentState.RESERVED and job.state != JobState.COMPLETED:
+                book.reserve(job.id, job.charge)
             else:
-                book.set_pending(row["id"], charge)
+                book.set_pending(job.id, job.charge)
         self._open_rows = []
 
     # -- lookups -------------------------------------------------------------------

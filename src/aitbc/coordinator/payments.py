@@ -30,13 +30,13 @@ from aitbc.chain.entries import Escrow, EscrowState
 from aitbc.chain.escrow import compute_escrow_amount, compute_max_price
 from aitbc.chain.params import ChainParams
 from aitbc.client.node import NodeClient
+from aitbc.coordinator.db.payment_records import DuePayment
 from aitbc.coordinator.db.repo import CoordinatorRepo, Row
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.market.lifecycle import REFUND_ACTION, SETTLE_ACTION, JobState, PaymentState, get_payment_action
 from aitbc.protocol.amounts import format_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import PaymentRequired, RemoteError, TxRejection, Unavailable
-from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
 
@@ -279,41 +279,36 @@ class PaymentWorker:
             return False
         info = await self.link.get_info()
         # A payment already sent is sent again only if the chain never took it.
-        resend: list[Row] = []
-        fresh: list[Row] = []
+        resend: list[DuePayment] = []
+        planned: list[tuple[DuePayment, str]] = []
         for row in due:
-            (resend if row["payment_state"] in (PaymentState.SETTLING, PaymentState.REFUNDING) else fresh).append(row)
+            if row.payment_state in (PaymentState.SETTLING, PaymentState.REFUNDING):
+                resend.append(row)
+            elif (wanted := get_payment_action(row.state, row.payment_state)) is not None:
+                planned.append((row, wanted))
         if resend:
             statuses = await self.link.call(
-                self.link.node.batch, [("get_tx_status", [row["payment_tx"]]) for row in resend]
+                self.link.node.batch, [("get_tx_status", [row.payment_tx]) for row in resend]
             )
             for row, status in zip(resend, statuses, strict=True):
                 state = None if isinstance(status, RemoteError) else status.get("status")
                 if state in ("pending", "committed"):  # in a block or on its way: the follower will see it
                     await self._write(
-                        self.repo.set_payment_states, [(row["id"], [row["payment_state"]], {"payment_updated_ms": now})]
+                        self.repo.set_payment_states, [(row.id, [row.payment_state], {"payment_updated_ms": now})]
                     )
                     continue
-                action = SETTLE_ACTION if row["payment_state"] == PaymentState.SETTLING else REFUND_ACTION
-                fresh.append({**row, "_action": action})
+                planned.append((row, SETTLE_ACTION if row.payment_state == PaymentState.SETTLING else REFUND_ACTION))
                 self._next_nonce = None  # the lost tx may have left a nonce gap
-        planned: list[tuple[Row, str]] = []
-        for row in fresh:
-            wanted: str | None = row.get("_action") or get_payment_action(
-                JobState(row["state"]), PaymentState(row["payment_state"])
-            )
-            if wanted is not None:
-                planned.append((row, wanted))
         if not planned:
             return len(due) == BATCH
-        receipts = await self._read(self.repo.get_receipts, [r["id"] for r, a in planned if a == SETTLE_ACTION])
+        receipts = await self._read(self.repo.get_receipts, [r.id for r, a in planned if a == SETTLE_ACTION])
         nonce = await self._reserve_nonce()
-        txs: list[tuple[Row, str, Tx]] = []
+        txs: list[tuple[DuePayment, str, Tx]] = []
         for row, action in planned:
             tx: Tx
-            if action == SETTLE_ACTION and row["id"] in receipts:
-                receipt = msgspec.convert(receipts[row["id"]]["receipt"], Receipt)
-                zk_proof = receipts[row["id"]].get("zk_proof")
+            if action == SETTLE_ACTION and row.id in receipts:
+                receipt = receipts[row.id].receipt
+                zk_proof = receipts[row.id].zk_proof
                 if zk_proof is not None:  # the chain verifies the receipt's zk proof too (docs/zk.md)
                     tx = SettleJobZk(
                         sender=self.key.address,
@@ -338,15 +333,15 @@ class PaymentWorker:
                     nonce=nonce,
                     fee=info.params.min_fee,
                     chain_id=info.chain_id,
-                    job_id=row["id"],
+                    job_id=row.id,
                 )
             txs.append((row, action, sign_tx(tx, self.key)))
             nonce += 1
         # Write the intent first: a crash after this line resends; before it, the job is simply still due.
         intents = [
             (
-                row["id"],
-                [row["payment_state"]],
+                row.id,
+                [row.payment_state],
                 {
                     "payment_state": PaymentState.SETTLING if action == SETTLE_ACTION else PaymentState.REFUNDING,
                     "payment_tx": tx_hash(tx),
@@ -356,7 +351,7 @@ class PaymentWorker:
             for row, action, tx in txs
         ]
         matched = set(await self._write(self.repo.set_payment_states, intents))
-        to_send = [(row, action, tx) for row, action, tx in txs if row["id"] in matched]
+        to_send = [(row, action, tx) for row, action, tx in txs if row.id in matched]
         self._next_nonce = nonce
         if not to_send:
             return len(due) == BATCH
@@ -372,7 +367,7 @@ class PaymentWorker:
             self.metrics.payments_refused.labels(reason).inc()
             log.warning(
                 "payment tx refused",
-                extra={"job_id": row["id"], "action": action, "reason": reason, "error": str(result)},
+                extra={"job_id": row.id, "action": action, "reason": reason, "error": str(result)},
             )
             self._next_nonce = None
             in_flight = PaymentState.SETTLING if action == SETTLE_ACTION else PaymentState.REFUNDING
@@ -380,13 +375,11 @@ class PaymentWorker:
                 continue  # the chain already closed the escrow; the follower records how
             if action == SETTLE_ACTION and reason in SETTLE_REFUSALS:
                 next_state = PaymentState.SETTLE_REFUSED
-            elif action == SETTLE_ACTION or row["state"] != JobState.COMPLETED:
+            elif action == SETTLE_ACTION or row.state != JobState.COMPLETED:
                 next_state = PaymentState.ESCROWED  # a nonce race, a full mempool, no funds for the fee: retry
             else:
                 next_state = PaymentState.SETTLE_REFUSED  # a completed job's refund: stay on the refund path
-            refused.append(
-                (row["id"], [in_flight], {"payment_state": next_state, "payment_error": f"{reason}: {result}"})
-            )
+            refused.append((row.id, [in_flight], {"payment_state": next_state, "payment_error": f"{reason}: {result}"}))
         if refused:
             await self._write(
                 self.repo.set_payment_states,

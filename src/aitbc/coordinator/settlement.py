@@ -27,9 +27,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-import msgspec
-
 from aitbc.coordinator.db.deposit_repo import DepositRepo
+from aitbc.coordinator.db.payment_records import DueSettlement
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.deposits import DepositBook
 from aitbc.coordinator.metrics import CoordinatorMetrics
@@ -37,7 +36,6 @@ from aitbc.coordinator.payments import ChainLink
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.deposit import SettlementEntry, get_job_expiry
 from aitbc.protocol.errors import RemoteError
-from aitbc.protocol.receipt import Receipt
 from aitbc.protocol.tx import SettleBatch, sign_tx, tx_hash, tx_to_json_obj
 
 log = logging.getLogger("aitbc.coordinator.settlement")
@@ -56,29 +54,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def plan_batch(due: Sequence[dict[str, Any]], head: int) -> tuple[list[tuple[str, SettlementEntry]], list[str]]:
-    """The entries of a batch from completed jobs' rows (job id, entry), and the jobs too near their expiry
-    at head height ``head`` to be batched any more (the chain would refuse them)."""
+def plan_batch(due: Sequence[DueSettlement], head: int) -> tuple[list[tuple[str, SettlementEntry]], list[str]]:
+    """The entries of a batch from completed jobs (job id, entry), and the jobs too near their expiry at
+    head height ``head`` to be batched any more (the chain would refuse them)."""
     planned: list[tuple[str, SettlementEntry]] = []
     expired: list[str] = []
-    for row in due:
-        expires = get_job_expiry(row["id"])
+    for job in due:
+        expires = get_job_expiry(job.id)
         if expires is None or expires < head + EXPIRY_MARGIN_BLOCKS:
-            expired.append(row["id"])
+            expired.append(job.id)
             continue
-        receipt = msgspec.convert(row["receipt"], Receipt)
-        signature = row["client_signature"]
         entry = (
-            SettlementEntry(deposit_id=row["deposit_id"], receipt=receipt)
-            if not signature  # delegated: the coordinator's word (the tx signature) and the cap
+            SettlementEntry(deposit_id=job.deposit_id, receipt=job.receipt)
+            if job.client_signature is None  # delegated: the coordinator's word (the tx signature) and the cap
             else SettlementEntry(
-                deposit_id=row["deposit_id"],
-                receipt=receipt,
-                max_price=int(row["max_price"]),
-                client_signature=signature,
+                deposit_id=job.deposit_id,
+                receipt=job.receipt,
+                max_price=job.max_price or 0,
+                client_signature=job.client_signature,
             )
         )
-        planned.append((row["id"], entry))
+        planned.append((job.id, entry))
     return planned, expired
 
 

@@ -109,7 +109,7 @@ class Devnet:
                 token = path.read_text().strip()
                 parsed = parse_api_key(token)
                 row = None if parsed is None else repo.get_api_key(parsed[0])
-                if row is not None and row["client"] == client and not row["revoked"]:
+                if row is not None and row.client == client and not row.revoked:
                     return token
             token, row = new_api_key("devnet", client, 1000.0, 2000)
             repo.insert_api_key(row)

@@ -24,6 +24,7 @@ from aitbc.chain.deposits import compute_job_charge
 from aitbc.chain.params import ChainParams
 from aitbc.client.deposit import open_deposit, sign_deposit_job
 from aitbc.client.node import NodeClient
+from aitbc.coordinator.db.payment_records import ApiKey
 from aitbc.protocol.crypto import KeyPair
 from aitbc.runtime.keyfile import write_keyfile
 
@@ -67,16 +68,16 @@ def deposit_client(stack: PaidStack, opening: int = OPENING, mode: str = "delega
             rpc, key, stack.coordinator.address, opening, mode=mode, cap_per_period=cap[0], period_blocks=cap[1]
         )
     token = stack.coordinator.create_key_cli("--client", key.address, "--rate", "10000", "--burst", "20000")
-    rows = [r for r in _keys(stack) if r["client"] == key.address]
+    rows = [r for r in _keys(stack) if r.client == key.address]
     assert len(rows) == 1
     bound = run_cli(
-        "coordinator", "keys", "bind", rows[0]["id"], opened.deposit_id, "--data-dir", str(stack.coordinator.data_dir)
+        "coordinator", "keys", "bind", rows[0].id, opened.deposit_id, "--data-dir", str(stack.coordinator.data_dir)
     )
     assert bound.returncode == 0, bound.stdout + bound.stderr
     return key, token, opened.deposit_id
 
 
-def _keys(stack: PaidStack) -> list[dict[str, Any]]:
+def _keys(stack: PaidStack) -> list[ApiKey]:
     from aitbc.coordinator.db.repo import CoordinatorRepo
 
     return CoordinatorRepo(stack.coordinator.engine).list_api_keys()

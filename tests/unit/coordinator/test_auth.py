@@ -58,11 +58,11 @@ def test_new_keys_store_only_the_secrets_hash(repo: CoordinatorRepo) -> None:
     token, row = new_api_key("ci", None, 5.0, 7)
     prefix, key_id, secret = token.split("_")
     assert prefix == "aitbc"
-    assert row["id"] == key_id
-    assert row["secret_hash"] == hash_secret(secret)
-    assert secret not in str(row)
-    assert row["client"] == f"key_{key_id}"
-    assert new_api_key("ci", "ait1someone", 5.0, 7)[1]["client"] == "ait1someone"
+    assert row.id == key_id
+    assert row.secret_hash == hash_secret(secret)
+    assert secret not in str(row.to_row())
+    assert row.client == f"key_{key_id}"
+    assert new_api_key("ci", "ait1someone", 5.0, 7)[1].client == "ait1someone"
     assert new_api_key("ci", None, 5.0, 7)[0] != token
 
 

@@ -6,6 +6,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aitbc.coordinator.db.payment_records import (
+    DueSettlement,
+    OpenDepositJob,
+    due_settlement_from_row,
+    open_deposit_job_from_row,
+)
 from aitbc.coordinator.db.schema import deposit_bindings, jobs, receipts
 
 Row = dict[str, Any]
@@ -41,7 +47,7 @@ class DepositRepo:
         return {str(k): str(d) for k, d in rows}
 
     # -- deposit jobs --------------------------------------------------------------
-    def open_deposit_jobs(self) -> list[Row]:
+    def open_deposit_jobs(self) -> list[OpenDepositJob]:
         """Every deposit job still reserved or in a batch, with its deposit (to rebuild the books on start)."""
         query = (
             sa.select(
@@ -56,9 +62,9 @@ class DepositRepo:
             .where(jobs.c.payment_state.in_(OPEN_STATES))
         )
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [open_deposit_job_from_row(r) for r in conn.execute(query).mappings()]
 
-    def jobs_due_for_batch(self, limit: int) -> list[Row]:
+    def jobs_due_for_batch(self, limit: int) -> list[DueSettlement]:
         """Completed deposit jobs not in any batch yet, oldest first, with their receipts."""
         query = (
             sa.select(
@@ -77,7 +83,7 @@ class DepositRepo:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [due_settlement_from_row(r) for r in conn.execute(query).mappings()]
 
     def release_unpaid(self, now_ms: int) -> list[str]:
         """Deposit jobs that ended without a result: nothing to pay; their state becomes ``released``."""

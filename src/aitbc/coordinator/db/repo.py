@@ -18,6 +18,14 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from aitbc.coordinator.db.payment_records import (
+    ApiKey,
+    DuePayment,
+    StoredReceipt,
+    api_key_from_row,
+    due_payment_from_row,
+    stored_receipt_from_row,
+)
 from aitbc.coordinator.db.records import (
     JobPayment,
     JobRecord,
@@ -96,18 +104,19 @@ class CoordinatorRepo:
         self.engine = engine
 
     # -- api keys --------------------------------------------------------------
-    def insert_api_key(self, row: Row) -> None:
+    def insert_api_key(self, key: ApiKey) -> None:
         with self.engine.begin() as conn:
-            conn.execute(api_keys.insert().values(**row))
+            conn.execute(api_keys.insert().values(**key.to_row()))
 
-    def get_api_key(self, key_id: str) -> Row | None:
+    def get_api_key(self, key_id: str) -> ApiKey | None:
         with self.engine.connect() as conn:
             found = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
-        return None if found is None else dict(found)
+        return None if found is None else api_key_from_row(found)
 
-    def list_api_keys(self) -> list[Row]:
+    def list_api_keys(self) -> list[ApiKey]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at_ms)).mappings()]
+            rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at_ms)).mappings()
+            return [api_key_from_row(r) for r in rows]
 
     def revoke_api_key(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
@@ -355,7 +364,7 @@ class CoordinatorRepo:
             )
 
     # -- payments ----------------------------------------------------------------
-    def jobs_due_for_payment(self, retry_before_ms: int, limit: int) -> list[Row]:
+    def jobs_due_for_payment(self, retry_before_ms: int, limit: int) -> list[DuePayment]:
         """Paid jobs whose escrow needs a tx: finished and not yet paid out, or sent but not seen on chain
         (the last attempt before ``retry_before_ms``)."""
         terminal = ["completed", "failed", "cancelled", "expired"]
@@ -372,12 +381,12 @@ class CoordinatorRepo:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [due_payment_from_row(r) for r in conn.execute(query).mappings()]
 
-    def get_receipts(self, job_ids: Sequence[str]) -> dict[str, Row]:
+    def get_receipts(self, job_ids: Sequence[str]) -> dict[str, StoredReceipt]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(receipts).where(receipts.c.job_id.in_(list(job_ids)))).mappings()
-            return {r["job_id"]: dict(r) for r in rows}
+            return {r["job_id"]: stored_receipt_from_row(r) for r in rows}
 
     def set_payment_states(self, updates: Sequence[tuple[str, Sequence[str], Row]]) -> list[str]:
         """Apply ``(job_id, expected payment states, changes)`` in one transaction; the ids that matched."""
