@@ -579,8 +579,8 @@ def main() -> int:
     api_keys = []
     try:
         for i, client in enumerate(clients):
-            token, row = new_api_key(f"bench-{i}", client.address, 1_000_000.0, 1_000_000)
-            repo.insert_api_key(row)
+            token, key = new_api_key(f"bench-{i}", client.address, 1_000_000.0, 1_000_000)
+            repo.insert_api_key(key)
             api_keys.append(token)
     finally:
         repo.engine.dispose()
