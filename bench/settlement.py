@@ -39,6 +39,7 @@ committed (the settlement lag). The CPU of each process explains where the time 
     .venv/bin/python bench/settlement.py            # 1,500 escrow jobs + 3,000 deposit jobs (~2-3 min)
     .venv/bin/python bench/settlement.py --quick    # 300 + 600 jobs smoke run
     .venv/bin/python bench/settlement.py --jobs 0   # the deposit path and the baselines only
+    .venv/bin/python bench/settlement.py --jobs 0 --deposit-rate 600 --submit-concurrency 16   # POST latency, open loop
 """
 
 from __future__ import annotations
@@ -578,8 +579,8 @@ def main() -> int:
     api_keys = []
     try:
         for i, client in enumerate(clients):
-            token, row = new_api_key(f"bench-{i}", client.address, 1_000_000.0, 1_000_000)
-            repo.insert_api_key(row)
+            token, key = new_api_key(f"bench-{i}", client.address, 1_000_000.0, 1_000_000)
+            repo.insert_api_key(key)
             api_keys.append(token)
     finally:
         repo.engine.dispose()

@@ -63,9 +63,9 @@ def prepare_deposit(
         opened = open_deposit(node, client, coordinator, amount, cap_per_period=amount, period_blocks=100_000)
     repo = open_repo(CoordinatorSettings(data_dir=coordinator_dir))
     try:
-        token, row = new_api_key("bench-deposit", client.address, 1_000_000.0, 1_000_000)
-        repo.insert_api_key(row)
-        DepositRepo(repo.engine).bind(str(row["id"]), opened.deposit_id, int(time.time() * 1000))
+        token, key = new_api_key("bench-deposit", client.address, 1_000_000.0, 1_000_000)
+        repo.insert_api_key(key)
+        DepositRepo(repo.engine).bind(key.id, opened.deposit_id, int(time.time() * 1000))
     finally:
         repo.engine.dispose()
     return token, opened.deposit_id

@@ -88,6 +88,7 @@ class MinerDispatcher:
         self.miners: dict[str, LiveMiner] = {}
         self._claim_lock = asyncio.Lock()
         self._waiters: list[Waiter] = []  # claimers long-polling for work, longest-waiting first
+        self.metrics.claims_waiting.set_function(lambda: len(self._waiters))
         self._work_generation = 0
         self._leases: dict[str, LeaseMark] = {}  # job id → the running job's lease as last written
         self._lease_ms = int(settings.lease_seconds * 1000)

@@ -35,6 +35,9 @@ class CoordinatorMetrics:
             "aitbc_tokens_served", "Completion tokens of completed jobs (the web app's tokens/s)", registry=r
         )
         self.miners_online = Gauge("aitbc_miners_online", "Miners heard from recently", registry=r)
+        self.claims_waiting = Gauge(
+            "aitbc_claims_waiting", "Miners' claims long-polling for work right now (read at scrape time)", registry=r
+        )
         self.payments_sent = Counter(
             "aitbc_payment_txs_sent", "Settle / refund txs sent to the node", ["action"], registry=r
         )

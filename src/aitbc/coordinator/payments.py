@@ -124,6 +124,7 @@ class ChainLink:
         self.info: ChainInfo | None = None
         self.info_ttl = info_ttl
         self._info_at = 0.0
+        self._info_task: asyncio.Task[None] | None = None
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: fn(*args, **kwargs))
@@ -131,19 +132,38 @@ class ChainLink:
     async def get_info(self) -> ChainInfo:
         """Chain id and the parameters in force, re-read every ``info_ttl`` seconds: governance can change
         the parameters (min_fee, protocol_fee_bps, …) while the coordinator runs, and a settle tx paying
-        last week's min_fee would be refused forever."""
-        if self.info is None or time.monotonic() - self._info_at > self.info_ttl:
+        last week's min_fee would be refused forever. Under steady use a value up to ``2 * info_ttl`` old
+        is answered at once while one background read replaces it (no caller waits on the node for it, and
+        there is one read, not one per caller waiting at that moment); an older one is read again first."""
+        age = time.monotonic() - self._info_at
+        if self.info is None or age > 2 * self.info_ttl:
             try:
-                raw = await self.call(self.node.get_chain_info)
-            except RemoteError as exc:
-                if self.info is not None:
-                    return self.info  # a node hiccup: keep the last parameters we saw
-                raise ChainUnavailable(f"cannot reach the node at {self.node_url}: {exc.message}") from None
-            self.info = ChainInfo(
-                raw["chain_id"], msgspec.convert(raw["params"], ChainParams), int(raw.get("block_time_ms", 1000))
-            )
-            self._info_at = time.monotonic()
+                await self._read_info()
+            except ChainUnavailable:
+                if self.info is None:
+                    raise
+        elif age > self.info_ttl and self._info_task is None:
+            self._info_task = asyncio.create_task(self._refresh_info())
+        assert self.info is not None
         return self.info
+
+    async def _refresh_info(self) -> None:
+        try:
+            await self._read_info()
+        except ChainUnavailable:
+            pass  # a node hiccup: keep the last parameters we saw (the next call tries again)
+        finally:
+            self._info_task = None
+
+    async def _read_info(self) -> None:
+        try:
+            raw = await self.call(self.node.get_chain_info)
+        except RemoteError as exc:
+            raise ChainUnavailable(f"cannot reach the node at {self.node_url}: {exc.message}") from None
+        self.info = ChainInfo(
+            raw["chain_id"], msgspec.convert(raw["params"], ChainParams), int(raw.get("block_time_ms", 1000))
+        )
+        self._info_at = time.monotonic()
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -15,6 +15,7 @@ Jobs are ``JobRecord``s throughout (``db/records.py``); clients see ``views.job_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -402,7 +403,9 @@ class CoordinatorService:
         pick = _PAYMENT_WRITES.get(getattr(fn, "__name__", ""))
         changed = [] if pick is None else pick(args, result)
         found = await self.db.read(self.repo.get_payments, changed) if changed else {}  # one read for a batch
-        for job_id in changed:
+        for i, job_id in enumerate(changed):
+            if i % 128 == 127:
+                await asyncio.sleep(0)  # a batch's hundreds of events must not hold submissions up
             job = found.get(job_id)
             view = None if job is None else payment_view(job)
             if job is not None and view is not None:

@@ -100,6 +100,11 @@ class NodeMetrics:
             "Inbound connections refused before the handshake (caps, banned IP, blocked)",
             registry=self.registry,
         )
+        self.p2p_handshakes_refused = Counter(
+            "aitbc_p2p_handshakes_refused",
+            "Handshakes refused: another chain, no proof of the node key, a banned or cut-off peer",
+            registry=self.registry,
+        )
         self.p2p_broken = Counter(
             "aitbc_p2p_frames_refused",
             "Connections ended by a sealed frame that did not open (altered, dropped or replayed in transit)",

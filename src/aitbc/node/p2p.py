@@ -280,6 +280,7 @@ class P2PNode:
             hello, sealer, opener = await asyncio.wait_for(self._exchange(reader, writer), HANDSHAKE_TIMEOUT)
         except PeerMisbehaved as exc:
             log.debug("handshake refused", extra={"error": str(exc), "host": host})
+            self.metrics.p2p_handshakes_refused.inc()
             if exc.penalty:
                 self.book.penalize((ip_name(host),), exc.penalty, time.monotonic())
             writer.close()

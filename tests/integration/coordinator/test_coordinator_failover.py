@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 from coordinator_harness import (
     SHARED_LEASE_SECONDS,
     CoordinatorProcess,
@@ -126,7 +127,8 @@ def test_sigterm_ends_waiting_claims_at_once_and_exits_cleanly(tmp_path: Path) -
         threads = [threading.Thread(target=long_poll, args=(fake,)) for fake in miners]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)  # the claims are waiting now
+        metrics_url = f"{coordinator.url}/metrics"
+        wait_until(lambda: "aitbc_claims_waiting 3.0" in httpx.get(metrics_url).text, 15, "3 waiting claims")
         assert coordinator.stop() == 0
         for thread in threads:
             thread.join(10)

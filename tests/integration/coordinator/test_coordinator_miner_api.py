@@ -33,6 +33,13 @@ def job_for(model: dict[str, Any], prompt: str = "a b c", **extra: Any) -> dict[
     return {"type": job_type, "model": model["name"], "input": body_input, **extra}
 
 
+def passed_over(http: Any) -> None:
+    """Submit an echo job after the one under test and wait until the live echo miners complete it: by then
+    they have claimed from the queue holding the earlier job, so if they could take it they would have."""
+    later = submit(http, {"type": "inference", "model": "echo", "input": {"prompt": "later"}})
+    wait_state(http, later["job_id"], "completed", timeout=30)
+
+
 def reason(response: Any) -> str:
     return str(response.json()["error"]["reason"])
 
@@ -287,8 +294,9 @@ def test_a_miner_that_lacks_the_model_never_takes_the_job(stack: Stack) -> None:
     holder = stack.fake_miner([only_here])
     with stack.http() as http:
         job = submit(http, job_for(only_here))
-        # Two live echo miners long-poll for work the whole time; neither may take this job.
-        time.sleep(1.5)
+        # Two live echo miners long-poll for work the whole time; neither may take this job. A later job they
+        # can serve completing shows they were offered the queue after it (an event, not a sleep).
+        passed_over(http)
         view = http.get(f"/api/v1/jobs/{job['job_id']}").json()
         assert view["state"] == "queued" and view["attempts"] == 0 and view["miner"] is None
         claim = holder.claim()
@@ -305,7 +313,7 @@ def test_a_miner_never_substitutes_another_build_of_the_model(stack: Stack) -> N
     holder = stack.fake_miner([other_build])
     with stack.http() as http:
         job = submit(http, {**job_for(other_build), "model_digest": other_build["digest"]})
-        time.sleep(1.5)
+        passed_over(http)
         assert http.get(f"/api/v1/jobs/{job['job_id']}").json()["state"] == "queued"
         claim = holder.claim()
         assert claim is not None and claim["job"]["job_id"] == job["job_id"]

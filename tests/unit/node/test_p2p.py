@@ -62,6 +62,12 @@ def port_of(node: P2PNode) -> int:
     return int(node._server.sockets[0].getsockname()[1])
 
 
+def refusals(node: Any) -> float:
+    """Connections the node refused, before or during the handshake (its own counters)."""
+    metrics = node.metrics
+    return float(metrics.p2p_refused._value.get() + metrics.p2p_handshakes_refused._value.get())
+
+
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
@@ -160,7 +166,7 @@ def test_a_peer_on_another_chain_or_without_the_key_is_refused() -> None:
         await a.start()
         other = make_node(3, [f"127.0.0.1:{port_of(a)}"], [], chain="other-chain")
         await other.start()
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: refusals(a) >= 1)  # other dialled and a refused the handshake
         assert not a.peers and not other.peers
         # an impostor claims node 5's address but signs the session challenge with another key
         session = await RawSession.open(port_of(a))
@@ -188,7 +194,8 @@ def test_misbehaving_peer_is_scored_down_disconnected_and_banned() -> None:
         b.broadcast(Status(-1, 0))
         await wait_for(lambda: b.key.address not in a.peers)
         assert a.is_banned(b.key.address)
-        await asyncio.sleep(1.0)
+        before = refusals(a)
+        await wait_for(lambda: refusals(a) > before)  # b redialled and was refused
         assert b.key.address not in a.peers  # redials are refused while banned
         await a.stop()
         await b.stop()
@@ -453,7 +460,8 @@ def test_validators_sharing_a_banned_ip_still_connect_and_a_partition_file_cuts_
         await wait_for(lambda: d.key.address in c.peers and e.key.address in c.peers)
         block.write_text(d.key.address + "\n")
         await wait_for(lambda: d.key.address not in c.peers)
-        await asyncio.sleep(1.0)
+        before = refusals(c)
+        await wait_for(lambda: refusals(c) > before)  # d redialled and was refused
         assert d.key.address not in c.peers and e.key.address in c.peers
         block.unlink()
         await wait_for(lambda: d.key.address in c.peers)
