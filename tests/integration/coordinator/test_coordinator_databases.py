@@ -82,8 +82,8 @@ def test_submit_claim_complete(on_db: Stack) -> None:
         checked = check_receipt(on_db, http, job["job_id"])
     assert checked["result"]["output"]["text"] == "one two three four"
     row = on_db.coordinator.db_job(job["job_id"])
-    assert row["state"] == "completed" and row["result"] == {"text": "one two three four", "dimensions": 0,
-                                                              "vectors_f32": ""}  # fmt: skip
+    assert row["state"] == "completed"
+    assert row["result"] == {"text": "one two three four", "dimensions": 0, "vectors_f32": "", "training": None}
     stored = on_db.coordinator.db_receipts([job["job_id"]])
     assert len(stored) == 1 and stored[0]["receipt_hash"] == checked["result"]["receipt_hash"]
 
