@@ -51,6 +51,9 @@ def run(
     blob_max_bytes: Annotated[
         int | None, typer.Option(help="Largest blob (datasets, weights, checkpoints) in bytes [default: 512 MiB]")
     ] = None,
+    blob_quota_bytes: Annotated[
+        int | None, typer.Option(help="Bytes of blobs one API key or miner may hold [default: 16 GiB]")
+    ] = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     insecure_http: InsecureHttpOpt = False,
@@ -77,6 +80,7 @@ def run(
             poolhub_url=poolhub_url,
             poolhub_token=poolhub_token,
             blob_max_bytes=blob_max_bytes,
+            blob_quota_bytes=blob_quota_bytes,
         ),
         **tls_flags(tls_cert, tls_key, insecure_http),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,8 @@ from aitbc.runtime.http_errors import install_error_handlers
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
 log = logging.getLogger("aitbc.coordinator")
+BLOB_SWEEP_SECONDS = 60.0
+"""How often blobs past ``blob_retention_s`` are looked for."""
 
 
 def _has_origin(scope: Scope) -> bool:
@@ -100,7 +103,18 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
                 except Exception:
                     log.exception("sweep failed")
 
-        tasks = [asyncio.create_task(sweeper())]
+        async def blob_sweeper() -> None:
+            store: BlobStore = app.state.blobs
+            while True:
+                try:
+                    deleted = await asyncio.to_thread(store.sweep, time.time())
+                    if deleted:
+                        log.info("blobs past their retention deleted", extra={"deleted": deleted})
+                except Exception:
+                    log.exception("blob sweep failed")
+                await asyncio.sleep(BLOB_SWEEP_SECONDS)
+
+        tasks = [asyncio.create_task(sweeper()), asyncio.create_task(blob_sweeper())]
         if service.deposits is not None:
             try:
                 await service.deposits.start()

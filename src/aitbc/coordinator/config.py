@@ -64,6 +64,14 @@ class CoordinatorSettings(HttpServerSettings):
     """Largest blob (``POST /api/v1/blobs``: training datasets, weights, checkpoint states), limited on the stream."""
     blob_timeout_s: float = Field(300.0, gt=0)
     """A blob's body must all arrive within this of its headers."""
+    blob_quota_bytes: int = Field(16 * 1024 * MiB, ge=1024)
+    """Bytes of blobs one uploader (an API key, a miner) may hold at once; an upload past it is a 413
+    ``blob_quota_exceeded`` and leaves nothing on disk. A blob uploaded again by the same owner counts once."""
+    blob_quota_count: int = Field(10_000, ge=1)
+    """Blobs one uploader may hold at once."""
+    blob_retention_s: float = Field(7 * 24 * 3600.0, gt=0)
+    """A blob not uploaded again for this long is deleted (and leaves its owners' quotas). The default is far
+    above a job's life and the audit and dispute windows (minutes to hours at the default chain parameters)."""
 
     @property
     def sqlalchemy_url(self) -> str:

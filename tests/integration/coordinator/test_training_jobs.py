@@ -130,3 +130,27 @@ def test_bad_training_requests_are_refused(stack: Stack) -> None:
     stored = expect(httpx.post(f"{url}/api/v1/blobs", content=b"abc", headers=headers), 201).json()
     assert stored["hash"] == sha256(b"abc").hex()
     assert httpx.get(f"{url}/api/v1/blobs/{stored['hash']}", headers=headers).content == b"abc"
+
+
+def test_an_uploader_past_its_blob_quota_gets_413_and_the_disk_does_not_grow(tmp_path: Path) -> None:
+    mib = 1024 * 1024
+    coordinator = CoordinatorProcess(
+        tmp_path / "coordinator", extra_args=["--blob-max-bytes", str(mib), "--blob-quota-bytes", str(3 * mib // 2)]
+    )
+    coordinator.start()
+    try:
+        url = coordinator.url
+        alice, bob = {"X-Api-Key": coordinator.insert_key()}, {"X-Api-Key": coordinator.insert_key()}
+        expect(httpx.post(f"{url}/api/v1/blobs", content=b"a" * mib, headers=alice), 201)
+        expect(httpx.post(f"{url}/api/v1/blobs", content=b"a" * mib, headers=alice), 201)  # held once
+        blob_dir = coordinator.data_dir / "blobs"
+        used = sum(p.stat().st_size for p in blob_dir.rglob("*") if p.is_file())
+        refused = httpx.post(f"{url}/api/v1/blobs", content=b"b" * (mib // 2 + 1), headers=alice)
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["reason"] == "blob_quota_exceeded"
+        assert "blob_quota_bytes" in refused.json()["error"]["message"]
+        assert sum(p.stat().st_size for p in blob_dir.rglob("*") if p.is_file()) == used
+        expect(httpx.post(f"{url}/api/v1/blobs", content=b"b" * mib, headers=bob), 201)  # bob's quota is his own
+    finally:
+        coordinator.stop()
+        coordinator.dispose()

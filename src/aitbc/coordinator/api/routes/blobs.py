@@ -67,7 +67,7 @@ async def put_blob(request: Request) -> dict[str, Any]:
     caller = await _caller(request, None)
     length = request.headers.get("content-length")
     declared = int(length) if length is not None and length.isdigit() else None
-    blob_hash, size = await _store(request).put(request.stream(), declared)
+    blob_hash, size = await _store(request).put(request.stream(), declared, owner=caller)
     if request.headers.get("x-api-key") is None:
         caller = await _caller(request, blob_hash)  # the miner's signature covers the body just stored
     return {"hash": blob_hash, "size": size, "uploaded_by": caller}
