@@ -68,7 +68,7 @@ def parse_cli(args: list[str]) -> tuple[Any, list[str]]:
     return ctx, path
 
 
-@pytest.mark.parametrize("profile", [None, "gpu"])
+@pytest.mark.parametrize("profile", [None, "gpu", "bitcoin"])
 def test_compose_file_is_valid_for_the_real_compose_binary(profile: str | None) -> None:
     cmd = [compose_binary(), "-f", str(COMPOSE)]
     if profile:
