@@ -216,7 +216,7 @@ class CoordinatorService:
         self.metrics.jobs_submitted.inc()
         view = job_view(job)
         self.events.publish(job.id, "status", view, owner=api_key.id)
-        self.dispatcher.notify_work(job.model)
+        self.dispatcher.announce_work(job.model)
         return view
 
     async def get_job(self, api_key: ApiKey | None, job_id: str) -> JobRecord:
@@ -291,7 +291,7 @@ class CoordinatorService:
     async def progress(
         self, miner: str, job_id: str, lease_id: str, tokens: list[str], first_index: int
     ) -> dict[str, Any]:
-        self.dispatcher.live(miner)
+        await self.dispatcher.live_async(miner)
         expires = await self.dispatcher.extend_lease(miner, job_id, lease_id)
         for offset, text in enumerate(tokens):
             self.events.publish(job_id, "token", {"index": first_index + offset, "text": text})
@@ -302,7 +302,7 @@ class CoordinatorService:
     ) -> list[dict[str, Any] | AitbcError]:
         """Judge each result on its own, then store the accepted ones in one transaction (one read, one
         commit for a miner's batch); per result, its receipt or the error refusing it."""
-        self.dispatcher.live(miner)
+        await self.dispatcher.live_async(miner)
         found = await self.db.read(self.repo.get_jobs, [d.job_id for d in delivered])
         now = now_ms()
         bounds = {d.job_id: await self.metering.bounds_for(job) for d in delivered if (job := found.get(d.job_id))}
@@ -353,7 +353,7 @@ class CoordinatorService:
         self.events.publish(job.id, "status", job_view(job), final=True)
 
     async def fail(self, miner: str, job_id: str, lease_id: str, error: str, retryable: bool) -> dict[str, Any]:
-        self.dispatcher.live(miner)
+        await self.dispatcher.live_async(miner)
         job = await self.get_job(None, job_id)
         before = job.lifecycle()
         failed = on_failure(before, miner, lease_id, now_ms(), error[:2000], retryable)
@@ -362,7 +362,7 @@ class CoordinatorService:
         return job_view(job)
 
     async def release(self, miner: str, job_id: str, lease_id: str) -> dict[str, Any]:
-        self.dispatcher.live(miner)
+        await self.dispatcher.live_async(miner)
         job = await self.get_job(None, job_id)
         before = job.lifecycle()
         now = now_ms()
@@ -390,7 +390,7 @@ class CoordinatorService:
         if after.state == JobState.QUEUED:
             self.metrics.jobs_requeued.inc()
             self._due_by(job.expires_at_ms)
-            self.dispatcher.notify_work()
+            self.dispatcher.announce_work()
         return job
 
     # -- payments -----------------------------------------------------------------
