@@ -104,6 +104,8 @@ class MinerDispatcher:
         """The chain's ``min_miner_bond`` as last read; None until read (audited jobs wait for it)."""
         self.broadcast: Callable[[str | None], None] | None = None
         """Set on a replica (``aitbc.coordinator.replication``): tells the other replicas that work arrived."""
+        self.announce_miner: Callable[[str], None] | None = None
+        """Set on a replica: tells the other replicas that a miner registered here."""
         self._registrations: dict[str, Any] = {}  # miner → its registration as stored, as last synced
         self._touched_ms = 0  # miners heard from since then are written back (``sync_miners``)
 
@@ -152,6 +154,14 @@ class MinerDispatcher:
         self.match_policy.on_register(live.offer, registration, live.max_concurrency, live.bond)
         return live
 
+    async def load_miner(self, miner: str) -> None:
+        """A miner registered through another replica: know it (and its registration) now."""
+        found = await self.db.read(self.repo.get_miner, miner)
+        if found is not None:
+            live = self._adopt(miner, found[0], found[1])
+            live.last_seen_ms = max(live.last_seen_ms, found[1])
+            self.notify_work()
+
     async def sync_miners(self) -> None:
         """On a replica: write when this replica last heard from its miners, and learn the miners (and their
         registrations) the other replicas heard from, so that every replica knows every live miner."""
@@ -184,6 +194,8 @@ class MinerDispatcher:
         self.match_policy.on_register(offer, registration, live.max_concurrency, live.bond)
         self.metrics.miners_online.set(len(self.live_miners()))
         self.notify_work()
+        if self.announce_miner is not None:
+            self.announce_miner(miner)
         log.info("miner registered", extra={"miner": miner, "models": [m.name for m in offer.models]})
         return live
 

@@ -12,8 +12,9 @@ memory is made to agree here (docs/architecture.md, "Coordinator replicas"):
 - **job events** (status, tokens, receipt, payment) published on one replica are published on the
   others too, so a client watching a job (SSE, the ``job_updates`` WebSocket, an OpenAI stream) sees it
   finish whichever replica its miner reported to;
-- **miners**: each replica writes when it last heard from its miners and reads the others' (every
-  ``SYNC_SECONDS``), so every replica knows every live miner and its registration;
+- **miners**: a registration is announced on the bus (the others read it at once); each replica writes
+  when it last heard from its miners and reads the others' (every ``SYNC_SECONDS``), so every replica
+  knows every live miner and its registration;
 - **deposits**: each replica rebuilds its deposit books from the jobs table every ``SYNC_SECONDS``;
 - **settling**: only the replica holding the settler lock (an advisory lock) sends escrow settlements,
   refunds and deposit batches and follows the chain; when it dies, PostgreSQL drops its lock and a
@@ -51,6 +52,8 @@ class Replication:
         self.bus = ReplicaBus(url, self.origin, self.on_message, self.on_reconnect)
         self.lock = SettlerLock(url)
         service.dispatcher.broadcast = self._announce
+        service.dispatcher.announce_miner = lambda miner: self.bus.send({"k": "m", "a": miner})
+        self._tasks: set[asyncio.Task[None]] = set()
         service.events.relay = self._relay
         if service.payments is not None:
             service.payments.gate = self.may_settle
@@ -68,6 +71,10 @@ class Replication:
         if kind == "w":
             model = message.get("m")
             self.service.dispatcher.notify_work(model if isinstance(model, str) else None, remote=True)
+        elif kind == "m" and isinstance(message.get("a"), str):
+            task = asyncio.get_running_loop().create_task(self.service.dispatcher.load_miner(message["a"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif kind == "e":
             try:
                 job_id, event, data = str(message["j"]), str(message["e"]), dict(message["d"])
