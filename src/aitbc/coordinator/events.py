@@ -80,10 +80,11 @@ class JobEventBroker:
         data: dict[str, Any],
         final: bool = False,
         owner: str | None = None,
-        relayed: bool = False,
+        share: bool = True,
     ) -> None:
-        """Publish an event here (and to the other replicas, unless it came from one: ``relayed``)."""
-        if self.relay is not None and not relayed:
+        """Publish an event here, and to the other replicas unless ``share`` is False (it came from one, or
+        every replica publishes it by itself)."""
+        if self.relay is not None and share:
             self.relay(job_id, event, data, final, owner)
         channel = self._channels.setdefault(job_id, _Channel())
         if owner is not None:

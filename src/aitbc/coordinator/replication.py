@@ -82,7 +82,9 @@ class Replication:
                 return
             owner = message.get("w")
             final = bool(message.get("f"))
-            self.service.events.publish(job_id, event, data, final, owner if isinstance(owner, str) else None, True)
+            self.service.events.publish(
+                job_id, event, data, final, owner if isinstance(owner, str) else None, share=False
+            )
 
     def on_reconnect(self) -> None:
         """Wake-ups sent while the bus was down are lost: every claimer here looks at the queue again."""

@@ -216,3 +216,20 @@ def test_a_second_coordinator_on_one_sqlite_data_dir_is_refused(tmp_path: Path) 
         assert first.running and first.health()["status"] == "ok"
     finally:
         first.stop()
+
+
+def test_the_settler_lock_has_one_holder_and_passes_on_when_its_session_ends(postgres: PostgresServer) -> None:
+    from aitbc.coordinator.db.replicas import SettlerLock
+
+    url = postgres.create_database(f"settler_lock_{int(time.time() * 1000)}")
+    first, second = SettlerLock(url), SettlerLock(url)
+    try:
+        assert first.held()
+        assert not second.held()
+        assert first.held() and not second.held()  # held, not taken again
+        first.release()  # its session ends, as when its process is killed: PostgreSQL drops the lock
+        assert second.held()
+        assert not first.held()
+    finally:
+        first.release()
+        second.release()
