@@ -10,6 +10,7 @@ Without a PostgreSQL URL, ``--coordinators 2`` is refused before anything starts
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -99,6 +100,16 @@ def test_two_coordinator_replicas_on_one_postgres(tmp_path: Path) -> None:
                     "text"
                 ]
             )
+            status = subprocess.run(
+                [sys.executable, "-m", "aitbc", "devnet", "status", "--data-dir", str(data_dir), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=ENV,
+            )
+            assert status.returncode == 0, status.stdout + status.stderr
+            services = {s["name"]: s for s in json.loads(status.stdout)["services"]}
+            assert services["coordinator1"]["healthy"] is True, services
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log.read_text()
         finally:
