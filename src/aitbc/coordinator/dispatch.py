@@ -473,6 +473,8 @@ class MinerDispatcher:
         job, progressed = await self.db.write(self._extend_lease_sync, miner, job_id, lease_id, now)
         assert progressed.lease_expires_at_ms is not None
         live = self.miners.get(miner)
+        if live is not None and self.broadcast is not None:
+            live.active.add(job_id)  # it may have been claimed through another replica: it runs (its lease says so)
         if live is not None and job_id in live.active:  # not ended meanwhile (see ``release_active``)
             self._leases[job_id] = LeaseMark(miner, lease_id, progressed.lease_expires_at_ms)
         if job.state != progressed.state.value:

@@ -13,7 +13,7 @@ from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.records import JobRecord, StoredConstraints
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
-from aitbc.market.lifecycle import JobState
+from aitbc.market.lifecycle import JobRuleViolation, JobState
 from aitbc.protocol.job import JobInput
 
 JOB_INPUT = JobInput(type="inference", model="m", prompt="hi")
@@ -95,8 +95,9 @@ async def _test_a_bad_row_fails_alone(repo: CoordinatorRepo) -> None:
         await asyncio.sleep(0.01)
         release.set()
         await asyncio.gather(busy, *good)
-        with pytest.raises(Exception, match="UNIQUE"):
+        with pytest.raises(JobRuleViolation, match="job job_taken was already submitted") as refused:
             await bad
+        assert refused.value.reason == "duplicate_job"
     finally:
         db.close()
     assert all(repo.get_job(f"job_{i}") is not None for i in range(3))

@@ -39,7 +39,7 @@ from aitbc.coordinator.db.records import (
     registration_to_json,
 )
 from aitbc.coordinator.db.schema import api_keys, chain_cursor, jobs, miners, receipts
-from aitbc.market.lifecycle import JobLifecycle
+from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation
 from aitbc.protocol.job_messages import MinerRegistration
 
 Row = dict[str, Any]
@@ -193,8 +193,15 @@ class CoordinatorRepo:
         The rows go as parameters of one cached statement (``executemany``), not through
         ``.values(**row)``, which builds and cache-keys a new statement per row.
         """
-        with self.engine.begin() as conn:
-            conn.execute(jobs.insert(), [job_to_row(job) for job in records])
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(jobs.insert(), [job_to_row(job) for job in records])
+        except sa.exc.IntegrityError as exc:
+            # The same job id sent twice at once (or through two replicas): a 409, not a 500.
+            if "unique" not in str(exc.orig).lower() and "duplicate" not in str(exc.orig).lower():
+                raise
+            which = f"job {records[0].id}" if len(records) == 1 else "a job of this group"
+            raise JobRuleViolation(f"{which} was already submitted", reason="duplicate_job") from None
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self.engine.connect() as conn:
