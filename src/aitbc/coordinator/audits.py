@@ -133,7 +133,8 @@ class AuditDesk:
             job = await self.db.read(self.repo.get_job, job_id)
             if job is None:
                 continue  # another coordinator's job
-            self.events.publish(job_id, "audit", audit_event(audit), owner=job.api_key_id)
+            # every replica's desk follows the chain itself: not relayed to the others
+            self.events.publish(job_id, "audit", audit_event(audit), owner=job.api_key_id, share=False)
             detail = f"audit {status} at block {audit['closed_height'] or audit['selected_height']}"
             if status in OUTCOMES:
                 self.match_policy.on_outcome(audit["job"]["miner"], job_id, 1, OUTCOMES[status], detail=detail)
