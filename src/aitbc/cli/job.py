@@ -200,7 +200,9 @@ def submit(
     private: Annotated[
         bool,
         typer.Option(
-            "--private", help="Seal the prompt to the quoted miner and the result to you (needs --wait; docs/zk.md)"
+            "--private",
+            help="Seal the prompt to the quoted miner and the result to you (needs --wait; docs/zk.md); for "
+            "--type training, seal the dataset to the quoted miner (docs/training.md)",
         ),
     ] = False,
     zk: Annotated[bool, typer.Option("--zk", help="Ask the miner for a zk receipt proof the chain verifies")] = False,
@@ -248,7 +250,7 @@ def submit(
                 raise ConfigError("a training job needs --dataset FILE")
             fields: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "lr_micro": round(lr * 1_000_000)}
             fields |= {"optimiser": optimiser, "checkpoint_every": checkpoint_every, "seed": seed or 0}
-            body: dict[str, Any] = training_body(client, model or "mlp", dataset, dataset_format, fields)
+            body: dict[str, Any] = training_body(client, model or "mlp", dataset, dataset_format, fields, private)
         elif zk_input:
             body = {
                 "type": "zk-inference",
@@ -278,7 +280,7 @@ def submit(
             body["constraints"] = {"zk_proof_required": True}
         reply_secret = None
         plain_body = body  # the price estimate needs the input's size, which a sealed body hides
-        if private:
+        if private and not training:  # a training job's dataset is sealed to the miner above
             body, reply_secret = _seal_body(client, body, wait)
         node_url = client.health().get("node_url")
         if node_url is None:  # a coordinator without a chain runs jobs unpaid

@@ -74,9 +74,11 @@ class CoordinatorClient(RestClient):
             raise RemoteError("the coordinator stored the blob under another hash", reason="bad_blob")
         return sha256_hex(data)
 
-    def get_blob(self, blob_hash: str) -> bytes:
-        """A blob (trained weights, a loss curve), checked against its hash."""
-        response = self._send("GET", f"/api/v1/blobs/{blob_hash}", timeout=300.0)
+    def get_blob(self, blob_hash: str, job_id: str | None = None) -> bytes:
+        """A blob (trained weights, a loss curve), checked against its hash: one this key uploaded, or one the
+        job ``job_id`` of this key names."""
+        params = None if job_id is None else {"job": job_id}
+        response = self._send("GET", f"/api/v1/blobs/{blob_hash}", params=params, timeout=300.0)
         if response.status_code != 200:
             raise_for_problem(response)
         if sha256_hex(response.content) != blob_hash:

@@ -82,6 +82,13 @@ class BlobStore:
                     sizes[blob_hash] = int(size)
         return Holdings(sizes)
 
+    def holds(self, owner: str, blob_hash: str) -> bool:
+        """Whether ``owner`` uploaded ``blob_hash`` (and it is still stored)."""
+        return blob_hash in self.holdings(owner).sizes and self.has(blob_hash)
+
+    async def holds_async(self, owner: str, blob_hash: str) -> bool:
+        return await asyncio.to_thread(self.holds, owner, blob_hash)
+
     def path_of(self, blob_hash: str) -> Path:
         """Where a blob lives (``NotFound`` for a malformed hash or one not stored)."""
         if not BLOB_HASH.match(blob_hash):

@@ -4,8 +4,9 @@
 * Jobs it audits or referees: the coordinator's audit input (``GET /api/v1/audits/{job_id}/input``, released
   only to the job's drawn auditor or referee) gives the spec and the delivered ``TrainingOutput``, whose
   ``checkpoint_blobs`` name the committed checkpoints the miner uploaded with its result.
-* Datasets and checkpoints are blobs (``GET /api/v1/blobs/{hash}``, checked against their sha256 by the link);
-  a checkpoint's bytes are used only once the runner has checked its state hash.
+* Datasets and checkpoints are blobs (``GET /api/v1/blobs/{hash}?job=ID``, checked against their sha256 by the
+  link; a sealed dataset opened with this miner's key); a checkpoint's bytes are used only once the runner has
+  checked its state hash.
 
 Blocking calls, made from the loop's worker thread through the daemon's event loop.
 """
@@ -19,7 +20,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from aitbc.miner.backends.training import CheckpointStore, TrainingJobs
+from aitbc.miner.backends.training import CheckpointStore, TrainingJobs, fetch_dataset
 from aitbc.miner.link import CoordinatorLink
 from aitbc.miner.training_auditor import TrainingAuditor
 from aitbc.miner.training_runner import RuntimeRunner, TrainingJob
@@ -62,7 +63,7 @@ class TrainingSources:
                     return None
                 spec, commitment = job_input.training, output.training.commitment
                 self.outputs[job_id] = output.training
-            dataset = load_dataset(spec.dataset_format, self._wait(self.link.get_blob(spec.dataset_hash)))
+            dataset = load_dataset(spec.dataset_format, self._wait(fetch_dataset(self.link, spec, job_id)))
         except (AitbcError, RemoteError, OSError, msgspec.ValidationError, KeyError, TypeError) as exc:
             log.warning("training job not available for its audit", extra={"job_id": job_id, "error": str(exc)})
             return None
@@ -83,7 +84,7 @@ class TrainingSources:
         if output is None or index >= len(output.checkpoint_blobs):
             return None
         try:
-            return self._wait(self.link.get_blob(output.checkpoint_blobs[index]))
+            return self._wait(self.link.get_blob(output.checkpoint_blobs[index], job_id))
         except (RemoteError, OSError) as exc:
             log.warning("checkpoint blob not fetched", extra={"job_id": job_id, "error": str(exc)})
             return None

@@ -10,6 +10,7 @@ requests are refused with a clear 4xx.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from support.training_data import digits_npz, make_spec
 pytestmark = pytest.mark.slow
 
 DATA = digits_npz(400)
+PRIVATE = digits_npz(300)  # never uploaded in plain
 
 
 class Stack:
@@ -85,9 +87,18 @@ def test_same_training_job_on_two_miners_gives_identical_weights(stack: Stack) -
         assert receipts[0]["output_hash"] == receipts[1]["output_hash"] == compute_commitment_hash(commitment)
         assert commitment.runtime_build.startswith("aitbc-training/")
         assert receipts[0]["units"]["prompt_tokens"] == 24 * 16  # billed by sample-steps
-        weights = client.get_blob(out_a["weights_blob"])
-        losses = json.loads(client.get_blob(out_a["losses_blob"]))["losses"]
+        weights = client.get_blob(out_a["weights_blob"], str(first["job_id"]))
+        losses = json.loads(client.get_blob(out_a["losses_blob"], str(first["job_id"])))["losses"]
         assert len(losses) == 24 and len(weights) > 10_000
+        assert client.get_blob(blob) == DATA  # its uploader reads it without naming a job
+    # only the job's parties read its blobs: another key gets 404, as for a blob that does not exist
+    url, other = stack.coordinator.url, {"X-Api-Key": stack.coordinator.insert_key()}
+    for name, job in ((out_a["weights_blob"], None), (out_a["weights_blob"], first["job_id"]), (blob, first["job_id"])):
+        refused = httpx.get(f"{url}/api/v1/blobs/{name}", params={"job": job} if job else None, headers=other)
+        assert refused.status_code == 404 and refused.json()["error"]["reason"] == "blob_not_found", refused.text
+    with httpx.Client(base_url=url, headers={"X-Api-Key": stack.api_key}) as owner:
+        assert owner.get(f"/api/v1/blobs/{out_a['weights_blob']}").status_code == 404  # no job named: not its blob
+        assert owner.get(f"/api/v1/blobs/{'e' * 64}", params={"job": first["job_id"]}).status_code == 404
     # the miner kept its checkpoints: a middle segment replays to the committed hashes
     folder = stack.miners[0].data_dir / "training" / str(first["job_id"])
     replayed = replay_segment(spec, load_dataset("npz", DATA), (folder / "8.safetensors").read_bytes(), 8, 16)
@@ -113,6 +124,53 @@ def test_cli_submits_follows_and_downloads(stack: Stack, tmp_path: Path) -> None
     from safetensors.torch import load_file
 
     assert {k.split(".")[-1] for k in load_file(str(out))} == {"weight", "bias"}
+
+
+def test_a_private_dataset_is_sealed_to_its_miner_and_the_coordinator_holds_only_ciphertext(
+    stack: Stack, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "private.npz"
+    dataset.write_bytes(PRIVATE)
+    common = ["--coordinator", stack.coordinator.url, "--api-key", stack.api_key]
+    submitted = run_cli(
+        "job", "submit", "--type", "training", "--model", "mlp", "--dataset", str(dataset), "--steps", "12",
+        "--batch-size", "16", "--checkpoint-every", "4", "--private", "--wait", *common, timeout=240.0,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "sealed to miner" in submitted.stdout and "12/12" in submitted.stdout
+    job_id = submitted.stdout.split("submitted ")[1].split()[0]
+    prefix = re.search(r"dataset ([0-9a-f]{16})… uploaded", submitted.stdout)
+    assert prefix is not None, submitted.stdout
+    blob_dir = stack.coordinator.data_dir / "blobs"
+    (stored_path,) = (blob_dir / prefix[1][:2]).glob(prefix[1] + "*")
+    with stack.client() as client:
+        miner = client.job(job_id)["miner"]
+        out = client.result(job_id)["output"]["training"]
+        assert out["commitment"]["dataset_hash"] == sha256(PRIVATE).hex()  # the receipt commits to the plaintext
+        assert client.receipt(job_id)["receipt"]["miner"] == miner
+        assert f"sealed to miner {miner}" in " ".join(submitted.stdout.split())  # only the target ran it
+        # the coordinator's store holds the ciphertext and never the plaintext
+        stored = stored_path.read_bytes()
+        assert stored != PRIVATE and PRIVATE[:64] not in stored and len(stored) == len(PRIVATE) + 48
+        assert not (blob_dir / sha256(PRIVATE).hex()[:2] / sha256(PRIVATE).hex()).exists()
+        weights = out["weights_blob"]
+        assert len(client.get_blob(weights, job_id)) > 1000
+    sealed = {"miner": miner, "blob": stored_path.name}
+    spec = {**msgspec.to_builtins(make_spec(PRIVATE, "npz", steps=12, checkpoint_every=4)), "sealed_dataset": sealed}
+    other = {"X-Api-Key": stack.coordinator.insert_key()}
+    for name in (sealed["blob"], weights):
+        refused = httpx.get(f"{stack.coordinator.url}/api/v1/blobs/{name}", params={"job": job_id}, headers=other)
+        assert refused.status_code == 404, refused.text
+    # another client cannot name this client's sealed blob in a job of its own
+    body = {"type": "training", "model": "mlp", "input": {"training": spec}}
+    stolen = httpx.post(f"{stack.coordinator.url}/api/v1/jobs", json=body, headers=other)
+    assert stolen.status_code == 422 and stolen.json()["error"]["reason"] == "dataset_missing", stolen.text
+    audited = httpx.post(
+        f"{stack.coordinator.url}/api/v1/jobs",
+        json={**body, "constraints": {"audited": True}},
+        headers={"X-Api-Key": stack.api_key},
+    )
+    assert audited.status_code == 422, audited.text
 
 
 def test_bad_training_requests_are_refused(stack: Stack) -> None:
