@@ -37,7 +37,7 @@ def require_postgres_bin() -> Path:
     if found is None:
         if os.environ.get(SKIP_ENV) == "1":
             pytest.skip(f"{SKIP_ENV}=1 and no PostgreSQL binaries")
-        pytest.fail(INSTALL_HINT, pytrace=False)
+        pytest.fail(INSTALL_HINT + f", or set {SKIP_ENV}=1 to skip the PostgreSQL tests.", pytrace=False)
     try:
         import psycopg  # noqa: F401
     except ImportError:

