@@ -139,8 +139,10 @@ def _client_key(key: str | None, devnet: Path | None) -> KeyPair:
     return read_keyfile(Path(info.client_key))
 
 
-def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> tuple[dict[str, Any], bytes]:
-    """Replace the plaintext input by one sealed to the miner the coordinator quotes."""
+def _seal_body(
+    client: CoordinatorClient, body: dict[str, Any], wait: bool, seal_to: str | None
+) -> tuple[dict[str, Any], bytes]:
+    """Replace the plaintext input by one sealed to ``seal_to``, else to the miner the coordinator quotes."""
     if body["type"] != "inference" or not wait:
         raise ConfigError("--private works with --prompt and --wait (the one-off reply key lives in this process)")
     quote = client.quote("inference", body["model"])
@@ -155,10 +157,12 @@ def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> t
             seed=params.get("seed"),
         ),
     )
-    ciphertext, input_hash = seal_job_input(job_input, quote["miner"])
+    miner = seal_to or quote["miner"]
+    ciphertext, input_hash = seal_job_input(job_input, miner)
     reply_secret, reply_to = new_reply_key()
-    console.print(f"sealed to miner [bold]{quote['miner']}[/] ({format_aitbc(quote['unit_price'])} AITBC/token)")
-    sealed = {"miner": quote["miner"], "ciphertext": ciphertext, "input_hash": input_hash, "reply_to": reply_to}
+    price = f" ({format_aitbc(quote['unit_price'])} AITBC/token)" if miner == quote["miner"] else ""
+    console.print(f"sealed to miner [bold]{miner}[/]{price}")
+    sealed = {"miner": miner, "ciphertext": ciphertext, "input_hash": input_hash, "reply_to": reply_to}
     return {**{k: v for k, v in body.items() if k != "input"}, "sealed": sealed}, reply_secret
 
 
@@ -205,6 +209,14 @@ def submit(
             "--type training, seal the dataset to the quoted miner (docs/training.md)",
         ),
     ] = False,
+    seal_to: Annotated[
+        str | None,
+        typer.Option(
+            "--seal-to",
+            help="With --private: seal to this miner (its ait1… address) instead of the one the coordinator quotes",
+            show_default=False,
+        ),
+    ] = None,
     zk: Annotated[bool, typer.Option("--zk", help="Ask the miner for a zk receipt proof the chain verifies")] = False,
     escrow_path: Annotated[
         bool,
@@ -244,13 +256,17 @@ def submit(
             "give one of --prompt (inference), --text … (embedding), --zk-input … (zk-inference, experimental) "
             "or --type training --dataset FILE"
         )
+    if seal_to is not None and not private:
+        raise ConfigError("--seal-to names the miner a --private job is sealed to: add --private")
     with coordinator_client(devnet, coordinator, api_key) as client:
         if training:
             if dataset is None:
                 raise ConfigError("a training job needs --dataset FILE")
             fields: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "lr_micro": round(lr * 1_000_000)}
             fields |= {"optimiser": optimiser, "checkpoint_every": checkpoint_every, "seed": seed or 0}
-            body: dict[str, Any] = training_body(client, model or "mlp", dataset, dataset_format, fields, private)
+            body: dict[str, Any] = training_body(
+                client, model or "mlp", dataset, dataset_format, fields, private, seal_to
+            )
         elif zk_input:
             body = {
                 "type": "zk-inference",
@@ -281,7 +297,7 @@ def submit(
         reply_secret = None
         plain_body = body  # the price estimate needs the input's size, which a sealed body hides
         if private and not training:  # a training job's dataset is sealed to the miner above
-            body, reply_secret = _seal_body(client, body, wait)
+            body, reply_secret = _seal_body(client, body, wait, seal_to)
         node_url = client.health().get("node_url")
         if node_url is None:  # a coordinator without a chain runs jobs unpaid
             job = client.submit(body)

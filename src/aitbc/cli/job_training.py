@@ -27,9 +27,11 @@ def training_body(
     dataset_format: str | None,
     spec_fields: dict[str, Any],
     private: bool = False,
+    seal_to: str | None = None,
 ) -> dict[str, Any]:
-    """The job request of a training job, its dataset uploaded first as a blob (``private``: sealed to the
-    miner the coordinator quotes, so the coordinator holds only ciphertext and only that miner can train)."""
+    """The job request of a training job, its dataset uploaded first as a blob (``private``: sealed to
+    ``seal_to``, else to the miner the coordinator quotes, so the coordinator holds only ciphertext and only
+    that miner can train)."""
     fmt = dataset_format or FORMAT_OF_SUFFIX.get(dataset.suffix.lower())
     if fmt not in DATASET_FORMATS:
         raise ConfigError(f"--dataset-format: one of {', '.join(DATASET_FORMATS)} (not given by {dataset.name})")
@@ -45,7 +47,7 @@ def training_body(
     check_training_spec(spec)
     sealed_to, plain_hash = None, sha256_hex(data)
     if private:  # only the quoted miner can open it; the coordinator holds ciphertext
-        sealed_to = client.quote("training", model)["miner"]
+        sealed_to = seal_to or client.quote("training", model)["miner"]
         data = seal_dataset(data, sealed_to)
         console.print(f"dataset sealed to miner [bold]{sealed_to}[/]")
     with console.status(f"uploading {dataset.name} ({len(data):,} bytes)…"):

@@ -9,6 +9,7 @@ requests are refused with a clear 4xx.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -20,7 +21,10 @@ import pytest
 from coordinator_harness import CoordinatorProcess, MinerProcess, expect, run_cli
 
 from aitbc.client.coordinator import CoordinatorClient
-from aitbc.protocol.crypto import sha256
+from aitbc.miner.link import CoordinatorLink
+from aitbc.protocol.crypto import KeyPair, sha256
+from aitbc.protocol.errors import RemoteError
+from aitbc.protocol.sealed import SealedBoxError, open_dataset
 from aitbc.protocol.training import TrainingCommitment, compute_commitment_hash
 from aitbc.training import load_dataset, replay_segment
 from support.training_data import digits_npz, make_spec
@@ -126,15 +130,23 @@ def test_cli_submits_follows_and_downloads(stack: Stack, tmp_path: Path) -> None
     assert {k.split(".")[-1] for k in load_file(str(out))} == {"weight", "bias"}
 
 
+async def _fetch_as(stack: Stack, key: KeyPair, blob: str, job_id: str) -> bytes:
+    link = await CoordinatorLink.connect(stack.coordinator.url, key)
+    async with link:
+        return await link.get_blob(blob, job_id)
+
+
 def test_a_private_dataset_is_sealed_to_its_miner_and_the_coordinator_holds_only_ciphertext(
     stack: Stack, tmp_path: Path
 ) -> None:
     dataset = tmp_path / "private.npz"
     dataset.write_bytes(PRIVATE)
     common = ["--coordinator", stack.coordinator.url, "--api-key", stack.api_key]
+    target = stack.miners[1].address
     submitted = run_cli(
         "job", "submit", "--type", "training", "--model", "mlp", "--dataset", str(dataset), "--steps", "12",
-        "--batch-size", "16", "--checkpoint-every", "4", "--private", "--wait", *common, timeout=240.0,
+        "--batch-size", "16", "--checkpoint-every", "4", "--private", "--seal-to", target, "--wait", *common,
+        timeout=240.0,
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "sealed to miner" in submitted.stdout and "12/12" in submitted.stdout
@@ -145,6 +157,7 @@ def test_a_private_dataset_is_sealed_to_its_miner_and_the_coordinator_holds_only
     (stored_path,) = (blob_dir / prefix[1][:2]).glob(prefix[1] + "*")
     with stack.client() as client:
         miner = client.job(job_id)["miner"]
+        assert miner == target
         out = client.result(job_id)["output"]["training"]
         assert out["commitment"]["dataset_hash"] == sha256(PRIVATE).hex()  # the receipt commits to the plaintext
         assert client.receipt(job_id)["receipt"]["miner"] == miner
@@ -157,6 +170,12 @@ def test_a_private_dataset_is_sealed_to_its_miner_and_the_coordinator_holds_only
         assert len(client.get_blob(weights, job_id)) > 1000
     sealed = {"miner": miner, "blob": stored_path.name}
     spec = {**msgspec.to_builtins(make_spec(PRIVATE, "npz", steps=12, checkpoint_every=4)), "sealed_dataset": sealed}
+    # the miner it is not sealed to can neither fetch the ciphertext through the job nor open it
+    (outsider,) = [m for m in stack.miners if m.address != miner]
+    with pytest.raises(RemoteError, match="HTTP 404"):
+        asyncio.run(_fetch_as(stack, outsider.key, sealed["blob"], job_id))
+    with pytest.raises(SealedBoxError):
+        open_dataset(outsider.key, stored, sha256(PRIVATE).hex())
     other = {"X-Api-Key": stack.coordinator.insert_key()}
     for name in (sealed["blob"], weights):
         refused = httpx.get(f"{stack.coordinator.url}/api/v1/blobs/{name}", params={"job": job_id}, headers=other)

@@ -28,7 +28,7 @@ from aitbc.miner.link import CoordinatorLink
 from aitbc.protocol.errors import InvalidInput
 from aitbc.protocol.job import JobInput, JobOutput
 from aitbc.protocol.receipt import ReceiptUnits
-from aitbc.protocol.sealed import open_dataset
+from aitbc.protocol.sealed import SealedBoxError, open_dataset
 from aitbc.protocol.training import (
     TRAINING_MODELS,
     TrainingCommitment,
@@ -49,8 +49,11 @@ def progress_line(step: int, loss: float) -> str:
 async def fetch_dataset(link: CoordinatorLink, spec: TrainingSpec, job_id: str) -> bytes:
     """The job's dataset: the plain blob, or the sealed one opened with this miner's key and checked against
     the spec's ``dataset_hash`` (``SealedBoxError`` when it is not sealed to this miner, or not that dataset)."""
+    sealed = spec.sealed_dataset
+    if sealed is not None and sealed.miner != link.key.address:
+        raise SealedBoxError(f"the dataset is sealed to {sealed.miner}, not to this miner")
     data = await link.get_blob(get_dataset_blob(spec), job_id)
-    return data if spec.sealed_dataset is None else open_dataset(link.key, data, spec.dataset_hash)
+    return data if sealed is None else open_dataset(link.key, data, spec.dataset_hash)
 
 
 class CheckpointStore:
