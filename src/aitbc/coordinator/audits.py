@@ -48,14 +48,13 @@ OUTCOMES: Final = {"passed": Outcome.AUDIT_PASSED, "miner_slashed": Outcome.SLAS
 
 def stored_constraints(c: JobConstraints, job_input: JobInput, sealed: bool, paid: bool) -> StoredConstraints:
     """A request's constraints as kept; an audited job must be deterministic, public and paid on chain. A
-    training job on a sealed dataset runs only on the miner it is sealed to."""
+    training job on a sealed dataset runs only on the miner it is sealed to; audited, its client re-seals the
+    dataset to the drawn auditor and referees (``POST /api/v1/jobs/{id}/sealed-datasets``)."""
     spec = job_input.training
     sealed_to = None if spec is None or spec.sealed_dataset is None else spec.sealed_dataset.miner
     if c.audited:
         if sealed:
             raise InvalidInput("a sealed (private) job cannot be audited: the auditor could not read its input")
-        if sealed_to is not None:
-            raise InvalidInput("a training job on a sealed dataset cannot be audited: the auditor could not read it")
         if not paid:
             raise InvalidInput("this coordinator runs jobs unpaid (no node): there are no audits")
         check_audit_compatible(job_input)

@@ -184,6 +184,14 @@ def test_a_private_dataset_is_sealed_to_its_miner_and_the_coordinator_holds_only
     body = {"type": "training", "model": "mlp", "input": {"training": spec}}
     stolen = httpx.post(f"{stack.coordinator.url}/api/v1/jobs", json=body, headers=other)
     assert stolen.status_code == 422 and stolen.json()["error"]["reason"] == "dataset_missing", stolen.text
+    # re-sealing for an auditor: only the job's client, only its own blob, only for a sealed-dataset job
+    reseal = f"{stack.coordinator.url}/api/v1/jobs/{job_id}/sealed-datasets"
+    mine = {"X-Api-Key": stack.api_key}
+    copy = expect(httpx.post(f"{stack.coordinator.url}/api/v1/blobs", content=b"copy", headers=mine), 201).json()
+    entry = {"miner": stack.miners[0].address, "blob": copy["hash"]}
+    assert httpx.post(reseal, json=entry, headers=other).status_code == 404
+    assert httpx.post(reseal, json={**entry, "blob": "e" * 64}, headers=mine).status_code == 422
+    assert expect(httpx.post(reseal, json=entry, headers=mine), 201).json()["blob"] == copy["hash"]
     audited = httpx.post(
         f"{stack.coordinator.url}/api/v1/jobs",
         json={**body, "constraints": {"audited": True}},

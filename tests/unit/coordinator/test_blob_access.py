@@ -13,11 +13,11 @@ import pytest
 
 from aitbc.coordinator.audits import stored_constraints
 from aitbc.coordinator.blob_access import get_blob_namer, is_job_party
-from aitbc.coordinator.blobs import BlobStore
+from aitbc.coordinator.blobs import MAX_RESEALED, BlobStore
 from aitbc.coordinator.db.records import JobRecord, StoredConstraints
 from aitbc.market.lifecycle import JobState
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import InvalidInput
+from aitbc.protocol.errors import Conflict, InvalidInput
 from aitbc.protocol.job import JobInput, JobOutput
 from aitbc.protocol.job_messages import JobConstraints
 from aitbc.protocol.training import SealedDataset, TrainingCommitment, TrainingOutput
@@ -84,13 +84,21 @@ def test_the_parties_are_the_client_key_and_the_miner_that_ran_it() -> None:
     assert not is_job_party(job(miner=None), KeyPair.from_seed(b"\x22" * 32).address)
 
 
-def test_a_sealed_dataset_pins_the_job_to_its_miner_and_cannot_be_audited() -> None:
+def test_a_resealed_copy_is_named_by_the_client_of_a_sealed_job() -> None:
+    sealed = job(SEALED)
+    assert get_blob_namer(sealed, "c1" * 32, resealed=["c1" * 32]) == "key_alice"
+    assert get_blob_namer(sealed, "c1" * 32) is None
+
+
+def test_a_sealed_dataset_pins_the_job_to_its_miner_and_may_be_audited_on_chain() -> None:
     sealed_input = JobInput(type="training", model="mlp", training=SEALED)
     assert stored_constraints(JobConstraints(), sealed_input, False, True).miner == MINER
+    audited = stored_constraints(JobConstraints(audited=True), sealed_input, False, True)
+    assert audited.miner == MINER and audited.audited  # the client re-seals to the drawn auditor
     plain_input = JobInput(type="training", model="mlp", training=PLAIN)
     assert stored_constraints(JobConstraints(), plain_input, False, True).miner is None
-    with pytest.raises(InvalidInput, match="sealed dataset cannot be audited"):
-        stored_constraints(JobConstraints(audited=True), sealed_input, False, True)
+    with pytest.raises(InvalidInput, match="no node"):
+        stored_constraints(JobConstraints(audited=True), sealed_input, False, False)
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -105,3 +113,15 @@ def test_holds_is_per_uploader(tmp_path: Path) -> None:
     assert store.holds("key_bob", blob)
     store.path_of(blob).unlink()
     assert not store.holds("key_alice", blob)  # swept
+
+
+def test_resealed_copies_are_kept_per_job_and_miner_and_bounded(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs", max_bytes=100, timeout_s=5.0)
+    store.put_resealed("job_1", MINER, "c1" * 32)
+    store.put_resealed("job_1", MINER, "c2" * 32)  # a new copy for the same miner replaces the old one
+    assert store.resealed("job_1") == {MINER: "c2" * 32} and store.resealed("job_2") == {}
+    for i in range(MAX_RESEALED - 1):
+        store.put_resealed("job_1", KeyPair.from_seed(bytes([i + 1]) * 32).address, "c3" * 32)
+    with pytest.raises(Conflict):
+        store.put_resealed("job_1", KeyPair.from_seed(b"\xff" * 32).address, "c3" * 32)
+    assert len(store.resealed("job_1")) == MAX_RESEALED
