@@ -5,7 +5,7 @@ while hashing it, refuses it (413, nothing kept) past ``max_bytes``, and moves i
 complete, so a reader never sees half a blob. Each owner (an API key, a miner) holds at most its quota
 (``aitbc.coordinator.blob_quota``; 413 ``blob_quota_exceeded`` past it, nothing kept), uploads of one owner
 run one at a time so two cannot both spend the same room, and ``sweep`` deletes blobs nobody uploaded for
-``blob_retention_s`` (docs/training.md).
+``blob_retention_s`` (docs/training.md), with the records of re-sealed datasets (``put_resealed``) naming them.
 """
 
 from __future__ import annotations
@@ -191,6 +191,14 @@ class BlobStore:
                     if not self.has(marker.name.partition(".")[0]):
                         with contextlib.suppress(FileNotFoundError):
                             Path(marker.path).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            for job in os.scandir(self.root / RESEALED_DIR):  # re-sealed copies whose blob is gone
+                for entry in os.scandir(job.path):
+                    with contextlib.suppress(FileNotFoundError):
+                        if not self.has(Path(entry.path).read_text()):
+                            Path(entry.path).unlink()
+                with contextlib.suppress(OSError):
+                    Path(job.path).rmdir()  # only once empty
         return deleted
 
     def _over_quota(self, holdings: Holdings) -> InputTooLarge:

@@ -45,6 +45,8 @@ class TrainingSources:
         self.loop = loop
         self.jobs: dict[str, TrainingJob] = {}
         self.outputs: dict[str, TrainingOutput] = {}
+        self.waiting: set[str] = set()
+        """Jobs whose sealed dataset this miner waits to get re-sealed to it (logged once)."""
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(call, self.loop).result(CALL_TIMEOUT_S)
@@ -70,7 +72,11 @@ class TrainingSources:
             sealed = spec.sealed_dataset
             if sealed is not None and sealed.miner != self.link.key.address:  # another miner's private dataset
                 if resealed is None:
-                    log.info("waiting for the client to re-seal the dataset to this miner", extra={"job_id": job_id})
+                    if job_id not in self.waiting:
+                        self.waiting.add(job_id)
+                        log.info(
+                            "waiting for the client to re-seal the dataset to this miner", extra={"job_id": job_id}
+                        )
                     return None
                 raw = open_dataset(self.link.key, self._wait(self.link.get_blob(resealed, job_id)), spec.dataset_hash)
             else:

@@ -125,3 +125,15 @@ def test_resealed_copies_are_kept_per_job_and_miner_and_bounded(tmp_path: Path) 
     with pytest.raises(Conflict):
         store.put_resealed("job_1", KeyPair.from_seed(b"\xff" * 32).address, "c3" * 32)
     assert len(store.resealed("job_1")) == MAX_RESEALED
+
+
+def test_a_sweep_drops_resealed_records_whose_blob_is_gone(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs", max_bytes=100, timeout_s=5.0, retention_s=60.0)
+    kept, _ = asyncio.run(store.put(_chunks(b"kept copy"), owner="key_alice"))
+    gone, _ = asyncio.run(store.put(_chunks(b"old copy"), owner="key_alice"))
+    store.put_resealed("job_1", MINER, kept)
+    store.put_resealed("job_2", MINER, gone)
+    store.path_of(gone).unlink()
+    store.sweep(0.0)
+    assert store.resealed("job_1") == {MINER: kept} and store.resealed("job_2") == {}
+    assert not (tmp_path / "blobs" / ".resealed" / "job_2").exists()
