@@ -192,6 +192,12 @@ def test_a_private_dataset_is_sealed_to_its_miner_and_the_coordinator_holds_only
     assert httpx.post(reseal, json=entry, headers=other).status_code == 404
     assert httpx.post(reseal, json={**entry, "blob": "e" * 64}, headers=mine).status_code == 422
     assert expect(httpx.post(reseal, json=entry, headers=mine), 201).json()["blob"] == copy["hash"]
+    cli = run_cli("job", "reseal", job_id, "--dataset", str(dataset), "--to", stack.miners[0].address, *common)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    resealed = json.loads(cli.stdout)
+    assert resealed["miner"] == stack.miners[0].address and resealed["blob"] != copy["hash"]
+    copy_bytes = (blob_dir / resealed["blob"][:2] / resealed["blob"]).read_bytes()  # sealed to miner 0 only
+    assert open_dataset(stack.miners[0].key, copy_bytes, sha256(PRIVATE).hex()) == PRIVATE
     audited = httpx.post(
         f"{stack.coordinator.url}/api/v1/jobs",
         json={**body, "constraints": {"audited": True}},
