@@ -44,6 +44,16 @@ generator sharing its cores. Three parts, each on a fresh coordinator:
     .venv/bin/python bench/coordinator.py            # full run (~6 min)
     .venv/bin/python bench/coordinator.py --quick    # smoke run (~1 min)
     .venv/bin/python bench/coordinator.py --only submit --profile out.svg   # py-spy the coordinator
+    .venv/bin/python bench/coordinator.py --replicas 2   # 1 vs 2 replicas on one PostgreSQL (part 4 only)
+
+4. **Replicas** (``--replicas N``, only this part unless ``--only`` names others). The same
+   PostgreSQL (``--database-url``, else a throwaway server started the way the tests do, from
+   tests/support/postgres.py) serves 1 coordinator, then N replicas (one data dir, one key, a fresh
+   database each run). Submissions: a closed loop of ``--jobs`` jobs over ``--connections``
+   connections spread evenly over the replicas, against a phantom miner; claims: ``--miners`` echo
+   miners spread over the replicas take jobs submitted round-robin at ``--claim-rate``/s, and
+   ``assigned_at_ms - created_at_ms`` is read from the database. Printed: submissions/s, submit→claim
+   p50/p99, coordinator CPU per job (all replicas), the N/1 ratios, and the load average.
 
 ``--profile FILE`` records the coordinator with py-spy (``--gil``: where the event loop's
 time goes) during each part run (FILE, FILE-claim, FILE-overhead; ``.txt`` for collapsed
@@ -156,17 +166,28 @@ def get_json(url: str, path: str, api_key: str | None = None) -> Any:
         conn.close()
 
 
-def start_coordinator(workdir: Path, name: str, extra: list[str] | None = None) -> Coordinator:
+def start_coordinator(
+    workdir: Path,
+    name: str,
+    extra: list[str] | None = None,
+    *,
+    keys_extra: list[str] | None = None,
+    api_key: str | None = None,
+    log: str = "",
+) -> Coordinator:
+    """A coordinator on ``workdir/name``; ``api_key``: one already made there (another replica's)."""
     data_dir = workdir / name
-    created = subprocess.run(
-        aitbc("coordinator", "keys", "create", "--data-dir", str(data_dir), "--rate", "100000", "--burst", "100000"),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    api_key = created.stdout.strip().splitlines()[-1]
+    if api_key is None:
+        created = subprocess.run(
+            aitbc("coordinator", "keys", "create", "--data-dir", str(data_dir), "--rate", "100000", "--burst", "100000")
+            + (keys_extra or []),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        api_key = created.stdout.strip().splitlines()[-1]
     port = free_port()
-    log_path = workdir / f"{name}.log"
+    log_path = workdir / f"{name}{log}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             aitbc("coordinator", "run", "--data-dir", str(data_dir), "--port", str(port), "--log-level", "warning")
@@ -665,6 +686,171 @@ def bench_claim(args: argparse.Namespace, workdir: Path) -> None:
         coord.stop()
 
 
+# -- part 4: replicas on one PostgreSQL ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_url(given: str | None) -> Iterator[Any]:
+    """A function making a fresh database's URL: on ``given``'s server, or on a throwaway one."""
+    if given is not None:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(given, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+        def fresh(name: str) -> str:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+                conn.execute(sa.text(f"CREATE DATABASE {name}"))
+            return str(sa.engine.make_url(given).set(database=name).render_as_string(hide_password=False))
+
+        yield fresh
+        admin.dispose()
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.postgres import PostgresServer
+
+    with PostgresServer.start() as server:
+        yield server.create_database
+
+
+def start_replicas(workdir: Path, name: str, url: str, count: int) -> list[Coordinator]:
+    """``count`` coordinator processes on one database and one data dir (one key)."""
+    first = start_coordinator(workdir, name, ["--database-url", url], keys_extra=["--database-url", url])
+    replicas = [first]
+    for i in range(1, count):
+        replicas.append(start_coordinator(workdir, name, ["--database-url", url], api_key=first.api_key, log=f"-{i}"))
+    return replicas
+
+
+def bench_replicas(args: argparse.Namespace, workdir: Path) -> None:
+    import sqlalchemy as sa
+
+    print(f"\n== 4. replicas: 1 vs {args.replicas} coordinator processes on one PostgreSQL ==")
+    figures: dict[int, dict[str, float]] = {}
+    with postgres_url(args.database_url) as fresh_database:
+        for count in (1, args.replicas):
+            url = fresh_database(f"bench_replicas_{count}_{os.getpid()}")
+            replicas = start_replicas(workdir, f"replicas-{count}", url, count)
+            phantom = PhantomMiner(replicas[0].url, replicas[0].chain_id)
+            phantom.start()
+            try:
+                for replica in replicas:
+                    wait_for_model(replica, ECHO_MODEL, 1, [])
+                pids = [r.proc.pid for r in replicas]
+                warm = [submit_request(r.port, r.api_key, echo_job(-i)) for i, r in enumerate(replicas * 100)]
+                RUN(_spread_closed_loop(replicas, warm, 8))
+                requests = [
+                    submit_request(replicas[i % count].port, replicas[0].api_key, echo_job(i)) for i in range(args.jobs)
+                ]
+                load0 = os.getloadavg()[0]
+                cpu0 = sum(cpu_seconds(p) for p in pids)
+                ok, errors, wall, latencies = RUN(_spread_closed_loop(replicas, requests, args.connections))
+                cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+                rate = ok / wall
+                print(
+                    f"  [{count} replica(s)] submissions/s {rate:,.0f} ({ok:,} accepted, {errors} errors, "
+                    f"{wall:.2f} s; p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms); "
+                    f"coordinator CPU {1e3 * cpu / max(1, ok):.2f} ms/job; load average {load0:.2f}"
+                )
+            finally:
+                phantom.stop()
+                for replica in replicas:
+                    replica.stop()
+            claim = _replica_claims(args, workdir, fresh_database(f"bench_claims_{count}_{os.getpid()}"), count, sa)
+            figures[count] = {"rate": rate, "cpu_ms": 1e3 * cpu / max(1, ok), **claim}
+    one, many = figures[1], figures[args.replicas]
+    print(
+        f"  ratio {args.replicas}/1: submissions/s x{many['rate'] / one['rate']:.2f}, "
+        f"claim p50 {one['claim_p50']:.0f} → {many['claim_p50']:.0f} ms, "
+        f"CPU per job {one['cpu_ms']:.2f} → {many['cpu_ms']:.2f} ms; "
+        f"load average now {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores shared by every process here)"
+    )
+
+
+async def _spread_closed_loop(
+    replicas: list[Coordinator], requests: list[bytes], connections: int
+) -> tuple[int, int, float, list[float]]:
+    """A closed loop over all replicas at once (each request goes to the replica its bytes name)."""
+    by_port: dict[int, list[bytes]] = {}
+    for raw in requests:
+        port = int(raw.split(b"Host: 127.0.0.1:", 1)[1].split(b"\r\n", 1)[0])
+        by_port.setdefault(port, []).append(raw)
+    per = max(1, connections // len(replicas))
+    t0 = time.perf_counter()
+    results = await asyncio.gather(
+        *(run_closed_loop(r.port, by_port.get(r.port, []), per, r.proc.pid) for r in replicas if by_port.get(r.port))
+    )
+    wall = time.perf_counter() - t0
+    return (
+        sum(r.ok for r in results),
+        sum(r.errors for r in results),
+        wall,
+        [x for r in results for x in r.latencies_ms],
+    )
+
+
+def _replica_claims(args: argparse.Namespace, workdir: Path, url: str, count: int, sa: Any) -> dict[str, float]:
+    replicas = start_replicas(workdir, f"claims-{count}", url, count)
+    miners = [
+        start_miner(
+            workdir,
+            f"claims-{count}-miner-{i}",
+            replicas[i % count].url,
+            "echo",
+            ["--concurrency", str(args.miner_concurrency)],
+        )
+        for i in range(args.miners)
+    ]
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        for replica in replicas:
+            wait_for_model(replica, ECHO_MODEL, args.miners, miners)
+        time.sleep(1.0)  # every worker's long-poll in place
+        n = max(1, round(args.claim_rate * args.claim_seconds))
+        requests = [submit_request(replicas[i % count].port, replicas[0].api_key, echo_job(i)) for i in range(n)]
+        pids = [r.proc.pid for r in replicas]
+        cpu0 = sum(cpu_seconds(p) for p in pids)
+        per = max(1, round(args.claim_rate / count))
+
+        async def spread() -> None:
+            await asyncio.gather(
+                *(
+                    run_open_loop(r.port, [q for q in requests if f":{r.port}\r".encode() in q], per, 4, r.proc.pid)
+                    for r in replicas
+                )
+            )
+
+        RUN(spread())
+        jobs = sa.table("jobs", sa.column("state"), sa.column("assigned_at_ms"), sa.column("created_at_ms"))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                done = conn.execute(sa.select(sa.func.count()).where(jobs.c.state == "completed")).scalar_one()
+            if done >= n:
+                break
+            time.sleep(0.2)
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.assigned_at_ms - jobs.c.created_at_ms).where(jobs.c.state == "completed")
+            )
+            claim_ms = [float(r[0]) for r in rows]
+        p50, p99 = pct(claim_ms, 50), pct(claim_ms, 99)
+        print(
+            f"  [{count} replica(s)] submit → claim p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(claim_ms)} of {n} jobs "
+            f"completed; {args.miners} echo miners x {args.miner_concurrency} spread over the replicas, "
+            f"{args.claim_rate:g} jobs/s round-robin); CPU {1e3 * cpu / max(1, len(claim_ms)):.1f} ms/job; "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
+        return {"claim_p50": p50, "claim_p99": p99}
+    finally:
+        engine.dispose()
+        for proc in miners:
+            stop_process(proc)
+        for replica in replicas:
+            replica.stop()
+
+
 # -- part 3: platform overhead ----------------------------------------------------------------
 
 SUBJECTS = [
@@ -932,12 +1118,16 @@ def main() -> None:
     parser.add_argument("--backend", choices=["builtin", "echo"], default=None, help="force the overhead backend")
     parser.add_argument("--profile", default=None, help="py-spy the coordinator during part 1 (.svg or .txt)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    parser.add_argument("--replicas", type=int, default=None, help="part 4: 1 vs N coordinator replicas on PostgreSQL")
+    parser.add_argument("--database-url", default=None, help="part 4's PostgreSQL server (default: a throwaway one)")
     args = parser.parse_args()
     args.jobs = args.jobs or (1000 if args.quick else 10_000)
     args.open_jobs = args.open_jobs or (1000 if args.quick else 10_000)
     args.claim_seconds = args.claim_seconds or (4.0 if args.quick else 20.0)
     args.prompts = args.prompts or (5 if args.quick else 50)
-    parts = args.only or ["submit", "claim", "overhead"]
+    parts = args.only or (["replicas"] if args.replicas else ["submit", "claim", "overhead"])
+    if args.replicas and "replicas" not in parts:
+        parts.append("replicas")
 
     loop_name = "uvloop" if RUN is not asyncio.run else "asyncio"
     cpu_model = next(
@@ -956,6 +1146,10 @@ def main() -> None:
             bench_claim(args, workdir)
         if "overhead" in parts:
             bench_overhead(args, workdir)
+        if "replicas" in parts:
+            if not args.replicas or args.replicas < 2:
+                raise SystemExit("--replicas N needs N >= 2")
+            bench_replicas(args, workdir)
 
 
 if __name__ == "__main__":

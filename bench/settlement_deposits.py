@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,12 +73,13 @@ def prepare_deposit(
 
 
 async def _post_jobs(
-    coord_url: str, body: bytes, api_key: str, run: DepositRun, todo: Any, interval: float | None = None
+    coord_url: str, body: bytes, api_key: str, run: DepositRun, todo: Any, interval: float | None = None, seed: int = 0
 ) -> None:
     """One keep-alive connection posting pre-encoded requests: a load generator as light as the coordinator
     allows (httpx cost ~3 ms of this process's CPU per request; its CPU is counted in the figures).
 
-    ``interval``: open loop, one POST every ``interval`` seconds on this connection, its latency counted
+    ``interval``: open loop, one POST every ``interval`` seconds on average on this connection (exponential
+    gaps from ``seed``), its latency counted
     from when it was due (so a slow answer that delays the next POST counts against the coordinator);
     None: closed loop, each POST as soon as the previous one is answered."""
     host, port = coord_url.removeprefix("http://").split(":")
@@ -86,13 +88,16 @@ async def _post_jobs(
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     reader, writer = await asyncio.open_connection(host, int(port))
+    arrivals = random.Random(seed)
     try:
-        due = time.time()
+        # Poisson arrivals on each connection (so Poisson in all): the connections do not fire in step, which
+        # would send them as one burst every ``interval`` and measure the burst's queue, not the rate.
+        due = time.time() + (arrivals.expovariate(1 / interval) if interval is not None else 0.0)
         for i in todo:
             if interval is not None:
                 await asyncio.sleep(max(0.0, due - time.time()))
                 sent = due
-                due += interval
+                due += arrivals.expovariate(1 / interval)
             else:
                 sent = time.time()
             writer.write(request)
@@ -145,7 +150,8 @@ async def run_deposit_jobs(
         todo = iter(range(jobs))
         run.t0 = time.time()
         interval = None if rate is None else concurrency / rate
-        await asyncio.gather(*(_post_jobs(coord_url, raw, api_key, run, todo, interval) for _ in range(concurrency)))
+        posters = (_post_jobs(coord_url, raw, api_key, run, todo, interval, seed) for seed in range(concurrency))
+        await asyncio.gather(*posters)
         run.posts_done = True
         run.check_done()
         with contextlib.suppress(TimeoutError):

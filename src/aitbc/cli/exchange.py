@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aitbc.cli.common import InsecureHttpOpt, TlsCertOpt, TlsKeyOpt, console, handle_errors, tls_flags
+from aitbc.cli.common import InsecureHttpOpt, TlsCertOpt, TlsKeyOpt, console, given, handle_errors, tls_flags
 from aitbc.exchange.config import DEFAULT_EXCHANGE_PORT
 from aitbc.protocol.errors import ConfigError
 
@@ -22,7 +22,11 @@ def run(
     port: Annotated[int, typer.Option(help="HTTP port")] = DEFAULT_EXCHANGE_PORT,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     database_url: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir)", show_default=False)
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL (default: $AITBC_EXCHANGE_DATABASE_URL, else SQLite in the data dir)",
+            show_default=False,
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     tls_cert: TlsCertOpt = None,
@@ -39,8 +43,8 @@ def run(
         data_dir=data_dir,
         port=port,
         host=host,
-        database_url=database_url,
         log_level=log_level,
+        **given(database_url=database_url),
         **tls_flags(tls_cert, tls_key, insecure_http),
     )
     configure_logging("exchange", settings.log_level)
@@ -97,14 +101,16 @@ def _service_store(data_dir: Path, database_url: str | None) -> Any:
     from aitbc.exchange.config import ExchangeSettings
     from aitbc.exchange.store import ExchangeStore
 
-    settings = ExchangeSettings(data_dir=data_dir, database_url=database_url)
+    settings = ExchangeSettings(data_dir=data_dir, **given(database_url=database_url))
     data_dir.mkdir(parents=True, exist_ok=True)
     spec = settings.market.spec()
     return settings, ExchangeStore(settings.sqlalchemy_url, spec.base, spec.quote)
 
 
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Exchange data directory")]
-DbOpt = Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir)")]
+DbOpt = Annotated[
+    str | None, typer.Option(help="SQLAlchemy URL (default: $AITBC_EXCHANGE_DATABASE_URL, else SQLite in the data dir)")
+]
 
 
 @users_app.command("create")

@@ -56,6 +56,9 @@ class DevnetInfo(msgspec.Struct, kw_only=True):
     web_url: str | None = None
     """The marketplace web app (``aitbc web serve``), when it is built."""
     pids: dict[str, int] = msgspec.field(default_factory=dict)
+    coordinator_urls: list[str] = msgspec.field(default_factory=list)
+    """Every coordinator replica (``devnet up --coordinators N``, on one PostgreSQL); the first is
+    ``coordinator_url``. Any of them serves the whole API."""
 
 
 def devnet_file(data_dir: Path) -> Path:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import msgspec
 from fastapi import FastAPI, Request, Response
@@ -22,14 +24,16 @@ from aitbc.coordinator.audits import AuditDesk
 from aitbc.coordinator.blobs import BlobStore
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.engine import create_db_engine, migrate
+from aitbc.coordinator.db.replicas import is_postgres
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.openai_gateway import OPENAI_PREFIX, OpenAIGateway, openai_error
 from aitbc.coordinator.payments import ChainLink
+from aitbc.coordinator.replication import Replication
 from aitbc.coordinator.services import CoordinatorService
 from aitbc.coordinator.ws import JobUpdatesHub
 from aitbc.protocol.crypto import KeyPair
-from aitbc.protocol.errors import AitbcError
+from aitbc.protocol.errors import AitbcError, ConfigError
 from aitbc.runtime.cors import add_cors
 from aitbc.runtime.errors import error_body, error_headers, http_status
 from aitbc.runtime.http_errors import install_error_handlers
@@ -89,6 +93,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     chain = None if settings.node_url is None else ChainLink(settings.node_url)
     service = CoordinatorService(settings, repo, load_or_create_key(settings), metrics, chain)
     service.load()
+    # On PostgreSQL any number of replicas may run: each one keeps in step with the others.
+    replication = Replication(service, settings.sqlalchemy_url) if is_postgres(settings.sqlalchemy_url) else None
     desk = None
     if chain is not None:
         desk = AuditDesk(chain, service.dispatcher, service.match_policy, service.events, service.db, repo)
@@ -124,6 +130,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             tasks.append(asyncio.create_task(service.payments.run()))
         if desk is not None:
             tasks.append(asyncio.create_task(desk.run()))
+        if replication is not None:
+            tasks.append(asyncio.create_task(replication.run()))
         log.info(
             "coordinator started",
             extra={"address": service.key.address, "db": settings.sqlalchemy_url, "node": settings.node_url},
@@ -147,6 +155,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.replication = replication
     app.state.audits = desk
     app.state.openai = OpenAIGateway(service, settings.openai_max_open_per_key, settings.openai_keepalive_seconds)
     app.include_router(jobs.router)
@@ -186,6 +195,12 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
             "miners_online": len(service.live_miners()),
             "payments": "on chain" if settings.node_url else "off (no node: jobs run unpaid)",
             "node_url": settings.node_url,
+            "replica": None
+            if replication is None
+            else {
+                "id": replication.origin,
+                "settling": service.payments is not None and service.payments.settling,
+            },
         }
 
     @app.get("/metrics", tags=["ops"])
@@ -201,6 +216,7 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
     from aitbc.runtime.tls import server_tls
 
     server_tls(settings)  # a missing certificate or plain HTTP off loopback fails before anything starts
+    single = None if is_postgres(settings.sqlalchemy_url) else lock_single_process(settings.data_dir)
     sock = bind_socket(settings.host, settings.port, "the coordinator API")
     app = create_app(settings)
     rejections = app.state.service.metrics.http_rejections
@@ -216,3 +232,21 @@ def run_coordinator(settings: CoordinatorSettings) -> None:
         on_reject=lambda reason: rejections.labels(reason).inc(),
         on_stop=app.state.service.stop_claims,
     )
+    if single is not None:
+        single.close()
+
+
+def lock_single_process(data_dir: Path) -> IO[bytes]:
+    """Hold the data directory's lock for the process's life: a coordinator on SQLite is one process (its
+    claims, wake-ups and settling live in it); replicas need PostgreSQL (``--database-url``)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "coordinator.lock").open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"another coordinator runs on {data_dir} (SQLite is one process): stop it, or run replicas on "
+            "PostgreSQL (--database-url postgresql+psycopg://…)"
+        ) from None
+    return handle

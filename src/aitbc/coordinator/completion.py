@@ -3,6 +3,7 @@ receipt of an accepted one (``CoordinatorService.submit_results`` stores a batch
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,6 +14,7 @@ from aitbc.market.acceptance import ResultTerms, process_result
 from aitbc.market.lifecycle import on_result
 from aitbc.market.metering import MeteringBounds
 from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.errors import AitbcError, NotFound
 from aitbc.protocol.job import JobOutput
 from aitbc.protocol.receipt import Receipt, compute_receipt_hash, countersign_receipt
 from aitbc.protocol.zk import ZkReceiptProof
@@ -90,3 +92,26 @@ def complete_result(
     )
     job = replace(job.with_lifecycle(completed), result=delivered.output)
     return Completion(job, delivered.lease_id, delivered.receipt, stored)
+
+
+def judge_results(
+    chain_id: str,
+    key: KeyPair,
+    found: Mapping[str, JobRecord],
+    bounds: Mapping[str, MeteringBounds],
+    miner: str,
+    delivered: Sequence[DeliveredResult],
+    now: int,
+) -> list[Completion | AitbcError]:
+    """``complete_result`` for each of a miner's batch of results, on its own: per result, the completion or the
+    error refusing it (no job ``found`` for its id: ``NotFound``)."""
+    judged: list[Completion | AitbcError] = []
+    for item in delivered:
+        job = found.get(item.job_id)
+        try:
+            if job is None:
+                raise NotFound(f"no job {item.job_id}")
+            judged.append(complete_result(chain_id, key, job, miner, item, bounds[item.job_id], now))
+        except AitbcError as exc:
+            judged.append(exc)
+    return judged

@@ -155,6 +155,8 @@ class DepositBook:
         self.job_deposit: dict[str, str] = {}
         self.head_height = 0
         self._open_rows: list[OpenDepositJob] = []
+        self._made_here: dict[str, None] = {}
+        """Jobs reserved here since the last ``resync`` (their rows may not be stored yet)."""
         self.unpaid_finished = True
         """A deposit job ended without a result since the jobs table was last marked (``released``); True at
         start, so jobs that ended before a restart are marked too."""
@@ -179,6 +181,44 @@ class DepositBook:
             else:
                 book.set_pending(job.id, job.charge)
         self._open_rows = []
+
+    async def resync(self) -> None:
+        """On a replica: the reservations and unsettled charges as the jobs table has them (other replicas take
+        and finish deposit jobs too), then the deposits as the chain has them now.
+
+        The jobs are read first and the chain after, then both applied at once: a charge settled by the time
+        of the first read is in the chain state of the second. Reservations made here meanwhile (their jobs
+        may not be stored yet) are kept."""
+        rows = await self._read(self.repo.open_deposit_jobs)
+        self.bindings = await self._read(self.repo.list_bindings)
+        for deposit_id in {row.deposit_id for row in rows} - set(self.books):
+            await self._ensure(deposit_id)
+        await self.refresh()
+        kept = {job_id: self.job_deposit.get(job_id) for job_id in self._made_here}  # (no await from here on)
+        old_pending = {d: dict(b.pending) for d, b in self.books.items()}
+        reserved_here = {d: dict(b.reserved) for d, b in self.books.items()}
+        for book in self.books.values():
+            book.reserved, book.pending, book.reserved_total, book.unsettled_total = {}, {}, 0, 0
+        self.job_deposit = {}
+        stored = set()
+        for row in rows:
+            found = self.books.get(row.deposit_id)
+            if found is None:
+                continue
+            stored.add(row.id)
+            self.job_deposit[row.id] = row.deposit_id
+            if row.payment_state == PaymentState.RESERVED and row.state != JobState.COMPLETED:
+                found.reserve(row.id, row.charge)
+            else:
+                previous = old_pending.get(row.deposit_id, {}).get(row.id)
+                found.set_pending(row.id, previous[0] if previous else row.charge, previous[1] if previous else None)
+        for job_id, deposit_id in kept.items():
+            charge = reserved_here.get(deposit_id or "", {}).get(job_id)
+            if job_id not in stored and deposit_id is not None and charge is not None:
+                self.books[deposit_id].reserve(job_id, charge)
+                self.job_deposit[job_id] = deposit_id
+        self._made_here = {}
+        self.unpaid_finished = True
 
     # -- lookups -------------------------------------------------------------------
     async def deposit_of_key(self, api_key_id: str) -> str | None:
@@ -284,6 +324,7 @@ class DepositBook:
             )
         book.reserve(job_id, charge)
         self.job_deposit[job_id] = deposit_id
+        self._made_here[job_id] = None
         return Reservation(job_id, deposit_id, charge, expires, signed.client_signature if signed else None)
 
     def _check_signed(

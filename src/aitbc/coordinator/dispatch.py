@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aitbc.coordinator.config import CoordinatorSettings
-from aitbc.coordinator.db.records import JobRecord
+from aitbc.coordinator.db.records import JobRecord, registration_from_json
 from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.live import LiveMiner, offer_from_registration
@@ -102,6 +102,12 @@ class MinerDispatcher:
         self._released: dict[str, tuple[str, int]] = {}  # job id → (the miner that released it, when)
         self.min_bond: int | None = None
         """The chain's ``min_miner_bond`` as last read; None until read (audited jobs wait for it)."""
+        self.broadcast: Callable[[str | None], None] | None = None
+        """Set on a replica (``aitbc.coordinator.replication``): tells the other replicas that work arrived."""
+        self.announce_miner: Callable[[str], None] | None = None
+        """Set on a replica: tells the other replicas that a miner registered here."""
+        self._registrations: dict[str, Any] = {}  # miner → its registration as stored, as last synced
+        self._touched_ms = 0  # miners heard from since then are written back (``sync_miners``)
 
     # -- miners ----------------------------------------------------------------------
     def load(self) -> None:
@@ -126,6 +132,52 @@ class MinerDispatcher:
         live.last_seen_ms = now_ms()
         return live
 
+    async def live_async(self, miner: str) -> LiveMiner:
+        """``live``; on a replica, a miner that registered through another replica is read from the database."""
+        if miner not in self.miners and self.broadcast is not None:
+            found = await self.db.read(self.repo.get_miner, miner)
+            if found is not None and miner not in self.miners:
+                self._adopt(miner, found[0], found[1])
+        return self.live(miner)
+
+    def _adopt(self, miner: str, registration: MinerRegistration, last_seen_ms: int) -> LiveMiner:
+        previous = self.miners.get(miner)
+        live = LiveMiner(
+            offer_from_registration(miner, registration),
+            registration,
+            registration.max_concurrency,
+            last_seen_ms,
+            active=previous.active if previous else set(),
+            bond=previous.bond if previous else 0,
+        )
+        self.miners[miner] = live
+        self.match_policy.on_register(live.offer, registration, live.max_concurrency, live.bond)
+        return live
+
+    async def load_miner(self, miner: str) -> None:
+        """A miner registered through another replica: know it (and its registration) now."""
+        found = await self.db.read(self.repo.get_miner, miner)
+        if found is not None:
+            live = self._adopt(miner, found[0], found[1])
+            live.last_seen_ms = max(live.last_seen_ms, found[1])
+            self.notify_work()
+
+    async def sync_miners(self) -> None:
+        """On a replica: write when this replica last heard from its miners, and learn the miners (and their
+        registrations) the other replicas heard from, so that every replica knows every live miner."""
+        now = now_ms()
+        since, self._touched_ms = self._touched_ms, now
+        heard = [(m.offer.miner, m.last_seen_ms) for m in self.miners.values() if m.last_seen_ms >= since]
+        await self.db.write(self.repo.touch_miners, heard)
+        cutoff = now - int(self.settings.miner_timeout_seconds * 1000)
+        for address, stored, last_seen in await self.db.read(self.repo.miners_seen_since, cutoff):
+            live = self.miners.get(address)
+            if live is None or self._registrations.get(address) != stored:
+                live = self._adopt(address, registration_from_json(stored), last_seen)
+                self._registrations[address] = stored
+            live.last_seen_ms = max(live.last_seen_ms, last_seen)
+        self.metrics.miners_online.set(len(self.live_miners(now)))
+
     async def register(self, miner: str, registration: MinerRegistration) -> LiveMiner:
         offer = offer_from_registration(miner, registration)
         previous = self.miners.get(miner)
@@ -142,6 +194,8 @@ class MinerDispatcher:
         self.match_policy.on_register(offer, registration, live.max_concurrency, live.bond)
         self.metrics.miners_online.set(len(self.live_miners()))
         self.notify_work()
+        if self.announce_miner is not None:
+            self.announce_miner(miner)
         log.info("miner registered", extra={"miner": miner, "models": [m.name for m in offer.models]})
         return live
 
@@ -203,25 +257,37 @@ class MinerDispatcher:
             )
 
     # -- waking claimers ---------------------------------------------------------------
-    def notify_work(self, model: str | None = None) -> None:
+    def announce_work(self, model: str | None = None) -> None:
+        """Work arrived (a new job of ``model``; None: a requeued one): wake claimers here and on the other
+        replicas."""
+        self.notify_work(model)
+        if self.broadcast is not None:
+            self.broadcast(model)
+
+    def notify_work(self, model: str | None = None, remote: bool = False) -> None:
         """Wake long-polling claimers: for one new job of ``model``, the claimer that serves it and has room that
         the match policy ranks first (then the longest-waiting); otherwise (requeued jobs, new miners) all of them.
 
         Waking one claimer per new job instead of all keeps N waiting workers from racing N database
-        round trips for every submission; a claimer woken for a job it then does not get wakes the rest.
+        round trips for every submission; a claimer woken for a job it then does not get wakes the rest —
+        unless the job was submitted through another replica (``remote``): each replica wakes one claimer
+        for it, and all but one of them find it taken.
         """
         self._work_generation += 1
         if model is not None:
             for i, waiter in self.match_policy.order_waiters(model, self._waiters):
                 live = waiter.live
+                if waiter.future.done():  # timed out or cancelled, not yet off the list (``claim_many``'s finally)
+                    continue
                 if len(live.active) < live.max_concurrency and any(m.name == model for m in live.offer.models):
                     del self._waiters[i]
-                    waiter.future.set_result(True)
+                    waiter.future.set_result(not remote)
                     return
             return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            waiter.future.set_result(False)
+            if not waiter.future.done():
+                waiter.future.set_result(False)
 
     def stop_claims(self) -> None:
         """The coordinator is stopping: long-polling claims end now, empty, and no new job is handed out."""
@@ -236,13 +302,15 @@ class MinerDispatcher:
     async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
         """Long-poll until at least one job is claimable, then take up to ``max_jobs`` (within the miner's free
         slots) from one scan of the queue: one request and one signature check for many jobs."""
-        live = self.live(miner)
+        live = await self.live_async(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
         woken_for_a_job = False
         while True:
             if self._stopping:
                 return []
             generation = self._work_generation
+            if self.broadcast is not None:  # its jobs may have ended (or been claimed) through another replica
+                live.active = await self.db.read(self.repo.active_job_ids, miner)
             # Jobs become claimable only through ``notify_work`` (a submission, a requeue, a registration),
             # so if none happened since this miner's last empty look, the database has nothing for it either.
             if len(live.active) < live.max_concurrency and live.idle_generation != generation:
@@ -366,7 +434,7 @@ class MinerDispatcher:
     # -- leases ------------------------------------------------------------------------
     async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
         """Mark the miner alive and extend the leases of the jobs it says it is still running."""
-        live = self.live(miner)
+        live = await self.live_async(miner)
         if not is_heartbeat_within_slots(len(leases), live.max_concurrency):
             raise InvalidInput(
                 f"a heartbeat carries at most {live.max_concurrency} leases (the miner's max_concurrency), "
@@ -405,6 +473,8 @@ class MinerDispatcher:
         job, progressed = await self.db.write(self._extend_lease_sync, miner, job_id, lease_id, now)
         assert progressed.lease_expires_at_ms is not None
         live = self.miners.get(miner)
+        if live is not None and self.broadcast is not None:
+            live.active.add(job_id)  # it may have been claimed through another replica: it runs (its lease says so)
         if live is not None and job_id in live.active:  # not ended meanwhile (see ``release_active``)
             self._leases[job_id] = LeaseMark(miner, lease_id, progressed.lease_expires_at_ms)
         if job.state != progressed.state.value:

@@ -42,6 +42,8 @@ class JobEvent:
 
 
 Listener = Callable[[JobEvent], None]
+Relay = Callable[[str, str, dict[str, Any], bool, str | None], None]
+"""Passes a job event on to the other coordinator replicas: (job id, event, data, final, owner)."""
 
 
 @dataclass(slots=True)
@@ -60,6 +62,8 @@ class JobEventBroker:
         self._event_seq = time.time_ns() // 1000 if first_event_seq is None else first_event_seq - 1
         self.ring: deque[JobEvent] = deque(maxlen=RING_LIMIT)
         self.listeners: set[Listener] = set()
+        self.relay: Relay | None = None
+        """Set on a replica (``aitbc.coordinator.replication``): events published here reach the others too."""
 
     @property
     def last_event_seq(self) -> int:
@@ -70,8 +74,18 @@ class JobEventBroker:
         return [] if channel is None else list(channel.history)
 
     def publish(
-        self, job_id: str, event: str, data: dict[str, Any], final: bool = False, owner: str | None = None
+        self,
+        job_id: str,
+        event: str,
+        data: dict[str, Any],
+        final: bool = False,
+        owner: str | None = None,
+        share: bool = True,
     ) -> None:
+        """Publish an event here, and to the other replicas unless ``share`` is False (it came from one, or
+        every replica publishes it by itself)."""
+        if self.relay is not None and share:
+            self.relay(job_id, event, data, final, owner)
         channel = self._channels.setdefault(job_id, _Channel())
         if owner is not None:
             channel.owner = owner

@@ -54,6 +54,8 @@ class DepositSettlement(Protocol):
 
     async def on_events(self, events: Sequence[dict[str, Any]]) -> None: ...
 
+    def on_takeover(self) -> None: ...
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -264,6 +266,11 @@ class PaymentWorker:
         self._cursor: int | None = None
         self.settler: DepositSettlement | None = None
         """Settles deposit jobs in batches (``aitbc.coordinator.settlement``) with this worker's nonce."""
+        self.gate: Callable[[], Awaitable[bool]] | None = None
+        """Set on replicas (``aitbc.coordinator.replication``): whether this replica is the one that settles now.
+        Only the holder of the settler lock sends payments and follows the chain; the others wait."""
+        self.settling = False
+        """With a gate: whether this replica held the settler lock at its last look."""
 
     def wake(self) -> None:
         """A job finished: look for payments to send now rather than at the next poll."""
@@ -273,6 +280,9 @@ class PaymentWorker:
         """Send payments and follow chain events until cancelled; node outages are waited out."""
         while True:
             try:
+                if not await self._may_settle():
+                    await asyncio.sleep(self._poll * 5)
+                    continue
                 await self.follow_once()
                 while await self.pay_once():
                     pass
@@ -289,6 +299,21 @@ class PaymentWorker:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+
+    async def _may_settle(self) -> bool:
+        if self.gate is None:
+            return True
+        held = await self.gate()
+        if held and not self.settling:  # taken over from a replica that stopped: trust nothing it knew
+            log.info("this replica settles now")
+            self._next_nonce = None
+            self._cursor = None
+            if self.settler is not None:
+                self.settler.on_takeover()
+        elif not held and self.settling:
+            log.info("another replica settles")
+        self.settling = held
+        return held
 
     # -- sending -----------------------------------------------------------------
     async def pay_once(self) -> bool:

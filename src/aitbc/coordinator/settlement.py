@@ -180,6 +180,13 @@ class DepositSettler:
         self.metrics.payments_sent.labels("settle_batch").inc()
         log.info("settle batch sent", extra={"tx": hash_, "jobs": len(entries)})
 
+    def on_takeover(self) -> None:
+        """This replica settles from now on (another one stopped): batches it did not send are found through
+        the database (``_retry_lost``), and the unpaid jobs marked."""
+        self.inflight = []
+        self._last_refresh = 0.0
+        self.book.unpaid_finished = True
+
     def _sign(self, batch: SettleBatch) -> tuple[str, dict[str, Any]]:
         tx = sign_tx(batch, self.key)
         return tx_hash(tx), tx_to_json_obj(tx)

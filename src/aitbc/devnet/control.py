@@ -107,12 +107,15 @@ class ServiceStatus:
 
 
 def service_urls(info: DevnetInfo) -> dict[str, str | None]:
-    return {
+    urls = {
         "node": info.rpc_url.rstrip("/") + "/healthz",
         "coordinator": None if info.coordinator_url is None else info.coordinator_url + "/healthz",
         "poolhub": None if info.poolhub_url is None else info.poolhub_url + "/healthz",
         "web": None if info.web_url is None else info.web_url + "/healthz",
     }
+    for i, url in enumerate(info.coordinator_urls[1:], start=1):  # replicas (``devnet up --coordinators N``)
+        urls[f"coordinator{i}"] = url + "/healthz"
+    return urls
 
 
 def pid_alive(pid: int) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aitbc.chain.genesis import Genesis, load_genesis
 from aitbc.client.node import NodeClient
@@ -23,6 +25,9 @@ from aitbc.protocol.errors import ConfigError
 from aitbc.protocol.tx import Transfer, sign_tx
 from aitbc.runtime.files import atomic_write
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
+
+if TYPE_CHECKING:
+    from aitbc.coordinator.config import CoordinatorSettings
 
 COORDINATOR_FUNDS = 1_000 * BASE_UNITS_PER_AITBC
 """Enough for a million settle / refund tx fees at the devnet's minimum fee."""
@@ -56,6 +61,15 @@ class Devnet:
     validators: int = 1
     """More than one: a BFT network of validator processes (``aitbc.devnet.network``); clients use node 0."""
     network: ValidatorNetwork | None = None
+    coordinators: int = 1
+    """Coordinator replicas (more than one needs ``database_url`` on PostgreSQL); replica i listens on
+    ``coordinator_port + 10 * i`` and shares the first one's data dir (its key and blobs)."""
+    database_url: str | None = None
+    """The coordinator's database (SQLAlchemy URL); None: SQLite in its data dir."""
+    throwaway_postgres: bool = False
+    """Start a throwaway PostgreSQL for the coordinator (``aitbc.devnet.postgres``), removed at stop."""
+    _postgres: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _postgres_pid: int | None = None
 
     @property
     def web_url(self) -> str | None:
@@ -89,21 +103,28 @@ class Devnet:
 
     def coordinator_key(self) -> KeyPair:
         from aitbc.coordinator.app import load_or_create_key
-        from aitbc.coordinator.config import CoordinatorSettings
 
         self.coordinator_dir.mkdir(parents=True, exist_ok=True)
-        return load_or_create_key(CoordinatorSettings(data_dir=self.coordinator_dir))
+        return load_or_create_key(self.coordinator_settings())
+
+    def coordinator_settings(self) -> CoordinatorSettings:
+        from aitbc.coordinator.config import CoordinatorSettings
+
+        return CoordinatorSettings(data_dir=self.coordinator_dir, database_url=self.database_url)
+
+    @property
+    def coordinator_ports(self) -> list[int]:
+        return [self.coordinator_port + 10 * i for i in range(self.coordinators)]
 
     def client_api_key(self) -> str:
         """The devnet client's API key, bound to the client key's address; created once, kept in the
         coordinator's directory (and made again if an older devnet's key is not bound)."""
         from aitbc.coordinator.app import open_repo
         from aitbc.coordinator.auth import new_api_key, parse_api_key
-        from aitbc.coordinator.config import CoordinatorSettings
 
         client = self.client_key().address
         path = self.coordinator_dir / "client.apikey"
-        repo = open_repo(CoordinatorSettings(data_dir=self.coordinator_dir))
+        repo = open_repo(self.coordinator_settings())
         try:
             if path.exists():
                 token = path.read_text().strip()
@@ -124,7 +145,6 @@ class Devnet:
         from aitbc.client.deposit import open_deposit, top_up_deposit
         from aitbc.coordinator.app import open_repo
         from aitbc.coordinator.auth import parse_api_key
-        from aitbc.coordinator.config import CoordinatorSettings
         from aitbc.coordinator.db.deposit_repo import DepositRepo
 
         parsed = parse_api_key(api_key)
@@ -132,7 +152,7 @@ class Devnet:
             raise ConfigError("the devnet API key is malformed")
         key_id = parsed[0]
         client, coordinator = self.client_key(), self.coordinator_key().address
-        repo = open_repo(CoordinatorSettings(data_dir=self.coordinator_dir))
+        repo = open_repo(self.coordinator_settings())
         deposits = DepositRepo(repo.engine)
         try:
             deposit_id = deposits.get_binding(key_id)
@@ -209,12 +229,23 @@ class Devnet:
         return True
 
     def start(self, on_step: Callable[[str], None] = lambda _: None) -> DevnetInfo:
+        if self.throwaway_postgres:
+            self._start_postgres(on_step)
         if self.network is not None:
             self._start_validators(on_step)
         else:
             self._start_node(on_step)
         genesis = load_genesis(self.node_dir / "genesis.json")
         return self._continue_start(on_step, genesis)
+
+    def _start_postgres(self, on_step: Callable[[str], None]) -> None:
+        """A fresh PostgreSQL for the coordinator (its state starts empty at each ``up``; the chain's does not)."""
+        from aitbc.devnet.postgres import PostgresServer
+
+        on_step("starting a throwaway PostgreSQL for the coordinator")
+        server = self._postgres.enter_context(PostgresServer.start())
+        self.database_url = server.create_database("coordinator")
+        self._postgres_pid = server.postmaster_pid()
 
     def _start_validators(self, on_step: Callable[[str], None]) -> None:
         assert self.network is not None
@@ -265,34 +296,26 @@ class Devnet:
         deposit_id = self.ensure_deposit(rpc_url, api_key)
         coordinator_url = f"http://{self.host}:{self.coordinator_port}"
         poolhub_url = self._start_poolhub(on_step)
-        coordinator = ManagedProcess(
-            "coordinator",
-            [
-                python,
-                "-m",
-                "aitbc",
-                "coordinator",
-                "run",
-                "--data-dir",
-                str(self.coordinator_dir),
-                "--host",
-                self.host,
-                "--port",
-                str(self.coordinator_port),
-                "--chain-id",
-                genesis.chain_id,
-                "--node-url",
-                rpc_url,
-                *(["--poolhub-url", poolhub_url] if poolhub_url else []),
-            ],
-            self.data_dir / "logs" / "coordinator.log",
-            f"{coordinator_url}/healthz",
-            env=self.cors_env("coordinator"),
-        )
-        self.processes.append(coordinator)
-        on_step("starting coordinator")
-        coordinator.start()
-        coordinator.wait_healthy(timeout=30)
+        coordinator_urls = [f"http://{self.host}:{port}" for port in self.coordinator_ports]
+        for i, port in enumerate(self.coordinator_ports):
+            name = "coordinator" if i == 0 else f"coordinator{i}"
+            coordinator = ManagedProcess(
+                name,
+                [
+                    *(python, "-m", "aitbc", "coordinator", "run", "--data-dir", str(self.coordinator_dir)),
+                    *("--host", self.host, "--port", str(port), "--chain-id", genesis.chain_id),
+                    *("--node-url", rpc_url),
+                    *(["--database-url", self.database_url] if self.database_url else []),
+                    *(["--poolhub-url", poolhub_url] if poolhub_url else []),
+                ],
+                self.data_dir / "logs" / f"{name}.log",
+                f"{coordinator_urls[i]}/healthz",
+                env=self.cors_env("coordinator"),
+            )
+            self.processes.append(coordinator)
+            on_step(f"starting {name}")
+            coordinator.start()
+            coordinator.wait_healthy(timeout=30)
         if self.miner_backend is not None:
             miner = ManagedProcess(
                 "miner",
@@ -343,7 +366,9 @@ class Devnet:
             poolhub_url=poolhub_url,
             exchange_url=exchange_url,
             web_url=web_url,
-            pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
+            coordinator_urls=coordinator_urls,
+            pids={p.name: p.proc.pid for p in self.processes if p.proc is not None}
+            | ({"postgres": self._postgres_pid} if self._postgres_pid else {}),
         )
         write_devnet_info(self.data_dir, info)
         return info
@@ -429,7 +454,7 @@ class Devnet:
         ports = [self.rpc_port + 10 * i + k for i in nodes for k in range(3)]
         if self.validators == 1:
             ports = [self.rpc_port, self.ws_port, self.p2p_port]
-        ports.append(self.coordinator_port)
+        ports += self.coordinator_ports
         if self.poolhub_port is not None:
             ports.append(self.poolhub_port)
         if self.exchange_port is not None:
@@ -446,3 +471,4 @@ class Devnet:
             process.stop()
         if self.network is not None:
             self.network.stop()
+        self._postgres.close()  # after everyone using it

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -494,6 +495,22 @@ def launch_stack(base: Path, miners: int = 2, *, lease_seconds: float, database_
     for miner in miner_procs:
         miner.wait_registered()
     return Stack(coordinator, api_key, miner_procs, base)
+
+
+def launch_replicas(base: Path, count: int, database_url: str, **settings: Any) -> list[CoordinatorProcess]:
+    """``count`` coordinator replicas on one PostgreSQL: each its own data dir and port, all with the first
+    one's key (replicas are one coordinator to miners, clients and the chain)."""
+    first = CoordinatorProcess(base / "replica0", database_url=database_url, **settings)
+    first.start()
+    replicas = [first]
+    for i in range(1, count):
+        replica = CoordinatorProcess(base / f"replica{i}", database_url=database_url, **settings)
+        replica.data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(first.data_dir / "coordinator.key", replica.data_dir / "coordinator.key")
+        replica.start()
+        assert replica.address == first.address
+        replicas.append(replica)
+    return replicas
 
 
 # -- helpers for the tests -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ what the code really accepts, so the compose file cannot drift from the CLI."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import typer
+import typer.testing
 import yaml
 
 from aitbc.cli.main import app as cli_app
@@ -66,7 +68,7 @@ def parse_cli(args: list[str]) -> tuple[Any, list[str]]:
     return ctx, path
 
 
-@pytest.mark.parametrize("profile", [None, "gpu"])
+@pytest.mark.parametrize("profile", [None, "gpu", "bitcoin"])
 def test_compose_file_is_valid_for_the_real_compose_binary(profile: str | None) -> None:
     cmd = [compose_binary(), "-f", str(COMPOSE)]
     if profile:
@@ -88,7 +90,8 @@ def test_compose_binary_rejects_a_broken_file(tmp_path: Path) -> None:
 
 def test_every_aitbc_command_parses_with_the_real_cli() -> None:
     services = aitbc_services()
-    assert {"init-chain", "validator0", "fullnode", "coordinator", "poolhub", "miner1", "wallet"} <= set(services)
+    expected = {"init-chain", "validator0", "fullnode", "coordinator", "poolhub", "miner1", "wallet", "exchange", "web"}
+    assert expected <= set(services)
     for name, svc in services.items():
         try:
             parse_cli(svc["command"][1:])
@@ -104,21 +107,25 @@ def test_drift_is_detected() -> None:
 
 
 PORT_OPTION = {("node", "run"): "rpc_port", ("coordinator", "run"): "port", ("poolhub", "run"): "port"}
-PORT_OPTION[("wallet", "daemon")] = "port"
+PORT_OPTION |= {("wallet", "daemon"): "port", ("exchange", "run"): "port", ("web", "serve"): "port"}
 
 
 def default_port(path: tuple[str, str]) -> int:
     """The port a service listens on when its flag is not given (the CLI leaves it to the settings)."""
     from aitbc.coordinator.config import CoordinatorSettings
+    from aitbc.exchange.config import ExchangeSettings
     from aitbc.node.config import NodeSettings
     from aitbc.poolhub.config import PoolHubSettings
     from aitbc.wallet.config import WalletSettings
+    from aitbc.web.config import WebSettings
 
     settings, field = {
         ("node", "run"): (NodeSettings, "rpc_port"),
         ("coordinator", "run"): (CoordinatorSettings, "port"),
         ("poolhub", "run"): (PoolHubSettings, "port"),
         ("wallet", "daemon"): (WalletSettings, "port"),
+        ("exchange", "run"): (ExchangeSettings, "port"),
+        ("web", "serve"): (WebSettings, "port"),
     }[path]
     return int(settings.model_fields[field].default)
 
@@ -146,12 +153,16 @@ def test_health_checks_probe_the_port_each_service_listens_on() -> None:
         assert ctx.params.get("insecure_http") or ctx.params.get("tls_cert"), f"{name}: 0.0.0.0 needs --insecure-http"
 
 
+NO_METRICS = {"web"}  # static files and /config.json only: test_web_app_has_no_metrics_endpoint
+
+
 def test_prometheus_scrapes_every_service_on_its_real_port() -> None:
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in prom["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+    assert "exchange:8014" in targets
     for name, svc in aitbc_services().items():
         port = listening_port(svc)
-        if port is not None:
+        if port is not None and name not in NO_METRICS:
             assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}:{port}"
 
 
@@ -177,27 +188,190 @@ SETTINGS = {
     "AITBC_COORDINATOR_": "aitbc.coordinator.config:CoordinatorSettings",
     "AITBC_POOLHUB_": "aitbc.poolhub.config:PoolHubSettings",
     "AITBC_NODE_": "aitbc.node.config:NodeSettings",
+    "AITBC_EXCHANGE_": "aitbc.exchange.config:ExchangeSettings",
+    "AITBC_WEB_": "aitbc.web.config:WebSettings",
 }
 
 
-def settings_fields(spec: str) -> set[str]:
+def settings_class(spec: str) -> Any:
     module, _, cls = spec.partition(":")
-    mod = __import__(module, fromlist=[cls])
-    return set(getattr(mod, cls).model_fields)
+    return getattr(__import__(module, fromlist=[cls]), cls)
 
 
-def test_secret_variables_name_real_settings() -> None:
-    """Every AITBC_X_FILE a service gets becomes AITBC_X (deploy/entrypoint.sh): X must be a settings field."""
+def names_a_setting(cls: Any, field: str) -> bool:
+    """FIELD, or PARENT__CHILD for a nested model (env_nested_delimiter="__", the exchange's bitcoin/aitbc)."""
+    top, _, rest = field.partition("__")
+    if top not in cls.model_fields:
+        return False
+    if not rest:
+        return True
+    nested = cls.model_fields[top].annotation
+    return hasattr(nested, "model_fields") and names_a_setting(nested, rest)
+
+
+def environment_after_entrypoint(
+    env: dict[str, str], tmp_path: Path, secrets: dict[str, str] | None = None
+) -> dict[str, str]:
+    """What a service's process sees: deploy/entrypoint.sh run on its compose environment (with compose's
+    defaults for ${VAR:-…}), each secret file /secrets/NAME made in tmp_path with secrets[NAME] (or "secret")."""
+    given = {k: interpolate(str(v)) for k, v in env.items()}
+    for var, value in given.items():
+        name = value.removeprefix("/secrets/")
+        if var.endswith("_FILE") and value.startswith("/secrets/") and not (tmp_path / name).exists():
+            (tmp_path / name).write_text((secrets or {}).get(name, "secret"))
+        if var.endswith("_FILE") and value.startswith("/secrets/"):
+            given[var] = str(tmp_path / name)
+    out = subprocess.run(
+        ["sh", str(DEPLOY / "entrypoint.sh"), "env", "-0"],
+        env={"PATH": os.environ["PATH"], **given},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pairs = (item.split("=", 1) for item in out.stdout.split("\0") if item)
+    return {k: v for k, v in pairs if k.startswith("AITBC_")}
+
+
+def test_environment_variables_name_real_settings(tmp_path: Path) -> None:
+    """What each service really receives (after the entrypoint turned AITBC_X_FILE secrets into AITBC_X and
+    passed path settings through) names fields of that service's settings class, nested ones included."""
+    checked = 0
     for name, svc in load_compose()["services"].items():
-        for var in svc.get("environment", {}) or {}:
-            if not var.startswith("AITBC_") or not var.endswith("_FILE"):
-                continue
-            base = var.removesuffix("_FILE")
-            prefix = next((p for p in SETTINGS if base.startswith(p)), None)
+        for var in environment_after_entrypoint(svc.get("environment", {}) or {}, tmp_path):
+            prefix = next((p for p in SETTINGS if var.startswith(p)), None)
             if prefix is None:
                 continue  # read by a script (bootstrap.sh), not a settings class
-            field = base.removeprefix(prefix).lower()
-            assert field in settings_fields(SETTINGS[prefix]), f"{name}: {var} names no setting {field}"
+            field = var.removeprefix(prefix).lower()
+            assert names_a_setting(settings_class(SETTINGS[prefix]), field), f"{name}: {var} names no setting"
+            checked += 1
+    assert checked >= 12
+    from aitbc.exchange.config import ExchangeSettings
+
+    assert names_a_setting(ExchangeSettings, "aitbc__key_file")
+    assert not names_a_setting(ExchangeSettings, "aitbc__key")  # the check can fail: a path eaten as a secret
+
+
+def path_settings() -> list[str]:
+    """AITBC_…_FILE variables that set a path setting of some service (…_file fields, nested ones too)."""
+    import aitbc.coordinator.config
+    import aitbc.exchange.config
+    import aitbc.miner.config
+    import aitbc.node.config
+    import aitbc.poolhub.config
+    import aitbc.wallet.config
+    import aitbc.web.config  # noqa: F401  (imported for their settings classes)
+    from aitbc.runtime.settings import ServiceSettings
+
+    def walk(cls: Any, prefix: str) -> list[str]:
+        out = []
+        for field, info in cls.model_fields.items():
+            if field.endswith("_file"):
+                out.append(f"{prefix}{field.upper()}")
+            if hasattr(info.annotation, "model_fields"):
+                out += walk(info.annotation, f"{prefix}{field.upper()}__")
+        return out
+
+    found, todo = [], list(ServiceSettings.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        prefix = cls.model_config.get("env_prefix", "")
+        if prefix.startswith("AITBC_"):
+            found += walk(cls, prefix)
+    return sorted(set(found))
+
+
+def test_entrypoint_passes_every_path_setting_through(tmp_path: Path) -> None:
+    """A setting that is a path (the exchange's AITBC key file, a TLS certificate…) reaches the service as the
+    path: the entrypoint must not read it as a secret (it would set AITBC_…_KEY, which no setting takes)."""
+    names = path_settings()
+    assert "AITBC_EXCHANGE_AITBC__KEY_FILE" in names and "AITBC_COORDINATOR_TLS_CERT_FILE" in names
+    env = {name: "/nowhere/file" for name in names}
+    assert environment_after_entrypoint(env, tmp_path) == env
+
+
+def interpolate(value: str) -> str:
+    """Compose's `${VAR:-default}` with nothing set in the environment: the default."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_exchange_service_gets_the_settings_it_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The exchange service's command and environment, through the entrypoint and the real `aitbc exchange run`
+    (stopped where it would start serving), give the settings the deployment means: PostgreSQL from its secret,
+    Bitcoin Core's RPC URL, BTC off while the xpub is empty, the AITBC key file as a path, the web app's origin."""
+    import aitbc.exchange.app
+    from aitbc.exchange.config import ExchangeSettings
+
+    secrets = {
+        "exchange_database_url": "postgresql+psycopg://aitbc:pw@postgres:5432/exchange",
+        "bitcoin_rpc_url": "http://aitbc:pw@bitcoind:8332",
+    }
+    svc = load_compose()["services"]["exchange"]
+    env = environment_after_entrypoint(svc["environment"], tmp_path, secrets)
+    started: list[ExchangeSettings] = []
+    monkeypatch.setattr(aitbc.exchange.app, "run_exchange", started.append)
+    args = [tmp_path.as_posix() if a == "/data" else a for a in svc["command"][1:]]
+    result = typer.testing.CliRunner().invoke(cli_app, args, env=env)
+    assert result.exit_code == 0, result.output
+    (settings,) = started
+    assert settings.sqlalchemy_url == secrets["exchange_database_url"]
+    assert settings.bitcoin.rpc_url == secrets["bitcoin_rpc_url"]
+    assert settings.bitcoin.backend == "core" and not settings.bitcoin.xpub  # BTC off until an xpub is given
+    assert settings.aitbc.node_url == "http://validator0:9080/"
+    assert settings.aitbc.key_file == tmp_path / "exchange.key"
+    assert settings.cors_origins == ["https://localhost:8015"]
+    assert (settings.host, settings.port, settings.allow_plain_http) == ("0.0.0.0", 8014, True)
+
+
+def proxy_sites() -> dict[int, tuple[str, int]]:
+    """Public port → (service, port) of each Caddy site."""
+    caddy = (DEPLOY / "proxy" / "Caddyfile").read_text()
+    sites = re.findall(r"https://:(\d+)\s*\{\s*import tls_files\s*reverse_proxy\s+([a-z0-9-]+):(\d+)", caddy)
+    return {int(public): (host, int(port)) for public, host, port in sites}
+
+
+def test_web_app_reaches_each_service_through_its_proxy_route() -> None:
+    """The browser calls the URLs in the web app's /config.json: each must be the proxy's public port whose
+    route ends at that very service, and the service must allow the web app's origin (CORS)."""
+    compose = load_compose()
+    web = compose["services"]["web"]
+    ctx, _ = parse_cli(web["command"][1:])
+    sites = proxy_sites()
+    published = {int(p.split(":")[0]) for p in compose["services"]["proxy"]["ports"]}
+    assert sites[8015] == ("web", listening_port(web)) and 8015 in published
+    origin = "https://${AITBC_PUBLIC_HOST:-localhost}:8015"
+    target = {"node_url": "fullnode", "ws_url": "fullnode", "coordinator_url": "coordinator"}
+    target |= {"poolhub_url": "poolhub", "exchange_url": "exchange"}
+    for option, service in target.items():
+        url = ctx.params[option]
+        match = re.fullmatch(r"(https|wss)://\$\{AITBC_PUBLIC_HOST:-localhost\}:(\d+)(/.*)?", url)
+        assert match, f"web --{option.replace('_', '-')} {url} is not a public TLS URL of the proxy"
+        public = int(match.group(2))
+        assert public in published and sites[public][0] == service, f"{url} does not reach {service}"
+        svc = compose["services"][service]
+        cors = [v for k, v in svc.get("environment", {}).items() if k.endswith("_CORS_ORIGINS")]
+        assert cors and origin in json.loads(cors[0]), f"{service} does not allow the web app's origin"
+
+
+def test_web_app_is_served_from_what_the_image_builds() -> None:
+    """`--dist` is where deploy/Dockerfile copies the `web` stage's build output."""
+    ctx, _ = parse_cli(load_compose()["services"]["web"]["command"][1:])
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert f"COPY --from=web /src/web/dist {ctx.params['dist']}" in dockerfile
+    assert re.search(r"^FROM .* AS web$", dockerfile, re.M) and "npm run build" in dockerfile
+
+
+def test_web_app_has_no_metrics_endpoint(tmp_path: Path) -> None:
+    """Why Prometheus does not scrape it (NO_METRICS): the real app answers 404 at /metrics."""
+    from starlette.testclient import TestClient
+
+    from aitbc.web.app import create_app
+    from aitbc.web.config import WebSettings
+
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    with TestClient(create_app(WebSettings(dist_dir=tmp_path))) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/metrics").status_code == 404
 
 
 def test_every_named_volume_is_mounted_and_state_is_persistent() -> None:

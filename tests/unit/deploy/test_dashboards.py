@@ -11,6 +11,7 @@ from types import ModuleType
 from prometheus_client import CollectorRegistry
 
 from aitbc.coordinator.metrics import CoordinatorMetrics
+from aitbc.exchange.metrics import ExchangeMetrics
 from aitbc.node.metrics import NodeMetrics
 from aitbc.poolhub.metrics import PoolHubMetrics
 from aitbc.wallet.metrics import WalletMetrics
@@ -30,7 +31,7 @@ def generator() -> ModuleType:
 def exported_metric_names() -> set[str]:
     """Sample names the services really expose (counters as *_total, histograms as *_bucket/_sum/_count)."""
     names: set[str] = set()
-    for metrics in (NodeMetrics(), CoordinatorMetrics(), PoolHubMetrics(), WalletMetrics()):
+    for metrics in (NodeMetrics(), CoordinatorMetrics(), PoolHubMetrics(), WalletMetrics(), ExchangeMetrics()):
         registry: CollectorRegistry = metrics.registry
         for family in registry.collect():
             names.add(family.name)
@@ -51,8 +52,9 @@ def test_committed_dashboards_match_the_generator() -> None:
 def test_every_query_uses_a_metric_the_services_export() -> None:
     exported = exported_metric_names()
     assert "aitbc_chain_height" in exported and "aitbc_jobs_submitted_total" in exported
+    assert "exchange_trades_total" in exported
     functions = {"rate", "sum", "max", "by", "histogram_quantile", "le", "instance", "state", "reason", "method"}
-    functions |= {"model", "result", "outcome"}
+    functions |= {"model", "result", "outcome", "asset", "chain"}
     for path in (GRAFANA / "dashboards").glob("*.json"):
         board = json.loads(path.read_text())
         assert board["panels"], path.name
@@ -60,7 +62,7 @@ def test_every_query_uses_a_metric_the_services_export() -> None:
             for target in panel["targets"]:
                 expr = re.sub(r"\[\d+[smh]\]", "", target["expr"])  # range selectors like [5m]
                 for word in re.findall(r"[a-z_][a-z0-9_]*", expr):
-                    if word.startswith("aitbc_"):
+                    if word.startswith(("aitbc_", "exchange_")):  # the exchange's metrics are exchange_*
                         assert word in exported, f"{path.name} / {panel['title']}: {word} is not exported"
                     else:
                         assert word in functions or word.isdigit(), f"{path.name}: unexpected term {word}"
@@ -68,3 +70,9 @@ def test_every_query_uses_a_metric_the_services_export() -> None:
 
 def test_a_missing_metric_would_be_caught() -> None:
     assert "aitbc_no_such_metric_total" not in exported_metric_names()
+    assert "exchange_no_such_metric_total" not in exported_metric_names()
+
+
+def test_every_service_has_its_dashboard() -> None:
+    names = {p.stem for p in (GRAFANA / "dashboards").glob("*.json")}
+    assert {"chain", "consensus", "coordinator", "miners", "poolhub", "exchange"} <= names

@@ -39,7 +39,7 @@ from aitbc.coordinator.db.records import (
     registration_to_json,
 )
 from aitbc.coordinator.db.schema import api_keys, chain_cursor, jobs, miners, receipts
-from aitbc.market.lifecycle import JobLifecycle
+from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation
 from aitbc.protocol.job_messages import MinerRegistration
 
 Row = dict[str, Any]
@@ -57,9 +57,11 @@ _NEXT_TTL_END = sa.select(sa.func.min(jobs.c.expires_at_ms)).where(jobs.c.state 
 _COUNT_BY_STATE = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
 
 
-@functools.lru_cache(maxsize=8)
-def _find_claimable(limit: int) -> sa.Select[Any]:
-    return (
+@functools.lru_cache(maxsize=16)
+def _find_claimable(limit: int, skip_locked: bool = False) -> sa.Select[Any]:
+    """The oldest queued jobs of the models; ``skip_locked`` (PostgreSQL): locked for this transaction, and
+    jobs another replica's claim holds locked are passed over instead of waited for."""
+    query = (
         sa.select(jobs)
         .where(
             jobs.c.state == "queued",
@@ -69,6 +71,7 @@ def _find_claimable(limit: int) -> sa.Select[Any]:
         .order_by(jobs.c.created_at_ms, jobs.c.id)
         .limit(limit)
     )
+    return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,6 +105,9 @@ def _grouped_update(columns: tuple[str, ...], states: int, with_lease: bool) -> 
 class CoordinatorRepo:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.row_locks = engine.dialect.name == "postgresql"
+        """Claims lock the rows they look at (``FOR UPDATE SKIP LOCKED``): replicas on one PostgreSQL never
+        look at the same queued job at once. SQLite has one writer (one process) and needs none."""
 
     # -- api keys --------------------------------------------------------------
     def insert_api_key(self, key: ApiKey) -> None:
@@ -138,6 +144,40 @@ class CoordinatorRepo:
                     )
                 )
 
+    def get_miner(self, address: str) -> tuple[MinerRegistration, int] | None:
+        """A registered miner's registration and when a replica last heard from it."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(miners.c.registration, miners.c.last_seen_ms).where(miners.c.address == address)
+            ).first()
+        return None if found is None else (registration_from_json(found[0]), int(found[1]))
+
+    def miners_seen_since(self, since_ms: int) -> list[tuple[str, Any, int]]:
+        """(address, registration as stored, last seen) of the miners some replica heard from since ``since_ms``."""
+        query = sa.select(miners.c.address, miners.c.registration, miners.c.last_seen_ms).where(
+            miners.c.last_seen_ms >= since_ms
+        )
+        with self.engine.connect() as conn:
+            return [(str(a), r, int(t)) for a, r, t in conn.execute(query)]
+
+    def touch_miners(self, seen: Sequence[tuple[str, int]]) -> None:
+        """Record when this replica last heard from each miner (never moving a time back)."""
+        if not seen:
+            return
+        statement = (
+            miners.update()
+            .where(miners.c.address == sa.bindparam("a"), miners.c.last_seen_ms < sa.bindparam("t"))
+            .values(last_seen_ms=sa.bindparam("t"))
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement, [{"a": a, "t": t} for a, t in seen])
+
+    def active_job_ids(self, miner: str) -> set[str]:
+        """The jobs ``miner`` holds a lease on, whichever replica handed them out."""
+        query = sa.select(jobs.c.id).where(jobs.c.state.in_(["assigned", "running"]), jobs.c.miner == miner)
+        with self.engine.connect() as conn:
+            return {str(j) for j in conn.execute(query).scalars()}
+
     def load_miners(self) -> list[tuple[str, MinerRegistration]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(miners.c.address, miners.c.registration)).all()
@@ -153,8 +193,15 @@ class CoordinatorRepo:
         The rows go as parameters of one cached statement (``executemany``), not through
         ``.values(**row)``, which builds and cache-keys a new statement per row.
         """
-        with self.engine.begin() as conn:
-            conn.execute(jobs.insert(), [job_to_row(job) for job in records])
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(jobs.insert(), [job_to_row(job) for job in records])
+        except sa.exc.IntegrityError as exc:
+            # The same job id sent twice at once (or through two replicas): a 409, not a 500.
+            if "unique" not in str(exc.orig).lower() and "duplicate" not in str(exc.orig).lower():
+                raise
+            which = f"job {records[0].id}" if len(records) == 1 else "a job of this group"
+            raise JobRuleViolation(f"{which} was already submitted", reason="duplicate_job") from None
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self.engine.connect() as conn:
@@ -215,30 +262,40 @@ class CoordinatorRepo:
         """Claim up to ``count`` queued jobs of ``models``, oldest first, in one transaction: ``choose`` gives
         for each candidate the lifecycle, served digest and unit price to write, or None to pass it over. The
         oldest ``count`` are looked at first, then (if some were passed over) the oldest ``scan``."""
+        if self.row_locks:  # look, choose and take in one transaction, holding the rows looked at
+            with self.engine.begin() as conn:
+                chosen = self._choose_claims(conn, models, now_ms, count, scan, choose)
+                return [job for job, changes in chosen if self._update_job_if(conn, job.id, ("queued",), None, changes)]
+        with self.engine.connect() as conn:
+            chosen = self._choose_claims(conn, models, now_ms, count, scan, choose)
+        won = self._update_jobs_if([(job.id, ("queued",), None, changes) for job, changes in chosen], lambda _: [])
+        return [job for (job, _), ok in zip(chosen, won, strict=True) if ok]
+
+    def _choose_claims(
+        self, conn: sa.Connection, models: Sequence[str], now_ms: int, count: int, scan: int, choose: ClaimChoice
+    ) -> list[tuple[JobRecord, Row]]:
         chosen: list[tuple[JobRecord, Row]] = []
         seen: set[str] = set()
         params = {"models": list(models), "now_ms": now_ms}
-        with self.engine.connect() as conn:
-            for limit in (count, scan):
-                rows = conn.execute(_find_claimable(limit), params).mappings().all()
-                for row in rows:
-                    if len(chosen) >= count or row["id"] in seen:
-                        continue
-                    seen.add(row["id"])
-                    job = job_from_row(row)
-                    choice = choose(job)
-                    if choice is not None:
-                        lifecycle, digest, price = choice
-                        changes = {
-                            **lifecycle_columns(lifecycle),
-                            "served_digest": digest,
-                            "assigned_unit_price": price,
-                        }
-                        chosen.append((replace(job.with_lifecycle(lifecycle), **changes), changes))
-                if len(chosen) >= count or len(rows) < limit:  # enough, or the queue holds no more
-                    break
-        won = self._update_jobs_if([(job.id, ("queued",), None, changes) for job, changes in chosen], lambda _: [])
-        return [job for (job, _), ok in zip(chosen, won, strict=True) if ok]
+        for limit in (count, scan):
+            rows = conn.execute(_find_claimable(limit, self.row_locks), params).mappings().all()
+            for row in rows:
+                if len(chosen) >= count or row["id"] in seen:
+                    continue
+                seen.add(row["id"])
+                job = job_from_row(row)
+                choice = choose(job)
+                if choice is not None:
+                    lifecycle, digest, price = choice
+                    changes = {
+                        **lifecycle_columns(lifecycle),
+                        "served_digest": digest,
+                        "assigned_unit_price": price,
+                    }
+                    chosen.append((replace(job.with_lifecycle(lifecycle), **changes), changes))
+            if len(chosen) >= count or len(rows) < limit:  # enough, or the queue holds no more
+                break
+        return chosen
 
     def _update_jobs_if(
         self,

@@ -1,0 +1,124 @@
+"""The coordinator's writer thread: job inserts grouped and ahead of other writes, a bad row alone refused."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from aitbc.coordinator.db.engine import create_db_engine, migrate
+from aitbc.coordinator.db.records import JobRecord, StoredConstraints
+from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.coordinator.db.writer import DbWriter
+from aitbc.market.lifecycle import JobRuleViolation, JobState
+from aitbc.protocol.job import JobInput
+
+JOB_INPUT = JobInput(type="inference", model="m", prompt="hi")
+
+
+def record(job_id: str) -> JobRecord:
+    return JobRecord(
+        id=job_id,
+        api_key_id="k1",
+        client="k1",
+        type="inference",
+        model="m",
+        model_digest=None,
+        input=JOB_INPUT,
+        input_hash="ab" * 32,
+        max_price=10,
+        constraints=StoredConstraints(),
+        state=JobState.QUEUED.value,
+        attempts=0,
+        max_attempts=3,
+        expires_at_ms=2_000,
+        created_at_ms=1_000,
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> CoordinatorRepo:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    return CoordinatorRepo(engine)
+
+
+def hold(started: threading.Event, release: threading.Event) -> None:
+    started.set()
+    release.wait(10)
+
+
+class Recorder:
+    """Wraps ``insert_jobs`` to record each transaction's ids, in order, with the other writes."""
+
+    def __init__(self, repo: CoordinatorRepo) -> None:
+        self.log: list[str | list[str]] = []
+        self._insert = repo.insert_jobs
+        repo.insert_jobs = self.insert_jobs  # type: ignore[method-assign]
+
+    def insert_jobs(self, records: Sequence[JobRecord]) -> None:
+        self.log.append([r.id for r in records])
+        self._insert(records)
+
+
+async def _test_inserts_waiting_go_as_one_transaction_before_the_writes_queued_earlier(repo: CoordinatorRepo) -> None:
+    recorder = Recorder(repo)
+    db = DbWriter(repo)
+    started, release = threading.Event(), threading.Event()
+    try:
+        busy = asyncio.ensure_future(db.write(hold, started, release))  # the writer is busy with a long write
+        await asyncio.to_thread(started.wait, 10)
+        later = [asyncio.ensure_future(db.write(recorder.log.append, f"w{i}")) for i in range(2)]
+        inserts = [asyncio.ensure_future(db.insert_job(record(f"job_{i}"))) for i in range(5)]
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in [*later, *inserts])
+        release.set()
+        await asyncio.gather(busy, *later, *inserts)
+    finally:
+        db.close()
+    assert recorder.log == [[f"job_{i}" for i in range(5)], "w0", "w1"]
+    assert repo.get_job("job_3") is not None
+
+
+async def _test_a_bad_row_fails_alone(repo: CoordinatorRepo) -> None:
+    repo.insert_jobs([record("job_taken")])
+    db = DbWriter(repo)
+    started, release = threading.Event(), threading.Event()
+    try:
+        busy = asyncio.ensure_future(db.write(hold, started, release))
+        await asyncio.to_thread(started.wait, 10)
+        good = [asyncio.ensure_future(db.insert_job(record(f"job_{i}"))) for i in range(3)]
+        bad = asyncio.ensure_future(db.insert_job(record("job_taken")))
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(busy, *good)
+        with pytest.raises(JobRuleViolation, match="job job_taken was already submitted") as refused:
+            await bad
+        assert refused.value.reason == "duplicate_job"
+    finally:
+        db.close()
+    assert all(repo.get_job(f"job_{i}") is not None for i in range(3))
+
+
+async def _test_close_finishes_what_is_queued(repo: CoordinatorRepo) -> None:
+    db = DbWriter(repo)
+    inserts = [asyncio.ensure_future(db.insert_job(record(f"job_{i}"))) for i in range(20)]
+    await asyncio.sleep(0)
+    await asyncio.to_thread(db.close)
+    await asyncio.gather(*inserts)
+    assert all(repo.get_job(f"job_{i}") is not None for i in range(20))
+
+
+def test_inserts_waiting_go_as_one_transaction_before_the_writes_queued_earlier(repo: CoordinatorRepo) -> None:
+    asyncio.run(_test_inserts_waiting_go_as_one_transaction_before_the_writes_queued_earlier(repo))
+
+
+def test_a_bad_row_fails_alone(repo: CoordinatorRepo) -> None:
+    asyncio.run(_test_a_bad_row_fails_alone(repo))
+
+
+def test_close_finishes_what_is_queued(repo: CoordinatorRepo) -> None:
+    asyncio.run(_test_close_finishes_what_is_queued(repo))
