@@ -381,6 +381,7 @@ def main() -> None:
     if args.quick:
         args.prompts, args.max_tokens = args.concurrency, 64
     from aitbc.miner.backends.builtin import BuiltinBackend
+    from aitbc.miner.backends.tuning import compute_spincount, measure_idle_cores
 
     path = str(BuiltinBackend(text_models=(args.model,), enable_embedding=False).model_path(args.model))
     prompts = (PROMPTS * (1 + args.prompts // len(PROMPTS)))[: args.prompts]
@@ -432,7 +433,14 @@ def main() -> None:
         # machine: each side's best round, taken the same minutes as the other's, is what is compared)
         rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in ("b1", "bN", "p1", "pN")}
         with contextlib.ExitStack() as stack:
-            builtin = BuiltinWorker({**cfg, "model": args.model, "concurrency": args.concurrency}, base_env)
+            # both sides get the same OpenMP spin bound (libgomp reads it once, when the model loads:
+            # a process that loaded in a busy moment keeps the short bound, 1 thread, for its life)
+            spin = os.environ.get("GOMP_SPINCOUNT") or compute_spincount(measure_idle_cores(), os.cpu_count() or 1)
+            os.environ["GOMP_SPINCOUNT"] = spin  # the platform's miner inherits it
+            print(f"  builtin and platform: GOMP_SPINCOUNT={spin} (both sides)")
+            builtin = BuiltinWorker(
+                {**cfg, "model": args.model, "concurrency": args.concurrency}, {**base_env, "GOMP_SPINCOUNT": spin}
+            )
             stack.callback(builtin.close)
             plat_one = None
             if not args.skip_platform:
