@@ -13,6 +13,9 @@ One run measures, on the same GGUF, the same prompts (chat template, greedy, ``-
    ``aitbc coordinator run`` / ``aitbc miner run --slots N``), jobs submitted and followed over
    the event stream with ``CoordinatorClient``, single stream and ``--concurrency`` at once.
 
+The builtin backend and the platform run in ``--rounds`` interleaved rounds (builtin single, platform
+single, builtin concurrent, platform concurrent, again...), and each side's best round is compared:
+on a shared machine the load changes by the minute, so both sides are taken in the same minutes.
 For each: tokens/s (completion tokens / wall time; for concurrent runs the aggregate) and time to
 first token (submit → first streamed piece). Ratios: builtin / best raw (target ≥ 0.95), platform /
 builtin (≥ 0.95), concurrent aggregate / single stream (≥ 2). The texts of every run are compared
@@ -28,6 +31,7 @@ with a spinning process for the whole run (graceful degradation, no collapse).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +114,12 @@ def worker_raw(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs[1:]}
 
 
-def worker_builtin(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The builtin backend: single stream, then ``concurrency`` generations at once."""
+def worker_builtin(cfg: dict[str, Any]) -> None:
+    """The builtin backend, serving commands from stdin (one JSON line out per command).
+
+    ``single``: the prompts one after another; ``concurrent``: ``concurrency`` at once; ``quit``.
+    It stays up between commands so that its rounds interleave with the platform's (same load).
+    """
     from aitbc.miner.backends.base import GenerationParams
     from aitbc.miner.backends.builtin import BuiltinBackend
 
@@ -135,17 +144,104 @@ def worker_builtin(cfg: dict[str, Any]) -> dict[str, Any]:
         }
 
     one("Warm up.")
-    single = [one(p) for p in cfg["prompts"]]
-    threads_single = backend.engine_threads(cfg["model"])
-    concurrent, wall = run_concurrently(one, cfg["prompts"], cfg["concurrency"])
-    threads_batched = backend.engine_threads(cfg["model"])
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "single":
+            out: dict[str, Any] = {"runs": [one(p) for p in cfg["prompts"]]}
+        elif command == "concurrent":
+            runs, wall = run_concurrently(one, cfg["prompts"], cfg["concurrency"])
+            out = {"runs": runs, "wall": wall}
+        else:
+            break
+        out["threads"] = backend.engine_threads(cfg["model"])
+        print(json.dumps(out), flush=True)
     backend.close()
-    return {
-        "single": single,
-        "concurrent": concurrent,
-        "wall": wall,
-        "threads": [threads_single, threads_batched],
-    }
+
+
+def worker_steps(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Cost of one decode step of 1, 2 and 4 sequences (one token each), as the builtin engine runs them.
+
+    Where batching gains or loses: if a step of 4 costs k times a step of 1, 4 at once give 4 / k
+    times the single-stream rate. Same context settings as :class:`BatchedLlama` (own KV stream per
+    sequence, flash attention on, no repacking); each sequence holds a 40-token prompt first.
+    """
+    import importlib
+
+    lib: Any = importlib.import_module("llama_cpp")
+    internals: Any = importlib.import_module("llama_cpp._internals")
+    importlib.import_module("llama_cpp._logger").set_verbose(False)
+    mparams = lib.llama_model_default_params()
+    mparams.use_extra_bufts = False
+    model = internals.LlamaModel(path_model=cfg["path"], params=mparams, verbose=False)
+    cparams = lib.llama_context_default_params()
+    cparams.n_ctx, cparams.n_batch, cparams.n_ubatch, cparams.n_seq_max = 4 * 2048, 512, 512, 4
+    cparams.kv_unified = False
+    cparams.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    ctx = lib.llama_init_from_model(model.model, cparams)
+    batch = lib.llama_batch_init(512, 0, 1)
+
+    def decode(items: list[tuple[int, int, int, bool]]) -> None:
+        for n, (token, pos, seq, logits) in enumerate(items):
+            batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.logits[n] = token, pos, 1, logits
+            batch.seq_id[n][0] = seq
+        batch.n_tokens = len(items)
+        if lib.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    prompt = 40
+    for seq in range(4):
+        decode([(100 + i, i, seq, i == prompt - 1) for i in range(prompt)])
+    pos = [prompt] * 4
+    out: dict[str, float] = {}
+    for threads in cfg["threads"]:
+        lib.llama_set_n_threads(ctx, threads, threads)
+        for shape in (1, 2, 4):
+            times = []
+            for _ in range(40):
+                started = time.perf_counter()
+                decode([(200, pos[s], s, True) for s in range(shape)])
+                times.append(time.perf_counter() - started)
+                for s in range(shape):
+                    pos[s] += 1
+            out[f"{threads}/{shape}"] = sorted(times)[len(times) // 2]
+    lib.llama_batch_free(batch)
+    lib.llama_free(ctx)
+    model.close()
+    return out
+
+
+class BuiltinWorker:
+    """The builtin worker process (fresh interpreter: OpenMP reads its settings once)."""
+
+    def __init__(self, cfg: dict[str, Any], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "builtin", json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                result: dict[str, Any] = json.loads(line)
+                return result
+        raise RuntimeError(f"builtin worker ended ({self.proc.wait()})")
+
+    def run(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def run_concurrently(fn: Any, prompts: list[str], concurrency: int) -> tuple[list[dict[str, Any]], float]:
@@ -198,7 +294,9 @@ def spawn_worker(kind: str, cfg: dict[str, Any], env: dict[str, str]) -> dict[st
 # -- the platform --------------------------------------------------------------------------------
 
 
-def bench_platform(args: argparse.Namespace, prompts: list[str], workdir: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def platform_stack(args: argparse.Namespace, workdir: Path) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """A coordinator and a builtin miner (real processes); yields a function running one job."""
     sys.path.insert(0, str(Path(__file__).parent))
     from aitbc.client import coordinator as sdk
     from coordinator import start_coordinator, start_miner, stop_process, wait_for_model
@@ -231,12 +329,11 @@ def bench_platform(args: argparse.Namespace, prompts: list[str], workdir: Path) 
                     "tokens": int(result["usage"]["completion_tokens"]),
                     "ttft": first or 0.0,
                     "text": result["output"]["text"],
+                    "model_s": int(result["usage"]["compute_ms"]) / 1000,
                 }
 
         one("Warm up.")
-        single = [one(p) for p in prompts]
-        concurrent, wall = run_concurrently(one, prompts, args.concurrency)
-        return {"single": single, "concurrent": concurrent, "wall": wall}
+        yield one
     finally:
         stop_process(miner)
         coord.stop()
@@ -265,19 +362,26 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--busy-core", action="store_true", help="keep one core busy with a spinning process")
     parser.add_argument("--skip-platform", action="store_true")
+    parser.add_argument("--skip-raw", action="store_true", help="builtin and platform only (no builtin / raw ratio)")
     parser.add_argument(
         "--raw-budget-s", type=float, default=90.0, help="cut a raw configuration after this long (collapse)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="builtin / platform rounds, interleaved; best of each")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.worker:
         kind, cfg = args.worker[0], json.loads(args.worker[1])
-        out = worker_raw(cfg) if kind == "raw" else worker_builtin(cfg)
-        print(json.dumps(out))
+        if kind == "raw":
+            print(json.dumps(worker_raw(cfg)))
+        elif kind == "steps":
+            print(json.dumps(worker_steps(cfg)))
+        else:
+            worker_builtin(cfg)
         return
     if args.quick:
         args.prompts, args.max_tokens = args.concurrency, 64
     from aitbc.miner.backends.builtin import BuiltinBackend
+    from aitbc.miner.backends.tuning import compute_spincount, measure_idle_cores
 
     path = str(BuiltinBackend(text_models=(args.model,), enable_embedding=False).model_path(args.model))
     prompts = (PROMPTS * (1 + args.prompts // len(PROMPTS)))[: args.prompts]
@@ -307,7 +411,7 @@ def main() -> None:
             ("raw, 2 threads, OMP_WAIT_POLICY=PASSIVE (old builtin)", 2, True, {"OMP_WAIT_POLICY": "PASSIVE"}),
         ]
         raw_rates = []
-        for label, threads, fa, env in raw_configs:
+        for label, threads, fa, env in [] if args.skip_raw else raw_configs:
             raw_cfg = {**cfg, "threads": threads, "flash_attn": fa, "budget_s": args.raw_budget_s}
             out = spawn_worker("raw", raw_cfg, {**base_env, **env})
             tps, ttft, n = rate(out["runs"])
@@ -315,32 +419,71 @@ def main() -> None:
             rows.append((label, tps, ttft, n))
             cut = "" if len(out["runs"]) == len(prompts) else f" cut at {args.raw_budget_s:.0f} s"
             show(label, tps, ttft, n, f"load {loadavg()}{cut}")
-        best_raw = max(raw_rates)
-        out = spawn_worker("builtin", {**cfg, "model": args.model, "concurrency": args.concurrency}, base_env)
-        b_tps, b_ttft, b_n = rate(out["single"])
-        c_tps, c_ttft, c_n = rate(out["concurrent"], out["wall"])
-        print(
-            f"  {'builtin backend, single stream':<66} {b_tps:7.1f} tok/s  ttft {b_ttft:6.0f} ms  ({b_n} tokens)"
-            f"  threads {out['threads'][0]}  load {loadavg()}"
+        best_raw = max(raw_rates, default=float("nan"))
+        cores = min(2, os.cpu_count() or 1)
+        steps = spawn_worker("steps", {"path": path, "threads": sorted({cores, 1}, reverse=True)}, base_env)
+        for threads in sorted({cores, 1}, reverse=True):
+            one_ms = 1000 * steps[f"{threads}/1"]
+            costs = ", ".join(f"{s} seqs {1000 * steps[f'{threads}/{s}']:.1f} ms" for s in (1, 2, 4))
+            print(
+                f"  decode step, {threads} thread(s): {costs}; 4 seqs = "
+                f"{1000 * steps[f'{threads}/4'] / one_ms:.2f} x 1 seq  load {loadavg()}"
+            )
+        # builtin and platform in interleaved rounds (the load changes by the minute on a shared
+        # machine: each side's best round, taken the same minutes as the other's, is what is compared)
+        rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in ("b1", "bN", "p1", "pN")}
+        with contextlib.ExitStack() as stack:
+            # both sides get the same OpenMP spin bound (libgomp reads it once, when the model loads:
+            # a process that loaded in a busy moment keeps the short bound, 1 thread, for its life)
+            spin = os.environ.get("GOMP_SPINCOUNT") or compute_spincount(measure_idle_cores(), os.cpu_count() or 1)
+            os.environ["GOMP_SPINCOUNT"] = spin  # the platform's miner inherits it
+            print(f"  builtin and platform: GOMP_SPINCOUNT={spin} (both sides)")
+            builtin = BuiltinWorker(
+                {**cfg, "model": args.model, "concurrency": args.concurrency}, {**base_env, "GOMP_SPINCOUNT": spin}
+            )
+            stack.callback(builtin.close)
+            plat_one = None
+            if not args.skip_platform:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aitbc-bench-inference-"))
+                plat_one = stack.enter_context(platform_stack(args, Path(tmp)))
+            for _ in range(args.rounds):
+                rounds["b1"].append(builtin.run("single"))
+                if plat_one is not None:
+                    rounds["p1"].append({"runs": [plat_one(p) for p in prompts]})
+                rounds["bN"].append(builtin.run("concurrent"))
+                if plat_one is not None:
+                    runs, wall = run_concurrently(plat_one, prompts, args.concurrency)
+                    rounds["pN"].append({"runs": runs, "wall": wall})
+                print(f"    round {len(rounds['b1'])}/{args.rounds} done, load {loadavg()}", flush=True)
+        best = {k: max(v, key=lambda r: rate(r["runs"], r.get("wall"))[0]) for k, v in rounds.items() if v}
+        b_tps, b_ttft, b_n = rate(best["b1"]["runs"])
+        c_tps, c_ttft, c_n = rate(best["bN"]["runs"], best["bN"]["wall"])
+        each = " / ".join(f"{rate(r['runs'])[0]:.1f}" for r in rounds["b1"])
+        show("builtin backend, single stream", b_tps, b_ttft, b_n, f"threads {best['b1']['threads']}  rounds {each}")
+        each = " / ".join(f"{rate(r['runs'], r['wall'])[0]:.1f}" for r in rounds["bN"])
+        show(
+            f"builtin backend, {args.concurrency} at once (aggregate)",
+            c_tps,
+            c_ttft,
+            c_n,
+            f"threads {best['bN']['threads']}  rounds {each}",
         )
-        print(
-            f"  {f'builtin backend, {args.concurrency} at once (aggregate)':<66} {c_tps:7.1f} tok/s  ttft "
-            f"{c_ttft:6.0f} ms  ({c_n} tokens)  threads {out['threads'][1]}"
-        )
-        texts = [r["text"] for r in out["single"]]
-        same_batched = sum(a == r["text"] for a, r in zip(texts, out["concurrent"], strict=True))
+        texts = [r["text"] for r in rounds["b1"][0]["runs"]]
+        others = [r for k in ("b1", "bN", "p1", "pN") for rnd in rounds[k] for r in [rnd["runs"]]]
+        same = sum(all(runs[i]["text"] == t for runs in others) for i, t in enumerate(texts))
         p_tps = pc_tps = 0.0
-        same_platform = -1
         if not args.skip_platform:
-            with tempfile.TemporaryDirectory(prefix="aitbc-bench-inference-") as tmp:
-                plat = bench_platform(args, prompts, Path(tmp))
-            p_tps, p_ttft, p_n = rate(plat["single"])
-            pc_tps, pc_ttft, pc_n = rate(plat["concurrent"], plat["wall"])
-            show("platform job (coordinator + miner), single stream", p_tps, p_ttft, p_n, f"load {loadavg()}")
-            show(f"platform jobs, {args.concurrency} at once (aggregate)", pc_tps, pc_ttft, pc_n)
-            same_platform = sum(
-                a == b and a == c["text"]
-                for a, b, c in zip(texts, [r["text"] for r in plat["single"]], plat["concurrent"], strict=True)
+            p_tps, p_ttft, p_n = rate(best["p1"]["runs"])
+            pc_tps, pc_ttft, pc_n = rate(best["pN"]["runs"], best["pN"]["wall"])
+            each = " / ".join(f"{rate(r['runs'])[0]:.1f}" for r in rounds["p1"])
+            show("platform job (coordinator + miner), single stream", p_tps, p_ttft, p_n, f"rounds {each}")
+            each = " / ".join(f"{rate(r['runs'], r['wall'])[0]:.1f}" for r in rounds["pN"])
+            show(f"platform jobs, {args.concurrency} at once (aggregate)", pc_tps, pc_ttft, pc_n, f"rounds {each}")
+            runs = best["p1"]["runs"]
+            outside = [1000 * (r["seconds"] - r["model_s"]) for r in runs]
+            print(
+                f"    platform single stream, per job: wall - model time in the miner (receipt compute_ms) = "
+                f"mean {sum(outside) / len(outside):.0f} ms, max {max(outside):.0f} ms"
             )
     finally:
         if busy is not None:
@@ -353,11 +496,8 @@ def main() -> None:
         print(f"    platform single / builtin single       = {p_tps / b_tps:5.2f}   (target >= 0.95)")
         print(f"    platform {args.concurrency} at once / platform single    = {pc_tps / p_tps:5.2f}   (target >= 2)")
         print(f"    platform single / best raw             = {p_tps / best_raw:5.2f}")
-    print(f"  outputs: builtin batched text == single-stream text for {same_batched}/{len(prompts)} prompts", end="")
-    if same_platform >= 0:
-        print(f"; platform (single and {args.concurrency} at once) == builtin for {same_platform}/{len(prompts)}")
-    else:
-        print()
+    where = "builtin single and batched" + ("" if args.skip_platform else ", platform single and batched")
+    print(f"  outputs: the same text in every run ({where}, every round) for {same}/{len(prompts)} prompts")
     print(f"  load average at end {loadavg()}")
 
 

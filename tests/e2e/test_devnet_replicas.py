@@ -133,3 +133,38 @@ def test_two_coordinators_without_postgres_are_refused(tmp_path: Path) -> None:
     assert ran.returncode != 0
     assert "PostgreSQL" in ran.stdout + ran.stderr, ran.stdout + ran.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_postgres_flag_starts_a_throwaway_server_for_the_replicas(tmp_path: Path) -> None:
+    rpc, ws, p2p = free_ports(3)
+    coordinator = _coordinator_port()
+    ran = subprocess.run(
+        [
+            *(sys.executable, "-m", "aitbc", "devnet", "up", "--data-dir", str(tmp_path / "devnet")),
+            *("--rpc-port", str(rpc), "--ws-port", str(ws), "--p2p-port", str(p2p)),
+            *("--coordinator-port", str(coordinator), "--coordinators", "2", "--postgres"),
+            *("--miner-backend", "echo", "--no-poolhub", "--no-exchange", "--no-web", "--exit-after-start"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=ENV,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert f"replica 1:    http://127.0.0.1:{coordinator + 10}" in ran.stdout, ran.stdout
+    info = read_devnet_info(tmp_path / "devnet")
+    assert len(info.coordinator_urls) == 2 and "postgres" in info.pids
+    # the demo job ran through the replicated coordinator, and everything stopped, the server too
+    assert "completed" in ran.stdout, ran.stdout
+    deadline = time.monotonic() + 20
+    while running := [pid for pid in info.pids.values() if _alive(pid)]:
+        assert time.monotonic() < deadline, f"still running after --exit-after-start: {running}"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].startswith("Z")
+    except OSError:
+        return False

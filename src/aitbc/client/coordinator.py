@@ -12,6 +12,7 @@ import orjson
 from aitbc.client.http import RestClient, raise_for_problem
 from aitbc.protocol.crypto import sha256_hex
 from aitbc.protocol.errors import RemoteError
+from aitbc.protocol.sealed import seal_dataset
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 
@@ -74,9 +75,19 @@ class CoordinatorClient(RestClient):
             raise RemoteError("the coordinator stored the blob under another hash", reason="bad_blob")
         return sha256_hex(data)
 
-    def get_blob(self, blob_hash: str) -> bytes:
-        """A blob (trained weights, a loss curve), checked against its hash."""
-        response = self._send("GET", f"/api/v1/blobs/{blob_hash}", timeout=300.0)
+    def reseal_dataset(self, job_id: str, data: bytes, miner: str) -> dict[str, Any]:
+        """Audited private training: seal the dataset to the job's drawn auditor or referee ``miner``, upload
+        it and name it for the job's audit input (docs/training.md)."""
+        blob = self.put_blob(seal_dataset(data, miner))
+        path = f"/api/v1/jobs/{job_id}/sealed-datasets"
+        answer: dict[str, Any] = self._request("POST", path, json={"miner": miner, "blob": blob})
+        return answer
+
+    def get_blob(self, blob_hash: str, job_id: str | None = None) -> bytes:
+        """A blob (trained weights, a loss curve), checked against its hash: one this key uploaded, or one the
+        job ``job_id`` of this key names."""
+        params = None if job_id is None else {"job": job_id}
+        response = self._send("GET", f"/api/v1/blobs/{blob_hash}", params=params, timeout=300.0)
         if response.status_code != 200:
             raise_for_problem(response)
         if sha256_hex(response.content) != blob_hash:

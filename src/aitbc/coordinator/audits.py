@@ -47,7 +47,11 @@ OUTCOMES: Final = {"passed": Outcome.AUDIT_PASSED, "miner_slashed": Outcome.SLAS
 
 
 def stored_constraints(c: JobConstraints, job_input: JobInput, sealed: bool, paid: bool) -> StoredConstraints:
-    """A request's constraints as kept; an audited job must be deterministic, public and paid on chain."""
+    """A request's constraints as kept; an audited job must be deterministic, public and paid on chain. A
+    training job on a sealed dataset runs only on the miner it is sealed to; audited, its client re-seals the
+    dataset to the drawn auditor and referees (``POST /api/v1/jobs/{id}/sealed-datasets``)."""
+    spec = job_input.training
+    sealed_to = None if spec is None or spec.sealed_dataset is None else spec.sealed_dataset.miner
     if c.audited:
         if sealed:
             raise InvalidInput("a sealed (private) job cannot be audited: the auditor could not read its input")
@@ -55,7 +59,12 @@ def stored_constraints(c: JobConstraints, job_input: JobInput, sealed: bool, pai
             raise InvalidInput("this coordinator runs jobs unpaid (no node): there are no audits")
         check_audit_compatible(job_input)
     return StoredConstraints(
-        min_vram_gb=c.min_vram_gb, gpu=c.gpu, region=c.region, zk_proof_required=c.zk_proof_required, audited=c.audited
+        min_vram_gb=c.min_vram_gb,
+        gpu=c.gpu,
+        region=c.region,
+        zk_proof_required=c.zk_proof_required,
+        audited=c.audited,
+        miner=sealed_to,
     )
 
 
@@ -131,15 +140,26 @@ class AuditDesk:
             elif status == "auditor_slashed":
                 self.match_policy.on_outcome(audit["auditor"], job_id, 1, Outcome.SLASHED, detail=detail)
 
-    async def audit_input(self, miner: str, job_id: str) -> dict[str, Any]:
-        """The job's input (and the output the miner delivered, with its receipt) for its auditor or referee."""
+    async def _audit(self, job_id: str) -> Audit | None:
+        """The job's audit on chain (None: it is not being audited)."""
         try:
             found = await self.chain.call(self.chain.node.call, "get_audit", job_id)
         except RemoteError as exc:
             if exc.code == RPC_NOT_FOUND:
-                raise NotFound(f"job {job_id} is not being audited") from None
+                return None
             raise
-        audit = msgspec.convert(found["audit"], Audit)
+        return msgspec.convert(found["audit"], Audit)
+
+    async def get_role(self, miner: str, job_id: str) -> str | None:
+        """What ``miner`` is to do in the audit of ``job_id`` now (auditor, referee…), or None."""
+        audit = await self._audit(job_id)
+        return None if audit is None else get_audit_role(audit, miner) or get_training_role(audit, miner)
+
+    async def audit_input(self, miner: str, job_id: str) -> dict[str, Any]:
+        """The job's input (and the output the miner delivered, with its receipt) for its auditor or referee."""
+        audit = await self._audit(job_id)
+        if audit is None:
+            raise NotFound(f"job {job_id} is not being audited")
         role = get_audit_role(audit, miner) or get_training_role(audit, miner)
         if role is None:
             raise Forbidden(f"{miner} is not to report on the audit of {job_id} (status {audit.status})")

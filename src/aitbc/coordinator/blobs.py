@@ -5,7 +5,7 @@ while hashing it, refuses it (413, nothing kept) past ``max_bytes``, and moves i
 complete, so a reader never sees half a blob. Each owner (an API key, a miner) holds at most its quota
 (``aitbc.coordinator.blob_quota``; 413 ``blob_quota_exceeded`` past it, nothing kept), uploads of one owner
 run one at a time so two cannot both spend the same room, and ``sweep`` deletes blobs nobody uploaded for
-``blob_retention_s`` (docs/training.md).
+``blob_retention_s`` (docs/training.md), with the records of re-sealed datasets (``put_resealed``) naming them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from aitbc.coordinator.blob_quota import (
     is_within_quota,
 )
 from aitbc.coordinator.config import CoordinatorSettings
-from aitbc.protocol.errors import AitbcError, InputTooLarge, NotFound
+from aitbc.protocol.errors import AitbcError, Conflict, InputTooLarge, NotFound
 
 BLOB_HASH: Final = re.compile(r"^[0-9a-f]{64}$")
 
@@ -41,6 +41,9 @@ class BlobTimeout(AitbcError):
 
 
 OWNERS_DIR: Final = ".owners"
+RESEALED_DIR: Final = ".resealed"
+MAX_RESEALED: Final = 16
+"""Re-sealed copies of one job's dataset: its auditor and referees."""
 UNLIMITED: Final = BlobQuota(max_bytes=2**62, max_count=2**62)
 
 
@@ -81,6 +84,29 @@ class BlobStore:
                 if BLOB_HASH.match(blob_hash) and size.isdigit():
                     sizes[blob_hash] = int(size)
         return Holdings(sizes)
+
+    def put_resealed(self, job_id: str, miner: str, blob_hash: str) -> None:
+        """Record that ``blob_hash`` is the job's sealed dataset re-sealed to ``miner`` (an auditor or referee)."""
+        folder = self.root / RESEALED_DIR / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(list(folder.iterdir())) >= MAX_RESEALED and not (folder / miner).exists():
+            raise Conflict(f"job {job_id} already has {MAX_RESEALED} re-sealed datasets")
+        (folder / miner).write_text(blob_hash)
+
+    def resealed(self, job_id: str) -> dict[str, str]:
+        """miner → the blob holding the job's dataset re-sealed to it."""
+        found: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / RESEALED_DIR / job_id):
+                found[entry.name] = Path(entry.path).read_text()
+        return found
+
+    def holds(self, owner: str, blob_hash: str) -> bool:
+        """Whether ``owner`` uploaded ``blob_hash`` (and it is still stored)."""
+        return blob_hash in self.holdings(owner).sizes and self.has(blob_hash)
+
+    async def holds_async(self, owner: str, blob_hash: str) -> bool:
+        return await asyncio.to_thread(self.holds, owner, blob_hash)
 
     def path_of(self, blob_hash: str) -> Path:
         """Where a blob lives (``NotFound`` for a malformed hash or one not stored)."""
@@ -165,6 +191,14 @@ class BlobStore:
                     if not self.has(marker.name.partition(".")[0]):
                         with contextlib.suppress(FileNotFoundError):
                             Path(marker.path).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            for job in os.scandir(self.root / RESEALED_DIR):  # re-sealed copies whose blob is gone
+                for entry in os.scandir(job.path):
+                    with contextlib.suppress(FileNotFoundError):
+                        if not self.has(Path(entry.path).read_text()):
+                            Path(entry.path).unlink()
+                with contextlib.suppress(OSError):
+                    Path(job.path).rmdir()  # only once empty
         return deleted
 
     def _over_quota(self, holdings: Holdings) -> InputTooLarge:

@@ -41,6 +41,9 @@ SYNC_SECONDS: Final = 1.0
 """How often a replica writes and reads the miners' last contact and rebuilds its deposit books."""
 SAFETY_WAKE_SECONDS: Final = 5.0
 """How often a replica's claimers look at the queue anyway (a wake-up lost with a replica's connection)."""
+PEER_SECONDS: Final = 3 * SYNC_SECONDS
+"""A replica heard from within this is running: while none is, wake-ups and job events are not sent (a
+coordinator alone on PostgreSQL pays nothing for them). Each replica says hello every ``SYNC_SECONDS``."""
 
 
 class Replication:
@@ -54,20 +57,32 @@ class Replication:
         service.dispatcher.broadcast = self._announce
         service.dispatcher.announce_miner = lambda miner: self.bus.send({"k": "m", "a": miner})
         self._tasks: set[asyncio.Task[None]] = set()
+        self._peers: dict[str, float] = {}  # replica id → when last heard from (monotonic)
         service.events.relay = self._relay
         if service.payments is not None:
             service.payments.gate = self.may_settle
 
     # -- out ---------------------------------------------------------------------------
+    def has_peers(self) -> bool:
+        cutoff = time.monotonic() - PEER_SECONDS
+        return any(seen >= cutoff for seen in self._peers.values())
+
     def _announce(self, model: str | None) -> None:
-        self.bus.send({"k": "w", "m": model})
+        if self.has_peers():
+            self.bus.send({"k": "w", "m": model})
 
     def _relay(self, job_id: str, event: str, data: dict[str, Any], final: bool, owner: str | None) -> None:
-        self.bus.send({"k": "e", "j": job_id, "e": event, "d": data, "f": final, "w": owner})
+        if self.has_peers():
+            self.bus.send({"k": "e", "j": job_id, "e": event, "d": data, "f": final, "w": owner})
 
     # -- in ----------------------------------------------------------------------------
     def on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("k")
+        origin = message.get("o")
+        if isinstance(origin, str):
+            if origin not in self._peers or (kind == "h" and message.get("new")):
+                self.bus.send({"k": "h"})  # a replica started: it hears of this one at once, not a second later
+            self._peers[origin] = time.monotonic()
         if kind == "w":
             model = message.get("m")
             self.service.dispatcher.notify_work(model if isinstance(model, str) else None, remote=True)
@@ -97,9 +112,11 @@ class Replication:
     async def run(self) -> None:
         """Listen to the other replicas and keep the shared state in step until cancelled."""
         self.bus.start(asyncio.get_running_loop())
+        self.bus.send({"k": "h", "new": True})
         last_wake = time.monotonic()
         try:
             while True:
+                self.bus.send({"k": "h"})
                 try:
                     await self.sync_once()
                 except Exception:

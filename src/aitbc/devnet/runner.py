@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -65,6 +66,10 @@ class Devnet:
     ``coordinator_port + 10 * i`` and shares the first one's data dir (its key and blobs)."""
     database_url: str | None = None
     """The coordinator's database (SQLAlchemy URL); None: SQLite in its data dir."""
+    throwaway_postgres: bool = False
+    """Start a throwaway PostgreSQL for the coordinator (``aitbc.devnet.postgres``), removed at stop."""
+    _postgres: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _postgres_pid: int | None = None
 
     @property
     def web_url(self) -> str | None:
@@ -224,12 +229,23 @@ class Devnet:
         return True
 
     def start(self, on_step: Callable[[str], None] = lambda _: None) -> DevnetInfo:
+        if self.throwaway_postgres:
+            self._start_postgres(on_step)
         if self.network is not None:
             self._start_validators(on_step)
         else:
             self._start_node(on_step)
         genesis = load_genesis(self.node_dir / "genesis.json")
         return self._continue_start(on_step, genesis)
+
+    def _start_postgres(self, on_step: Callable[[str], None]) -> None:
+        """A fresh PostgreSQL for the coordinator (its state starts empty at each ``up``; the chain's does not)."""
+        from aitbc.devnet.postgres import PostgresServer
+
+        on_step("starting a throwaway PostgreSQL for the coordinator")
+        server = self._postgres.enter_context(PostgresServer.start())
+        self.database_url = server.create_database("coordinator")
+        self._postgres_pid = server.postmaster_pid()
 
     def _start_validators(self, on_step: Callable[[str], None]) -> None:
         assert self.network is not None
@@ -351,7 +367,8 @@ class Devnet:
             exchange_url=exchange_url,
             web_url=web_url,
             coordinator_urls=coordinator_urls,
-            pids={p.name: p.proc.pid for p in self.processes if p.proc is not None},
+            pids={p.name: p.proc.pid for p in self.processes if p.proc is not None}
+            | ({"postgres": self._postgres_pid} if self._postgres_pid else {}),
         )
         write_devnet_info(self.data_dir, info)
         return info
@@ -454,3 +471,4 @@ class Devnet:
             process.stop()
         if self.network is not None:
             self.network.stop()
+        self._postgres.close()  # after everyone using it

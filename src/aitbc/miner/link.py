@@ -116,11 +116,13 @@ class CoordinatorLink(AsyncRestClient):
     async def post(self, path: str, payload: dict[str, Any] | msgspec.Struct) -> tuple[int, Any]:
         return _status_and_json(await self.send(path, payload))
 
-    async def get_blob(self, blob_hash: str) -> bytes:
-        """A blob from the coordinator's store, checked against its hash (``RemoteError`` if not there)."""
+    async def get_blob(self, blob_hash: str, job_id: str | None = None) -> bytes:
+        """A blob from the coordinator's store, checked against its hash (``RemoteError`` if not there, or not
+        readable by this miner: ``job_id`` names the job through which it may read it)."""
         path = f"/api/v1/blobs/{blob_hash}"
         headers = sign_miner_request(self.key, self.chain_id, "GET", path, b"", now_ms())
-        response = await self._send("GET", path, headers=headers)
+        params = None if job_id is None else {"job": job_id}
+        response = await self._send("GET", path, headers=headers, params=params)
         if response.status_code != 200:
             raise RemoteError(
                 f"blob {blob_hash}: HTTP {response.status_code}", reason=error_reason(json_or_none(response))

@@ -4,8 +4,10 @@
 * Jobs it audits or referees: the coordinator's audit input (``GET /api/v1/audits/{job_id}/input``, released
   only to the job's drawn auditor or referee) gives the spec and the delivered ``TrainingOutput``, whose
   ``checkpoint_blobs`` name the committed checkpoints the miner uploaded with its result.
-* Datasets and checkpoints are blobs (``GET /api/v1/blobs/{hash}``, checked against their sha256 by the link);
-  a checkpoint's bytes are used only once the runner has checked its state hash.
+* Datasets and checkpoints are blobs (``GET /api/v1/blobs/{hash}?job=ID``, checked against their sha256 by the
+  link; a sealed dataset opened with this miner's key: for another miner's job, the copy its client re-sealed
+  to this auditor or referee, which the audit input names); a checkpoint's bytes are used only once the
+  runner has checked its state hash.
 
 Blocking calls, made from the loop's worker thread through the daemon's event loop.
 """
@@ -19,13 +21,14 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from aitbc.miner.backends.training import CheckpointStore, TrainingJobs
+from aitbc.miner.backends.training import CheckpointStore, TrainingJobs, fetch_dataset
 from aitbc.miner.link import CoordinatorLink
 from aitbc.miner.training_auditor import TrainingAuditor
 from aitbc.miner.training_runner import RuntimeRunner, TrainingJob
 from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import AitbcError, RemoteError
 from aitbc.protocol.job import JobInput, JobOutput
+from aitbc.protocol.sealed import open_dataset
 from aitbc.protocol.training import TrainingOutput
 from aitbc.training import checkpoint_steps, load_dataset
 
@@ -42,6 +45,8 @@ class TrainingSources:
         self.loop = loop
         self.jobs: dict[str, TrainingJob] = {}
         self.outputs: dict[str, TrainingOutput] = {}
+        self.waiting: set[str] = set()
+        """Jobs whose sealed dataset this miner waits to get re-sealed to it (logged once)."""
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(call, self.loop).result(CALL_TIMEOUT_S)
@@ -51,6 +56,7 @@ class TrainingSources:
         if job_id in self.jobs:
             return self.jobs[job_id]
         spec, commitment = self.store.spec(job_id), self.store.commitment(job_id)
+        resealed: str | None = None
         try:
             if spec is None or commitment is None:
                 status, data = self._wait(self.link.get(f"/api/v1/audits/{job_id}/input"))
@@ -62,7 +68,20 @@ class TrainingSources:
                     return None
                 spec, commitment = job_input.training, output.training.commitment
                 self.outputs[job_id] = output.training
-            dataset = load_dataset(spec.dataset_format, self._wait(self.link.get_blob(spec.dataset_hash)))
+                resealed = data.get("resealed_dataset")
+            sealed = spec.sealed_dataset
+            if sealed is not None and sealed.miner != self.link.key.address:  # another miner's private dataset
+                if resealed is None:
+                    if job_id not in self.waiting:
+                        self.waiting.add(job_id)
+                        log.info(
+                            "waiting for the client to re-seal the dataset to this miner", extra={"job_id": job_id}
+                        )
+                    return None
+                raw = open_dataset(self.link.key, self._wait(self.link.get_blob(resealed, job_id)), spec.dataset_hash)
+            else:
+                raw = self._wait(fetch_dataset(self.link, spec, job_id))
+            dataset = load_dataset(spec.dataset_format, raw)
         except (AitbcError, RemoteError, OSError, msgspec.ValidationError, KeyError, TypeError) as exc:
             log.warning("training job not available for its audit", extra={"job_id": job_id, "error": str(exc)})
             return None
@@ -83,7 +102,7 @@ class TrainingSources:
         if output is None or index >= len(output.checkpoint_blobs):
             return None
         try:
-            return self._wait(self.link.get_blob(output.checkpoint_blobs[index]))
+            return self._wait(self.link.get_blob(output.checkpoint_blobs[index], job_id))
         except (RemoteError, OSError) as exc:
             log.warning("checkpoint blob not fetched", extra={"job_id": job_id, "error": str(exc)})
             return None

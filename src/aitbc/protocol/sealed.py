@@ -1,7 +1,7 @@
-"""Private job inputs and outputs: libsodium sealed boxes (X25519 + XSalsa20-Poly1305).
+"""Private job inputs, outputs and training datasets: libsodium sealed boxes (X25519 + XSalsa20-Poly1305).
 
-The client seals the job input to the chosen miner; the miner seals the output to a one-off
-X25519 key of the client's (``reply_to``). The coordinator only ever holds ciphertext.
+The client seals the job input (or a training job's dataset) to the chosen miner; the miner seals the
+output to a one-off X25519 key of the client's (``reply_to``). The coordinator only ever holds ciphertext.
 
 Why no key exchange through the coordinator: an AITBC address IS the miner's Ed25519 public key,
 so the client derives the miner's X25519 key from the address itself (the birational map
@@ -19,11 +19,13 @@ import nacl.exceptions
 import nacl.public
 
 from aitbc.protocol.address import decode_address
-from aitbc.protocol.crypto import KeyPair
+from aitbc.protocol.crypto import KeyPair, sha256
 from aitbc.protocol.errors import AitbcError
 from aitbc.protocol.job import JobInput, JobOutput, compute_input_hash, compute_output_hash
 
 MAX_SEALED_BYTES: Final = 1 << 20
+MAX_SEALED_DATASET_BYTES: Final = 1 << 31
+"""A sealed dataset is bounded by the coordinator's ``blob_max_bytes`` first; this is the miner's own cap."""
 
 
 class SealedBoxError(AitbcError):
@@ -47,8 +49,8 @@ def seal(recipient_x25519: bytes, plaintext: bytes) -> bytes:
     return bytes(nacl.public.SealedBox(nacl.public.PublicKey(recipient_x25519)).encrypt(plaintext))
 
 
-def open_sealed(secret_x25519: bytes, ciphertext: bytes) -> bytes:
-    if len(ciphertext) > MAX_SEALED_BYTES:
+def open_sealed(secret_x25519: bytes, ciphertext: bytes, max_bytes: int = MAX_SEALED_BYTES) -> bytes:
+    if len(ciphertext) > max_bytes:
         raise SealedBoxError("sealed payload is too large")
     try:
         return bytes(nacl.public.SealedBox(nacl.public.PrivateKey(secret_x25519)).decrypt(ciphertext))
@@ -74,6 +76,19 @@ def open_job_input(key: KeyPair, ciphertext_hex: str, input_hash: str) -> JobInp
     if compute_input_hash(job) != input_hash:
         raise SealedBoxError("the sealed input is not the input the job's input_hash names")
     return job
+
+
+def seal_dataset(data: bytes, miner_address: str) -> bytes:
+    """A training dataset sealed to the miner that is to train on it (the blob a client uploads)."""
+    return seal(compute_x25519_public_of_address(miner_address), data)
+
+
+def open_dataset(key: KeyPair, ciphertext: bytes, dataset_hash: str) -> bytes:
+    """The miner's side: decrypt a sealed dataset and check it is the one the spec's ``dataset_hash`` names."""
+    data = open_sealed(compute_x25519_secret(key), ciphertext, MAX_SEALED_DATASET_BYTES)
+    if sha256(data).hex() != dataset_hash:
+        raise SealedBoxError("the sealed dataset is not the dataset the spec's dataset_hash names")
+    return data
 
 
 def seal_job_output(output: JobOutput, reply_to_hex: str) -> str:

@@ -18,7 +18,7 @@ from aitbc.protocol import codec
 from aitbc.protocol.crypto import sha256
 from aitbc.protocol.errors import InvalidInput
 from aitbc.protocol.merkle import compute_merkle_proof, compute_merkle_root, is_valid_merkle_proof
-from aitbc.protocol.types import U64, Hash32, Wire
+from aitbc.protocol.types import U64, Address, Hash32, Wire
 
 MAX_CHECKPOINTS: Final = 257
 """Checkpoint hashes one commitment may hold (``c_0`` and 256 segments), so it fits in one audit tx."""
@@ -92,6 +92,16 @@ DatasetFormat = Annotated[str, Meta(pattern=r"^(csv|npz|jsonl)$"), Wire.STR]
 TrainingSteps = Annotated[int, Meta(ge=1, le=MAX_TRAINING_STEPS), Wire.U64]
 
 
+class SealedDataset(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A private dataset: the blob ``blob`` holds the dataset sealed to ``miner`` (``aitbc.protocol.sealed``),
+    so only that miner can read it; the job runs on that miner only, and ``TrainingSpec.dataset_hash`` is the
+    plaintext's sha256, which the miner checks after opening it and the receipt commits to."""
+
+    miner: Address
+    blob: Hash32
+    """sha256 of the ciphertext, as the coordinator's blob store names it."""
+
+
 class TrainingSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What a client asks a miner to train: hashed into ``TrainingCommitment.spec_hash``.
 
@@ -106,8 +116,10 @@ class TrainingSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     seed: Annotated[int, Meta(ge=0, le=MAX_TRAINING_SEED), Wire.U64] = 0
     checkpoint_every: Annotated[int, Meta(ge=1, le=MAX_TRAINING_STEPS), Wire.U64] = 10
     dataset_hash: Hash32
-    """sha256 of the dataset's bytes, as the coordinator's blob store names it."""
+    """sha256 of the dataset's bytes, as the coordinator's blob store names it (of the plaintext when sealed)."""
     dataset_format: DatasetFormat
+    sealed_dataset: SealedDataset | None = None
+    """Set for a private dataset: the coordinator holds only its ciphertext (docs/training.md)."""
 
 
 def check_training_spec(spec: TrainingSpec) -> None:
@@ -124,6 +136,16 @@ def check_training_spec(spec: TrainingSpec) -> None:
         raise InvalidInput("minilm-pairs trains on sentence pairs: dataset_format must be jsonl")
     if spec.model != "minilm-pairs" and spec.dataset_format == "jsonl":
         raise InvalidInput(f"{spec.model} trains on a table: dataset_format must be csv or npz")
+
+
+def get_dataset_blob(spec: TrainingSpec) -> str:
+    """The blob a miner fetches for the job's dataset: the sealed one, else the plain dataset itself."""
+    return spec.dataset_hash if spec.sealed_dataset is None else spec.sealed_dataset.blob
+
+
+def get_output_blobs(output: TrainingOutput) -> list[str]:
+    """The blobs a training result names: weights, loss curve and the committed checkpoints."""
+    return [output.weights_blob, output.losses_blob, *output.checkpoint_blobs]
 
 
 def compute_spec_hash(spec: TrainingSpec) -> str:

@@ -24,7 +24,16 @@ import httpx
 import msgspec
 import pytest
 import sqlalchemy as sa
-from coordinator_harness import CoordinatorProcess, MinerProcess, echo_job, launch_replicas, run_cli, wait_until
+from coordinator_harness import (
+    CoordinatorProcess,
+    FakeMiner,
+    MinerProcess,
+    echo_job,
+    fake_model,
+    launch_replicas,
+    run_cli,
+    wait_until,
+)
 from test_paid_jobs import MINER_PRICE, PaidStack
 
 from aitbc.chain.deposits import compute_job_charge
@@ -113,6 +122,44 @@ def test_exactly_one_replica_settles(replicated: Replicated) -> None:
     wait_until(lambda: len(replicated.settling()) == 1, 20, "one replica to hold the settler lock")
     for _ in range(10):  # and it stays one while the other keeps trying
         assert len(replicated.settling()) == 1
+
+
+def test_a_deposit_reserved_through_one_replica_is_counted_by_the_other(replicated: Replicated) -> None:
+    """Each replica rebuilds its deposit books from the jobs table: jobs reserved through A count on B, so
+    B refuses (402) what the deposit can no longer cover, instead of overcommitting it."""
+    a, b = replicated.replicas
+    with replicated.funding.rpc() as rpc:
+        params = msgspec.convert(rpc.get_chain_info()["params"], ChainParams)
+    max_price = 2_000_000
+    charge = compute_job_charge(max_price, params)
+    token, _, _ = deposit_key(replicated, 3 * charge + charge // 2)
+    model = fake_model(price=MINER_PRICE)
+    idle = FakeMiner(a)  # serves the model and never claims: the jobs stay queued, their charges reserved
+    try:
+        idle.register([model])
+        body = {**echo_job("reserved"), "model": model["name"], "max_price": max_price}
+        with (
+            httpx.Client(base_url=a.url, headers={"X-Api-Key": token}, timeout=30) as on_a,
+            httpx.Client(base_url=b.url, headers={"X-Api-Key": token}, timeout=30) as on_b,
+        ):
+            wait_until(
+                lambda: any(m["name"] == model["name"] for m in on_b.get("/api/v1/models").json()["models"]),
+                10,
+                "replica B to learn the miner registered on A",
+            )
+            for _ in range(3):
+                answer = on_a.post("/api/v1/jobs", json=body)
+                assert answer.status_code == 201, answer.text
+            wait_until(
+                lambda: on_b.get("/api/v1/account").json()["reserved"] == 3 * charge,
+                10,
+                "replica B to count the reservations made through A",
+            )
+            refused = on_b.post("/api/v1/jobs", json=body)
+            assert refused.status_code == 402, refused.text
+            assert refused.json()["error"]["reason"] == "insufficient_deposit"
+    finally:
+        idle.close()
 
 
 def test_1000_jobs_through_two_replicas_one_killed_mid_run(replicated: Replicated) -> None:

@@ -86,6 +86,19 @@ def test_tuner_keeps_the_faster_count_and_follows_a_change_of_load() -> None:
     assert tuner.best(1) == 2  # back when the core is free again
 
 
+def test_tuner_probes_at_once_when_the_current_count_collapses() -> None:
+    tuner = ThreadTuner((2, 1), probe_every=1000, probe_steps=4)
+    drive(tuner, 1, {2: 0.011, 1: 0.017}, 100)
+    assert tuner.best(1) == 2
+    used = drive(tuner, 1, {2: 0.120, 1: 0.020}, 30)  # a core taken: 2 threads collapse
+    assert tuner.best(1) == 1
+    assert used[-10:] == [1] * 10  # within ~12 steps, not after probe_every (1000)
+    steady = ThreadTuner((2, 1), probe_every=1000, probe_steps=4)
+    drive(steady, 1, {2: 0.011, 1: 0.017}, 100)
+    used = drive(steady, 1, {2: 0.015, 1: 0.017}, 200)  # slower, but not a collapse: no extra probes
+    assert used.count(1) == 0
+
+
 def test_tuner_needs_a_clear_win_to_switch_and_keeps_shapes_apart() -> None:
     tuner = ThreadTuner((2, 1), probe_every=10, probe_steps=3, margin=0.9)
     drive(tuner, 1, {2: 0.010, 1: 0.0097}, 100)  # 3 % faster: noise, not a reason to flap

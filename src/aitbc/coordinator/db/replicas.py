@@ -74,6 +74,8 @@ class ReplicaBus:
         self.listening = threading.Event()
         """Set once the first ``LISTEN`` is in place (tests and start-up wait on it)."""
         self._encoder = msgspec.json.Encoder()
+        self._sender_pid = 0
+        """The sending connection's server process: its notifications (this replica's own) are skipped undecoded."""
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -115,6 +117,7 @@ class ReplicaBus:
                 try:
                     if conn is None:
                         conn = _connect(self._conninfo)
+                        self._sender_pid = conn.info.backend_pid
                     conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (CHANNEL, texts))
                     break
                 except Exception as exc:  # the connection broke: open another and try once more
@@ -146,6 +149,8 @@ class ReplicaBus:
                 first = False
                 while not self._stopping:
                     for notify in conn.notifies(timeout=0.5, stop_after=SEND_BATCH):
+                        if notify.pid == self._sender_pid:
+                            continue
                         try:
                             message = decoder.decode(notify.payload)
                         except msgspec.DecodeError:

@@ -28,7 +28,14 @@ from aitbc.miner.link import CoordinatorLink
 from aitbc.protocol.errors import InvalidInput
 from aitbc.protocol.job import JobInput, JobOutput
 from aitbc.protocol.receipt import ReceiptUnits
-from aitbc.protocol.training import TRAINING_MODELS, TrainingCommitment, TrainingOutput, TrainingSpec
+from aitbc.protocol.sealed import SealedBoxError, open_dataset
+from aitbc.protocol.training import (
+    TRAINING_MODELS,
+    TrainingCommitment,
+    TrainingOutput,
+    TrainingSpec,
+    get_dataset_blob,
+)
 
 PROGRESS_LINES: Final = 500
 """Progress lines a run reports at most (every ``steps / PROGRESS_LINES``-th step, and the last)."""
@@ -37,6 +44,16 @@ PROGRESS_LINES: Final = 500
 def progress_line(step: int, loss: float) -> str:
     """One progress report of a training job, as the job's token stream carries it (docs/training.md)."""
     return json.dumps({"step": step, "loss": loss}) + "\n"
+
+
+async def fetch_dataset(link: CoordinatorLink, spec: TrainingSpec, job_id: str) -> bytes:
+    """The job's dataset: the plain blob, or the sealed one opened with this miner's key and checked against
+    the spec's ``dataset_hash`` (``SealedBoxError`` when it is not sealed to this miner, or not that dataset)."""
+    sealed = spec.sealed_dataset
+    if sealed is not None and sealed.miner != link.key.address:
+        raise SealedBoxError(f"the dataset is sealed to {sealed.miner}, not to this miner")
+    data = await link.get_blob(get_dataset_blob(spec), job_id)
+    return data if sealed is None else open_dataset(link.key, data, spec.dataset_hash)
 
 
 class CheckpointStore:
@@ -125,7 +142,7 @@ class TrainingJobs:
             raise InvalidInput("a training job carries its spec")
         started = time.perf_counter()
         runtime = self.runtime()
-        data = asyncio.run_coroutine_threadsafe(link.get_blob(spec.dataset_hash), loop).result()
+        data = asyncio.run_coroutine_threadsafe(fetch_dataset(link, spec, job_id), loop).result()
         dataset = runtime.load_dataset(spec.dataset_format, data)
         self.store.put_meta(job_id, spec)
         every = max(1, spec.steps // PROGRESS_LINES)

@@ -20,6 +20,7 @@ from aitbc.market.lifecycle import TERMINAL_STATES, JobState
 from aitbc.protocol.errors import InvalidInput
 from aitbc.protocol.job import unpack_vectors
 from aitbc.protocol.job_messages import JobRequest, QuoteRequest
+from aitbc.protocol.training import get_dataset_blob
 from aitbc.protocol.zkml import ZK_INFERENCE, parse_zk_inference_proofs
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
@@ -28,11 +29,13 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 async def submit(service: CoordinatorService, client: ApiKey, body: JobRequest) -> dict[str, Any]:
     """One submission, for the routed and the fast path alike."""
     spec = body.input.training
-    if spec is not None and not BlobStore.at(service.settings).has(spec.dataset_hash):
-        raise InvalidInput(
-            f"no blob {spec.dataset_hash} on this coordinator: upload the dataset first (POST /api/v1/blobs)",
-            reason="dataset_missing",
-        )
+    if spec is not None:  # the dataset must be a blob this client uploaded, not someone else's it knows of
+        blob = get_dataset_blob(spec)
+        if not await BlobStore.at(service.settings).holds_async(client.id, blob):
+            raise InvalidInput(
+                f"no blob {blob} of yours on this coordinator: upload the dataset first (POST /api/v1/blobs)",
+                reason="dataset_missing",
+            )
     return await service.submit_job(client, body)
 
 
