@@ -36,8 +36,8 @@ def main() -> None:
         done = coordinator.wait(job["job_id"], timeout=600)
         assert done["state"] == "completed", done
         output = coordinator.result(job["job_id"])["output"]["training"]
-        losses = json.loads(coordinator.get_blob(output["losses_blob"]))["losses"]
-        weights = load_safetensors(coordinator.get_blob(output["weights_blob"]))
+        losses = json.loads(coordinator.get_blob(output["losses_blob"], job["job_id"]))["losses"]
+        weights = load_safetensors(coordinator.get_blob(output["weights_blob"], job["job_id"]))
         print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; tensors {sorted(weights)}")
         print("committed checkpoints:", len(output["commitment"]["checkpoint_hashes"]))
 
