@@ -10,33 +10,18 @@ from pathlib import Path
 import pytest
 
 from aitbc.coordinator.db.engine import create_db_engine, migrate
-from aitbc.coordinator.db.records import JobRecord, StoredConstraints
+from aitbc.coordinator.db.records import JobRecord
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.coordinator.db.writer import DbWriter
-from aitbc.market.lifecycle import JobRuleViolation, JobState
+from aitbc.market.lifecycle import JobRuleViolation
 from aitbc.protocol.job import JobInput
+from support.job_records import queued_job
 
 JOB_INPUT = JobInput(type="inference", model="m", prompt="hi")
 
 
 def record(job_id: str) -> JobRecord:
-    return JobRecord(
-        id=job_id,
-        api_key_id="k1",
-        client="k1",
-        type="inference",
-        model="m",
-        model_digest=None,
-        input=JOB_INPUT,
-        input_hash="ab" * 32,
-        max_price=10,
-        constraints=StoredConstraints(),
-        state=JobState.QUEUED.value,
-        attempts=0,
-        max_attempts=3,
-        expires_at_ms=2_000,
-        created_at_ms=1_000,
-    )
+    return queued_job(job_id, JOB_INPUT)
 
 
 @pytest.fixture

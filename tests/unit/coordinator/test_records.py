@@ -10,9 +10,10 @@ import pytest
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
 from aitbc.coordinator.db.repo import CoordinatorRepo
-from aitbc.market.lifecycle import JobLifecycle, JobState, on_claim
+from aitbc.market.lifecycle import JobLifecycle, on_claim
 from aitbc.protocol.job import JobInput, JobOutput, Params
 from aitbc.protocol.job_messages import SealedJobInput
+from support.job_records import queued_job as record
 
 
 @pytest.fixture
@@ -20,27 +21,6 @@ def repo(tmp_path: Path) -> CoordinatorRepo:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'c.db'}")
     migrate(engine)
     return CoordinatorRepo(engine)
-
-
-def record(job_id: str, job_input: JobInput | SealedJobInput, **changes: object) -> JobRecord:
-    job = JobRecord(
-        id=job_id,
-        api_key_id="k1",
-        client="k1",
-        type="inference",
-        model="m",
-        model_digest=None,
-        input=job_input,
-        input_hash="ab" * 32,
-        max_price=10,
-        constraints=StoredConstraints(region="eu"),
-        state=JobState.QUEUED.value,
-        attempts=0,
-        max_attempts=3,
-        expires_at_ms=2_000,
-        created_at_ms=1_000,
-    )
-    return replace(job, **changes)  # type: ignore[arg-type]
 
 
 def test_plain_and_sealed_jobs_come_back_as_stored(repo: CoordinatorRepo) -> None:
