@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from starlette.types import Receive, Scope, Send
 
 from aitbc.protocol.errors import ConfigError
 from aitbc.runtime.limits import BodyLimit, GuardedConfig, HttpServerSettings
-from aitbc.runtime.server import announce, bind_socket, build_server, read_announcement
+from aitbc.runtime.server import (
+    FULL_COLLECTION_EVERY,
+    announce,
+    bind_socket,
+    build_server,
+    quiet_full_collections,
+    read_announcement,
+)
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,3 +78,14 @@ def test_a_built_server_serves_on_the_bound_socket() -> None:
         return ok.status_code, ok.text, too_large.status_code
 
     assert asyncio.run(scenario()) == (200, "hello", 413)
+
+
+def test_quiet_full_collections_freezes_the_loaded_app_and_spaces_out_full_collections() -> None:
+    before = gc.get_threshold()
+    try:
+        quiet_full_collections()
+        assert gc.get_threshold() == (before[0], before[1], FULL_COLLECTION_EVERY)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
