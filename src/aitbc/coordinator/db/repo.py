@@ -462,9 +462,9 @@ class CoordinatorRepo:
             seq = conn.execute(sa.select(chain_cursor.c.event_seq).where(chain_cursor.c.name == name)).scalar()
         return 0 if seq is None else int(seq)
 
-    def apply_chain_events(self, name: str, seq: int, closed: Sequence[tuple[str, Row]]) -> None:
-        """Record escrows the chain closed (``(job_id, payment changes)``) and advance the cursor, atomically,
-        so a restart resumes exactly after the last event applied."""
+    def apply_chain_events(self, name: str, seq: int | None, closed: Sequence[tuple[str, Row]]) -> None:
+        """Record escrows the chain closed (``(job_id, payment changes)``) and advance the cursor to ``seq``
+        (None: leave it), atomically, so a restart resumes exactly after the last event applied."""
         with self.engine.begin() as conn:
             # Events of one kind carry the same columns: one executemany per column set, not a statement per job.
             groups: dict[tuple[str, ...], list[Row]] = {}
@@ -477,6 +477,8 @@ class CoordinatorRepo:
                     .values({c: sa.bindparam(c) for c in columns})
                 )
                 conn.execute(statement, params)
+            if seq is None:
+                return
             updated = conn.execute(
                 chain_cursor.update().where(chain_cursor.c.name == name).values(event_seq=seq)
             ).rowcount
