@@ -381,7 +381,7 @@ def main() -> None:
     if args.quick:
         args.prompts, args.max_tokens = args.concurrency, 64
     from aitbc.miner.backends.builtin import BuiltinBackend
-    from aitbc.miner.backends.tuning import compute_spincount, measure_idle_cores
+    from aitbc.miner.backends.tuning import DEFAULT_SPINCOUNT
 
     path = str(BuiltinBackend(text_models=(args.model,), enable_embedding=False).model_path(args.model))
     prompts = (PROMPTS * (1 + args.prompts // len(PROMPTS)))[: args.prompts]
@@ -435,7 +435,7 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             # both sides get the same OpenMP spin bound (libgomp reads it once, when the model loads:
             # a process that loaded in a busy moment keeps the short bound, 1 thread, for its life)
-            spin = os.environ.get("GOMP_SPINCOUNT") or compute_spincount(measure_idle_cores(), os.cpu_count() or 1)
+            spin = os.environ.get("GOMP_SPINCOUNT") or DEFAULT_SPINCOUNT
             os.environ["GOMP_SPINCOUNT"] = spin  # the platform's miner inherits it
             print(f"  builtin and platform: GOMP_SPINCOUNT={spin} (both sides)")
             builtin = BuiltinWorker(

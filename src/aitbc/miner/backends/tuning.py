@@ -12,8 +12,7 @@ Why this exists (measured on a 2-core machine, SmolLM2-135M, see ``bench/inferen
   core to another process stalls all the others at the next barrier: generation collapses to a few
   tokens per second on a busy machine.
 - So the backend (1) keeps OpenMP's bounded spin (``GOMP_SPINCOUNT``: about the length of one
-  operation when the cores are free at start, almost none when they are busy) unless the operator
-  chose a policy, and (2) picks the thread count *while running*:
+  operation) unless the operator chose a policy, and (2) picks the thread count *while running*:
   :class:`ThreadTuner` keeps the best of the candidate counts (e.g. 2 and 1) by their measured
   decode step time and re-tries the others now and then, so a miner runs 2 threads on a free
   machine and drops to 1 when another process holds a core, and back again when it leaves.
@@ -25,72 +24,38 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections import deque
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 DEFAULT_SPINCOUNT: Final = "20000"
-"""libgomp's spin iterations before a waiting thread sleeps (its default is 300000; PASSIVE is 0),
-chosen when the cores are free at start."""
-BUSY_SPINCOUNT: Final = "200"
-"""... and when they are not. Measured with the machine oversubscribed (load 9 on 2 cores), 2 threads:
-spin 20000 2.5 tokens/s, 2000 8.8, 200 13.7, 0 18.0 (1 thread 13.5)."""
+"""libgomp's spin iterations before a waiting thread sleeps (its default is 300000; PASSIVE is 0).
+
+libgomp reads it once, when it loads, so it is not chosen by how busy the machine is at that moment:
+a miner that started while the machine was busy used to keep a spin of 200 for good, and with it ran
+1 thread at about half the speed once the machine was free again (SmolLM2, quiet: 72 tokens/s at
+spin 200 against 137 at 20000). On a busy machine the thread tuner runs 1 thread, where the spin
+does not matter (no barrier to wait at), and backs off its probes of the collapsing count."""
 
 ALL_LAYERS: Final = -1
 """``n_gpu_layers`` meaning every layer (llama.cpp clamps it to the model's layer count)."""
-
-
-def compute_spincount(idle_cores: float, cores: int) -> str:
-    """The OpenMP spin bound for a machine with ``idle_cores`` of its ``cores`` free right now.
-
-    Free (at most half a core in use by others): spin long enough to cover one operation, close to
-    OpenMP's full speed. Busy: spinning threads steal the time the others need, so barely spin.
-    libgomp reads the value once, when it loads; the thread tuner adapts to later changes.
-    """
-    return DEFAULT_SPINCOUNT if idle_cores >= cores - 0.5 else BUSY_SPINCOUNT
 
 
 def compute_openmp_env(environ: Mapping[str, str], spincount: str | None = None) -> dict[str, str]:
     """The OpenMP variables to set before llama.cpp's library (and libgomp) is loaded.
 
     Nothing is set when the operator already chose ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``;
-    ``spincount`` (a setting, or :func:`compute_spincount`'s choice) overrides the default bound.
+    ``spincount`` (the miner's setting) overrides the default bound.
     """
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return {}
     return {"GOMP_SPINCOUNT": spincount or DEFAULT_SPINCOUNT}
 
 
-def measure_idle_cores(seconds: float = 0.25) -> float:
-    """Cores left idle by everything on the machine over ``seconds`` (from ``/proc/stat``)."""
-    try:
-        first = _cpu_times()
-        time.sleep(seconds)
-        second = _cpu_times()
-    except (OSError, ValueError, IndexError):  # not Linux: assume free
-        return float(usable_cores())
-    total = sum(second) - sum(first)
-    idle = (second[3] + second[4]) - (first[3] + first[4])
-    return 0.0 if total <= 0 else (os.cpu_count() or 1) * idle / total
-
-
-def _cpu_times() -> list[int]:
-    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-
-
 def apply_openmp_env(environ: MutableMapping[str, str] | None = None, spincount: str | None = None) -> dict[str, str]:
-    """Set :func:`compute_openmp_env`'s variables in ``environ`` (default ``os.environ``); returns them.
-
-    Without a ``spincount`` setting, the bound depends on how busy the machine is now.
-    """
+    """Set :func:`compute_openmp_env`'s variables in ``environ`` (default ``os.environ``); returns them."""
     target = os.environ if environ is None else environ
-    if "OMP_WAIT_POLICY" in target or "GOMP_SPINCOUNT" in target:
-        return {}
-    if spincount is None:
-        spincount = compute_spincount(measure_idle_cores(), os.cpu_count() or 1)
     chosen = compute_openmp_env(target, spincount)
     target.update(chosen)
     return chosen
@@ -151,6 +116,14 @@ class ThreadTuner:
     window: int = 12
     margin: float = 0.9
     slowdown: float = 2.0
+    max_backoff: int = 8
+    """A probe that loses doubles the wait before the next one of that shape, up to ``probe_every`` times
+    this: on a machine that stays busy, the collapsing count is tried ~1 step in 800, not 4 in 96
+    (measured with one core kept busy: 4 probe steps of a collapsed count cost ~15 % of the tokens)."""
+    abort: float = 3.0
+    """A probe step this many times the current count's recent median ends the probe at once (one collapsed
+    step, not ``probe_steps``), and the probe counts as lost."""
+    _backoff: dict[int, int] = field(default_factory=dict)
     _floor: dict[tuple[int, int], float] = field(default_factory=dict)
     """(shape, threads) -> the fastest step seen."""
     _samples: dict[tuple[int, int], deque[float]] = field(default_factory=dict)
@@ -173,7 +146,10 @@ class ThreadTuner:
             return probe[0]
         # the first probe comes early (a busy machine should not wait long for the better count)
         unmeasured = any(not self._has(shape, c) for c in self.candidates)
-        due = self.probe_steps * 2 if unmeasured or self._slowed(shape, best) else self.probe_every
+        if unmeasured or self._slowed(shape, best):
+            due = self.probe_steps * 2
+        else:
+            due = self.probe_every * self._backoff.get(shape, 1)
         if self._since_probe.get(shape, 0) >= due or not self._has(shape, best):
             others = [c for c in self.candidates if c != best]
             # the candidate measured longest ago (or never) is tried next
@@ -193,11 +169,16 @@ class ThreadTuner:
         probe = self._probing.get(shape)
         if probe is not None and probe[0] == threads:
             left = probe[1] - 1
-            if left > 0:
+            current = self._best.get(shape, self.candidates[0])
+            hopeless = self._has(shape, current) and seconds > self.abort * self._median(shape, current)
+            if left > 0 and not hopeless:
                 self._probing[shape] = (threads, left)
                 return
             del self._probing[shape]
-            self._decide(shape)
+            if hopeless:  # its older samples may be from a freer machine: no decision on them
+                self._back_off(shape)
+            else:
+                self._decide(shape)
             return
         self._since_probe[shape] = self._since_probe.get(shape, 0) + 1
         self._best.setdefault(shape, threads)
@@ -219,6 +200,9 @@ class ThreadTuner:
         recent = list(self._samples[(shape, threads)])[-max(self.probe_steps, 3) :]
         return statistics.median(recent)
 
+    def _back_off(self, shape: int) -> None:
+        self._backoff[shape] = min(2 * self._backoff.get(shape, 1), self.max_backoff)
+
     def _decide(self, shape: int) -> None:
         current = self._best.get(shape, self.candidates[0])
         measured = [c for c in self.candidates if self._has(shape, c)]
@@ -229,3 +213,6 @@ class ThreadTuner:
         fastest = min(measured, key=lambda c: self._median(shape, c))
         if fastest != current and self._median(shape, fastest) < self.margin * self._median(shape, current):
             self._best[shape] = fastest
+            self._backoff[shape] = 1
+        else:
+            self._back_off(shape)
