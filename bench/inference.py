@@ -5,8 +5,9 @@ One run measures, on the same GGUF, the same prompts (chat template, greedy, ``-
 1. **raw llama-cpp-python** (``Llama.generate`` on the chat-formatted prompt tokens, stopping at
    end-of-generation) in several configurations, each in a fresh process (OpenMP reads its
    settings once): 2 threads with OpenMP defaults, with flash attention on and off; 1 thread; 2
-   threads with ``OMP_WAIT_POLICY=PASSIVE`` (what the builtin backend used to set). The best is
-   the baseline;
+   threads with ``OMP_WAIT_POLICY=PASSIVE`` (what the builtin backend used to set); 2 threads with
+   the builtin backend's spin bound (``GOMP_SPINCOUNT=20000``: what the bound costs, apart from the
+   backend). The best is the baseline;
 2. the **builtin backend** (``BuiltinBackend.generate``, continuous batching, automatic threads),
    single stream, then ``--concurrency`` generations at once;
 3. a **job through the whole platform**: a coordinator and a builtin miner (real processes,
@@ -409,6 +410,7 @@ def main() -> None:
             ("raw, 2 threads, OpenMP defaults, flash-attn on", 2, True, {}),
             ("raw, 1 thread", 1, True, {}),
             ("raw, 2 threads, OMP_WAIT_POLICY=PASSIVE (old builtin)", 2, True, {"OMP_WAIT_POLICY": "PASSIVE"}),
+            ("raw, 2 threads, GOMP_SPINCOUNT=20000 (the builtin's bound)", 2, True, {"GOMP_SPINCOUNT": "20000"}),
         ]
         raw_rates = []
         for label, threads, fa, env in [] if args.skip_raw else raw_configs:
