@@ -569,6 +569,8 @@ def main() -> int:
         args.submit_concurrency = 32 if args.deposit_rate is None else 128
     if args.quick:
         args.jobs, args.deposit_jobs, args.transfers, args.transfer_accounts = 300, 600, 5_000, 100
+    if args.transfers < args.transfer_accounts:
+        parser.error("every run measures its plain-transfer baseline: --transfers must be at least --transfer-accounts")
     if args.transfers % args.transfer_accounts:
         parser.error("--transfers must be a multiple of --transfer-accounts")
     if args.transfers // args.transfer_accounts > 500:
