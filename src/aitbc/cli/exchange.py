@@ -19,8 +19,10 @@ app = typer.Typer(help="The BTC <-> AITBC trade exchange (docs/exchange.md).", n
 @handle_errors
 def run(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Exchange data directory (SQLite database)")],
-    port: Annotated[int, typer.Option(help="HTTP port")] = DEFAULT_EXCHANGE_PORT,
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help=f"HTTP port; 0 picks a free one [default: {DEFAULT_EXCHANGE_PORT}]")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1]")] = None,
     database_url: Annotated[
         str | None,
         typer.Option(
@@ -28,7 +30,7 @@ def run(
             show_default=False,
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: INFO]")] = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     insecure_http: InsecureHttpOpt = False,
@@ -41,10 +43,7 @@ def run(
 
     settings = ExchangeSettings(
         data_dir=data_dir,
-        port=port,
-        host=host,
-        log_level=log_level,
-        **given(database_url=database_url),
+        **given(port=port, host=host, log_level=log_level, database_url=database_url),
         **tls_flags(tls_cert, tls_key, insecure_http),
     )
     configure_logging("exchange", settings.log_level)

@@ -28,6 +28,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr("aitbc.poolhub.app.run_poolhub", lambda s: seen.__setitem__("poolhub", s))
     monkeypatch.setattr("aitbc.node.app.run_node", lambda s: seen.__setitem__("node", s))
     monkeypatch.setattr("aitbc.miner.runner.serve_miner", fake_serve_miner)
+    monkeypatch.setattr("aitbc.exchange.app.run_exchange", lambda s: seen.__setitem__("exchange", s))
     return seen
 
 
@@ -62,3 +63,15 @@ def test_every_run_command_leaves_absent_flags_to_the_environment(
     assert (tmp_path / "miner" / "miner.key").exists()
     invoke("miner", "run", "--concurrency", "2", "--price", "4")  # --price is in AITBC: 4,000,000 base units
     assert captured["miner"].max_concurrency == 2 and captured["miner"].unit_price == 4_000_000
+
+
+def test_exchange_run_takes_its_port_and_host_from_the_environment_unless_given(
+    captured: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AITBC_EXCHANGE_PORT", "18014")
+    monkeypatch.setenv("AITBC_EXCHANGE_LOG_LEVEL", "warning")
+    invoke("exchange", "run", "--data-dir", str(tmp_path))
+    exchange = captured["exchange"]
+    assert (exchange.port, exchange.host, exchange.log_level.lower()) == (18014, "127.0.0.1", "warning")
+    invoke("exchange", "run", "--data-dir", str(tmp_path), "--port", "0", "--host", "0.0.0.0", "--insecure-http")
+    assert (captured["exchange"].port, captured["exchange"].host) == (0, "0.0.0.0"), "given flags win"
