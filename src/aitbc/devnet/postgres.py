@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import importlib.util
 import os
 import pwd
 import shutil
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aitbc.protocol.errors import ConfigError
+from aitbc.runtime.packages import installed_package_dir
 
 SUPERUSER = "postgres"
 INSTALL_HINT = (
@@ -45,14 +45,9 @@ def free_port() -> int:
 
 def _wheel_dir(package: str, *parts: str) -> Path | None:
     """A directory inside an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    return path if path.is_dir() else None
+    root = installed_package_dir(package)
+    path = None if root is None else Path(root, *parts)
+    return path if path is not None and path.is_dir() else None
 
 
 def find_postgres_bin() -> Path | None:

