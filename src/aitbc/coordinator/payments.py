@@ -486,8 +486,8 @@ class PaymentWorker:
                 await self._on_refunded(refunded)
             # A block settles hundreds of jobs: record them a slice at a time, so submissions (whose inserts the
             # writer thread runs first) wait behind a slice, not the whole block; the cursor moves with the last
-            # slice, and a crash before it replays the page (idempotent).
-            for start in range(0, len(closed), APPLY_SLICE):
+            # slice (alone when nothing closed), and a crash before it replays the page (idempotent).
+            for start in range(0, max(len(closed), 1), APPLY_SLICE):
                 last = start + APPLY_SLICE >= len(closed)
                 await self._write(
                     self.repo.apply_chain_events,
@@ -495,8 +495,6 @@ class PaymentWorker:
                     next_seq if last else None,
                     closed[start : start + APPLY_SLICE],
                 )
-            if not closed:
-                await self._write(self.repo.apply_chain_events, CURSOR_NAME, next_seq, closed)
             self._cursor = next_seq
             if len(events) < PAGE:
                 return
