@@ -120,7 +120,7 @@ class ThreadTuner:
     """A probe that loses doubles the wait before the next one of that shape, up to ``probe_every`` times
     this: on a machine that stays busy, the collapsing count is tried ~1 step in 800, not 4 in 96
     (with one core kept busy, a collapsed 2-thread step of SmolLM2 took 85 ms against 13-14 ms on 1 thread:
-    4 such steps in every ~100 cost a third of the time)."""
+    4 such steps in every ~100 took a fifth of the time)."""
     abort: float = 3.0
     """A probe step this many times the current count's recent median ends the probe at once (one collapsed
     step, not ``probe_steps``), and the probe counts as lost."""
