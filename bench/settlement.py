@@ -91,7 +91,13 @@ from chain_throughput import (
     pct,
     presign,
 )
-from settlement_deposits import fetch_finished, prepare_deposit, run_deposit_jobs
+from settlement_deposits import (
+    describe_miner_requests,
+    fetch_finished,
+    prepare_deposit,
+    run_deposit_jobs,
+    scrape_miner_requests,
+)
 
 PER_CLIENT = 1_000
 """Escrows per client key: below the node's nonce window (1,024 pending per sender)."""
@@ -699,6 +705,7 @@ def main() -> int:
         print("deposit jobs: POST (reserved at once) -> run -> receipt -> settle_batch ...", flush=True)
         if args.profile and not args.jobs:  # --jobs 0 --profile: profile the deposit path instead
             profilers = start_profilers(args.profile, {n: ps[0] for n, ps in pids.items()}, args.profile_gil)
+        dep_requests0 = scrape_miner_requests(coord_url)
         dep_cpu0 = {name: sum(cpu_seconds_of(p) for p in ps) for name, ps in pids.items()}
         dep_busy0, dep_self0, dep_load = busy_cpu_seconds(), time.process_time(), os.getloadavg()[0]
         with timing_quietly():
@@ -717,6 +724,7 @@ def main() -> int:
             )
         dep_end = time.time()
         dep_cpu = {name: sum(cpu_seconds_of(p) for p in ps) - dep_cpu0[name] for name, ps in pids.items()}
+        dep_requests = describe_miner_requests(dep_requests0, scrape_miner_requests(coord_url))
         dep_busy, dep_self = busy_cpu_seconds() - dep_busy0, time.process_time() - dep_self0
         stop_profilers(profilers)
         profilers = []
@@ -884,6 +892,7 @@ def main() -> int:
     loop = f"open loop at {args.deposit_rate:,.0f}/s, from when due" if args.deposit_rate else "closed loop"
     print(f"POST /jobs          {spread(dep.post_rtt)}   (accepted at once: reserved on the deposit; {loop})")
     print(f"settlement lag      {spread(dep_lag)}   (job finished -> its settle_batch committed)")
+    print(f"miners' requests    {dep_requests}")
     print(
         "CPU (deposit run)   "
         + ", ".join(f"{name} {v / dep_window * 100:.0f}%" for name, v in dep_cpu.items())

@@ -175,3 +175,36 @@ async def fetch_finished(coord_url: str, api_key: str, job_ids: list[str], concu
     async with httpx.AsyncClient(base_url=coord_url, timeout=60) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     return out
+
+
+_REQUEST_SERIES = {
+    "aitbc_claims_total": "claims",
+    "aitbc_job_assignment_seconds_count": "claimed jobs",
+    "aitbc_result_requests_total": "result requests",
+    "aitbc_jobs_finished_total": "finished jobs",
+}
+
+
+def scrape_miner_requests(coord_url: str) -> dict[str, float]:
+    """The coordinator's counters of miners' requests (``/metrics``), summed over their labels; the claims'
+    empty ones also apart, as "empty claims"."""
+    text = httpx.get(f"{coord_url}/metrics", timeout=10).text
+    counts = dict.fromkeys([*_REQUEST_SERIES.values(), "empty claims"], 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        series = name.split("{", 1)[0]
+        if series in _REQUEST_SERIES:
+            counts[_REQUEST_SERIES[series]] += float(value)
+            if series == "aitbc_claims_total" and 'outcome="empty"' in name:
+                counts["empty claims"] += float(value)
+    return counts
+
+
+def describe_miner_requests(before: dict[str, float], after: dict[str, float]) -> str:
+    """How many jobs a claim and a result request carried during the run (fewer requests: less CPU per job)."""
+    d = {k: after[k] - before[k] for k in after}
+    claims, results = max(1.0, d["claims"]), max(1.0, d["result requests"])
+    return (
+        f"{d['claims']:,.0f} claims ({d['claimed jobs'] / claims:.1f} jobs each, {d['empty claims'] / claims:.0%}"
+        f" empty), {d['result requests']:,.0f} result requests ({d['finished jobs'] / results:.1f} results each)"
+    )

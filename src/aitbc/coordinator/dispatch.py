@@ -4,8 +4,9 @@ A miner waiting for work long-polls ``claim`` on an in-process event that every 
 job fires, so a claim follows a submission within milliseconds. Who of several waiting claimers
 gets a job is the matching policy's call (``aitbc.coordinator.matching``); what a claim may take is
 the job lifecycle's (``aitbc.market.lifecycle``) and the market's eligibility rules
-(``aitbc.market.matching``). Everything here runs on the event loop, except ``_try_claim_many`` and
-``_extend_lease_sync``, which run on the database writer thread.
+(``aitbc.market.matching``). Everything here runs on the event loop, except a claim's scan
+(``_claim_terms``' choice: on a reader, or with its take on the writer) and ``_extend_lease_sync``, which
+runs on the database writer thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.records import JobRecord, registration_from_json
+from aitbc.coordinator.db.repo import ClaimChoice
 from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.events import JobEventBroker
 from aitbc.coordinator.live import LiveMiner, offer_from_registration
@@ -302,6 +304,11 @@ class MinerDispatcher:
     async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
         """Long-poll until at least one job is claimable, then take up to ``max_jobs`` (within the miner's free
         slots) from one scan of the queue: one request and one signature check for many jobs."""
+        claimed = await self._wait_and_claim(miner, wait_seconds, max_jobs)
+        self.metrics.claims.labels("jobs" if claimed else "empty").inc()
+        return claimed
+
+    async def _wait_and_claim(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
         live = await self.live_async(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
         woken_for_a_job = False
@@ -316,7 +323,7 @@ class MinerDispatcher:
             if len(live.active) < live.max_concurrency and live.idle_generation != generation:
                 room = min(max_jobs, live.max_concurrency - len(live.active))
                 async with self._claim_lock:
-                    claimed = await self.db.write(self._try_claim_many, live, now_ms(), room)
+                    claimed = await self._claim_queued(live, now_ms(), room)
                 if claimed:
                     return [self._on_claimed(live, job) for job in claimed]
                 live.idle_generation = generation
@@ -344,11 +351,26 @@ class MinerDispatcher:
                     self._waiters.remove(waiter)
             live.last_seen_ms = now_ms()
 
-    def _try_claim_many(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
-        """Up to ``count`` jobs from one scan of the queue (not one scan per job)."""
-        return self._claim_from_scan(live, now, count, CLAIM_SCAN_LIMIT + count - 1)
+    async def _claim_queued(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
+        """Up to ``count`` jobs from one scan of the queue (not one scan per job).
+
+        With row locks (PostgreSQL) the scan and the take are one transaction on the writer. On SQLite the
+        scan and the choice run on a reader and only the take on the writer, which job submissions wait
+        for: a claim holds it for its update alone (claims are serialized by ``_claim_lock``, and the take
+        is conditional, so a job that left the queue meanwhile is not taken)."""
+        scan = CLAIM_SCAN_LIMIT + count - 1
+        if self.repo.row_locks:
+            return await self.db.write(self._claim_from_scan, live, now, count, scan)
+        chosen = await self.db.read(self.repo.choose_claims, *self._claim_terms(live, now, count, scan))
+        return await self.db.write(self.repo.take_claims, chosen) if chosen else []
 
     def _claim_from_scan(self, live: LiveMiner, now: int, count: int, scan: int) -> list[JobRecord]:
+        return self.repo.claim_queued(*self._claim_terms(live, now, count, scan))
+
+    def _claim_terms(
+        self, live: LiveMiner, now: int, count: int, scan: int
+    ) -> tuple[list[str], int, int, int, ClaimChoice]:
+        """The arguments of a claim's scan for ``live``: its models, the time, how many, and its choice."""
         models = sorted({m.name for m in live.offer.models})
         ready = [w.live for w in list(self._waiters)]  # miners long-polling right now (a snapshot: DB thread)
 
@@ -372,7 +394,7 @@ class MinerDispatcher:
             lifecycle = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
             return lifecycle, served.digest, served.unit_price
 
-        return self.repo.claim_queued(models, now, count, scan, choose)
+        return models, now, count, scan, choose
 
     def _on_claimed(self, live: LiveMiner, job: JobRecord) -> JobAssignment:
         assert job.assigned_at_ms is not None and job.lease_id is not None and job.lease_expires_at_ms is not None

@@ -47,4 +47,13 @@ class CoordinatorMetrics:
         self.payments_closed = Counter(
             "aitbc_escrows_closed", "Escrows of this coordinator's jobs closed on chain", ["kind"], registry=r
         )
+        self.claims = Counter(
+            "aitbc_claims",
+            "Miners' claim requests answered, by outcome (jobs: at least one job handed out; empty)",
+            ["outcome"],
+            registry=r,
+        )
+        self.result_requests = Counter(
+            "aitbc_result_requests", "Miners' result requests (one result or a batch of them)", registry=r
+        )
         self.http_rejections = Counter("aitbc_http_rejections", "Requests refused, by reason", ["reason"], registry=r)

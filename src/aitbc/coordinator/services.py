@@ -302,6 +302,7 @@ class CoordinatorService:
     ) -> list[dict[str, Any] | AitbcError]:
         """Judge each result on its own, then store the accepted ones in one transaction (one read, one
         commit for a miner's batch); per result, its receipt or the error refusing it."""
+        self.metrics.result_requests.inc()
         await self.dispatcher.live_async(miner)
         found = await self.db.read(self.repo.get_jobs, [d.job_id for d in delivered])
         now = now_ms()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,3 +82,29 @@ def test_claims_and_completions_in_groups_judge_each_job(repo: CoordinatorRepo) 
     assert repo.get_receipt("job_0") == receipts[0] and repo.get_receipt("job_2") is None
     assert repo.get_job("job_2") == claimed[1]  # untouched: still assigned under its lease
     assert repo.complete_jobs([(done[1], "lease-job_2", receipts[1])]) == [True]
+
+
+def test_a_claim_chosen_on_a_reader_takes_only_the_jobs_still_queued(repo: CoordinatorRepo) -> None:
+    """On SQLite a claim looks on a reader (``choose_claims``) and takes on the writer (``take_claims``): a
+    job claimed or cancelled between the two is not taken, and the others still are, in one transaction."""
+    prompt = JobInput(type="inference", model="m", prompt="hi")
+    repo.insert_jobs([record(f"job_{i}", prompt, created_at_ms=1_000 + i) for i in range(3)])
+
+    def choose_for(miner: str) -> Callable[[JobRecord], tuple[JobLifecycle, str, int]]:
+        def choose(job: JobRecord) -> tuple[JobLifecycle, str, int]:
+            return on_claim(job.lifecycle(), miner, f"{miner}-{job.id}", 1_100, 15_000), "sha256:x", 7
+
+        return choose
+
+    chosen = repo.choose_claims(["m"], 1_200, 3, 10, choose_for("ait1a"))
+    assert [job.id for job, _ in chosen] == ["job_0", "job_1", "job_2"]
+    assert repo.get_job("job_0") == record("job_0", prompt, created_at_ms=1_000), "choosing writes nothing"
+    # meanwhile another miner's claim looks and takes job_0
+    assert [j.id for j in repo.take_claims(repo.choose_claims(["m"], 1_200, 1, 10, choose_for("ait1b"))[:1])] == [
+        "job_0"
+    ]
+    taken = repo.take_claims(chosen)
+    assert [j.id for j in taken] == ["job_1", "job_2"]
+    stored = repo.get_job("job_0")
+    assert stored is not None and stored.miner == "ait1b" and stored.lease_id == "ait1b-job_0"
+    assert all(repo.get_job(j.id) == j for j in taken)

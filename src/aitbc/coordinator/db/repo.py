@@ -266,8 +266,20 @@ class CoordinatorRepo:
             with self.engine.begin() as conn:
                 chosen = self._choose_claims(conn, models, now_ms, count, scan, choose)
                 return [job for job, changes in chosen if self._update_job_if(conn, job.id, ("queued",), None, changes)]
+        return self.take_claims(self.choose_claims(models, now_ms, count, scan, choose))
+
+    def choose_claims(
+        self, models: Sequence[str], now_ms: int, count: int, scan: int, choose: ClaimChoice
+    ) -> list[tuple[JobRecord, Row]]:
+        """The looking half of ``claim_queued`` without row locks (SQLite): which queued jobs to take and
+        what to write. It only reads, so it can run beside the writer; ``take_claims`` then takes those still
+        queued (a job claimed or cancelled meanwhile is simply not taken)."""
+        assert not self.row_locks, "with row locks, look and take in one transaction (claim_queued)"
         with self.engine.connect() as conn:
-            chosen = self._choose_claims(conn, models, now_ms, count, scan, choose)
+            return self._choose_claims(conn, models, now_ms, count, scan, choose)
+
+    def take_claims(self, chosen: Sequence[tuple[JobRecord, Row]]) -> list[JobRecord]:
+        """The jobs of ``chosen`` (``choose_claims``) claimed in one transaction: those still queued."""
         won = self._update_jobs_if([(job.id, ("queued",), None, changes) for job, changes in chosen], lambda _: [])
         return [job for (job, _), ok in zip(chosen, won, strict=True) if ok]
 
