@@ -31,6 +31,8 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")} | {"CO
 AITBC = 1_000_000
 MINER_FUNDS = 1_000 * AITBC
 BOND = 150 * AITBC
+DEPOSIT_JOB_BLOCKS = 2_400
+"""A deposit job's expiry in blocks (of 500 ms), for the chain and the coordinator: a 10-minute queue."""
 T = TypeVar("T")
 
 
@@ -73,6 +75,10 @@ class AuditNet:
         audit["probability_bps"] = self.probability_bps
         # windows long enough for a loaded 2-core machine; a decided audit closes at once anyway
         audit["audit_window_blocks"] = audit["dispute_window_blocks"] = 600
+        # A deposit job nobody took gives up after half its expiry (deposit_job_blocks): 600 blocks of 500 ms
+        # left a job 150 s in the queue, and 200 audited jobs on two builtin miners take ~160 s on a quiet
+        # 2-core machine (more in a loaded CI run). Allow the chain, and so the coordinator, 2,400 blocks.
+        genesis["params"]["max_receipt_blocks"] = DEPOSIT_JOB_BLOCKS
         genesis["balances"] += [{"address": k.address, "amount": MINER_FUNDS} for k in self.keys]
         genesis_path.write_text(json.dumps(genesis, indent=2))
         for i, key in enumerate(self.keys):
@@ -89,7 +95,7 @@ class AuditNet:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=ENV,
+            env=ENV | {"AITBC_COORDINATOR_DEPOSIT_JOB_BLOCKS": str(DEPOSIT_JOB_BLOCKS)},
         )
         log.close()
         deadline = time.monotonic() + 120

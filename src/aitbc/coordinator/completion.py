@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from aitbc.coordinator.db.records import JobRecord, ReceiptRecord
+from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, lifecycle_columns
 from aitbc.market.acceptance import ResultTerms, process_result
 from aitbc.market.lifecycle import on_result
 from aitbc.market.metering import MeteringBounds
@@ -90,7 +90,7 @@ def complete_result(
         created_at_ms=now,
         zk_proof=None if delivered.zk_proof is None else msgspec.to_builtins(delivered.zk_proof),
     )
-    job = replace(job.with_lifecycle(completed), result=delivered.output)
+    job = replace(job, **lifecycle_columns(completed), result=delivered.output)
     return Completion(job, delivered.lease_id, delivered.receipt, stored)
 
 

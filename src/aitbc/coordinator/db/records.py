@@ -168,26 +168,43 @@ def lifecycle_columns(job: JobLifecycle) -> dict[str, Any]:
     }
 
 
-def _input_from_json(value: Mapping[str, Any]) -> JobInput | SealedJobInput:
+def _json(value: Any) -> Any:
+    """A JSON column's value as read: text (SQLite, through the driver), or already decoded (SQLAlchemy's
+    JSON type; psycopg)."""
+    return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+
+
+def _input_from_json(value: Any) -> JobInput | SealedJobInput:
+    if isinstance(value, str | bytes):
+        value = msgspec.json.decode(value)
     if "sealed" in value:
         return msgspec.convert(value, SealedJobInput)
     return msgspec.convert(value, JobInput)
 
 
 def job_from_row(row: Mapping[Any, Any]) -> JobRecord:
+    """A job from its row, read through SQLAlchemy or the driver (``aitbc.coordinator.db.driver``)."""
     values = dict(row)
     values["input"] = _input_from_json(row["input"])
-    values["constraints"] = msgspec.convert(row["constraints"] or {}, StoredConstraints)
-    values["result"] = None if row["result"] is None else msgspec.convert(row["result"], JobOutput)
+    constraints = _json(row["constraints"])
+    values["constraints"] = msgspec.convert(constraints or {}, StoredConstraints)
+    result = _json(row["result"])
+    values["result"] = None if result is None else msgspec.convert(result, JobOutput)
     return JobRecord(**values)
 
 
 def job_to_row(job: JobRecord) -> dict[str, Any]:
+    """A job's row as the driver takes it: its JSON columns as JSON text (``aitbc.coordinator.db.driver``)."""
     row = {name: getattr(job, name) for name in JobRecord.__slots__}
-    row["input"] = msgspec.to_builtins(job.input)
-    row["constraints"] = msgspec.to_builtins(job.constraints)
-    row["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+    row["input"] = json_text(job.input)
+    row["constraints"] = json_text(job.constraints)
+    row["result"] = None if job.result is None else json_text(job.result)
     return row
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's value as the driver takes it (integers of any size kept exact)."""
+    return msgspec.json.encode(value).decode()
 
 
 def receipt_from_row(row: Mapping[Any, Any]) -> ReceiptRecord:
@@ -195,7 +212,11 @@ def receipt_from_row(row: Mapping[Any, Any]) -> ReceiptRecord:
 
 
 def receipt_to_row(receipt: ReceiptRecord) -> dict[str, Any]:
-    return {name: getattr(receipt, name) for name in ReceiptRecord.__slots__}
+    """A receipt's row as the driver takes it (JSON columns as text, as ``job_to_row``)."""
+    row = {name: getattr(receipt, name) for name in ReceiptRecord.__slots__}
+    row["receipt"] = json_text(receipt.receipt)
+    row["zk_proof"] = None if receipt.zk_proof is None else json_text(receipt.zk_proof)
+    return row
 
 
 def _drop_none(value: Any) -> Any:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 
+from aitbc.coordinator.db.driver import DriverStatement, is_integrity_error
 from aitbc.coordinator.db.payment_records import (
     ApiKey,
     DuePayment,
@@ -32,6 +32,7 @@ from aitbc.coordinator.db.records import (
     ReceiptRecord,
     job_from_row,
     job_to_row,
+    json_text,
     lifecycle_columns,
     receipt_from_row,
     receipt_to_row,
@@ -47,7 +48,6 @@ Row = dict[str, Any]
 
 # Hot statements are built once with bound parameters: building one per call (``.where(col == value)``,
 # ``.values(**changes)``) and computing its cache key cost more than running it on SQLite.
-_GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
 _EXPIRED_LEASES = sa.select(jobs).where(
     jobs.c.state.in_(["assigned", "running"]), jobs.c.lease_expires_at_ms <= sa.bindparam("now_ms")
 )
@@ -57,15 +57,14 @@ _NEXT_TTL_END = sa.select(sa.func.min(jobs.c.expires_at_ms)).where(jobs.c.state 
 _COUNT_BY_STATE = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
 
 
-@functools.lru_cache(maxsize=16)
-def _find_claimable(limit: int, skip_locked: bool = False) -> sa.Select[Any]:
-    """The oldest queued jobs of the models; ``skip_locked`` (PostgreSQL): locked for this transaction, and
-    jobs another replica's claim holds locked are passed over instead of waited for."""
+def _find_claimable(limit: int, models: int, skip_locked: bool = False) -> sa.Select[Any]:
+    """The oldest queued jobs of the models (``m0`` … ``m<models-1>``); ``skip_locked`` (PostgreSQL): locked for
+    this transaction, and jobs another replica's claim holds locked are passed over instead of waited for."""
     query = (
         sa.select(jobs)
         .where(
             jobs.c.state == "queued",
-            jobs.c.model.in_(sa.bindparam("models", expanding=True)),
+            jobs.c.model.in_([sa.bindparam(f"m{i}") for i in range(models)]),
             jobs.c.expires_at_ms > sa.bindparam("now_ms"),
         )
         .order_by(jobs.c.created_at_ms, jobs.c.id)
@@ -74,13 +73,9 @@ def _find_claimable(limit: int, skip_locked: bool = False) -> sa.Select[Any]:
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
-@functools.lru_cache(maxsize=64)
-def _conditional_update(columns: tuple[str, ...], with_lease: bool) -> sa.Update:
-    """``UPDATE jobs SET <columns> WHERE id = :w_id AND state IN :w_states [AND lease_id = :w_lease]``."""
-    condition = sa.and_(jobs.c.id == sa.bindparam("w_id"), jobs.c.state.in_(sa.bindparam("w_states", expanding=True)))
-    if with_lease:
-        condition = sa.and_(condition, jobs.c.lease_id == sa.bindparam("w_lease"))
-    return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
+def _jobs_by_id(count: int) -> sa.Select[Any]:
+    """The jobs of ``id0`` … ``id<count-1>``."""
+    return sa.select(jobs).where(jobs.c.id.in_([sa.bindparam(f"id{i}") for i in range(count)]))
 
 
 class _NotAllMatched(Exception):
@@ -91,9 +86,9 @@ ClaimChoice = Callable[[JobRecord], tuple[JobLifecycle, str, int] | None]
 """For a claimable job: (its lifecycle once claimed, the served model's digest, its unit price), or None."""
 
 
-@functools.lru_cache(maxsize=64)
 def _grouped_update(columns: tuple[str, ...], states: int, with_lease: bool) -> sa.Update:
-    """``_conditional_update`` for ``executemany`` (no expanding IN): the states as ``w_state0`` … ``w_state<n-1>``."""
+    """``UPDATE jobs SET <columns> WHERE id = :w_id AND state IN (:w_state0 …) [AND lease_id = :w_lease]``, with
+    the new values as ``v_<column>`` (``_update_params``); run on the driver, one row or many."""
     condition = sa.and_(
         jobs.c.id == sa.bindparam("w_id"), sa.or_(*(jobs.c.state == sa.bindparam(f"w_state{i}") for i in range(states)))
     )
@@ -102,12 +97,28 @@ def _grouped_update(columns: tuple[str, ...], states: int, with_lease: bool) -> 
     return jobs.update().where(condition).values({name: sa.bindparam(f"v_{name}") for name in columns})
 
 
+def _update_params(job_id: str, states: Sequence[str], lease: str | None, changes: Row) -> Row:
+    row = {f"v_{name}": value for name, value in changes.items()}
+    row.update({f"w_state{i}": state for i, state in enumerate(states)}, w_id=job_id)
+    if lease is not None:
+        row["w_lease"] = lease
+    return row
+
+
 class CoordinatorRepo:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.row_locks = engine.dialect.name == "postgresql"
         """Claims lock the rows they look at (``FOR UPDATE SKIP LOCKED``): replicas on one PostgreSQL never
         look at the same queued job at once. SQLite has one writer (one process) and needs none."""
+        self._driver_statement = functools.lru_cache(maxsize=256)(self._compile)
+
+    def _compile(self, build: Callable[..., sa.ClauseElement], *args: Any) -> DriverStatement:
+        return DriverStatement.compile(build(*args), self.engine.dialect)
+
+    def _driver(self, build: Callable[..., sa.ClauseElement], *args: Any) -> DriverStatement:
+        """``build(*args)`` compiled for this engine once, run on the driver (``aitbc.coordinator.db.driver``)."""
+        return self._driver_statement(build, *args)
 
     # -- api keys --------------------------------------------------------------
     def insert_api_key(self, key: ApiKey) -> None:
@@ -188,33 +199,30 @@ class CoordinatorRepo:
         self.insert_jobs([job])
 
     def insert_jobs(self, records: Sequence[JobRecord]) -> None:
-        """Insert jobs in one transaction (the submit path's group commit); all or none.
-
-        The rows go as parameters of one cached statement (``executemany``), not through
-        ``.values(**row)``, which builds and cache-keys a new statement per row.
-        """
+        """Insert jobs in one transaction (the submit path's group commit); all or none (on the driver)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(jobs.insert(), [job_to_row(job) for job in records])
-        except sa.exc.IntegrityError as exc:
+                self._driver(jobs.insert).execute_many(conn, [job_to_row(job) for job in records])
+        except Exception as exc:
             # The same job id sent twice at once (or through two replicas): a 409, not a 500.
-            if "unique" not in str(exc.orig).lower() and "duplicate" not in str(exc.orig).lower():
+            if not is_integrity_error(exc, self.engine.dialect):
+                raise
+            if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
                 raise
             which = f"job {records[0].id}" if len(records) == 1 else "a job of this group"
             raise JobRuleViolation(f"{which} was already submitted", reason="duplicate_job") from None
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        with self.engine.connect() as conn:
-            found = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
-        return None if found is None else job_from_row(found)
+        return self.get_jobs([job_id]).get(job_id)
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
-        """The jobs of ``job_ids`` that exist, by id, in one query."""
-        if not job_ids:
+        """The jobs of ``job_ids`` that exist, by id, in one query (on the driver)."""
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(jobs).where(jobs.c.id.in_(list(job_ids)))).mappings()
-            return {str(r["id"]): job_from_row(r) for r in rows}
+            rows = self._driver(_jobs_by_id, len(ids)).fetch(conn, {f"id{i}": v for i, v in enumerate(ids)})
+        return {str(r["id"]): job_from_row(r) for r in rows}
 
     def get_payments(self, job_ids: Sequence[str]) -> dict[str, JobPayment]:
         """The payment columns of the jobs of ``job_ids`` that exist, by id, in one query."""
@@ -251,10 +259,16 @@ class CoordinatorRepo:
 
     def find_claimable(self, models: Sequence[str], now_ms: int, limit: int) -> list[JobRecord]:
         with self.engine.connect() as conn:
-            return [
-                job_from_row(r)
-                for r in conn.execute(_find_claimable(limit), {"models": list(models), "now_ms": now_ms}).mappings()
-            ]
+            return self._scan_queue(conn, models, now_ms, limit)
+
+    def _scan_queue(self, conn: sa.Connection, models: Sequence[str], now_ms: int, limit: int) -> list[JobRecord]:
+        """The oldest ``limit`` claimable jobs of ``models`` (locked for the transaction, with row locks)."""
+        if not models:
+            return []
+        statement = self._driver(_find_claimable, limit, len(models), self.row_locks)
+        params: dict[str, Any] = {f"m{i}": model for i, model in enumerate(models)}
+        params["now_ms"] = now_ms
+        return [job_from_row(r) for r in statement.fetch(conn, params)]
 
     def claim_queued(
         self, models: Sequence[str], now_ms: int, count: int, scan: int, choose: ClaimChoice
@@ -288,14 +302,12 @@ class CoordinatorRepo:
     ) -> list[tuple[JobRecord, Row]]:
         chosen: list[tuple[JobRecord, Row]] = []
         seen: set[str] = set()
-        params = {"models": list(models), "now_ms": now_ms}
         for limit in (count, scan):
-            rows = conn.execute(_find_claimable(limit, self.row_locks), params).mappings().all()
-            for row in rows:
-                if len(chosen) >= count or row["id"] in seen:
+            found = self._scan_queue(conn, models, now_ms, limit)
+            for job in found:
+                if len(chosen) >= count or job.id in seen:
                     continue
-                seen.add(row["id"])
-                job = job_from_row(row)
+                seen.add(job.id)
                 choice = choose(job)
                 if choice is not None:
                     lifecycle, digest, price = choice
@@ -304,8 +316,8 @@ class CoordinatorRepo:
                         "served_digest": digest,
                         "assigned_unit_price": price,
                     }
-                    chosen.append((replace(job.with_lifecycle(lifecycle), **changes), changes))
-            if len(chosen) >= count or len(rows) < limit:  # enough, or the queue holds no more
+                    chosen.append((replace(job, **changes), changes))
+            if len(chosen) >= count or len(found) < limit:  # enough, or the queue holds no more
                 break
         return chosen
 
@@ -322,20 +334,15 @@ class CoordinatorRepo:
         shapes = {(tuple(changes), len(states), lease is not None) for _, states, lease, changes in updates}
         if len(shapes) == 1:
             ((columns, n_states, with_lease),) = shapes
-            params = []
-            for job_id, states, lease, changes in updates:
-                row = {f"v_{name}": value for name, value in changes.items()}
-                row.update({f"w_state{i}": state for i, state in enumerate(states)}, w_id=job_id)
-                if with_lease:
-                    row["w_lease"] = lease
-                params.append(row)
+            params = [_update_params(*update) for update in updates]
             try:
                 with self.engine.begin() as conn:
-                    if conn.execute(_grouped_update(columns, n_states, with_lease), params).rowcount != len(updates):
+                    grouped = self._driver(_grouped_update, columns, n_states, with_lease)
+                    if grouped.execute_many(conn, params) != len(updates):
                         raise _NotAllMatched
                     won = [True] * len(updates)
                     if rows := receipts_of(won):
-                        conn.execute(receipts.insert(), rows)
+                        self._driver(receipts.insert).execute_many(conn, rows)
                     return won
             except _NotAllMatched:  # some job changed meanwhile: rolled back; find which, one by one
                 pass
@@ -344,7 +351,7 @@ class CoordinatorRepo:
                 self._update_job_if(conn, job_id, states, lease, changes) for job_id, states, lease, changes in updates
             ]
             if rows := receipts_of(won):
-                conn.execute(receipts.insert(), rows)
+                self._driver(receipts.insert).execute_many(conn, rows)
             return won
 
     def transition_job(
@@ -366,17 +373,13 @@ class CoordinatorRepo:
         with self.engine.begin() as conn:
             return self._update_job_if(conn, job_id, expect_state, expect_lease, changes)
 
-    @staticmethod
     def _update_job_if(
-        conn: sa.Connection, job_id: str, expect_state: Sequence[str], expect_lease: str | None, changes: Row
+        self, conn: sa.Connection, job_id: str, expect_state: Sequence[str], expect_lease: str | None, changes: Row
     ) -> bool:
-        statement = _conditional_update(tuple(changes), expect_lease is not None)
-        params = {f"v_{name}": value for name, value in changes.items()}
-        params["w_id"] = job_id
-        params["w_states"] = list(expect_state)
-        if expect_lease is not None:
-            params["w_lease"] = expect_lease
-        return conn.execute(statement, params).rowcount == 1
+        """Write ``changes`` (JSON columns as text) only if the job is in one of ``expect_state`` [under
+        ``expect_lease``]; whether it was."""
+        statement = self._driver(_grouped_update, tuple(changes), len(expect_state), expect_lease is not None)
+        return statement.execute_many(conn, [_update_params(job_id, expect_state, expect_lease, changes)]) == 1
 
     def complete_job(self, job: JobRecord, expect_lease: str, receipt: ReceiptRecord) -> bool:
         """Mark the job completed with its result and store its one receipt, atomically; False if someone
@@ -389,7 +392,7 @@ class CoordinatorRepo:
         updates = []
         for job, expect_lease, _ in done:
             changes = lifecycle_columns(job.lifecycle())
-            changes["result"] = None if job.result is None else msgspec.to_builtins(job.result)
+            changes["result"] = None if job.result is None else json_text(job.result)
             updates.append((job.id, ("assigned", "running"), expect_lease, changes))
         return self._update_jobs_if(
             updates, lambda won: [receipt_to_row(r) for (_, _, r), ok in zip(done, won, strict=True) if ok]
