@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from aitbc.coordinator.db.driver import DriverStatement, is_integrity_error
 from aitbc.coordinator.db.engine import create_db_engine, migrate
 from aitbc.coordinator.db.records import JobRecord, ReceiptRecord, StoredConstraints
-from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.coordinator.db.repo import BY_ID_CHUNK, CoordinatorRepo
 from aitbc.coordinator.db.schema import jobs
 from aitbc.market.lifecycle import JobRuleViolation, on_claim
 from aitbc.protocol.job import JobInput, JobOutput
@@ -89,3 +89,15 @@ def test_a_statement_carries_its_own_values_and_takes_the_rest_by_name(engine: s
         insert.execute_many(conn, [{**row, "id": "job_q"}])
     assert is_integrity_error(failed.value, engine.dialect)
     assert not is_integrity_error(ValueError("x"), engine.dialect)
+
+
+def test_reads_by_id_span_chunks(engine: sa.Engine) -> None:
+    repo = CoordinatorRepo(engine)
+    prompt = JobInput(type="inference", model="m", prompt="hi")
+    jobs_in = [record(f"job_{i:03d}", prompt, created_at_ms=1_000 + i) for i in range(2 * BY_ID_CHUNK + 7)]
+    repo.insert_jobs(jobs_in)
+    ids = [j.id for j in reversed(jobs_in)] + ["nope", jobs_in[0].id]
+    assert repo.get_jobs(ids) == {j.id: j for j in jobs_in}
+    payments = repo.get_payments(ids)
+    assert sorted(payments) == sorted(j.id for j in jobs_in)
+    assert all(p.api_key_id == "k1" and p.payment_state is None for p in payments.values())

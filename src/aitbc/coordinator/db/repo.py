@@ -73,9 +73,14 @@ def _find_claimable(limit: int, models: int, skip_locked: bool = False) -> sa.Se
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
-def _jobs_by_id(count: int) -> sa.Select[Any]:
-    """The jobs of ``id0`` … ``id<count-1>``."""
-    return sa.select(jobs).where(jobs.c.id.in_([sa.bindparam(f"id{i}") for i in range(count)]))
+def _jobs_by_id(count: int, columns: tuple[str, ...] | None = None) -> sa.Select[Any]:
+    """The jobs (or these ``columns`` of them) of ``id0`` … ``id<count-1>``."""
+    query = sa.select(jobs) if columns is None else sa.select(*(jobs.c[name] for name in columns))
+    return query.where(jobs.c.id.in_([sa.bindparam(f"id{i}") for i in range(count)]))
+
+
+BY_ID_CHUNK = 64
+"""Reads by id go in chunks of at most this many ids: few distinct statements to compile and keep."""
 
 
 class _NotAllMatched(Exception):
@@ -216,22 +221,22 @@ class CoordinatorRepo:
         return self.get_jobs([job_id]).get(job_id)
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
-        """The jobs of ``job_ids`` that exist, by id, in one query (on the driver)."""
-        ids = list(dict.fromkeys(job_ids))
-        if not ids:
-            return {}
-        with self.engine.connect() as conn:
-            rows = self._driver(_jobs_by_id, len(ids)).fetch(conn, {f"id{i}": v for i, v in enumerate(ids)})
-        return {str(r["id"]): job_from_row(r) for r in rows}
+        """The jobs of ``job_ids`` that exist, by id (on the driver, ``BY_ID_CHUNK`` ids a query)."""
+        return {str(r["id"]): job_from_row(r) for r in self._rows_by_id(job_ids, None)}
 
     def get_payments(self, job_ids: Sequence[str]) -> dict[str, JobPayment]:
-        """The payment columns of the jobs of ``job_ids`` that exist, by id, in one query."""
-        if not job_ids:
-            return {}
-        columns = [jobs.c[name] for name in JobPayment.__slots__]
+        """The payment columns of the jobs of ``job_ids`` that exist, by id (as ``get_jobs``)."""
+        return {str(r["id"]): JobPayment(**r) for r in self._rows_by_id(job_ids, JobPayment.__slots__)}
+
+    def _rows_by_id(self, job_ids: Sequence[str], columns: tuple[str, ...] | None) -> list[dict[str, Any]]:
+        ids = list(dict.fromkeys(job_ids))
+        rows: list[dict[str, Any]] = []
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*columns).where(jobs.c.id.in_(list(job_ids)))).mappings()
-            return {str(r["id"]): JobPayment(**r) for r in rows}
+            for start in range(0, len(ids), BY_ID_CHUNK):
+                chunk = ids[start : start + BY_ID_CHUNK]
+                statement = self._driver(_jobs_by_id, len(chunk), columns)
+                rows += statement.fetch(conn, {f"id{i}": job_id for i, job_id in enumerate(chunk)})
+        return rows
 
     def list_jobs(
         self,
