@@ -1,18 +1,16 @@
-"""A response's bytes leave in one system call, made without holding Python's GIL.
+"""Writes to a connection are made without holding Python's GIL.
 
-uvicorn writes a response in two ``transport.write`` calls (the head, then the body), and uvloop makes
-each one a ``write(2)`` on the spot, with the GIL held. On loopback that call also runs the receiving
-side's TCP stack and wakes the reader: ``bench/settlement.py --profile-gil`` found the coordinator's
-event loop holding the GIL in these writes for 12-14 % of all GIL time at 600 jobs/s (~85 µs a write),
-while its database threads waited for the lock.
+uvloop makes each ``transport.write`` a ``write(2)`` on the spot, with the GIL held. On loopback that
+call also runs the receiving side's TCP stack and wakes the reader: ``bench/settlement.py --profile-gil``
+found the coordinator's event loop holding the GIL in these writes for 12-14 % of all GIL time at
+600 jobs/s (~85 µs a write), while its database threads waited for the lock.
 
-``GilFreeWriter`` wraps a plain TCP transport. Writes made during one turn of the event loop are
-gathered and sent together at the end of the turn by ``os.write`` (which releases the GIL), straight to
-the socket while the transport has nothing queued; whatever the socket does not take at once (or any
-error) goes to the transport's own ``write``, which queues it in order, applies back-pressure and reports
-a broken connection as before. At most ``MAX_GATHERED`` bytes are held before they are sent, so a
-handler that writes without ever yielding does not grow memory. ``close``/``write_eof`` send what is
-gathered first; ``abort`` drops it, as the transport's own ``abort`` drops its queue.
+``GilFreeWriter`` wraps a plain TCP transport: while the transport has nothing queued, a write goes
+straight to the socket by ``os.write`` (which releases the GIL); whatever the socket does not take at
+once (or any error) goes to the transport's own ``write``, which queues it in order, applies
+back-pressure and reports a broken connection as before. Writes are not held back to be merged: one
+held until the end of the loop's turn waited behind the whole turn's work (``POST`` p50 +5 ms at
+600 jobs/s).
 
 TLS transports are never wrapped (their socket carries ciphertext, which only the transport can make).
 """
@@ -21,23 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Final
-
-MAX_GATHERED: Final = 64 * 1024
-"""Bytes gathered before they are sent without waiting for the end of the loop's turn."""
+from typing import Any
 
 
 class GilFreeWriter(asyncio.Transport):
-    """A plain TCP transport whose writes are gathered per loop turn and sent with the GIL released."""
+    """A plain TCP transport whose writes go to the socket with the GIL released."""
 
-    def __init__(self, transport: asyncio.Transport, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport, fd: int) -> None:
         super().__init__()
         self._transport = transport
         self._fd = fd
-        self._loop = loop
-        self._gathered: list[bytes] = []
-        self._size = 0
-        self._flush_scheduled = False
 
     @classmethod
     def wrap(cls, transport: asyncio.Transport) -> asyncio.Transport:
@@ -51,32 +42,11 @@ class GilFreeWriter(asyncio.Transport):
         fd = fileno()
         if not isinstance(fd, int) or fd < 0:
             return transport
-        return cls(transport, fd, asyncio.get_running_loop())
+        return cls(transport, fd)
 
     # -- writing ---------------------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        self._gathered.append(bytes(data))
-        self._size += len(data)
-        if self._size >= MAX_GATHERED:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._gathered:
-            return
-        data = self._gathered[0] if len(self._gathered) == 1 else b"".join(self._gathered)
-        self._gathered.clear()
-        self._size = 0
-        if self._transport.is_closing():
+        if not data or self._transport.is_closing():
             return  # as the transport's own write does after close/abort
         sent = 0
         if self._transport.get_write_buffer_size() == 0:  # nothing queued ahead: straight to the socket
@@ -87,21 +57,20 @@ class GilFreeWriter(asyncio.Transport):
         if sent < len(data):
             self._transport.write(memoryview(data)[sent:])
 
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + self._size
+        return self._transport.get_write_buffer_size()
 
     # -- closing ---------------------------------------------------------------------------------------
     def close(self) -> None:
-        self._flush()
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._flush()
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._gathered.clear()
-        self._size = 0
         self._transport.abort()
 
     # -- the rest is the wrapped transport's -------------------------------------------------------------

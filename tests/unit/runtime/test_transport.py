@@ -1,4 +1,4 @@
-"""``GilFreeWriter``: a turn's writes leave in one GIL-free system call, in order, and nothing is lost."""
+"""``GilFreeWriter``: writes leave at once through ``os.write`` (GIL released), in order, and nothing is lost."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from aitbc.runtime import transport as transport_module
-from aitbc.runtime.transport import MAX_GATHERED, GilFreeWriter
+from aitbc.runtime.transport import GilFreeWriter
 
 
 class _Sink(asyncio.Protocol):
@@ -53,9 +53,7 @@ def _count_os_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
-def test_a_turns_writes_go_out_in_one_call_and_close_sends_them_first(
-    loop_kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_writes_go_straight_to_the_socket_and_close_keeps_them(loop_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = _count_os_writes(monkeypatch)
 
     async def scenario() -> bytes:
@@ -64,18 +62,16 @@ def test_a_turns_writes_go_out_in_one_call_and_close_sends_them_first(
             assert isinstance(writer, GilFreeWriter)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
             writer.write(b"hello")
-            assert writer.get_write_buffer_size() == 43 and sizes == [], "gathered until the end of the turn"
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            assert sizes == [43]
-            writer.write(b"bye")
-            writer.close()  # before the turn ends: what is gathered leaves first
+            assert sizes == [38, 5], "at once, not held for the end of the loop's turn"
+            writer.writelines([b"b", b"ye"])
+            writer.close()
+            writer.write(b"after close")  # dropped, as the transport's own write drops it
             await asyncio.sleep(0.05)
             return await asyncio.to_thread(_read_all, peer)
 
     runner = uvloop.run if loop_kind == "uvloop" else asyncio.run
     assert runner(scenario()) == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhellobye"
-    assert sizes == [43, 3]
+    assert sizes == [38, 5, 3]
 
 
 def test_what_the_socket_does_not_take_is_queued_in_order_and_delivered() -> None:
@@ -87,35 +83,15 @@ def test_what_the_socket_does_not_take_is_queued_in_order_and_delivered() -> Non
         async with _pair() as (raw, peer):
             writer = GilFreeWriter.wrap(raw)
             reading = asyncio.create_task(asyncio.to_thread(_read_all, peer))
-            writer.write(big)  # past MAX_GATHERED: sent at once
+            writer.write(big)
             assert raw.get_write_buffer_size() > 0, "the socket took only part of it"
-            writer.write(b"tail")
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
+            writer.write(b"tail")  # behind the queued rest, not straight to the socket
             while raw.get_write_buffer_size():
                 await asyncio.sleep(0.01)
             writer.close()
             return await reading
 
     assert uvloop.run(scenario()) == big + b"tail"
-
-
-def test_gathering_is_bounded_and_abort_drops_what_is_gathered(monkeypatch: pytest.MonkeyPatch) -> None:
-    sizes = _count_os_writes(monkeypatch)
-
-    async def scenario() -> bytes:
-        async with _pair() as (raw, peer):
-            writer = GilFreeWriter.wrap(raw)
-            for _ in range(MAX_GATHERED // 1024):
-                writer.write(b"x" * 1024)  # a handler that never yields
-            assert sizes == [MAX_GATHERED], "sent once the bound is reached, without waiting for the turn"
-            writer.write(b"dropped")
-            writer.abort()
-            await asyncio.sleep(0.05)
-            return await asyncio.to_thread(_read_all, peer)
-
-    assert uvloop.run(scenario()) == b"x" * MAX_GATHERED
-    assert sizes == [MAX_GATHERED]
 
 
 def test_tls_and_socketless_transports_are_left_as_they_are() -> None:
