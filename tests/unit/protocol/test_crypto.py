@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 
+import nacl.bindings
+import nacl.exceptions
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aitbc.protocol import crypto
 from aitbc.protocol.crypto import (
     KeyPair,
     SigningKind,
@@ -117,3 +120,36 @@ def test_hash_helpers() -> None:
     assert sha256_hex(b"abc") == hashlib.sha256(b"abc").hexdigest()
     assert blake2b256(b"abc") == hashlib.blake2b(b"abc", digest_size=32).digest()
     assert len(blake2b256(b"")) == 32
+
+
+# -- the GIL-holding libsodium calls agree with PyNaCl's ----------------------------------------------------------
+
+
+def test_signatures_are_made_and_checked_without_releasing_the_gil_here() -> None:
+    assert crypto._SODIUM is not None  # PyNaCl's libsodium loaded through ctypes.PyDLL
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=600), flip=st.integers(0, 700))
+def test_gil_holding_sign_and_verify_agree_with_pynacl(seed: bytes, message: bytes, flip: int) -> None:
+    public_key, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+    signature = crypto._sign_detached(message, secret)
+    assert signature == nacl.bindings.crypto_sign(message, secret)[: crypto.SIGNATURE_LEN]
+    signed = bytearray(signature + message)
+    assert crypto._verify_combined(bytes(signed), public_key)
+    signed[flip % len(signed)] ^= 0x01
+    try:
+        nacl.bindings.crypto_sign_open(bytes(signed), public_key)
+        pynacl_ok = True
+    except nacl.exceptions.BadSignatureError:
+        pynacl_ok = False
+    assert crypto._verify_combined(bytes(signed), public_key) is pynacl_ok is False
+
+
+def test_malformed_checks_are_refused_not_read_past() -> None:
+    public_key, secret = nacl.bindings.crypto_sign_seed_keypair(bytes(32))
+    signed = crypto._sign_detached(b"m", secret) + b"m"
+    assert not crypto._verify_combined(signed, public_key[:31])  # a short key
+    assert not crypto._verify_combined(signed, public_key + b"\x00")  # a long key
+    assert not crypto._verify_combined(signed[:63], public_key)  # shorter than a signature
+    assert not crypto._verify_combined(b"", public_key)
