@@ -117,6 +117,7 @@ class AuditDesk:
                 if miner.registration is not None:
                     self.match_policy.on_register(miner.offer, miner.registration, miner.max_concurrency, bond)
         if changed:
+            self.dispatcher.miners_changed()
             self.dispatcher.notify_work()
 
     async def follow_audits(self) -> None:

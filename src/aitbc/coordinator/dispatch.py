@@ -25,7 +25,7 @@ from aitbc.coordinator.db.records import JobRecord, registration_from_json
 from aitbc.coordinator.db.repo import ClaimChoice
 from aitbc.coordinator.db.writer import DbWriter
 from aitbc.coordinator.events import JobEventBroker
-from aitbc.coordinator.live import LiveMiner, offer_from_registration
+from aitbc.coordinator.live import LiveMiner, LiveMiners, compute_min_affordable_from_view, offer_from_registration
 from aitbc.coordinator.matching import MatchPolicy
 from aitbc.coordinator.metrics import CoordinatorMetrics
 from aitbc.coordinator.payments import PriceTooLow
@@ -38,7 +38,6 @@ from aitbc.market.conduct import (
 )
 from aitbc.market.lifecycle import JobLifecycle, JobRuleViolation, on_claim, on_progress
 from aitbc.market.matching import find_served_model, get_ineligibility
-from aitbc.market.metering import compute_min_affordable_price
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
 from aitbc.protocol.job import JobInput, compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
@@ -88,6 +87,7 @@ class MinerDispatcher:
         self.due_by = due_by
         """Tell the sweeper something (a lease) may expire then."""
         self.miners: dict[str, LiveMiner] = {}
+        self._live = LiveMiners(self.miners, int(settings.miner_timeout_seconds * 1000))
         self._claim_lock = asyncio.Lock()
         self._waiters: list[Waiter] = []  # claimers long-polling for work, longest-waiting first
         self.metrics.claims_waiting.set_function(lambda: len(self._waiters))
@@ -121,17 +121,21 @@ class MinerDispatcher:
                 registration.max_concurrency,
                 last_seen_ms=0,
             )
+        self._live.changed()
 
     def live_miners(self, at_ms: int | None = None) -> list[LiveMiner]:
-        cutoff = (at_ms or now_ms()) - int(self.settings.miner_timeout_seconds * 1000)
-        return [m for m in self.miners.values() if m.last_seen_ms >= cutoff]
+        return list(self._live.view(at_ms or now_ms(), self.min_bond).live)
+
+    def miners_changed(self) -> None:
+        """A miner's bond changed (or anything else ``served_models`` reports, other than through this class)."""
+        self._live.changed()
 
     def live(self, miner: str) -> LiveMiner:
         """The registered miner, marked as heard from now."""
         live = self.miners.get(miner)
         if live is None:
             raise UnknownMiner(f"miner {miner} is not registered; register first")
-        live.last_seen_ms = now_ms()
+        self._live.heard(live, now_ms())
         return live
 
     async def live_async(self, miner: str) -> LiveMiner:
@@ -153,6 +157,7 @@ class MinerDispatcher:
             bond=previous.bond if previous else 0,
         )
         self.miners[miner] = live
+        self._live.changed()
         self.match_policy.on_register(live.offer, registration, live.max_concurrency, live.bond)
         return live
 
@@ -161,7 +166,7 @@ class MinerDispatcher:
         found = await self.db.read(self.repo.get_miner, miner)
         if found is not None:
             live = self._adopt(miner, found[0], found[1])
-            live.last_seen_ms = max(live.last_seen_ms, found[1])
+            self._live.heard(live, max(live.last_seen_ms, found[1]))
             self.notify_work()
 
     async def sync_miners(self) -> None:
@@ -177,7 +182,7 @@ class MinerDispatcher:
             if live is None or self._registrations.get(address) != stored:
                 live = self._adopt(address, registration_from_json(stored), last_seen)
                 self._registrations[address] = stored
-            live.last_seen_ms = max(live.last_seen_ms, last_seen)
+            self._live.heard(live, max(live.last_seen_ms, last_seen))
         self.metrics.miners_online.set(len(self.live_miners(now)))
 
     async def register(self, miner: str, registration: MinerRegistration) -> LiveMiner:
@@ -193,6 +198,7 @@ class MinerDispatcher:
         )
         await self.db.write(self.repo.upsert_miner, miner, registration, live.last_seen_ms)
         self.miners[miner] = live
+        self._live.changed()
         self.match_policy.on_register(offer, registration, live.max_concurrency, live.bond)
         self.metrics.miners_online.set(len(self.live_miners()))
         self.notify_work()
@@ -216,33 +222,14 @@ class MinerDispatcher:
         return {"miner": miner, "unit_price": price, "model": model, "model_digest": served.digest}
 
     def served_models(self) -> list[dict[str, Any]]:
-        models: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for miner in self.live_miners():
-            for model in miner.offer.models:
-                entry = models.setdefault(
-                    (model.name, model.kind, model.digest),
-                    {
-                        "name": model.name,
-                        "kind": model.kind,
-                        "digest": model.digest,
-                        "miners": 0,
-                        "bonded_miners": 0,
-                        "min_unit_price": model.unit_price,
-                        "max_unit_price": model.unit_price,
-                    },
-                )
-                entry["miners"] += 1
-                entry["bonded_miners"] += self.min_bond is not None and miner.bond >= self.min_bond  # audited jobs
-                entry["min_unit_price"] = min(entry["min_unit_price"], model.unit_price)
-                entry["max_unit_price"] = max(entry["max_unit_price"], model.unit_price)
-        return sorted(models.values(), key=lambda m: (m["kind"], m["name"], m["digest"]))
+        return list(self._live.view(now_ms(), self.min_bond).served)
 
     def check_affordable(self, job: JobRecord) -> None:
         """Refuse (402, with the amount needed) a job no live miner that fits it would take at its price: it
         would otherwise sit queued until its ttl, and only ``/match`` would say why."""
         if job.max_price is None:
             return
-        needed = compute_min_affordable_price([m.offer for m in self.live_miners()], job.requirements())
+        needed = compute_min_affordable_from_view(self._live.view(now_ms(), self.min_bond), job.requirements())
         if needed is not None and job.max_price < needed:
             raise PriceTooLow(job.max_price, needed)
 
@@ -349,7 +336,7 @@ class MinerDispatcher:
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-            live.last_seen_ms = now_ms()
+            self._live.heard(live, now_ms())
 
     async def _claim_queued(self, live: LiveMiner, now: int, count: int) -> list[JobRecord]:
         """Up to ``count`` jobs from one scan of the queue (not one scan per job).
