@@ -84,7 +84,8 @@ def _sign_detached(message: bytes, secret: bytes) -> bytes:
     if _SODIUM is None or len(secret) != _SECRET_KEY_LEN:
         return nacl.bindings.crypto_sign(message, secret)[:SIGNATURE_LEN]
     out = ctypes.create_string_buffer(SIGNATURE_LEN)
-    if _SODIUM[0](out, None, message, len(message), secret) != 0:
+    message = bytes(message)  # ctypes takes bytes, not a bytearray or a view
+    if _SODIUM[0](out, None, message, len(message), bytes(secret)) != 0:
         raise RuntimeError("libsodium could not sign")
     return out.raw
 
@@ -99,6 +100,7 @@ def _verify_combined(signed: bytes, public_key: bytes) -> bool:
         return True
     if len(public_key) != _PUBLIC_KEY_LEN or len(signed) < SIGNATURE_LEN:
         return False
+    signed, public_key = bytes(signed), bytes(public_key)  # ctypes takes bytes, not a bytearray or a view
     message = signed[SIGNATURE_LEN:]
     return bool(_SODIUM[1](signed[:SIGNATURE_LEN], message, len(message), public_key) == 0)
 

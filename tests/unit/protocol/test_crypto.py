@@ -153,3 +153,10 @@ def test_malformed_checks_are_refused_not_read_past() -> None:
     assert not crypto._verify_combined(signed, public_key + b"\x00")  # a long key
     assert not crypto._verify_combined(signed[:63], public_key)  # shorter than a signature
     assert not crypto._verify_combined(b"", public_key)
+
+
+def test_checks_of_a_bytearray_or_a_view_work_like_bytes() -> None:
+    public_key, secret = nacl.bindings.crypto_sign_seed_keypair(bytes(32))
+    signed = crypto._sign_detached(bytearray(b"m"), secret) + b"m"
+    assert crypto._verify_combined(bytearray(signed), public_key)
+    assert crypto._verify_combined(memoryview(signed), memoryview(public_key))  # type: ignore[arg-type]
