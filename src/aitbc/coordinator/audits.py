@@ -130,7 +130,7 @@ class AuditDesk:
             self.statuses.move_to_end(job_id)
             while len(self.statuses) > MAX_REMEMBERED:
                 self.statuses.popitem(last=False)
-            job = await self.db.read(self.repo.get_job, job_id)
+            job = await self.db.get_job(job_id)
             if job is None:
                 continue  # another coordinator's job
             # every replica's desk follows the chain itself: not relayed to the others
@@ -164,7 +164,7 @@ class AuditDesk:
         role = get_audit_role(audit, miner) or get_training_role(audit, miner)
         if role is None:
             raise Forbidden(f"{miner} is not to report on the audit of {job_id} (status {audit.status})")
-        job = await self.db.read(self.repo.get_job, job_id)
+        job = await self.db.get_job(job_id)
         receipt = await self.db.read(self.repo.get_receipt, job_id)
         if job is None or receipt is None:
             raise NotFound(f"this coordinator did not run job {job_id}")

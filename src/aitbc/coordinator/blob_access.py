@@ -56,7 +56,7 @@ async def may_read(
         return True
     if job_id is None or not JOB_ID.match(job_id):
         return False
-    job = await service.db.read(service.repo.get_job, job_id)
+    job = await service.db.get_job(job_id)
     if job is None:
         return False
     namer = get_blob_namer(job, blob_hash, (await asyncio.to_thread(store.resealed, job_id)).values())

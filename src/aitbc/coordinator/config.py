@@ -72,6 +72,11 @@ class CoordinatorSettings(HttpServerSettings):
     blob_retention_s: float = Field(7 * 24 * 3600.0, gt=0)
     """A blob not uploaded again for this long is deleted (and leaves its owners' quotas). The default is far
     above a job's life and the audit and dispute windows (minutes to hours at the default chain parameters)."""
+    intake_log: bool = True
+    """On SQLite, answer ``POST /api/v1/jobs`` once the new job is in the intake log (``DATA_DIR/intake``, a
+    memory-mapped file: as durable as a database commit) rather than after its row commits; the row follows
+    by group commit (``aitbc.coordinator.db.intake_log``). Off: every submission waits for its commit.
+    PostgreSQL replicas always wait for the commit (a replica's log is read only by that replica's restart)."""
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -80,6 +85,10 @@ class CoordinatorSettings(HttpServerSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def intake_dir(self) -> Path:
+        return self.data_dir / "intake"
 
     @property
     def key_path(self) -> Path:

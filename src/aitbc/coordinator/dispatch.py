@@ -302,6 +302,8 @@ class MinerDispatcher:
         while True:
             if self._stopping:
                 return []
+            # jobs accepted before this look are offered in it: wait for rows still on their way (the intake log)
+            await self.db.all_stored()
             generation = self._work_generation
             if self.broadcast is not None:  # its jobs may have ended (or been claimed) through another replica
                 live.active = await self.db.read(self.repo.active_job_ids, miner)

@@ -87,7 +87,7 @@ class PaymentIntake:
                 f"coordinator {self.coordinator} (`aitbc job submit --escrow` does it for you)",
                 reason="escrow_missing",
             )
-        if await self.db.read(self.repo.get_job, job.id) is not None:
+        if await self.db.get_job(job.id) is not None:
             raise JobRuleViolation(f"job {job.id} was already submitted", reason="duplicate_job")
         terms = await check_escrow(
             self.chain, self.coordinator, api_key.client, job.id, job.max_price, self.settings.escrow_min_blocks
@@ -132,7 +132,7 @@ class PaymentIntake:
                 raise InvalidInput("a signed-mode job names its max_price (it is part of what the client signs)")
             prices = [int(m["max_unit_price"]) for m in self.served_models() if m["name"] == job.model]
             max_price = compute_worst_case_price(job_input, prices)
-        if client_chose_id and await self.db.read(self.repo.get_job, job.id) is not None:
+        if client_chose_id and await self.db.get_job(job.id) is not None:
             raise JobRuleViolation(f"job {job.id} was already submitted", reason="duplicate_job")
         reservation = await self.deposits.reserve(api_key.id, api_key.client, max_price, info.params, signed)
         # A job nobody took must give up while it can still be settled (its id carries its expiry).

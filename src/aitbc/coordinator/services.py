@@ -31,7 +31,7 @@ from aitbc.coordinator.completion import Completion, DeliveredResult, judge_resu
 from aitbc.coordinator.config import CoordinatorSettings
 from aitbc.coordinator.db.records import JobRecord
 from aitbc.coordinator.db.repo import CoordinatorRepo
-from aitbc.coordinator.db.writer import DbWriter
+from aitbc.coordinator.db.writer import DbWriter, open_intake_log
 from aitbc.coordinator.deposits import DepositBook, DepositProblem, Reservation
 from aitbc.coordinator.dispatch import MinerDispatcher, now_ms
 from aitbc.coordinator.events import JobEventBroker
@@ -95,7 +95,7 @@ class CoordinatorService:
         self.miner_auth = MinerRequestVerifier(settings.chain_id, now_ms())
         self.events = JobEventBroker()
         self.metering = Metering()
-        self.db = DbWriter(repo)
+        self.db = DbWriter(repo, intake_log=open_intake_log(settings, repo))
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self.match_policy: MatchPolicy = create_match_policy(settings)
         self.dispatcher = MinerDispatcher(
@@ -133,6 +133,7 @@ class CoordinatorService:
         return await self.intake.account_view(api_key)
 
     def load(self) -> None:
+        self.db.recover()
         self.dispatcher.load()
         if self.deposits is not None:
             self.deposits.load()
@@ -207,7 +208,7 @@ class CoordinatorService:
             raise InvalidInput("this coordinator runs jobs unpaid (no node): leave job_id and client_signature out")
         try:
             self.dispatcher.check_affordable(job)
-            await self.db.insert_job(job)
+            row = await self.db.accept_job(job, id_drawn_here=request.job_id is None)
         except BaseException:
             if reservation is not None and self.deposits is not None:
                 self.deposits.cancel_reservation(reservation.job_id)
@@ -216,11 +217,12 @@ class CoordinatorService:
         self.metrics.jobs_submitted.inc()
         view = job_view(job)
         self.events.publish(job.id, "status", view, owner=api_key.id)
-        self.dispatcher.announce_work(job.model)
+        model = job.model
+        row.add_done_callback(lambda _: self.dispatcher.announce_work(model))  # claimers read the row
         return view
 
     async def get_job(self, api_key: ApiKey | None, job_id: str) -> JobRecord:
-        job = await self.db.read(self.repo.get_job, job_id)
+        job = await self.db.get_job(job_id)
         if job is None or (api_key is not None and job.api_key_id != api_key.id):
             raise NotFound(f"no job {job_id}")
         return job
@@ -228,6 +230,7 @@ class CoordinatorService:
     async def list_jobs(
         self, api_key: ApiKey, state: str | None, model: str | None, limit: int, before: tuple[int, str] | None
     ) -> list[JobRecord]:
+        await self.db.all_stored()
         return await self.db.read(self.repo.list_jobs, api_key.id, state, model, limit, before)
 
     async def cancel_job(self, api_key: ApiKey, job_id: str) -> dict[str, Any]:
@@ -427,7 +430,7 @@ class CoordinatorService:
     async def _on_escrows_refunded(self, job_ids: list[str]) -> None:
         """The chain refunded these jobs' escrows (their deadline passed): stop any that still run."""
         for job_id in job_ids:
-            job = await self.db.read(self.repo.get_job, job_id)
+            job = await self.db.get_job(job_id)
             if job is None:
                 continue
             before = job.lifecycle()

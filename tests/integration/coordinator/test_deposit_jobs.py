@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -254,6 +255,57 @@ def run_kill_test(stack: PaidStack, jobs: int, opening: int = OPENING) -> None:
             stack.wait_miner_live()
             submitted += [j for j in pool.map(post, range(jobs // 2, jobs)) if j]
     assert len(submitted) >= jobs * 0.9
+    check_paid_exactly_once(stack, token, deposit_id, submitted, opening, miner_before, pool_fee_params)
+
+
+def test_jobs_answered_201_just_before_a_kill_9_all_survive(dstack: PaidStack) -> None:
+    """A 201 is a promise: jobs accepted while more submissions are in flight, the coordinator then killed
+    (-9), are all there after the restart (the intake log), run, and are paid exactly once."""
+    client, token, deposit_id = deposit_client(dstack)
+    with dstack.rpc() as rpc:
+        miner_before = balance(rpc, dstack.miner.address)
+        params = msgspec.convert(rpc.get_chain_info()["params"], ChainParams)
+    accepted: list[str] = []
+    killed, lock = threading.Event(), threading.Lock()
+    limits = httpx.Limits(max_connections=32)  # 32 submissions in flight at the kill
+    with httpx.Client(base_url=dstack.coordinator.url, headers={"X-Api-Key": token}, timeout=30, limits=limits) as http:
+
+        def post(i: int) -> None:
+            try:
+                answer = submit(http, echo_job(f"in flight {i}"))
+            except httpx.HTTPError:
+                return
+            if answer.status_code == 201:
+                with lock:
+                    accepted.append(str(answer.json()["job_id"]))
+                    if len(accepted) == 40:  # at once, from here: rows of jobs just answered are still on their way
+                        os.kill(dstack.coordinator.proc.pid, 9)  # type: ignore[union-attr]
+                        killed.set()
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            posts = [pool.submit(post, i) for i in range(800)]
+            assert killed.wait(60)
+            dstack.coordinator.proc.wait(10)  # type: ignore[union-attr]
+            concurrent.futures.wait(posts)
+    dstack.coordinator.start(keep_port=True)
+    dstack.wait_miner_live()
+    stored = _jobs_of(dstack, client.address)
+    assert set(accepted) <= stored, f"accepted with 201, then lost: {set(accepted) - stored}"
+    # the others were accepted too, but their 201 died with the process: they run and are paid like the rest
+    check_paid_exactly_once(dstack, token, deposit_id, sorted(stored), OPENING, miner_before, params)
+
+
+def check_paid_exactly_once(
+    stack: PaidStack,
+    token: str,
+    deposit_id: str,
+    submitted: list[str],
+    opening: int,
+    miner_before: int,
+    pool_fee_params: ChainParams,
+) -> None:
+    """Every accepted job ends; every completed one is paid exactly once on chain, nothing else is, and the
+    deposit is down by exactly the charges."""
     with httpx.Client(base_url=stack.coordinator.url, headers={"X-Api-Key": token}, timeout=30) as http:
         states = {j: wait_done(http, j, timeout=120)["state"] for j in submitted}
         completed = [j for j, s in states.items() if s == "completed"]
@@ -276,6 +328,15 @@ def run_kill_test(stack: PaidStack, jobs: int, opening: int = OPENING) -> None:
         # the deposit's owner sent only its open_deposit tx (its fee came from the account, not the deposit)
         assert deposit is not None and deposit.balance == opening - charges
         assert balance(rpc, stack.miner.address) - miner_before >= sum(p["paid_to_miner"] for p in paid.values())
+
+
+def _jobs_of(stack: PaidStack, client: str) -> set[str]:
+    import sqlalchemy as sa
+
+    from aitbc.coordinator.db.schema import jobs
+
+    with stack.coordinator.engine.connect() as conn:
+        return {str(r[0]) for r in conn.execute(sa.select(jobs.c.id).where(jobs.c.client == client))}
 
 
 def _completed(stack: PaidStack, ids: list[str]) -> int:

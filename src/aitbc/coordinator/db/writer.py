@@ -1,8 +1,12 @@
 """Database calls off the event loop: one writer thread, a small reader pool, and group commit for jobs.
 
 Writes run on one thread (SQLite has one writer anyway, and it keeps commits ordered), reads on a
-small pool. New jobs are inserted by group commit (``insert_job``): a submission returns once the
-transaction holding it committed.
+small pool. New jobs are inserted by group commit (``accept_job``). A job whose id this coordinator drew
+is durable, and its submission answered, once its record is in the intake log
+(``aitbc.coordinator.db.intake_log``, on SQLite); its row follows by group commit, and whoever reads a
+job by id (``get_job``) or lists jobs (``all_stored``) waits for rows still on their way. Otherwise (a
+client-chosen id, which may be a duplicate; PostgreSQL, where replicas share the database) a submission
+returns once the transaction holding its row committed.
 
 A client waits for its job's insert while miners' claims and results, chain events and settlement
 marks take the same thread (each 5 to 15 ms under load). So the writer thread itself groups and
@@ -16,19 +20,31 @@ open loop at 600 POSTs/s: POST p99 80 ms with a FIFO writer and an event-loop fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
-from aitbc.coordinator.db.records import JobRecord
+import msgspec
+
+from aitbc.coordinator.config import CoordinatorSettings
+from aitbc.coordinator.db.intake_log import IntakeLog, Segment
+from aitbc.coordinator.db.records import JobRecord, job_from_row, job_to_row
 from aitbc.coordinator.db.repo import CoordinatorRepo
+from aitbc.market.lifecycle import JobRuleViolation
+
+log = logging.getLogger("aitbc.coordinator.db")
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 JOB_INSERT_BATCH = 256
+STORE_RETRY_S: Final = 1.0
+"""A logged job whose insert failed (the database locked, the disk full) is tried again this often; its
+record stays in the intake log meanwhile, so a restart stores it too."""
 
 
 class _GroupingWriter:
@@ -116,10 +132,27 @@ def _run_one(fn: Callable[[], Any], future: Future[Any]) -> None:
 
 
 class DbWriter:
-    def __init__(self, repo: CoordinatorRepo, readers: int = 2) -> None:
+    def __init__(self, repo: CoordinatorRepo, readers: int = 2, intake_log: IntakeLog | None = None) -> None:
         self.repo = repo
         self._writer = _GroupingWriter(lambda jobs: repo.insert_jobs(jobs), "db-write")
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-read")
+        self._log = intake_log
+        self._unstored: dict[str, asyncio.Future[None]] = {}
+        """Logged jobs whose rows are not committed yet, by id: done when the row is."""
+
+    def recover(self) -> int:
+        """Store the jobs an earlier run logged but did not store (before anything reads the database);
+        returns how many were missing."""
+        if self._log is None:
+            return 0
+        logged = {job.id: job for job in map(job_from_log_record, self._log.read_all())}
+        present = self.repo.get_jobs(list(logged)) if logged else {}
+        missing = [job for job_id, job in logged.items() if job_id not in present]
+        if missing:
+            self.repo.insert_jobs(missing)
+            log.warning("jobs accepted before a stop stored from the intake log", extra={"jobs": len(missing)})
+        self._log.discard_read()
+        return len(missing)
 
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.wrap_future(self._writer.submit(lambda: fn(*args, **kwargs)))
@@ -127,14 +160,88 @@ class DbWriter:
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, lambda: fn(*args, **kwargs))
 
-    async def insert_job(self, job: JobRecord) -> None:
-        """Insert a job durably: returns once its transaction committed (group commit).
+    async def accept_job(self, job: JobRecord, *, id_drawn_here: bool) -> asyncio.Future[None]:
+        """Make a new job durable; returns a future that is done once its row is committed.
 
-        Submissions that arrive while the writer is busy go together in the next transaction, so under
-        load one transaction carries many jobs, and with no load a job goes alone at once.
+        With the intake log and an id this coordinator drew (``id_drawn_here``: no other request can carry
+        it), the job is durable as soon as its record is logged, which is at once; the row follows by group
+        commit. Otherwise this returns once the job's own transaction committed (a duplicate id: 409):
+        submissions that arrive while the writer is busy go together in the next transaction.
         """
-        await asyncio.wrap_future(self._writer.insert(job))
+        loop = asyncio.get_running_loop()
+        row: asyncio.Future[None] = loop.create_future()
+        if self._log is None or not id_drawn_here:
+            await asyncio.wrap_future(self._writer.insert(job))
+            row.set_result(None)
+            return row
+        number, finished = self._log.append(job_log_record(job))
+        self._forget(finished)
+        self._unstored[job.id] = row
+        self._store_logged(job, number, row)
+        return row
+
+    def _store_logged(self, job: JobRecord, number: int, row: asyncio.Future[None]) -> None:
+        loop = row.get_loop()
+
+        def committed(insert: Future[None]) -> None:  # on the writer thread
+            error = insert.exception() if not insert.cancelled() else RuntimeError("insert cancelled")
+            with contextlib.suppress(RuntimeError):  # a closed loop: the record stays logged for the next start
+                loop.call_soon_threadsafe(self._on_logged_insert, job, number, row, error)
+
+        self._writer.insert(job).add_done_callback(committed)
+
+    def _on_logged_insert(
+        self, job: JobRecord, number: int, row: asyncio.Future[None], error: BaseException | None
+    ) -> None:
+        if error is not None and not (isinstance(error, JobRuleViolation) and error.reason == "duplicate_job"):
+            log.error("a logged job could not be stored; trying again", extra={"job_id": job.id, "error": str(error)})
+            row.get_loop().call_later(STORE_RETRY_S, self._store_logged, job, number, row)
+            return
+        self._unstored.pop(job.id, None)
+        assert self._log is not None
+        self._forget(self._log.stored(number))
+        if not row.done():
+            row.set_result(None)
+
+    def _forget(self, segment: Segment | None) -> None:
+        if segment is not None:  # deleting a file waits on the disk: the writer thread does it, in turn
+            self._writer.submit(segment.remove)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The job's row, waiting for it when the job is logged and its row still on the way."""
+        row = self._unstored.get(job_id)
+        if row is not None:
+            await asyncio.shield(row)
+        return await self.read(self.repo.get_job, job_id)
+
+    async def all_stored(self) -> None:
+        """Wait until every job logged so far has its row (before a query over many jobs)."""
+        if self._unstored:
+            await asyncio.gather(*(asyncio.shield(f) for f in list(self._unstored.values())))
+
+    @property
+    def unstored(self) -> int:
+        """Jobs logged whose rows are not committed yet."""
+        return len(self._unstored)
 
     def close(self) -> None:
         self._writer.shutdown()
         self._readers.shutdown(wait=True)
+        if self._log is not None:
+            self._log.close()
+
+
+def open_intake_log(settings: CoordinatorSettings, repo: CoordinatorRepo) -> IntakeLog | None:
+    """The coordinator's intake log, when it keeps one (``CoordinatorSettings.intake_log``, SQLite only)."""
+    if not settings.intake_log or repo.engine.dialect.name != "sqlite":
+        return None
+    return IntakeLog(settings.intake_dir)
+
+
+def job_log_record(job: JobRecord) -> bytes:
+    """A job's intake-log record: its row (``job_to_row``), as JSON."""
+    return msgspec.json.encode(job_to_row(job))
+
+
+def job_from_log_record(record: bytes) -> JobRecord:
+    return job_from_row(msgspec.json.decode(record))

@@ -108,7 +108,7 @@ async def get_blob(request: Request, blob_hash: str, job: str | None = None) -> 
 async def put_resealed_dataset(
     request: Request, job_id: str, client: Client, service: Service, body: ResealedBody
 ) -> dict[str, Any]:
-    job = await service.db.read(service.repo.get_job, job_id) if JOB_ID.match(job_id) else None
+    job = await service.db.get_job(job_id) if JOB_ID.match(job_id) else None
     if job is None or job.api_key_id != client.id:
         raise NotFound(f"no job {job_id}")
     spec = job.training
