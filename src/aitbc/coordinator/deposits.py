@@ -16,7 +16,6 @@ only saves a query per submission.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from aitbc.market.deposits import DepositAvailability, compute_deposit_availabil
 from aitbc.market.lifecycle import JobRuleViolation, JobState, PaymentState
 from aitbc.protocol.deposit import JobRequest, get_job_expiry, is_valid_job_request_signature, make_deposit_job_id
 from aitbc.protocol.errors import InvalidInput, PaymentRequired, RemoteError
+from aitbc.runtime.entropy import random_bytes
 
 log = logging.getLogger("aitbc.coordinator.deposits")
 
@@ -310,7 +310,7 @@ class DepositBook:
             )
         else:
             expires = self.head_height + self.job_blocks
-            job_id = make_deposit_job_id(expires, os.urandom(10))
+            job_id = make_deposit_job_id(expires, random_bytes(10))
         charge = compute_job_charge(max_price, params)
         availability = self.availability(deposit_id)
         assert availability is not None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -41,6 +40,7 @@ from aitbc.market.matching import find_served_model, get_ineligibility
 from aitbc.protocol.errors import InvalidInput, NotFound, UnknownMiner, UnknownModel
 from aitbc.protocol.job import JobInput, compute_model_kind
 from aitbc.protocol.job_messages import AssignedJob, JobAssignment, Lease, MinerRegistration
+from aitbc.runtime.entropy import random_bytes
 
 log = logging.getLogger("aitbc.coordinator")
 
@@ -380,7 +380,7 @@ class MinerDispatcher:
                 return None  # a better-ranked miner waiting right now gets it (see aitbc.coordinator.matching)
             served = find_served_model(live.offer, requirements)
             assert served is not None
-            lifecycle = on_claim(job.lifecycle(), live.offer.miner, os.urandom(8).hex(), now, self._lease_ms)
+            lifecycle = on_claim(job.lifecycle(), live.offer.miner, random_bytes(8).hex(), now, self._lease_ms)
             return lifecycle, served.digest, served.unit_price
 
         return models, now, count, scan, choose

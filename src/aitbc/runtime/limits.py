@@ -34,7 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aitbc.runtime.settings import ServiceSettings
-from aitbc.runtime.transport import GilFreeWriter
 
 log = logging.getLogger("aitbc.runtime.limits")
 
@@ -221,7 +220,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- connection ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(GilFreeWriter.wrap(transport))
+        super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self._answer_and_close(503, f"more than {self.limits.max_connections} connections (max_connections)")
             return
