@@ -567,6 +567,11 @@ def main() -> int:
         help="py-spy the node, coordinator and first miner during the job run: collapsed stacks to PROFILE-<name>.txt",
     )
     parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="sample where the coordinator's event loop stands whenever it is 8 ms late (bench/stallwatch)",
+    )
+    parser.add_argument(
         "--profile-gil",
         action="store_true",
         help="with --profile: sample only the thread holding the GIL (where a process's Python time goes)",
@@ -630,6 +635,11 @@ def main() -> int:
 
     clock: BlockClock | None = None
     profilers: list[subprocess.Popen[bytes]] = []
+    if args.stalls:  # the coordinator loads bench/stallwatch/sitecustomize.py (see there)
+        (tmp / "stalls").mkdir()
+        os.environ["BENCH_LOOP_STALLS"] = str(tmp / "stalls")
+        watch = str(Path(__file__).resolve().parent / "stallwatch")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (watch, os.environ.get("PYTHONPATH")) if p)
     try:
         t = time.perf_counter()
         info = devnet.start()
@@ -932,6 +942,9 @@ def main() -> int:
         " targets: >= 600 jobs/s, <= 3 ms CPU/job, POST p99 <= 20 ms, finish->settle p50 <= 1.5 s"
     )
     rc = 0 if len(run.settled) == args.jobs and len(dep.settled) == args.deposit_jobs else 1
+    for found in sorted((tmp / "stalls").glob("stalls-*.txt")) if args.stalls else []:
+        print(f"-- coordinator event loop ({found.name}) --")
+        print(found.read_text().rstrip())
     if args.keep:
         print(f"temp dir kept: {tmp}")
     else:
