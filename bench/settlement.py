@@ -871,7 +871,8 @@ def main() -> int:
         f" {args.submit_concurrency} submit"
         f" workers, escrow batches of {ESCROW_BATCH}; transfers: {args.transfer_accounts} accounts,"
         f" batches of {TRANSFER_BATCH}, {args.transfer_connections} connections; node, coordinator (SQLite),"
-        " miners and this client share the machine (its garbage collector off while it times)"
+        " miners and this client share the machine (its garbage collector off while it times); the devnet's"
+        " priorities: node and miners at nice 5, the coordinator's worker threads 10 below its event loop"
     )
     # -- the deposit path, beside the escrow path ---------------------------------------------------------------
     dep_heights = [int(e["height"]) for e in dep.settled.values()]

@@ -8,6 +8,7 @@ import fcntl
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +39,7 @@ from aitbc.runtime.cors import add_cors
 from aitbc.runtime.errors import error_body, error_headers, http_status
 from aitbc.runtime.http_errors import install_error_handlers
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
+from aitbc.runtime.priority import lower_this_thread
 
 log = logging.getLogger("aitbc.coordinator")
 BLOB_SWEEP_SECONDS = 60.0
@@ -90,7 +92,7 @@ def open_repo(settings: CoordinatorSettings) -> CoordinatorRepo:
 def create_app(settings: CoordinatorSettings) -> FastAPI:
     repo = open_repo(settings)
     metrics = CoordinatorMetrics()
-    chain = None if settings.node_url is None else ChainLink(settings.node_url)
+    chain = None if settings.node_url is None else ChainLink(settings.node_url, thread_nice=settings.background_nice)
     service = CoordinatorService(settings, repo, load_or_create_key(settings), metrics, chain)
     service.load()
     # On PostgreSQL any number of replicas may run: each one keeps in step with the others.
@@ -101,6 +103,16 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # ``asyncio.to_thread`` work (batch signing, blob sweeps …) yields the CPU to the loop, as the database
+        # and chain threads do (``CoordinatorSettings.background_nice``).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(
+                thread_name_prefix="coordinator-worker",
+                initializer=lower_this_thread,
+                initargs=(settings.background_nice,),
+            )
+        )
+
         async def sweeper() -> None:
             while True:
                 await asyncio.sleep(0.25)

@@ -78,6 +78,11 @@ class CoordinatorSettings(HttpServerSettings):
     by group commit (``aitbc.coordinator.db.intake_log``). Off: every submission waits for its commit.
     PostgreSQL replicas always wait for the commit (a replica's log is read only by that replica's restart)."""
 
+    background_nice: int = Field(10, ge=0, le=19)
+    """How many nice levels below the event loop's thread the worker threads run (database writer and
+    readers, the chain link, the loop's default executor): their work is batch work, the loop serves the
+    requests, so on a busy machine a ready loop gets a core first. 0: equal. Linux only (``aitbc.runtime.priority``)."""
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'coordinator.db'}"

@@ -39,6 +39,7 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import PaymentRequired, RemoteError, TxRejection, Unavailable
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
+from aitbc.runtime.priority import lower_this_thread
 
 log = logging.getLogger("aitbc.coordinator.payments")
 
@@ -122,10 +123,19 @@ class ChainInfo:
 class ChainLink:
     """The coordinator's node: one thread for its blocking client, and what the chain said at start."""
 
-    def __init__(self, node_url: str, *, client: NodeClient | None = None, info_ttl: float = INFO_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        node_url: str,
+        *,
+        client: NodeClient | None = None,
+        info_ttl: float = INFO_TTL_SECONDS,
+        thread_nice: int = 0,
+    ) -> None:
         self.node_url = node_url
         self.node = client or NodeClient(node_url, timeout=10.0)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain")
+        self._thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="chain", initializer=lower_this_thread, initargs=(thread_nice,)
+        )
         self.info: ChainInfo | None = None
         self.info_ttl = info_ttl
         self._info_at = 0.0

@@ -98,7 +98,7 @@ class CoordinatorService:
         self.miner_auth = MinerRequestVerifier(settings.chain_id, now_ms())
         self.events = JobEventBroker()
         self.metering = Metering()
-        self.db = DbWriter(repo, intake_log=open_intake_log(settings, repo))
+        self.db = DbWriter(repo, intake_log=open_intake_log(settings, repo), thread_nice=settings.background_nice)
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
         self.match_policy: MatchPolicy = create_match_policy(settings)
         self.dispatcher = MinerDispatcher(

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import httpx
 
+from aitbc.devnet.process import BATCH_NICE
 from aitbc.node.init import init_validator_network
 from aitbc.protocol.errors import ConfigError
+from aitbc.runtime.priority import lower_process
 
 
 @dataclass
@@ -79,6 +81,7 @@ class ValidatorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AITBC_")} | self.env
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        lower_process(self.proc.pid, BATCH_NICE)
         self.paused = False
 
     def wait_healthy(self, timeout: float = 30.0) -> None:

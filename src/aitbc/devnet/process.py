@@ -9,10 +9,18 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import httpx
 
 from aitbc.protocol.errors import ConfigError
+from aitbc.runtime.priority import lower_process
+
+BATCH_NICE: Final = 5
+"""The nice value of every process the devnet starts except the coordinators (node, miners, pool hub, exchange,
+web): on one shared machine their work is batch work (blocks once a second, jobs, polls), while a coordinator
+answers clients, so a coordinator ready to run gets a core first. Only the order changes: a lowered process
+still gets every idle cycle (``aitbc.runtime.priority``; measured in ``docs/performance.md``, session 10)."""
 
 
 @dataclass
@@ -24,12 +32,15 @@ class ManagedProcess:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
     """Extra environment (the services' ``AITBC_*_CORS_ORIGINS``)."""
+    nice: int = BATCH_NICE
+    """Its nice value (and its session's: ``aitbc.runtime.priority.lower_process``); 0 for a coordinator."""
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = None if self.env is None else {**os.environ, **self.env}
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        lower_process(self.proc.pid, self.nice)
         log.close()
 
     def wait_healthy(self, timeout: float) -> None:

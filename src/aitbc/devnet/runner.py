@@ -311,6 +311,7 @@ class Devnet:
                 self.data_dir / "logs" / f"{name}.log",
                 f"{coordinator_urls[i]}/healthz",
                 env=self.cors_env("coordinator"),
+                nice=0,  # the one latency-sensitive service: the others yield to it (``BATCH_NICE``)
             )
             self.processes.append(coordinator)
             on_step(f"starting {name}")

@@ -163,7 +163,11 @@ def test_rate_limit_is_429_with_retry_after(stack: Stack) -> None:
         assert error["reason"] == "rate_limited"
         retry_after = float(response.headers["Retry-After"])
         assert 0 < retry_after <= 1.0 + 0.05
-        # The refused submission created nothing.
+        # The refused submission created nothing. (The accepted ones' rows follow their 201s by group commit:
+        # the intake log. This reads the database file from outside, so it waits for them first.)
+        deadline = time.monotonic() + 10
+        while stack.coordinator.db_counts()["jobs"] < before["jobs"] + 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert stack.coordinator.db_counts()["jobs"] == before["jobs"] + 2
         # After the advertised wait a request passes again (reads and writes share the budget).
         time.sleep(retry_after + 0.05)

@@ -4,6 +4,8 @@ jobs accepted through the intake log before their rows commit, and stored after 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,3 +187,25 @@ def test_a_restart_stores_what_was_logged_but_not_stored(repo: CoordinatorRepo, 
         assert db.recover() == 0
     finally:
         db.close()
+
+
+def _nice_here() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+async def _test_the_writer_and_readers_yield_the_cpu_to_the_loop(repo: CoordinatorRepo) -> None:
+    loop_nice = _nice_here()
+    db = DbWriter(repo, thread_nice=4)
+    try:
+        written = await db.write(_nice_here)
+        read = await asyncio.gather(*(db.read(_nice_here) for _ in range(4)))
+    finally:
+        db.close()
+    assert written == min(19, loop_nice + 4)
+    assert set(read) == {min(19, loop_nice + 4)}
+    assert _nice_here() == loop_nice
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
+def test_the_writer_and_readers_yield_the_cpu_to_the_loop(repo: CoordinatorRepo) -> None:
+    asyncio.run(_test_the_writer_and_readers_yield_the_cpu_to_the_loop(repo))

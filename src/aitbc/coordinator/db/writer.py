@@ -8,9 +8,9 @@ job by id (``get_job``) or lists jobs (``all_stored``) waits for rows still on t
 client-chosen id, which may be a duplicate; PostgreSQL, where replicas share the database) a submission
 returns once the transaction holding its row committed.
 
-A client waits for its job's insert while miners' claims and results, chain events and settlement
-marks take the same thread (each 5 to 15 ms under load). So the writer thread itself groups and
-orders the work: whenever it is free it first takes every job insert waiting (up to
+A submission that waits for its insert (a client-chosen id, PostgreSQL) shares the thread with miners'
+claims and results, chain events and settlement marks (each 5 to 15 ms under load). So the writer
+thread itself groups and orders the work: whenever it is free it first takes every job insert waiting (up to
 ``JOB_INSERT_BATCH``) into one transaction, and only then the next other write, in the order they
 came. A submission waits for at most the one write already running and its own group's commit, not
 for the queue in front of it nor for a turn of the event loop between groups (``bench/settlement.py``,
@@ -35,6 +35,7 @@ from aitbc.coordinator.db.intake_log import IntakeLog, Segment
 from aitbc.coordinator.db.records import JobRecord, job_from_row, job_to_row
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.market.lifecycle import JobRuleViolation
+from aitbc.runtime.priority import lower_this_thread
 
 log = logging.getLogger("aitbc.coordinator.db")
 
@@ -50,8 +51,9 @@ record stays in the intake log meanwhile, so a restart stores it too."""
 class _GroupingWriter:
     """The writer thread: pending job inserts first, as one transaction per group, then other writes in order."""
 
-    def __init__(self, insert_jobs: Callable[[list[JobRecord]], None], name: str) -> None:
+    def __init__(self, insert_jobs: Callable[[list[JobRecord]], None], name: str, nice: int = 0) -> None:
         self._insert_jobs = insert_jobs
+        self._nice = nice
         self._inserts: deque[tuple[JobRecord, Future[None]]] = deque()
         self._writes: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._wake = threading.Condition()
@@ -74,6 +76,7 @@ class _GroupingWriter:
         return future
 
     def _run(self) -> None:
+        lower_this_thread(self._nice)
         while True:
             with self._wake:
                 while not self._inserts and not self._writes and not self._stopping:
@@ -132,10 +135,16 @@ def _run_one(fn: Callable[[], Any], future: Future[Any]) -> None:
 
 
 class DbWriter:
-    def __init__(self, repo: CoordinatorRepo, readers: int = 2, intake_log: IntakeLog | None = None) -> None:
+    def __init__(
+        self, repo: CoordinatorRepo, readers: int = 2, intake_log: IntakeLog | None = None, thread_nice: int = 0
+    ) -> None:
+        """``thread_nice``: the writer and reader threads run this many nice levels below the caller's
+        (``aitbc.runtime.priority``: the event loop gets a core first)."""
         self.repo = repo
-        self._writer = _GroupingWriter(lambda jobs: repo.insert_jobs(jobs), "db-write")
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-read")
+        self._writer = _GroupingWriter(lambda jobs: repo.insert_jobs(jobs), "db-write", thread_nice)
+        self._readers = ThreadPoolExecutor(
+            max_workers=readers, thread_name_prefix="db-read", initializer=lower_this_thread, initargs=(thread_nice,)
+        )
         self._log = intake_log
         self._unstored: dict[str, asyncio.Future[None]] = {}
         """Logged jobs whose rows are not committed yet, by id: done when the row is."""
@@ -177,6 +186,9 @@ class DbWriter:
         number, finished = self._log.append(job_log_record(job))
         self._forget(finished)
         self._unstored[job.id] = row
+        # Off the table in a callback registered before the caller's (``announce_work``), so the two run back to
+        # back: a claim that finds the row stored also finds the work announced (see ``all_stored``).
+        row.add_done_callback(lambda _: self._unstored.pop(job.id, None))
         self._store_logged(job, number, row)
         return row
 
@@ -197,7 +209,6 @@ class DbWriter:
             log.error("a logged job could not be stored; trying again", extra={"job_id": job.id, "error": str(error)})
             row.get_loop().call_later(STORE_RETRY_S, self._store_logged, job, number, row)
             return
-        self._unstored.pop(job.id, None)
         assert self._log is not None
         self._forget(self._log.stored(number))
         if not row.done():
