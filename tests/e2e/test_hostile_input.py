@@ -224,7 +224,7 @@ def test_coordinator_huge_list_cursor_is_400(services: dict[str, Service]) -> No
     )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1].strip()
-    for cursor in (f"{HUGE}:job_x", f"{HUGE}", f"1:{'x' * 500}", "١٢٣:job_x"):
+    for cursor in (f"{HUGE}:0:job_x", f"1:{HUGE}:job_x", f"{HUGE}", f"1:0:{'x' * 500}", "١٢٣:0:job_x", "1:job_x"):
         reply = httpx.get(coordinator.url + "/api/v1/jobs", params={"cursor": cursor}, headers={"X-Api-Key": key})
         assert reply.status_code == 400 and reply.json()["error"]["reason"] == "invalid_cursor", (cursor, reply.text)
     coordinator.healthy()

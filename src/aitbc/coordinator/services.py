@@ -16,6 +16,7 @@ Jobs are ``JobRecord``s throughout (``db/records.py``); clients see ``views.job_
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -100,6 +101,7 @@ class CoordinatorService:
         self.metering = Metering()
         self.db = DbWriter(repo, intake_log=open_intake_log(settings, repo), thread_nice=settings.background_nice)
         self._next_sweep_ms = 0  # the sweeper reads the database from then on (see ``sweep``)
+        self._creation_order = itertools.count()  # JobRecord.created_seq
         self.match_policy: MatchPolicy = create_match_policy(settings)
         self.dispatcher = MinerDispatcher(
             settings, self.db, key.address, metrics, self.events, self.match_policy, self._due_by
@@ -201,6 +203,7 @@ class CoordinatorService:
             max_attempts=self.settings.max_attempts,
             expires_at_ms=created + ttl * 1000,
             created_at_ms=created,
+            created_seq=next(self._creation_order),
         )
         reservation: Reservation | None = None
         if self.intake is not None:
@@ -231,7 +234,7 @@ class CoordinatorService:
         return job
 
     async def list_jobs(
-        self, api_key: ApiKey, state: str | None, model: str | None, limit: int, before: tuple[int, str] | None
+        self, api_key: ApiKey, state: str | None, model: str | None, limit: int, before: tuple[int, int, str] | None
     ) -> list[JobRecord]:
         await self.db.all_stored()
         return await self.db.read(self.repo.list_jobs, api_key.id, state, model, limit, before)

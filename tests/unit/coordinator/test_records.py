@@ -108,3 +108,21 @@ def test_a_claim_chosen_on_a_reader_takes_only_the_jobs_still_queued(repo: Coord
     stored = repo.get_job("job_0")
     assert stored is not None and stored.miner == "ait1b" and stored.lease_id == "ait1b-job_0"
     assert all(repo.get_job(j.id) == j for j in taken)
+
+
+def test_jobs_accepted_in_one_millisecond_list_newest_first_across_pages(repo: CoordinatorRepo) -> None:
+    """Five jobs in one millisecond whose ids sort against their acceptance order: the list still gives the
+    last accepted first, and paging by the (ms, seq, id) cursor gives each exactly once."""
+    prompt = JobInput(type="inference", model="m", prompt="hi")
+    accepted = [record(f"job_{9 - i}", prompt, created_at_ms=5_000, created_seq=i) for i in range(5)]
+    repo.insert_jobs([record("job_old", prompt, created_at_ms=4_999, created_seq=99), *accepted])
+    pages: list[list[str]] = []
+    before: tuple[int, int, str] | None = None
+    while True:
+        page = repo.list_jobs("k1", None, None, 2, before)
+        pages.append([job.id for job in page])
+        if len(page) < 2:
+            break
+        before = (page[-1].created_at_ms, page[-1].created_seq, page[-1].id)
+    assert pages == [["job_5", "job_6"], ["job_7", "job_8"], ["job_9", "job_old"], []]
+    assert repo.get_job("job_7") == accepted[2], "the counter is stored with the row"

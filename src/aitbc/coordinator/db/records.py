@@ -75,6 +75,11 @@ class JobRecord:
     refunded: int | None = None
     client_signature: str | None = None
     """A signed-mode deposit job: the client's signature over its job request, carried into the settle batch."""
+    created_seq: int = 0
+    """Orders jobs this coordinator process accepted in the same millisecond (``created_at_ms``): a client's
+    job list is newest first even when two submissions share a millisecond. It counts up from 0 in each
+    process (a restart takes longer than a millisecond); jobs that replicas accepted in the same millisecond
+    are concurrent, and their order falls back to the counter and then the job id."""
 
     @property
     def sealed(self) -> SealedJobInput | None:

@@ -244,8 +244,10 @@ class CoordinatorRepo:
         state: str | None,
         model: str | None,
         limit: int,
-        before: tuple[int, str] | None,
+        before: tuple[int, int, str] | None,
     ) -> list[JobRecord]:
+        """Newest first: by acceptance time, then acceptance order within the millisecond, then id;
+        ``before``: the (``created_at_ms``, ``created_seq``, id) of the last job of the previous page."""
         query = sa.select(jobs)
         if api_key_id is not None:
             query = query.where(jobs.c.api_key_id == api_key_id)
@@ -254,11 +256,9 @@ class CoordinatorRepo:
         if model is not None:
             query = query.where(jobs.c.model == model)
         if before is not None:
-            created, job_id = before
-            query = query.where(
-                sa.or_(jobs.c.created_at_ms < created, sa.and_(jobs.c.created_at_ms == created, jobs.c.id < job_id))
-            )
-        query = query.order_by(jobs.c.created_at_ms.desc(), jobs.c.id.desc()).limit(limit)
+            order = sa.tuple_(jobs.c.created_at_ms, jobs.c.created_seq, jobs.c.id)
+            query = query.where(order < sa.tuple_(*before))
+        query = query.order_by(jobs.c.created_at_ms.desc(), jobs.c.created_seq.desc(), jobs.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [job_from_row(r) for r in conn.execute(query).mappings()]
 

@@ -70,6 +70,8 @@ jobs = sa.Table(
     sa.Column("refunded", sa.BigInteger, nullable=True),
     # a signed-mode deposit job: the client's signature over its job request (aitbc.protocol.deposit)
     sa.Column("client_signature", sa.String(128), nullable=True),
+    # orders the jobs one process accepted in the same millisecond (JobRecord.created_seq)
+    sa.Column("created_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_jobs_state_model_created", "state", "model", "created_at_ms"),
     sa.Index("ix_jobs_lease", "state", "lease_expires_at_ms"),
     sa.Index("ix_jobs_state_expires", "state", "expires_at_ms"),

@@ -73,13 +73,21 @@ async def list_jobs(
 ) -> dict[str, Any]:
     before = None
     if cursor:
-        created, _, job_id = cursor.partition(":")
-        if not created.isascii() or not created.isdigit() or len(created) > 18 or not 0 < len(job_id) <= 64:
+        before = parse_list_cursor(cursor)
+        if before is None:
             return JSONResponse({"error": {"reason": "invalid_cursor", "message": "malformed cursor"}}, status_code=400)  # type: ignore[return-value]
-        before = (int(created), job_id)
     rows = await service.list_jobs(client, None if state is None else state.value, model, limit, before)
-    next_cursor = f"{rows[-1].created_at_ms}:{rows[-1].id}" if len(rows) == limit else None
+    last = rows[-1] if len(rows) == limit else None
+    next_cursor = None if last is None else f"{last.created_at_ms}:{last.created_seq}:{last.id}"
     return {"jobs": [job_view(r) for r in rows], "next_cursor": next_cursor}
+
+
+def parse_list_cursor(cursor: str) -> tuple[int, int, str] | None:
+    """A job list's ``next_cursor`` (``<created_at_ms>:<created_seq>:<job id>``), or None if it is not one."""
+    created, _, rest = cursor.partition(":")
+    seq, _, job_id = rest.partition(":")
+    numbers_ok = all(n.isascii() and n.isdigit() and len(n) <= 18 for n in (created, seq))
+    return (int(created), int(seq), job_id) if numbers_ok and 0 < len(job_id) <= 64 else None
 
 
 @router.get("/jobs/{job_id}", summary="Job status with timestamps and attempts")
