@@ -8,7 +8,6 @@ import fcntl
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,7 +38,7 @@ from aitbc.runtime.cors import add_cors
 from aitbc.runtime.errors import error_body, error_headers, http_status
 from aitbc.runtime.http_errors import install_error_handlers
 from aitbc.runtime.keyfile import read_keyfile, write_keyfile
-from aitbc.runtime.priority import lower_this_thread
+from aitbc.runtime.priority import background_executor
 
 log = logging.getLogger("aitbc.coordinator")
 BLOB_SWEEP_SECONDS = 60.0
@@ -106,11 +105,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         # ``asyncio.to_thread`` work (batch signing, blob sweeps …) yields the CPU to the loop, as the database
         # and chain threads do (``CoordinatorSettings.background_nice``).
         asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(
-                thread_name_prefix="coordinator-worker",
-                initializer=lower_this_thread,
-                initargs=(settings.background_nice,),
-            )
+            background_executor("coordinator-worker", settings.background_nice)
         )
 
         async def sweeper() -> None:

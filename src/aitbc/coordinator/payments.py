@@ -20,7 +20,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
@@ -39,7 +38,7 @@ from aitbc.protocol.crypto import KeyPair
 from aitbc.protocol.errors import PaymentRequired, RemoteError, TxRejection, Unavailable
 from aitbc.protocol.tx import RefundEscrow, SettleJob, SettleJobZk, Tx, sign_tx, tx_hash, tx_to_json_obj
 from aitbc.protocol.zk import ZkReceiptProof
-from aitbc.runtime.priority import lower_this_thread
+from aitbc.runtime.priority import background_executor
 
 log = logging.getLogger("aitbc.coordinator.payments")
 
@@ -133,9 +132,7 @@ class ChainLink:
     ) -> None:
         self.node_url = node_url
         self.node = client or NodeClient(node_url, timeout=10.0)
-        self._thread = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="chain", initializer=lower_this_thread, initargs=(thread_nice,)
-        )
+        self._thread = background_executor("chain", thread_nice, max_workers=1)
         self.info: ChainInfo | None = None
         self.info_ttl = info_ttl
         self._info_at = 0.0

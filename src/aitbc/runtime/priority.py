@@ -22,6 +22,7 @@ import contextlib
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -36,6 +37,11 @@ def lower_this_thread(steps: int) -> None:
     tid = threading.get_native_id()
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, tid, min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+
+
+def background_executor(name: str, nice: int, max_workers: int | None = None) -> ThreadPoolExecutor:
+    """A thread pool for batch work whose threads run ``nice`` levels below the thread that submits to it."""
+    return ThreadPoolExecutor(max_workers, thread_name_prefix=name, initializer=lower_this_thread, initargs=(nice,))
 
 
 def lower_process(pid: int, nice: int) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aitbc.devnet.process import BATCH_NICE, ManagedProcess
-from aitbc.runtime.priority import MAX_NICE, lower_process, lower_this_thread
+from aitbc.runtime.priority import MAX_NICE, background_executor, lower_process, lower_this_thread
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice and autogroups are Linux's")
 
@@ -37,6 +37,14 @@ def nice_in_a_thread(steps: int) -> int:
 def test_a_worker_thread_lowers_itself_and_not_the_thread_that_started_it() -> None:
     before = thread_nice()
     assert nice_in_a_thread(3) == min(MAX_NICE, before + 3)
+    assert thread_nice() == before
+
+
+def test_a_background_executor_runs_its_work_lowered_under_its_name() -> None:
+    before = thread_nice()
+    with background_executor("batch", 4, max_workers=2) as pool:
+        name, nice = pool.submit(lambda: (threading.current_thread().name, thread_nice())).result(10)
+    assert name.startswith("batch") and nice == min(MAX_NICE, before + 4)
     assert thread_nice() == before
 
 

@@ -25,7 +25,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Final, ParamSpec, TypeVar
 
 import msgspec
@@ -35,7 +35,7 @@ from aitbc.coordinator.db.intake_log import IntakeLog, Segment
 from aitbc.coordinator.db.records import JobRecord, job_from_row, job_to_row
 from aitbc.coordinator.db.repo import CoordinatorRepo
 from aitbc.market.lifecycle import JobRuleViolation
-from aitbc.runtime.priority import lower_this_thread
+from aitbc.runtime.priority import background_executor, lower_this_thread
 
 log = logging.getLogger("aitbc.coordinator.db")
 
@@ -142,9 +142,7 @@ class DbWriter:
         (``aitbc.runtime.priority``: the event loop gets a core first)."""
         self.repo = repo
         self._writer = _GroupingWriter(lambda jobs: repo.insert_jobs(jobs), "db-write", thread_nice)
-        self._readers = ThreadPoolExecutor(
-            max_workers=readers, thread_name_prefix="db-read", initializer=lower_this_thread, initargs=(thread_nice,)
-        )
+        self._readers = background_executor("db-read", thread_nice, max_workers=readers)
         self._log = intake_log
         self._unstored: dict[str, asyncio.Future[None]] = {}
         """Logged jobs whose rows are not committed yet, by id: done when the row is."""
