@@ -844,24 +844,30 @@ def main() -> int:
             f" {statistics.mean(job_blocks):,.0f}  max {max(job_blocks):,}"
         )
     print(f"money               paid to miners {paid:,}, protocol fees {fees:,} (base units; max_price {max_price:,})")
-    print(
-        "CPU (job run)       "
-        + ", ".join(f"{name} {v / window * 100:.0f}%" for name, v in cpu.items())
-        + f", bench client {self_cpu / window * 100:.0f}%, other processes {others / window * 100:.0f}%"
-        + f" of one core (machine busy {busy / window / cores * 100:.0f}% of {cores} cores)"
-    )
-    per_job = {**cpu, "bench client": self_cpu}
-    print(
-        "CPU per settled job "
-        + ", ".join(f"{name} {v / max(1, len(run.settled)) * 1000:.1f} ms" for name, v in per_job.items())
-        + f"  (total {sum(per_job.values()) / max(1, len(run.settled)) * 1000:.1f} ms: the machine-independent figure)"
-    )
     per_transfer = (before.node_cpu + after.node_cpu) / max(1, before.committed + after.committed)
-    job_cpu = sum(per_job.values()) / max(1, len(run.settled))
-    print(
+    transfer_line = (
         f"CPU per transfer    node {per_transfer * 1000:.2f} ms (incl. its verify workers; the client only posts"
-        f" pre-encoded bytes): a settled job costs {job_cpu / max(1e-9, per_transfer):,.0f}x a transfer in CPU"
+        " pre-encoded bytes)"
     )
+    if not run.settled:  # no per-job escrow run (--jobs 0): its window is empty and its shares meaningless
+        job_cpu = float("nan")
+        print("CPU (job run)       n/a (no per-job escrow jobs settled)")
+        print(transfer_line)
+    else:
+        print(
+            "CPU (job run)       "
+            + ", ".join(f"{name} {v / window * 100:.0f}%" for name, v in cpu.items())
+            + f", bench client {self_cpu / window * 100:.0f}%, other processes {others / window * 100:.0f}%"
+            + f" of one core (machine busy {busy / window / cores * 100:.0f}% of {cores} cores)"
+        )
+        per_job = {**cpu, "bench client": self_cpu}
+        job_cpu = sum(per_job.values()) / len(run.settled)
+        print(
+            "CPU per settled job "
+            + ", ".join(f"{name} {v / len(run.settled) * 1000:.1f} ms" for name, v in per_job.items())
+            + f"  (total {job_cpu * 1000:.1f} ms: the machine-independent figure)"
+        )
+        print(f"{transfer_line}: a settled job costs {job_cpu / max(1e-9, per_transfer):,.0f}x a transfer in CPU")
     if run.failed:
         print(f"first failure       {next(iter(run.failed.values()))}")
     print(
@@ -938,7 +944,7 @@ def main() -> int:
     )
     print(f"{'plain transfers':<22}{transfer_rate:>16,.0f}{per_transfer * 1000:>12.2f}{'':>13}{'':>22}")
     print(
-        f"ratios              deposit/escrow {dep_rate / jobs_rate if jobs_rate else float('nan'):.1f}x settled jobs/s,"
+        f"ratios              deposit/escrow {f'{dep_rate / jobs_rate:.1f}x' if jobs_rate else 'n/a'} settled jobs/s,"
         f" deposit jobs/s / transfers/s {dep_rate / max(1e-9, transfer_rate):.4f};"
         " targets: >= 600 jobs/s, <= 3 ms CPU/job, POST p99 <= 20 ms, finish->settle p50 <= 1.5 s"
     )
