@@ -284,23 +284,28 @@ class MinerDispatcher:
         self.notify_work()
 
     # -- claims ------------------------------------------------------------------------
-    async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
-        claimed = await self.claim_many(miner, wait_seconds, 1)
-        return claimed[0] if claimed else None
-
-    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+    async def claim_many(
+        self, miner: str, wait_seconds: float, max_jobs: int, gone: asyncio.Future[None] | None = None
+    ) -> list[JobAssignment]:
         """Long-poll until at least one job is claimable, then take up to ``max_jobs`` (within the miner's free
-        slots) from one scan of the queue: one request and one signature check for many jobs."""
-        claimed = await self._wait_and_claim(miner, wait_seconds, max_jobs)
+        slots) from one scan of the queue: one request and one signature check for many jobs.
+
+        ``gone``: done once the miner's connection closed; the long poll then ends without taking a job (a
+        take already under way completes: the caller hands its jobs back, ``CoordinatorService.claim_many``)."""
+        claimed = await self._wait_and_claim(miner, wait_seconds, max_jobs, gone)
         self.metrics.claims.labels("jobs" if claimed else "empty").inc()
         return claimed
 
-    async def _wait_and_claim(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
+    async def _wait_and_claim(
+        self, miner: str, wait_seconds: float, max_jobs: int, gone: asyncio.Future[None] | None
+    ) -> list[JobAssignment]:
         live = await self.live_async(miner)
         deadline = time.monotonic() + min(wait_seconds, self.settings.max_claim_wait_seconds)
         woken_for_a_job = False
         while True:
-            if self._stopping:
+            if self._stopping or (gone is not None and gone.done()):
+                if woken_for_a_job:
+                    self.notify_work()  # the job this claimer was woken for goes to someone else
                 return []
             # jobs accepted before this look are offered in it: wait for rows still on their way (the intake log)
             await self.db.all_stored()
@@ -328,7 +333,13 @@ class MinerDispatcher:
             waiter = Waiter(live, asyncio.get_running_loop().create_future())
             self._waiters.append(waiter)
             try:
-                woken_for_a_job = await asyncio.wait_for(waiter.future, timeout=remaining)
+                if gone is None:
+                    woken_for_a_job = await asyncio.wait_for(waiter.future, timeout=remaining)
+                else:
+                    await asyncio.wait((waiter.future, gone), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                    woken_for_a_job = waiter.future.done() and waiter.future.result()
+                    if not waiter.future.done() and not gone.done():
+                        return []  # no work in time
             except TimeoutError:
                 return []
             except asyncio.CancelledError:  # the miner went away: pass on a job it was woken for

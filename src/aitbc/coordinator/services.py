@@ -291,11 +291,33 @@ class CoordinatorService:
     async def heartbeat(self, miner: str, leases: dict[str, str]) -> dict[str, Any]:
         return await self.dispatcher.heartbeat(miner, leases)
 
-    async def claim(self, miner: str, wait_seconds: float) -> JobAssignment | None:
-        return await self.dispatcher.claim(miner, wait_seconds)
+    async def claim(
+        self, miner: str, wait_seconds: float, gone: asyncio.Future[None] | None = None
+    ) -> JobAssignment | None:
+        claimed = await self.claim_many(miner, wait_seconds, 1, gone)
+        return claimed[0] if claimed else None
 
-    async def claim_many(self, miner: str, wait_seconds: float, max_jobs: int) -> list[JobAssignment]:
-        return await self.dispatcher.claim_many(miner, wait_seconds, max_jobs)
+    async def claim_many(
+        self, miner: str, wait_seconds: float, max_jobs: int, gone: asyncio.Future[None] | None = None
+    ) -> list[JobAssignment]:
+        """A miner's long poll for work. ``gone``: done once its connection closed (``aitbc.runtime.disconnect``):
+        the poll ends, and jobs taken by then go back to the queue at once instead of waiting out a lease
+        that no one holds (a miner killed mid-poll used to strand a whole claimed batch for ``lease_seconds``)."""
+        claimed = await self.dispatcher.claim_many(miner, wait_seconds, max_jobs, gone)
+        if claimed and gone is not None and gone.done():
+            await self._hand_back_unsent(miner, claimed)
+            return []
+        return claimed
+
+    async def _hand_back_unsent(self, miner: str, claimed: list[JobAssignment]) -> None:
+        """Requeue jobs whose claim could not be answered: the attempt does not count, nor against the miner."""
+        for assignment in claimed:
+            job_id, lease_id = assignment.job.job_id, assignment.lease.lease_id
+            try:
+                await self._release(miner, job_id, lease_id)
+            except AitbcError as exc:  # cancelled or expired meanwhile: nothing to hand back
+                log.info("unsent claim not handed back", extra={"job_id": job_id, "reason": str(exc)})
+        log.warning("claim answered to a closed connection", extra={"miner": miner, "jobs": len(claimed)})
 
     async def progress(
         self, miner: str, job_id: str, lease_id: str, tokens: list[str], first_index: int
@@ -375,17 +397,22 @@ class CoordinatorService:
 
     async def release(self, miner: str, job_id: str, lease_id: str) -> dict[str, Any]:
         await self.dispatcher.live_async(miner)
-        job = await self.get_job(None, job_id)
-        before = job.lifecycle()
+        before, job = await self._release(miner, job_id, lease_id)
+        view = job_view(job)
         now = now_ms()
-        released = on_release(before, miner, lease_id, now)
-        view = job_view(await self._apply_transition(job, before, released, expect_lease=lease_id))
         recent = self.dispatcher.on_released(miner, job_id, now)
         if is_release_over_allowance(recent, self.dispatcher.release_allowance):
             detail = f"released {recent} jobs within {self.dispatcher.release_allowance.window_ms // 1000} s"
             self.match_policy.on_outcome(miner, job_id, before.attempts, Outcome.FAILED, detail=detail)
             log.warning("miner releases too often", extra={"miner": miner, "job_id": job_id, "releases": recent})
         return view
+
+    async def _release(self, miner: str, job_id: str, lease_id: str) -> tuple[JobLifecycle, JobRecord]:
+        """The miner's job back to the queue, its attempt not counted (``on_release``): (before, after)."""
+        job = await self.get_job(None, job_id)
+        before = job.lifecycle()
+        released = on_release(before, miner, lease_id, now_ms())
+        return before, await self._apply_transition(job, before, released, expect_lease=lease_id)
 
     async def _apply_transition(
         self, job: JobRecord, before: JobLifecycle, after: JobLifecycle, expect_lease: str | None

@@ -26,6 +26,8 @@ unchanged, so the API, its errors and ``/openapi.json`` stay exactly what the ro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -54,6 +56,7 @@ from aitbc.protocol.job_messages import (
     ResultSubmission,
     decode_message,
 )
+from aitbc.runtime.disconnect import client_gone
 
 SUBMIT_PATH: Final = "/api/v1/jobs"
 JOBS_PREFIX: Final = "/api/v1/jobs/"
@@ -67,32 +70,49 @@ _MINER_HEADERS: Final = {
 }
 
 Handler = Callable[
-    [CoordinatorService, str, str, Any], Awaitable[dict[str, Any] | JobAssignment | JobAssignments | None]
+    [CoordinatorService, str, str, Any, "asyncio.Future[None] | None"],
+    Awaitable[dict[str, Any] | JobAssignment | JobAssignments | None],
 ]
+"""(service, miner, job id from the path, body, for a long poll: done once the miner's connection closed)
+→ the answer."""
+_LONG_POLLS: Final = frozenset({"claim", "claim-many"})
+"""Routes that wait for work and watch their connection meanwhile (``aitbc.runtime.disconnect``)."""
 
 
-async def _claim(service: CoordinatorService, miner: str, _: str, body: ClaimRequest) -> JobAssignment | None:
-    return await service.claim(miner, body.wait_seconds)
+async def _claim(
+    service: CoordinatorService, miner: str, _: str, body: ClaimRequest, gone: asyncio.Future[None] | None
+) -> JobAssignment | None:
+    return await service.claim(miner, body.wait_seconds, gone)
 
 
-async def _heartbeat(service: CoordinatorService, miner: str, _: str, body: HeartbeatRequest) -> dict[str, Any]:
+async def _heartbeat(
+    service: CoordinatorService, miner: str, _: str, body: HeartbeatRequest, _gone: asyncio.Future[None] | None
+) -> dict[str, Any]:
     return await service.heartbeat(miner, body.leases)
 
 
-async def _progress(service: CoordinatorService, miner: str, job_id: str, body: ProgressReport) -> dict[str, Any]:
+async def _progress(
+    service: CoordinatorService, miner: str, job_id: str, body: ProgressReport, _gone: asyncio.Future[None] | None
+) -> dict[str, Any]:
     return await service.progress(miner, job_id, body.lease_id, body.tokens, body.first_index)
 
 
-async def _result(service: CoordinatorService, miner: str, job_id: str, body: ResultSubmission) -> dict[str, Any]:
+async def _result(
+    service: CoordinatorService, miner: str, job_id: str, body: ResultSubmission, _gone: asyncio.Future[None] | None
+) -> dict[str, Any]:
     return await deliver_result(service, miner, job_id, body)
 
 
-async def _claim_many(service: CoordinatorService, miner: str, _: str, body: ClaimManyRequest) -> JobAssignments | None:
-    claimed = await service.claim_many(miner, body.wait_seconds, body.max_jobs)
+async def _claim_many(
+    service: CoordinatorService, miner: str, _: str, body: ClaimManyRequest, gone: asyncio.Future[None] | None
+) -> JobAssignments | None:
+    claimed = await service.claim_many(miner, body.wait_seconds, body.max_jobs, gone)
     return JobAssignments(assignments=claimed) if claimed else None
 
 
-async def _results(service: CoordinatorService, miner: str, _: str, body: ResultBatch) -> dict[str, Any]:
+async def _results(
+    service: CoordinatorService, miner: str, _: str, body: ResultBatch, _gone: asyncio.Future[None] | None
+) -> dict[str, Any]:
     return await deliver_results(service, miner, body)
 
 
@@ -244,7 +264,11 @@ class FastPath:
         }
         try:
             miner = self.service.authenticate_miner(auth, "POST", path, body)
-            answer = await handler(self.service, miner, job_id, decode_message(kind, body))
+            watch: contextlib.AbstractAsyncContextManager[asyncio.Future[None] | None] = (
+                client_gone(receive) if key in _LONG_POLLS else contextlib.nullcontext()
+            )
+            async with watch as gone:
+                answer = await handler(self.service, miner, job_id, decode_message(kind, body), gone)
         except AitbcError as exc:
             await self.render_error(exc)(scope, receive, send)
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from aitbc.coordinator.api.body import openapi_body
 from aitbc.coordinator.api.deps import (
@@ -39,6 +39,7 @@ from aitbc.protocol.job_messages import (
     ResultSubmission,
 )
 from aitbc.protocol.receipt import InvalidReceipt
+from aitbc.runtime.disconnect import client_gone
 from aitbc.runtime.errors import http_status
 
 router = APIRouter(prefix="/api/v1/miners", tags=["miners"])
@@ -77,8 +78,9 @@ async def heartbeat(miner: Miner, service: Service, body: HeartbeatBody) -> dict
         },
     },
 )
-async def claim(miner: Miner, service: Service, body: ClaimBody) -> Response:
-    claimed = await service.claim(miner, body.wait_seconds)
+async def claim(miner: Miner, service: Service, body: ClaimBody, request: Request) -> Response:
+    async with client_gone(request.receive) as gone:
+        claimed = await service.claim(miner, body.wait_seconds, gone)
     return Response(status_code=204) if claimed is None else assignment_response(claimed)
 
 
@@ -99,8 +101,9 @@ async def claim(miner: Miner, service: Service, body: ClaimBody) -> Response:
         },
     },
 )
-async def claim_many(miner: Miner, service: Service, body: ClaimManyBody) -> Response:
-    claimed = await service.claim_many(miner, body.wait_seconds, body.max_jobs)
+async def claim_many(miner: Miner, service: Service, body: ClaimManyBody, request: Request) -> Response:
+    async with client_gone(request.receive) as gone:
+        claimed = await service.claim_many(miner, body.wait_seconds, body.max_jobs, gone)
     if not claimed:
         return Response(status_code=204)
     return Response(msgspec.json.encode(JobAssignments(assignments=claimed)), media_type="application/json")
