@@ -317,7 +317,9 @@ class CoordinatorService:
                 await self._release(miner, job_id, lease_id)
             except AitbcError as exc:  # cancelled or expired meanwhile: nothing to hand back
                 log.info("unsent claim not handed back", extra={"job_id": job_id, "reason": str(exc)})
-        log.warning("claim answered to a closed connection", extra={"miner": miner, "jobs": len(claimed)})
+        log.warning(
+            "claimed jobs handed back: the miner's connection closed", extra={"miner": miner, "jobs": len(claimed)}
+        )
 
     async def progress(
         self, miner: str, job_id: str, lease_id: str, tokens: list[str], first_index: int
